@@ -1,0 +1,563 @@
+//! `rexray`: the operator CLI.
+
+use clap::{Args, Parser, Subcommand};
+use rexray::cli;
+use rexray::config::Config;
+use rexray::model::{CreateOptions, FsType, MountOptions, Volume, VolumeWithPath};
+use rexray::output::{self, Format};
+use rexray::volume::{Created, Unmounted, Volumes};
+use rexray::{Error, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "rexray",
+    version,
+    about = "Storage orchestration for Docker, Kubernetes and Mesos",
+    long_about = "Storage orchestration for Docker, Kubernetes and Mesos.\n\n\
+        Every configuration key can also be set with a flag named after it, e.g. \
+        --libstorageIntegrationVolumeOperationsMountPreempt or --loopVolumePath=/srv/loop; \
+        `rexray env` shows every key, its value and where the value came from."
+)]
+struct Cli {
+    /// Config file to use instead of <etc>/rexray.yml or <etc>/config.yml.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug (rexray.logLevel).
+    #[arg(short = 'l', long = "logLevel", global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Storage service to use (libstorage.service).
+    #[arg(short = 's', long = "service", global = true, value_name = "NAME")]
+    service: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage volumes.
+    #[command(subcommand, visible_alias = "volumes")]
+    Volume(VolumeCmd),
+    /// Print the effective configuration, one KEY=value line per setting,
+    /// each with its source (default, file, env or flag).
+    Env {
+        /// Output format: text (KEY=value lines), json or yaml.
+        #[arg(short = 'f', long = "format", default_value = "text")]
+        format: String,
+    },
+    /// Print version facts.
+    Version {
+        /// Output format: text or json.
+        #[arg(short = 'f', long = "format", default_value = "text")]
+        format: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Fmt {
+    /// Output format: tmpl (table), json, jsonp (indented JSON) or yaml.
+    #[arg(short = 'f', long = "format", default_value = "tmpl")]
+    format: String,
+    /// Leave out the header row.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// Go on with the next volume after an error (the exit code is still 1).
+    #[arg(long = "continueOnError")]
+    continue_on_error: bool,
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// List volumes, or inspect the ones named.
+    #[command(visible_aliases = ["list", "get", "inspect", "l"])]
+    Ls {
+        /// Volume ids or names (exact).
+        volumes: Vec<String>,
+        /// Only volumes attached to this instance.
+        #[arg(long)]
+        attached: bool,
+        /// Only volumes attached nowhere.
+        #[arg(long)]
+        available: bool,
+        /// Add the Path column (where the volume is mounted here).
+        #[arg(long)]
+        path: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Create volumes.
+    #[command(visible_aliases = ["new", "c", "n"])]
+    Create {
+        /// Names of the volumes to create.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Size in GiB (default: create.default.size).
+        #[arg(long)]
+        size: Option<String>,
+        /// IOPS.
+        #[arg(long)]
+        iops: Option<String>,
+        /// Volume type.
+        #[arg(long = "volumeType")]
+        volume_type: Option<String>,
+        /// Availability zone.
+        #[arg(long = "availabilityZone")]
+        availability_zone: Option<String>,
+        /// Filesystem to make at the first mount: ext4 or xfs.
+        #[arg(long = "fsType")]
+        fs_type: Option<String>,
+        /// Encrypt the volume (not supported by the local drivers).
+        #[arg(long)]
+        encrypted: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Remove volumes (exact id or name; never a volume in use).
+    #[command(visible_aliases = ["remove", "delete", "del", "r"])]
+    Rm {
+        /// Volume ids or names (exact).
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Accepted for compatibility: a volume in use is never removed.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Attach volumes to this instance.
+    #[command(visible_alias = "a")]
+    Attach {
+        /// Volume ids or names.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Take the volume from another instance.
+        #[arg(long)]
+        force: bool,
+        /// Succeed for volumes that are already attached (always true here).
+        #[arg(short = 'i', long)]
+        idempotent: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Detach volumes that are not mounted.
+    #[command(visible_alias = "d")]
+    Detach {
+        /// Volume ids or names.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Detach from another instance too.
+        #[arg(long)]
+        force: bool,
+        /// Succeed for volumes that are already detached (always true here).
+        #[arg(short = 'i', long)]
+        idempotent: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Attach, format (only if blank) and mount volumes; prints their paths.
+    #[command(visible_alias = "m")]
+    Mount {
+        /// Volume ids or names.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Filesystem to make on a blank volume: ext4 or xfs.
+        #[arg(long = "fsType")]
+        fs_type: Option<String>,
+        /// Format even if the volume holds a filesystem. DESTROYS ITS DATA.
+        #[arg(long = "overwriteFS")]
+        overwrite_fs: bool,
+        /// Succeed for volumes that are already mounted (always true here).
+        #[arg(short = 'i', long)]
+        idempotent: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Release this CLI's use of volumes; unmounts and detaches when no one
+    /// else uses them.
+    #[command(visible_aliases = ["umount", "u"])]
+    Unmount {
+        /// Volume ids or names.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Succeed for volumes that are not mounted (always true here).
+        #[arg(short = 'i', long)]
+        idempotent: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Print the path of a mounted volume.
+    Path {
+        /// Volume id or name.
+        volume: String,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+}
+
+fn open(cfg: Config) -> Result<Volumes> {
+    Volumes::open(cfg)
+}
+
+fn fmt_of(f: &Fmt) -> Result<Format> {
+    f.format.parse()
+}
+
+/// Apply `op` to each volume; stop at the first error unless asked not to.
+/// Returns what succeeded and whether anything failed.
+fn each<T>(
+    names: &[String],
+    continue_on_error: bool,
+    mut op: impl FnMut(&str) -> Result<T>,
+) -> (Vec<T>, Option<Error>) {
+    let mut done = Vec::new();
+    let mut first_err = None;
+    for n in names {
+        match op(n) {
+            Ok(t) => done.push(t),
+            Err(e) => {
+                eprintln!("rexray: error: {e}");
+                first_err.get_or_insert(e);
+                if !continue_on_error {
+                    break;
+                }
+            }
+        }
+    }
+    (done, first_err)
+}
+
+fn with_path(v: Volume, path: String) -> VolumeWithPath {
+    VolumeWithPath { volume: v, path }
+}
+
+fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Error>> {
+    let vols = open(cfg)?;
+    let anon = Volumes::anonymous();
+    Ok(match cmd {
+        VolumeCmd::Ls {
+            volumes,
+            attached,
+            available,
+            path,
+            fmt,
+        } => {
+            let format = fmt_of(&fmt)?;
+            let keep = |v: &Volume| {
+                (volumes.is_empty() || volumes.iter().any(|a| *a == v.id || *a == v.name))
+                    && (!attached || v.attachment_state == 2)
+                    && (!available || v.attachment_state == 3)
+            };
+            for a in &volumes {
+                rexray::input::volume_name(a)?;
+            }
+            if path {
+                let rows: Vec<VolumeWithPath> = vols
+                    .list_with_paths()?
+                    .into_iter()
+                    .filter(|(v, _)| keep(v))
+                    .map(|(v, p)| with_path(v, p))
+                    .collect();
+                out.push_str(&output::volumes_with_path(&rows, format, fmt.quiet));
+            } else {
+                let rows: Vec<Volume> = vols.list()?.into_iter().filter(|v| keep(v)).collect();
+                out.push_str(&output::volumes(&rows, format, fmt.quiet));
+            }
+            None
+        }
+        VolumeCmd::Create {
+            volumes,
+            size,
+            iops,
+            volume_type,
+            availability_zone,
+            fs_type,
+            encrypted,
+            fmt,
+        } => {
+            let format = fmt_of(&fmt)?;
+            let opts = CreateOptions {
+                size: size
+                    .map(|s| rexray::input::size_gib("--size", &s))
+                    .transpose()?,
+                iops: iops
+                    .map(|s| rexray::input::iops("--iops", &s))
+                    .transpose()?,
+                volume_type,
+                availability_zone,
+                encrypted,
+                fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
+            };
+            for n in &volumes {
+                rexray::input::volume_name(n)?;
+            }
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
+                match vols.create(n, &opts)? {
+                    Created::New(v) => Ok(Some(v)),
+                    Created::Existing(_) => Err(Error::exists(format!(
+                        "volume {n} already exists; nothing was changed"
+                    ))),
+                    Created::Disabled => {
+                        eprintln!("rexray: create.disable is set: volume {n} was not created");
+                        Ok(None)
+                    }
+                }
+            });
+            let done: Vec<Volume> = done.into_iter().flatten().collect();
+            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            err
+        }
+        VolumeCmd::Rm { volumes, fmt, .. } => {
+            let format = fmt_of(&fmt)?;
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
+                match vols.remove(n)? {
+                    Some(v) => Ok(Some(v.name)),
+                    None => {
+                        eprintln!("rexray: remove.disable is set: volume {n} was not removed");
+                        Ok(None)
+                    }
+                }
+            });
+            let mut names: Vec<String> = done.into_iter().flatten().collect();
+            names.sort();
+            if format == Format::Table {
+                for n in names {
+                    out.push_str(&n);
+                    out.push('\n');
+                }
+            } else {
+                out.push_str(&output::structured(&names, format));
+            }
+            err
+        }
+        VolumeCmd::Attach {
+            volumes,
+            force,
+            fmt,
+            ..
+        } => {
+            let format = fmt_of(&fmt)?;
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.attach(n, force));
+            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            err
+        }
+        VolumeCmd::Detach {
+            volumes,
+            force,
+            fmt,
+            ..
+        } => {
+            let format = fmt_of(&fmt)?;
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.detach(n, force));
+            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            err
+        }
+        VolumeCmd::Mount {
+            volumes,
+            fs_type,
+            overwrite_fs,
+            fmt,
+            ..
+        } => {
+            let format = fmt_of(&fmt)?;
+            let opts = MountOptions {
+                fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
+                overwrite_fs,
+                force_attach: false,
+            };
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
+                let (v, p) = vols.mount(n, anon, &opts)?;
+                Ok(with_path(v, p.to_string_lossy().into_owned()))
+            });
+            out.push_str(&output::volumes_with_path(&done, format, fmt.quiet));
+            err
+        }
+        VolumeCmd::Unmount { volumes, fmt, .. } => {
+            let format = fmt_of(&fmt)?;
+            let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
+                if let Unmounted::StillUsed(k) = vols.unmount(n, anon)? {
+                    eprintln!(
+                        "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
+                    );
+                }
+                vols.find(n)
+            });
+            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            err
+        }
+        VolumeCmd::Path { volume, fmt } => {
+            let format = fmt_of(&fmt)?;
+            let v = vols.find(&volume)?;
+            match vols.path(&volume)? {
+                Some(p) => {
+                    let p = p.to_string_lossy().into_owned();
+                    if format == Format::Table {
+                        out.push_str(&p);
+                        out.push('\n');
+                    } else {
+                        out.push_str(&output::structured(&[with_path(v, p)], format));
+                    }
+                    None
+                }
+                None => {
+                    return Err(Error::not_found(format!(
+                        "volume {} is not mounted on this host (mount it with `rexray volume mount {}`)",
+                        v.name, v.name
+                    )))
+                }
+            }
+        }
+    })
+}
+
+#[derive(serde::Serialize)]
+struct EnvEntry<'a> {
+    key: &'a str,
+    env: String,
+    value: &'a str,
+    source: String,
+}
+
+fn run_env(cfg: &Config, format: &str) -> Result<String> {
+    let home = cfg.dirs.home.to_string_lossy().into_owned();
+    let dirs = [
+        ("REXRAY_HOME", home),
+        (
+            "REXRAY_HOME_ETC",
+            cfg.dirs.etc.to_string_lossy().into_owned(),
+        ),
+        (
+            "REXRAY_HOME_LIB",
+            cfg.dirs.lib.to_string_lossy().into_owned(),
+        ),
+        (
+            "REXRAY_HOME_LOG",
+            cfg.dirs.log.to_string_lossy().into_owned(),
+        ),
+        (
+            "REXRAY_HOME_RUN",
+            cfg.dirs.run.to_string_lossy().into_owned(),
+        ),
+    ];
+    let mut entries: Vec<EnvEntry> = cfg
+        .settings()
+        .map(|(k, s)| EnvEntry {
+            key: k,
+            env: rexray::config::keys::env_name(k),
+            value: &s.value,
+            source: s.source.to_string(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.env.cmp(&b.env));
+    match format.to_ascii_lowercase().as_str() {
+        "text" | "tmpl" | "" => {
+            let mut out = String::new();
+            for (k, v) in &dirs {
+                out.push_str(&format!("{k}={}  # directory\n", shell_quote(v)));
+            }
+            for e in &entries {
+                out.push_str(&format!(
+                    "{}={}  # {}\n",
+                    e.env,
+                    shell_quote(e.value),
+                    e.source
+                ));
+            }
+            Ok(out)
+        }
+        f => {
+            let fmt: Format = f.parse()?;
+            if fmt == Format::Table {
+                return Err(Error::invalid("invalid format: use text, json or yaml"));
+            }
+            #[derive(serde::Serialize)]
+            struct All<'a> {
+                directories: std::collections::BTreeMap<&'a str, String>,
+                files: Vec<String>,
+                settings: Vec<EnvEntry<'a>>,
+            }
+            let all = All {
+                directories: dirs.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                files: cfg
+                    .files
+                    .iter()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .collect(),
+                settings: entries,
+            };
+            Ok(output::structured(&all, fmt))
+        }
+    }
+}
+
+/// Quote a value for a POSIX shell only when needed.
+fn shell_quote(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:+,@%".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
+fn run_version(format: &str) -> Result<String> {
+    let v = cli::version_info();
+    match format.to_ascii_lowercase().as_str() {
+        "text" | "tmpl" | "" => Ok(format!(
+            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
+            v.binary,
+            v.sem_ver,
+            v.os_arch,
+            v.commit,
+            v.formed,
+            v.drivers.join(", ")
+        )),
+        f => Ok(output::structured(&v, f.parse()?)),
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
+    let (args, key_flags) = cli::take_key_flags(std::env::args().collect());
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
+    if let Command::Version { format } = &cli.command {
+        print!("{}", run_version(format)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = cli::load_config(cli.config, cli.log_level, cli.service, key_flags)?;
+    cli::log_to_stderr("rexray", cfg.string(rexray::config::keys::LOG_LEVEL));
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut out = String::new();
+    let failed = match cli.command {
+        Command::Volume(cmd) => run_volume(cmd, cfg, &mut out)?,
+        Command::Env { format } => {
+            out = run_env(&cfg, &format)?;
+            None
+        }
+        Command::Version { .. } => unreachable!("handled above"),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    Ok(if failed.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    match cli::catch_panics(real_main) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rexray: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

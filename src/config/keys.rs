@@ -1,0 +1,293 @@
+//! The registry of configuration keys: canonical spelling, default, type,
+//! the older spellings still accepted, and a one-line description.
+
+/// How a key's value is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// Any string.
+    Str,
+    /// true/false.
+    Bool,
+    /// Size in GiB (1..=65536).
+    SizeGib,
+    /// A whole number >= 0, or empty for "unset".
+    OptUint,
+    /// A duration such as `30s`, `2m`, `500ms`.
+    Duration,
+    /// One of a fixed set of words (case-insensitive).
+    OneOf(&'static [&'static str]),
+    /// A filesystem path (absolute).
+    Path,
+}
+
+/// One registered key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDef {
+    /// Canonical spelling (the one `rexray env` shows).
+    pub key: &'static str,
+    /// Default value; `{lib}` and friends are replaced with the directories.
+    pub default: &'static str,
+    /// Type.
+    pub ty: KeyType,
+    /// Other spellings, in priority order after the canonical one.
+    pub aliases: &'static [&'static str],
+    /// What it does.
+    pub help: &'static str,
+}
+
+/// The integration volume operations prefix (`…` in the docs).
+pub const OPS: &str = "libstorage.integration.volume.operations";
+
+macro_rules! ops {
+    ($s:literal) => {
+        concat!("libstorage.integration.volume.operations.", $s)
+    };
+}
+macro_rules! old {
+    ($s:literal) => {
+        concat!("libstorage.integration.volume.", $s)
+    };
+}
+
+pub const LOG_LEVEL: &str = "rexray.logLevel";
+pub const SERVICE: &str = "libstorage.service";
+pub const CREATE_SIZE: &str = ops!("create.default.size");
+pub const CREATE_FSTYPE: &str = ops!("create.default.fsType");
+pub const CREATE_TYPE: &str = ops!("create.default.type");
+pub const CREATE_IOPS: &str = ops!("create.default.iops");
+pub const CREATE_AZ: &str = ops!("create.default.availabilityZone");
+pub const CREATE_DISABLE: &str = ops!("create.disable");
+pub const CREATE_IMPLICIT: &str = ops!("create.implicit");
+pub const MOUNT_PREEMPT: &str = ops!("mount.preempt");
+pub const MOUNT_PATH: &str = ops!("mount.path");
+pub const MOUNT_ROOT_PATH: &str = ops!("mount.rootPath");
+pub const UNMOUNT_IGNORE_USED_COUNT: &str = ops!("unmount.ignoreUsedCount");
+pub const REMOVE_DISABLE: &str = ops!("remove.disable");
+pub const ATTACH_TIMEOUT: &str = "libstorage.device.attachTimeout";
+pub const LOCK_TIMEOUT: &str = "rexray.lockTimeout";
+pub const LOOP_VOLUME_PATH: &str = "loop.volumePath";
+pub const VFS_ROOT: &str = "vfs.root";
+pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
+pub const DOCKER_SPEC: &str = "rexray.modules.default-docker.spec";
+pub const DOCKER_DISABLED: &str = "rexray.modules.default-docker.disabled";
+pub const FLEXREX_LOG_FILE: &str = "rexray.flexrex.logFile";
+
+/// Every key the configuration knows.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef {
+        key: LOG_LEVEL,
+        default: "warn",
+        ty: KeyType::OneOf(&[
+            "panic", "fatal", "error", "warn", "warning", "info", "debug", "trace",
+        ]),
+        aliases: &["libstorage.logging.level"],
+        help: "log level for stderr (and the flexrex log file)",
+    },
+    KeyDef {
+        key: SERVICE,
+        default: "loop",
+        ty: KeyType::Str,
+        aliases: &["rexray.service", "rexray.storageDrivers"],
+        help: "the storage service (or driver) the CLI uses",
+    },
+    KeyDef {
+        key: CREATE_SIZE,
+        default: "16",
+        ty: KeyType::SizeGib,
+        aliases: &[old!("create.default.size"), "docker.size"],
+        help: "size in GiB of volumes created without a size",
+    },
+    KeyDef {
+        key: CREATE_FSTYPE,
+        default: "ext4",
+        ty: KeyType::OneOf(&["ext4", "xfs"]),
+        aliases: &[old!("create.default.fsType"), "docker.fsType"],
+        help: "filesystem made on a blank volume at its first mount",
+    },
+    KeyDef {
+        key: CREATE_TYPE,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[old!("create.default.type"), "docker.volumeType"],
+        help: "volume type of new volumes",
+    },
+    KeyDef {
+        key: CREATE_IOPS,
+        default: "",
+        ty: KeyType::OptUint,
+        aliases: &[old!("create.default.iops"), "docker.iops"],
+        help: "IOPS of new volumes",
+    },
+    KeyDef {
+        key: CREATE_AZ,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[
+            old!("create.default.availabilityZone"),
+            "docker.availabilityZone",
+        ],
+        help: "availability zone of new volumes",
+    },
+    KeyDef {
+        key: CREATE_DISABLE,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[old!("create.disable"), "volume.create.disable"],
+        help: "make create a no-op that succeeds",
+    },
+    KeyDef {
+        key: CREATE_IMPLICIT,
+        default: "true",
+        ty: KeyType::Bool,
+        aliases: &[old!("create.implicit")],
+        help: "let scheduler mounts (dvdcli) create missing volumes",
+    },
+    KeyDef {
+        key: MOUNT_PREEMPT,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[old!("mount.preempt"), "volume.mount.preempt"],
+        help: "take a volume attached to another instance when mounting it",
+    },
+    KeyDef {
+        key: MOUNT_PATH,
+        default: "{lib}/volumes",
+        ty: KeyType::Path,
+        aliases: &[old!("mount.path"), "docker.mountDirPath"],
+        help: "directory under which volumes are mounted, one directory per name",
+    },
+    KeyDef {
+        key: MOUNT_ROOT_PATH,
+        default: "/data",
+        ty: KeyType::Str,
+        aliases: &[old!("mount.rootPath"), "linux.volume.rootPath"],
+        help: "sub-directory of a mounted volume handed to applications",
+    },
+    KeyDef {
+        key: UNMOUNT_IGNORE_USED_COUNT,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[
+            old!("unmount.ignoreUsedCount"),
+            "volume.unmount.ignoreUsedCount",
+        ],
+        help: "unmount on every unmount request, whatever other consumers hold",
+    },
+    KeyDef {
+        key: REMOVE_DISABLE,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[old!("remove.disable"), "volume.remove.disable"],
+        help: "make remove a no-op that succeeds",
+    },
+    KeyDef {
+        key: ATTACH_TIMEOUT,
+        default: "30s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long to wait for an attached device to appear",
+    },
+    KeyDef {
+        key: LOCK_TIMEOUT,
+        default: "5m",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long an operation waits for another one on the same volume",
+    },
+    KeyDef {
+        key: LOOP_VOLUME_PATH,
+        default: "{lib}/loop",
+        ty: KeyType::Path,
+        aliases: &[],
+        help: "where the loop driver keeps volume images and its catalog",
+    },
+    KeyDef {
+        key: VFS_ROOT,
+        default: "{lib}/vfs",
+        ty: KeyType::Path,
+        aliases: &[],
+        help: "where the vfs driver keeps volume directories",
+    },
+    KeyDef {
+        key: DOCKER_HOST,
+        default: "unix:///run/docker/plugins/rexray.sock",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "Docker volume plugin endpoint (unix:///path or tcp://host:port)",
+    },
+    KeyDef {
+        key: DOCKER_SPEC,
+        default: "/etc/docker/plugins/rexray.spec",
+        ty: KeyType::Path,
+        aliases: &[],
+        help: "spec file written for a tcp endpoint",
+    },
+    KeyDef {
+        key: DOCKER_DISABLED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "turn the Docker volume plugin endpoint off",
+    },
+    KeyDef {
+        key: FLEXREX_LOG_FILE,
+        default: "{log}/flexrex.log",
+        ty: KeyType::Path,
+        aliases: &[],
+        help: "log file of the flexrex FlexVolume driver",
+    },
+];
+
+/// Find a key definition by canonical spelling (case-insensitive).
+pub fn find(key: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.key.eq_ignore_ascii_case(key))
+}
+
+/// The environment variable name for a key path: upper case, `.` and `-`
+/// become `_`.
+pub fn env_name(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// The command-line flag for a key path, as the original derives it: the
+/// first segment lower-cased, later segments capitalised, joined.
+pub fn flag_name(key: &str) -> String {
+    let mut out = String::new();
+    for (i, seg) in key.split('.').enumerate() {
+        let seg: String = seg.chars().filter(|c| *c != '-').collect();
+        if i == 0 {
+            out.push_str(&seg.to_ascii_lowercase());
+        } else {
+            let mut cs = seg.chars();
+            if let Some(f) = cs.next() {
+                out.push(f.to_ascii_uppercase());
+                out.extend(cs);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            env_name(MOUNT_PREEMPT),
+            "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_MOUNT_PREEMPT"
+        );
+        assert_eq!(env_name(DOCKER_HOST), "REXRAY_MODULES_DEFAULT_DOCKER_HOST");
+        assert_eq!(
+            flag_name(MOUNT_PREEMPT),
+            "libstorageIntegrationVolumeOperationsMountPreempt"
+        );
+        assert_eq!(flag_name(LOOP_VOLUME_PATH), "loopVolumePath");
+    }
+}

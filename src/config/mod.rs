@@ -1,0 +1,530 @@
+//! Layered configuration: built-in defaults < config file(s) < environment
+//! < command-line flags.
+//!
+//! Keys are case-insensitive. Every key `K` is also read as `rexray.K` (the
+//! original's root scope) and, for the active service `S`, as
+//! `libstorage.server.services.S.K`, which wins over the global spelling.
+//! Old spellings (e.g. `libstorage.integration.volume.mount.preempt`) are
+//! accepted after the canonical `…operations…` one. String values from files
+//! expand `$VAR` and `${VAR}` from the environment.
+
+pub mod dirs;
+pub mod keys;
+
+pub use dirs::Dirs;
+pub use keys::{KeyDef, KeyType, KEYS};
+
+use crate::input::quote;
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Built in.
+    Default,
+    /// A config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file:{}", p.display()),
+            Source::Env(v) => write!(f, "env:{v}"),
+            Source::Flag(v) => write!(f, "flag:{v}"),
+        }
+    }
+}
+
+impl Source {
+    /// `default`, `file`, `env` or `flag`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::File(_) => "file",
+            Source::Env(_) => "env",
+            Source::Flag(_) => "flag",
+        }
+    }
+}
+
+/// One effective setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The value as text (validated for its key's type).
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A value set on the command line for a key.
+#[derive(Debug, Clone)]
+pub struct FlagValue {
+    /// Canonical key.
+    pub key: &'static str,
+    /// Value text.
+    pub value: String,
+    /// The flag as typed, for `rexray env`.
+    pub flag: String,
+}
+
+/// What to load.
+#[derive(Default)]
+pub struct LoadOptions {
+    /// `-c/--config`: use exactly this file (it must exist).
+    pub config_file: Option<PathBuf>,
+    /// Values from command-line flags.
+    pub flags: Vec<FlagValue>,
+    /// The environment; `None` reads the process environment.
+    pub env: Option<HashMap<String, String>>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directories.
+    pub dirs: Dirs,
+    /// The files that were read, in order.
+    pub files: Vec<PathBuf>,
+    /// Warnings (unknown keys, ...) for the caller to log.
+    pub warnings: Vec<String>,
+    values: BTreeMap<&'static str, Setting>,
+    tree: BTreeMap<String, (String, PathBuf)>,
+    service: String,
+}
+
+/// Read a YAML file into lower-cased dotted paths → text values.
+fn read_file(path: &Path, tree: &mut BTreeMap<String, (String, PathBuf)>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::from_io(format!("invalid config file {}", path.display()), &e))?;
+    if meta.mode() & 0o002 != 0 {
+        return Err(Error::invalid(format!(
+            "refusing config file {}: it is writable by every user; run `chmod o-w {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::from_io(format!("reading config file {}", path.display()), &e))?;
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| Error::invalid(format!("invalid config file {}: {e}", path.display())))?;
+    fn walk(
+        v: &serde_yaml_ng::Value,
+        prefix: &str,
+        file: &Path,
+        out: &mut BTreeMap<String, (String, PathBuf)>,
+    ) -> Result<()> {
+        use serde_yaml_ng::Value as V;
+        let leaf = |s: String, out: &mut BTreeMap<String, (String, PathBuf)>| {
+            out.insert(prefix.to_string(), (s, file.to_path_buf()));
+        };
+        match v {
+            V::Mapping(m) => {
+                for (k, v) in m {
+                    let k = match k {
+                        V::String(s) => s.clone(),
+                        V::Number(n) => n.to_string(),
+                        V::Bool(b) => b.to_string(),
+                        _ => {
+                            return Err(Error::invalid(format!(
+                                "invalid config file {}: a key under {} is not a string",
+                                file.display(),
+                                if prefix.is_empty() {
+                                    "the top level"
+                                } else {
+                                    prefix
+                                }
+                            )))
+                        }
+                    };
+                    let key = if prefix.is_empty() {
+                        k.to_ascii_lowercase()
+                    } else {
+                        format!("{prefix}.{}", k.to_ascii_lowercase())
+                    };
+                    walk(v, &key, file, out)?;
+                }
+            }
+            V::String(s) => leaf(expand_env(s), out),
+            V::Number(n) => leaf(n.to_string(), out),
+            V::Bool(b) => leaf(b.to_string(), out),
+            V::Null => leaf(String::new(), out),
+            V::Sequence(items) => {
+                let parts: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        V::String(s) => expand_env(s),
+                        V::Number(n) => n.to_string(),
+                        V::Bool(b) => b.to_string(),
+                        _ => String::new(),
+                    })
+                    .collect();
+                leaf(parts.join(","), out)
+            }
+            V::Tagged(t) => walk(&t.value, prefix, file, out)?,
+        }
+        Ok(())
+    }
+    if !matches!(
+        doc,
+        serde_yaml_ng::Value::Mapping(_) | serde_yaml_ng::Value::Null
+    ) {
+        return Err(Error::invalid(format!(
+            "invalid config file {}: the top level must be a mapping of keys",
+            path.display()
+        )));
+    }
+    walk(&doc, "", path, tree)
+}
+
+/// Expand `$VAR` and `${VAR}` from the process environment. Unset variables
+/// are left as written, so a literal `$` in a value survives.
+pub fn expand_env(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let (name, end) = if b.get(i + 1) == Some(&b'{') {
+                match s[i + 2..].find('}') {
+                    Some(close) => (&s[i + 2..i + 2 + close], i + 3 + close),
+                    None => ("", i + 1),
+                }
+            } else {
+                let len = s[i + 1..]
+                    .bytes()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                    .count();
+                (&s[i + 1..i + 1 + len], i + 1 + len)
+            };
+            if !name.is_empty() {
+                if let Ok(v) = std::env::var(name) {
+                    out.push_str(&v);
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('$');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Check a value against its key's type; on success returns the normalised text.
+fn validate(def: &KeyDef, value: &str, source: &Source) -> Result<String> {
+    let fail = |why: &str| {
+        Err(Error::invalid(format!(
+            "invalid value {} for {} (from {source}): {why}",
+            quote(value),
+            def.key
+        )))
+    };
+    let v = value.trim();
+    match def.ty {
+        KeyType::Str => Ok(value.to_string()),
+        KeyType::Bool => match crate::input::boolean(def.key, v) {
+            Ok(b) => Ok(b.to_string()),
+            Err(_) => fail("expected true or false"),
+        },
+        KeyType::SizeGib => match crate::input::size_gib(def.key, v) {
+            Ok(n) => Ok(n.to_string()),
+            Err(_) => fail(&format!(
+                "expected a whole number of GiB from 1 to {}",
+                crate::input::MAX_SIZE_GIB
+            )),
+        },
+        KeyType::OptUint => {
+            if v.is_empty() {
+                return Ok(String::new());
+            }
+            match v.parse::<u64>() {
+                Ok(n) => Ok(n.to_string()),
+                Err(_) => fail("expected a whole number >= 0"),
+            }
+        }
+        KeyType::Duration => {
+            // A bare number is seconds, as the original's Go durations
+            // were often written.
+            let parsed = match v.parse::<u64>() {
+                Ok(n) => Ok(Duration::from_secs(n)),
+                Err(_) => humantime::parse_duration(v),
+            };
+            match parsed {
+                Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(86400) => Ok(v.to_string()),
+                _ => fail("expected a duration such as 30s, 2m or 500ms (at most 24h)"),
+            }
+        }
+        KeyType::OneOf(words) => {
+            let l = v.to_ascii_lowercase();
+            if words.contains(&l.as_str()) {
+                Ok(l)
+            } else {
+                fail(&format!("expected one of {}", words.join(", ")))
+            }
+        }
+        KeyType::Path => {
+            if v.is_empty() || !v.starts_with('/') {
+                fail("expected an absolute path")
+            } else if v.contains('\0') {
+                fail("a path cannot contain NUL")
+            } else {
+                Ok(v.to_string())
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Load the configuration.
+    pub fn load(opts: LoadOptions) -> Result<Config> {
+        let env: HashMap<String, String> = match opts.env {
+            Some(e) => e,
+            None => std::env::vars().collect(),
+        };
+        let get = |k: &str| env.get(k).cloned();
+        let dirs = Dirs::from_env(&get);
+
+        // Files: -c replaces the search; otherwise <etc>/rexray.yml, else
+        // <etc>/config.yml, then the same name under ~/.rexray on top.
+        let mut files = Vec::new();
+        if let Some(f) = &opts.config_file {
+            if !f.is_file() {
+                return Err(Error::invalid(format!(
+                    "invalid config file {}: no such file",
+                    f.display()
+                )));
+            }
+            files.push(f.clone());
+        } else {
+            let user = get("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".rexray"));
+            for name in ["rexray.yml", "config.yml"] {
+                let global = dirs.etc.join(name);
+                let user_file = user.as_ref().map(|u| u.join(name));
+                let mut found = false;
+                if global.is_file() {
+                    files.push(global);
+                    found = true;
+                }
+                if let Some(u) = user_file.filter(|u| u.is_file() && !files.contains(u)) {
+                    files.push(u);
+                    found = true;
+                }
+                if found {
+                    break;
+                }
+            }
+        }
+        let mut tree = BTreeMap::new();
+        for f in &files {
+            read_file(f, &mut tree)?;
+        }
+
+        // The env lookup table: upper case with '-' folded to '_'.
+        let env_norm: HashMap<String, (&String, &String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
+            .collect();
+
+        let mut cfg = Config {
+            dirs,
+            files,
+            warnings: Vec::new(),
+            values: BTreeMap::new(),
+            tree,
+            service: String::new(),
+        };
+
+        // The service first: it scopes every other lookup.
+        let service_def = keys::find(keys::SERVICE).expect("service key registered");
+        let svc = cfg.resolve(service_def, None, &opts.flags, &env_norm)?;
+        let service = svc.value.split(',').next().unwrap_or("").trim().to_string();
+        if service.is_empty() {
+            return Err(Error::invalid(
+                "no storage service configured: set libstorage.service (e.g. loop)",
+            ));
+        }
+        cfg.values.insert(
+            service_def.key,
+            Setting {
+                value: service.clone(),
+                source: svc.source,
+            },
+        );
+        cfg.service = service;
+        for def in KEYS {
+            if def.key == keys::SERVICE {
+                continue;
+            }
+            let svc = cfg.service.clone();
+            let s = cfg.resolve(def, Some(&svc), &opts.flags, &env_norm)?;
+            cfg.values.insert(def.key, s);
+        }
+        cfg.warnings = cfg.unknown_keys();
+        Ok(cfg)
+    }
+
+    /// The spellings a key is looked up by, most specific first.
+    fn candidates(def: &KeyDef, service: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut add = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        };
+        for name in std::iter::once(&def.key).chain(def.aliases.iter()) {
+            if let Some(s) = service {
+                let bare = name.strip_prefix("rexray.").unwrap_or(name);
+                add(&format!("libstorage.server.services.{s}.{bare}"));
+            }
+            if !name.starts_with("rexray.") {
+                add(&format!("rexray.{name}"));
+            }
+            add(name);
+            if let Some(bare) = name.strip_prefix("rexray.") {
+                add(bare);
+            }
+        }
+        out
+    }
+
+    fn resolve(
+        &self,
+        def: &'static KeyDef,
+        service: Option<&str>,
+        flags: &[FlagValue],
+        env: &HashMap<String, (&String, &String)>,
+    ) -> Result<Setting> {
+        let cands = Self::candidates(def, service);
+        let found = if let Some(f) = flags.iter().rev().find(|f| f.key == def.key) {
+            Some((f.value.clone(), Source::Flag(f.flag.clone())))
+        } else if let Some((name, value)) = cands
+            .iter()
+            .filter(|c| !c.starts_with("libstorage.server.services."))
+            .find_map(|c| env.get(&keys::env_name(c)))
+        {
+            Some(((*value).clone(), Source::Env((*name).clone())))
+        } else {
+            cands.iter().find_map(|c| {
+                self.tree
+                    .get(c)
+                    .map(|(v, file)| (v.clone(), Source::File(file.clone())))
+            })
+        };
+        let (value, source) = match found {
+            Some(f) => f,
+            None => (self.dirs.expand(def.default), Source::Default),
+        };
+        let value = validate(def, &value, &source)?;
+        Ok(Setting { value, source })
+    }
+
+    /// File keys that no registered key or known section accounts for.
+    fn unknown_keys(&self) -> Vec<String> {
+        let mut known: Vec<String> = Vec::new();
+        for def in KEYS {
+            known.extend(Self::candidates(def, None));
+        }
+        let mut out = Vec::new();
+        for (k, (_, file)) in &self.tree {
+            let scoped = k
+                .strip_prefix("libstorage.server.services.")
+                .and_then(|rest| rest.split_once('.'))
+                .map(|(_, rest)| rest);
+            let ok = known.iter().any(|c| c == k)
+                || matches!(scoped, Some("driver"))
+                || scoped.is_some_and(|r| known.iter().any(|c| c == r))
+                || k.starts_with("libstorage.server.endpoints.")
+                || k.starts_with("rexray.modules.")
+                || k.starts_with("libstorage.host")
+                || k.starts_with("libstorage.embedded");
+            if !ok {
+                out.push(format!(
+                    "unknown config key {k} in {} (ignored; `rexray env` lists the known keys)",
+                    file.display()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The effective setting of a registered key.
+    pub fn setting(&self, key: &str) -> &Setting {
+        let def = keys::find(key).unwrap_or_else(|| panic!("unregistered config key {key}"));
+        &self.values[def.key]
+    }
+    /// A string value.
+    pub fn string(&self, key: &str) -> &str {
+        &self.setting(key).value
+    }
+    /// A boolean value.
+    pub fn boolean(&self, key: &str) -> bool {
+        self.string(key) == "true"
+    }
+    /// A number value (0 when unset).
+    pub fn number(&self, key: &str) -> u64 {
+        self.string(key).parse().unwrap_or(0)
+    }
+    /// A duration value.
+    pub fn duration(&self, key: &str) -> Duration {
+        let v = self.string(key);
+        v.parse::<u64>()
+            .map(Duration::from_secs)
+            .or_else(|_| humantime::parse_duration(v))
+            .unwrap_or(Duration::from_secs(30))
+    }
+    /// A path value.
+    pub fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.string(key))
+    }
+    /// The active service name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+    /// The driver of the active service: `libstorage.server.services.S.driver`
+    /// if declared, else the service name itself.
+    pub fn driver_name(&self) -> String {
+        self.service_driver(&self.service)
+            .unwrap_or_else(|| self.service.to_ascii_lowercase())
+    }
+    /// The driver declared for a named service, if any.
+    pub fn service_driver(&self, service: &str) -> Option<String> {
+        let k = format!(
+            "libstorage.server.services.{}.driver",
+            service.to_ascii_lowercase()
+        );
+        self.tree.get(&k).map(|(v, _)| v.to_ascii_lowercase())
+    }
+    /// Every effective setting, sorted by key.
+    pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {
+        self.values.iter().map(|(k, v)| (*k, v))
+    }
+}
+
+/// Match a `--camelCaseKey[=value]` argument against the registered keys
+/// (case-insensitive), as the original accepted a flag for every key.
+pub fn key_for_flag(flag: &str) -> Option<&'static KeyDef> {
+    let f = flag.trim_start_matches('-');
+    KEYS.iter()
+        .find(|k| keys::flag_name(k.key).eq_ignore_ascii_case(f))
+}
+
+#[cfg(test)]
+mod tests;

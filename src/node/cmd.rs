@@ -1,0 +1,115 @@
+//! Running external tools: absolute path from `which`, fixed argv (no
+//! shell), stdin from /dev/null, output captured, and a hard time limit.
+
+use crate::{Error, Result};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+/// Where a tool lives, or an error that says which package brings it.
+pub fn find(program: &str, package: &str) -> Result<PathBuf> {
+    which::which(program).map_err(|_| {
+        Error::system(format!(
+            "{program} was not found in PATH: install it (Debian: apt-get install {package})"
+        ))
+    })
+}
+
+/// Run `program` with `args`, killing it if it runs past `timeout`.
+pub fn run<S: AsRef<OsStr>>(
+    program: &str,
+    package: &str,
+    args: &[S],
+    timeout: Duration,
+) -> Result<Output> {
+    let path = find(program, package)?;
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C")
+        .spawn()
+        .map_err(|e| Error::from_io(format!("starting {}", path.display()), &e))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out_t = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err_t = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::system(format!(
+                    "{} did not finish within {} and was stopped",
+                    path.display(),
+                    humantime::format_duration(timeout)
+                )));
+            }
+            Ok(None) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::from_io(
+                    format!("waiting for {}", path.display()),
+                    &e,
+                ))
+            }
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_times_out() {
+        let o = run("echo", "coreutils", &["hi"], Duration::from_secs(5)).unwrap();
+        assert!(o.status.success());
+        assert_eq!(o.stdout, "hi\n");
+        let e = run("sleep", "coreutils", &["5"], Duration::from_millis(100)).unwrap_err();
+        assert!(e.to_string().contains("did not finish"), "{e}");
+        let e = run("no-such-tool-x", "pkg-x", &["a"], Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("apt-get install pkg-x"), "{e}");
+    }
+}

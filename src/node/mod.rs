@@ -1,0 +1,176 @@
+//! Node operations: everything done to this host's kernel for a volume —
+//! probing and formatting devices, mounting and unmounting, reading
+//! mountinfo, waiting for devices. Node operations never talk to a backend.
+
+pub mod cmd;
+pub mod fs;
+pub mod mountinfo;
+
+use crate::model::FsType;
+use crate::{Error, Result};
+use nix::mount::{MntFlags, MsFlags};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use mountinfo::Mount;
+
+/// Time limit for a single blkid.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit for mkfs (large xfs volumes on slow backends take a while).
+pub const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Wait until `dev` is a block device node with a non-zero size.
+pub fn wait_for_device(dev: &Path, timeout: Duration) -> Result<(u32, u32)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(numbers) = mountinfo::device_numbers(dev) {
+            if device_size(numbers).unwrap_or(0) > 0 {
+                return Ok(numbers);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::system(format!(
+                "device {} did not appear within {} (libstorage.device.attachTimeout)",
+                dev.display(),
+                humantime::format_duration(timeout)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Size in bytes of a block device, from sysfs.
+pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
+    let p = format!("/sys/dev/block/{major}:{minor}/size");
+    let s = std::fs::read_to_string(&p).map_err(|e| Error::from_io(format!("reading {p}"), &e))?;
+    Ok(s.trim().parse::<u64>().unwrap_or(0) * 512)
+}
+
+/// Make sure `dev` holds a filesystem and say which: format it with `want`
+/// only if it is blank, or if `overwrite` is set. A device with any
+/// signature is never formatted otherwise.
+pub fn ensure_filesystem(dev: &Path, want: FsType, overwrite: bool) -> Result<String> {
+    let probe = fs::probe(dev, PROBE_TIMEOUT)?;
+    match (&probe, overwrite) {
+        (fs::Probe::Blank, _) | (_, true) => {
+            tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");
+            fail::fail_point!("node::before-mkfs", |_| crate::crash_here());
+            fs::mkfs(dev, want, overwrite, MKFS_TIMEOUT)?;
+            fail::fail_point!("node::after-mkfs", |_| crate::crash_here());
+            Ok(want.as_str().to_string())
+        }
+        (fs::Probe::Filesystem(t), false) => {
+            if t != want.as_str() {
+                tracing::warn!(
+                    device = %dev.display(),
+                    found = %t,
+                    requested = want.as_str(),
+                    "the device already holds a filesystem; mounting it as it is (use overwriteFS to reformat)"
+                );
+            }
+            Ok(t.clone())
+        }
+        (fs::Probe::Other(what), false) => Err(Error::in_use(format!(
+            "device {} holds {what}, not a filesystem; refusing to format it (pass overwriteFS to destroy it)",
+            dev.display()
+        ))),
+    }
+}
+
+/// Mount a block device's filesystem at `target`.
+pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -> Result<()> {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(Some(dev), target, Some(fs_type), flags, None::<&str>).map_err(|e| {
+        Error::from_io(
+            format!(
+                "mounting {} ({fs_type}) on {}",
+                dev.display(),
+                target.display()
+            ),
+            &std::io::Error::from(e),
+        )
+    })
+}
+
+/// Bind-mount `source` at `target`, read-only if asked.
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+    let err = |e: nix::Error| {
+        Error::from_io(
+            format!("bind-mounting {} on {}", source.display(), target.display()),
+            &std::io::Error::from(e),
+        )
+    };
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(err)?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            let _ = nix::mount::umount2(target, MntFlags::empty());
+            return Err(err(e));
+        }
+    }
+    Ok(())
+}
+
+/// Unmount every mount stacked at `target`. Not mounted is success.
+pub fn unmount_all(target: &Path) -> Result<()> {
+    for _ in 0..64 {
+        if mountinfo::mounts_at(target)?.is_empty() {
+            return Ok(());
+        }
+        match nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) => {
+                return Err(Error::in_use(format!(
+                    "cannot unmount {}: it is busy (a process has files open there; see `fuser -vm {}`)",
+                    target.display(),
+                    target.display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::from_io(
+                    format!("unmounting {}", target.display()),
+                    &std::io::Error::from(e),
+                ))
+            }
+        }
+    }
+    Err(Error::system(format!(
+        "{} still has mounts after 64 unmounts",
+        target.display()
+    )))
+}
+
+/// Create a directory (and parents) with mode 0755; refuse symlinks at the
+/// last component so a planted link cannot redirect a mount.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::system(format!(
+            "{} is a symbolic link; refusing to use it as a mount point",
+            dir.display()
+        ))),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::system(format!(
+            "{} exists and is not a directory",
+            dir.display()
+        ))),
+        Err(_) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| Error::from_io(format!("creating {}", dir.display()), &e))
+        }
+    }
+}

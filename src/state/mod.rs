@@ -1,0 +1,194 @@
+//! The state directory: locks and the records the kernel cannot tell us.
+//!
+//! ```text
+//! <lib>/locks/names.lock        held while a name is created or removed
+//! <lib>/locks/<id>.lock         held for every mutating step on a volume
+//! <lib>/mounts/<id>.json        { device, mountpoint, fs_type, consumers }
+//! <lib>/volumes/<name>/         mount points (configurable: mount.path)
+//! ```
+//!
+//! Whether a volume is attached or mounted is always read from the kernel;
+//! a mount record only says *who* uses a mount (its consumers), which no
+//! kernel interface can tell.
+
+pub mod atomic;
+pub mod lock;
+
+pub use lock::FileLock;
+
+use crate::error::IoContext;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The consumer id shared by callers that carry none (the CLI, dvdcli,
+/// Docker clients without a mount ID). Repeated anonymous mounts add
+/// nothing; one anonymous unmount releases them.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who uses a mounted volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRecord {
+    /// Volume id.
+    #[serde(default)]
+    pub volume_id: String,
+    /// Volume name.
+    #[serde(default)]
+    pub name: String,
+    /// Device (or source directory) last mounted.
+    #[serde(default)]
+    pub device: String,
+    /// Where it is mounted.
+    #[serde(default)]
+    pub mountpoint: String,
+    /// Filesystem found or made.
+    #[serde(default)]
+    pub fs_type: String,
+    /// Consumer ids; the used count is their number.
+    #[serde(default)]
+    pub consumers: BTreeSet<String>,
+}
+
+/// The state directory of one `REXRAY_HOME`.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+    lock_timeout: Duration,
+}
+
+impl StateDir {
+    /// Open (and create) the state directory at `root` (the `lib` dir).
+    pub fn open(root: &Path, lock_timeout: Duration) -> Result<StateDir> {
+        for sub in ["locks", "mounts"] {
+            let d = root.join(sub);
+            if !d.is_dir() {
+                std::fs::create_dir_all(&d)
+                    .ctx(|| format!("creating state directory {}", d.display()))?;
+            }
+        }
+        Ok(StateDir {
+            root: root.to_path_buf(),
+            lock_timeout,
+        })
+    }
+
+    /// The root (`lib`) directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Lock a volume for one operation.
+    pub fn lock_volume(&self, id: &str) -> Result<FileLock> {
+        let id = crate::input::volume_id(id)?;
+        FileLock::acquire(
+            &self.root.join("locks").join(format!("{id}.lock")),
+            self.lock_timeout,
+            &format!("volume {id}"),
+        )
+    }
+
+    /// Lock the name space (create/remove).
+    pub fn lock_names(&self) -> Result<FileLock> {
+        FileLock::acquire(
+            &self.root.join("locks/names.lock"),
+            self.lock_timeout,
+            "the volume name table",
+        )
+    }
+
+    fn record_path(&self, id: &str) -> Result<PathBuf> {
+        let id = crate::input::volume_id(id)?;
+        Ok(self.root.join("mounts").join(format!("{id}.json")))
+    }
+
+    /// Read a volume's mount record; `None` if it has none.
+    pub fn load_mount(&self, id: &str) -> Result<Option<MountRecord>> {
+        let p = self.record_path(id)?;
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::from_io(format!("reading {}", p.display()), &e)),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::system(format!(
+                "the mount record {} of volume {id} is unreadable ({e}); its consumers are unknown, so nothing was unmounted. \
+                 Check who uses the volume, then delete the file to let the next unmount proceed",
+                p.display()
+            ))
+        })
+    }
+
+    /// Write (or, with no consumers, delete) a volume's mount record.
+    pub fn save_mount(&self, id: &str, rec: &MountRecord) -> Result<()> {
+        let p = self.record_path(id)?;
+        if rec.consumers.is_empty() {
+            return atomic::remove(&p);
+        }
+        let bytes = serde_json::to_vec_pretty(rec).expect("record serialises");
+        atomic::write(&p, &bytes)
+    }
+
+    /// Delete a volume's mount record.
+    pub fn remove_mount(&self, id: &str) -> Result<()> {
+        atomic::remove(&self.record_path(id)?)
+    }
+
+    /// Ids of every volume that has a mount record.
+    pub fn mount_record_ids(&self) -> Result<Vec<String>> {
+        let d = self.root.join("mounts");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).ctx(|| format!("reading {}", d.display()))? {
+            let e = e.ctx(|| format!("reading {}", d.display()))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = n.strip_suffix(".json") {
+                if !id.starts_with('.') {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_vanish_when_empty() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(t.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(s.load_mount("v1").unwrap(), None);
+        let mut r = MountRecord {
+            volume_id: "v1".into(),
+            ..Default::default()
+        };
+        r.consumers.insert("a".into());
+        s.save_mount("v1", &r).unwrap();
+        assert_eq!(s.load_mount("v1").unwrap(), Some(r.clone()));
+        assert_eq!(s.mount_record_ids().unwrap(), vec!["v1".to_string()]);
+        r.consumers.clear();
+        s.save_mount("v1", &r).unwrap();
+        assert_eq!(s.load_mount("v1").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_not_guessed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(t.path(), Duration::from_secs(1)).unwrap();
+        std::fs::write(t.path().join("mounts/v2.json"), b"{\"consu").unwrap();
+        let e = s.load_mount("v2").unwrap_err().to_string();
+        assert!(e.contains("unreadable") && e.contains("v2"), "{e}");
+    }
+
+    #[test]
+    fn ids_cannot_escape() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(t.path(), Duration::from_secs(1)).unwrap();
+        assert!(s.lock_volume("../x").is_err());
+        assert!(s.load_mount("a/b").is_err());
+    }
+}

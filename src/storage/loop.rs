@@ -1,0 +1,508 @@
+//! The `loop` driver, the embedded default: a volume is a sparse file on
+//! this host, attached as a loop device.
+//!
+//! ```text
+//! <volumePath>/catalog.json     every volume's metadata (one file: `ls` of
+//!                               thousands of volumes is one read)
+//! <volumePath>/catalog.lock     held while the catalog changes
+//! <volumePath>/<id>.img         the sparse backing file
+//! <volumePath>/<id>.owner       which instance attached it (written before
+//!                               the attach, so a crash never orphans one)
+//! <volumePath>/locks/<id>.lock  held while attaching or detaching
+//! ```
+//!
+//! Whether a volume is attached, and as which device, is read from the
+//! kernel (`/sys/block/loopN/loop/backing_file`), never from a record.
+//! Several `REXRAY_HOME`s may share one volumePath: each is an instance,
+//! and a volume attached by another one is "unavailable" to the rest
+//! until it is detached or taken with force (preempt).
+
+use super::{new_id, now_rfc3339, StorageDriver};
+use crate::error::IoContext;
+use crate::model::{Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Volume};
+use crate::state::{atomic, FileLock};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const GIB: u64 = 1 << 30;
+
+/// One volume in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    id: String,
+    name: String,
+    size: u64,
+    #[serde(rename = "type", default)]
+    volume_type: String,
+    #[serde(default)]
+    iops: i64,
+    #[serde(default)]
+    availability_zone: String,
+    #[serde(default)]
+    created_at: String,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Catalog {
+    volumes: Vec<Record>,
+}
+
+/// Who attached a volume.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Owner {
+    #[serde(rename = "instanceID")]
+    instance_id: InstanceId,
+    #[serde(default)]
+    device: String,
+}
+
+/// The loop driver.
+pub struct LoopDriver {
+    root: PathBuf,
+    me: InstanceId,
+    lock_timeout: Duration,
+}
+
+/// Loop devices and the files behind them, read from sysfs.
+fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
+    let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return map;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        if backing.ends_with(" (deleted)") {
+            continue;
+        }
+        map.entry(PathBuf::from(backing))
+            .or_default()
+            .push(PathBuf::from(format!("/dev/{name}")));
+    }
+    for devs in map.values_mut() {
+        devs.sort();
+    }
+    map
+}
+
+impl LoopDriver {
+    /// Open (and create) the volume directory.
+    pub fn open(root: &Path, me: InstanceId, lock_timeout: Duration) -> Result<LoopDriver> {
+        for d in [root.to_path_buf(), root.join("locks")] {
+            if !d.is_dir() {
+                std::fs::create_dir_all(&d)
+                    .ctx(|| format!("creating loop volume directory {}", d.display()))?;
+            }
+        }
+        // The kernel reports backing files by their resolved path.
+        let root = root
+            .canonicalize()
+            .ctx(|| format!("resolving {}", root.display()))?;
+        Ok(LoopDriver {
+            root,
+            me,
+            lock_timeout,
+        })
+    }
+
+    fn image(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.img"))
+    }
+    fn owner_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.owner"))
+    }
+
+    fn read_catalog(&self) -> Result<Catalog> {
+        let p = self.root.join("catalog.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                Error::backend(format!(
+                    "the loop catalog {} is unreadable ({e}); restore it from a backup or remove it (the images stay in {})",
+                    p.display(),
+                    self.root.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
+            Err(e) => Err(Error::from_io(format!("reading {}", p.display()), &e)),
+        }
+    }
+
+    fn write_catalog(&self, c: &Catalog) -> Result<()> {
+        let bytes = serde_json::to_vec(c).expect("catalog serialises");
+        atomic::write(&self.root.join("catalog.json"), &bytes)
+    }
+
+    fn lock_catalog(&self) -> Result<FileLock> {
+        FileLock::acquire(
+            &self.root.join("catalog.lock"),
+            self.lock_timeout,
+            "the loop volume catalog",
+        )
+    }
+
+    fn lock_attach(&self, id: &str) -> Result<FileLock> {
+        FileLock::acquire(
+            &self.root.join("locks").join(format!("{id}.lock")),
+            self.lock_timeout,
+            &format!("attachment of volume {id}"),
+        )
+    }
+
+    fn record(&self, id: &str) -> Result<Record> {
+        crate::input::volume_id(id)?;
+        self.read_catalog()?
+            .volumes
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))
+    }
+
+    fn read_owner(&self, id: &str) -> Option<Owner> {
+        std::fs::read(self.owner_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    fn write_owner(&self, id: &str, device: &Path) -> Result<()> {
+        let o = Owner {
+            instance_id: self.me.clone(),
+            device: device.to_string_lossy().into_owned(),
+        };
+        atomic::write(
+            &self.owner_path(id),
+            &serde_json::to_vec(&o).expect("owner serialises"),
+        )
+    }
+
+    fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
+        let mut v = Volume {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            size: r.size,
+            volume_type: r.volume_type.clone(),
+            iops: r.iops,
+            availability_zone: r.availability_zone.clone(),
+            fields: r.fields.clone(),
+            attachment_state: AttachmentState::Available as u8,
+            ..Default::default()
+        };
+        if !r.created_at.is_empty() {
+            v.fields.insert("createdAt".into(), r.created_at.clone());
+        }
+        if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
+            let owner = self.read_owner(&r.id);
+            let instance = owner.map(|o| o.instance_id).unwrap_or_else(|| InstanceId {
+                id: "unknown (attached outside rexray)".into(),
+                driver: "loop".into(),
+                service: String::new(),
+            });
+            v.attachment_state = if instance.id == self.me.id {
+                AttachmentState::Attached as u8
+            } else {
+                AttachmentState::Unavailable as u8
+            };
+            v.attachments.push(Attachment {
+                device_name: dev.to_string_lossy().into_owned(),
+                instance_id: instance,
+                status: "attached".into(),
+                volume_id: r.id.clone(),
+                ..Default::default()
+            });
+        }
+        v
+    }
+
+    /// Bind a free loop device to `image`. LOOP_CTL_GET_FREE and
+    /// LOOP_SET_FD are two steps, so another process can take the device in
+    /// between; the kernel then answers EBUSY and we try the next one.
+    fn bind_loop(&self, image: &Path) -> Result<PathBuf> {
+        let control = ::loopdev::LoopControl::open().map_err(|e| {
+            Error::from_io(
+                "opening /dev/loop-control (is the loop module loaded? try `modprobe loop`)",
+                &e,
+            )
+        })?;
+        let mut last = None;
+        for _ in 0..64 {
+            let dev = control
+                .next_free()
+                .map_err(|e| Error::from_io("finding a free loop device", &e))?;
+            let path = dev
+                .path()
+                .ok_or_else(|| Error::system("a free loop device has no path"))?;
+            match dev.with().autoclear(false).attach(image) {
+                Ok(()) => return Ok(path),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::from_io(
+                        format!("attaching {} to {}", image.display(), path.display()),
+                        &e,
+                    ))
+                }
+            }
+        }
+        Err(Error::from_io(
+            format!(
+                "attaching {}: every free loop device was taken",
+                image.display()
+            ),
+            &last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EBUSY)),
+        ))
+    }
+
+    /// Remove image files that no catalog entry names and no loop device
+    /// uses: left by a create that died before writing the catalog.
+    fn sweep_orphans(&self, cat: &Catalog, loops: &HashMap<PathBuf, Vec<PathBuf>>) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".img") else {
+                continue;
+            };
+            if cat.volumes.iter().any(|r| r.id == id) || loops.contains_key(&e.path()) {
+                continue;
+            }
+            tracing::info!(image = %e.path().display(), "removing an image a crashed create left behind");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+impl StorageDriver for LoopDriver {
+    fn name(&self) -> &str {
+        "loop"
+    }
+
+    fn list(&self) -> Result<Vec<Volume>> {
+        let cat = self.read_catalog()?;
+        let loops = kernel_loops();
+        Ok(cat
+            .volumes
+            .iter()
+            .map(|r| self.to_volume(r, &loops))
+            .collect())
+    }
+
+    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
+        let cat = self.read_catalog()?;
+        let Some(r) = cat.volumes.iter().find(|r| r.id == id) else {
+            return Ok(None);
+        };
+        Ok(Some(self.to_volume(r, &kernel_loops())))
+    }
+
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        crate::input::volume_name(name)?;
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the loop driver cannot encrypt volumes; create it without encryption",
+            ));
+        }
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        if cat.volumes.iter().any(|r| r.name == name) {
+            return Err(Error::exists(format!("volume {name} already exists")));
+        }
+        let loops = kernel_loops();
+        self.sweep_orphans(&cat, &loops);
+        let id = new_id()?;
+        let img = self.image(&id);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&img)
+            .ctx(|| format!("creating image {}", img.display()))?;
+        let bytes = spec
+            .size
+            .checked_mul(GIB)
+            .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        if let Err(e) = f.set_len(bytes).and_then(|_| f.sync_all()) {
+            let _ = std::fs::remove_file(&img);
+            return Err(Error::from_io(
+                format!("sizing image {} to {} GiB", img.display(), spec.size),
+                &e,
+            ));
+        }
+        drop(f);
+        fail::fail_point!("loop::create-after-image", |_| crate::crash_here());
+        let rec = Record {
+            id: id.clone(),
+            name: name.to_string(),
+            size: spec.size,
+            volume_type: spec.volume_type.clone(),
+            iops: spec.iops,
+            availability_zone: spec.availability_zone.clone(),
+            created_at: now_rfc3339(),
+            fields: spec.fields.clone(),
+        };
+        cat.volumes.push(rec.clone());
+        if let Err(e) = self.write_catalog(&cat) {
+            let _ = std::fs::remove_file(&img);
+            return Err(e);
+        }
+        Ok(self.to_volume(&rec, &loops))
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        crate::input::volume_id(id)?;
+        let _attach = self.lock_attach(id)?;
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        let Some(pos) = cat.volumes.iter().position(|r| r.id == id) else {
+            return Err(Error::not_found(format!("volume {id} not found")));
+        };
+        if let Some(devs) = kernel_loops().get(&self.image(id)) {
+            return Err(Error::in_use(format!(
+                "volume {} is attached as {}; unmount and detach it first",
+                cat.volumes[pos].name,
+                devs[0].display()
+            )));
+        }
+        cat.volumes.remove(pos);
+        self.write_catalog(&cat)?;
+        fail::fail_point!("loop::remove-after-catalog", |_| crate::crash_here());
+        atomic::remove(&self.image(id))?;
+        atomic::remove(&self.owner_path(id))?;
+        _attach.remove_file();
+        Ok(())
+    }
+
+    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
+        let rec = self.record(id)?;
+        let _lock = self.lock_attach(id)?;
+        let img = self.image(id);
+        if !img.is_file() {
+            return Err(Error::backend(format!(
+                "the image {} of volume {} is missing",
+                img.display(),
+                rec.name
+            )));
+        }
+        if let Some(dev) = kernel_loops().get(&img).and_then(|d| d.first()).cloned() {
+            let owner = self.read_owner(id);
+            let mine = owner
+                .as_ref()
+                .is_some_and(|o| o.instance_id.id == self.me.id);
+            if mine {
+                return Ok(MountSource::Device(dev));
+            }
+            if !force {
+                let who = owner
+                    .map(|o| o.instance_id.id)
+                    .unwrap_or_else(|| "outside rexray".into());
+                return Err(Error::in_use(format!(
+                    "volume {} is attached to another instance ({who}) as {}; set libstorage.integration.volume.operations.mount.preempt or attach with --force to take it",
+                    rec.name,
+                    dev.display()
+                )));
+            }
+            // Same kernel: taking over the device keeps every write the
+            // other instance made; its mounts stay valid until it unmounts.
+            tracing::warn!(volume = %rec.name, device = %dev.display(), "taking the volume from another instance");
+            self.write_owner(id, &dev)?;
+            return Ok(MountSource::Device(dev));
+        }
+        // Record the intent first: if we die after the attach, the device
+        // is still known to be ours.
+        self.write_owner(id, Path::new(""))?;
+        fail::fail_point!("loop::attach-before-bind", |_| crate::crash_here());
+        let dev = self.bind_loop(&img)?;
+        fail::fail_point!("loop::attach-after-bind", |_| crate::crash_here());
+        self.write_owner(id, &dev)?;
+        Ok(MountSource::Device(dev))
+    }
+
+    fn detach(&self, id: &str, force: bool) -> Result<()> {
+        let rec = self.record(id)?;
+        let _lock = self.lock_attach(id)?;
+        let img = self.image(id);
+        let devs = kernel_loops().remove(&img).unwrap_or_default();
+        if devs.is_empty() {
+            return atomic::remove(&self.owner_path(id));
+        }
+        let owner = self.read_owner(id);
+        let mine = owner
+            .as_ref()
+            .is_some_and(|o| o.instance_id.id == self.me.id);
+        if !mine && !force {
+            return Err(Error::in_use(format!(
+                "volume {} is attached to another instance ({}); detach it there or use --force",
+                rec.name,
+                owner
+                    .map(|o| o.instance_id.id)
+                    .unwrap_or_else(|| "outside rexray".into())
+            )));
+        }
+        for dev in &devs {
+            let ld = ::loopdev::LoopDevice::open(dev)
+                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
+            ld.detach()
+                .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
+        }
+        fail::fail_point!("loop::detach-after-clear", |_| crate::crash_here());
+        // The kernel defers the detach of a device that is still open (a
+        // mount elsewhere): report it rather than pretend.
+        if let Some(still) = kernel_loops().get(&img) {
+            return Err(Error::in_use(format!(
+                "volume {} is still in use as {} (mounted or open); it will detach when released",
+                rec.name,
+                still[0].display()
+            )));
+        }
+        atomic::remove(&self.owner_path(id))
+    }
+
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        let rec = self.record(id)?;
+        if size_gib < rec.size {
+            return Err(Error::invalid(format!(
+                "volume {} is {} GiB; shrinking to {size_gib} GiB is not supported",
+                rec.name, rec.size
+            )));
+        }
+        let _attach = self.lock_attach(id)?;
+        let img = self.image(id);
+        let bytes = size_gib * GIB;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .ctx(|| format!("opening image {}", img.display()))?;
+        if f.metadata().map(|m| m.len()).unwrap_or(0) < bytes {
+            f.set_len(bytes)
+                .and_then(|_| f.sync_all())
+                .ctx(|| format!("growing image {} to {size_gib} GiB", img.display()))?;
+        }
+        for dev in kernel_loops().get(&img).into_iter().flatten() {
+            let ld = ::loopdev::LoopDevice::open(dev)
+                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
+            ld.set_capacity().map_err(|e| {
+                Error::from_io(format!("updating capacity of {}", dev.display()), &e)
+            })?;
+        }
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        if let Some(r) = cat.volumes.iter_mut().find(|r| r.id == id) {
+            r.size = size_gib;
+        }
+        self.write_catalog(&cat)?;
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,91 @@
+//! Storage drivers: the backends volumes live on. A driver creates,
+//! lists, removes, attaches and detaches volumes; it never mounts.
+
+pub mod r#loop;
+pub mod vfs;
+
+use crate::config::{keys, Config};
+use crate::model::{CreateSpec, InstanceId, MountSource, Volume};
+use crate::{Error, Result};
+
+/// A storage backend.
+pub trait StorageDriver: Send + Sync {
+    /// Driver name (`loop`, `vfs`).
+    fn name(&self) -> &str;
+    /// Every volume, with attachments and attachment state.
+    fn list(&self) -> Result<Vec<Volume>>;
+    /// One volume by id.
+    fn inspect(&self, id: &str) -> Result<Option<Volume>>;
+    /// Create a volume. The caller holds the name lock and has checked
+    /// that the name is free.
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume>;
+    /// Remove a volume (it must not be attached).
+    fn remove(&self, id: &str) -> Result<()>;
+    /// Attach the volume to this instance and return what to mount.
+    /// Attaching an attached volume returns the same source. `force` takes
+    /// it from another instance.
+    fn attach(&self, id: &str, force: bool) -> Result<MountSource>;
+    /// Detach from this instance. Detaching a detached volume succeeds;
+    /// `force` detaches it from another instance too.
+    fn detach(&self, id: &str, force: bool) -> Result<()>;
+    /// Grow a volume to `size_gib`; returns the new size in bytes.
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        let _ = (id, size_gib);
+        Err(Error::unsupported(format!(
+            "the {} driver cannot resize volumes",
+            self.name()
+        )))
+    }
+}
+
+/// This instance's identity for a driver: the host name plus the state
+/// directory, so two `REXRAY_HOME`s on one host are two instances.
+pub fn instance_id(cfg: &Config, driver: &str) -> InstanceId {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    InstanceId {
+        id: format!("{host}:{}", cfg.dirs.lib.display()),
+        driver: driver.to_string(),
+        service: cfg.service().to_string(),
+    }
+}
+
+/// The names of the drivers this build has.
+pub const DRIVERS: &[&str] = &["loop", "vfs"];
+
+/// Open the driver of the configured service.
+pub fn open(cfg: &Config) -> Result<Box<dyn StorageDriver>> {
+    let driver = cfg.driver_name();
+    match driver.as_str() {
+        "loop" => Ok(Box::new(r#loop::LoopDriver::open(
+            &cfg.path(keys::LOOP_VOLUME_PATH),
+            instance_id(cfg, "loop"),
+            cfg.duration(keys::LOCK_TIMEOUT),
+        )?)),
+        "vfs" => Ok(Box::new(vfs::VfsDriver::open(
+            &cfg.path(keys::VFS_ROOT),
+            instance_id(cfg, "vfs"),
+        )?)),
+        other => Err(Error::invalid(format!(
+            "unknown service {:?} (driver {other:?}): available drivers are {}; declare services under libstorage.server.services",
+            cfg.service(),
+            DRIVERS.join(", ")
+        ))),
+    }
+}
+
+/// A fresh random volume id: 16 hex digits from the kernel's random pool.
+pub fn new_id() -> Result<String> {
+    let mut b = [0u8; 8];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::from_io("reading /dev/urandom", &e))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// RFC 3339 time of now, to the second.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

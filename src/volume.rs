@@ -1,0 +1,437 @@
+//! The volume workflows every front-end calls: create (with defaults),
+//! mount, unmount, path, attach, detach, remove.
+//!
+//! Each step checks reality first — the kernel for attachments and mounts,
+//! the state directory for consumers — so running an operation again after
+//! a crash at any point finishes the job instead of failing or duplicating
+//! it. Every mutating step holds the volume's lock for its whole duration.
+
+use crate::config::{keys, Config};
+use crate::model::{
+    AttachmentState, CreateOptions, CreateSpec, FsType, MountOptions, MountSource, Volume,
+};
+use crate::node;
+use crate::state::{MountRecord, StateDir, ANONYMOUS};
+use crate::storage::{self, StorageDriver};
+use crate::{Error, Kind, Result};
+use std::path::{Path, PathBuf};
+
+/// The result of a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A new volume.
+    New(Volume),
+    /// The name existed; nothing changed.
+    Existing(Volume),
+    /// `create.disable` is set; nothing was done.
+    Disabled,
+}
+
+/// The result of an unmount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unmounted {
+    /// The last consumer left: unmounted and detached.
+    Released,
+    /// Other consumers still use the mount; it stays.
+    StillUsed(usize),
+}
+
+/// Workflows over one configured service.
+pub struct Volumes {
+    cfg: Config,
+    state: StateDir,
+    driver: Box<dyn StorageDriver>,
+}
+
+impl Volumes {
+    /// Open the configured service's driver and the state directory.
+    pub fn open(cfg: Config) -> Result<Volumes> {
+        let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT))?;
+        let driver = storage::open(&cfg)?;
+        Ok(Volumes { cfg, state, driver })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    /// The state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+    /// The storage driver.
+    pub fn driver(&self) -> &dyn StorageDriver {
+        self.driver.as_ref()
+    }
+
+    /// Where a volume is mounted on this host: `<mount.path>/<name>`.
+    pub fn mount_point(&self, name: &str) -> PathBuf {
+        self.cfg.path(keys::MOUNT_PATH).join(name)
+    }
+
+    /// The path handed to applications for a mount point: `+ rootPath`.
+    pub fn app_path(&self, mount_point: &Path) -> PathBuf {
+        let root = self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/');
+        if root.is_empty() {
+            mount_point.to_path_buf()
+        } else {
+            mount_point.join(root)
+        }
+    }
+
+    /// Every volume.
+    pub fn list(&self) -> Result<Vec<Volume>> {
+        let mut v = self.driver.list()?;
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    /// Find a volume by exact id, then exact name.
+    pub fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
+        if arg.is_empty() || arg.len() > crate::input::MAX_NAME_LEN || arg.contains(['/', '\0']) {
+            crate::input::volume_name(arg)?;
+        }
+        let all = self.driver.list()?;
+        if let Some(v) = all.iter().find(|v| v.id == arg) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(all.into_iter().find(|v| v.name == arg))
+    }
+
+    /// Like [`lookup`](Self::lookup), but a missing volume is an error.
+    pub fn find(&self, arg: &str) -> Result<Volume> {
+        self.lookup(arg)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "volume {} not found (see `rexray volume ls`)",
+                crate::input::quote(arg)
+            ))
+        })
+    }
+
+    /// Fill a create request from `create.default.*`.
+    pub fn create_spec(&self, opts: &CreateOptions) -> CreateSpec {
+        CreateSpec {
+            size: opts
+                .size
+                .unwrap_or_else(|| self.cfg.number(keys::CREATE_SIZE)),
+            iops: opts
+                .iops
+                .unwrap_or_else(|| self.cfg.number(keys::CREATE_IOPS) as i64),
+            volume_type: opts
+                .volume_type
+                .clone()
+                .unwrap_or_else(|| self.cfg.string(keys::CREATE_TYPE).to_string()),
+            availability_zone: opts
+                .availability_zone
+                .clone()
+                .unwrap_or_else(|| self.cfg.string(keys::CREATE_AZ).to_string()),
+            encrypted: opts.encrypted,
+            fields: opts
+                .fs_type
+                .map(|f| [("fsType".to_string(), f.as_str().to_string())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Create a volume named `name`. An existing name is reported as
+    /// [`Created::Existing`] and left unchanged.
+    pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<Created> {
+        crate::input::volume_name(name)?;
+        if self.cfg.boolean(keys::CREATE_DISABLE) {
+            tracing::info!(volume = name, "create.disable is set: not creating");
+            return Ok(Created::Disabled);
+        }
+        let spec = self.create_spec(opts);
+        let _names = self.state.lock_names()?;
+        if let Some(v) = self.driver.list()?.into_iter().find(|v| v.name == name) {
+            return Ok(Created::Existing(v));
+        }
+        fail::fail_point!("volume::create-before-driver", |_| crate::crash_here());
+        let v = self.driver.create(name, &spec)?;
+        fail::fail_point!("volume::create-after-driver", |_| crate::crash_here());
+        Ok(Created::New(v))
+    }
+
+    /// Mount a volume for `consumer` and return it with the application
+    /// path (`<mount.path>/<name>/<rootPath>`).
+    ///
+    /// attach (force only with preempt) → wait for the device → format only
+    /// if blank → mount → ensure rootPath → record the consumer. A consumer
+    /// is recorded only after the mount exists, so a crash never leaves a
+    /// consumer without a mount.
+    pub fn mount(
+        &self,
+        arg: &str,
+        consumer: &str,
+        opts: &MountOptions,
+    ) -> Result<(Volume, PathBuf)> {
+        crate::input::consumer(consumer)?;
+        let v = self.find(arg)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let mp = self.mount_point(&v.name);
+        let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
+        let step = |what: &str| format!("mounting volume {} ({what})", v.name);
+
+        let source = self
+            .driver
+            .attach(&v.id, preempt)
+            .map_err(|e| e.context(step("attach")))?;
+        fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
+        let (device, fs_type) = match &source {
+            MountSource::Device(dev) => {
+                let numbers = node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+                    .map_err(|e| e.context(step("wait for device")))?;
+                fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
+                let here = node::mountinfo::mounts_at(&mp)?;
+                if let Some(m) = here.iter().find(|m| m.dev == numbers) {
+                    (dev.clone(), m.fs_type.clone())
+                } else {
+                    if !here.is_empty() {
+                        // A stale mount of another device (a volume of this
+                        // name that was replaced): precautionary unmount.
+                        tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
+                        node::unmount_all(&mp).map_err(|e| e.context(step("clear stale mount")))?;
+                    }
+                    let want = match opts.fs_type {
+                        Some(f) => f,
+                        None => v
+                            .fields
+                            .get("fsType")
+                            .map(String::as_str)
+                            .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
+                            .parse::<FsType>()?,
+                    };
+                    let fs = node::ensure_filesystem(dev, want, opts.overwrite_fs)
+                        .map_err(|e| e.context(step("format")))?;
+                    fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
+                    node::ensure_dir(&mp)?;
+                    node::mount_device(dev, &mp, &fs, false)
+                        .map_err(|e| e.context(step("mount")))?;
+                    (dev.clone(), fs)
+                }
+            }
+            MountSource::Directory(dir) => {
+                if node::mountinfo::mounts_at(&mp)?.is_empty() {
+                    node::ensure_dir(&mp)?;
+                    node::bind(dir, &mp, false).map_err(|e| e.context(step("bind")))?;
+                }
+                (dir.clone(), "none".to_string())
+            }
+        };
+        fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());
+        let path = self.app_path(&mp);
+        node::ensure_dir(&path)?;
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if rec.consumers.insert(consumer.to_string()) || rec.volume_id.is_empty() {
+            rec.volume_id = v.id.clone();
+            rec.name = v.name.clone();
+            rec.device = device.to_string_lossy().into_owned();
+            rec.mountpoint = mp.to_string_lossy().into_owned();
+            rec.fs_type = fs_type;
+            self.state.save_mount(&v.id, &rec)?;
+        }
+        fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
+        let v = self.driver.inspect(&v.id)?.unwrap_or(v);
+        Ok((v, path))
+    }
+
+    /// Release `consumer`'s use of a volume. When no consumer is left (or
+    /// `unmount.ignoreUsedCount` is set) the volume is unmounted and
+    /// detached. Unmounting a volume that is not mounted succeeds.
+    pub fn unmount(&self, arg: &str, consumer: &str) -> Result<Unmounted> {
+        crate::input::consumer(consumer)?;
+        let v = self.find(arg)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
+            rec.consumers.clear();
+        } else {
+            rec.consumers.remove(consumer);
+        }
+        if !rec.consumers.is_empty() {
+            self.state.save_mount(&v.id, &rec)?;
+            return Ok(Unmounted::StillUsed(rec.consumers.len()));
+        }
+        // Drop the record before the real unmount: a crash after this
+        // leaves a mount without consumers, which the next unmount or
+        // remove cleans up — never a consumer without a mount.
+        self.state.remove_mount(&v.id)?;
+        fail::fail_point!("volume::unmount-after-record", |_| crate::crash_here());
+        self.release(&v)?;
+        Ok(Unmounted::Released)
+    }
+
+    /// Unmount our mount point and detach the volume from this instance.
+    fn release(&self, v: &Volume) -> Result<()> {
+        let mp = self.mount_point(&v.name);
+        let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
+        node::unmount_all(&mp).map_err(|e| e.context(step("unmount")))?;
+        fail::fail_point!("volume::unmount-after-unmount", |_| crate::crash_here());
+        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        if current.state() == AttachmentState::Attached {
+            if let Some(dev) = current.attachments.first().map(|a| a.device_name.clone()) {
+                if !dev.is_empty() {
+                    let numbers = node::mountinfo::device_numbers(Path::new(&dev))?;
+                    if let Some(m) = node::mountinfo::mounts_of(numbers)?.first() {
+                        return Err(Error::in_use(format!(
+                            "volume {} is still mounted at {} by something other than rexray; unmount it there, then unmount again",
+                            v.name,
+                            m.mount_point.display()
+                        )));
+                    }
+                }
+            }
+            self.driver
+                .detach(&v.id, false)
+                .map_err(|e| e.context(step("detach")))?;
+            fail::fail_point!("volume::unmount-after-detach", |_| crate::crash_here());
+        }
+        Ok(())
+    }
+
+    /// The application path of a volume mounted on this host, if it is.
+    pub fn path(&self, arg: &str) -> Result<Option<PathBuf>> {
+        let v = self.find(arg)?;
+        let mp = self.mount_point(&v.name);
+        if node::mountinfo::mounts_at(&mp)?.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(self.app_path(&mp)))
+        }
+    }
+
+    /// Every volume with its application path ("" when not mounted here).
+    pub fn list_with_paths(&self) -> Result<Vec<(Volume, String)>> {
+        let mounts = node::mountinfo::mounts()?;
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|v| {
+                let mp = self.mount_point(&v.name);
+                let p = if mounts.iter().any(|m| m.mount_point == mp) {
+                    self.app_path(&mp).to_string_lossy().into_owned()
+                } else {
+                    String::new()
+                };
+                (v, p)
+            })
+            .collect())
+    }
+
+    /// The consumers of a volume's mount (its used count is their number).
+    pub fn consumers(&self, arg: &str) -> Result<Vec<String>> {
+        let v = self.find(arg)?;
+        Ok(self
+            .state
+            .load_mount(&v.id)?
+            .map(|r| r.consumers.into_iter().collect())
+            .unwrap_or_default())
+    }
+
+    /// Attach a volume to this instance without mounting it.
+    pub fn attach(&self, arg: &str, force: bool) -> Result<Volume> {
+        let v = self.find(arg)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let src = self.driver.attach(&v.id, force)?;
+        if let MountSource::Device(dev) = &src {
+            node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))?;
+        }
+        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+    }
+
+    /// Detach a volume that is not mounted.
+    pub fn detach(&self, arg: &str, force: bool) -> Result<Volume> {
+        let v = self.find(arg)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        self.refuse_if_used(&v, "detach")?;
+        self.driver.detach(&v.id, force)?;
+        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+    }
+
+    fn refuse_if_used(&self, v: &Volume, what: &str) -> Result<()> {
+        if let Some(rec) = self.state.load_mount(&v.id)? {
+            if !rec.consumers.is_empty() {
+                return Err(Error::in_use(format!(
+                    "cannot {what} volume {}: it is in use by {} consumer(s) ({}); unmount it first",
+                    v.name,
+                    rec.consumers.len(),
+                    rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let mp = self.mount_point(&v.name);
+        if !node::mountinfo::mounts_at(&mp)?.is_empty() {
+            return Err(Error::in_use(format!(
+                "cannot {what} volume {}: it is mounted at {}; unmount it first",
+                v.name,
+                mp.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remove a volume (exact id or name only). Refused while it has
+    /// consumers or is attached; a mount left without consumers by a crash
+    /// is cleaned up first. `remove.disable` makes this a no-op.
+    pub fn remove(&self, arg: &str) -> Result<Option<Volume>> {
+        let _names = self.state.lock_names()?;
+        let v = self.find(arg)?;
+        if self.cfg.boolean(keys::REMOVE_DISABLE) {
+            tracing::info!(volume = %v.name, "remove.disable is set: not removing");
+            return Ok(None);
+        }
+        let lock = self.state.lock_volume(&v.id)?;
+        if let Some(rec) = self.state.load_mount(&v.id)? {
+            if !rec.consumers.is_empty() {
+                return Err(Error::in_use(format!(
+                    "cannot remove volume {}: it is in use by {} consumer(s) ({}); unmount it first",
+                    v.name,
+                    rec.consumers.len(),
+                    rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let mp = self.mount_point(&v.name);
+        if !node::mountinfo::mounts_at(&mp)?.is_empty() {
+            tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");
+            self.release(&v)?;
+        }
+        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        if let Some(a) = current.attachments.first() {
+            return Err(Error::in_use(format!(
+                "cannot remove volume {}: it is attached to {}{}; detach it first",
+                v.name,
+                a.instance_id.id,
+                if a.device_name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" as {}", a.device_name)
+                }
+            )));
+        }
+        fail::fail_point!("volume::remove-before-driver", |_| crate::crash_here());
+        self.driver.remove(&v.id)?;
+        fail::fail_point!("volume::remove-after-driver", |_| crate::crash_here());
+        self.state.remove_mount(&v.id)?;
+        let _ = std::fs::remove_dir(self.app_path(&mp));
+        let _ = std::fs::remove_dir(&mp);
+        lock.remove_file();
+        Ok(Some(v))
+    }
+
+    /// The anonymous consumer id (see [`ANONYMOUS`]).
+    pub fn anonymous() -> &'static str {
+        ANONYMOUS
+    }
+
+    /// Whether an error means "the volume does not exist".
+    pub fn is_not_found(e: &Error) -> bool {
+        e.kind() == Kind::NotFound
+    }
+
+    /// The mount record of a volume (for tests and diagnostics).
+    pub fn mount_record(&self, arg: &str) -> Result<Option<MountRecord>> {
+        let v = self.find(arg)?;
+        self.state.load_mount(&v.id)
+    }
+}

@@ -1,0 +1,272 @@
+//! `rexray volume …` as an operator uses it, on real loop devices.
+
+use crate::common::*;
+use crate::require_root;
+use std::path::Path;
+
+fn findmnt(target: &Path) -> (String, String) {
+    let o = run_cmd(
+        std::process::Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE,FSTYPE", "--mountpoint"])
+            .arg(target),
+    );
+    let line = o.stdout.trim().to_string();
+    let mut it = line.split_whitespace();
+    (
+        it.next().unwrap_or("").to_string(),
+        it.next().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn create_mount_share_unmount_remove() {
+    require_root!();
+    let h = Home::new();
+    let out = h.rexray(&["volume", "create", "vol1", "--size", "1"]);
+    let table = out.ok();
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains("vol1") && table.contains("available"),
+        "{table}"
+    );
+
+    // mount prints the path under <lib>/volumes/<name>/data
+    let out = h.rexray(&["volume", "mount", "vol1", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let path = v[0]["Path"].as_str().unwrap().to_string();
+    assert_eq!(Path::new(&path), h.data("vol1"));
+    let (src, fs) = findmnt(&h.mount_point("vol1"));
+    assert!(src.starts_with("/dev/loop"), "{src}");
+    assert_eq!(fs, "ext4");
+    assert_eq!(h.loops().len(), 1);
+
+    // a second consumer: same path, no second mount
+    std::fs::write(h.data("vol1").join("token"), "kept").unwrap();
+    let out = h.rexray(&["volume", "path", "vol1"]);
+    assert_eq!(out.ok().trim(), path);
+    assert_eq!(count_mounts_at(&h.mount_point("vol1")), 1);
+
+    // rm of a mounted volume is refused and changes nothing
+    let err = h.rexray(&["volume", "rm", "vol1"]).fails(1).to_string();
+    assert!(err.contains("in use"), "{err}");
+    assert_eq!(count_mounts_at(&h.mount_point("vol1")), 1);
+
+    // unmount releases the anonymous consumer: unmounted, loop freed
+    h.rexray(&["volume", "unmount", "vol1"]).ok();
+    assert_eq!(count_mounts_at(&h.mount_point("vol1")), 0);
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    // unmount again is fine
+    h.rexray(&["volume", "unmount", "vol1"]).ok();
+
+    // data survives; the filesystem is not remade (xfs asked, ext4 kept)
+    h.rexray(&["volume", "mount", "vol1", "--fsType", "xfs"])
+        .ok();
+    assert_eq!(findmnt(&h.mount_point("vol1")).1, "ext4");
+    assert_eq!(
+        std::fs::read_to_string(h.data("vol1").join("token")).unwrap(),
+        "kept"
+    );
+    h.rexray(&["volume", "unmount", "vol1"]).ok();
+
+    let out = h.rexray(&["volume", "rm", "vol1"]);
+    assert_eq!(out.ok(), "vol1\n");
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().is_empty());
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+}
+
+#[test]
+fn xfs_and_overwrite() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "x1", "--size", "1", "--fsType", "xfs"])
+        .ok();
+    h.rexray(&["volume", "mount", "x1"]).ok();
+    assert_eq!(findmnt(&h.mount_point("x1")).1, "xfs");
+    std::fs::write(h.data("x1").join("f"), "x").unwrap();
+    h.rexray(&["volume", "unmount", "x1"]).ok();
+    // explicit overwrite destroys the old filesystem
+    h.rexray(&["volume", "mount", "x1", "--fsType", "ext4", "--overwriteFS"])
+        .ok();
+    assert_eq!(findmnt(&h.mount_point("x1")).1, "ext4");
+    assert!(!h.data("x1").join("f").exists());
+    h.rexray(&["volume", "unmount", "x1"]).ok();
+    h.rexray(&["volume", "rm", "x1"]).ok();
+}
+
+#[test]
+fn consumers_are_counted_in_the_state_dir() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "c1", "--size", "1"]).ok();
+    let lib = h.lib();
+    let cfg = rexray::config::Config::load(rexray::config::LoadOptions {
+        env: Some(
+            [(
+                "REXRAY_HOME".to_string(),
+                h.dir.to_string_lossy().into_owned(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    })
+    .unwrap();
+    let vols = rexray::volume::Volumes::open(cfg).unwrap();
+    let opts = rexray::model::MountOptions::default();
+    let (_, p1) = vols.mount("c1", "container-a", &opts).unwrap();
+    let (_, p2) = vols.mount("c1", "container-b", &opts).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!(count_mounts_at(&h.mount_point("c1")), 1);
+    // the CLI's anonymous consumer is a third one; twice is still one
+    h.rexray(&["volume", "mount", "c1"]).ok();
+    h.rexray(&["volume", "mount", "c1"]).ok();
+    assert_eq!(vols.consumers("c1").unwrap().len(), 3);
+    h.rexray(&["volume", "unmount", "c1"]).ok();
+    assert_eq!(
+        vols.consumers("c1").unwrap(),
+        vec!["container-a", "container-b"]
+    );
+    assert_eq!(
+        vols.unmount("c1", "container-a").unwrap(),
+        rexray::volume::Unmounted::StillUsed(1)
+    );
+    assert_eq!(count_mounts_at(&h.mount_point("c1")), 1);
+    assert_eq!(
+        vols.unmount("c1", "container-b").unwrap(),
+        rexray::volume::Unmounted::Released
+    );
+    assert_eq!(count_mounts_at(&h.mount_point("c1")), 0);
+    assert!(h.loops().is_empty());
+    assert!(std::fs::read_dir(lib.join("mounts"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "good", "--size", "1"]).ok();
+    let before = std::fs::read(h.lib().join("loop/catalog.json")).unwrap();
+    let long = "x".repeat(300);
+    for name in ["../x", "a/b", ".", "", &long, "a b"] {
+        let e = h
+            .rexray(&["volume", "create", name, "--size", "1"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("invalid volume name"), "{name}: {e}");
+    }
+    for size in ["abc", "0", "-1", "99999999999"] {
+        let e = h
+            .rexray(&["volume", "create", "v", &format!("--size={size}")])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("--size"), "{size}: {e}");
+    }
+    let e = h
+        .rexray(&["volume", "create", "v", "--fsType", "btrfs"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("btrfs"), "{e}");
+    let e = h
+        .rexray(&["volume", "mount", "good", "--fsType", "zfs"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("zfs"), "{e}");
+    let e = h
+        .rexray(&["-s", "nosuch", "volume", "ls"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("unknown service"), "{e}");
+    let e = h
+        .rexray(&["volume", "create", "v", "--bogus"])
+        .fails(2)
+        .to_string();
+    assert!(e.contains("--bogus"), "{e}");
+    let e = h.rexray(&["volume", "rm", "goo"]).fails(1).to_string();
+    assert!(e.contains("not found"), "prefix must not match: {e}");
+    h.config("libstorage:\n  integration:\n    volume:\n      operations:\n        create:\n          default:\n            size: big\n");
+    let e = h.rexray(&["volume", "ls"]).fails(1).to_string();
+    assert!(
+        e.contains("libstorage.integration.volume.operations.create.default.size")
+            && e.contains("big"),
+        "{e}"
+    );
+    std::fs::remove_file(h.etc().join("config.yml")).unwrap();
+    // NUL cannot pass through argv; the library rejects it.
+    assert!(rexray::input::volume_name("a\0b").is_err());
+    assert_eq!(
+        std::fs::read(h.lib().join("loop/catalog.json")).unwrap(),
+        before
+    );
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+    h.rexray(&["volume", "rm", "good"]).ok();
+}
+
+#[test]
+fn env_shows_sources() {
+    let h = Home::new();
+    h.config("rexray:\n  logLevel: info\nlibstorage:\n  integration:\n    volume:\n      operations:\n        create:\n          default:\n            size: 3\n");
+    let line = |out: &str, key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing in {out}"))
+            .to_string()
+    };
+    let k = "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_CREATE_DEFAULT_SIZE";
+    let out = h.rexray(&["env"]);
+    let l = line(out.ok(), k);
+    assert!(
+        l.starts_with(&format!("{k}=3 ")) && l.contains("# file:"),
+        "{l}"
+    );
+    let h2 = Home {
+        dir: h.dir.clone(),
+        env: vec![(k.into(), "4".into())],
+    };
+    let l = line(h2.rexray(&["env"]).ok(), k);
+    assert!(
+        l.starts_with(&format!("{k}=4 ")) && l.contains(&format!("# env:{k}")),
+        "{l}"
+    );
+    let l = line(
+        h2.rexray(&[
+            "env",
+            "--libstorageIntegrationVolumeOperationsCreateDefaultSize=5",
+        ])
+        .ok(),
+        k,
+    );
+    assert!(
+        l.starts_with(&format!("{k}=5 ")) && l.contains("# flag:"),
+        "{l}"
+    );
+    let l = line(h2.rexray(&["-l", "debug", "env"]).ok(), "REXRAY_LOGLEVEL");
+    assert!(l.contains("=debug") && l.contains("flag:--logLevel"), "{l}");
+    let json: serde_json::Value =
+        serde_json::from_str(h2.rexray(&["env", "-f", "json"]).ok()).unwrap();
+    assert!(json["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["env"] == k && s["value"] == "4"));
+    std::mem::forget(h2); // same directory as h; h cleans up
+}
+
+#[test]
+fn vfs_works_without_devices() {
+    let h = Home::new();
+    let out = h.rexray(&["-s", "vfs", "volume", "create", "d1", "--size", "2"]);
+    assert!(out.ok().contains("d1"));
+    let out = h.rexray(&["-s", "vfs", "volume", "ls", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(v[0]["name"], "d1");
+    assert_eq!(v[0]["size"], 2);
+    if is_root() {
+        h.rexray(&["-s", "vfs", "volume", "mount", "d1"]).ok();
+        std::fs::write(h.data("d1").join("f"), "v").unwrap();
+        h.rexray(&["-s", "vfs", "volume", "unmount", "d1"]).ok();
+        assert!(h.mounts().is_empty());
+    }
+    h.rexray(&["-s", "vfs", "volume", "rm", "d1"]).ok();
+}
