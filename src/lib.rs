@@ -9,7 +9,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod docker;
+pub mod dvdi;
 pub mod error;
+pub mod flex;
 pub mod input;
 pub mod model;
 

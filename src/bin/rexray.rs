@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use rexray::cli;
 use rexray::config::Config;
+use rexray::docker::service::ServiceCmd;
 use rexray::model::{CreateOptions, FsType, MountOptions, Volume, VolumeWithPath};
 use rexray::output::{self, Format};
 use rexray::volume::{Created, Unmounted, Volumes};
@@ -40,6 +41,18 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand, visible_alias = "volumes")]
     Volume(VolumeCmd),
+    /// Run the Docker volume plugin service (start, stop, status).
+    #[command(subcommand)]
+    Service(rexray::docker::service::ServiceCmd),
+    /// Same as `rexray service start`.
+    Start,
+    /// Same as `rexray service stop`.
+    Stop,
+    /// Same as `rexray service status`.
+    Status,
+    /// Install, remove or check the Kubernetes FlexVolume driver.
+    #[command(subcommand)]
+    Flexrex(rexray::flex::install::FlexrexCmd),
     /// Print the effective configuration, one KEY=value line per setting,
     /// each with its source (default, file, env or flag).
     Env {
@@ -536,6 +549,15 @@ fn real_main() -> Result<ExitCode> {
     let mut out = String::new();
     let failed = match cli.command {
         Command::Volume(cmd) => run_volume(cmd, cfg, &mut out)?,
+        Command::Service(cmd) => return service(cmd, cfg, &mut out),
+        Command::Start => return service(ServiceCmd::Start, cfg, &mut out),
+        Command::Stop => return service(ServiceCmd::Stop, cfg, &mut out),
+        Command::Status => return service(ServiceCmd::Status, cfg, &mut out),
+        Command::Flexrex(cmd) => {
+            let code = rexray::flex::install::run(cmd, &cfg, &mut out)?;
+            print!("{out}");
+            return Ok(ExitCode::from(code as u8));
+        }
         Command::Env { format } => {
             out = run_env(&cfg, &format)?;
             None
@@ -550,6 +572,12 @@ fn real_main() -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn service(cmd: ServiceCmd, cfg: Config, out: &mut String) -> Result<ExitCode> {
+    let code = rexray::docker::service::run(cmd, cfg, out);
+    print!("{out}");
+    Ok(ExitCode::from(code? as u8))
 }
 
 fn main() -> ExitCode {

@@ -49,13 +49,12 @@ impl Out {
 
 /// Path of one of the package's binaries.
 pub fn bin(name: &str) -> PathBuf {
-    match name {
-        "rexray" => PathBuf::from(env!("CARGO_BIN_EXE_rexray")),
-        other => {
-            // Other binaries sit next to rexray.
-            PathBuf::from(env!("CARGO_BIN_EXE_rexray")).with_file_name(other)
-        }
-    }
+    PathBuf::from(match name {
+        "rexray" => env!("CARGO_BIN_EXE_rexray"),
+        "flexrex" => env!("CARGO_BIN_EXE_flexrex"),
+        "dvdcli" => env!("CARGO_BIN_EXE_dvdcli"),
+        other => panic!("no binary {other}"),
+    })
 }
 
 /// A private REXRAY_HOME that cleans up after itself.

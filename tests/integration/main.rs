@@ -2,4 +2,7 @@
 //! as root, on real loop devices, filesystems and mounts.
 
 mod common;
+mod docker;
+mod dvdcli;
+mod flexrex;
 mod volume_cli;

@@ -1,0 +1,3 @@
+//! Docker: the Volume Plugin v1 endpoint served by `rexray service start`.
+
+pub mod service;

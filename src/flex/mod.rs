@@ -1,0 +1,4 @@
+//! Kubernetes FlexVolume: the protocol model behind the `flexrex` binary
+//! and `rexray flexrex install|uninstall|status`.
+
+pub mod install;

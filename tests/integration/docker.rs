@@ -1,0 +1,1 @@
+//! Integration tests for docker (see the issue).

@@ -1,0 +1,1 @@
+//! Integration tests for dvdcli (see the issue).
