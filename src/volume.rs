@@ -172,6 +172,10 @@ impl Volumes {
         let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
         let step = |what: &str| format!("mounting volume {} ({what})", v.name);
 
+        if preempt && v.state() == AttachmentState::Unavailable {
+            self.evict_other_mounts(&v, &mp)
+                .map_err(|e| e.context(step("preempt")))?;
+        }
         let source = self
             .driver
             .attach(&v.id, preempt)
@@ -233,6 +237,26 @@ impl Volumes {
         fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
         let v = self.driver.inspect(&v.id)?.unwrap_or(v);
         Ok((v, path))
+    }
+
+    /// Preemption of a volume another instance on this host has mounted:
+    /// unmount its mounts of the device first, as a forced detach would cut
+    /// off another host. A busy mount stops the preemption.
+    fn evict_other_mounts(&self, v: &Volume, ours: &Path) -> Result<()> {
+        let Some(dev) = v.attachments.first().map(|a| a.device_name.clone()) else {
+            return Ok(());
+        };
+        if dev.is_empty() {
+            return Ok(());
+        }
+        let numbers = node::mountinfo::device_numbers(Path::new(&dev))?;
+        for m in node::mountinfo::mounts_of(numbers)? {
+            if m.mount_point != ours {
+                tracing::warn!(volume = %v.name, mount_point = %m.mount_point.display(), "preempt: unmounting another instance's mount");
+                node::unmount_all(&m.mount_point)?;
+            }
+        }
+        Ok(())
     }
 
     /// Release `consumer`'s use of a volume. When no consumer is left (or

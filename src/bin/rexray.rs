@@ -181,6 +181,10 @@ enum VolumeCmd {
         /// Format even if the volume holds a filesystem. DESTROYS ITS DATA.
         #[arg(long = "overwriteFS")]
         overwrite_fs: bool,
+        /// Who uses the mount (default: the CLI's shared anonymous consumer).
+        /// The volume stays mounted until every consumer has unmounted.
+        #[arg(long, value_name = "ID")]
+        consumer: Option<String>,
         /// Succeed for volumes that are already mounted (always true here).
         #[arg(short = 'i', long)]
         idempotent: bool,
@@ -194,6 +198,9 @@ enum VolumeCmd {
         /// Volume ids or names.
         #[arg(required = true)]
         volumes: Vec<String>,
+        /// The consumer to release (default: the anonymous consumer).
+        #[arg(long, value_name = "ID")]
+        consumer: Option<String>,
         /// Succeed for volumes that are not mounted (always true here).
         #[arg(short = 'i', long)]
         idempotent: bool,
@@ -370,9 +377,11 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             volumes,
             fs_type,
             overwrite_fs,
+            consumer,
             fmt,
             ..
         } => {
+            let who = consumer.as_deref().unwrap_or(anon);
             let format = fmt_of(&fmt)?;
             let opts = MountOptions {
                 fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
@@ -380,16 +389,22 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 force_attach: false,
             };
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                let (v, p) = vols.mount(n, anon, &opts)?;
+                let (v, p) = vols.mount(n, who, &opts)?;
                 Ok(with_path(v, p.to_string_lossy().into_owned()))
             });
             out.push_str(&output::volumes_with_path(&done, format, fmt.quiet));
             err
         }
-        VolumeCmd::Unmount { volumes, fmt, .. } => {
+        VolumeCmd::Unmount {
+            volumes,
+            consumer,
+            fmt,
+            ..
+        } => {
             let format = fmt_of(&fmt)?;
+            let who = consumer.as_deref().unwrap_or(anon);
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                if let Unmounted::StillUsed(k) = vols.unmount(n, anon)? {
+                if let Unmounted::StillUsed(k) = vols.unmount(n, who)? {
                     eprintln!(
                         "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
                     );

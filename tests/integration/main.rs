@@ -2,7 +2,10 @@
 //! as root, on real loop devices, filesystems and mounts.
 
 mod common;
+#[cfg(feature = "failpoints")]
+mod crash;
 mod docker;
 mod dvdcli;
 mod flexrex;
 mod volume_cli;
+mod volume_state;
