@@ -205,8 +205,13 @@ impl Volumes {
                             .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
                             .parse::<FsType>()?,
                     };
-                    let fs = node::ensure_filesystem(dev, want, opts.overwrite_fs)
-                        .map_err(|e| e.context(step("format")))?;
+                    let fs = node::ensure_filesystem(
+                        dev,
+                        want,
+                        opts.overwrite_fs,
+                        self.driver.known_blank(&v.id),
+                    )
+                    .map_err(|e| e.context(step("format")))?;
                     fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
                     node::ensure_dir(&mp)?;
                     node::mount_device(dev, &mp, &fs, false)

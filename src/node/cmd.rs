@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a finished command left behind.
 #[derive(Debug)]
@@ -65,30 +65,31 @@ pub fn run<S: AsRef<OsStr>>(
             .take()
             .map(|r| Box::new(r) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Error::system(format!(
-                    "{} did not finish within {} and was stopped",
-                    path.display(),
-                    humantime::format_duration(timeout)
-                )));
-            }
-            Ok(None) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => {
-                return Err(Error::from_io(
-                    format!("waiting for {}", path.display()),
-                    &e,
-                ))
-            }
+    // Wait in a thread so the exit is noticed at once; on timeout the
+    // child (ours, by pid) is killed and reaped by that thread.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(timeout) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(Error::from_io(
+                format!("waiting for {}", path.display()),
+                &e,
+            ))
+        }
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(Error::system(format!(
+                "{} did not finish within {} and was stopped",
+                path.display(),
+                humantime::format_duration(timeout)
+            )));
         }
     };
     Ok(Output {

@@ -48,9 +48,19 @@ pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
 
 /// Make sure `dev` holds a filesystem and say which: format it with `want`
 /// only if it is blank, or if `overwrite` is set. A device with any
-/// signature is never formatted otherwise.
-pub fn ensure_filesystem(dev: &Path, want: FsType, overwrite: bool) -> Result<String> {
-    let probe = fs::probe(dev, PROBE_TIMEOUT)?;
+/// signature is never formatted otherwise. `known_blank` is the backend's
+/// word that the device was never written (then the probe is skipped).
+pub fn ensure_filesystem(
+    dev: &Path,
+    want: FsType,
+    overwrite: bool,
+    known_blank: bool,
+) -> Result<String> {
+    let probe = if known_blank {
+        fs::Probe::Blank
+    } else {
+        fs::probe(dev, PROBE_TIMEOUT)?
+    };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
             tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");

@@ -7,8 +7,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Replace `path` with `bytes` so a reader sees the old or the new file,
-/// never a mix, and the new one survives a crash once this returns.
+/// never a mix, and the new one survives a power loss once this returns.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+/// Replace `path` atomically without forcing it to disk: for records that
+/// only describe this boot (mounts, attachments), which a power loss makes
+/// void anyway. A killed process still leaves the old or the new file.
+pub fn write_volatile(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -26,9 +37,14 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)
             .ctx(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+        if durable {
+            f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+        }
         std::fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -45,8 +61,18 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Remove a file and make the removal durable; a missing file is fine.
 pub fn remove(path: &Path) -> Result<()> {
+    remove_file(path, true)
+}
+
+/// Remove a per-boot record; a missing file is fine.
+pub fn remove_volatile(path: &Path) -> Result<()> {
+    remove_file(path, false)
+}
+
+fn remove_file(path: &Path, durable: bool) -> Result<()> {
     match std::fs::remove_file(path) {
-        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Ok(()) if durable => sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(crate::Error::from_io(
             format!("removing {}", path.display()),

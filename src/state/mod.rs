@@ -49,6 +49,17 @@ pub struct MountRecord {
     /// Consumer ids; the used count is their number.
     #[serde(default)]
     pub consumers: BTreeSet<String>,
+    /// The kernel boot the record belongs to: mounts do not survive a
+    /// reboot, so neither do their consumers.
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The state directory of one `REXRAY_HOME`.
@@ -111,28 +122,35 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::from_io(format!("reading {}", p.display()), &e)),
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        let rec: MountRecord = serde_json::from_slice(&bytes).map_err(|e| {
             Error::system(format!(
                 "the mount record {} of volume {id} is unreadable ({e}); its consumers are unknown, so nothing was unmounted. \
                  Check who uses the volume, then delete the file to let the next unmount proceed",
                 p.display()
             ))
-        })
+        })?;
+        if rec.boot_id != boot_id() {
+            tracing::info!(record = %p.display(), "ignoring a mount record from an earlier boot");
+            return Ok(None);
+        }
+        Ok(Some(rec))
     }
 
     /// Write (or, with no consumers, delete) a volume's mount record.
     pub fn save_mount(&self, id: &str, rec: &MountRecord) -> Result<()> {
         let p = self.record_path(id)?;
         if rec.consumers.is_empty() {
-            return atomic::remove(&p);
+            return atomic::remove_volatile(&p);
         }
-        let bytes = serde_json::to_vec_pretty(rec).expect("record serialises");
-        atomic::write(&p, &bytes)
+        let mut rec = rec.clone();
+        rec.boot_id = boot_id();
+        let bytes = serde_json::to_vec_pretty(&rec).expect("record serialises");
+        atomic::write_volatile(&p, &bytes)
     }
 
     /// Delete a volume's mount record.
     pub fn remove_mount(&self, id: &str) -> Result<()> {
-        atomic::remove(&self.record_path(id)?)
+        atomic::remove_volatile(&self.record_path(id)?)
     }
 
     /// Ids of every volume that has a mount record.
@@ -168,11 +186,24 @@ mod tests {
         };
         r.consumers.insert("a".into());
         s.save_mount("v1", &r).unwrap();
+        r.boot_id = boot_id();
         assert_eq!(s.load_mount("v1").unwrap(), Some(r.clone()));
         assert_eq!(s.mount_record_ids().unwrap(), vec!["v1".to_string()]);
         r.consumers.clear();
         s.save_mount("v1", &r).unwrap();
         assert_eq!(s.load_mount("v1").unwrap(), None);
+    }
+
+    #[test]
+    fn records_from_an_earlier_boot_are_void() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::open(t.path(), Duration::from_secs(1)).unwrap();
+        std::fs::write(
+            t.path().join("mounts/v3.json"),
+            br#"{"consumers":["old-container"],"boot_id":"not-this-boot"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.load_mount("v3").unwrap(), None);
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub trait StorageDriver: Send + Sync {
     /// Detach from this instance. Detaching a detached volume succeeds;
     /// `force` detaches it from another instance too.
     fn detach(&self, id: &str, force: bool) -> Result<()>;
+    /// Whether the backend knows the volume has never been written (so it
+    /// reads as zeros everywhere and cannot hold any signature). `false`
+    /// means "not known", and the node probes the device.
+    fn known_blank(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
     /// Grow a volume to `size_gib`; returns the new size in bytes.
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
         let _ = (id, size_gib);
