@@ -270,3 +270,53 @@ fn vfs_works_without_devices() {
     }
     h.rexray(&["-s", "vfs", "volume", "rm", "d1"]).ok();
 }
+
+#[test]
+fn disable_switches_and_ignore_used_count() {
+    require_root!();
+    let h = Home::new();
+    h.config("libstorage:\n  integration:\n    volume:\n      operations:\n        create:\n          disable: true\n");
+    let out = h.rexray(&["volume", "create", "nd", "--size", "1"]);
+    assert!(out.ok().trim() == "ID  Name  Status  Size", "{out:#?}");
+    assert!(out.stderr.contains("create.disable"), "{out:#?}");
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().is_empty());
+
+    h.config("libstorage:\n  integration:\n    volume:\n      remove:\n        disable: true\n      unmount:\n        ignoreUsedCount: true\n");
+    h.rexray(&["volume", "create", "rd", "--size", "1"]).ok();
+    h.rexray(&["volume", "rm", "rd"]).ok();
+    assert!(
+        h.rexray(&["volume", "ls", "-q"]).ok().contains("rd"),
+        "remove.disable keeps it"
+    );
+    // ignoreUsedCount: one unmount releases every consumer
+    h.rexray(&["volume", "mount", "rd", "--consumer", "a"]).ok();
+    h.rexray(&["volume", "mount", "rd", "--consumer", "b"]).ok();
+    h.rexray(&["volume", "unmount", "rd", "--consumer", "a"])
+        .ok();
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+    std::fs::remove_file(h.etc().join("config.yml")).unwrap();
+    h.rexray(&["volume", "rm", "rd"]).ok();
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().is_empty());
+}
+
+#[test]
+fn version_and_formats() {
+    let h = Home::new();
+    let v: serde_json::Value =
+        serde_json::from_str(h.rexray(&["version", "-f", "json"]).ok()).unwrap();
+    assert_eq!(v["semVer"], env!("CARGO_PKG_VERSION"));
+    assert!(v["drivers"].as_array().unwrap().iter().any(|d| d == "loop"));
+    assert!(h.rexray(&["version"]).ok().contains("Commit:"));
+    h.rexray(&["-s", "vfs", "volume", "create", "y1", "--size", "1"])
+        .ok();
+    let y = h.rexray(&["-s", "vfs", "volume", "ls", "-f", "yaml"]);
+    assert!(y.ok().contains("name: y1"), "{}", y.stdout);
+    let e = h
+        .rexray(&["-s", "vfs", "volume", "ls", "-f", "{{.Name}}"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("invalid format"), "{e}");
+    let ls = h.rexray(&["-s", "vfs", "volume", "ls", "nosuch"]);
+    assert_eq!(ls.ok(), "ID  Name  Status  Size\n");
+    h.rexray(&["-s", "vfs", "volume", "rm", "y1"]).ok();
+}
