@@ -23,6 +23,15 @@ step "cargo test (unit, property and integration tests)"
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: not root: integration tests that need loop devices and mount are skipped" >&2
 fi
-cargo test --features failpoints -- --test-threads="${TEST_THREADS:-2}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --features failpoints --lib --bins --tests -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 
 step "done in $(( $(date +%s) - start )) s"
+echo "tests: $passed passed, $failed failed"
+exit "$rc"

@@ -168,6 +168,11 @@ impl Volumes {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
         let _lock = self.state.lock_volume(&v.id)?;
+        // What we looked up may have changed while we waited for the lock.
+        let v = self
+            .driver
+            .inspect(&v.id)?
+            .ok_or_else(|| Error::not_found(format!("volume {} was removed", v.name)))?;
         let mp = self.mount_point(&v.name);
         let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
         let step = |what: &str| format!("mounting volume {} ({what})", v.name);
