@@ -181,55 +181,78 @@ impl Volumes {
             self.evict_other_mounts(&v, &mp)
                 .map_err(|e| e.context(step("preempt")))?;
         }
+        let was_attached = v.state() == AttachmentState::Attached;
         let source = self
             .driver
             .attach(&v.id, preempt)
             .map_err(|e| e.context(step("attach")))?;
-        fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
-        let (device, fs_type) = match &source {
-            MountSource::Device(dev) => {
-                let numbers = node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
-                    .map_err(|e| e.context(step("wait for device")))?;
-                fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
-                let here = node::mountinfo::mounts_at(&mp)?;
-                if let Some(m) = here.iter().find(|m| m.dev == numbers) {
-                    (dev.clone(), m.fs_type.clone())
-                } else {
-                    if !here.is_empty() {
-                        // A stale mount of another device (a volume of this
-                        // name that was replaced): precautionary unmount.
-                        tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
-                        node::unmount_all(&mp).map_err(|e| e.context(step("clear stale mount")))?;
+        let mounted = (|| -> Result<(PathBuf, String)> {
+            fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
+            let (device, fs_type) = match &source {
+                MountSource::Device(dev) => {
+                    let numbers =
+                        node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+                            .map_err(|e| e.context(step("wait for device")))?;
+                    fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
+                    let here = node::mountinfo::mounts_at(&mp)?;
+                    if let Some(m) = here.iter().find(|m| m.dev == numbers) {
+                        (dev.clone(), m.fs_type.clone())
+                    } else {
+                        if !here.is_empty() {
+                            // A stale mount of another device (a volume of this
+                            // name that was replaced): precautionary unmount.
+                            tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
+                            node::unmount_all(&mp)
+                                .map_err(|e| e.context(step("clear stale mount")))?;
+                        }
+                        let want = match opts.fs_type {
+                            Some(f) => f,
+                            None => v
+                                .fields
+                                .get("fsType")
+                                .map(String::as_str)
+                                .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
+                                .parse::<FsType>()?,
+                        };
+                        let fs = node::ensure_filesystem(
+                            dev,
+                            want,
+                            opts.overwrite_fs,
+                            self.driver.known_blank(&v.id),
+                        )
+                        .map_err(|e| e.context(step("format")))?;
+                        fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
+                        node::ensure_dir(&mp)?;
+                        node::mount_device(dev, &mp, &fs, false)
+                            .map_err(|e| e.context(step("mount")))?;
+                        (dev.clone(), fs)
                     }
-                    let want = match opts.fs_type {
-                        Some(f) => f,
-                        None => v
-                            .fields
-                            .get("fsType")
-                            .map(String::as_str)
-                            .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
-                            .parse::<FsType>()?,
-                    };
-                    let fs = node::ensure_filesystem(
-                        dev,
-                        want,
-                        opts.overwrite_fs,
-                        self.driver.known_blank(&v.id),
-                    )
-                    .map_err(|e| e.context(step("format")))?;
-                    fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
-                    node::ensure_dir(&mp)?;
-                    node::mount_device(dev, &mp, &fs, false)
-                        .map_err(|e| e.context(step("mount")))?;
-                    (dev.clone(), fs)
                 }
-            }
-            MountSource::Directory(dir) => {
-                if node::mountinfo::mounts_at(&mp)?.is_empty() {
-                    node::ensure_dir(&mp)?;
-                    node::bind(dir, &mp, false).map_err(|e| e.context(step("bind")))?;
+                MountSource::Directory(dir) => {
+                    if node::mountinfo::mounts_at(&mp)?.is_empty() {
+                        node::ensure_dir(&mp)?;
+                        node::bind(dir, &mp, false).map_err(|e| e.context(step("bind")))?;
+                    }
+                    (dir.clone(), "none".to_string())
                 }
-                (dir.clone(), "none".to_string())
+            };
+            Ok((device, fs_type))
+        })();
+        let (device, fs_type) = match mounted {
+            Ok(m) => m,
+            Err(e) => {
+                // Leave the volume as we found it: a device this call
+                // attached is detached again if nothing got mounted.
+                if !was_attached
+                    && node::mountinfo::mounts_at(&mp)
+                        .map(|m| m.is_empty())
+                        .unwrap_or(false)
+                {
+                    if let Err(d) = self.driver.detach(&v.id, false) {
+                        tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
+                    }
+                }
+                return Err(e);
             }
         };
         fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());

@@ -320,3 +320,47 @@ fn version_and_formats() {
     assert_eq!(ls.ok(), "ID  Name  Status  Size\n");
     h.rexray(&["-s", "vfs", "volume", "rm", "y1"]).ok();
 }
+
+#[test]
+fn a_partition_table_is_never_formatted_over() {
+    require_root!();
+    let h = Home::new();
+    let out = h.rexray(&["volume", "create", "pt", "--size", "1", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    // A DOS partition table: one Linux partition at 1 MiB.
+    let img = h.lib().join("loop").join(format!("{id}.img"));
+    let mut mbr = vec![0u8; 512];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&4096u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all(&mbr).unwrap();
+    }
+    let e = h.rexray(&["volume", "mount", "pt"]).fails(1).to_string();
+    assert!(
+        e.contains("refusing to format") && e.contains("partition table"),
+        "{e}"
+    );
+    assert!(h.mounts().is_empty(), "nothing mounted");
+    assert!(
+        h.loops().is_empty(),
+        "the failed mount detached what it attached"
+    );
+    let mut first = vec![0u8; 512];
+    {
+        use std::io::Read;
+        std::fs::File::open(&img)
+            .unwrap()
+            .read_exact(&mut first)
+            .unwrap();
+    }
+    assert_eq!(first, mbr, "untouched");
+    h.rexray(&["volume", "mount", "pt", "--overwriteFS"]).ok();
+    h.rexray(&["volume", "unmount", "pt"]).ok();
+    h.rexray(&["volume", "rm", "pt"]).ok();
+}
