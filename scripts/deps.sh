@@ -39,6 +39,12 @@ if ! command -v cargo >/dev/null; then
   fi
 fi
 
+# The Debian package is built with cargo-deb.
+if [ "${REXRAY_TEST_DEPS:-}" = "all" ] && ! command -v cargo-deb >/dev/null; then
+  echo "+ cargo install cargo-deb" >&2
+  cargo install cargo-deb --locked --quiet >&2
+fi
+
 # Loop devices need the loop module.
 if [ "$(id -u)" -eq 0 ] && [ ! -e /dev/loop-control ]; then
   modprobe loop 2>/dev/null || true

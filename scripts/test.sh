@@ -19,6 +19,10 @@ cargo clippy --all-targets --features failpoints -- -D warnings
 step "cargo build (binaries used by the integration tests)"
 cargo build --features failpoints --bins
 
+step "Debian package (scripts/build-deb.sh)"
+REXRAY_DEB="$PWD/$(bash scripts/build-deb.sh | tail -n 1)"
+export REXRAY_DEB
+
 step "cargo test (unit, property and integration tests)"
 if [ "$(id -u)" -ne 0 ]; then
   echo "note: not root: integration tests that need loop devices and mount are skipped" >&2

@@ -148,16 +148,41 @@ pub fn version_info() -> VersionInfo {
     }
 }
 
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Replace the default panic output (a multi-line message, maybe a
+/// backtrace, on stderr) with a record that [`catch_panics`] turns into one
+/// error line — or, for flexrex, one JSON reply.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if let Ok(mut slot) = LAST_PANIC.lock() {
+            *slot = Some(format!("{msg}{at}"));
+        }
+    }));
+}
+
 /// Run `f`, turning a panic into an error so a reply is always printed.
 pub fn catch_panics<T>(f: impl FnOnce() -> Result<T> + std::panic::UnwindSafe) -> Result<T> {
     match std::panic::catch_unwind(f) {
         Ok(r) => r,
         Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
+            let recorded = LAST_PANIC.lock().ok().and_then(|mut s| s.take());
+            let what = recorded.unwrap_or_else(|| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into())
+            });
             Err(crate::Error::system(format!(
                 "internal error (a bug, please report it): {what}"
             )))

@@ -60,6 +60,17 @@ enum Command {
         #[arg(short = 'f', long = "format", default_value = "text")]
         format: String,
     },
+    /// Print a shell completion script: `rexray completion bash > /etc/bash_completion.d/rexray`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (rexray.1, rexray-volume.1, ...) into a directory.
+    #[command(hide = true)]
+    Man {
+        /// Target directory.
+        dir: PathBuf,
+    },
     /// Print version facts.
     Version {
         /// Output format: text or json.
@@ -547,14 +558,53 @@ fn run_version(format: &str) -> Result<String> {
     }
 }
 
+/// rexray.1 plus one page per sub-command (rexray-volume-mount.1, ...).
+fn write_man_pages(dir: &std::path::Path) -> Result<()> {
+    use rexray::error::IoContext;
+    fn walk(cmd: &clap::Command, name: String, dir: &std::path::Path) -> Result<()> {
+        let page = cmd.clone().name(name.clone());
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut buf)
+            .ctx(|| format!("rendering the man page of {name}"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).ctx(|| format!("writing {}", path.display()))?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            walk(sub, format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    walk(&cmd, "rexray".into(), dir)
+}
+
 fn real_main() -> Result<ExitCode> {
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     let (args, key_flags) = cli::take_key_flags(std::env::args().collect());
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    if let Command::Version { format } = &cli.command {
-        print!("{}", run_version(format)?);
-        return Ok(ExitCode::SUCCESS);
+    match &cli.command {
+        Command::Version { format } => {
+            print!("{}", run_version(format)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "rexray", &mut script);
+            let _ = std::io::stdout().write_all(&script);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            write_man_pages(dir)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let cfg = cli::load_config(cli.config, cli.log_level, cli.service, key_flags)?;
     cli::log_to_stderr("rexray", cfg.string(rexray::config::keys::LOG_LEVEL));
@@ -577,7 +627,9 @@ fn real_main() -> Result<ExitCode> {
             out = run_env(&cfg, &format)?;
             None
         }
-        Command::Version { .. } => unreachable!("handled above"),
+        Command::Version { .. } | Command::Completion { .. } | Command::Man { .. } => {
+            unreachable!("handled above")
+        }
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
@@ -596,6 +648,7 @@ fn service(cmd: ServiceCmd, cfg: Config, out: &mut String) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    cli::quiet_panics();
     match cli::catch_panics(real_main) {
         Ok(code) => code,
         Err(e) => {

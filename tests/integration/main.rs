@@ -7,5 +7,6 @@ mod crash;
 mod docker;
 mod dvdcli;
 mod flexrex;
+mod packaging;
 mod volume_cli;
 mod volume_state;
