@@ -167,6 +167,7 @@ impl Volumes {
     ) -> Result<(Volume, PathBuf)> {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
+        node::require_privileges(&format!("mounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         // What we looked up may have changed while we waited for the lock.
         let v = self
@@ -298,6 +299,7 @@ impl Volumes {
     pub fn unmount(&self, arg: &str, consumer: &str) -> Result<Unmounted> {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
+        node::require_privileges(&format!("unmounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
@@ -388,6 +390,7 @@ impl Volumes {
     /// Attach a volume to this instance without mounting it.
     pub fn attach(&self, arg: &str, force: bool) -> Result<Volume> {
         let v = self.find(arg)?;
+        node::require_privileges(&format!("attaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let src = self.driver.attach(&v.id, force)?;
         if let MountSource::Device(dev) = &src {
@@ -399,6 +402,7 @@ impl Volumes {
     /// Detach a volume that is not mounted.
     pub fn detach(&self, arg: &str, force: bool) -> Result<Volume> {
         let v = self.find(arg)?;
+        node::require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_used(&v, "detach")?;
         self.driver.detach(&v.id, force)?;

@@ -336,7 +336,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 }
             });
             let done: Vec<Volume> = done.into_iter().flatten().collect();
-            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            if !(done.is_empty() && err.is_some()) {
+                out.push_str(&output::volumes(&done, format, fmt.quiet));
+            }
             err
         }
         VolumeCmd::Rm { volumes, fmt, .. } => {
@@ -370,7 +372,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         } => {
             let format = fmt_of(&fmt)?;
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.attach(n, force));
-            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            if !(done.is_empty() && err.is_some()) {
+                out.push_str(&output::volumes(&done, format, fmt.quiet));
+            }
             err
         }
         VolumeCmd::Detach {
@@ -381,7 +385,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         } => {
             let format = fmt_of(&fmt)?;
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.detach(n, force));
-            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            if !(done.is_empty() && err.is_some()) {
+                out.push_str(&output::volumes(&done, format, fmt.quiet));
+            }
             err
         }
         VolumeCmd::Mount {
@@ -403,7 +409,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 let (v, p) = vols.mount(n, who, &opts)?;
                 Ok(with_path(v, p.to_string_lossy().into_owned()))
             });
-            out.push_str(&output::volumes_with_path(&done, format, fmt.quiet));
+            if !(done.is_empty() && err.is_some()) {
+                out.push_str(&output::volumes_with_path(&done, format, fmt.quiet));
+            }
             err
         }
         VolumeCmd::Unmount {
@@ -422,7 +430,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 }
                 vols.find(n)
             });
-            out.push_str(&output::volumes(&done, format, fmt.quiet));
+            if !(done.is_empty() && err.is_some()) {
+                out.push_str(&output::volumes(&done, format, fmt.quiet));
+            }
             err
         }
         VolumeCmd::Path { volume, fmt } => {

@@ -456,8 +456,11 @@ impl Config {
                 || k.starts_with("libstorage.host")
                 || k.starts_with("libstorage.embedded");
             if !ok {
+                let hint = closest(k, &known)
+                    .map(|c| format!("did you mean {c}? "))
+                    .unwrap_or_default();
                 out.push(format!(
-                    "unknown config key {k} in {} (ignored; `rexray env` lists the known keys)",
+                    "unknown config key {k} in {} (ignored; {hint}`rexray env` lists the known keys)",
                     file.display()
                 ));
             }
@@ -516,6 +519,30 @@ impl Config {
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {
         self.values.iter().map(|(k, v)| (*k, v))
     }
+}
+
+/// The known key nearest to a misspelt one (edit distance ≤ 3).
+fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (distance(key, k), k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
 }
 
 /// Match a `--camelCaseKey[=value]` argument against the registered keys

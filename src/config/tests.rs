@@ -168,6 +168,15 @@ fn unknown_keys_warn() {
     let c = load(t.path(), &[], vec![]).unwrap();
     assert_eq!(c.warnings.len(), 1);
     assert!(c.warnings[0].contains("libstorage.integraton.x"));
+
+    write_cfg(t.path(), "libstorage:\n  integration:\n    volume:\n      operations:\n        mount:\n          premept: true\n");
+    let c = load(t.path(), &[], vec![]).unwrap();
+    assert!(
+        c.warnings[0]
+            .contains("did you mean libstorage.integration.volume.operations.mount.preempt?"),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]

@@ -19,6 +19,33 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time limit for mkfs (large xfs volumes on slow backends take a while).
 pub const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Whether this process may attach loop devices and mount: root, or
+/// CAP_SYS_ADMIN in its effective set.
+pub fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 21) != 0)
+}
+
+/// Fail with a clear message unless [`privileged`].
+pub fn require_privileges(what: &str) -> Result<()> {
+    if privileged() {
+        Ok(())
+    } else {
+        Err(Error::system(format!(
+            "{what} needs root: attaching and mounting volumes need CAP_SYS_ADMIN; run it as root (e.g. with sudo)"
+        )))
+    }
+}
+
 /// Wait until `dev` is a block device node with a non-zero size.
 pub fn wait_for_device(dev: &Path, timeout: Duration) -> Result<(u32, u32)> {
     let deadline = Instant::now() + timeout;

@@ -232,6 +232,17 @@ impl LoopDriver {
     /// LOOP_CONFIGURE), so another process can take the device in
     /// between; the kernel then answers EBUSY and we try the next one.
     fn bind_loop(&self, image: &Path) -> Result<PathBuf> {
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let is_char = std::fs::metadata("/dev/loop-control")
+                .map(|m| m.file_type().is_char_device())
+                .unwrap_or(false);
+            if !is_char {
+                return Err(Error::system(
+                    "loop devices are unavailable: /dev/loop-control is missing; load the loop module with `modprobe loop` (in a container: run it privileged with /dev bind-mounted)",
+                ));
+            }
+        }
         let control = ::loopdev::LoopControl::open().map_err(|e| {
             Error::from_io(
                 "opening /dev/loop-control (is the loop module loaded? try `modprobe loop`)",

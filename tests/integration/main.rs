@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod docker;
 mod dvdcli;
+mod errors;
 mod flexrex;
 mod packaging;
 mod volume_cli;
