@@ -157,7 +157,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn any_accepted_name_is_a_safe_path_component(s in "\\PC{0,300}") {
             if let Ok(n) = volume_name(&s) {

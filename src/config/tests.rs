@@ -223,7 +223,7 @@ mod props {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn any_yaml_loads_or_fails_cleanly(text in "[a-zA-Z0-9:. \\n\\-\\[\\]{}'\"$]{0,200}") {
             let t = tempfile::tempdir().unwrap();
@@ -231,6 +231,17 @@ mod props {
             match load(t.path(), &[], vec![]) {
                 Ok(c) => { let _ = c.service(); }
                 Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_flag_value_is_validated_with_its_key(k in 0usize..22, v in "\\PC{0,30}") {
+            let t = tempfile::tempdir().unwrap();
+            let def = &KEYS[k % KEYS.len()];
+            let flag = FlagValue { key: def.key, value: v.clone(), flag: "--x".into() };
+            match load(t.path(), &[], vec![flag]) {
+                Ok(c) => prop_assert_eq!(c.setting(def.key).source.kind(), "flag"),
+                Err(e) => prop_assert!(e.to_string().contains(def.key), "{}", e),
             }
         }
 

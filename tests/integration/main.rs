@@ -9,5 +9,6 @@ mod dvdcli;
 mod errors;
 mod flexrex;
 mod packaging;
+mod props;
 mod volume_cli;
 mod volume_state;
