@@ -261,11 +261,7 @@ impl LoopDriver {
             // crate's attach() adds LOOP_SET_STATUS64, which freezes the
             // queue and costs ~20 ms for nothing we need (no offset, no
             // flags; the backing path shows in sysfs either way).
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(image)
-                .ctx(|| format!("opening image {}", image.display()))?;
+            let file = open_image(image, true)?;
             match dev.attach_fd(file.as_raw_fd()) {
                 Ok(()) => return Ok(path),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -497,7 +493,7 @@ impl StorageDriver for LoopDriver {
     /// as zero, so no filesystem or other signature can be on it.
     fn known_blank(&self, id: &str) -> bool {
         use std::os::fd::AsRawFd;
-        let Ok(f) = std::fs::File::open(self.image(id)) else {
+        let Ok(f) = open_image(&self.image(id), false) else {
             return false;
         };
         // SAFETY: lseek on a file descriptor we own; no memory is passed.
@@ -516,10 +512,7 @@ impl StorageDriver for LoopDriver {
         let _attach = self.lock_attach(id)?;
         let img = self.image(id);
         let bytes = size_gib * GIB;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&img)
-            .ctx(|| format!("opening image {}", img.display()))?;
+        let f = open_image(&img, true)?;
         if f.metadata().map(|m| m.len()).unwrap_or(0) < bytes {
             f.set_len(bytes)
                 .and_then(|_| f.sync_all())
@@ -540,4 +533,30 @@ impl StorageDriver for LoopDriver {
         self.write_catalog(&cat)?;
         Ok(bytes)
     }
+}
+
+/// Open a volume image: never through a symbolic link, and only a regular
+/// file — a link planted in the volume directory must not turn an attach
+/// (and a format) onto some other file or device.
+fn open_image(path: &Path, write: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ctx(|| {
+            format!(
+                "opening image {} (it must be a regular file, not a link)",
+                path.display()
+            )
+        })?;
+    let m = f.metadata().ctx(|| format!("stat {}", path.display()))?;
+    if !m.is_file() {
+        return Err(Error::backend(format!(
+            "image {} is not a regular file; refusing to attach it",
+            path.display()
+        )));
+    }
+    Ok(f)
 }

@@ -95,3 +95,55 @@ fn missing_volume() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// Links planted in the state directory never redirect a mount, an attach
+/// or a lock.
+#[test]
+fn planted_symlinks_are_refused() {
+    require_root!();
+    let h = Home::new();
+    let out = h.rexray(&["volume", "create", "s1", "--size", "1", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let victim = h.dir.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+
+    // The mount point is a link to somewhere else.
+    std::fs::create_dir_all(h.lib().join("volumes")).unwrap();
+    std::os::unix::fs::symlink(&victim, h.mount_point("s1")).unwrap();
+    let e = h.rexray(&["volume", "mount", "s1"]).fails(1).to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+    std::fs::remove_file(h.mount_point("s1")).unwrap();
+
+    // The image is replaced by a link to another file.
+    let img = h.lib().join("loop").join(format!("{id}.img"));
+    let real = h.dir.join("other.img");
+    std::fs::rename(&img, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &img).unwrap();
+    let e = h.rexray(&["volume", "mount", "s1"]).fails(1).to_string();
+    assert!(
+        e.contains("not a link") || e.contains("regular file"),
+        "{e}"
+    );
+    assert!(h.loops().is_empty());
+    std::fs::remove_file(&img).unwrap();
+    std::fs::rename(&real, &img).unwrap();
+
+    // The lock file is a link.
+    std::fs::create_dir_all(h.lib().join("locks")).unwrap();
+    let _ = std::fs::remove_file(h.lib().join("locks").join(format!("{id}.lock")));
+    std::os::unix::fs::symlink(
+        &victim.join("x"),
+        h.lib().join("locks").join(format!("{id}.lock")),
+    )
+    .unwrap();
+    let e = h.rexray(&["volume", "mount", "s1"]).fails(1).to_string();
+    assert!(e.contains("lock"), "{e}");
+    assert!(!victim.join("x").exists());
+    std::fs::remove_file(h.lib().join("locks").join(format!("{id}.lock"))).unwrap();
+
+    h.rexray(&["volume", "mount", "s1"]).ok();
+    h.rexray(&["volume", "unmount", "s1"]).ok();
+    h.rexray(&["volume", "rm", "s1"]).ok();
+}
