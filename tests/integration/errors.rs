@@ -134,7 +134,7 @@ fn planted_symlinks_are_refused() {
     std::fs::create_dir_all(h.lib().join("locks")).unwrap();
     let _ = std::fs::remove_file(h.lib().join("locks").join(format!("{id}.lock")));
     std::os::unix::fs::symlink(
-        &victim.join("x"),
+        victim.join("x"),
         h.lib().join("locks").join(format!("{id}.lock")),
     )
     .unwrap();
