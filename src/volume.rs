@@ -409,17 +409,9 @@ impl Volumes {
         Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
     }
 
+    /// Refuse `what` while the volume has consumers or is mounted here.
     fn refuse_if_used(&self, v: &Volume, what: &str) -> Result<()> {
-        if let Some(rec) = self.state.load_mount(&v.id)? {
-            if !rec.consumers.is_empty() {
-                return Err(Error::in_use(format!(
-                    "cannot {what} volume {}: it is in use by {} consumer(s) ({}); unmount it first",
-                    v.name,
-                    rec.consumers.len(),
-                    rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
+        self.refuse_if_consumed(v, what)?;
         let mp = self.mount_point(&v.name);
         if !node::mountinfo::mounts_at(&mp)?.is_empty() {
             return Err(Error::in_use(format!(
@@ -429,6 +421,19 @@ impl Volumes {
             )));
         }
         Ok(())
+    }
+
+    /// Refuse `what` while any consumer holds the volume.
+    fn refuse_if_consumed(&self, v: &Volume, what: &str) -> Result<()> {
+        match self.state.load_mount(&v.id)? {
+            Some(rec) if !rec.consumers.is_empty() => Err(Error::in_use(format!(
+                "cannot {what} volume {}: it is in use by {} consumer(s) ({}); unmount it first",
+                v.name,
+                rec.consumers.len(),
+                rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Remove a volume (exact id or name only). Refused while it has
@@ -442,16 +447,7 @@ impl Volumes {
             return Ok(None);
         }
         let lock = self.state.lock_volume(&v.id)?;
-        if let Some(rec) = self.state.load_mount(&v.id)? {
-            if !rec.consumers.is_empty() {
-                return Err(Error::in_use(format!(
-                    "cannot remove volume {}: it is in use by {} consumer(s) ({}); unmount it first",
-                    v.name,
-                    rec.consumers.len(),
-                    rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
+        self.refuse_if_consumed(&v, "remove")?;
         let mp = self.mount_point(&v.name);
         if !node::mountinfo::mounts_at(&mp)?.is_empty() {
             tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");

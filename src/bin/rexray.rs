@@ -259,6 +259,33 @@ fn each<T>(
     (done, first_err)
 }
 
+/// Print what succeeded — nothing at all when every volume failed.
+fn emit<T>(
+    out: &mut String,
+    done: &[T],
+    err: Option<Error>,
+    render: impl FnOnce(&[T]) -> String,
+) -> Option<Error> {
+    if !(done.is_empty() && err.is_some()) {
+        out.push_str(&render(done));
+    }
+    err
+}
+
+/// Run `op` on each volume and print the resulting volume table.
+fn volume_table(
+    out: &mut String,
+    fmt: &Fmt,
+    names: &[String],
+    op: impl FnMut(&str) -> Result<Volume>,
+) -> Result<Option<Error>> {
+    let format = fmt_of(fmt)?;
+    let (done, err) = each(names, fmt.continue_on_error, op);
+    Ok(emit(out, &done, err, |d| {
+        output::volumes(d, format, fmt.quiet)
+    }))
+}
+
 fn with_path(v: Volume, path: String) -> VolumeWithPath {
     VolumeWithPath { volume: v, path }
 }
@@ -336,10 +363,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 }
             });
             let done: Vec<Volume> = done.into_iter().flatten().collect();
-            if !(done.is_empty() && err.is_some()) {
-                out.push_str(&output::volumes(&done, format, fmt.quiet));
-            }
-            err
+            emit(out, &done, err, |d| output::volumes(d, format, fmt.quiet))
         }
         VolumeCmd::Rm { volumes, fmt, .. } => {
             let format = fmt_of(&fmt)?;
@@ -369,27 +393,13 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             force,
             fmt,
             ..
-        } => {
-            let format = fmt_of(&fmt)?;
-            let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.attach(n, force));
-            if !(done.is_empty() && err.is_some()) {
-                out.push_str(&output::volumes(&done, format, fmt.quiet));
-            }
-            err
-        }
+        } => volume_table(out, &fmt, &volumes, |n| vols.attach(n, force))?,
         VolumeCmd::Detach {
             volumes,
             force,
             fmt,
             ..
-        } => {
-            let format = fmt_of(&fmt)?;
-            let (done, err) = each(&volumes, fmt.continue_on_error, |n| vols.detach(n, force));
-            if !(done.is_empty() && err.is_some()) {
-                out.push_str(&output::volumes(&done, format, fmt.quiet));
-            }
-            err
-        }
+        } => volume_table(out, &fmt, &volumes, |n| vols.detach(n, force))?,
         VolumeCmd::Mount {
             volumes,
             fs_type,
@@ -409,10 +419,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 let (v, p) = vols.mount(n, who, &opts)?;
                 Ok(with_path(v, p.to_string_lossy().into_owned()))
             });
-            if !(done.is_empty() && err.is_some()) {
-                out.push_str(&output::volumes_with_path(&done, format, fmt.quiet));
-            }
-            err
+            emit(out, &done, err, |d| {
+                output::volumes_with_path(d, format, fmt.quiet)
+            })
         }
         VolumeCmd::Unmount {
             volumes,
@@ -420,20 +429,15 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             fmt,
             ..
         } => {
-            let format = fmt_of(&fmt)?;
             let who = consumer.as_deref().unwrap_or(anon);
-            let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
+            volume_table(out, &fmt, &volumes, |n| {
                 if let Unmounted::StillUsed(k) = vols.unmount(n, who)? {
                     eprintln!(
                         "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
                     );
                 }
                 vols.find(n)
-            });
-            if !(done.is_empty() && err.is_some()) {
-                out.push_str(&output::volumes(&done, format, fmt.quiet));
-            }
-            err
+            })?
         }
         VolumeCmd::Path { volume, fmt } => {
             let format = fmt_of(&fmt)?;

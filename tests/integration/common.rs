@@ -128,6 +128,21 @@ impl Home {
         self.run("rexray", args)
     }
 
+    /// The library's workflows for this home, in-process.
+    pub fn volumes(&self) -> rexray::volume::Volumes {
+        let mut env: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
+        env.insert(
+            "REXRAY_HOME".into(),
+            self.dir.to_string_lossy().into_owned(),
+        );
+        let cfg = rexray::config::Config::load(rexray::config::LoadOptions {
+            env: Some(env),
+            ..Default::default()
+        })
+        .expect("config");
+        rexray::volume::Volumes::open(cfg).expect("volumes")
+    }
+
     /// Loop devices backed by files under this home.
     pub fn loops(&self) -> Vec<PathBuf> {
         loops_under(&self.dir)

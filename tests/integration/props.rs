@@ -4,9 +4,8 @@
 
 use crate::common::*;
 use proptest::prelude::*;
-use rexray::config::{Config, LoadOptions};
 use rexray::model::CreateOptions;
-use rexray::volume::{Created, Volumes};
+use rexray::volume::Created;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -38,21 +37,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, u64> {
     out
 }
 
-fn volumes(h: &Home) -> Volumes {
-    let cfg = Config::load(LoadOptions {
-        env: Some(
-            [(
-                "REXRAY_HOME".to_string(),
-                h.dir.to_string_lossy().into_owned(),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    })
-    .unwrap();
-    Volumes::open(cfg).unwrap()
-}
-
 fn name_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,10}",
@@ -78,7 +62,7 @@ proptest! {
             static HOME: Home = Home::new();
         }
         HOME.with(|h| {
-            let vols = volumes(h);
+            let vols = h.volumes();
             let before = snapshot(&h.dir);
             let parsed = rexray::input::size_gib("size", &size);
             let result = match parsed {

@@ -99,18 +99,7 @@ fn consumers_are_counted_in_the_state_dir() {
     let h = Home::new();
     h.rexray(&["volume", "create", "c1", "--size", "1"]).ok();
     let lib = h.lib();
-    let cfg = rexray::config::Config::load(rexray::config::LoadOptions {
-        env: Some(
-            [(
-                "REXRAY_HOME".to_string(),
-                h.dir.to_string_lossy().into_owned(),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    })
-    .unwrap();
-    let vols = rexray::volume::Volumes::open(cfg).unwrap();
+    let vols = h.volumes();
     let opts = rexray::model::MountOptions::default();
     let (_, p1) = vols.mount("c1", "container-a", &opts).unwrap();
     let (_, p2) = vols.mount("c1", "container-b", &opts).unwrap();
