@@ -220,6 +220,10 @@ impl Volumes {
                             want,
                             opts.overwrite_fs,
                             self.driver.known_blank(&v.id),
+                            node::FormatTimeouts {
+                                probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
+                                mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
+                            },
                         )
                         .map_err(|e| e.context(step("format")))?;
                         fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());

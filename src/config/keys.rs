@@ -65,6 +65,7 @@ pub const UNMOUNT_IGNORE_USED_COUNT: &str = ops!("unmount.ignoreUsedCount");
 pub const REMOVE_DISABLE: &str = ops!("remove.disable");
 pub const ATTACH_TIMEOUT: &str = "libstorage.device.attachTimeout";
 pub const LOCK_TIMEOUT: &str = "rexray.lockTimeout";
+pub const FORMAT_TIMEOUT: &str = "libstorage.device.formatTimeout";
 pub const LOOP_VOLUME_PATH: &str = "loop.volumePath";
 pub const VFS_ROOT: &str = "vfs.root";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
@@ -186,6 +187,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Duration,
         aliases: &[],
         help: "how long to wait for an attached device to appear",
+    },
+    KeyDef {
+        key: FORMAT_TIMEOUT,
+        default: "10m",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long mkfs may run before it is stopped and the mount fails",
     },
     KeyDef {
         key: LOCK_TIMEOUT,

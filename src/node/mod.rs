@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 
 pub use mountinfo::Mount;
 
-/// Time limit for a single blkid.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time limit for mkfs (large xfs volumes on slow backends take a while).
-pub const MKFS_TIMEOUT: Duration = Duration::from_secs(600);
+/// Time limits for the external tools of a format.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatTimeouts {
+    /// blkid (the device is attached: a probe that hangs means a sick device).
+    pub probe: Duration,
+    /// mkfs.
+    pub mkfs: Duration,
+}
 
 /// Whether this process may attach loop devices and mount: root, or
 /// CAP_SYS_ADMIN in its effective set.
@@ -82,17 +86,18 @@ pub fn ensure_filesystem(
     want: FsType,
     overwrite: bool,
     known_blank: bool,
+    limits: FormatTimeouts,
 ) -> Result<String> {
     let probe = if known_blank {
         fs::Probe::Blank
     } else {
-        fs::probe(dev, PROBE_TIMEOUT)?
+        fs::probe(dev, limits.probe)?
     };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
             tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");
             fail::fail_point!("node::before-mkfs", |_| crate::crash_here());
-            fs::mkfs(dev, want, overwrite, MKFS_TIMEOUT)?;
+            fs::mkfs(dev, want, overwrite, limits.mkfs)?;
             fail::fail_point!("node::after-mkfs", |_| crate::crash_here());
             Ok(want.as_str().to_string())
         }

@@ -147,3 +147,35 @@ fn planted_symlinks_are_refused() {
     h.rexray(&["volume", "unmount", "s1"]).ok();
     h.rexray(&["volume", "rm", "s1"]).ok();
 }
+
+/// A hung mkfs is stopped at `libstorage.device.formatTimeout`; the mount
+/// fails clearly and leaves nothing attached or mounted.
+#[test]
+fn hung_mkfs_is_bounded() {
+    require_root!();
+    let h = Home::new();
+    let fake = h.dir.join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let script = fake.join("mkfs.ext4");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.rexray(&["volume", "create", "hm", "--size", "1"]).ok();
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display());
+    let out = run_cmd(
+        h.command("rexray")
+            .env("PATH", path)
+            .env("LIBSTORAGE_DEVICE_FORMATTIMEOUT", "1s")
+            .args(["volume", "mount", "hm"]),
+    );
+    let e = out.fails(1);
+    assert!(e.contains("did not finish within 1s"), "{e}");
+    assert!(
+        h.mounts().is_empty() && h.loops().is_empty(),
+        "nothing half-done"
+    );
+    // With the real mkfs the next mount works.
+    h.rexray(&["volume", "mount", "hm"]).ok();
+    h.rexray(&["volume", "unmount", "hm"]).ok();
+    h.rexray(&["volume", "rm", "hm"]).ok();
+}
