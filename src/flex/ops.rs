@@ -8,13 +8,15 @@
 //!   the path. Repeating a call finds the bind and adds nothing.
 //! - unmount and unmountdevice: remove the bind, then [`Volumes::unmount`]
 //!   for that consumer; the last one out unmounts and detaches.
+//!   Which volume a path holds is read back from the mount records (the
+//!   consumer) or the kernel (the device behind the bind).
 //! - detach: the volume recorded for kubelet's name; consumers whose path
 //!   is no longer mounted (kubelet skips unmountdevice for a path that is
 //!   not mounted, e.g. after a reboot) are released first.
 
 use super::args::{Call, Options};
 use super::reply::{Reply, CAPABILITIES};
-use super::store::{NameRecord, PathRecord, Store};
+use super::store::{NameRecord, Store};
 use crate::config::keys;
 use crate::model::{AttachmentState, MountOptions, Volume};
 use crate::node;
@@ -180,40 +182,29 @@ impl Flex {
         self.remember_name(opts, &v)?;
         let who = consumer(path);
         crate::input::consumer(&who)?;
-        if let Some(old) = self.store.path(path)? {
-            if old.volume_id != v.id {
-                if !node::mountinfo::mounts_at(path)?.is_empty() {
-                    return Err(Error::in_use(format!(
-                        "{} already holds volume {}; unmount it first",
-                        path.display(),
-                        old.name
-                    )));
-                }
-                self.release(&old)?;
+        let mp = self.vols.mount_point(&v.name);
+        // Refuse before touching anything when the path holds something
+        // other than this volume's mount.
+        if let Some(m) = node::mountinfo::mounts_at(path)?.first() {
+            let ours = node::mountinfo::mounts_at(&mp)?
+                .first()
+                .is_some_and(|s| s.dev == m.dev && s.root == m.root);
+            if !ours {
+                return Err(Error::in_use(format!(
+                    "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
+                    path.display(),
+                    m.fs_type,
+                    m.source,
+                    v.name
+                )));
             }
-        }
-        let rec = PathRecord {
-            path: path.to_string_lossy().into_owned(),
-            volume_id: v.id.clone(),
-            name: v.name.clone(),
-        };
-        if self.store.path(path)?.as_ref() != Some(&rec) {
-            self.store.save_path(&rec)?;
         }
         let mo = MountOptions {
             fs_type: opts.fs_type,
             overwrite_fs: false,
             force_attach: false,
         };
-        if let Err(e) = self.vols.mount(&v.id, &who, &mo) {
-            if node::mountinfo::mounts_at(path)?.is_empty()
-                && !self.vols.consumers(&v.id)?.contains(&who)
-            {
-                let _ = self.store.remove_path(path);
-            }
-            return Err(e);
-        }
-        let mp = self.vols.mount_point(&v.name);
+        self.vols.mount(&v.id, &who, &mo)?;
         self.bind_once(&v, &mp, path, opts.read_only)
     }
 
@@ -247,24 +238,39 @@ impl Flex {
         node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))
     }
 
-    /// Give up a path's use of its volume (the path is not mounted).
-    fn release(&self, rec: &PathRecord) -> Result<()> {
-        match self
-            .vols
-            .unmount(&rec.volume_id, &consumer(Path::new(&rec.path)))
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(&rec.volume_id)?.is_none() => {
+    /// The volume whose mount record lists `who` as a consumer.
+    fn volume_of_consumer(&self, who: &str) -> Result<Option<String>> {
+        let state = self.vols.state();
+        for id in state.mount_record_ids()? {
+            if let Some(rec) = state.load_mount(&id)? {
+                if rec.consumers.contains(who) {
+                    return Ok(Some(id));
+                }
             }
-            Err(e) => return Err(e),
         }
-        self.store.remove_path(Path::new(&rec.path))
+        Ok(None)
     }
 
+    /// Give up `who`'s use of a volume; a volume that no longer exists
+    /// has nothing to give up.
+    fn release(&self, volume_id: &str, who: &str) -> Result<()> {
+        match self.vols.unmount(volume_id, who) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(volume_id)?.is_none() => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which volume a path holds comes from the mount records (who uses
+    /// what) and, for a bind flexrex has no record of, from the kernel
+    /// (the device behind the mount); nothing else is stored per path.
     fn unmount_at(&self, path: &Path) -> Result<Reply> {
+        let who = consumer(path);
         let here = node::mountinfo::mounts_at(path)?;
-        let rec = match self.store.path(path)? {
-            Some(r) => r,
+        let volume_id = match self.volume_of_consumer(&who)? {
+            Some(id) => id,
             None if here.is_empty() => {
                 return Ok(Reply::success().with_message(format!(
                     "{} is not mounted; nothing to do",
@@ -272,11 +278,7 @@ impl Flex {
                 )))
             }
             None => match self.volume_mounted_at(&here)? {
-                Some(v) => PathRecord {
-                    path: path.to_string_lossy().into_owned(),
-                    volume_id: v.id,
-                    name: v.name,
-                },
+                Some(v) => v.id,
                 None => {
                     return Err(Error::in_use(format!(
                         "{} is mounted ({} from {}) but flexrex did not mount it there; refusing to unmount it",
@@ -287,14 +289,11 @@ impl Flex {
                 }
             },
         };
-        node::unmount_all(path).map_err(|e| {
-            e.context(format!(
-                "unmounting volume {} from {}",
-                rec.name,
-                path.display()
-            ))
-        })?;
-        self.release(&rec)?;
+        if !here.is_empty() {
+            node::unmount_all(path)
+                .map_err(|e| e.context(format!("unmounting {}", path.display())))?;
+        }
+        self.release(&volume_id, &who)?;
         Ok(Reply::success())
     }
 
@@ -312,6 +311,9 @@ impl Flex {
         Ok(None)
     }
 
+    /// The name record is kept after a detach: detaching again must
+    /// succeed, and the next attach of the same PV rewrites it only if it
+    /// changed.
     fn detach(&self, name: &str) -> Result<Reply> {
         let target = match self.store.name(name)? {
             Some(r) => self.vols.lookup(&r.volume_id)?,
@@ -323,22 +325,23 @@ impl Flex {
             None => None,
         };
         let Some(v) = target else {
-            let _ = self.store.remove_name(name);
             return Ok(Reply::success().with_message(format!(
                 "no volume is known as {name} on this node; nothing to detach"
             )));
         };
-        for rec in self.store.paths()?.iter().filter(|r| r.volume_id == v.id) {
-            if node::mountinfo::mounts_at(Path::new(&rec.path))?.is_empty() {
-                tracing::info!(volume = %v.name, path = %rec.path, "releasing a path that is no longer mounted");
-                self.release(rec)?;
+        for who in self.vols.consumers(&v.id)? {
+            let Some(path) = who.strip_prefix("flex:") else {
+                continue;
+            };
+            if node::mountinfo::mounts_at(Path::new(path))?.is_empty() {
+                tracing::info!(volume = %v.name, path, "releasing a path that is no longer mounted");
+                self.release(&v.id, &who)?;
             }
         }
         let current = self.vols.find(&v.id)?;
         if current.state() == AttachmentState::Attached {
             self.vols.detach(&v.id, false)?;
         }
-        self.store.remove_name(name)?;
         Ok(Reply::success())
     }
 }

@@ -1,35 +1,20 @@
-//! What flexrex must remember between calls, because kubelet does not
-//! repeat it: which volume a path holds (unmount and unmountdevice get only
-//! the path) and which volume a PV or pod volume name means (detach gets
-//! only that name).
+//! What flexrex must remember between calls because neither kubelet nor
+//! the kernel repeats it: which volume a PV or pod volume name means
+//! (detach gets only that name).
 //!
 //! ```text
-//! <lib>/flex/paths/<path key>.json   { path, volumeID, name }
 //! <lib>/flex/names/<name key>.json   { pvOrVolumeName, volumeID, name }
 //! ```
 //!
-//! Records are written atomically. A path record is written before the
-//! mount it describes, so a crash leaves a record without a mount (which
-//! the next unmount, or detach, cleans up), never a mount nobody knows.
+//! Which volume a mounted path holds needs no record of its own: the
+//! consumer `flex:<path>` is in the volume's mount record, and the kernel
+//! shows the device behind the bind.
 
 use crate::error::IoContext;
 use crate::state::atomic;
 use crate::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// A path kubelet asked us to mount a volume at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PathRecord {
-    /// The device mount path or pod directory.
-    pub path: String,
-    /// Volume id.
-    #[serde(rename = "volumeID")]
-    pub volume_id: String,
-    /// Volume name.
-    pub name: String,
-}
 
 /// What a PV or pod volume name refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,48 +98,6 @@ impl Store {
         atomic::write(&self.file(kind, key), &bytes)
     }
 
-    /// The record of a path, if any.
-    pub fn path(&self, path: &Path) -> Result<Option<PathRecord>> {
-        let key = path.to_string_lossy();
-        Ok(self
-            .load::<PathRecord>("paths", &key)?
-            .filter(|r| r.path == key))
-    }
-
-    /// Remember what a path holds.
-    pub fn save_path(&self, rec: &PathRecord) -> Result<()> {
-        self.save("paths", &rec.path, rec)
-    }
-
-    /// Forget a path.
-    pub fn remove_path(&self, path: &Path) -> Result<()> {
-        atomic::remove(&self.file("paths", &path.to_string_lossy()))
-    }
-
-    /// Every path record.
-    pub fn paths(&self) -> Result<Vec<PathRecord>> {
-        let dir = self.root.join("paths");
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::from_io(format!("reading {}", dir.display()), &e)),
-        };
-        let mut out = Vec::new();
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with('.') || !n.ends_with(".json") {
-                continue;
-            }
-            if let Ok(b) = std::fs::read(e.path()) {
-                if let Ok(r) = serde_json::from_slice::<PathRecord>(&b) {
-                    out.push(r);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
-    }
-
     /// The volume a PV or pod volume name refers to.
     pub fn name(&self, name: &str) -> Result<Option<NameRecord>> {
         Ok(self
@@ -185,20 +128,6 @@ mod tests {
     fn records_round_trip() {
         let t = tempfile::tempdir().unwrap();
         let s = Store::new(t.path());
-        let p = Path::new(
-            "/var/lib/kubelet/plugins/kubernetes.io/flexvolume/rexray/flexrex/mounts/pv1",
-        );
-        assert_eq!(s.path(p).unwrap(), None);
-        let r = PathRecord {
-            path: p.to_string_lossy().into_owned(),
-            volume_id: "abc".into(),
-            name: "vol1".into(),
-        };
-        s.save_path(&r).unwrap();
-        assert_eq!(s.path(p).unwrap(), Some(r.clone()));
-        assert_eq!(s.paths().unwrap(), vec![r]);
-        s.remove_path(p).unwrap();
-        assert_eq!(s.path(p).unwrap(), None);
         let n = NameRecord {
             pv_or_volume_name: "pv1".into(),
             volume_id: "abc".into(),

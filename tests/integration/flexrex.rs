@@ -543,3 +543,74 @@ fn rexray_flexrex_install_status_uninstall() {
     assert_eq!(v, json!([{"path": ps, "removed": false}]));
     rexray_flexrex(&h, &["install", "--path", "relative/flexrex"]).fails(1);
 }
+
+#[test]
+fn flexrex_daemonset_installs_into_the_plugin_dir() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text =
+        std::fs::read_to_string(root.join("packaging/kubernetes/flexrex-daemonset.yaml")).unwrap();
+    let d: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(d["kind"].as_str(), Some("DaemonSet"));
+    let spec = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["volumes"][0]["hostPath"]["path"].as_str(),
+        Some("/usr/libexec/kubernetes/kubelet-plugins/volume/exec")
+    );
+    let init = &spec["initContainers"][0];
+    let cmd: Vec<&str> = init["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(&cmd[..3], &["/usr/bin/rexray", "flexrex", "install"]);
+    let mount = init["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    let path = cmd[cmd.iter().position(|c| *c == "--path").unwrap() + 1];
+    assert_eq!(path, format!("{mount}/rexray~flexrex/flexrex"));
+    // kubelet finds the driver `rexray/flexrex` at <plugin dir>/rexray~flexrex/flexrex.
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("--enable-controller-attach-detach=false"));
+    assert!(readme.contains("driver: rexray/flexrex"));
+}
+
+#[test]
+fn flexrex_paths_are_found_from_records_and_the_kernel() {
+    require_root!();
+    let h = Home::new();
+    create(&h, "pa1");
+    create(&h, "pa2");
+    set_up(&h, "pa1", "pv-pa1", "rw");
+    let pod = pod_dir(&h, "pv-pa1");
+    let dmp = device_mount_path(&h, "pv-pa1");
+
+    // A path that holds pa1 is refused to pa2, and pa2 stays untouched.
+    let other = pod_opts("pa2", "pv-pa2", "rw", "ext4");
+    flex(&h, &["mount", s(&pod), &other]).failure(&["pa2", "another filesystem"]);
+    flex(&h, &["mountdevice", s(&dmp), "/dev/null", &other]).failure(&["pa2"]);
+    assert_eq!(h.loops().len(), 1, "pa2 must not be attached");
+    assert_eq!(count_mounts_at(&pod), 1);
+
+    // The pod's bind disappears before flexrex could release it (a crash
+    // between the two steps): unmount still releases the pod's use, so
+    // unmountdevice is the last user and detaches the volume.
+    nix::mount::umount2(&pod, nix::mount::MntFlags::empty()).unwrap();
+    flex(&h, &["unmount", s(&pod)]).success();
+    flex(&h, &["unmountdevice", s(&dmp)]).success();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    flex(&h, &["detach", "pv-pa1", "node1"]).success();
+
+    // A mount flexrex did not make is not flexrex's to remove.
+    let foreign = h.dir.join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &foreign,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    flex(&h, &["unmount", s(&foreign)]).failure(&["did not mount it"]);
+    assert_eq!(count_mounts_at(&foreign), 1);
+}
