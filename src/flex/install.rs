@@ -36,9 +36,10 @@ pub struct Target {
 /// `rexray flexrex …`
 #[derive(clap::Subcommand, Debug)]
 pub enum FlexrexCmd {
-    /// Install the flexrex driver where kubelet looks for it (a copy of the
-    /// flexrex binary next to this rexray). Modified = an existing,
-    /// different file was replaced.
+    /// Install the flexrex driver where kubelet looks for it.
+    ///
+    /// Copies the flexrex binary next to this rexray. Modified = an
+    /// existing, different file was replaced.
     Install {
         #[command(flatten)]
         target: Target,
@@ -51,8 +52,10 @@ pub enum FlexrexCmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Show whether flexrex is installed. Modified = the installed file
-    /// differs from this rexray's flexrex (install --force would replace it).
+    /// Show whether flexrex is installed.
+    ///
+    /// Modified = the installed file differs from this rexray's flexrex
+    /// (install --force would replace it).
     Status {
         #[command(flatten)]
         target: Target,

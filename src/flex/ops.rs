@@ -118,7 +118,9 @@ impl Flex {
                     .first()
                     .map(|a| a.instance_id.id.clone())
                     .unwrap_or_default();
-                if !opts.force_attach {
+                // mount.preempt is the operator's standing forceAttach.
+                let preempt = self.vols.config().boolean(keys::MOUNT_PREEMPT);
+                if !opts.force_attach && !preempt {
                     return Err(Error::in_use(format!(
                         "volume {} is attached to another node ({other}); detach it there, or set forceAttach: \"true\" (and forceAttachDelay) in the volume's options to take it",
                         v.name

@@ -183,6 +183,23 @@ fn flexrex_init_announces_attach() {
 }
 
 #[test]
+fn flexrex_never_writes_to_stderr_even_without_a_log_file() {
+    let h = Home::new();
+    // The log file's directory cannot be created (a file is in the way).
+    std::fs::write(h.dir.join("blocker"), b"").unwrap();
+    h.config(&format!(
+        "rexray:\n  logLevel: debug\n  flexrex:\n    logFile: {}\n  unknownKey: 1\n",
+        h.dir.join("blocker/flexrex.log").display()
+    ));
+    flex(&h, &["init"]).success();
+    flex(&h, &["getvolumename", r#"{"volumeID":"none"}"#]).failure(&["none"]);
+    flex(&h, &["bogus"]);
+    // A broken configuration is a Failure reply, still on stdout only.
+    h.config("libstorage:\n  integration:\n    volume:\n      operations:\n        mount:\n          preempt: perhaps\n");
+    flex(&h, &["init"]).failure(&["configuration"]);
+}
+
+#[test]
 fn flexrex_full_cycle_twice_keeps_data() {
     require_root!();
     let h = Home::new();
