@@ -341,12 +341,19 @@ fn bytes(what: &str, s: &str) -> Result<u64> {
 
 /// Parse the JSON options argument.
 pub fn options(json: &str) -> Result<Options> {
+    // The text itself is not echoed: it may hold kubelet's secrets.
     let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::invalid(format!("invalid JSON options {}: {e}", quote(json))))?;
+        .map_err(|e| Error::invalid(format!("invalid JSON options ({} bytes): {e}", json.len())))?;
     let serde_json::Value::Object(map) = value else {
+        let what = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
         return Err(Error::invalid(format!(
-            "invalid JSON options {}: expected an object such as {{\"volumeID\":\"vol1\"}}",
-            quote(json)
+            "invalid JSON options: got {what}, expected an object such as {{\"volumeID\":\"vol1\"}}"
         )));
     };
     // kubelet sends only strings; accept plain numbers and booleans too

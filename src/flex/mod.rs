@@ -35,8 +35,15 @@ pub fn run(args: &[String]) -> Reply {
         Reply::failure("flexrex hit an internal error (a bug; see the flexrex log file)")
     });
     match reply.status {
-        reply::Status::Success => tracing::info!(reply = %reply.to_json(), "done"),
-        _ => tracing::warn!(reply = %reply.to_json(), "done"),
+        reply::Status::Success => {
+            tracing::info!(pid = std::process::id(), reply = %reply.to_json(), "done")
+        }
+        _ => tracing::warn!(
+            pid = std::process::id(),
+            call = args.first().map(String::as_str).unwrap_or(""),
+            reply = %reply.to_json(),
+            "done"
+        ),
     }
     reply
 }
@@ -80,8 +87,17 @@ fn answer(args: &[String]) -> Reply {
         }
         Parsed::Call(c) => c,
     };
+    // JSON arguments may carry secrets: only their vetted options are logged.
+    let plain: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.trim_start().starts_with('{'))
+        .map(String::as_str)
+        .collect();
     tracing::info!(
+        pid = std::process::id(),
         call = call.name(),
+        args = ?plain,
         options = ?call.options().map(|o| &o.loggable),
         "called"
     );

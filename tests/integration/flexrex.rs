@@ -361,6 +361,14 @@ fn flexrex_bad_input_fails_and_changes_nothing() {
         r.failure(words);
         assert_eq!(r.code, 1);
     }
+    let leaky = flex(
+        &h,
+        &[
+            "attach",
+            r#"{"volumeID":"bad1","kubernetes.io/secret/pw":"hunter2""#,
+        ],
+    );
+    assert!(!leaky.failure(&["invalid JSON"]).contains("hunter2"));
     for args in [
         vec!["provision", r#"{"volumeID":"bad1"}"#],
         vec!["delete", "pv1"],
@@ -630,4 +638,44 @@ fn flexrex_paths_are_found_from_records_and_the_kernel() {
     .unwrap();
     flex(&h, &["unmount", s(&foreign)]).failure(&["did not mount it"]);
     assert_eq!(count_mounts_at(&foreign), 1);
+}
+
+#[test]
+fn flexrex_older_argv_forms() {
+    require_root!();
+    let h = Home::new();
+    create(&h, "old1");
+    // Kubernetes 1.5: attach without a node, mount with the device and no
+    // mountdevice, detach by device.
+    let o = json!({"volumeID": "old1", "kubernetes.io/fsType": "xfs"}).to_string();
+    flex(&h, &["waitforattach", "/dev/loop0", &o]).failure(&["old1", "not attached"]);
+    let dev = flex(&h, &["attach", &o]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = pod_dir(&h, "old1");
+    flex(&h, &["mount", s(&dir), &dev, &o]).success();
+    flex(&h, &["mount", s(&dir), &dev, &o]).success();
+    assert_eq!(count_mounts_at(&dir), 1);
+    let fs = run_cmd(
+        std::process::Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE", "--mountpoint"])
+            .arg(&dir),
+    );
+    assert_eq!(fs.stdout.trim(), "xfs", "fsType from the options");
+    flex(&h, &["unmount", s(&dir)]).success();
+    // The last user is gone, so the volume is detached already.
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    // Detach by device, as 1.5 did.
+    let dev = flex(&h, &["attach", &o]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(h.loops().len(), 1);
+    flex(&h, &["detach", &dev]).success();
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    flex(&h, &["detach", &dev]).success();
+    flex(&h, &["detach", "never-attached", "node1"]).success();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
 }
