@@ -679,3 +679,44 @@ fn flexrex_older_argv_forms() {
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert!(h.loops().is_empty(), "{:?}", h.loops());
 }
+
+#[test]
+fn flexrex_force_attach_waits_for_the_other_node_to_let_go() {
+    require_root!();
+    let a = Home::new();
+    create(&a, "fw1");
+    a.rexray(&["volume", "attach", "fw1"]).ok();
+    let b = Home::new();
+    b.config(&format!(
+        "loop:\n  volumePath: {}\n",
+        a.lib().join("loop").display()
+    ));
+    let forced = json!({
+        "volumeID": "fw1",
+        "forceAttach": "true",
+        "forceAttachDelay": "20",
+        "kubernetes.io/pvOrVolumeName": "pv-fw1",
+    })
+    .to_string();
+    let mut c = b.command("flexrex");
+    c.env_remove("PATH").args(["attach", &forced, "node2"]);
+    let waiting = std::thread::spawn(move || run_cmd(&mut c));
+    // Node A lets go well before flexrex looks again (every 5 s). The pause
+    // only makes it likely that flexrex saw the volume taken first; the
+    // outcome is the same either way.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    a.rexray(&["volume", "detach", "fw1"]).ok();
+    let o = waiting.join().unwrap();
+    let r = judge(&o, &["attach"]);
+    assert!(r.success()["device"]
+        .as_str()
+        .unwrap()
+        .starts_with("/dev/loop"));
+    let log = std::fs::read_to_string(b.dir.join("var/log/flexrex.log")).unwrap_or_default();
+    assert!(
+        !log.contains("taking the volume"),
+        "attached after the wait, not by force: {log}"
+    );
+    flex(&b, &["detach", "pv-fw1", "node2"]).success();
+    assert!(a.loops().is_empty(), "{:?}", a.loops());
+}
