@@ -109,7 +109,6 @@ impl Flex {
 
     fn attach(&self, opts: &Options, node: Option<&str>) -> Result<Reply> {
         let v = self.vols.find(&opts.volume_id)?;
-        self.remember_name(opts, &v)?;
         let step = |what: &str| format!("attaching volume {} ({what})", v.name);
         let attached = match v.state() {
             AttachmentState::Unavailable => {
@@ -142,11 +141,17 @@ impl Flex {
                 if force {
                     tracing::warn!(volume = %v.name, from = %other, "forceAttachDelay elapsed: taking the volume");
                 }
+                self.remember_name(opts, &v)?;
                 self.vols
                     .attach(&v.id, force)
                     .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
             }
-            _ => self.vols.attach(&v.id, false)?,
+            _ => {
+                // Before the attach: if we die after it, detach still
+                // knows which volume kubelet's name means.
+                self.remember_name(opts, &v)?;
+                self.vols.attach(&v.id, false)?
+            }
         };
         tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
         Ok(Reply {
@@ -181,7 +186,6 @@ impl Flex {
     /// Mount the volume for `path` and bind its mount onto `path`.
     fn mount_at(&self, path: &Path, opts: &Options) -> Result<()> {
         let v = self.vols.find(&opts.volume_id)?;
-        self.remember_name(opts, &v)?;
         let who = consumer(path);
         crate::input::consumer(&who)?;
         let mp = self.vols.mount_point(&v.name);
@@ -201,6 +205,7 @@ impl Flex {
                 )));
             }
         }
+        self.remember_name(opts, &v)?;
         let mo = MountOptions {
             fs_type: opts.fs_type,
             overwrite_fs: false,
@@ -244,10 +249,12 @@ impl Flex {
     fn volume_of_consumer(&self, who: &str) -> Result<Option<String>> {
         let state = self.vols.state();
         for id in state.mount_record_ids()? {
-            if let Some(rec) = state.load_mount(&id)? {
-                if rec.consumers.contains(who) {
-                    return Ok(Some(id));
-                }
+            // One unreadable record must not block every other path; the
+            // volume it belongs to reports it when it is unmounted.
+            match state.load_mount(&id) {
+                Ok(Some(rec)) if rec.consumers.contains(who) => return Ok(Some(id)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
             }
         }
         Ok(None)
