@@ -20,7 +20,8 @@ use std::path::Path;
 /// Where external tools are looked up when the caller passed no `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Answer one call. Never panics and never writes to stdout or stderr.
+/// Answer one call. Never panics and never writes to stdout or stderr
+/// (it installs a process-wide panic hook that logs instead).
 pub fn run(args: &[String]) -> Reply {
     // Before anything else: the default hook prints to stderr.
     std::panic::set_hook(Box::new(|info| {
