@@ -480,6 +480,57 @@ impl Volumes {
         Ok(Some(v))
     }
 
+    /// Grow a volume to at least `new_size_bytes` (rounded up to whole
+    /// GiB) and, when it is mounted here, its filesystem. Growing to the
+    /// current size is a no-op that still grows the filesystem, so a retry
+    /// after a crash between the two steps finishes the job. Returns the
+    /// volume and its size in bytes.
+    pub fn resize(&self, arg: &str, new_size_bytes: u64) -> Result<(Volume, u64)> {
+        const GIB: u64 = 1 << 30;
+        let v = self.find(arg)?;
+        let gib = new_size_bytes.div_ceil(GIB).max(1);
+        if gib > crate::input::MAX_SIZE_GIB {
+            return Err(Error::invalid(format!(
+                "cannot resize volume {} to {new_size_bytes} bytes: the largest size is {} GiB",
+                v.name,
+                crate::input::MAX_SIZE_GIB
+            )));
+        }
+        let _lock = self.state.lock_volume(&v.id)?;
+        let step = |what: &str| format!("resizing volume {} ({what})", v.name);
+        let bytes = if gib > v.size {
+            self.driver
+                .resize(&v.id, gib)
+                .map_err(|e| e.context(step("grow the volume")))?
+        } else {
+            v.size * GIB
+        };
+        let mp = self.mount_point(&v.name);
+        if let Some(m) = node::mountinfo::mounts_at(&mp)?.into_iter().next() {
+            let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+            if let Some(dev) = current
+                .attachments
+                .first()
+                .map(|a| PathBuf::from(&a.device_name))
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                node::fs::grow(&dev, &mp, &m.fs_type, node::MKFS_TIMEOUT).map_err(|e| {
+                    let hint = if m.fs_type.starts_with("ext")
+                        && e.message().contains("Permission denied")
+                    {
+                        " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability or grow it unmounted)"
+                    } else {
+                        ""
+                    };
+                    Error::new(e.kind(), format!("{}{hint}", e.message()))
+                        .context(step("grow the filesystem"))
+                })?;
+            }
+        }
+        let v = self.driver.inspect(&v.id)?.unwrap_or(v);
+        Ok((v, bytes))
+    }
+
     /// The anonymous consumer id (see [`ANONYMOUS`]).
     pub fn anonymous() -> &'static str {
         ANONYMOUS

@@ -1,0 +1,370 @@
+//! The FlexVolume calls on the library's workflows.
+//!
+//! - attach / isattached / waitforattach: [`Volumes::attach`] and the
+//!   driver's attachment state (attached = attached to *this* node).
+//! - mountdevice and mount: [`Volumes::mount`] with the path as consumer
+//!   (`flex:<path>`), which attaches, formats only a blank device and
+//!   mounts at `<mount.path>/<name>`; then that mount is bind-mounted onto
+//!   the path. Repeating a call finds the bind and adds nothing.
+//! - unmount and unmountdevice: remove the bind, then [`Volumes::unmount`]
+//!   for that consumer; the last one out unmounts and detaches.
+//!   Which volume a path holds is read back from the mount records (the
+//!   consumer) or the kernel (the device behind the bind).
+//! - detach: the volume recorded for kubelet's name; consumers whose path
+//!   is no longer mounted (kubelet skips unmountdevice for a path that is
+//!   not mounted, e.g. after a reboot) are released first.
+
+use super::args::{Call, Options};
+use super::reply::{Reply, CAPABILITIES};
+use super::store::{NameRecord, Store};
+use crate::config::keys;
+use crate::model::{AttachmentState, MountOptions, Volume};
+use crate::node;
+use crate::volume::Volumes;
+use crate::{Error, Kind, Result};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How often a forced attach looks again whether the other node let go.
+pub const FORCE_ATTACH_POLL: Duration = Duration::from_secs(5);
+
+/// The consumer id of a path.
+pub fn consumer(path: &Path) -> String {
+    format!("flex:{}", path.display())
+}
+
+/// The reply to `init`: needs no volume, no state.
+pub fn init() -> Reply {
+    Reply {
+        capabilities: Some(CAPABILITIES),
+        ..Reply::success()
+    }
+}
+
+/// Volumes plus flexrex's own records.
+pub struct Flex {
+    vols: Volumes,
+    store: Store,
+}
+
+impl Flex {
+    /// Over opened volumes.
+    pub fn new(vols: Volumes) -> Flex {
+        let store = Store::new(vols.state().root());
+        Flex { vols, store }
+    }
+
+    /// Run one call (not `init`).
+    pub fn call(&self, call: Call) -> Result<Reply> {
+        match call {
+            Call::Init => Ok(init()),
+            Call::GetVolumeName(o) => {
+                let v = self.vols.find(&o.volume_id)?;
+                Ok(Reply {
+                    volume_name: Some(v.name),
+                    ..Reply::success()
+                })
+            }
+            Call::Attach { opts, node } => self.attach(&opts, node.as_deref()),
+            Call::IsAttached { opts, .. } => {
+                let v = self.vols.find(&opts.volume_id)?;
+                Ok(Reply {
+                    attached: Some(v.state() == AttachmentState::Attached),
+                    ..Reply::success()
+                })
+            }
+            Call::WaitForAttach { device, opts } => self.wait_for_attach(&device, &opts),
+            Call::MountDevice { path, opts, .. } | Call::Mount { path, opts, .. } => {
+                self.mount_at(&path, &opts)?;
+                Ok(Reply::success())
+            }
+            Call::Unmount { path } | Call::UnmountDevice { path } => self.unmount_at(&path),
+            Call::Detach { name, .. } => self.detach(&name),
+            Call::ExpandVolume { opts, new_size, .. } | Call::ExpandFs { opts, new_size, .. } => {
+                let (_, bytes) = self.vols.resize(&opts.volume_id, new_size)?;
+                Ok(Reply {
+                    volume_new_size: Some(bytes),
+                    ..Reply::success()
+                })
+            }
+        }
+    }
+
+    fn remember_name(&self, opts: &Options, v: &Volume) -> Result<()> {
+        if let Some(n) = &opts.pv_or_volume_name {
+            self.store.save_name(&NameRecord {
+                pv_or_volume_name: n.clone(),
+                volume_id: v.id.clone(),
+                name: v.name.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn device_of(v: &Volume) -> Option<String> {
+        (v.state() == AttachmentState::Attached)
+            .then(|| v.attachments.first().map(|a| a.device_name.clone()))
+            .flatten()
+    }
+
+    fn attach(&self, opts: &Options, node: Option<&str>) -> Result<Reply> {
+        let v = self.vols.find(&opts.volume_id)?;
+        let step = |what: &str| format!("attaching volume {} ({what})", v.name);
+        let attached = match v.state() {
+            AttachmentState::Unavailable => {
+                let other = v
+                    .attachments
+                    .first()
+                    .map(|a| a.instance_id.id.clone())
+                    .unwrap_or_default();
+                // mount.preempt is the operator's standing forceAttach.
+                let preempt = self.vols.config().boolean(keys::MOUNT_PREEMPT);
+                if !opts.force_attach && !preempt {
+                    return Err(Error::in_use(format!(
+                        "volume {} is attached to another node ({other}); detach it there, or set forceAttach: \"true\" (and forceAttachDelay) in the volume's options to take it",
+                        v.name
+                    )));
+                }
+                let deadline = Instant::now() + opts.force_attach_delay;
+                let mut force = true;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(FORCE_ATTACH_POLL));
+                    if self.vols.find(&v.id)?.state() != AttachmentState::Unavailable {
+                        force = false;
+                        break;
+                    }
+                }
+                if force {
+                    tracing::warn!(volume = %v.name, from = %other, "forceAttachDelay elapsed: taking the volume");
+                }
+                self.remember_name(opts, &v)?;
+                self.vols
+                    .attach(&v.id, force)
+                    .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
+            }
+            _ => {
+                // Before the attach: if we die after it, detach still
+                // knows which volume kubelet's name means.
+                self.remember_name(opts, &v)?;
+                self.vols.attach(&v.id, false)?
+            }
+        };
+        tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
+        Ok(Reply {
+            device: Some(Self::device_of(&attached).unwrap_or_default()),
+            ..Reply::success()
+        })
+    }
+
+    fn wait_for_attach(&self, device: &str, opts: &Options) -> Result<Reply> {
+        let v = self.vols.find(&opts.volume_id)?;
+        let Some(dev) = Self::device_of(&v) else {
+            return Err(Error::not_found(format!(
+                "volume {} is not attached to this node (attach must come first)",
+                v.name
+            )));
+        };
+        if !dev.is_empty() {
+            node::wait_for_device(
+                Path::new(&dev),
+                self.vols.config().duration(keys::ATTACH_TIMEOUT),
+            )?;
+        }
+        if dev != device {
+            tracing::warn!(volume = %v.name, given = device, actual = %dev, "waitforattach: the volume is attached as another device");
+        }
+        Ok(Reply {
+            device: Some(dev),
+            ..Reply::success()
+        })
+    }
+
+    /// Mount the volume for `path` and bind its mount onto `path`.
+    fn mount_at(&self, path: &Path, opts: &Options) -> Result<()> {
+        let v = self.vols.find(&opts.volume_id)?;
+        let who = consumer(path);
+        crate::input::consumer(&who)?;
+        let mp = self.vols.mount_point(&v.name);
+        // Refuse before touching anything when the path holds something
+        // other than this volume's mount.
+        if let Some(m) = node::mountinfo::mounts_at(path)?.first() {
+            let ours = node::mountinfo::mounts_at(&mp)?
+                .first()
+                .is_some_and(|s| s.dev == m.dev && s.root == m.root);
+            if !ours {
+                return Err(Error::in_use(format!(
+                    "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
+                    path.display(),
+                    m.fs_type,
+                    m.source,
+                    v.name
+                )));
+            }
+        }
+        self.remember_name(opts, &v)?;
+        let mo = MountOptions {
+            fs_type: opts.fs_type,
+            overwrite_fs: false,
+            force_attach: false,
+        };
+        self.vols.mount(&v.id, &who, &mo)?;
+        self.bind_once(&v, &mp, path, opts.read_only)
+    }
+
+    fn bind_once(&self, v: &Volume, source: &Path, path: &Path, read_only: bool) -> Result<()> {
+        let step =
+            |what: &str| format!("mounting volume {} at {} ({what})", v.name, path.display());
+        let src = node::mountinfo::mounts_at(source)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::system(format!(
+                    "volume {} is not mounted at {} after mounting it",
+                    v.name,
+                    source.display()
+                ))
+            })?;
+        node::ensure_dir(path).map_err(|e| e.context(step("create the directory")))?;
+        let here = node::mountinfo::mounts_at(path)?;
+        if here.iter().any(|m| m.dev == src.dev && m.root == src.root) {
+            return Ok(());
+        }
+        if let Some(m) = here.first() {
+            return Err(Error::in_use(format!(
+                "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
+                path.display(),
+                m.fs_type,
+                m.source,
+                v.name
+            )));
+        }
+        node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))
+    }
+
+    /// The volume whose mount record lists `who` as a consumer.
+    fn volume_of_consumer(&self, who: &str) -> Result<Option<String>> {
+        let state = self.vols.state();
+        for id in state.mount_record_ids()? {
+            // One unreadable record must not block every other path; the
+            // volume it belongs to reports it when it is unmounted.
+            match state.load_mount(&id) {
+                Ok(Some(rec)) if rec.consumers.contains(who) => return Ok(Some(id)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Give up `who`'s use of a volume; a volume that no longer exists
+    /// has nothing to give up.
+    fn release(&self, volume_id: &str, who: &str) -> Result<()> {
+        match self.vols.unmount(volume_id, who) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(volume_id)?.is_none() => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which volume a path holds comes from the mount records (who uses
+    /// what) and, for a bind flexrex has no record of, from the kernel
+    /// (the device behind the mount); nothing else is stored per path.
+    fn unmount_at(&self, path: &Path) -> Result<Reply> {
+        let who = consumer(path);
+        let here = node::mountinfo::mounts_at(path)?;
+        let volume_id = match self.volume_of_consumer(&who)? {
+            Some(id) => id,
+            None if here.is_empty() => {
+                return Ok(Reply::success().with_message(format!(
+                    "{} is not mounted; nothing to do",
+                    path.display()
+                )))
+            }
+            None => match self.volume_mounted_at(&here)? {
+                Some(v) => v.id,
+                None => {
+                    return Err(Error::in_use(format!(
+                        "{} is mounted ({} from {}) but flexrex did not mount it there; refusing to unmount it",
+                        path.display(),
+                        here[0].fs_type,
+                        here[0].source
+                    )))
+                }
+            },
+        };
+        if !here.is_empty() {
+            node::unmount_all(path)
+                .map_err(|e| e.context(format!("unmounting {}", path.display())))?;
+        }
+        self.release(&volume_id, &who)?;
+        Ok(Reply::success())
+    }
+
+    /// The attached volume whose filesystem a mount shows.
+    fn volume_mounted_at(&self, here: &[node::Mount]) -> Result<Option<Volume>> {
+        for v in self.vols.list()? {
+            if let Some(dev) = Self::device_of(&v).filter(|d| !d.is_empty()) {
+                if let Ok(n) = node::mountinfo::device_numbers(Path::new(&dev)) {
+                    if here.iter().any(|m| m.dev == n) {
+                        return Ok(Some(v));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The name record is kept after a detach: detaching again must
+    /// succeed, and the next attach of the same PV rewrites it only if it
+    /// changed.
+    fn detach(&self, name: &str) -> Result<Reply> {
+        let target = match self.store.name(name)? {
+            Some(r) => self.vols.lookup(&r.volume_id)?,
+            None if name.starts_with("/dev/") => self
+                .vols
+                .list()?
+                .into_iter()
+                .find(|v| Self::device_of(v).as_deref() == Some(name)),
+            None => None,
+        };
+        let Some(v) = target else {
+            return Ok(Reply::success().with_message(format!(
+                "no volume is known as {name} on this node; nothing to detach"
+            )));
+        };
+        for who in self.vols.consumers(&v.id)? {
+            let Some(path) = who.strip_prefix("flex:") else {
+                continue;
+            };
+            if node::mountinfo::mounts_at(Path::new(path))?.is_empty() {
+                tracing::info!(volume = %v.name, path, "releasing a path that is no longer mounted");
+                self.release(&v.id, &who)?;
+            }
+        }
+        let current = self.vols.find(&v.id)?;
+        if current.state() == AttachmentState::Attached {
+            self.vols.detach(&v.id, false)?;
+        }
+        Ok(Reply::success())
+    }
+}
+
+/// The volume a call is about, for the failure message.
+pub fn subject(call: &Call) -> String {
+    match call {
+        Call::Unmount { path } | Call::UnmountDevice { path } => {
+            format!("at {}", path.display())
+        }
+        Call::Detach { name, .. } => name.clone(),
+        c => c
+            .options()
+            .map(|o| format!("volume {}", o.volume_id))
+            .unwrap_or_default(),
+    }
+}
