@@ -514,7 +514,7 @@ impl Volumes {
                 .map(|a| PathBuf::from(&a.device_name))
                 .filter(|d| !d.as_os_str().is_empty())
             {
-                node::fs::grow(&dev, &mp, &m.fs_type, node::MKFS_TIMEOUT).map_err(|e| {
+                node::fs::grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
                     let hint = if m.fs_type.starts_with("ext")
                         && e.message().contains("Permission denied")
                     {
