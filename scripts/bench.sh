@@ -64,14 +64,16 @@ record "warm mount (new consumer)" "$(ms "$c")" "/bin/true $(ms "$t")" "$(ratio 
 "$r" volume unmount warm --consumer holder -q >/dev/null
 "$r" volume rm warm >/dev/null
 
-# Front-end benchmarks, each a standalone script taking the binary dir.
-for extra in scripts/bench-*.sh; do
-  [ -e "$extra" ] || continue
-  echo "== $extra" >&2
-  while IFS= read -r line; do results+=("$line"); done < <(REXRAY_HOME="$work/home-$(basename "$extra" .sh)" bash "$extra" "$bin" "$runs")
-done
-
 echo
 echo "| benchmark | rexray-rs | baseline (same run) | ratio | target |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${results[@]}"
+
+# Front-end benchmarks: standalone scripts taking the binary directory; each
+# prints its own figures against its own baseline.
+for extra in scripts/bench-*.sh; do
+  [ -e "$extra" ] || continue
+  echo
+  echo "## $extra"
+  bash "$extra" "$bin" 2>&1 | grep -v -e 'Warning: Statistical outliers' -e '^ *$' || echo "($extra failed)"
+done
