@@ -45,7 +45,7 @@ enum Command {
     #[command(subcommand)]
     Service(rexray::docker::service::ServiceCmd),
     /// Same as `rexray service start`.
-    Start,
+    Start(rexray::docker::service::StartArgs),
     /// Same as `rexray service stop`.
     Stop,
     /// Same as `rexray service status`.
@@ -550,7 +550,7 @@ fn real_main() -> Result<ExitCode> {
     let failed = match cli.command {
         Command::Volume(cmd) => run_volume(cmd, cfg, &mut out)?,
         Command::Service(cmd) => return service(cmd, cfg, &mut out),
-        Command::Start => return service(ServiceCmd::Start, cfg, &mut out),
+        Command::Start(a) => return service(ServiceCmd::Start(a), cfg, &mut out),
         Command::Stop => return service(ServiceCmd::Stop, cfg, &mut out),
         Command::Status => return service(ServiceCmd::Status, cfg, &mut out),
         Command::Flexrex(cmd) => {
