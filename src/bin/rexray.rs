@@ -41,6 +41,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand, visible_alias = "volumes")]
     Volume(VolumeCmd),
+    /// Take, list and remove volume snapshots.
+    #[command(subcommand, visible_alias = "snapshots")]
+    Snapshot(rexray::snapshot::SnapshotCmd),
     /// Run the Docker volume plugin service (start, stop, status).
     #[command(subcommand)]
     Service(rexray::docker::service::ServiceCmd),
@@ -553,6 +556,11 @@ fn real_main() -> Result<ExitCode> {
         Command::Start(a) => return service(ServiceCmd::Start(a), cfg, &mut out),
         Command::Stop => return service(ServiceCmd::Stop, cfg, &mut out),
         Command::Status => return service(ServiceCmd::Status, cfg, &mut out),
+        Command::Snapshot(cmd) => {
+            let code = rexray::snapshot::run(cmd, cfg, &mut out)?;
+            print!("{out}");
+            return Ok(ExitCode::from(code as u8));
+        }
         Command::Flexrex(cmd) => {
             let code = rexray::flex::install::run(cmd, &cfg, &mut out)?;
             print!("{out}");
