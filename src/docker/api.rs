@@ -5,12 +5,15 @@
 //! ignored, field names matched case-insensitively (as Go decodes them).
 //! Strict on options: an unknown or bad option fails the request by name.
 
-use crate::config::keys;
 use crate::model::{CreateOptions, FsType, MountOptions, Volume};
 use crate::state::ANONYMOUS;
 use crate::volume::{CopySource, Created, Unmounted, Volumes};
 use crate::{Error, Result};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 
 /// The media type of every reply.
 pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -28,8 +31,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(v: Value) -> Reply {
-        let mut body = serde_json::to_vec(&v).expect("reply serialises");
+    fn ok<T: Serialize>(v: &T) -> Reply {
+        let mut body = serde_json::to_vec(v).expect("reply serialises");
         body.push(b'\n');
         Reply { status: 200, body }
     }
@@ -37,7 +40,7 @@ impl Reply {
     /// Docker's own plugin helpers; never 404, which dockerd takes for
     /// "endpoint not implemented".
     fn err(e: &Error) -> Reply {
-        let mut r = Reply::ok(json!({ "Err": e.message() }));
+        let mut r = Reply::ok(&json!({ "Err": e.message() }));
         r.status = 500;
         r
     }
@@ -60,8 +63,10 @@ pub const ENDPOINTS: &[&str] = &[
 pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
     let path = path.split('?').next().unwrap_or_default();
     let res = match path {
-        "/Plugin.Activate" => Ok(json!({ "Implements": ["VolumeDriver"] })),
-        "/VolumeDriver.Capabilities" => Ok(json!({ "Capabilities": { "Scope": "global" } })),
+        "/Plugin.Activate" => Ok(Reply::ok(&json!({ "Implements": ["VolumeDriver"] }))),
+        "/VolumeDriver.Capabilities" => {
+            Ok(Reply::ok(&json!({ "Capabilities": { "Scope": "global" } })))
+        }
         "/VolumeDriver.List" => list(vols),
         "/VolumeDriver.Create" => parse(body).and_then(|r| create(vols, &r)),
         "/VolumeDriver.Remove" => parse(body).and_then(|r| remove(vols, &r)),
@@ -80,7 +85,7 @@ pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
         }
     };
     match res {
-        Ok(v) => Reply::ok(v),
+        Ok(r) => r,
         Err(e) => {
             tracing::info!(endpoint = path, "request failed: {e}");
             Reply::err(&e)
@@ -274,7 +279,7 @@ pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
     Ok(r)
 }
 
-fn create(vols: &Volumes, r: &Request) -> Result<Value> {
+fn create(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let req = parse_create_opts(r.field("Opts"))
         .map_err(|e| e.context(format!("volume {name} was not created")))?;
@@ -287,26 +292,26 @@ fn create(vols: &Volumes, r: &Request) -> Result<Value> {
         Created::Existing(_) => tracing::debug!(volume = name, "exists: nothing changed"),
         Created::Disabled => {}
     }
-    Ok(json!({}))
+    Ok(Reply::ok(&json!({})))
 }
 
-fn remove(vols: &Volumes, r: &Request) -> Result<Value> {
+fn remove(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     if vols.remove(name)?.is_some() {
         tracing::info!(volume = name, "removed");
     }
-    Ok(json!({}))
+    Ok(Reply::ok(&json!({})))
 }
 
-fn mount(vols: &Volumes, r: &Request) -> Result<Value> {
+fn mount(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let consumer = r.consumer()?;
     let (_, path) = vols.mount(name, consumer, &MountOptions::default())?;
     tracing::info!(volume = name, consumer, path = %path.display(), "mounted");
-    Ok(json!({ "Mountpoint": path }))
+    Ok(Reply::ok(&json!({ "Mountpoint": path })))
 }
 
-fn unmount(vols: &Volumes, r: &Request) -> Result<Value> {
+fn unmount(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let consumer = r.consumer()?;
     match vols.unmount(name, consumer)? {
@@ -319,63 +324,145 @@ fn unmount(vols: &Volumes, r: &Request) -> Result<Value> {
             )
         }
     }
-    Ok(json!({}))
+    Ok(Reply::ok(&json!({})))
 }
 
-fn path_of(vols: &Volumes, r: &Request) -> Result<Value> {
+fn path_of(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
-    Ok(match vols.path(name)? {
+    Ok(Reply::ok(&match vols.path(name)? {
         Some(p) => json!({ "Mountpoint": p }),
         None => json!({}),
-    })
+    }))
 }
 
-/// A volume as dockerd shows it; `path` is the mount path when mounted here.
-fn volume_json(vols: &Volumes, v: &Volume, path: Option<&str>) -> Value {
-    let service = vols.config().string(keys::SERVICE);
-    let mut o = Map::new();
-    o.insert("Name".into(), json!(v.name));
-    if let Some(p) = path.filter(|p| !p.is_empty()) {
-        o.insert("Mountpoint".into(), json!(p));
-    }
-    if let Some(c) = v.created_at() {
-        o.insert("CreatedAt".into(), json!(c));
-    }
-    o.insert(
-        "Status".into(),
-        json!({
-            "availabilityZone": v.availability_zone,
-            "fields": if v.fields.is_empty() { Value::Null } else { json!(v.fields) },
-            "iops": v.iops,
-            "name": v.name,
-            "server": service,
-            "service": service,
-            "size": v.size,
-            "type": v.volume_type,
-        }),
-    );
-    Value::Object(o)
+/// A volume as dockerd shows it.
+#[derive(Serialize)]
+struct DockerVolume<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+    /// Only when mounted on this host.
+    #[serde(rename = "Mountpoint", skip_serializing_if = "Option::is_none")]
+    mountpoint: Option<String>,
+    #[serde(rename = "CreatedAt", skip_serializing_if = "Option::is_none")]
+    created_at: Option<&'a str>,
+    #[serde(rename = "Status")]
+    status: Status<'a>,
 }
 
-fn get(vols: &Volumes, r: &Request) -> Result<Value> {
+/// REX-Ray's `Status` map (libStorage era), size in GiB.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    availability_zone: &'a str,
+    fields: Option<&'a BTreeMap<String, String>>,
+    iops: i64,
+    name: &'a str,
+    server: &'a str,
+    service: &'a str,
+    size: u64,
+    #[serde(rename = "type")]
+    volume_type: &'a str,
+}
+
+/// Every mount point of this mount namespace, raw from
+/// `/proc/self/mountinfo` (the hot path of Get and List: no parsing of
+/// mount options).
+fn mount_points() -> Result<HashSet<Vec<u8>>> {
+    let text = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(unescape_octal)
+        .collect())
+}
+
+/// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> DockerVolume<'a> {
+    DockerVolume {
+        name: &v.name,
+        mountpoint: path,
+        created_at: v.created_at(),
+        status: Status {
+            availability_zone: &v.availability_zone,
+            fields: Some(&v.fields).filter(|f| !f.is_empty()),
+            iops: v.iops,
+            name: &v.name,
+            server: service,
+            service,
+            size: v.size,
+            volume_type: &v.volume_type,
+        },
+    }
+}
+
+fn get(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let v = vols.find(name)?;
     let mp = vols.mount_point(&v.name);
-    let path = if crate::node::mountinfo::mounts_at(&mp)?.is_empty() {
-        None
-    } else {
-        Some(vols.app_path(&mp).to_string_lossy().into_owned())
-    };
-    Ok(json!({ "Volume": volume_json(vols, &v, path.as_deref()) }))
+    let path = mount_points()?
+        .contains(mp.as_os_str().as_encoded_bytes())
+        .then(|| vols.app_path(&mp).to_string_lossy().into_owned());
+    #[derive(Serialize)]
+    struct Get<'a> {
+        #[serde(rename = "Volume")]
+        volume: DockerVolume<'a>,
+    }
+    Ok(Reply::ok(&Get {
+        volume: docker_volume(vols.config().service(), &v, path),
+    }))
 }
 
-fn list(vols: &Volumes) -> Result<Value> {
-    let all = vols.list_with_paths()?;
-    let out: Vec<Value> = all
-        .iter()
-        .map(|(v, p)| volume_json(vols, v, Some(p)))
+/// Every volume: one catalog read and one mount table read, whatever the
+/// number of volumes.
+fn list(vols: &Volumes) -> Result<Reply> {
+    let all = vols.driver().list()?;
+    let base = vols.mount_point("");
+    let base = base.as_path();
+    let mounted: HashSet<String> = mount_points()?
+        .into_iter()
+        .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
+        .filter(|m| m.parent() == Some(base))
+        .filter_map(|m| Some(m.file_name()?.to_string_lossy().into_owned()))
         .collect();
-    Ok(json!({ "Volumes": out }))
+    let service = vols.config().service();
+    #[derive(Serialize)]
+    struct List<'a> {
+        #[serde(rename = "Volumes")]
+        volumes: Vec<DockerVolume<'a>>,
+    }
+    let out = List {
+        volumes: all
+            .iter()
+            .map(|v| {
+                let path = mounted.contains(&v.name).then(|| {
+                    vols.app_path(&base.join(&v.name))
+                        .to_string_lossy()
+                        .into_owned()
+                });
+                docker_volume(service, v, path)
+            })
+            .collect(),
+    };
+    Ok(Reply::ok(&out))
 }
 
 #[cfg(test)]
@@ -422,6 +509,13 @@ mod tests {
         );
         assert_eq!(parse_create_opts(None).unwrap(), CreateRequest::default());
         assert_eq!(opts(json!({"size": 5})).unwrap().opts.size, Some(5));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
+        assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
+        assert!(mount_points().unwrap().contains(&b"/".to_vec()));
     }
 
     #[test]

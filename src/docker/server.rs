@@ -268,7 +268,9 @@ fn serve_one(vols: &Volumes, mut rq: tiny_http::Request) {
         }),
     };
     let status = reply.status;
+    // Always Content-Length (tiny_http would switch big bodies to chunked).
     let resp = tiny_http::Response::from_data(reply.body)
+        .with_chunked_threshold(usize::MAX)
         .with_status_code(status)
         .with_header(
             tiny_http::Header::from_bytes(&b"Content-Type"[..], api::CONTENT_TYPE.as_bytes())
