@@ -515,7 +515,7 @@ mod tests {
     fn mountinfo_escapes() {
         assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
         assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
-        assert!(mount_points().unwrap().contains(&b"/".to_vec()));
+        assert!(mount_points().unwrap().contains(b"/".as_slice()));
     }
 
     #[test]
