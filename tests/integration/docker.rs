@@ -1140,3 +1140,48 @@ fn real_dockerd_drives_the_plugin() {
     drop(d);
     assert!(home.mounts().is_empty() && home.loops().is_empty());
 }
+
+#[test]
+fn a_slow_mount_blocks_no_one_and_stop_waits_for_it() {
+    require_root!();
+    let home = Home::new();
+    let (host, sock) = unix_host(&home);
+    // Formatting takes 10 s more than usual: a slow mkfs.
+    let mut svc = Service::start(
+        &home,
+        &host,
+        &[("FAILPOINTS", "volume::mount-after-format=sleep(10000)")],
+    );
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"slow"}"#));
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"other"}"#));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = sock.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(post(
+            &s2,
+            "/VolumeDriver.Mount",
+            r#"{"Name":"slow","ID":"s"}"#,
+        ));
+    });
+    // Wait until the slow mount is under way (its device is attached).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while home.loops().is_empty() {
+        assert!(Instant::now() < deadline, "{}", svc.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Requests for other volumes are served meanwhile.
+    ok(post(&sock, "/VolumeDriver.Get", r#"{"Name":"other"}"#));
+    ok(post(&sock, "/VolumeDriver.List", "{}"));
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"third"}"#));
+    ok(post(&sock, "/VolumeDriver.Remove", r#"{"Name":"third"}"#));
+    assert!(rx.try_recv().is_err(), "the slow mount finished too early");
+    // SIGTERM now: the in-flight mount completes, then the service exits.
+    assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
+    let r = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        PathBuf::from(ok(r)["Mountpoint"].as_str().unwrap()),
+        home.data("slow")
+    );
+    assert!(!sock.exists());
+    assert_eq!(count_mounts_at(&home.mount_point("slow")), 1);
+}
