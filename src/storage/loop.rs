@@ -95,7 +95,8 @@ struct Catalog {
 }
 
 /// Identity of one version of the catalog file. Every write replaces the
-/// file (rename), so a new inode or change time means new content.
+/// file (rename), never edits it, so while the cache keeps the file open
+/// (its inode cannot be reused) the same inode means the same content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileKey {
     dev: u64,
@@ -122,7 +123,7 @@ pub struct LoopDriver {
     lock_timeout: Duration,
     /// The last catalog read, for the long-running service: a `Get` among
     /// 10,000 volumes then costs one stat instead of parsing megabytes.
-    cache: Mutex<Option<(FileKey, Arc<Catalog>)>>,
+    cache: Mutex<Option<(FileKey, std::fs::File, Arc<Catalog>)>>,
 }
 
 /// Loop devices and the files behind them, read from sysfs.
@@ -217,7 +218,7 @@ impl LoopDriver {
             ctime: (m.ctime(), m.ctime_nsec()),
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((k, c)) = cache.as_ref() {
+        if let Some((k, _, c)) = cache.as_ref() {
             if *k == key {
                 return Ok(c.clone());
             }
@@ -233,7 +234,7 @@ impl LoopDriver {
             ))
         })?;
         let c = Arc::new(c);
-        *cache = Some((key, c.clone()));
+        *cache = Some((key, f, c.clone()));
         Ok(c)
     }
 
@@ -858,4 +859,87 @@ fn sparse_copy(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()> 
         pos = end.max(start + 1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn copies_keep_data_and_holes() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("a.img");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 40 << 20).unwrap();
+        f.write_all_at(&[0u8; 1 << 20], 50 << 20).unwrap();
+        drop(f);
+        let dst = t.path().join("b.img");
+        clone_file(&src, &dst).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        // Only the two data blocks (and at most a few more) are allocated.
+        let m = std::fs::metadata(&dst).unwrap();
+        assert_eq!(m.len(), 64 << 20);
+        assert!(
+            m.blocks() * 512 < 4 << 20,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+        // An existing destination is never overwritten.
+        assert!(clone_file(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn snapshots_and_copies_in_the_catalog() {
+        let t = tempfile::tempdir().unwrap();
+        let me = InstanceId {
+            id: "test".into(),
+            driver: "loop".into(),
+            service: "loop".into(),
+        };
+        let d = LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap();
+        let spec = CreateSpec {
+            size: 1,
+            ..Default::default()
+        };
+        let v = d.create("src", &spec).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.image(&v.id))
+            .unwrap()
+            .write_all_at(b"data", 4096)
+            .unwrap();
+        let s = d.snapshot(&v.id, "snap").unwrap();
+        assert_eq!(s.volume_id, v.id);
+        assert!(d.snapshot(&v.id, "snap").is_err(), "names are unique");
+        let small = CreateSpec {
+            size: 0,
+            ..Default::default()
+        };
+        assert!(d.create_from_snapshot(&s.id, "tiny", &small).is_err());
+        let spec2 = CreateSpec {
+            size: 2,
+            ..Default::default()
+        };
+        let c = d.create_from_snapshot(&s.id, "restored", &spec2).unwrap();
+        assert_eq!(c.size, 2);
+        let mut buf = [0u8; 4];
+        std::fs::File::open(d.image(&c.id))
+            .unwrap()
+            .read_exact_at(&mut buf, 4096)
+            .unwrap();
+        assert_eq!(&buf, b"data");
+        let k = d.copy(&v.id, "copy", &spec).unwrap();
+        assert_eq!(k.fields.get("copiedFrom"), Some(&v.id));
+        assert!(d.copy(&v.id, "copy", &spec).is_err(), "name taken");
+        assert_eq!(d.lookup("copy").unwrap().unwrap().id, k.id);
+        assert_eq!(d.lookup(&k.id).unwrap().unwrap().name, "copy");
+        assert!(d.lookup("nope").unwrap().is_none());
+        assert_eq!(d.list().unwrap().len(), 3);
+        d.remove_snapshot(&s.id).unwrap();
+        assert!(d.snapshots().unwrap().is_empty());
+        assert!(!d.snap_image(&s.id).exists());
+    }
 }

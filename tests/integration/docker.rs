@@ -1023,6 +1023,7 @@ fn real_dockerd_drives_the_plugin() {
     let info = d.docker(&["volume", "inspect", "dv1"]);
     let info: Value = serde_json::from_str(info.ok()).unwrap();
     let v = &info[0];
+    eprintln!("docker volume inspect: {v:#}");
     assert_eq!(v["Driver"], json!(name), "{v}");
     assert_eq!(v["Scope"], json!("global"), "{v}");
     assert_eq!(v["Status"]["size"], json!(2), "{v}");
