@@ -619,6 +619,20 @@ fn service_lifecycle() {
     assert_eq!(run_cmd(&mut c).code, 0);
     assert!(!sock.exists());
 
+    // disabled: the service runs, serves nothing.
+    let mut c = home.command("rexray");
+    c.args(["start", "-d"])
+        .env(env[0].0, env[0].1)
+        .env("REXRAY_MODULES_DEFAULT_DOCKER_DISABLED", "true");
+    let d = run_cmd(&mut c);
+    assert_eq!(d.code, 0, "{d:?}");
+    assert!(d.stdout.contains("disabled"), "{d:?}");
+    assert!(!sock.exists());
+    let mut c = home.command("rexray");
+    c.args(["stop"]).env(env[0].0, env[0].1);
+    assert_eq!(run_cmd(&mut c).code, 0);
+    assert_eq!(status(&home).code, 3);
+
     // tcp: a spec file with a full URL, removed at stop.
     let spec = home.dir.join("plugins/rexray.spec");
     let spec_s = spec.to_string_lossy().into_owned();
@@ -1107,11 +1121,12 @@ fn real_dockerd_drives_the_plugin() {
         assert!(!o.stderr.contains("{\""), "raw JSON in {o:?}");
         eprintln!("docker said: {}", o.stderr.trim());
     }
-    let o = d.docker(&["volume", "create", "-d", &name, "bad.name.", "-o", "size=1"]);
-    let _ = o; // a valid name for us; docker may accept it: clean up below
-    let o = d.docker(&["volume", "create", "-d", &name, "-bad"]);
-    assert_ne!(o.code, 0, "{o:?}");
-    let _ = d.docker(&["volume", "rm", "bad.name."]);
+    for bad in ["bad@name", "_under", "a b"] {
+        let o = d.docker(&["volume", "create", "-d", &name, bad]);
+        assert_ne!(o.code, 0, "{o:?}");
+        assert!(!o.stderr.contains("{\""), "raw JSON in {o:?}");
+        eprintln!("docker said: {}", o.stderr.trim());
+    }
     assert!(d.volumes(&name).is_empty(), "{:?}", d.volumes(&name));
     assert!(ok(post(&sock, "/VolumeDriver.List", "{}"))["Volumes"]
         .as_array()
