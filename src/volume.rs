@@ -449,12 +449,17 @@ impl Volumes {
             tracing::info!(volume = name, "create.disable is set: not creating");
             return Ok(Created::Disabled);
         }
-        let _names = self.state.lock_names()?;
-        if let Some(v) = self.driver.list()?.into_iter().find(|v| v.name == name) {
-            return Ok(Created::Existing(v));
+        {
+            let _names = self.state.lock_names()?;
+            if let Some(v) = self.driver.list()?.into_iter().find(|v| v.name == name) {
+                return Ok(Created::Existing(v));
+            }
         }
+        // The copy runs without the name lock, so a long copy does not hold
+        // up every other create and remove; the driver claims the name
+        // atomically at the end, and a racing create of the same name wins.
         let mut spec = self.create_spec(opts);
-        match from {
+        let made = match from {
             CopySource::VolumeName(_) | CopySource::VolumeId(_) => {
                 let all = self.driver.list()?;
                 let src = match from {
@@ -466,7 +471,8 @@ impl Volumes {
                 spec.size = opts.size.unwrap_or(src.size);
                 let _src_lock = self.state.lock_volume(&src.id)?;
                 let _frozen = self.quiesce(&src, "copy")?;
-                Ok(Created::New(self.driver.copy(&src.id, name, &spec)?))
+                fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
+                self.driver.copy(&src.id, name, &spec)
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
                 let snap = self
@@ -480,10 +486,16 @@ impl Volumes {
                     })
                     .ok_or_else(|| Error::not_found(format!("{from} not found")))?;
                 spec.size = opts.size.unwrap_or(snap.volume_size);
-                Ok(Created::New(
-                    self.driver.create_from_snapshot(&snap.id, name, &spec)?,
-                ))
+                self.driver.create_from_snapshot(&snap.id, name, &spec)
             }
+        };
+        match made {
+            Ok(v) => Ok(Created::New(v)),
+            Err(e) if e.kind() == Kind::AlreadyExists => match self.lookup(name)? {
+                Some(v) if v.name == name => Ok(Created::Existing(v)),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -563,6 +575,10 @@ impl Volumes {
                 continue;
             }
             let _lock = self.state.lock_volume(&v.id)?;
+            // A crash in the middle of a copy leaves the source frozen.
+            if node::freeze::thaw(&mp).unwrap_or(false) {
+                tracing::warn!(volume = %v.name, "thawed a filesystem a crashed copy left frozen");
+            }
             let used = self
                 .state
                 .load_mount(&v.id)?

@@ -46,6 +46,23 @@ impl Frozen {
     }
 }
 
+/// Thaw the filesystem at `mount_point` if it is frozen; `Ok(false)` when
+/// it was not.
+pub fn thaw(mount_point: &Path) -> Result<bool> {
+    let dir = std::fs::File::open(mount_point)
+        .map_err(|e| Error::from_io(format!("opening {}", mount_point.display()), &e))?;
+    let mut arg: libc::c_int = 0;
+    // SAFETY: as in `Frozen::freeze`.
+    match unsafe { fithaw(dir.as_raw_fd(), &mut arg) } {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EINVAL) => Ok(false),
+        Err(e) => Err(Error::from_io(
+            format!("thawing {}", mount_point.display()),
+            &std::io::Error::from(e),
+        )),
+    }
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
         let mut arg: libc::c_int = 0;

@@ -1201,3 +1201,64 @@ fn a_slow_mount_blocks_no_one_and_stop_waits_for_it() {
     assert!(!sock.exists());
     assert_eq!(count_mounts_at(&home.mount_point("slow")), 1);
 }
+
+#[test]
+fn a_crash_mid_copy_leaves_nothing_frozen_after_restart() {
+    require_root!();
+    let home = Home::new();
+    let (host, sock) = unix_host(&home);
+    let mut svc = Service::start(
+        &home,
+        &host,
+        &[("FAILPOINTS", "volume::copy-while-frozen=return")],
+    );
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"f1"}"#));
+    ok(post(
+        &sock,
+        "/VolumeDriver.Mount",
+        r#"{"Name":"f1","ID":"c"}"#,
+    ));
+    // The service dies while the source is frozen for the copy.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    let body = r#"{"Name":"f2","Opts":{"volumeName":"f1"}}"#;
+    let _ = write!(
+        s,
+        "POST /VolumeDriver.Create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    svc.wait_exit();
+    // The next start thaws it: writes go through again.
+    let svc = Service::start(&home, &host, &[]);
+    assert!(svc.log_text().contains("thawed"), "{}", svc.log_text());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = home.data("f1").join("after");
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(&f, "ok").and_then(|_| std::fs::File::open(&f)?.sync_all()));
+    });
+    let wrote = rx.recv_timeout(Duration::from_secs(60));
+    if wrote.is_err() {
+        // Do not leave a frozen filesystem behind a failed test.
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(home.mount_point("f1"))
+            .status();
+    }
+    wrote.expect("write to the thawed filesystem").unwrap();
+    assert_eq!(
+        count_mounts_at(&home.mount_point("f1")),
+        1,
+        "still used by c"
+    );
+    let names: Vec<String> = ok(post(&sock, "/VolumeDriver.List", "{}"))["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["f1"], "no half-made copy");
+    ok(post(
+        &sock,
+        "/VolumeDriver.Unmount",
+        r#"{"Name":"f1","ID":"c"}"#,
+    ));
+}
