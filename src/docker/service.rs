@@ -111,7 +111,8 @@ pub fn running_pid(cfg: &Config) -> Result<Option<i32>> {
 
 /// The held pid file; removed on drop.
 struct PidFile {
-    file: File,
+    /// Holds the lock; never read.
+    _file: File,
     path: PathBuf,
 }
 
@@ -157,7 +158,7 @@ impl PidFile {
                 .and_then(|_| file.sync_all())
                 .ctx(|| format!("writing pid file {}", path.display()))?;
             return Ok(PidFile {
-                file,
+                _file: file,
                 path: path.to_path_buf(),
             });
         }
@@ -166,9 +167,9 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // Remove while still locked, so no one reads a stale pid from it.
+        // Remove while still locked (the lock goes with `_file`, closed
+        // after this), so no one reads a stale pid from it.
         let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
     }
 }
 

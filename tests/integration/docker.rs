@@ -1092,6 +1092,14 @@ fn real_dockerd_drives_the_plugin() {
     ]);
     assert_eq!(w.ok(), "hello\nmore\n");
     assert_eq!(count_mounts_at(&home.mount_point("dv1")), 1);
+    assert_eq!(
+        mount_record(&home)[0]["consumers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the Unmount after the restart released exactly one consumer"
+    );
 
     // rm while in use fails, in dockerd and in the plugin
     let busy = d.docker(&["volume", "rm", "dv1"]);
