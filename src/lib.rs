@@ -19,6 +19,7 @@ pub mod model;
 pub use error::{Error, Kind, Result};
 pub mod node;
 pub mod output;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod volume;

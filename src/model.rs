@@ -248,3 +248,31 @@ pub struct MountOptions {
     /// Take the volume from another instance (attach with force).
     pub force_attach: bool,
 }
+
+/// A point-in-time copy of a volume, as `types.Snapshot` of the original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Unique name.
+    pub name: String,
+    /// Stable unique id.
+    pub id: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// When it was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub start_time: String,
+    /// `completed`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    /// The volume it was taken of.
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    /// Size of that volume in GiB.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub volume_size: u64,
+    /// Driver-specific facts (e.g. `fsType` of the volume).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}

@@ -41,11 +41,14 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand, visible_alias = "volumes")]
     Volume(VolumeCmd),
+    /// Take, list and remove volume snapshots.
+    #[command(subcommand, visible_alias = "snapshots")]
+    Snapshot(rexray::snapshot::SnapshotCmd),
     /// Run the Docker volume plugin service (start, stop, status).
     #[command(subcommand)]
     Service(rexray::docker::service::ServiceCmd),
     /// Same as `rexray service start`.
-    Start,
+    Start(rexray::docker::service::StartArgs),
     /// Same as `rexray service stop`.
     Stop,
     /// Same as `rexray service status`.
@@ -629,9 +632,14 @@ fn real_main() -> Result<ExitCode> {
     let failed = match cli.command {
         Command::Volume(cmd) => run_volume(cmd, cfg, &mut out)?,
         Command::Service(cmd) => return service(cmd, cfg, &mut out),
-        Command::Start => return service(ServiceCmd::Start, cfg, &mut out),
+        Command::Start(a) => return service(ServiceCmd::Start(a), cfg, &mut out),
         Command::Stop => return service(ServiceCmd::Stop, cfg, &mut out),
         Command::Status => return service(ServiceCmd::Status, cfg, &mut out),
+        Command::Snapshot(cmd) => {
+            let code = rexray::snapshot::run(cmd, cfg, &mut out)?;
+            print!("{out}");
+            return Ok(ExitCode::from(code as u8));
+        }
         Command::Flexrex(cmd) => {
             let code = rexray::flex::install::run(cmd, &cfg, &mut out)?;
             print!("{out}");

@@ -1,3 +1,5 @@
 //! Docker: the Volume Plugin v1 endpoint served by `rexray service start`.
 
+pub mod api;
+pub mod server;
 pub mod service;

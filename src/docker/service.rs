@@ -1,22 +1,353 @@
-//! `rexray service start|stop|status`.
+//! `rexray service start|stop|status`: the long-running Docker volume
+//! plugin endpoint.
+//!
+//! The pid file `<run>/rexray.pid` is held with an exclusive `flock` for
+//! the life of the service: a second start fails while the first runs, a
+//! pid file left by a crash is taken over, and `status` tells "running"
+//! from "stale pid file" without trusting a pid that may have been reused.
 
-use crate::config::Config;
+use super::server::Endpoint;
+use crate::config::{keys, Config};
+use crate::error::IoContext;
+use crate::volume::Volumes;
 use crate::{Error, Result};
+use nix::sys::signal::{SigSet, Signal};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long `service stop` waits for in-flight requests to finish.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `service start -d` waits for the service to listen.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `rexray service …`
 #[derive(clap::Subcommand, Debug)]
 pub enum ServiceCmd {
-    /// Serve the Docker volume plugin endpoint in the foreground.
-    Start,
-    /// Stop the running service.
+    /// Serve the Docker volume plugin endpoint (foreground unless -d).
+    Start(StartArgs),
+    /// Stop the running service (SIGTERM, then wait for it to finish its
+    /// requests).
     Stop,
-    /// Report whether the service runs.
+    /// Report whether the service runs: exit 0 running, 3 stopped.
     Status,
+}
+
+/// Flags of `rexray service start`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct StartArgs {
+    /// Run in the background (log to <log>/rexray.log); returns once the
+    /// endpoint listens. Under systemd run in the foreground instead.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
 }
 
 /// Run a `rexray service` command; appends the answer to `out` and returns
 /// the exit code.
 pub fn run(cmd: ServiceCmd, cfg: Config, out: &mut String) -> Result<i32> {
-    let _ = (cmd, cfg, out);
-    Err(Error::unsupported("rexray service is not implemented yet"))
+    match cmd {
+        ServiceCmd::Start(a) if a.daemon => daemonize(&cfg, out),
+        ServiceCmd::Start(_) => start(cfg),
+        ServiceCmd::Stop => stop(&cfg, out),
+        ServiceCmd::Status => status(&cfg, out),
+    }
+}
+
+/// The pid file.
+pub fn pid_path(cfg: &Config) -> PathBuf {
+    cfg.dirs.run.join("rexray.pid")
+}
+
+/// Where the running service records its address (for `status`).
+fn url_path(cfg: &Config) -> PathBuf {
+    cfg.dirs.run.join("rexray.url")
+}
+
+fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on an open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// The pid of the running service, if one runs.
+pub fn running_pid(cfg: &Config) -> Result<Option<i32>> {
+    let p = pid_path(cfg);
+    let f = match File::open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::from_io(format!("opening {}", p.display()), &e)),
+    };
+    match flock(&f, libc::LOCK_SH) {
+        Ok(()) => return Ok(None),
+        Err(e) if would_block(&e) => {}
+        Err(e) => return Err(Error::from_io(format!("locking {}", p.display()), &e)),
+    }
+    // The holder writes its pid right after locking: give it a moment.
+    for _ in 0..100 {
+        let mut s = String::new();
+        let _ = (&f).read_to_string(&mut s);
+        if let Ok(pid) = s.trim().parse::<i32>() {
+            return Ok(Some(pid));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let _ = std::io::Seek::rewind(&mut &f);
+    }
+    Err(Error::system(format!(
+        "{} is locked by a running service but holds no pid",
+        p.display()
+    )))
+}
+
+/// The held pid file; removed on drop.
+struct PidFile {
+    /// Holds the lock; never read.
+    _file: File,
+    path: PathBuf,
+}
+
+impl PidFile {
+    fn acquire(path: &Path) -> Result<PidFile> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .open(path)
+                .ctx(|| format!("opening pid file {}", path.display()))?;
+            match flock(&file, libc::LOCK_EX) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => {
+                    let mut s = String::new();
+                    let _ = (&file).read_to_string(&mut s);
+                    return Err(Error::in_use(format!(
+                        "the rexray service is already running (pid {}, pid file {}); stop it with `rexray service stop`",
+                        s.trim(),
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(Error::from_io(format!("locking {}", path.display()), &e)),
+            }
+            // A service that just stopped may have removed the file we
+            // opened: lock the file that is at the path now.
+            let same = std::fs::metadata(path)
+                .ok()
+                .zip(file.metadata().ok())
+                .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+            if !same {
+                continue;
+            }
+            file.set_len(0)
+                .and_then(|_| (&file).write_all(format!("{}\n", std::process::id()).as_bytes()))
+                .and_then(|_| file.sync_all())
+                .ctx(|| format!("writing pid file {}", path.display()))?;
+            return Ok(PidFile {
+                _file: file,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Remove while still locked (the lock goes with `_file`, closed
+        // after this), so no one reads a stale pid from it.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn shutdown_signals() -> SigSet {
+    let mut s = SigSet::empty();
+    s.add(Signal::SIGTERM);
+    s.add(Signal::SIGINT);
+    s
+}
+
+/// Run the service in the foreground until SIGTERM or SIGINT.
+fn start(cfg: Config) -> Result<i32> {
+    // Block the shutdown signals in every thread (threads inherit the
+    // mask) and take them synchronously in one; children get a clean mask
+    // from std::process.
+    let signals = shutdown_signals();
+    signals
+        .thread_block()
+        .map_err(|e| Error::system(format!("blocking signals: {e}")))?;
+    let pid = PidFile::acquire(&pid_path(&cfg))?;
+    let vols = Arc::new(Volumes::open(cfg.clone())?);
+    match vols.reconcile() {
+        Ok(done) if done.is_empty() => {}
+        Ok(done) => tracing::warn!(
+            "cleaned up {} mount(s) left without consumers: {}",
+            done.len(),
+            done.join(", ")
+        ),
+        Err(e) => tracing::warn!("could not check for mounts left by a crash: {e}"),
+    }
+    if cfg.boolean(keys::DOCKER_DISABLED) {
+        tracing::warn!(
+            "{} is true: the Docker endpoint is off; waiting for SIGTERM",
+            keys::DOCKER_DISABLED
+        );
+        let sig = signals.wait();
+        tracing::info!("{sig:?}: stopping");
+        drop(pid);
+        return Ok(0);
+    }
+    let endpoint = Endpoint::bind(&cfg)?;
+    let url_file = url_path(&cfg);
+    let _ = crate::state::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
+    tracing::warn!(
+        pid = std::process::id(),
+        url = endpoint.url(),
+        "rexray service: serving the Docker volume plugin API"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(sig) = signals.wait() {
+                    tracing::warn!("{sig:?}: finishing in-flight requests, then stopping");
+                }
+                stop.store(true, Ordering::SeqCst);
+            })
+            .ctx(|| "starting the signal thread")?;
+    }
+    endpoint.serve(vols, stop);
+    let _ = std::fs::remove_file(&url_file);
+    drop(endpoint);
+    drop(pid);
+    tracing::warn!("rexray service stopped");
+    Ok(0)
+}
+
+fn address(cfg: &Config) -> String {
+    if cfg.boolean(keys::DOCKER_DISABLED) {
+        return "the Docker endpoint is disabled".into();
+    }
+    std::fs::read_to_string(url_path(cfg))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| cfg.string(keys::DOCKER_HOST).to_string())
+}
+
+fn status(cfg: &Config, out: &mut String) -> Result<i32> {
+    match running_pid(cfg)? {
+        Some(pid) => {
+            out.push_str(&format!(
+                "rexray service is running: pid {pid}, {}\n",
+                address(cfg)
+            ));
+            Ok(0)
+        }
+        None => {
+            out.push_str("rexray service is not running\n");
+            Ok(3)
+        }
+    }
+}
+
+fn stop(cfg: &Config, out: &mut String) -> Result<i32> {
+    let Some(pid) = running_pid(cfg)? else {
+        out.push_str("rexray service is not running\n");
+        return Ok(0);
+    };
+    let target = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(target, Signal::SIGTERM)
+        .map_err(|e| Error::system(format!("signalling the rexray service (pid {pid}): {e}")))?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if running_pid(cfg)?.is_none() {
+            out.push_str(&format!("rexray service stopped (pid {pid})\n"));
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::busy(format!(
+        "the rexray service (pid {pid}) did not stop within {} s; it may still be finishing a request (see its log)",
+        STOP_TIMEOUT.as_secs()
+    )))
+}
+
+/// `start -d`: run the same command line without `-d` in a new session,
+/// logging to `<log>/rexray.log`, and return once it serves.
+fn daemonize(cfg: &Config, out: &mut String) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    if let Some(pid) = running_pid(cfg)? {
+        return Err(Error::in_use(format!(
+            "the rexray service is already running (pid {pid}); stop it with `rexray service stop`"
+        )));
+    }
+    let exe = std::env::current_exe().ctx(|| "finding the rexray binary")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "-d" && a != "--daemon")
+        .collect();
+    std::fs::create_dir_all(&cfg.dirs.log)
+        .ctx(|| format!("creating {}", cfg.dirs.log.display()))?;
+    let log_path = cfg.dirs.log.join("rexray.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ctx(|| format!("opening {}", log_path.display()))?;
+    let log2 = log.try_clone().ctx(|| "duplicating the log file")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().ctx(|| "starting the service")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().ctx(|| "waiting for the service")? {
+            return Err(Error::system(format!(
+                "the rexray service exited at start ({st}); see {}",
+                log_path.display()
+            )));
+        }
+        if running_pid(cfg)? == Some(child.id() as i32)
+            && (cfg.boolean(keys::DOCKER_DISABLED) || url_path(cfg).exists())
+        {
+            out.push_str(&format!(
+                "rexray service started: pid {}, {}\n",
+                child.id(),
+                address(cfg)
+            ));
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(Error::system(format!(
+        "the rexray service (pid {}) did not start listening within {} s; see {}",
+        child.id(),
+        START_TIMEOUT.as_secs(),
+        log_path.display()
+    )))
 }

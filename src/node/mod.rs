@@ -3,6 +3,7 @@
 //! mountinfo, waiting for devices. Node operations never talk to a backend.
 
 pub mod cmd;
+pub mod freeze;
 pub mod fs;
 pub mod mountinfo;
 

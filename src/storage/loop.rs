@@ -9,7 +9,13 @@
 //! <volumePath>/<id>.owner       which instance attached it (written before
 //!                               the attach, so a crash never orphans one)
 //! <volumePath>/locks/<id>.lock  held while attaching or detaching
+//! <volumePath>/snapshots/<id>.img  snapshot images (catalog section
+//!                               `snapshots`)
 //! ```
+//!
+//! Copies and snapshots are reflinks (FICLONE) where the filesystem under
+//! volumePath supports them (xfs, btrfs), else sparse copies that skip
+//! holes, so a mostly empty 16 GiB volume copies in milliseconds.
 //!
 //! Whether a volume is attached, and as which device, is read from the
 //! kernel (`/sys/block/loopN/loop/backing_file`), never from a record.
@@ -19,13 +25,16 @@
 
 use super::{new_id, now_rfc3339, StorageDriver};
 use crate::error::IoContext;
-use crate::model::{Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Volume};
+use crate::model::{
+    Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume,
+};
 use crate::state::{atomic, FileLock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
@@ -49,9 +58,53 @@ struct Record {
     fields: BTreeMap<String, String>,
 }
 
+/// One snapshot in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapRecord {
+    id: String,
+    name: String,
+    #[serde(rename = "volumeID")]
+    volume_id: String,
+    volume_size: u64,
+    #[serde(default)]
+    created_at: String,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+}
+
+impl SnapRecord {
+    fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            start_time: self.created_at.clone(),
+            status: "completed".into(),
+            volume_id: self.volume_id.clone(),
+            volume_size: self.volume_size,
+            fields: self.fields.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Catalog {
     volumes: Vec<Record>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    snapshots: Vec<SnapRecord>,
+}
+
+/// Identity of one version of the catalog file. Every write replaces the
+/// file (rename), never edits it, so while the cache keeps the file open
+/// (its inode cannot be reused) the same inode means the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 /// Who attached a volume.
@@ -69,6 +122,9 @@ pub struct LoopDriver {
     root: PathBuf,
     me: InstanceId,
     lock_timeout: Duration,
+    /// The last catalog read, for the long-running service: a `Get` among
+    /// 10,000 volumes then costs one stat instead of parsing megabytes.
+    cache: Mutex<Option<(FileKey, std::fs::File, Arc<Catalog>)>>,
 }
 
 /// Loop devices and the files behind them, read from sysfs.
@@ -116,6 +172,7 @@ impl LoopDriver {
             root,
             me,
             lock_timeout,
+            cache: Mutex::new(None),
         })
     }
 
@@ -139,6 +196,120 @@ impl LoopDriver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
             Err(e) => Err(Error::from_io(format!("reading {}", p.display()), &e)),
         }
+    }
+
+    /// The catalog for reading, from the cache when the file is unchanged.
+    fn shared_catalog(&self) -> Result<Arc<Catalog>> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let p = self.root.join("catalog.json");
+        let mut f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Catalog::default()))
+            }
+            Err(e) => return Err(Error::from_io(format!("reading {}", p.display()), &e)),
+        };
+        let m = f.metadata().ctx(|| format!("reading {}", p.display()))?;
+        let key = FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, _, c)) = cache.as_ref() {
+            if *k == key {
+                return Ok(c.clone());
+            }
+        }
+        let mut b = Vec::with_capacity(m.size() as usize);
+        f.read_to_end(&mut b)
+            .ctx(|| format!("reading {}", p.display()))?;
+        let c: Catalog = serde_json::from_slice(&b).map_err(|e| {
+            Error::backend(format!(
+                "the loop catalog {} is unreadable ({e}); restore it from a backup or remove it (the images stay in {})",
+                p.display(),
+                self.root.display()
+            ))
+        })?;
+        let c = Arc::new(c);
+        *cache = Some((key, f, c.clone()));
+        Ok(c)
+    }
+
+    fn snap_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    fn snap_image(&self, id: &str) -> PathBuf {
+        self.snap_dir().join(format!("{id}.img"))
+    }
+
+    /// Copy `src` into a new volume image sized `bytes`, then record it
+    /// under `name`. The copy goes to a temporary name first: an orphan
+    /// sweep by a concurrent create must not take it.
+    fn create_copy(
+        &self,
+        src: &Path,
+        name: &str,
+        spec: &CreateSpec,
+        fields: BTreeMap<String, String>,
+    ) -> Result<Volume> {
+        crate::input::volume_name(name)?;
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the loop driver cannot encrypt volumes; create it without encryption",
+            ));
+        }
+        let id = new_id()?;
+        let tmp = self.root.join(format!("{id}.copying"));
+        let how = clone_file(src, &tmp)?;
+        let bytes = spec
+            .size
+            .checked_mul(GIB)
+            .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        let grow = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| {
+                if f.metadata()?.len() < bytes {
+                    f.set_len(bytes)?;
+                }
+                f.sync_all()
+            });
+        if let Err(e) = grow {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::from_io(format!("sizing {}", tmp.display()), &e));
+        }
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        if cat.volumes.iter().any(|r| r.name == name) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::exists(format!("volume {name} already exists")));
+        }
+        let img = self.image(&id);
+        if let Err(e) = std::fs::rename(&tmp, &img) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
+        }
+        let rec = Record {
+            id: id.clone(),
+            name: name.to_string(),
+            size: spec.size,
+            volume_type: spec.volume_type.clone(),
+            iops: spec.iops,
+            availability_zone: spec.availability_zone.clone(),
+            created_at: now_rfc3339(),
+            fields,
+        };
+        cat.volumes.push(rec.clone());
+        if let Err(e) = self.write_catalog(&cat) {
+            let _ = std::fs::remove_file(&img);
+            return Err(e);
+        }
+        tracing::info!(volume = name, source = %src.display(), how, "created a volume from a copy");
+        Ok(self.to_volume(&rec, &kernel_loops()))
     }
 
     fn write_catalog(&self, c: &Catalog) -> Result<()> {
@@ -311,7 +482,7 @@ impl StorageDriver for LoopDriver {
     }
 
     fn list(&self) -> Result<Vec<Volume>> {
-        let cat = self.read_catalog()?;
+        let cat = self.shared_catalog()?;
         let loops = kernel_loops();
         Ok(cat
             .volumes
@@ -321,7 +492,7 @@ impl StorageDriver for LoopDriver {
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {
-        let cat = self.read_catalog()?;
+        let cat = self.shared_catalog()?;
         let Some(r) = cat.volumes.iter().find(|r| r.id == id) else {
             return Ok(None);
         };
@@ -532,6 +703,272 @@ impl StorageDriver for LoopDriver {
         }
         self.write_catalog(&cat)?;
         Ok(bytes)
+    }
+
+    fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
+        let cat = self.shared_catalog()?;
+        let hit = cat
+            .volumes
+            .iter()
+            .find(|r| r.id == arg)
+            .or_else(|| cat.volumes.iter().find(|r| r.name == arg));
+        Ok(hit.map(|r| self.to_volume(r, &kernel_loops())))
+    }
+
+    fn copy(&self, id: &str, new_name: &str, spec: &CreateSpec) -> Result<Volume> {
+        let src = self.record(id)?;
+        if spec.size < src.size {
+            return Err(Error::invalid(format!(
+                "a copy of volume {} must be at least its size, {} GiB",
+                src.name, src.size
+            )));
+        }
+        let mut fields = src.fields.clone();
+        fields.extend(spec.fields.clone());
+        fields.insert("copiedFrom".into(), src.id.clone());
+        self.create_copy(&self.image(id), new_name, spec, fields)
+    }
+
+    fn snapshot(&self, id: &str, snap_name: &str) -> Result<Snapshot> {
+        crate::input::volume_name(snap_name)
+            .map_err(|e| Error::invalid(e.message().replace("volume name", "snapshot name")))?;
+        let src = self.record(id)?;
+        let dir = self.snap_dir();
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let sid = new_id()?;
+        let tmp = dir.join(format!("{sid}.copying"));
+        clone_file(&self.image(id), &tmp)?;
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        if cat.snapshots.iter().any(|r| r.name == snap_name) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::exists(format!(
+                "snapshot {snap_name} already exists"
+            )));
+        }
+        let img = self.snap_image(&sid);
+        if let Err(e) = std::fs::rename(&tmp, &img) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
+        }
+        let rec = SnapRecord {
+            id: sid,
+            name: snap_name.to_string(),
+            volume_id: src.id.clone(),
+            volume_size: src.size,
+            created_at: now_rfc3339(),
+            fields: src
+                .fields
+                .iter()
+                .filter(|(k, _)| k.as_str() == "fsType")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        cat.snapshots.push(rec.clone());
+        if let Err(e) = self.write_catalog(&cat) {
+            let _ = std::fs::remove_file(&img);
+            return Err(e);
+        }
+        Ok(rec.to_snapshot())
+    }
+
+    fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self
+            .shared_catalog()?
+            .snapshots
+            .iter()
+            .map(SnapRecord::to_snapshot)
+            .collect())
+    }
+
+    fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
+        crate::input::volume_id(snap_id)?;
+        let _lock = self.lock_catalog()?;
+        let mut cat = self.read_catalog()?;
+        let Some(pos) = cat.snapshots.iter().position(|r| r.id == snap_id) else {
+            return Err(Error::not_found(format!("snapshot {snap_id} not found")));
+        };
+        cat.snapshots.remove(pos);
+        self.write_catalog(&cat)?;
+        atomic::remove(&self.snap_image(snap_id))
+    }
+
+    fn create_from_snapshot(
+        &self,
+        snap_id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+    ) -> Result<Volume> {
+        crate::input::volume_id(snap_id)?;
+        let snap = self
+            .shared_catalog()?
+            .snapshots
+            .iter()
+            .find(|r| r.id == snap_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("snapshot {snap_id} not found")))?;
+        if spec.size < snap.volume_size {
+            return Err(Error::invalid(format!(
+                "a volume from snapshot {} must be at least {} GiB",
+                snap.name, snap.volume_size
+            )));
+        }
+        let mut fields = snap.fields.clone();
+        fields.extend(spec.fields.clone());
+        fields.insert("snapshotID".into(), snap.id.clone());
+        self.create_copy(&self.snap_image(snap_id), new_name, spec, fields)
+    }
+}
+
+nix::ioctl_write_int!(ficlone, 0x94, 9);
+
+/// Copy `src` to the new file `dst`: a reflink when the filesystem can
+/// share extents, else a sparse copy that writes only the data regions.
+/// Returns which one it did.
+fn clone_file(src: &Path, dst: &Path) -> Result<&'static str> {
+    use std::os::fd::AsRawFd;
+    let from = std::fs::File::open(src).ctx(|| format!("opening {}", src.display()))?;
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .ctx(|| format!("creating {}", dst.display()))?;
+    let result = (|| {
+        // SAFETY: both descriptors are open for the duration of the call.
+        let how = if unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as _) }.is_ok() {
+            "reflink"
+        } else {
+            sparse_copy(&from, &to)?;
+            "sparse copy"
+        };
+        to.sync_all()?;
+        Ok(how)
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = std::fs::remove_file(dst);
+        Error::from_io(
+            format!("copying {} to {}", src.display(), dst.display()),
+            &e,
+        )
+    })
+}
+
+/// Copy the data regions of `from` (found with SEEK_DATA/SEEK_HOLE) and
+/// leave holes, and all-zero blocks, as holes.
+fn sparse_copy(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let len = from.metadata()?.len();
+    to.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos: u64 = 0;
+    while pos < len {
+        let start = match lseek(from.as_raw_fd(), pos as i64, Whence::SeekData) {
+            Ok(o) => o as u64,
+            Err(nix::errno::Errno::ENXIO) => break,
+            // No hole support: treat everything as data.
+            Err(nix::errno::Errno::EINVAL) => pos,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match lseek(from.as_raw_fd(), start as i64, Whence::SeekHole) {
+            Ok(o) => o as u64,
+            Err(_) => len,
+        };
+        let mut off = start;
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            from.read_exact_at(&mut buf[..n], off)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                to.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+        pos = end.max(start + 1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    #[test]
+    fn copies_keep_data_and_holes() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("a.img");
+        let f = std::fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 40 << 20).unwrap();
+        f.write_all_at(&[0u8; 1 << 20], 50 << 20).unwrap();
+        drop(f);
+        let dst = t.path().join("b.img");
+        clone_file(&src, &dst).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        // Only the two data blocks (and at most a few more) are allocated.
+        let m = std::fs::metadata(&dst).unwrap();
+        assert_eq!(m.len(), 64 << 20);
+        assert!(
+            m.blocks() * 512 < 4 << 20,
+            "{} bytes allocated",
+            m.blocks() * 512
+        );
+        // An existing destination is never overwritten.
+        assert!(clone_file(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn snapshots_and_copies_in_the_catalog() {
+        let t = tempfile::tempdir().unwrap();
+        let me = InstanceId {
+            id: "test".into(),
+            driver: "loop".into(),
+            service: "loop".into(),
+        };
+        let d = LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap();
+        let spec = CreateSpec {
+            size: 1,
+            ..Default::default()
+        };
+        let v = d.create("src", &spec).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.image(&v.id))
+            .unwrap()
+            .write_all_at(b"data", 4096)
+            .unwrap();
+        let s = d.snapshot(&v.id, "snap").unwrap();
+        assert_eq!(s.volume_id, v.id);
+        assert!(d.snapshot(&v.id, "snap").is_err(), "names are unique");
+        let small = CreateSpec {
+            size: 0,
+            ..Default::default()
+        };
+        assert!(d.create_from_snapshot(&s.id, "tiny", &small).is_err());
+        let spec2 = CreateSpec {
+            size: 2,
+            ..Default::default()
+        };
+        let c = d.create_from_snapshot(&s.id, "restored", &spec2).unwrap();
+        assert_eq!(c.size, 2);
+        let mut buf = [0u8; 4];
+        std::fs::File::open(d.image(&c.id))
+            .unwrap()
+            .read_exact_at(&mut buf, 4096)
+            .unwrap();
+        assert_eq!(&buf, b"data");
+        let k = d.copy(&v.id, "copy", &spec).unwrap();
+        assert_eq!(k.fields.get("copiedFrom"), Some(&v.id));
+        assert!(d.copy(&v.id, "copy", &spec).is_err(), "name taken");
+        assert_eq!(d.lookup("copy").unwrap().unwrap().id, k.id);
+        assert_eq!(d.lookup(&k.id).unwrap().unwrap().name, "copy");
+        assert!(d.lookup("nope").unwrap().is_none());
+        assert_eq!(d.list().unwrap().len(), 3);
+        d.remove_snapshot(&s.id).unwrap();
+        assert!(d.snapshots().unwrap().is_empty());
+        assert!(!d.snap_image(&s.id).exists());
     }
 }
 

@@ -5,7 +5,7 @@ pub mod r#loop;
 pub mod vfs;
 
 use crate::config::{keys, Config};
-use crate::model::{CreateSpec, InstanceId, MountSource, Volume};
+use crate::model::{CreateSpec, InstanceId, MountSource, Snapshot, Volume};
 use crate::{Error, Result};
 
 /// A storage backend.
@@ -42,6 +42,60 @@ pub trait StorageDriver: Send + Sync {
             "the {} driver cannot resize volumes",
             self.name()
         )))
+    }
+    /// Create volume `new_name` as a copy of volume `id`, sized by
+    /// `spec.size` (never smaller than the source). The caller holds the
+    /// name lock and the source's lock, and has made sure the source's
+    /// filesystem is quiesced.
+    fn copy(&self, id: &str, new_name: &str, spec: &CreateSpec) -> Result<Volume> {
+        let _ = (id, new_name, spec);
+        Err(Error::unsupported(format!(
+            "the {} driver cannot copy volumes (volumeName/volumeID)",
+            self.name()
+        )))
+    }
+    /// Take snapshot `snap_name` of volume `id` (same preconditions as
+    /// [`copy`](Self::copy)).
+    fn snapshot(&self, id: &str, snap_name: &str) -> Result<Snapshot> {
+        let _ = (id, snap_name);
+        Err(Error::unsupported(format!(
+            "the {} driver cannot take snapshots",
+            self.name()
+        )))
+    }
+    /// Every snapshot.
+    fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(Vec::new())
+    }
+    /// Remove a snapshot.
+    fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
+        let _ = snap_id;
+        Err(Error::unsupported(format!(
+            "the {} driver has no snapshots",
+            self.name()
+        )))
+    }
+    /// Create volume `new_name` from snapshot `snap_id`.
+    fn create_from_snapshot(
+        &self,
+        snap_id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+    ) -> Result<Volume> {
+        let _ = (snap_id, new_name, spec);
+        Err(Error::unsupported(format!(
+            "the {} driver cannot create volumes from snapshots (snapshotName/snapshotID)",
+            self.name()
+        )))
+    }
+    /// Find a volume by exact id, then exact name, without listing every
+    /// volume when the driver can do better.
+    fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
+        let all = self.list()?;
+        if let Some(v) = all.iter().find(|v| v.id == arg) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(all.into_iter().find(|v| v.name == arg))
     }
 }
 

@@ -1,0 +1,538 @@
+//! The Docker Volume Plugin v1 endpoints, over the volume workflows.
+//!
+//! Lenient on input, as dockerd, dvdcli and old clients need: any method
+//! and content type, an empty body or `{}`, `Opts: null`, unknown fields
+//! ignored, field names matched case-insensitively (as Go decodes them).
+//! Strict on options: an unknown or bad option fails the request by name.
+
+use crate::model::{CreateOptions, FsType, MountOptions, Volume};
+use crate::state::ANONYMOUS;
+use crate::volume::{CopySource, Created, Unmounted, Volumes};
+use crate::{Error, Result};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+/// The media type of every reply.
+pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
+
+/// Largest request body read (dockerd sends a few hundred bytes).
+pub const MAX_BODY: u64 = 1 << 20;
+
+/// An HTTP reply: status and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body, one line with a trailing newline.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn ok<T: Serialize>(v: &T) -> Reply {
+        let mut body = serde_json::to_vec(v).expect("reply serialises");
+        body.push(b'\n');
+        Reply { status: 200, body }
+    }
+    /// An error as dockerd reads it: `{"Err": "..."}`. Status 500 like
+    /// Docker's own plugin helpers; never 404, which dockerd takes for
+    /// "endpoint not implemented".
+    fn err(e: &Error) -> Reply {
+        let mut r = Reply::ok(&json!({ "Err": e.message() }));
+        r.status = 500;
+        r
+    }
+}
+
+/// The endpoints served.
+pub const ENDPOINTS: &[&str] = &[
+    "/Plugin.Activate",
+    "/VolumeDriver.Create",
+    "/VolumeDriver.Remove",
+    "/VolumeDriver.Mount",
+    "/VolumeDriver.Unmount",
+    "/VolumeDriver.Path",
+    "/VolumeDriver.Get",
+    "/VolumeDriver.List",
+    "/VolumeDriver.Capabilities",
+];
+
+/// Serve one request: `path` is the URL path, `body` the request body.
+pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
+    let path = path.split('?').next().unwrap_or_default();
+    let res = match path {
+        "/Plugin.Activate" => Ok(Reply::ok(&json!({ "Implements": ["VolumeDriver"] }))),
+        "/VolumeDriver.Capabilities" => {
+            Ok(Reply::ok(&json!({ "Capabilities": { "Scope": "global" } })))
+        }
+        "/VolumeDriver.List" => list(vols),
+        "/VolumeDriver.Create" => parse(body).and_then(|r| create(vols, &r)),
+        "/VolumeDriver.Remove" => parse(body).and_then(|r| remove(vols, &r)),
+        "/VolumeDriver.Mount" => parse(body).and_then(|r| mount(vols, &r)),
+        "/VolumeDriver.Unmount" => parse(body).and_then(|r| unmount(vols, &r)),
+        "/VolumeDriver.Path" => parse(body).and_then(|r| path_of(vols, &r)),
+        "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r)),
+        other => {
+            let mut r = Reply::err(&Error::not_found(format!(
+                "unknown endpoint {}: this plugin serves {}",
+                crate::input::quote(other),
+                ENDPOINTS.join(", ")
+            )));
+            r.status = 404;
+            return r;
+        }
+    };
+    match res {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(endpoint = path, "request failed: {e}");
+            Reply::err(&e)
+        }
+    }
+}
+
+/// A request body: a JSON object (empty body = `{}`), keys matched
+/// case-insensitively.
+#[derive(Debug, Default)]
+struct Request(Map<String, Value>);
+
+impl Request {
+    fn field(&self, key: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    }
+    fn string(&self, key: &str) -> Result<Option<&str>> {
+        match self.field(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::invalid(format!(
+                "field {key} must be a string, not {other}"
+            ))),
+        }
+    }
+    fn name(&self) -> Result<&str> {
+        let n = self.string("Name")?.ok_or_else(|| {
+            Error::invalid(
+                "the request has no volume Name (an empty body is not enough for this endpoint)",
+            )
+        })?;
+        crate::input::volume_name(n)
+    }
+    /// The caller's mount id; none (dvdcli, Mesos, Docker ≤ 1.11) is the
+    /// shared anonymous consumer.
+    fn consumer(&self) -> Result<&str> {
+        match self.string("ID")? {
+            Some(id) if !id.is_empty() => crate::input::consumer(id),
+            _ => Ok(ANONYMOUS),
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Request> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Request::default());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(Request(m)),
+        Ok(Value::Null) => Ok(Request::default()),
+        Ok(other) => Err(Error::invalid(format!(
+            "the request body must be a JSON object, not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+        Err(e) => Err(Error::invalid(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The create options, as `docker volume create -o KEY=VALUE` gives them.
+pub const CREATE_OPTIONS: &[&str] = &[
+    "size",
+    "iops",
+    "volumeType",
+    "type",
+    "availabilityZone",
+    "volumeName",
+    "volumeID",
+    "snapshotName",
+    "snapshotID",
+    "fsType",
+    "newFsType",
+    "encrypted",
+    "overwriteFs",
+];
+
+/// A parsed create request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// Size, IOPS, type, zone, fs type, encryption.
+    pub opts: CreateOptions,
+    /// Copy from a volume or a snapshot.
+    pub source: Option<CopySource>,
+    /// `overwriteFs`: accepted; a new volume (blank, or a copy) is never
+    /// formatted over, so it changes nothing at create.
+    pub overwrite_fs: bool,
+}
+
+/// Parse `Opts`: keys case-insensitive, values strings (numbers and
+/// booleans are taken as their text). Unknown keys are refused with the
+/// list of valid ones.
+pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
+    let map = match opts {
+        None | Some(Value::Null) => return Ok(CreateRequest::default()),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "Opts must be an object of strings, not {other}"
+            )))
+        }
+    };
+    let mut seen: Vec<(&'static str, String)> = Vec::new();
+    for (k, v) in map {
+        let Some(canon) = CREATE_OPTIONS
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(k.trim()))
+        else {
+            return Err(Error::invalid(format!(
+                "unknown option {}: valid options are {} (case-insensitive)",
+                crate::input::quote(k),
+                CREATE_OPTIONS.join(", ")
+            )));
+        };
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(Error::invalid(format!(
+                    "option {canon} must be a string, not {other}"
+                )))
+            }
+        };
+        if seen.iter().any(|(c, _)| c == canon) {
+            return Err(Error::invalid(format!("option {canon} is given twice")));
+        }
+        seen.push((canon, v));
+    }
+    let get = |k: &str| seen.iter().find(|(c, _)| *c == k).map(|(_, v)| v.as_str());
+    let mut r = CreateRequest::default();
+    if let Some(v) = get("size") {
+        r.opts.size = Some(crate::input::size_gib("option size", v)?);
+    }
+    if let Some(v) = get("iops") {
+        r.opts.iops = Some(crate::input::iops("option iops", v)?);
+    }
+    // `type` overrides `volumeType`, as in the original.
+    if let Some(v) = get("type").or(get("volumeType")) {
+        r.opts.volume_type = Some(v.to_string());
+    }
+    if let Some(v) = get("availabilityZone") {
+        r.opts.availability_zone = Some(v.to_string());
+    }
+    if get("fsType").is_some() && get("newFsType").is_some() {
+        return Err(Error::invalid("give fsType or newFsType, not both"));
+    }
+    if let Some(v) = get("fsType").or(get("newFsType")) {
+        r.opts.fs_type = Some(
+            v.parse::<FsType>()
+                .map_err(|e| e.context("option fsType"))?,
+        );
+    }
+    if let Some(v) = get("encrypted") {
+        r.opts.encrypted = crate::input::boolean("option encrypted", v)?;
+    }
+    if let Some(v) = get("overwriteFs") {
+        r.overwrite_fs = crate::input::boolean("option overwriteFs", v)?;
+    }
+    let sources: Vec<CopySource> = [
+        get("volumeName").map(|v| CopySource::VolumeName(v.to_string())),
+        get("volumeID").map(|v| CopySource::VolumeId(v.to_string())),
+        get("snapshotName").map(|v| CopySource::SnapshotName(v.to_string())),
+        get("snapshotID").map(|v| CopySource::SnapshotId(v.to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if sources.len() > 1 {
+        return Err(Error::invalid(
+            "give at most one of volumeName, volumeID, snapshotName, snapshotID",
+        ));
+    }
+    if let Some(s) = sources.into_iter().next() {
+        let (CopySource::VolumeName(v)
+        | CopySource::VolumeId(v)
+        | CopySource::SnapshotName(v)
+        | CopySource::SnapshotId(v)) = &s;
+        crate::input::volume_name(v).map_err(|e| e.context(format!("option {s}")))?;
+        r.source = Some(s);
+    }
+    Ok(r)
+}
+
+fn create(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    let req = parse_create_opts(r.field("Opts"))
+        .map_err(|e| e.context(format!("volume {name} was not created")))?;
+    let created = match &req.source {
+        None => vols.create(name, &req.opts)?,
+        Some(src) => vols.create_from(name, &req.opts, src)?,
+    };
+    match created {
+        Created::New(v) => tracing::info!(volume = %v.name, id = %v.id, "created"),
+        Created::Existing(_) => tracing::debug!(volume = name, "exists: nothing changed"),
+        Created::Disabled => {}
+    }
+    Ok(Reply::ok(&json!({})))
+}
+
+fn remove(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    if vols.remove(name)?.is_some() {
+        tracing::info!(volume = name, "removed");
+    }
+    Ok(Reply::ok(&json!({})))
+}
+
+fn mount(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    let consumer = r.consumer()?;
+    let (_, path) = vols.mount(name, consumer, &MountOptions::default())?;
+    tracing::info!(volume = name, consumer, path = %path.display(), "mounted");
+    Ok(Reply::ok(&json!({ "Mountpoint": path })))
+}
+
+fn unmount(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    let consumer = r.consumer()?;
+    match vols.unmount(name, consumer)? {
+        Unmounted::Released => tracing::info!(volume = name, consumer, "unmounted"),
+        Unmounted::StillUsed(n) => {
+            tracing::info!(
+                volume = name,
+                consumer,
+                "released; {n} consumer(s) still use it"
+            )
+        }
+    }
+    Ok(Reply::ok(&json!({})))
+}
+
+fn path_of(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    Ok(Reply::ok(&match vols.path(name)? {
+        Some(p) => json!({ "Mountpoint": p }),
+        None => json!({}),
+    }))
+}
+
+/// A volume as dockerd shows it.
+#[derive(Serialize)]
+struct DockerVolume<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+    /// Only when mounted on this host.
+    #[serde(rename = "Mountpoint", skip_serializing_if = "Option::is_none")]
+    mountpoint: Option<String>,
+    #[serde(rename = "CreatedAt", skip_serializing_if = "Option::is_none")]
+    created_at: Option<&'a str>,
+    #[serde(rename = "Status")]
+    status: Status<'a>,
+}
+
+/// REX-Ray's `Status` map (libStorage era), size in GiB.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status<'a> {
+    availability_zone: &'a str,
+    fields: Option<&'a BTreeMap<String, String>>,
+    iops: i64,
+    name: &'a str,
+    server: &'a str,
+    service: &'a str,
+    size: u64,
+    #[serde(rename = "type")]
+    volume_type: &'a str,
+}
+
+/// Every mount point of this mount namespace, raw from
+/// `/proc/self/mountinfo` (the hot path of Get and List: no parsing of
+/// mount options).
+fn mount_points() -> Result<HashSet<Vec<u8>>> {
+    let text = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(unescape_octal)
+        .collect())
+}
+
+/// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> DockerVolume<'a> {
+    DockerVolume {
+        name: &v.name,
+        mountpoint: path,
+        created_at: v.created_at(),
+        status: Status {
+            availability_zone: &v.availability_zone,
+            fields: Some(&v.fields).filter(|f| !f.is_empty()),
+            iops: v.iops,
+            name: &v.name,
+            server: service,
+            service,
+            size: v.size,
+            volume_type: &v.volume_type,
+        },
+    }
+}
+
+fn get(vols: &Volumes, r: &Request) -> Result<Reply> {
+    let name = r.name()?;
+    let v = vols.find(name)?;
+    let mp = vols.mount_point(&v.name);
+    let path = mount_points()?
+        .contains(mp.as_os_str().as_encoded_bytes())
+        .then(|| vols.app_path(&mp).to_string_lossy().into_owned());
+    #[derive(Serialize)]
+    struct Get<'a> {
+        #[serde(rename = "Volume")]
+        volume: DockerVolume<'a>,
+    }
+    Ok(Reply::ok(&Get {
+        volume: docker_volume(vols.config().service(), &v, path),
+    }))
+}
+
+/// Every volume: one catalog read and one mount table read, whatever the
+/// number of volumes.
+fn list(vols: &Volumes) -> Result<Reply> {
+    let all = vols.driver().list()?;
+    let base = vols.mount_point("");
+    let base = base.as_path();
+    let mounted: HashSet<String> = mount_points()?
+        .into_iter()
+        .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
+        .filter(|m| m.parent() == Some(base))
+        .filter_map(|m| Some(m.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    let service = vols.config().service();
+    #[derive(Serialize)]
+    struct List<'a> {
+        #[serde(rename = "Volumes")]
+        volumes: Vec<DockerVolume<'a>>,
+    }
+    let out = List {
+        volumes: all
+            .iter()
+            .map(|v| {
+                let path = mounted.contains(&v.name).then(|| {
+                    vols.app_path(&base.join(&v.name))
+                        .to_string_lossy()
+                        .into_owned()
+                });
+                docker_volume(service, v, path)
+            })
+            .collect(),
+    };
+    Ok(Reply::ok(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: Value) -> Result<CreateRequest> {
+        parse_create_opts(Some(&v))
+    }
+
+    #[test]
+    fn create_options_are_case_insensitive_and_checked() {
+        let r = opts(json!({"SIZE": "3", "IOPS": "100", "VolumeType": "gp2", "fstype": "xfs"}))
+            .unwrap();
+        assert_eq!(r.opts.size, Some(3));
+        assert_eq!(r.opts.iops, Some(100));
+        assert_eq!(r.opts.volume_type.as_deref(), Some("gp2"));
+        assert_eq!(r.opts.fs_type, Some(FsType::Xfs));
+        let r = opts(json!({"volumeType": "a", "type": "b"})).unwrap();
+        assert_eq!(r.opts.volume_type.as_deref(), Some("b"));
+        let e = opts(json!({"color": "red"})).unwrap_err().to_string();
+        assert!(
+            e.contains("\"color\"") && e.contains("availabilityZone"),
+            "{e}"
+        );
+        for bad in [
+            json!({"size": "abc"}),
+            json!({"size": "-1"}),
+            json!({"size": "0"}),
+        ] {
+            assert!(opts(bad).is_err());
+        }
+        assert!(opts(json!({"size": "1", "Size": "2"})).is_err());
+        assert!(opts(json!({"volumeName": "a", "snapshotID": "b"})).is_err());
+        assert!(opts(json!({"fsType": "ntfs"})).is_err());
+        assert!(opts(json!({"encrypted": "maybe"})).is_err());
+        assert_eq!(
+            opts(json!({"volumeID": "abc"})).unwrap().source,
+            Some(CopySource::VolumeId("abc".into()))
+        );
+        assert_eq!(
+            parse_create_opts(Some(&Value::Null)).unwrap(),
+            CreateRequest::default()
+        );
+        assert_eq!(parse_create_opts(None).unwrap(), CreateRequest::default());
+        assert_eq!(opts(json!({"size": 5})).unwrap().opts.size, Some(5));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
+        assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
+        assert!(mount_points().unwrap().contains(b"/".as_slice()));
+    }
+
+    #[test]
+    fn bodies_are_lenient() {
+        assert!(parse(b"").unwrap().0.is_empty());
+        assert!(parse(b"  \n").unwrap().0.is_empty());
+        assert!(parse(b"{}\n").unwrap().0.is_empty());
+        assert!(parse(b"null").unwrap().0.is_empty());
+        let r = parse(br#"{"name":"v1","Extra":[1,2],"id":"abc"}"#).unwrap();
+        assert_eq!(r.name().unwrap(), "v1");
+        assert_eq!(r.consumer().unwrap(), "abc");
+        let r = parse(br#"{"Name":"v1","ID":""}"#).unwrap();
+        assert_eq!(r.consumer().unwrap(), ANONYMOUS);
+        assert!(parse(b"{\"Name\":").is_err());
+        assert!(parse(b"[1]").is_err());
+        assert!(parse(b"{}").unwrap().name().is_err());
+        assert!(parse(br#"{"Name":"../x"}"#).unwrap().name().is_err());
+        assert!(parse(br#"{"Name":5}"#).unwrap().name().is_err());
+    }
+}
