@@ -889,6 +889,32 @@ fn sparse_copy(from: &std::fs::File, to: &std::fs::File) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Open a volume image: never through a symbolic link, and only a regular
+/// file — a link planted in the volume directory must not turn an attach
+/// (and a format) onto some other file or device.
+fn open_image(path: &Path, write: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ctx(|| {
+            format!(
+                "opening image {} (it must be a regular file, not a link)",
+                path.display()
+            )
+        })?;
+    let m = f.metadata().ctx(|| format!("stat {}", path.display()))?;
+    if !m.is_file() {
+        return Err(Error::backend(format!(
+            "image {} is not a regular file; refusing to attach it",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -970,30 +996,4 @@ mod tests {
         assert!(d.snapshots().unwrap().is_empty());
         assert!(!d.snap_image(&s.id).exists());
     }
-}
-
-/// Open a volume image: never through a symbolic link, and only a regular
-/// file — a link planted in the volume directory must not turn an attach
-/// (and a format) onto some other file or device.
-fn open_image(path: &Path, write: bool) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .ctx(|| {
-            format!(
-                "opening image {} (it must be a regular file, not a link)",
-                path.display()
-            )
-        })?;
-    let m = f.metadata().ctx(|| format!("stat {}", path.display()))?;
-    if !m.is_file() {
-        return Err(Error::backend(format!(
-            "image {} is not a regular file; refusing to attach it",
-            path.display()
-        )));
-    }
-    Ok(f)
 }
