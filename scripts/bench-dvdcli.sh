@@ -16,7 +16,7 @@ cleanup() {
   "$bin/dvdcli" unmount --volumedriver=rexray --volumename=benchdvd >/dev/null 2>&1 || true
   "$bin/dvdcli" remove --volumedriver=rexray --volumename=benchdvd >/dev/null 2>&1 || true
   # Exactly what this run made: mounts under the home, loop devices backed by files under it.
-  grep -o " $home[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $home[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for f in /sys/block/loop*/loop/backing_file; do
     [ -e "$f" ] || continue
     case "$(cat "$f")" in "$home"/*) losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")" 2>/dev/null || true ;; esac
