@@ -9,7 +9,11 @@ use std::process::ExitCode;
 fn run() -> rexray::Result<ExitCode> {
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // Lossy, so a non-UTF-8 argument is refused by name instead of panicking.
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let (argv, key_flags) = rexray::cli::take_key_flags(argv);
     let inv = match args::parse(&argv) {
         Ok(inv) => inv,
@@ -18,18 +22,18 @@ fn run() -> rexray::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let target = match inv.command {
-        args::Command::Version | args::Command::Help => dvdi::Target::Plugin(String::new()),
+    let out = match inv.command {
+        args::Command::Version => dvdi::version_text(),
+        args::Command::Help => args::USAGE.to_string(),
         _ => {
             let (cfg, target) = dvdi::Target::resolve(&inv.driver, &key_flags)?;
             rexray::cli::log_to_stderr("dvdcli", cfg.string(rexray::config::keys::LOG_LEVEL));
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            target
+            dvdi::execute(&inv, target)?
         }
     };
-    let out = dvdi::execute(&inv, target)?;
     let mut stdout = std::io::stdout().lock();
     if stdout
         .write_all(out.as_bytes())

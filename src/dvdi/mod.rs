@@ -67,21 +67,13 @@ impl Target {
     pub fn resolve(driver: &str, flags: &[FlagValue]) -> Result<(Config, Target)> {
         check_driver(driver)?;
         let cfg = load(None, flags)?;
-        let as_service =
-            |name: &str| name.eq_ignore_ascii_case(cfg.service()) || cfg.declares_service(name);
-        if driver.eq_ignore_ascii_case("rexray") {
-            if cfg.declares_service(driver) && !driver.eq_ignore_ascii_case(cfg.service()) {
-                let c = load(Some(driver), flags)?;
-                return Ok((c.clone(), Target::Local(Box::new(c))));
-            }
+        let is_current = driver.eq_ignore_ascii_case(cfg.service())
+            || (driver.eq_ignore_ascii_case("rexray") && !cfg.declares_service(driver));
+        if is_current {
             return Ok((cfg.clone(), Target::Local(Box::new(cfg))));
         }
-        if as_service(driver) {
-            let c = if driver.eq_ignore_ascii_case(cfg.service()) {
-                cfg
-            } else {
-                load(Some(driver), flags)?
-            };
+        if cfg.declares_service(driver) {
+            let c = load(Some(driver), flags)?;
             return Ok((c.clone(), Target::Local(Box::new(c))));
         }
         Ok((cfg, Target::Plugin(driver.to_string())))
