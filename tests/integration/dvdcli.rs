@@ -483,9 +483,15 @@ struct Call {
     body: String,
 }
 
-/// Serves the v1 plugin protocol on a unix socket until dropped.
+/// How to wake the accept loop so it sees the stop flag.
+enum Wake {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+/// Serves the v1 plugin protocol on a unix socket (or TCP) until dropped.
 struct FakePlugin {
-    socket: PathBuf,
+    wake: Wake,
     calls: Arc<Mutex<Vec<Call>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -494,27 +500,70 @@ struct FakePlugin {
 impl FakePlugin {
     fn start(socket: PathBuf, root: PathBuf) -> FakePlugin {
         std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        std::fs::create_dir_all(root.join("vols")).unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        Self::run(
+            std::iter::from_fn(move || Some(listener.accept().map(|(c, _)| c))).map(|c| {
+                c.map(|c| {
+                    // A stuck client must not hang the test.
+                    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                    (c.try_clone().unwrap(), c)
+                })
+            }),
+            Wake::Unix(socket),
+            root,
+        )
+    }
+
+    fn start_tcp(root: PathBuf) -> FakePlugin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        Self::run(
+            std::iter::from_fn(move || Some(listener.accept().map(|(c, _)| c))).map(|c| {
+                c.map(|c| {
+                    // A stuck client must not hang the test.
+                    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                    (c.try_clone().unwrap(), c)
+                })
+            }),
+            Wake::Tcp(addr),
+            root,
+        )
+    }
+
+    fn run<R, W>(
+        conns: impl Iterator<Item = std::io::Result<(R, W)>> + Send + 'static,
+        wake: Wake,
+        root: PathBuf,
+    ) -> FakePlugin
+    where
+        R: Read + Send + 'static,
+        W: Write + Send + 'static,
+    {
+        std::fs::create_dir_all(root.join("vols")).unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (Arc::clone(&calls), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
+            for conn in conns {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
-                let Ok(conn) = conn else { continue };
-                conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-                    .unwrap();
-                let _ = serve(conn, &root, &c);
+                let Ok((r, w)) = conn else { continue };
+                let _ = serve(r, w, &root, &c);
             }
         });
         FakePlugin {
-            socket,
+            wake,
             calls,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    fn tcp_addr(&self) -> String {
+        match &self.wake {
+            Wake::Tcp(a) => a.to_string(),
+            Wake::Unix(_) => panic!("not a TCP plugin"),
         }
     }
 
@@ -532,7 +581,10 @@ impl FakePlugin {
 impl Drop for FakePlugin {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        match &self.wake {
+            Wake::Unix(p) => drop(std::os::unix::net::UnixStream::connect(p)),
+            Wake::Tcp(a) => drop(std::net::TcpStream::connect(a)),
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -540,11 +592,12 @@ impl Drop for FakePlugin {
 }
 
 fn serve(
-    conn: std::os::unix::net::UnixStream,
+    reader: impl Read,
+    mut w: impl Write,
     root: &Path,
     calls: &Mutex<Vec<Call>>,
 ) -> std::io::Result<()> {
-    let mut r = BufReader::new(conn.try_clone()?);
+    let mut r = BufReader::new(reader);
     let mut line = String::new();
     r.read_line(&mut line)?;
     let path = line.split(' ').nth(1).unwrap_or("").to_string();
@@ -623,7 +676,6 @@ fn serve(
         _ => (404, json!({"Err": "404 page not found"})),
     };
     let text = format!("{reply}\n");
-    let mut w = conn;
     // Mount replies chunked, everything else with a length, so the
     // client's both paths are exercised.
     if method == "VolumeDriver.Mount" && status == 200 {
@@ -819,4 +871,52 @@ fn foreign_plugin_found_by_spec_file_and_after_a_late_start() {
         String::from_utf8_lossy(&o.stderr).contains("retrying"),
         "{o:?}"
     );
+}
+
+#[test]
+fn foreign_plugin_over_tcp_from_a_json_spec() {
+    let h = Home::new();
+    let specs = h.dir.join("specs");
+    std::fs::create_dir_all(specs.join("tcpdrv")).unwrap();
+    let plugin = FakePlugin::start_tcp(h.dir.join("fake"));
+    // The `<n>/<n>.json` form, as Docker documents it.
+    std::fs::write(
+        specs.join("tcpdrv/tcpdrv.json"),
+        json!({"Name": "tcpdrv", "Addr": format!("tcp://{}", plugin.tcp_addr())}).to_string(),
+    )
+    .unwrap();
+    let run = h.dir.join("run");
+    let h = h
+        .with_env("DVDCLI_PLUGIN_SOCKET_DIRS", &run.to_string_lossy())
+        .with_env("DVDCLI_PLUGIN_SPEC_DIRS", &specs.to_string_lossy())
+        .with_env("DVDCLI_LOOKUP_TIMEOUT", "0");
+    let out = dvdcli(
+        &h,
+        &[
+            "mount",
+            "--volumedriver=tcpdrv",
+            "--volumename=tv1",
+            "--volumeopts=size=2",
+        ],
+    );
+    assert_eq!(
+        out.ok(),
+        format!("{}\n", h.dir.join("fake/vols/tv1").display())
+    );
+    assert_eq!(
+        plugin.methods(),
+        [
+            "Plugin.Activate",
+            "VolumeDriver.Get",
+            "VolumeDriver.Create",
+            "VolumeDriver.Mount"
+        ]
+    );
+    dvdcli(
+        &h,
+        &["unmount", "--volumedriver=tcpdrv", "--volumename=tv1"],
+    )
+    .ok();
+    dvdcli(&h, &["remove", "--volumedriver=tcpdrv", "--volumename=tv1"]).ok();
+    assert_eq!(dvdcli(&h, &["list", "--volumedriver=tcpdrv"]).ok(), "");
 }
