@@ -239,7 +239,12 @@ impl Plugin {
         let addr = with_retry(
             d.timeout,
             || d.locate(name),
-            |wait| tracing::warn!("Unable to locate plugin: {name}, retrying in {wait:?}"),
+            |wait| {
+                tracing::warn!(
+                    "Unable to locate plugin: {name}, retrying in {}",
+                    humantime::format_duration(wait)
+                )
+            },
         )?
         .ok_or_else(|| {
             let dirs: Vec<String> = d
@@ -249,10 +254,10 @@ impl Plugin {
                 .map(|p| p.display().to_string())
                 .collect();
             Error::not_found(format!(
-                "volume driver {}: no plugin found in {} after {:?} (nor is it a rexray service: use --volumedriver=rexray or declare it under libstorage.server.services)",
+                "volume driver {}: no plugin found in {} within {} (nor is it a rexray service: use --volumedriver=rexray or declare it under libstorage.server.services)",
                 quote(name),
                 dirs.join(", "),
-                d.timeout
+                humantime::format_duration(d.timeout)
             ))
         })?;
         let p = Plugin {
@@ -300,7 +305,7 @@ impl Plugin {
                 }
                 Err(f @ Failure::Exchange(_)) => Err(Error::system(format!("{}: {method}: {f}", self.ctx()))),
             },
-            |wait| tracing::warn!(plugin = %self.name, "{method}: cannot connect, retrying in {wait:?}"),
+            |wait| tracing::warn!(plugin = %self.name, "{method}: cannot connect, retrying in {}", humantime::format_duration(wait)),
         )
         .map_err(CallError::Transport)?;
         let Some(reply) = reply else {
