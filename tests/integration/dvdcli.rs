@@ -326,7 +326,10 @@ fn parallel_processes_end_consistent() {
     // volume was one: nothing is left mounted or attached, no record left.
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert!(h.loops().is_empty(), "{:?}", h.loops());
-    assert!(std::fs::read_dir(h.lib().join("mounts")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(h.lib().join("mounts"))
+        .unwrap()
+        .next()
+        .is_none());
     // Exactly two volumes were created; nothing is stacked.
     assert_eq!(
         dvdcli(&h, &["list", "--volumedriver=rexray"]).ok(),
