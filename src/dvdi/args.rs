@@ -542,7 +542,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn never_panics_and_errors_are_one_line(args in proptest::collection::vec(token(), 0..8)) {
             match parse(&args) {

@@ -161,7 +161,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn never_panics_and_errors_name_the_key(
             kvs in proptest::collection::vec(
