@@ -105,7 +105,7 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
     Ok(match inv.command {
         Command::Mount => {
             let o = VolumeOpts::parse(&inv.opts)?;
-            let created_now = match vols.lookup(name)? {
+            let overwrite_allowed = match vols.lookup(name)? {
                 Some(_) => {
                     if !inv.opts.is_empty() {
                         tracing::debug!(volume = name, "the volume exists: create options are not used");
@@ -119,9 +119,15 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
                     )))
                 }
                 None => match vols.create(name, &o.create_options())? {
-                    Created::New(_) => {
+                    // Between this create and the mount below another
+                    // caller may mount the new volume and write to it. A
+                    // volume the backend hands over blank needs no
+                    // overwrite (it is formatted because it is blank), so
+                    // overwritefs is kept only for backends that hand over
+                    // a signature, where it is needed.
+                    Created::New(v) => {
                         tracing::info!(volume = name, "created");
-                        true
+                        !vols.driver().known_blank(&v.id)
                     }
                     Created::Existing(_) => false,
                     Created::Disabled => {
@@ -132,7 +138,7 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
                     }
                 },
             };
-            let (_, path) = vols.mount(name, ANONYMOUS, &o.mount_options(created_now))?;
+            let (_, path) = vols.mount(name, ANONYMOUS, &o.mount_options(overwrite_allowed))?;
             let p = path.to_string_lossy();
             tracing::info!(volume = name, "{p}");
             line(&p)

@@ -77,13 +77,14 @@ impl VolumeOpts {
         }
     }
 
-    /// How to mount. `overwritefs` counts only for a volume this very call
-    /// created: schedulers repeat the same options on every launch, and
-    /// honouring it on a remount would wipe the data each time.
-    pub fn mount_options(&self, created_now: bool) -> MountOptions {
+    /// How to mount. `overwritefs` counts only when the caller says so —
+    /// for a volume this very call created: schedulers repeat the same
+    /// options on every launch, and honouring it on a remount would wipe
+    /// the data each time.
+    pub fn mount_options(&self, overwrite_allowed: bool) -> MountOptions {
         MountOptions {
             fs_type: self.new_fs_type,
-            overwrite_fs: created_now && self.overwrite_fs,
+            overwrite_fs: overwrite_allowed && self.overwrite_fs,
             force_attach: false,
         }
     }
