@@ -928,3 +928,101 @@ fn foreign_plugin_over_tcp_from_a_json_spec() {
     dvdcli(&h, &["remove", "--volumedriver=tcpdrv", "--volumename=tv1"]).ok();
     assert_eq!(dvdcli(&h, &["list", "--volumedriver=tcpdrv"]).ok(), "");
 }
+
+/// The filesystem UUID on a volume's image ("" when it has none).
+fn image_uuid(h: &Home) -> String {
+    let Ok(rd) = std::fs::read_dir(h.lib().join("loop")) else {
+        return String::new();
+    };
+    let Some(img) = rd
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "img"))
+    else {
+        return String::new();
+    };
+    run_cmd(
+        Command::new("blkid")
+            .args(["-o", "value", "-s", "UUID"])
+            .arg(img),
+    )
+    .stdout
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn killed_at_every_step_the_next_call_converges() {
+    require_root!();
+    let mount = [
+        "mount",
+        "--volumedriver=rexray",
+        "--volumename=crash1",
+        "--volumeopts=size=1,newfstype=xfs,overwritefs=true",
+    ];
+    let unmount = ["unmount", "--volumedriver=rexray", "--volumename=crash1"];
+    for fp in [
+        "volume::create-before-driver",
+        "loop::create-after-image",
+        "volume::create-after-driver",
+        "loop::attach-before-bind",
+        "loop::attach-after-bind",
+        "volume::mount-after-attach",
+        "volume::mount-after-wait",
+        "node::before-mkfs",
+        "node::after-mkfs",
+        "volume::mount-after-format",
+        "volume::mount-after-mount",
+        "volume::mount-after-record",
+    ] {
+        let h = Home::new();
+        let out = run_cmd(
+            h.command("dvdcli")
+                .env("FAILPOINTS", format!("{fp}=return"))
+                .args(mount),
+        );
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (-1, ""),
+            "{fp}: killed: {out:#?}"
+        );
+        let uuid = image_uuid(&h);
+        // Mesos retries the task: same argv, overwritefs=true included.
+        assert_eq!(
+            dvdcli(&h, &mount).ok(),
+            format!("{}\n", h.data("crash1").display()),
+            "{fp}"
+        );
+        if !uuid.is_empty() {
+            assert_eq!(image_uuid(&h), uuid, "{fp}: the filesystem was remade");
+        }
+        assert_eq!(count_mounts_at(&h.mount_point("crash1")), 1, "{fp}");
+        assert_eq!(fstype(&h.mount_point("crash1")), "xfs", "{fp}");
+        assert_eq!(h.loops().len(), 1, "{fp}");
+        dvdcli(&h, &unmount).ok();
+        assert!(h.mounts().is_empty() && h.loops().is_empty(), "{fp}");
+    }
+    for fp in [
+        "volume::unmount-after-record",
+        "volume::unmount-after-unmount",
+        "volume::unmount-after-detach",
+    ] {
+        let h = Home::new();
+        dvdcli(&h, &mount).ok();
+        std::fs::write(h.data("crash1").join("token"), fp).unwrap();
+        let out = run_cmd(
+            h.command("dvdcli")
+                .env("FAILPOINTS", format!("{fp}=return"))
+                .args(unmount),
+        );
+        assert_eq!(out.code, -1, "{fp}: killed: {out:#?}");
+        dvdcli(&h, &unmount).ok();
+        assert!(h.mounts().is_empty() && h.loops().is_empty(), "{fp}");
+        dvdcli(&h, &mount).ok();
+        assert_eq!(
+            std::fs::read_to_string(h.data("crash1").join("token")).unwrap(),
+            fp
+        );
+        dvdcli(&h, &unmount).ok();
+    }
+}
