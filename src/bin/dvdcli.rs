@@ -1,6 +1,57 @@
-//! `dvdcli`: the CLI Mesos' mesos-module-dvdi and docker/volume isolator exec.
+//! `dvdcli`: the CLI Mesos' mesos-module-dvdi and docker/volume isolator
+//! exec. stdout carries only the answer; one error line goes to stderr.
+//! Exit codes: 0 success, 1 error, 2 usage error.
 
-fn main() {
-    eprintln!("dvdcli: not implemented yet");
-    std::process::exit(1);
+use rexray::dvdi::{self, args};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn run() -> rexray::Result<ExitCode> {
+    #[cfg(feature = "failpoints")]
+    let _scenario = fail::FailScenario::setup();
+    // Lossy, so a non-UTF-8 argument is refused by name instead of panicking.
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let (argv, key_flags) = rexray::cli::take_key_flags(argv);
+    let inv = match args::parse(&argv) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("dvdcli: usage error: {e} (see `dvdcli help`)");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let out = match inv.command {
+        args::Command::Version => dvdi::version_text(),
+        args::Command::Help => args::USAGE.to_string(),
+        _ => {
+            let (cfg, target) = dvdi::Target::resolve(&inv.driver, &key_flags)?;
+            rexray::cli::log_to_stderr("dvdcli", cfg.string(rexray::config::keys::LOG_LEVEL));
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            dvdi::execute(&inv, target)?
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    rexray::cli::quiet_panics();
+    match rexray::cli::catch_panics(run) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dvdcli: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
 }

@@ -515,6 +515,15 @@ impl Config {
         );
         self.tree.get(&k).map(|(v, _)| v.to_ascii_lowercase())
     }
+    /// Whether the config files declare a service of this name under
+    /// `libstorage.server.services.<name>` (with or without a `driver`).
+    pub fn declares_service(&self, service: &str) -> bool {
+        let prefix = format!(
+            "libstorage.server.services.{}.",
+            service.to_ascii_lowercase()
+        );
+        self.tree.keys().any(|k| k.starts_with(&prefix))
+    }
     /// Every effective setting, sorted by key.
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {
         self.values.iter().map(|(k, v)| (*k, v))

@@ -1,0 +1,187 @@
+//! `--volumeopts` for the in-process rexray driver: the keys
+//! mesos-module-dvdi documents, checked by name and value.
+
+use crate::input::quote;
+use crate::model::{CreateOptions, FsType, MountOptions};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// The keys rexray understands (case-insensitive).
+pub const KEYS: [&str; 5] = ["size", "iops", "volumetype", "newfstype", "overwritefs"];
+
+/// Checked options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeOpts {
+    /// `size`: GiB, for a volume this call creates.
+    pub size: Option<u64>,
+    /// `iops`, for a volume this call creates.
+    pub iops: Option<i64>,
+    /// `volumetype`, for a volume this call creates.
+    pub volume_type: Option<String>,
+    /// `newfstype`: the filesystem made on a volume this call creates or
+    /// finds blank.
+    pub new_fs_type: Option<FsType>,
+    /// `overwritefs`: format a volume this call created even if the
+    /// backend handed it over with a signature.
+    pub overwrite_fs: bool,
+}
+
+impl VolumeOpts {
+    /// Check `(key, value)` pairs; later keys overwrite earlier ones.
+    pub fn parse(pairs: &[(String, String)]) -> Result<VolumeOpts> {
+        let mut o = VolumeOpts::default();
+        for (k, v) in pairs {
+            let key = k.to_ascii_lowercase();
+            let field = format!("--volumeopts {k}");
+            match key.as_str() {
+                "size" => o.size = Some(crate::input::size_gib(&field, v)?),
+                "iops" => o.iops = Some(crate::input::iops(&field, v)?),
+                "volumetype" => {
+                    o.volume_type = if v.is_empty() {
+                        None
+                    } else if v.len() > 255 || v.chars().any(|c| c.is_control()) {
+                        return Err(Error::invalid(format!(
+                            "invalid {field} {}: a volume type is 1 to 255 printable characters",
+                            quote(v)
+                        )));
+                    } else {
+                        Some(v.clone())
+                    }
+                }
+                "newfstype" => {
+                    o.new_fs_type = Some(v.parse::<FsType>().map_err(|_| {
+                        Error::invalid(format!("invalid {field} {}: use ext4 or xfs", quote(v)))
+                    })?)
+                }
+                "overwritefs" => o.overwrite_fs = crate::input::boolean(&field, v)?,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "unknown --volumeopts key {}: the rexray driver knows {}",
+                        quote(k),
+                        KEYS.join(", ")
+                    )))
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// What to create a missing volume with.
+    pub fn create_options(&self) -> CreateOptions {
+        CreateOptions {
+            size: self.size,
+            iops: self.iops,
+            volume_type: self.volume_type.clone(),
+            fs_type: self.new_fs_type,
+            ..CreateOptions::default()
+        }
+    }
+
+    /// How to mount. `overwritefs` counts only when the caller says so —
+    /// for a volume this very call created: schedulers repeat the same
+    /// options on every launch, and honouring it on a remount would wipe
+    /// the data each time.
+    pub fn mount_options(&self, overwrite_allowed: bool) -> MountOptions {
+        MountOptions {
+            fs_type: self.new_fs_type,
+            overwrite_fs: overwrite_allowed && self.overwrite_fs,
+            force_attach: false,
+        }
+    }
+}
+
+/// Pairs as a plugin's `Opts` object: keys and values verbatim, later
+/// duplicates win (as the original forwarded them).
+pub fn as_plugin_opts(pairs: &[(String, String)]) -> BTreeMap<String, String> {
+    pairs.iter().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {
+        s.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_options() {
+        let o = VolumeOpts::parse(&pairs(&[
+            ("size", "5"),
+            ("iops", "150"),
+            ("volumetype", "io1"),
+            ("newfstype", "xfs"),
+            ("overwritefs", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(o.size, Some(5));
+        assert_eq!(o.iops, Some(150));
+        assert_eq!(o.volume_type.as_deref(), Some("io1"));
+        assert_eq!(o.new_fs_type, Some(FsType::Xfs));
+        assert!(o.overwrite_fs);
+        assert!(o.mount_options(true).overwrite_fs);
+        assert!(!o.mount_options(false).overwrite_fs);
+        assert_eq!(o.mount_options(false).fs_type, Some(FsType::Xfs));
+        assert_eq!(o.create_options().fs_type, Some(FsType::Xfs));
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_later_wins() {
+        let o = VolumeOpts::parse(&pairs(&[
+            ("SIZE", "1"),
+            ("Size", "2"),
+            ("volumeType", "gp2"),
+        ]))
+        .unwrap();
+        assert_eq!(o.size, Some(2));
+        assert_eq!(o.volume_type.as_deref(), Some("gp2"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (k, v, want) in [
+            ("size", "abc", "--volumeopts size \"abc\""),
+            ("size", "0", "--volumeopts size"),
+            ("iops", "-3", "--volumeopts iops"),
+            ("newfstype", "btrfs", "--volumeopts newfstype \"btrfs\""),
+            ("overwritefs", "perhaps", "--volumeopts overwritefs"),
+            ("colour", "red", "unknown --volumeopts key \"colour\""),
+        ] {
+            let e = VolumeOpts::parse(&pairs(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(want), "{k}={v}: {e}");
+        }
+        let e = VolumeOpts::parse(&pairs(&[("x", "1")])).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("size, iops, volumetype, newfstype, overwritefs"),
+            "{e}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #[test]
+        fn never_panics_and_errors_name_the_key(
+            kvs in proptest::collection::vec(
+                (prop_oneof![
+                    Just("size".to_string()), Just("IOPS".to_string()), Just("volumetype".to_string()),
+                    Just("newFsType".to_string()), Just("overwritefs".to_string()), "\\PC{1,8}"
+                ], "\\PC{0,12}"),
+                0..6)
+        ) {
+            match VolumeOpts::parse(&kvs) {
+                Ok(o) => {
+                    if let Some(s) = o.size { prop_assert!(s >= 1); }
+                    if let Some(i) = o.iops { prop_assert!(i >= 0); }
+                }
+                Err(e) => {
+                    let named = kvs.iter().any(|(k, _)| e.to_string().contains(&quote(k)) || e.to_string().contains(&format!("--volumeopts {k}")));
+                    prop_assert!(named, "{}", e);
+                }
+            }
+        }
+    }
+}
