@@ -18,7 +18,7 @@ work="$(mktemp -d /tmp/rxbench.XXXXXX)"
 export REXRAY_HOME="$work/home"
 cleanup() {
   # Exactly what this run made: mounts under $work, loop devices backed by files under $work.
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for f in /sys/block/loop*/loop/backing_file; do
     [ -e "$f" ] || continue
     case "$(cat "$f")" in "$work"/*) losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")" 2>/dev/null || true ;; esac
