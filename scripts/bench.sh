@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 [ "$(id -u)" -eq 0 ] || { echo "error: run as root (loop devices, mount)" >&2; exit 1; }
 REXRAY_TEST_DEPS=all source scripts/deps.sh
-cargo build --release --quiet --bins
+cargo build --release --quiet --bins --examples
 bin="$PWD/target/release"
 runs="${BENCH_RUNS:-30}"
 
