@@ -1026,3 +1026,51 @@ fn killed_at_every_step_the_next_call_converges() {
         dvdcli(&h, &unmount).ok();
     }
 }
+
+/// dvdcli reaching a real `rexray service` as a foreign driver, by its
+/// socket, from a host with no configuration for it: the same calls a
+/// Mesos agent makes against any Docker volume plugin.
+#[test]
+fn rexray_service_as_a_foreign_plugin() {
+    require_root!();
+    let svc_home = Home::new();
+    let plugins = svc_home.dir.join("plugins");
+    let sock = plugins.join("rxforeign.sock");
+    let mut svc =
+        crate::docker::Service::start(&svc_home, &format!("unix://{}", sock.display()), &[]);
+    let h = Home::new()
+        .with_env("DVDCLI_PLUGIN_SOCKET_DIRS", &plugins.to_string_lossy())
+        .with_env("DVDCLI_LOOKUP_TIMEOUT", "0");
+    let mount = [
+        "mount",
+        "--volumedriver=rxforeign",
+        "--volumename=fx1",
+        "--volumeopts=size=1,newfstype=xfs",
+    ];
+    let out = dvdcli(&h, &mount);
+    assert_eq!(out.ok(), format!("{}\n", svc_home.data("fx1").display()));
+    assert_eq!(fstype(&svc_home.mount_point("fx1")), "xfs");
+    std::fs::write(svc_home.data("fx1").join("token"), "kept").unwrap();
+    // Mount again (the docker/volume isolator does, per container): same path, one mount.
+    assert_eq!(
+        dvdcli(&h, &mount).ok(),
+        format!("{}\n", svc_home.data("fx1").display())
+    );
+    assert_eq!(count_mounts_at(&svc_home.mount_point("fx1")), 1);
+    let unmount = ["unmount", "--volumedriver=rxforeign", "--volumename=fx1"];
+    dvdcli(&h, &unmount).ok();
+    assert_eq!(count_mounts_at(&svc_home.mount_point("fx1")), 0);
+    assert!(svc_home.loops().is_empty());
+    // Remount: the filesystem and the token are still there.
+    dvdcli(&h, &mount).ok();
+    assert_eq!(
+        std::fs::read_to_string(svc_home.data("fx1").join("token")).unwrap(),
+        "kept"
+    );
+    dvdcli(&h, &unmount).ok();
+    // The calling host has no volume of its own: everything went through the socket.
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().is_empty());
+    svc.stop();
+    assert!(!sock.exists(), "the service removed its socket");
+    svc_home.rexray(&["volume", "rm", "fx1"]).ok();
+}
