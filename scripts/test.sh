@@ -41,6 +41,17 @@ set -e
 passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -oE '^test result: .* ([0-9]+) failed' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 
+if [ "$(id -u)" -eq 0 ]; then
+  step "scripts/try.sh (the README's main job, end to end)"
+  if bash scripts/try.sh > "$log.try" 2>&1 && grep -q '^hello from rexray-rs$' "$log.try" \
+     && grep -q '^ID  *Name  *Status  *Size  *Path$' "$log.try"; then
+    passed=$((passed + 1)); echo "try.sh: ok" >&2
+  else
+    failed=$((failed + 1)); rc=1; cat "$log.try" >&2; echo "try.sh: FAILED" >&2
+  fi
+  rm -f "$log.try"
+fi
+
 step "done in $(( $(date +%s) - start )) s"
 echo "tests: $passed passed, $failed failed"
 exit "$rc"
