@@ -567,10 +567,11 @@ fn run_version(format: &str) -> Result<String> {
     let v = cli::version_info();
     match format.to_ascii_lowercase().as_str() {
         "text" | "tmpl" | "" => Ok(format!(
-            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
+            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
             v.binary,
             v.sem_ver,
             v.os_arch,
+            v.branch,
             v.commit,
             v.formed,
             v.drivers.join(", ")

@@ -151,6 +151,24 @@ fn package_metadata_and_contents() {
     let version = run_cmd(std::process::Command::new(&rexray).args(["version", "-f", "json"]));
     let v: serde_json::Value = serde_json::from_str(version.ok()).unwrap();
     assert_eq!(v["semVer"], env!("CARGO_PKG_VERSION"));
+    for k in ["commit", "branch", "formed", "osArch", "binary"] {
+        assert!(
+            v[k].as_str().is_some_and(|s| !s.is_empty()),
+            "{k} missing: {v}"
+        );
+    }
+    assert!(v["formed"].as_str().unwrap().ends_with('Z'), "{v}");
+    assert_eq!(v["drivers"], serde_json::json!(["loop", "vfs"]));
+    let text = run_cmd(Command::new(&rexray).arg("version"));
+    for line in [
+        "SemVer: ",
+        "Branch: ",
+        "Commit: ",
+        "Formed: ",
+        "Drivers: loop, vfs",
+    ] {
+        assert!(text.ok().contains(line), "{line} missing: {}", text.stdout);
+    }
 }
 
 /// The unit file's `[Service]` value of `key` (the last one wins, as in
