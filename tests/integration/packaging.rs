@@ -125,6 +125,18 @@ fn package_metadata_and_contents() {
     .ok();
     let conffiles = std::fs::read_to_string(ctl.dir.join("DEBIAN/conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/rexray/config.yml");
+    // An upgrade restarts the service once (postinst); only a removal
+    // stops it (prerm): mounts and consumer records stay as they are.
+    let postinst = std::fs::read_to_string(ctl.dir.join("DEBIAN/postinst")).unwrap();
+    assert!(
+        postinst.contains("_dh_action=restart") && postinst.contains("modprobe loop"),
+        "{postinst}"
+    );
+    let prerm = std::fs::read_to_string(ctl.dir.join("DEBIAN/prerm")).unwrap();
+    assert!(
+        prerm.contains("\"$1\" = remove") && prerm.contains("stop rexray.service"),
+        "{prerm}"
+    );
 
     // The installed binary runs, and the default config works as is.
     let rexray = root.dir.join("usr/bin/rexray");
