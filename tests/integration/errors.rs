@@ -317,7 +317,10 @@ fn config_file_mistakes() {
     h.config("libstorage: [\n");
     let e = one_line(&h.rexray(&["volume", "ls"]));
     assert!(
-        e.contains("invalid config file") && e.contains("config.yml") && e.contains("line 2"),
+        e.contains("invalid config file")
+            && e.contains("config.yml")
+            && e.contains("line 2")
+            && e.contains("fix the YAML"),
         "{e}"
     );
     h.config("rexray:\n  logLevel: loud\n");
