@@ -1,14 +1,21 @@
 // Embeds the commit and build date shown by `rexray version`.
 use std::process::Command;
 
-fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+fn git(args: &[&str]) -> String {
+    Command::new("git")
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn main() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]);
+    // "HEAD" when built from a detached checkout (a tag in CI).
+    let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]);
     let date = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -19,6 +26,7 @@ fn main() {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     println!("cargo:rustc-env=REXRAY_COMMIT={commit}");
+    println!("cargo:rustc-env=REXRAY_BRANCH={branch}");
     println!("cargo:rustc-env=REXRAY_BUILD_EPOCH={secs}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

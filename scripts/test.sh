@@ -30,12 +30,12 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --features failpoints --lib --bins --tests -- --test-threads="${TEST_THREADS:-2}" --skip docker:: 2>&1 | tee "$log"
+cargo test --features failpoints --lib --bins --tests -- --test-threads="${TEST_THREADS:-2}" --skip docker:: --skip managed_plugin::dockerd 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # The Docker tests run a private dockerd and containers: alone, so their
 # mount namespaces never overlap another test's mounts.
 step "cargo test: Docker plugin tests (private dockerd)"
-cargo test --features failpoints --test integration -- --test-threads=1 docker:: 2>&1 | tee -a "$log"
+cargo test --features failpoints --test integration -- --test-threads=1 docker:: managed_plugin::dockerd 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 set -e
 passed=$(grep -oE '^test result: .* ([0-9]+) passed' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -121,6 +121,8 @@ pub struct VersionInfo {
     pub os_arch: String,
     /// Git commit.
     pub commit: String,
+    /// Git branch the build was made from (`HEAD` when detached).
+    pub branch: String,
     /// Build time (RFC 3339).
     pub formed: String,
     /// Storage drivers compiled in.
@@ -137,6 +139,7 @@ pub fn version_info() -> VersionInfo {
         sem_ver: env!("CARGO_PKG_VERSION").into(),
         os_arch: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
         commit: env!("REXRAY_COMMIT").into(),
+        branch: env!("REXRAY_BRANCH").into(),
         formed: humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch),
         )

@@ -67,6 +67,10 @@ enum Command {
     Completion {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+        /// The program to complete: rexray or dvdcli (flexrex is run by
+        /// kubelet only).
+        #[arg(long, hide = true, default_value = "rexray")]
+        program: String,
     },
     /// Write man pages (rexray.1, rexray-volume.1, ...) into a directory.
     #[command(hide = true)]
@@ -563,10 +567,11 @@ fn run_version(format: &str) -> Result<String> {
     let v = cli::version_info();
     match format.to_ascii_lowercase().as_str() {
         "text" | "tmpl" | "" => Ok(format!(
-            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
+            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
             v.binary,
             v.sem_ver,
             v.os_arch,
+            v.branch,
             v.commit,
             v.formed,
             v.drivers.join(", ")
@@ -597,7 +602,64 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
     let mut cmd = <Cli as clap::CommandFactory>::command();
     cmd.build();
-    walk(&cmd, "rexray".into(), dir)
+    walk(&cmd, "rexray".into(), dir)?;
+    // One page each: their sub-commands are protocol verbs, not commands
+    // people type, and their argv is not parsed by clap.
+    for (page, sections) in [
+        (
+            rexray::dvdi::args::doc_command(),
+            rexray::dvdi::args::MAN_SECTIONS,
+        ),
+        (
+            rexray::flex::args::doc_command(),
+            rexray::flex::args::MAN_SECTIONS,
+        ),
+    ] {
+        let name = page.get_name().to_string();
+        let buf = protocol_man_page(page, sections)
+            .ctx(|| format!("rendering the man page of {name}"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).ctx(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A single man page: name, synopsis, description, options, then every
+/// command with its usage, then `sections`.
+fn protocol_man_page(
+    mut cmd: clap::Command,
+    sections: &[(&str, &str)],
+) -> std::io::Result<Vec<u8>> {
+    fn roff(text: &str) -> String {
+        let t = text.replace('\\', "\\e").replace('-', "\\-");
+        match t.chars().next() {
+            Some('.') | Some('\'') => format!("\\&{t}"),
+            _ => t,
+        }
+    }
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut buf = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    if cmd.get_arguments().next().is_some() {
+        man.render_options_section(&mut buf)?;
+    }
+    let mut text = String::from(".SH COMMANDS\n");
+    for sub in cmd.get_subcommands_mut() {
+        let usage = sub.render_usage().to_string();
+        let usage = usage.trim_start_matches("Usage:").trim();
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        text.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", roff(usage), roff(&about)));
+    }
+    for (title, body) in sections {
+        text.push_str(&format!(".SH \"{title}\"\n{}\n", roff(body)));
+    }
+    buf.extend_from_slice(text.as_bytes());
+    man.render_version_section(&mut buf)?;
+    Ok(buf)
 }
 
 fn real_main() -> Result<ExitCode> {
@@ -610,10 +672,19 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", run_version(format)?);
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Completion { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+        Command::Completion { shell, program } => {
+            let mut cmd = match program.as_str() {
+                "rexray" => <Cli as clap::CommandFactory>::command(),
+                "dvdcli" => rexray::dvdi::args::doc_command(),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "no completions for {}: use rexray or dvdcli",
+                        rexray::input::quote(other)
+                    )))
+                }
+            };
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "rexray", &mut script);
+            clap_complete::generate(*shell, &mut cmd, program.as_str(), &mut script);
             let _ = std::io::stdout().write_all(&script);
             return Ok(ExitCode::SUCCESS);
         }

@@ -120,7 +120,12 @@ fn read_file(path: &Path, tree: &mut BTreeMap<String, (String, PathBuf)>) -> Res
         return Ok(());
     }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .map_err(|e| Error::invalid(format!("invalid config file {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::invalid(format!(
+                "invalid config file {}: {e}; fix the YAML there (`rexray env` then shows every setting read)",
+                path.display()
+            ))
+        })?;
     fn walk(
         v: &serde_yaml_ng::Value,
         prefix: &str,

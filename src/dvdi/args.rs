@@ -126,6 +126,93 @@ Options for --volumedriver=rexray (keys case-insensitive):
 Other driver names are reached as Docker volume plugins (/run/docker/plugins/<name>.sock, ...).
 ";
 
+/// The command line described for the man page and shell completions only:
+/// dvdcli's argv is a protocol fixed by its callers and is parsed by
+/// [`parse`], not by clap.
+pub fn doc_command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let usage = "--volumedriver=DRIVER --volumename=NAME";
+    let sub = |name: &'static str, args: &str, about: &'static str| {
+        clap::Command::new(name)
+            .about(about)
+            .override_usage(format!("dvdcli {name} {args}").trim_end().to_string())
+    };
+    clap::Command::new("dvdcli")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Mount and unmount volumes for Mesos (mesos-module-dvdi, the docker/volume isolator)")
+        .long_about(
+            "dvdcli mounts and unmounts volumes for the Mesos containerizer: mesos-module-dvdi and \
+             Mesos' docker/volume isolator exec it. `mount` prints exactly the path and a newline; \
+             `path`, `get` and `list` print only their result; errors are one line on stderr. \
+             Flags may come before or after the command, names match case-insensitively, values go \
+             after `=` or as the next argument.",
+        )
+        .override_usage("dvdcli COMMAND --volumedriver=DRIVER [--volumename=NAME] [--volumeopts=K=V[,K=V...]]... [--explicitcreate[=true|false]]")
+        .disable_help_subcommand(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("volumedriver")
+                .long("volumedriver")
+                .value_name("DRIVER")
+                .global(true)
+                .help("rexray (the configured service, run in-process), another configured service, or the name of a Docker volume plugin"),
+        )
+        .arg(
+            Arg::new("volumename")
+                .long("volumename")
+                .value_name("NAME")
+                .global(true)
+                .help("The volume's name"),
+        )
+        .arg(
+            Arg::new("volumeopts")
+                .long("volumeopts")
+                .value_name("K=V[,K=V...]")
+                .action(ArgAction::Append)
+                .global(true)
+                .help("Options for a volume this call creates: size=GiB, iops=N, volumetype=TYPE, newfstype=ext4|xfs, overwritefs=true|false; repeatable, comma-separated"),
+        )
+        .arg(
+            Arg::new("explicitcreate")
+                .long("explicitcreate")
+                .value_name("true|false")
+                .num_args(0..=1)
+                .default_missing_value("true")
+                .global(true)
+                .help("Never create a missing volume on mount: fail instead"),
+        )
+        .subcommand(sub("mount", &format!("{usage} [--volumeopts=K=V,...] [--explicitcreate]"), "Get the volume (create it with the options unless --explicitcreate), attach, format only if blank, mount; print the path"))
+        .subcommand(sub("unmount", usage, "Release dvdcli's use of the volume; unmount and detach when no one else uses it"))
+        .subcommand(sub("path", usage, "Print the volume's path if it is mounted on this host (nothing if not)"))
+        .subcommand(sub("create", &format!("{usage} [--volumeopts=K=V,...]"), "Create the volume (an existing one is left as it is)"))
+        .subcommand(sub("remove", usage, "Remove the volume (never one in use)"))
+        .subcommand(sub("get", usage, "Print the volume's name if it exists"))
+        .subcommand(sub("list", "--volumedriver=DRIVER", "Print the name of every volume, one per line"))
+        .subcommand(sub("version", "", "Print version facts"))
+        .subcommand(sub("help", "", "Print the usage text"))
+}
+
+/// Sections of the man page after the commands.
+pub const MAN_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXIT STATUS",
+        "0 success; 1 error (one line on stderr, nothing on stdout); 2 the command line cannot be understood.",
+    ),
+    (
+        "ENVIRONMENT",
+        "DVDCLI_PLUGIN_SOCKET_DIRS: directories searched for <driver>.sock (default /run/docker/plugins). \
+         DVDCLI_PLUGIN_SPEC_DIRS: directories searched for spec files (default /etc/docker/plugins:/usr/lib/docker/plugins). \
+         DVDCLI_LOOKUP_TIMEOUT: retry budget for finding a plugin (default 30 s). \
+         REXRAY_HOME and every rexray configuration variable (see `rexray env`).",
+    ),
+    (
+        "FILES",
+        "/etc/rexray/config.yml: the configuration used for --volumedriver=rexray.",
+    ),
+    ("SEE ALSO", "rexray(1), flexrex(1)"),
+];
+
 fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
@@ -323,6 +410,17 @@ pub fn split_opts(raw: &[String]) -> Result<Vec<(String, String)>, UsageError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn doc_command_lists_every_command() {
+        let cmd = doc_command();
+        cmd.clone().debug_assert();
+        let mut documented: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        let mut parsed = Command::NAMES.to_vec();
+        documented.sort_unstable();
+        parsed.sort_unstable();
+        assert_eq!(documented, parsed);
+    }
 
     fn argv(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()

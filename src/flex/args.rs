@@ -180,6 +180,113 @@ pub enum Parsed {
     NotSupported(String),
 }
 
+/// Every sub-command kubelet may call, with its arguments, as the man page
+/// shows them.
+pub const SUBCOMMANDS: &[(&str, &str, &str)] = &[
+    (
+        "init",
+        "",
+        "Report the driver's capabilities (attach: true)",
+    ),
+    (
+        "getvolumename",
+        "<json options>",
+        "Answer the unique volume name",
+    ),
+    (
+        "attach",
+        "<json options> <node name>",
+        "Attach the volume to this node; answer its device",
+    ),
+    (
+        "isattached",
+        "<json options> <node name>",
+        "Whether the volume is attached to this node",
+    ),
+    (
+        "waitforattach",
+        "<device> <json options>",
+        "Wait for the device; answer it",
+    ),
+    (
+        "mountdevice",
+        "<device mount path> <device> <json options>",
+        "Format a blank device, mount the volume, bind it onto kubelet's device mount path",
+    ),
+    (
+        "mount",
+        "<mount dir> <json options>",
+        "Bind the volume onto the pod's directory",
+    ),
+    ("unmount", "<mount dir>", "Release the pod's directory"),
+    (
+        "unmountdevice",
+        "<device mount path>",
+        "Release the device mount path; unmount and detach when no one uses the volume",
+    ),
+    (
+        "detach",
+        "<pv or volume name> <node name>",
+        "Detach the volume from this node",
+    ),
+    (
+        "expandvolume",
+        "<json options> <device mount path> <new size bytes> <old size bytes>",
+        "Grow the volume",
+    ),
+    (
+        "expandfs",
+        "<json options> <device path> <device mount path> <new size bytes> <old size bytes>",
+        "Grow the mounted filesystem",
+    ),
+];
+
+/// The command line described for the man page only: flexrex's argv is the
+/// FlexVolume protocol and is parsed by [`parse`], not by clap.
+pub fn doc_command() -> clap::Command {
+    let mut cmd = clap::Command::new("flexrex")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Kubernetes FlexVolume driver for rexray volumes (run by kubelet)")
+        .long_about(
+            "flexrex is the Kubernetes FlexVolume driver kubelet execs for every volume operation on \
+             its node. It answers with exactly one JSON object on stdout ({\"status\": \"Success\" | \
+             \"Failure\" | \"Not supported\", \"message\": ..., ...}) and writes nothing to stderr: \
+             kubelet parses both streams together. Install it with `rexray flexrex install`; people do \
+             not run it by hand.",
+        )
+        .override_usage("flexrex COMMAND ARGS...")
+        .disable_help_subcommand(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true);
+    for (name, args, about) in SUBCOMMANDS {
+        cmd = cmd.subcommand(
+            clap::Command::new(*name)
+                .about(*about)
+                .override_usage(format!("flexrex {name} {args}").trim_end().to_string()),
+        );
+    }
+    cmd
+}
+
+/// Sections of the man page after the commands.
+pub const MAN_SECTIONS: &[(&str, &str)] = &[
+    (
+        "VOLUME OPTIONS",
+        "flexVolume.options: volumeID (required: the rexray volume name or id); forceAttach (\"true\": \
+         take the volume from another node); forceAttachDelay (seconds to wait for the other node first). \
+         kubelet adds kubernetes.io/fsType, kubernetes.io/readwrite and kubernetes.io/pvOrVolumeName.",
+    ),
+    ("EXIT STATUS", "0 Success; 1 Failure or Not supported."),
+    (
+        "FILES",
+        "/etc/rexray/config.yml: the configuration (see `rexray env`). \
+         /var/log/rexray/flexrex.log: the log (rexray.flexrex.logFile). \
+         /usr/libexec/kubernetes/kubelet-plugins/volume/exec/rexray~flexrex/flexrex: where kubelet finds it \
+         (`rexray flexrex install`).",
+    ),
+    ("SEE ALSO", "rexray(1), dvdcli(1)"),
+];
+
 /// Parse argv without the program name.
 pub fn parse(args: &[String]) -> Result<Parsed> {
     let Some((cmd, rest)) = args.split_first() else {
@@ -442,6 +549,22 @@ pub fn options(json: &str) -> Result<Options> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn documented_subcommands_are_the_implemented_ones() {
+        doc_command().debug_assert();
+        for (name, _, _) in SUBCOMMANDS {
+            let parsed = parse(&[name.to_string()]);
+            assert!(
+                !matches!(parsed, Ok(Parsed::NotSupported(_))),
+                "{name} is documented but not implemented"
+            );
+        }
+        assert!(matches!(
+            parse(&["frobnicate".into()]),
+            Ok(Parsed::NotSupported(_))
+        ));
+    }
 
     fn argv(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

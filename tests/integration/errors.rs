@@ -179,3 +179,168 @@ fn hung_mkfs_is_bounded() {
     h.rexray(&["volume", "unmount", "hm"]).ok();
     h.rexray(&["volume", "rm", "hm"]).ok();
 }
+
+/// One line on stderr, nothing on stdout, exit 1; returns the line.
+#[track_caller]
+fn one_line(out: &Out) -> String {
+    let e = out.fails(1).to_string();
+    assert_eq!(e.lines().count(), 1, "not one line: {e}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    e
+}
+
+/// Without the loop module (/dev/loop-control missing, as in a container
+/// without /dev): the mount says to load it, and changes nothing.
+#[test]
+fn loop_devices_unavailable() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "lc", "--size", "1"]).ok();
+    let empty = h.dir.join("not-a-device");
+    std::fs::write(&empty, "").unwrap();
+    // A private mount namespace: only this process sees the file over
+    // /dev/loop-control.
+    let out = run_cmd(
+        std::process::Command::new("unshare")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("REXRAY_HOME", &h.dir)
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' /dev/loop-control && exec '{}' volume mount lc",
+                empty.display(),
+                bin("rexray").display()
+            )),
+    );
+    let e = one_line(&out);
+    assert!(
+        e.contains("loop devices are unavailable") && e.contains("modprobe loop"),
+        "{e}"
+    );
+    assert!(h.loops().is_empty() && h.mounts().is_empty());
+    h.rexray(&["volume", "rm", "lc"]).ok();
+}
+
+/// `rexray service start` while another process listens on the socket.
+#[test]
+fn socket_in_use() {
+    let h = Home::new();
+    let sock = h.dir.join("busy.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = run_cmd(h.command("rexray").args(["service", "start"]).env(
+        "REXRAY_MODULES_DEFAULT_DOCKER_HOST",
+        format!("unix://{}", sock.display()),
+    ));
+    let e = one_line(&out);
+    assert!(
+        e.contains("another process serves")
+            && e.contains(&sock.display().to_string())
+            && e.contains("rexray service stop")
+            && e.contains("rexray.modules.default-docker.host"),
+        "{e}"
+    );
+    assert!(sock.exists(), "the other process's socket was left alone");
+    assert!(!h.dir.join("var/run/rexray.pid").exists());
+}
+
+#[test]
+fn unknown_service() {
+    let h = Home::new();
+    let e = one_line(&h.rexray(&["-s", "ebs", "volume", "ls"]));
+    assert!(
+        e.contains("unknown service \"ebs\"")
+            && e.contains("loop, vfs")
+            && e.contains("libstorage.server.services"),
+        "{e}"
+    );
+}
+
+/// `rexray flexrex install` over another driver file needs --force; the
+/// file is left as it was.
+#[test]
+fn flexrex_install_over_a_different_file() {
+    let h = Home::new();
+    let target = h.dir.join("exec/rexray~flexrex/flexrex");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, "#!/bin/sh\necho someone else's driver\n").unwrap();
+    let path = target.to_string_lossy().into_owned();
+    let e = one_line(&h.rexray(&["flexrex", "install", "--path", &path]));
+    assert!(
+        e.contains(&path) && e.contains("differs") && e.contains("--force"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "#!/bin/sh\necho someone else's driver\n"
+    );
+    h.rexray(&["flexrex", "install", "--path", &path, "--force"])
+        .ok();
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(bin("flexrex")).unwrap()
+    );
+}
+
+/// dvdcli with a driver that is neither a rexray service nor a running
+/// Docker plugin.
+#[test]
+fn dvdcli_unknown_driver() {
+    let h = Home::new();
+    let empty = h.dir.join("plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run_cmd(
+        h.command("dvdcli")
+            .env("DVDCLI_PLUGIN_SOCKET_DIRS", &empty)
+            .env("DVDCLI_PLUGIN_SPEC_DIRS", &empty)
+            .env("DVDCLI_LOOKUP_TIMEOUT", "0")
+            .args(["mount", "--volumedriver=nope", "--volumename=v1"]),
+    );
+    let e = one_line(&out);
+    assert!(
+        e.contains("\"nope\"")
+            && e.contains("no plugin found")
+            && e.contains("--volumedriver=rexray")
+            && e.contains("libstorage.server.services"),
+        "{e}"
+    );
+    assert!(h
+        .rexray(&["-s", "vfs", "volume", "ls", "-q"])
+        .ok()
+        .is_empty());
+}
+
+/// Configuration files an operator gets wrong: each names the file (and
+/// the key) and what to do.
+#[test]
+fn config_file_mistakes() {
+    let h = Home::new();
+    h.config("libstorage: [\n");
+    let e = one_line(&h.rexray(&["volume", "ls"]));
+    assert!(
+        e.contains("invalid config file")
+            && e.contains("config.yml")
+            && e.contains("line 2")
+            && e.contains("fix the YAML"),
+        "{e}"
+    );
+    h.config("rexray:\n  logLevel: loud\n");
+    let e = one_line(&h.rexray(&["volume", "ls"]));
+    assert!(
+        e.contains("\"loud\"") && e.contains("rexray.logLevel") && e.contains("expected one of"),
+        "{e}"
+    );
+    h.config("libstorage:\n  service: vfs\n");
+    let cfg = h.etc().join("config.yml");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = one_line(&h.rexray(&["volume", "ls"]));
+    assert!(
+        e.contains("writable by every user") && e.contains("chmod o-w"),
+        "{e}"
+    );
+    let e = one_line(&h.rexray(&["-c", "/nonexistent/rexray.yml", "volume", "ls"]));
+    assert!(
+        e.contains("/nonexistent/rexray.yml") && e.contains("no such file"),
+        "{e}"
+    );
+}
