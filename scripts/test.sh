@@ -30,8 +30,10 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --features failpoints --lib --bins --tests -- --test-threads="${TEST_THREADS:-2}" --skip docker:: --skip managed_plugin::dockerd 2>&1 | tee "$log"
+cargo test --features failpoints --lib --bins -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+cargo test --features failpoints --test integration -- --test-threads="${TEST_THREADS:-2}" --skip docker:: --skip managed_plugin::dockerd 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 # The Docker tests run a private dockerd and containers: alone, so their
 # mount namespaces never overlap another test's mounts.
 step "cargo test: Docker plugin tests (private dockerd)"

@@ -342,9 +342,28 @@ impl Config {
         }
 
         // The env lookup table: upper case with '-' folded to '_'.
+        // Only variables that can name a key: their first segment is one
+        // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...). The
+        // directory variables are not keys.
+        let firsts: Vec<String> = KEYS
+            .iter()
+            .flat_map(|d| std::iter::once(&d.key).chain(d.aliases.iter()))
+            .map(|k| {
+                format!(
+                    "{}_",
+                    k.split('.').next().unwrap_or("").to_ascii_uppercase()
+                )
+            })
+            .chain(std::iter::once("REXRAY_".to_string()))
+            .collect();
         let env_norm: HashMap<String, (&String, &String)> = env
             .iter()
             .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
+            .filter(|(n, _)| {
+                firsts.iter().any(|f| n.starts_with(f.as_str()))
+                    && !n.starts_with("REXRAY_HOME")
+                    && n != "LIBSTORAGE_HOME"
+            })
             .collect();
 
         let mut cfg = Config {
@@ -417,7 +436,13 @@ impl Config {
         flags: &[FlagValue],
         env: &HashMap<String, (&String, &String)>,
     ) -> Result<Setting> {
-        let cands = Self::candidates(def, service);
+        // Most processes (kubelet passes no environment; most hosts have no
+        // file) need no candidate spellings at all.
+        let cands = if env.is_empty() && self.tree.is_empty() {
+            Vec::new()
+        } else {
+            Self::candidates(def, service)
+        };
         let found = if let Some(f) = flags.iter().rev().find(|f| f.key == def.key) {
             Some((f.value.clone(), Source::Flag(f.flag.clone())))
         } else if let Some((name, value)) = cands
@@ -435,7 +460,8 @@ impl Config {
         };
         let (value, source) = match found {
             Some(f) => f,
-            None => (self.dirs.expand(def.default), Source::Default),
+            None if def.default.contains('{') => (self.dirs.expand(def.default), Source::Default),
+            None => (def.default.to_string(), Source::Default),
         };
         let value = validate(def, &value, &source)?;
         Ok(Setting { value, source })
@@ -443,6 +469,9 @@ impl Config {
 
     /// File keys that no registered key or known section accounts for.
     fn unknown_keys(&self) -> Vec<String> {
+        if self.tree.is_empty() {
+            return Vec::new();
+        }
         let mut known: Vec<String> = Vec::new();
         for def in KEYS {
             known.extend(Self::candidates(def, None));

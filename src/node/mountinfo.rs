@@ -21,24 +21,67 @@ pub struct Mount {
 }
 
 /// Every mount in this process's mount namespace.
+///
+/// Parsed here rather than with a general /proc parser: every workflow step
+/// reads the table, and a Kubernetes node can have thousands of mounts, so
+/// only the six fields used are extracted, without building option maps.
 pub fn mounts() -> Result<Vec<Mount>> {
-    let infos = procfs::process::Process::myself()
-        .and_then(|p| p.mountinfo())
-        .map_err(|e| Error::system(format!("reading /proc/self/mountinfo: {e}")))?;
-    Ok(infos
-        .into_iter()
-        .filter_map(|m| {
-            let (a, b) = m.majmin.split_once(':')?;
-            Some(Mount {
-                dev: (a.parse().ok()?, b.parse().ok()?),
-                root: m.root,
-                read_only: m.mount_options.contains_key("ro"),
-                mount_point: m.mount_point,
-                fs_type: m.fs_type,
-                source: m.mount_source.unwrap_or_default(),
-            })
-        })
-        .collect())
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
+    Ok(text.lines().filter_map(parse_line).collect())
+}
+
+/// One line of mountinfo (proc(5)):
+/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
+/// Fields never contain a raw space: the kernel writes it as `\040`.
+fn parse_line(line: &str) -> Option<Mount> {
+    let (left, right) = line.split_once(" - ")?;
+    let mut l = left.split(' ');
+    let (_id, _parent) = (l.next()?, l.next()?);
+    let (major, minor) = l.next()?.split_once(':')?;
+    let root = unescape(l.next()?);
+    let mount_point = PathBuf::from(unescape(l.next()?));
+    let read_only = l.next()?.split(',').any(|o| o == "ro");
+    let mut r = right.split(' ');
+    let fs_type = r.next()?.to_string();
+    let source = unescape(r.next().unwrap_or(""));
+    Some(Mount {
+        dev: (major.parse().ok()?, minor.parse().ok()?),
+        root,
+        mount_point,
+        fs_type,
+        source,
+        read_only,
+    })
+}
+
+/// Undo the kernel's octal escapes (`\040` space, `\011` tab, `\012`
+/// newline, `\134` backslash).
+fn unescape(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = (b[i] == b'\\' && i + 3 < b.len())
+            .then(|| &b[i + 1..i + 4])
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match octal {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Mounts whose mount point is exactly `path` (several if stacked).
@@ -71,9 +114,37 @@ pub fn device_numbers(dev: &Path) -> Result<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn reads_root() {
-        let m = super::mounts().unwrap();
-        assert!(m.iter().any(|m| m.mount_point == std::path::Path::new("/")));
+        let m = mounts().unwrap();
+        assert!(m.iter().any(|m| m.mount_point == Path::new("/")));
+    }
+
+    #[test]
+    fn parses_the_kernel_format() {
+        let m = parse_line(
+            "36 35 98:0 /mnt1 /mnt\\0402 rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
+        )
+        .unwrap();
+        assert_eq!(m.dev, (98, 0));
+        assert_eq!(m.root, "/mnt1");
+        assert_eq!(m.mount_point, PathBuf::from("/mnt 2"));
+        assert_eq!(m.fs_type, "ext3");
+        assert_eq!(m.source, "/dev/root");
+        assert!(!m.read_only);
+        let ro = parse_line("1 2 7:3 / /x ro,relatime shared:5 - xfs /dev/loop3 ro").unwrap();
+        assert!(ro.read_only);
+        assert_eq!(unescape("a\\134b\\011"), "a\\b\t");
+        assert!(parse_line("garbage").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(line in "\\PC{0,120}") {
+            let _ = parse_line(&line);
+            let _ = unescape(&line);
+        }
     }
 }
