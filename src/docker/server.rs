@@ -128,7 +128,17 @@ impl Drop for Endpoint {
 }
 
 fn ensure_parent(p: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if let Some(dir) = p.parent() {
+        if let Ok(m) = std::fs::metadata(dir) {
+            // Anyone could swap the socket for their own there.
+            if m.is_dir() && m.mode() & 0o002 != 0 {
+                return Err(Error::invalid(format!(
+                    "refusing to serve in {}: the directory is writable by every user; use a private directory such as /run/docker/plugins",
+                    dir.display()
+                )));
+            }
+        }
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
