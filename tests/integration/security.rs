@@ -479,3 +479,175 @@ fn flexvolume_secrets_never_reach_the_log() {
     assert!(!log.contains(secret), "secret in the log: {log}");
     assert!(h.mounts().is_empty() && h.loops().is_empty());
 }
+
+// ---------------------------------------------------------------- Docker JSON
+
+mod docker_bodies {
+    use super::tree;
+    use crate::common::Home;
+    use proptest::prelude::*;
+    use rexray::docker::api::{handle, CREATE_OPTIONS, ENDPOINTS};
+    use serde_json::{Map, Value};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Every path under `dir` with the content of its small files.
+    fn state(dir: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+        tree(dir)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+            .map(|p| {
+                let c = if p.extension().is_some_and(|e| e == "json") {
+                    std::fs::read(&p).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                (p, c)
+            })
+            .collect()
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[0-9]{0,3}".prop_map(Value::from),
+            "\\PC{0,16}".prop_map(Value::from),
+            prop_oneof![
+                Just("ext4"),
+                Just("xfs"),
+                Just("true"),
+                Just("1"),
+                Just("-1")
+            ]
+            .prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("\\PC{0,6}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(CREATE_OPTIONS).prop_map(str::to_string),
+            prop::sample::select(CREATE_OPTIONS).prop_map(|k| k.to_uppercase()),
+            "[a-zA-Z]{1,8}",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "[a-z][a-z0-9]{0,6}".prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(Value::from("../x")),
+            Just(Value::from("a/b")),
+            "x{250,260}".prop_map(Value::from),
+            scalar(),
+        ]
+    }
+
+    fn create_body() -> impl Strategy<Value = Value> {
+        (
+            name(),
+            prop_oneof![
+                3 => prop::collection::btree_map(key(), prop_oneof![scalar(), json_value()], 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+                1 => json_value(),
+            ],
+            prop_oneof![Just("Name"), Just("name"), Just("NAME"), Just("Nom")],
+        )
+            .prop_map(|(n, o, k)| {
+                let mut m = Map::new();
+                m.insert(k.to_string(), n);
+                m.insert("Opts".into(), o);
+                Value::Object(m)
+            })
+    }
+
+    fn reply_ok(status: u16, body: &[u8]) -> Result<Value, TestCaseError> {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| TestCaseError::fail(format!("reply is not JSON: {e}")))?;
+        prop_assert!(v.is_object());
+        if status != 200 {
+            let e = v["Err"].as_str().unwrap_or_default();
+            prop_assert!(!e.is_empty(), "error without a message: {}", v);
+        }
+        Ok(v)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Any bytes to any endpoint: a JSON reply, never a panic, and no
+        /// volume made.
+        #[test]
+        fn any_bytes_to_any_endpoint(
+            ep in prop::sample::select(ENDPOINTS),
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                json_value().prop_map(|v| v.to_string().into_bytes()),
+            ],
+        ) {
+            thread_local!(static HOME: (Home, rexray::volume::Volumes) = {
+                let h = Home::new();
+                let v = h.volumes();
+                (h, v)
+            });
+            HOME.with(|(h, vols)| {
+                let r = handle(vols, ep, &body);
+                reply_ok(r.status, &r.body)?;
+                if ep.ends_with("Create") && r.status == 200 {
+                    for v in vols.list().unwrap() {
+                        vols.remove(&v.id).unwrap();
+                    }
+                }
+                prop_assert!(vols.list().unwrap().is_empty());
+                let _ = h;
+                Ok(())
+            })?;
+        }
+
+        /// Any Create object: accepted, or refused with an error naming
+        /// the bad field — and a refused Create changes nothing on disk.
+        #[test]
+        fn rejected_docker_creates_name_the_field_and_change_nothing(body in create_body()) {
+            thread_local!(static HOME: (Home, rexray::volume::Volumes) = {
+                let h = Home::new();
+                let v = h.volumes();
+                (h, v)
+            });
+            HOME.with(|(h, vols)| {
+                let before = state(&h.dir);
+                let bytes = body.to_string().into_bytes();
+                let r = handle(vols, "/VolumeDriver.Create", &bytes);
+                let v = reply_ok(r.status, &r.body)?;
+                if r.status == 200 {
+                    for v in vols.list().unwrap() {
+                        vols.remove(&v.id).unwrap();
+                    }
+                } else {
+                    let e = v["Err"].as_str().unwrap().to_lowercase();
+                    let mut fields: Vec<String> = vec!["name".into(), "opts".into()];
+                    if let Some(o) = body["Opts"].as_object() {
+                        fields.extend(o.keys().map(|k| k.to_lowercase()));
+                    }
+                    prop_assert!(
+                        fields.iter().any(|f| e.contains(f.as_str())),
+                        "error names no field of {}: {}", body, e
+                    );
+                    prop_assert_eq!(&state(&h.dir), &before, "a refused create changed the state dir");
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
