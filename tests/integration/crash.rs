@@ -382,3 +382,106 @@ fn crash_matrix_copy() {
         );
     }
 }
+
+/// Named `crash::docker::…` so that scripts/test.sh runs it with the other
+/// real-dockerd tests, alone.
+mod docker {
+    use crate::common::*;
+    use crate::docker::{random_hex, sigkill, Dockerd, HostDirs, Service};
+    use crate::require_root;
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// `kill -9` of the service while a real dockerd's Mount request is in
+    /// flight (held at a failpoint after the format), then a restart:
+    /// dockerd retries (or `docker start` again), the container starts,
+    /// and exactly one mount, one loop device and one consumer exist.
+    #[test]
+    fn service_killed_mid_mount_from_a_real_dockerd() {
+        require_root!();
+        if !Dockerd::available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "dockerd, containerd, runc, docker or /bin/busybox missing in CI"
+            );
+            eprintln!("skipped: dockerd and friends missing (scripts/test.sh installs them)");
+            return;
+        }
+        let _dirs = HostDirs::snapshot();
+        let name = format!("rexraytest-{}", random_hex());
+        let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+        let host = format!("unix://{}", sock.display());
+        let home = Home::new();
+        let mut svc = Service::start(
+            &home,
+            &host,
+            &[("FAILPOINTS", "volume::mount-after-format=sleep(60000)")],
+        );
+        let d = std::sync::Arc::new(Dockerd::start(&name));
+        d.docker(&["volume", "create", "-d", &name, "kv"]).ok();
+        let (d2, n2) = (d.clone(), name.clone());
+        let run = std::thread::spawn(move || {
+            d2.docker(&[
+                "run",
+                "-d",
+                "--name",
+                "c1",
+                "--network",
+                "none",
+                "--volume-driver",
+                &n2,
+                "-v",
+                "kv:/data",
+                &d2.image,
+                "sh",
+                "-c",
+                "echo ok > /data/f; sleep 600",
+            ])
+        });
+        // The Mount is under way: attached and formatted, held at the failpoint.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while home.loops().is_empty() {
+            assert!(Instant::now() < deadline, "{}", svc.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        sigkill(svc.pid());
+        svc.wait_exit();
+        let svc = Service::start(&home, &host, &[]);
+        let first = run.join().unwrap();
+        let how = if first.code == 0 {
+            "dockerd retried the Mount"
+        } else {
+            d.docker(&["start", "c1"]).ok();
+            "docker start again"
+        };
+        // The container runs with the volume.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !home.data("kv").join("f").exists() {
+            assert!(Instant::now() < deadline, "{first:#?} {}", svc.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(count_mounts_at(&home.mount_point("kv")), 1);
+        assert_eq!(home.loops().len(), 1);
+        let consumers = home.volumes().consumers("kv").unwrap();
+        assert_eq!(
+            consumers.len(),
+            1,
+            "exactly the container's mount: {consumers:?}"
+        );
+        d.docker(&["rm", "-f", "c1"]).ok();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !home.mounts().is_empty() {
+            assert!(Instant::now() < deadline, "{:?}", home.mounts());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(home.loops().is_empty(), "{:?}", home.loops());
+        assert!(home.volumes().consumers("kv").unwrap().is_empty());
+        d.docker(&["volume", "rm", "kv"]).ok();
+        drop(d);
+        drop(svc);
+        println!(
+            "| Docker service | `kill -9` during dockerd's Mount (`volume::mount-after-format=sleep`) | restart; {how}; container started: 1 mount, 1 loop device, 1 consumer; after `docker rm -f`: nothing left |"
+        );
+    }
+}

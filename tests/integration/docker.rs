@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 4];
     std::fs::File::open("/dev/urandom")
         .unwrap()
@@ -28,7 +28,7 @@ fn sigterm(pid: u32) {
         nix::sys::signal::Signal::SIGTERM,
     );
 }
-fn sigkill(pid: u32) {
+pub(crate) fn sigkill(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -699,20 +699,20 @@ fn a_crash_mid_unmount_is_cleaned_up_at_start() {
 
 /// A private dockerd: own data root, exec root, socket, pid file and
 /// cgroup parent; everything it made is removed on drop.
-struct Dockerd {
+pub(crate) struct Dockerd {
     dir: PathBuf,
     name: String,
     pid: u32,
-    image: String,
+    pub(crate) image: String,
 }
 
 /// The directories under /run and /etc that dockerd, containerd and the
 /// service create if missing; removed again on drop if this test created
 /// them and they are empty. Take it before anything else starts.
-struct HostDirs(Vec<PathBuf>);
+pub(crate) struct HostDirs(Vec<PathBuf>);
 
 impl HostDirs {
-    fn snapshot() -> HostDirs {
+    pub(crate) fn snapshot() -> HostDirs {
         HostDirs(
             RUN_DIRS
                 .iter()
@@ -743,14 +743,14 @@ const RUN_DIRS: &[&str] = &[
 ];
 
 impl Dockerd {
-    fn available() -> bool {
+    pub(crate) fn available() -> bool {
         ["dockerd", "containerd", "runc", "docker"]
             .iter()
             .all(|b| which::which(b).is_ok())
             && Path::new("/bin/busybox").exists()
     }
 
-    fn start(name: &str) -> Dockerd {
+    pub(crate) fn start(name: &str) -> Dockerd {
         let dir = tempfile::Builder::new()
             .prefix("rxd.")
             .tempdir_in("/tmp")
@@ -877,7 +877,7 @@ impl Dockerd {
     }
 
     /// Run the docker CLI against this daemon.
-    fn docker(&self, args: &[&str]) -> Out {
+    pub(crate) fn docker(&self, args: &[&str]) -> Out {
         let cli = if Path::new("/usr/bin/docker").exists() {
             "/usr/bin/docker"
         } else {
