@@ -307,6 +307,38 @@ fn group_writable_config_is_refused_like_sshd() {
         .contains("writable by every user"));
 }
 
+/// Clients that send headers and then stall (more of them than the service
+/// has workers) hold nothing for ever: others are served, and a stop ends.
+#[test]
+fn stalled_clients_do_not_wedge_the_service() {
+    require_root!();
+    use std::io::Write;
+    let h = Home::new();
+    h.rexray(&["volume", "create", "st", "--size", "1"]).ok();
+    let (host, sock) = unix_host(&h);
+    let mut svc = Service::start(&h, &host, &[]);
+    let stalled: Vec<_> = (0..rexray::docker::server::WORKERS + 8)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            write!(
+                s,
+                "POST /VolumeDriver.Get HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{{\"Na"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let r = post(&sock, "/VolumeDriver.Get", r#"{"Name":"st"}"#);
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
+    assert!(
+        svc.log_text().contains("did not arrive"),
+        "{}",
+        svc.log_text()
+    );
+    drop(stalled);
+}
+
 // ---------------------------------------------------------------- escapes
 
 const HOSTILE: &[&str] = &[
