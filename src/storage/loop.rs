@@ -259,7 +259,7 @@ impl LoopDriver {
         crate::input::volume_name(name)?;
         if spec.encrypted {
             return Err(Error::unsupported(
-                "the loop driver cannot encrypt volumes; create it without encryption",
+                "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
         let id = new_id()?;
@@ -520,7 +520,7 @@ impl StorageDriver for LoopDriver {
         crate::input::volume_name(name)?;
         if spec.encrypted {
             return Err(Error::unsupported(
-                "the loop driver cannot encrypt volumes; create it without encryption",
+                "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
         let _lock = self.lock_catalog()?;
