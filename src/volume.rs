@@ -501,6 +501,7 @@ impl Volumes {
         } else {
             v.size * GIB
         };
+        fail::fail_point!("volume::resize-after-driver", |_| crate::crash_here());
         let mp = self.mount_point(&v.name);
         if let Some(m) = node::mountinfo::mounts_at(&mp)?.into_iter().next() {
             let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
@@ -523,6 +524,7 @@ impl Volumes {
                 })?;
             }
         }
+        fail::fail_point!("volume::resize-after-fs", |_| crate::crash_here());
         let v = self.driver.inspect(&v.id)?.unwrap_or(v);
         Ok((v, bytes))
     }
@@ -601,6 +603,7 @@ impl Volumes {
                 self.driver.create_from_snapshot(&snap.id, name, &spec)
             }
         };
+        fail::fail_point!("volume::copy-after-driver", |_| crate::crash_here());
         match made {
             Ok(v) => Ok(Created::New(v)),
             Err(e) if e.kind() == Kind::AlreadyExists => match self.lookup(name)? {
@@ -617,6 +620,7 @@ impl Volumes {
         let v = self.find(arg)?;
         let _lock = self.state.lock_volume(&v.id)?;
         let _frozen = self.quiesce(&v, "snapshot")?;
+        fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
         self.driver.snapshot(&v.id, snap_name)
     }
 
@@ -674,6 +678,30 @@ impl Volumes {
         }
     }
 
+    /// Delete mount records of volumes that no longer exist (removed by
+    /// another instance or by hand): nothing can mount or unmount them.
+    /// Checked again under the volume's lock, so a volume created and
+    /// mounted meanwhile keeps its record.
+    fn drop_dangling_records(&self) {
+        let Ok(ids) = self.state.mount_record_ids() else {
+            return;
+        };
+        for id in ids {
+            if crate::input::volume_id(&id).is_err() {
+                continue;
+            }
+            let Ok(_lock) = self.state.lock_volume(&id) else {
+                continue;
+            };
+            if matches!(self.driver.inspect(&id), Ok(None)) {
+                tracing::warn!(volume_id = %id, "deleting the mount record of a volume that no longer exists");
+                if let Err(e) = self.state.remove_mount(&id) {
+                    tracing::warn!(volume_id = %id, "could not delete the record: {e}");
+                }
+            }
+        }
+    }
+
     /// Clean up after a crash: every volume mounted at its mount point that
     /// no consumer holds is unmounted and detached (the process died
     /// between the unmount's record drop and the real unmount, or between
@@ -704,6 +732,7 @@ impl Volumes {
                 Err(e) => tracing::warn!(volume = %v.name, "could not clean up: {e}"),
             }
         }
+        self.drop_dangling_records();
         Ok(done)
     }
 }

@@ -114,6 +114,15 @@ fn read_file(path: &Path, tree: &mut BTreeMap<String, (String, PathBuf)>) -> Res
             path.display()
         )));
     }
+    // As sshd's StrictModes: a group other than root's may not write it.
+    if meta.mode() & 0o020 != 0 && meta.gid() != 0 {
+        return Err(Error::invalid(format!(
+            "refusing config file {}: it is writable by group {}; run `chmod g-w {}`",
+            path.display(),
+            meta.gid(),
+            path.display()
+        )));
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::from_io(format!("reading config file {}", path.display()), &e))?;
     if text.trim().is_empty() {

@@ -242,11 +242,13 @@ pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
     if get("fsType").is_some() && get("newFsType").is_some() {
         return Err(Error::invalid("give fsType or newFsType, not both"));
     }
-    if let Some(v) = get("fsType").or(get("newFsType")) {
-        r.opts.fs_type = Some(
-            v.parse::<FsType>()
-                .map_err(|e| e.context("option fsType"))?,
-        );
+    for key in ["fsType", "newFsType"] {
+        if let Some(v) = get(key) {
+            r.opts.fs_type = Some(
+                v.parse::<FsType>()
+                    .map_err(|e| e.context(format!("option {key}")))?,
+            );
+        }
     }
     if let Some(v) = get("encrypted") {
         r.opts.encrypted = crate::input::boolean("option encrypted", v)?;

@@ -128,7 +128,17 @@ impl Drop for Endpoint {
 }
 
 fn ensure_parent(p: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if let Some(dir) = p.parent() {
+        if let Ok(m) = std::fs::metadata(dir) {
+            // Anyone could swap the socket for their own there.
+            if m.is_dir() && m.mode() & 0o002 != 0 {
+                return Err(Error::invalid(format!(
+                    "refusing to serve in {}: the directory is writable by every user; use a private directory such as /run/docker/plugins",
+                    dir.display()
+                )));
+            }
+        }
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -226,14 +236,50 @@ fn worker(server: &tiny_http::Server, vols: &Volumes, stop: &AtomicBool) {
     }
 }
 
-fn serve_one(vols: &Volumes, mut rq: tiny_http::Request) {
+/// Longest wait for a request body still on the wire: a client that sends
+/// headers and then stalls must not hold a worker (or a stop) for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read the body of `rq`. tiny_http has already buffered a small body;
+/// any other is read by a helper thread, abandoned (with the stalled
+/// connection) after [`BODY_TIMEOUT`].
+fn read_body(
+    mut rq: tiny_http::Request,
+) -> std::result::Result<(tiny_http::Request, std::io::Result<Vec<u8>>), ()> {
+    fn read(rq: &mut tiny_http::Request) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        rq.as_reader()
+            .take(api::MAX_BODY + 1)
+            .read_to_end(&mut body)?;
+        Ok(body)
+    }
+    let expects = rq.headers().iter().any(|h| h.field.equiv("Expect"));
+    if !expects && rq.body_length().is_some_and(|n| n <= 1024) {
+        let body = read(&mut rq);
+        return Ok((rq, body));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("docker-body".into())
+        .spawn(move || {
+            let body = read(&mut rq);
+            let _ = tx.send((rq, body));
+        });
+    if spawned.is_err() {
+        return Err(());
+    }
+    rx.recv_timeout(BODY_TIMEOUT).map_err(|_| ())
+}
+
+fn serve_one(vols: &Volumes, rq: tiny_http::Request) {
     let started = Instant::now();
     let path = rq.url().to_string();
+    let Ok((rq, read)) = read_body(rq) else {
+        tracing::warn!(endpoint = %path, "dropped a request whose body did not arrive within {}", humantime::format_duration(BODY_TIMEOUT));
+        return;
+    };
     let mut body = Vec::new();
-    let read = rq
-        .as_reader()
-        .take(api::MAX_BODY + 1)
-        .read_to_end(&mut body);
+    let read = read.map(|b| body = b);
     let reply = match read {
         Err(e) => api::Reply {
             status: 400,

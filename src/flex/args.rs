@@ -713,7 +713,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
 
         #[test]
         fn any_argv_parses_or_fails_cleanly(

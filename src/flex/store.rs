@@ -140,7 +140,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
         #[test]
         fn keys_are_safe_file_names(s in "\\PC{0,400}") {
             let k = file_key(&s);

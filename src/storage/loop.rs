@@ -259,12 +259,14 @@ impl LoopDriver {
         crate::input::volume_name(name)?;
         if spec.encrypted {
             return Err(Error::unsupported(
-                "the loop driver cannot encrypt volumes; create it without encryption",
+                "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
         let id = new_id()?;
         let tmp = self.root.join(format!("{id}.copying"));
-        let how = clone_file(src, &tmp)?;
+        // Held until the copy is in the catalog: a sweep leaves it alone.
+        let (how, _tmp_lock) = clone_file(src, &tmp)?;
+        fail::fail_point!("loop::copy-after-clone", |_| crate::crash_here());
         let bytes = spec
             .size
             .checked_mul(GIB)
@@ -284,6 +286,7 @@ impl LoopDriver {
         }
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
+        self.sweep_orphans(&cat, &kernel_loops());
         if cat.volumes.iter().any(|r| r.name == name) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::exists(format!("volume {name} already exists")));
@@ -293,6 +296,7 @@ impl LoopDriver {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
         }
+        fail::fail_point!("loop::copy-after-rename", |_| crate::crash_here());
         let rec = Record {
             id: id.clone(),
             name: name.to_string(),
@@ -473,6 +477,19 @@ impl LoopDriver {
             tracing::info!(image = %e.path().display(), "removing an image a crashed create left behind");
             let _ = std::fs::remove_file(e.path());
         }
+        sweep_dead_copies(&self.root);
+        let snaps = self.snap_dir();
+        sweep_dead_copies(&snaps);
+        for e in std::fs::read_dir(&snaps).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".img") else {
+                continue;
+            };
+            if !cat.snapshots.iter().any(|r| r.id == id) {
+                tracing::info!(image = %e.path().display(), "removing a snapshot image a crashed snapshot left behind");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
@@ -503,7 +520,7 @@ impl StorageDriver for LoopDriver {
         crate::input::volume_name(name)?;
         if spec.encrypted {
             return Err(Error::unsupported(
-                "the loop driver cannot encrypt volumes; create it without encryption",
+                "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
         let _lock = self.lock_catalog()?;
@@ -689,6 +706,7 @@ impl StorageDriver for LoopDriver {
                 .and_then(|_| f.sync_all())
                 .ctx(|| format!("growing image {} to {size_gib} GiB", img.display()))?;
         }
+        fail::fail_point!("loop::resize-after-image", |_| crate::crash_here());
         for dev in kernel_loops().get(&img).into_iter().flatten() {
             let ld = ::loopdev::LoopDevice::open(dev)
                 .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
@@ -696,6 +714,7 @@ impl StorageDriver for LoopDriver {
                 Error::from_io(format!("updating capacity of {}", dev.display()), &e)
             })?;
         }
+        fail::fail_point!("loop::resize-after-capacity", |_| crate::crash_here());
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
         if let Some(r) = cat.volumes.iter_mut().find(|r| r.id == id) {
@@ -737,9 +756,11 @@ impl StorageDriver for LoopDriver {
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         let sid = new_id()?;
         let tmp = dir.join(format!("{sid}.copying"));
-        clone_file(&self.image(id), &tmp)?;
+        let (_, _tmp_lock) = clone_file(&self.image(id), &tmp)?;
+        fail::fail_point!("loop::snapshot-after-clone", |_| crate::crash_here());
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
+        self.sweep_orphans(&cat, &kernel_loops());
         if cat.snapshots.iter().any(|r| r.name == snap_name) {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::exists(format!(
@@ -751,6 +772,7 @@ impl StorageDriver for LoopDriver {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
         }
+        fail::fail_point!("loop::snapshot-after-rename", |_| crate::crash_here());
         let rec = SnapRecord {
             id: sid,
             name: snap_name.to_string(),
@@ -822,10 +844,35 @@ impl StorageDriver for LoopDriver {
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
+/// Remove the `*.copying` files in `dir` that no live copy holds (see
+/// [`clone_file`]): what a copy or snapshot killed mid-way left behind.
+fn sweep_dead_copies(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".copying") {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(e.path())
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            tracing::info!(file = %e.path().display(), "removing a partial copy a crashed copy left behind");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Copy `src` to the new file `dst`: a reflink when the filesystem can
 /// share extents, else a sparse copy that writes only the data regions.
-/// Returns which one it did.
-fn clone_file(src: &Path, dst: &Path) -> Result<&'static str> {
+/// Returns which one it did and `dst` open and flocked, so that a sweep
+/// of files crashed copies left behind can tell a live copy from a dead one.
+fn clone_file(src: &Path, dst: &Path) -> Result<(&'static str, std::fs::File)> {
     use std::os::fd::AsRawFd;
     let from = std::fs::File::open(src).ctx(|| format!("opening {}", src.display()))?;
     let to = std::fs::OpenOptions::new()
@@ -833,6 +880,8 @@ fn clone_file(src: &Path, dst: &Path) -> Result<&'static str> {
         .create_new(true)
         .open(dst)
         .ctx(|| format!("creating {}", dst.display()))?;
+    // SAFETY: flock on a descriptor we own; a fresh file is never contended.
+    unsafe { libc::flock(to.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     let result = (|| {
         // SAFETY: both descriptors are open for the duration of the call.
         let how = if unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as _) }.is_ok() {
@@ -844,6 +893,7 @@ fn clone_file(src: &Path, dst: &Path) -> Result<&'static str> {
         to.sync_all()?;
         Ok(how)
     })();
+    let result = result.map(|how| (how, to));
     result.map_err(|e: std::io::Error| {
         let _ = std::fs::remove_file(dst);
         Error::from_io(

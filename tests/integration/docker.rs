@@ -28,7 +28,7 @@ fn sigterm(pid: u32) {
         nix::sys::signal::Signal::SIGTERM,
     );
 }
-fn sigkill(pid: u32) {
+pub(crate) fn sigkill(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
