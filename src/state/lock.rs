@@ -49,8 +49,11 @@ impl FileLock {
                             path: path.to_path_buf(),
                         });
                     }
-                    // Replaced or removed under us: try again.
-                    continue;
+                    // Replaced or removed under us: try again, within
+                    // the same deadline.
+                    if Instant::now() < deadline {
+                        continue;
+                    }
                 }
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
                 Err((_, e)) => {
