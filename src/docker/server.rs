@@ -1,20 +1,43 @@
 //! The listener: a unix socket under `/run/docker/plugins` or a TCP port
-//! with a spec file, served by a pool of workers until told to stop.
+//! with a spec file, served until told to stop.
+//!
+//! HTTP/1.1 is hyper's, on a small tokio runtime: a connection costs a task,
+//! not a thread, so idle keep-alive connections (dockerd keeps them) and
+//! clients that stall mid-request never hold up anyone else. The workflows
+//! are blocking (locks, mkfs, mount), so each request runs on the blocking
+//! pool: a slow format of one volume holds one of [`WORKERS`] threads.
 
 use super::api;
 use crate::config::{keys, Config};
 use crate::error::IoContext;
 use crate::volume::Volumes;
 use crate::{Error, Result};
-use std::io::Read;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Requests served at once. A slow request (mkfs of a big volume) holds
-/// one worker; the others go on serving.
+/// one of these threads; the others go on serving.
 pub const WORKERS: usize = 32;
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long in-flight requests may run on after a stop (dockerd waits up
+/// to 2 minutes for a Create or Mount).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(140);
+
+/// A bound listener.
+enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
 
 /// Where to listen, from `rexray.modules.default-docker.host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +91,7 @@ impl Listen {
 /// A bound endpoint. Dropping it closes the listener and removes the
 /// socket or spec file it created.
 pub struct Endpoint {
-    server: Option<tiny_http::Server>,
+    listener: Option<Listener>,
     socket: Option<PathBuf>,
     spec: Option<(PathBuf, String)>,
     url: String,
@@ -88,29 +111,112 @@ impl Endpoint {
         }
     }
 
-    /// Serve until `stop` is set, then finish what was already received.
+    /// Serve until `stop` is set, then let the requests in flight finish
+    /// (bounded by [`DRAIN_TIMEOUT`]).
     pub fn serve(&self, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
-        let server = self.server.as_ref().expect("bound");
-        std::thread::scope(|s| {
-            for i in 0..WORKERS {
-                let vols = vols.clone();
-                let stop = stop.clone();
-                std::thread::Builder::new()
-                    .name(format!("docker-{i}"))
-                    .spawn_scoped(s, move || worker(server, &vols, &stop))
-                    .expect("spawn worker");
+        let listener = match self.listener.as_ref().expect("bound") {
+            Listener::Unix(l) => l.try_clone().map(Listener::Unix),
+            Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(WORKERS)
+            .thread_name("docker")
+            .enable_all()
+            .build();
+        match (listener, rt) {
+            (Ok(l), Ok(rt)) => rt.block_on(serve_async(l, vols, stop)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot serve the Docker plugin API: {e}");
             }
-        });
+        }
     }
+}
+
+async fn serve_async(listener: Listener, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let accepted = match listener {
+        Listener::Unix(l) => match l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::UnixListener::from_std(l))
+        {
+            Ok(l) => loop {
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, _)) => serve_connection(s, &graceful, &vols),
+                        Err(e) => accept_failed(e).await,
+                    },
+                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { break Ok(()) },
+                }
+            },
+            Err(e) => Err(e),
+        },
+        Listener::Tcp(l) => match l
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(l))
+        {
+            Ok(l) => loop {
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, _)) => serve_connection(s, &graceful, &vols),
+                        Err(e) => accept_failed(e).await,
+                    },
+                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { break Ok(()) },
+                }
+            },
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = accepted {
+        tracing::error!("cannot accept connections: {e}");
+    }
+    // Idle connections close now; a request in flight finishes first.
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still running after {}; stopping anyway",
+            humantime::format_duration(DRAIN_TIMEOUT)
+        );
+    }
+}
+
+/// A failed accept (e.g. out of file descriptors): say so and pause, so a
+/// persistent failure does not spin.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!("accepting a connection failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn serve_connection<S>(
+    stream: S,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    vols: &Arc<Volumes>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let vols = vols.clone();
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper::service::service_fn(move |rq| serve_one(vols.clone(), rq)),
+        );
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        // tiny_http connects to its own socket to wake its acceptor: drop
-        // it before the socket file goes.
-        drop(self.server.take());
+        drop(self.listener.take());
         if let Some(p) = &self.socket {
-            // tiny_http may have removed it already.
             match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     tracing::warn!(socket = %p.display(), "could not remove the socket: {e}")
@@ -171,12 +277,12 @@ fn bind_unix(path: &Path) -> Result<Endpoint> {
         tracing::info!(socket = %path.display(), "replacing a stale socket nothing answers on");
         std::fs::remove_file(path).ctx(|| format!("removing stale socket {}", path.display()))?;
     }
-    let server = tiny_http::Server::http_unix(path)
+    let server = std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| Error::system(format!("listening on unix://{}: {e}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .ctx(|| format!("setting the mode of {}", path.display()))?;
     Ok(Endpoint {
-        server: Some(server),
+        listener: Some(Listener::Unix(server)),
         socket: Some(path.to_path_buf()),
         spec: None,
         url: format!("unix://{}", path.display()),
@@ -184,13 +290,11 @@ fn bind_unix(path: &Path) -> Result<Endpoint> {
 }
 
 fn bind_tcp(addr: &str, spec: &Path) -> Result<Endpoint> {
-    let server = tiny_http::Server::http(addr)
+    let server = std::net::TcpListener::bind(addr)
         .map_err(|e| Error::system(format!("listening on tcp://{addr}: {e}")))?;
-    let bound = match server.server_addr() {
-        tiny_http::ListenAddr::IP(a) => a,
-        #[allow(unreachable_patterns)]
-        _ => return Err(Error::system("the TCP listener has no address")),
-    };
+    let bound = server
+        .local_addr()
+        .map_err(|e| Error::system(format!("the TCP listener has no address: {e}")))?;
     let mut reach = bound;
     if reach.ip().is_unspecified() {
         // dockerd on this host reaches a wildcard listener on loopback.
@@ -206,126 +310,72 @@ fn bind_tcp(addr: &str, spec: &Path) -> Result<Endpoint> {
     crate::state::atomic::write(spec, content.as_bytes())?;
     tracing::info!(spec = %spec.display(), url, "wrote the spec file");
     Ok(Endpoint {
-        server: Some(server),
+        listener: Some(Listener::Tcp(server)),
         socket: None,
         spec: Some((spec.to_path_buf(), content)),
         url,
     })
 }
 
-fn worker(server: &tiny_http::Server, vols: &Volumes, stop: &AtomicBool) {
-    loop {
-        let next = if stop.load(Ordering::SeqCst) {
-            // Finish what was already received, then leave.
-            match server.try_recv() {
-                Ok(Some(rq)) => rq,
-                _ => return,
-            }
-        } else {
-            match server.recv_timeout(Duration::from_millis(200)) {
-                Ok(Some(rq)) => rq,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!("accepting a request failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            }
-        };
-        serve_one(vols, next);
-    }
-}
-
 /// Longest wait for a request body still on the wire: a client that sends
-/// headers and then stalls must not hold a worker (or a stop) for ever.
+/// headers and then stalls gets an error instead of holding anything.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Read the body of `rq`. tiny_http has already buffered a small body;
-/// any other is read by a helper thread, abandoned (with the stalled
-/// connection) after [`BODY_TIMEOUT`].
-fn read_body(
-    mut rq: tiny_http::Request,
-) -> std::result::Result<(tiny_http::Request, std::io::Result<Vec<u8>>), ()> {
-    fn read(rq: &mut tiny_http::Request) -> std::io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        rq.as_reader()
-            .take(api::MAX_BODY + 1)
-            .read_to_end(&mut body)?;
-        Ok(body)
+fn json_reply(status: u16, err: &str) -> api::Reply {
+    api::Reply {
+        status,
+        body: format!("{}\n", serde_json::json!({ "Err": err })).into_bytes(),
     }
-    let expects = rq.headers().iter().any(|h| h.field.equiv("Expect"));
-    if !expects && rq.body_length().is_some_and(|n| n <= 1024) {
-        let body = read(&mut rq);
-        return Ok((rq, body));
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("docker-body".into())
-        .spawn(move || {
-            let body = read(&mut rq);
-            let _ = tx.send((rq, body));
-        });
-    if spawned.is_err() {
-        return Err(());
-    }
-    rx.recv_timeout(BODY_TIMEOUT).map_err(|_| ())
 }
 
-fn serve_one(vols: &Volumes, rq: tiny_http::Request) {
+async fn serve_one(
+    vols: Arc<Volumes>,
+    rq: Request<Incoming>,
+) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
-    let path = rq.url().to_string();
-    let Ok((rq, read)) = read_body(rq) else {
-        tracing::warn!(endpoint = %path, "dropped a request whose body did not arrive within {}", humantime::format_duration(BODY_TIMEOUT));
-        return;
-    };
-    let mut body = Vec::new();
-    let read = read.map(|b| body = b);
-    let reply = match read {
-        Err(e) => api::Reply {
-            status: 400,
-            body: format!(
-                "{}\n",
-                serde_json::json!({ "Err": format!("reading the request body: {e}") })
-            )
-            .into_bytes(),
-        },
-        Ok(_) if body.len() as u64 > api::MAX_BODY => api::Reply {
-            status: 413,
-            body: b"{\"Err\":\"the request body is larger than 1 MiB\"}\n".to_vec(),
-        },
-        Ok(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            api::handle(vols, &path, &body)
-        }))
-        .unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            tracing::error!(endpoint = %path, "request panicked: {what}");
-            api::Reply {
-                status: 500,
-                body: format!(
-                    "{}\n",
-                    serde_json::json!({ "Err": format!("internal error (a bug in rexray): {what}") })
-                )
-                .into_bytes(),
+    let path = rq.uri().path().to_string();
+    let body = Limited::new(rq.into_body(), api::MAX_BODY as usize);
+    let reply = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_) => {
+            tracing::warn!(endpoint = %path, "dropped a request whose body did not arrive within {}", humantime::format_duration(BODY_TIMEOUT));
+            json_reply(408, "the request body did not arrive in time")
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            json_reply(413, "the request body is larger than 1 MiB")
+        }
+        Ok(Err(e)) => json_reply(400, &format!("reading the request body: {e}")),
+        Ok(Ok(collected)) => {
+            let body = collected.to_bytes();
+            let p = path.clone();
+            let handled = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    api::handle(&vols, &p, &body)
+                }))
+            })
+            .await;
+            match handled {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(p)) => {
+                    let what = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    tracing::error!(endpoint = %path, "request panicked: {what}");
+                    json_reply(500, &format!("internal error (a bug in rexray): {what}"))
+                }
+                Err(e) => json_reply(500, &format!("internal error: {e}")),
             }
-        }),
+        }
     };
     let status = reply.status;
-    // Always Content-Length (tiny_http would switch big bodies to chunked).
-    let resp = tiny_http::Response::from_data(reply.body)
-        .with_chunked_threshold(usize::MAX)
-        .with_status_code(status)
-        .with_header(
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], api::CONTENT_TYPE.as_bytes())
-                .expect("valid header"),
-        );
-    if let Err(e) = rq.respond(resp) {
-        tracing::debug!(endpoint = %path, "the client went away: {e}");
-    }
     tracing::debug!(endpoint = %path, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
+    let resp = Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, api::CONTENT_TYPE)
+        .body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    Ok(resp)
 }
 
 #[cfg(test)]
