@@ -11,8 +11,7 @@ use crate::error::IoContext;
 use crate::output::{self, Format};
 use crate::{Error, Result};
 use serde::Serialize;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where kubelet looks for the `rexray/flexrex` driver by default.
@@ -217,44 +216,14 @@ pub fn install(source: &Path, path: &Path, force: bool) -> Result<InstallStatus>
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    write_atomically(path, &want)?;
+    // Temp file + rename: kubelet's directory watcher never sees a
+    // half-written driver.
+    crate::state::atomic::write_mode(path, &want, 0o755)?;
     Ok(InstallStatus {
         path: path.to_string_lossy().into_owned(),
         installed: true,
         modified,
     })
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o755)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        f.write_all(bytes)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        // The umask may have cleared bits of the 0755 asked for above.
-        f.set_permissions(std::fs::Permissions::from_mode(0o755))
-            .ctx(|| format!("setting the mode of {}", tmp.display()))?;
-        f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
-        crate::state::atomic::sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Remove the driver at `path` (and its `rexray~flexrex` directory when

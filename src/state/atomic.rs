@@ -9,17 +9,23 @@ use std::path::Path;
 /// Replace `path` with `bytes` so a reader sees the old or the new file,
 /// never a mix, and the new one survives a power loss once this returns.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace(path, bytes, true)
+    replace(path, bytes, true, None)
+}
+
+/// [`write`] with an exact file mode (not narrowed by the umask), e.g.
+/// 0755 for an installed program.
+pub fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    replace(path, bytes, true, Some(mode))
 }
 
 /// Replace `path` atomically without forcing it to disk: for records that
 /// only describe this boot (mounts, attachments), which a power loss makes
 /// void anyway. A killed process still leaves the old or the new file.
 pub fn write_volatile(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace(path, bytes, false)
+    replace(path, bytes, false, None)
 }
 
-fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+fn replace(path: &Path, bytes: &[u8], durable: bool, mode: Option<u32>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -37,6 +43,11 @@ fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)
             .ctx(|| format!("writing {}", tmp.display()))?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .ctx(|| format!("setting the mode of {}", tmp.display()))?;
+        }
         if durable {
             f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
         }
