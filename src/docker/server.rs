@@ -135,36 +135,37 @@ impl Endpoint {
 
 async fn serve_async(listener: Listener, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let accepted = match listener {
         Listener::Unix(l) => match l
             .set_nonblocking(true)
             .and_then(|_| tokio::net::UnixListener::from_std(l))
         {
-            Ok(l) => loop {
-                tokio::select! {
-                    r = l.accept() => match r {
-                        Ok((s, _)) => serve_connection(s, &graceful, &vols),
-                        Err(e) => accept_failed(e).await,
-                    },
-                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { break Ok(()) },
-                }
-            },
+            Ok(l) => {
+                let l = &l;
+                accept_until_stopped(
+                    || async move { l.accept().await.map(|(s, _)| s) },
+                    &graceful,
+                    &vols,
+                    &stop,
+                )
+                .await
+            }
             Err(e) => Err(e),
         },
         Listener::Tcp(l) => match l
             .set_nonblocking(true)
             .and_then(|_| tokio::net::TcpListener::from_std(l))
         {
-            Ok(l) => loop {
-                tokio::select! {
-                    r = l.accept() => match r {
-                        Ok((s, _)) => serve_connection(s, &graceful, &vols),
-                        Err(e) => accept_failed(e).await,
-                    },
-                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { break Ok(()) },
-                }
-            },
+            Ok(l) => {
+                let l = &l;
+                accept_until_stopped(
+                    || async move { l.accept().await.map(|(s, _)| s) },
+                    &graceful,
+                    &vols,
+                    &stop,
+                )
+                .await
+            }
             Err(e) => Err(e),
         },
     };
@@ -183,11 +184,33 @@ async fn serve_async(listener: Listener, vols: Arc<Volumes>, stop: Arc<AtomicBoo
     }
 }
 
-/// A failed accept (e.g. out of file descriptors): say so and pause, so a
-/// persistent failure does not spin.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("accepting a connection failed: {e}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+/// Accept and serve connections until `stop` is set.
+async fn accept_until_stopped<S, F, Fut>(
+    mut accept: F,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    vols: &Arc<Volumes>,
+    stop: &AtomicBool,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            r = accept() => match r {
+                Ok(s) => serve_connection(s, graceful, vols),
+                Err(e) => {
+                    // E.g. out of file descriptors: say so and pause, so a
+                    // persistent failure does not spin.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
+        }
+    }
 }
 
 fn serve_connection<S>(
