@@ -743,7 +743,22 @@ const RUN_DIRS: &[&str] = &[
 ];
 
 impl Dockerd {
-    pub(crate) fn available() -> bool {
+    /// Whether the dockerd tests can run here. In CI scripts/test.sh
+    /// installs everything, so a missing tool is a broken install step:
+    /// fail rather than pass without testing.
+    pub(crate) fn usable() -> bool {
+        if Self::available() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dockerd, containerd, runc, docker or /bin/busybox missing in CI"
+        );
+        eprintln!("skipped: dockerd, containerd, runc, docker or /bin/busybox missing (scripts/test.sh installs them)");
+        false
+    }
+
+    fn available() -> bool {
         ["dockerd", "containerd", "runc", "docker"]
             .iter()
             .all(|b| which::which(b).is_ok())
@@ -1006,14 +1021,7 @@ impl Drop for Dockerd {
 #[test]
 fn real_dockerd_drives_the_plugin() {
     require_root!();
-    if !Dockerd::available() {
-        // In CI scripts/test.sh installs them: a missing one is a broken
-        // install step, not a reason to pass.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dockerd, containerd, runc, docker or /bin/busybox missing in CI"
-        );
-        eprintln!("skipped: dockerd, containerd, runc, docker or /bin/busybox missing (scripts/test.sh installs them)");
+    if !Dockerd::usable() {
         return;
     }
     let _dirs = HostDirs::snapshot();
