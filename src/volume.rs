@@ -30,7 +30,8 @@ pub enum Created {
 /// The result of an unmount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unmounted {
-    /// The last consumer left: unmounted and detached.
+    /// The last consumer left: unmounted, and detached unless a holder
+    /// keeps it attached (see [`Volumes::hold`]).
     Released,
     /// Other consumers still use the mount; it stays.
     StillUsed(usize),
@@ -161,6 +162,22 @@ impl Volumes {
         consumer: &str,
         opts: &MountOptions,
     ) -> Result<(Volume, PathBuf)> {
+        self.mount_and(arg, consumer, opts, &|_, _| Ok(()))
+    }
+
+    /// [`mount`](Self::mount), then `then(volume, mount point)` under the
+    /// volume's lock before the consumer is recorded: a front-end that
+    /// makes a mount of its own from ours (flexrex binds it onto kubelet's
+    /// path) does so atomically with the record, so no other caller ever
+    /// sees the consumer without that mount. When `then` fails, the
+    /// consumer is not recorded and a mount nobody uses is undone.
+    pub fn mount_and(
+        &self,
+        arg: &str,
+        consumer: &str,
+        opts: &MountOptions,
+        then: &dyn Fn(&Volume, &Path) -> Result<()>,
+    ) -> Result<(Volume, PathBuf)> {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
         node::require_privileges(&format!("mounting volume {}", v.name))?;
@@ -260,6 +277,15 @@ impl Volumes {
         let path = self.app_path(&mp);
         node::ensure_dir(&path)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if let Err(e) = then(&v, &mp) {
+            if rec.consumers.is_empty() {
+                let keep_attached = was_attached || !rec.holds.is_empty();
+                if let Err(u) = self.release(&v, keep_attached) {
+                    tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
+                }
+            }
+            return Err(e);
+        }
         if rec.consumers.insert(consumer.to_string()) || rec.volume_id.is_empty() {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
@@ -295,7 +321,9 @@ impl Volumes {
 
     /// Release `consumer`'s use of a volume. When no consumer is left (or
     /// `unmount.ignoreUsedCount` is set) the volume is unmounted and
-    /// detached. Unmounting a volume that is not mounted succeeds.
+    /// detached — unless a holder keeps it attached (see
+    /// [`hold`](Self::hold)). Unmounting a volume that is not mounted
+    /// succeeds.
     pub fn unmount(&self, arg: &str, consumer: &str) -> Result<Unmounted> {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
@@ -307,25 +335,37 @@ impl Volumes {
         } else {
             rec.consumers.remove(consumer);
         }
+        self.settle(&v, rec)
+    }
+
+    /// Store a record whose consumer set just shrank and act on it: with
+    /// consumers left, nothing else changes; with none, the volume is
+    /// unmounted, and detached unless a holder keeps it attached.
+    ///
+    /// The consumers are dropped from the record before the real unmount:
+    /// a crash after this leaves a mount without consumers, which the next
+    /// unmount, remove or service start cleans up — never a consumer
+    /// without a mount.
+    fn settle(&self, v: &Volume, rec: MountRecord) -> Result<Unmounted> {
+        self.state.save_mount(&v.id, &rec)?;
         if !rec.consumers.is_empty() {
-            self.state.save_mount(&v.id, &rec)?;
             return Ok(Unmounted::StillUsed(rec.consumers.len()));
         }
-        // Drop the record before the real unmount: a crash after this
-        // leaves a mount without consumers, which the next unmount or
-        // remove cleans up — never a consumer without a mount.
-        self.state.remove_mount(&v.id)?;
         fail::fail_point!("volume::unmount-after-record", |_| crate::crash_here());
-        self.release(&v)?;
+        self.release(v, !rec.holds.is_empty())?;
         Ok(Unmounted::Released)
     }
 
-    /// Unmount our mount point and detach the volume from this instance.
-    fn release(&self, v: &Volume) -> Result<()> {
+    /// Unmount our mount point and, unless `keep_attached`, detach the
+    /// volume from this instance.
+    fn release(&self, v: &Volume, keep_attached: bool) -> Result<()> {
         let mp = self.mount_point(&v.name);
         let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
         node::unmount_all(&mp).map_err(|e| e.context(step("unmount")))?;
         fail::fail_point!("volume::unmount-after-unmount", |_| crate::crash_here());
+        if keep_attached {
+            return Ok(());
+        }
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if current.state() == AttachmentState::Attached {
             if let Some(dev) = current.attachments.first().map(|a| a.device_name.clone()) {
@@ -389,6 +429,19 @@ impl Volumes {
 
     /// Attach a volume to this instance without mounting it.
     pub fn attach(&self, arg: &str, force: bool) -> Result<Volume> {
+        self.attach_held(arg, force, None)
+    }
+
+    /// Attach a volume for `holder`, who will mount it later (kubelet's
+    /// attach before its mountdevice): the device stays attached, even
+    /// when every consumer of its mount leaves, until the holder lets go
+    /// with [`release_hold`](Self::release_hold).
+    pub fn hold(&self, arg: &str, holder: &str, force: bool) -> Result<Volume> {
+        crate::input::consumer(holder)?;
+        self.attach_held(arg, force, Some(holder))
+    }
+
+    fn attach_held(&self, arg: &str, force: bool, holder: Option<&str>) -> Result<Volume> {
         let v = self.find(arg)?;
         node::require_privileges(&format!("attaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
@@ -396,17 +449,82 @@ impl Volumes {
         if let MountSource::Device(dev) = &src {
             node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))?;
         }
+        fail::fail_point!("volume::attach-before-hold", |_| crate::crash_here());
+        if let Some(h) = holder {
+            let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+            if rec.holds.insert(h.to_string()) {
+                if rec.volume_id.is_empty() {
+                    rec.volume_id = v.id.clone();
+                    rec.name = v.name.clone();
+                }
+                self.state.save_mount(&v.id, &rec)?;
+            }
+        }
         Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
     }
 
-    /// Detach a volume that is not mounted.
+    /// `holder` lets go of a volume it attached with [`hold`](Self::hold);
+    /// consumers for which `gone` is true (their mount vanished, e.g. in a
+    /// reboot) are released with it, under the same lock. When nothing
+    /// else uses or holds the volume it is unmounted and detached; a
+    /// volume still used elsewhere stays as it is.
+    pub fn release_hold(
+        &self,
+        arg: &str,
+        holder: &str,
+        gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Unmounted> {
+        let v = self.find(arg)?;
+        node::require_privileges(&format!("detaching volume {}", v.name))?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        rec.holds.remove(holder);
+        rec.consumers.retain(|who| {
+            let stale = gone(who);
+            if stale {
+                tracing::info!(volume = %v.name, consumer = %who, "releasing a consumer whose mount is gone");
+            }
+            !stale
+        });
+        self.settle(&v, rec)
+    }
+
+    /// Detach a volume that is not mounted. A volume a holder keeps
+    /// attached (see [`hold`](Self::hold)) is detached only with `force`,
+    /// which also drops the holders.
     pub fn detach(&self, arg: &str, force: bool) -> Result<Volume> {
         let v = self.find(arg)?;
         node::require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_used(&v, "detach")?;
+        if let Some(mut rec) = self.state.load_mount(&v.id)? {
+            if !force {
+                self.refuse_if_held(&v, &rec, "detach", " (or detach with --force)")?;
+            } else if !rec.holds.is_empty() {
+                tracing::warn!(volume = %v.name, holders = ?rec.holds, "forced detach: dropping the holders");
+                rec.holds.clear();
+                self.state.save_mount(&v.id, &rec)?;
+            }
+        }
         self.driver.detach(&v.id, force)?;
         Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+    }
+
+    /// Refuse `what` while a holder keeps the volume attached.
+    fn refuse_if_held(&self, v: &Volume, rec: &MountRecord, what: &str, or: &str) -> Result<()> {
+        if rec.holds.is_empty() {
+            return Ok(());
+        }
+        Err(Error::in_use(format!(
+            "cannot {what} volume {}: {} attached it for later use ({}); its detach releases it{or}",
+            v.name,
+            rec.holds.iter().cloned().collect::<Vec<_>>().join(", "),
+            if rec.holds.iter().any(|h| h.starts_with("flexrex")) {
+                "kubelet's attach through flexrex"
+            } else {
+                "an attach"
+            },
+        )))
     }
 
     /// Refuse `what` while the volume has consumers or is mounted here.
@@ -448,10 +566,13 @@ impl Volumes {
         }
         let lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_consumed(&v, "remove")?;
+        if let Some(rec) = self.state.load_mount(&v.id)? {
+            self.refuse_if_held(&v, &rec, "remove", "")?;
+        }
         let mp = self.mount_point(&v.name);
         if !node::mountinfo::mounts_at(&mp)?.is_empty() {
             tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");
-            self.release(&v)?;
+            self.release(&v, false)?;
         }
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if let Some(a) = current.attachments.first() {
@@ -584,9 +705,18 @@ impl Volumes {
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
                 spec.size = opts.size.unwrap_or(src.size);
                 let _src_lock = self.state.lock_volume(&src.id)?;
-                let _frozen = self.quiesce(&src, "copy")?;
+                let frozen = self.quiesce(&src, "copy")?;
                 fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
-                self.driver.copy(&src.id, name, &spec)
+                let made = self.driver.copy(&src.id, name, &spec);
+                match (self.unfreeze(frozen), made) {
+                    (Err(e), Ok(copy)) => {
+                        if let Err(r) = self.driver.remove(&copy.id) {
+                            tracing::warn!(volume = %copy.name, "could not remove the discarded copy: {r}");
+                        }
+                        Err(e.context(format!("copying volume {} to {name}", src.name)))
+                    }
+                    (_, made) => made,
+                }
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
                 let snap = self
@@ -619,9 +749,27 @@ impl Volumes {
     pub fn snapshot(&self, arg: &str, snap_name: &str) -> Result<Snapshot> {
         let v = self.find(arg)?;
         let _lock = self.state.lock_volume(&v.id)?;
-        let _frozen = self.quiesce(&v, "snapshot")?;
+        let frozen = self.quiesce(&v, "snapshot")?;
         fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
-        self.driver.snapshot(&v.id, snap_name)
+        let made = self.driver.snapshot(&v.id, snap_name);
+        match (self.unfreeze(frozen), made) {
+            (Err(e), Ok(snap)) => {
+                if let Err(r) = self.driver.remove_snapshot(&snap.id) {
+                    tracing::warn!(snapshot = %snap.name, "could not remove the discarded snapshot: {r}");
+                }
+                Err(e.context(format!("taking snapshot {snap_name} of volume {}", v.name)))
+            }
+            (_, made) => made,
+        }
+    }
+
+    /// Thaw what [`quiesce`](Self::quiesce) froze; an error when it did
+    /// not stay frozen for the whole copy.
+    fn unfreeze(&self, frozen: Option<node::freeze::Frozen>) -> Result<()> {
+        match frozen {
+            Some(f) => f.finish(self.cfg.duration(keys::FREEZE_TIMEOUT)),
+            None => Ok(()),
+        }
     }
 
     /// Every snapshot, by name.
@@ -671,9 +819,12 @@ impl Volumes {
         }
         let numbers = node::mountinfo::device_numbers(Path::new(&a.device_name))?;
         match node::mountinfo::mounts_of(numbers)?.first() {
-            Some(m) => node::freeze::Frozen::freeze(&m.mount_point)
-                .map(Some)
-                .map_err(|e| e.context(format!("cannot {what} volume {}", v.name))),
+            Some(m) => node::freeze::Frozen::freeze(
+                &m.mount_point,
+                self.cfg.duration(keys::FREEZE_TIMEOUT),
+            )
+            .map(Some)
+            .map_err(|e| e.context(format!("cannot {what} volume {}", v.name))),
             None => Ok(None),
         }
     }
@@ -719,15 +870,13 @@ impl Volumes {
             if node::freeze::thaw(&mp).unwrap_or(false) {
                 tracing::warn!(volume = %v.name, "thawed a filesystem a crashed copy left frozen");
             }
-            let used = self
-                .state
-                .load_mount(&v.id)?
-                .is_some_and(|r| !r.consumers.is_empty());
-            if used || node::mountinfo::mounts_at(&mp)?.is_empty() {
+            let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+            if !rec.consumers.is_empty() || node::mountinfo::mounts_at(&mp)?.is_empty() {
                 continue;
             }
-            tracing::warn!(volume = %v.name, mount_point = %mp.display(), "unmounting and detaching a mount no consumer holds (left by a crash)");
-            match self.release(&v) {
+            let held = !rec.holds.is_empty();
+            tracing::warn!(volume = %v.name, mount_point = %mp.display(), detach = !held, "unmounting a mount no consumer holds (left by a crash)");
+            match self.release(&v, held) {
                 Ok(()) => done.push(v.name.clone()),
                 Err(e) => tracing::warn!(volume = %v.name, "could not clean up: {e}"),
             }

@@ -65,6 +65,7 @@ pub const UNMOUNT_IGNORE_USED_COUNT: &str = ops!("unmount.ignoreUsedCount");
 pub const REMOVE_DISABLE: &str = ops!("remove.disable");
 pub const ATTACH_TIMEOUT: &str = "libstorage.device.attachTimeout";
 pub const LOCK_TIMEOUT: &str = "rexray.lockTimeout";
+pub const FREEZE_TIMEOUT: &str = "rexray.freezeTimeout";
 pub const FORMAT_TIMEOUT: &str = "libstorage.device.formatTimeout";
 pub const LOOP_VOLUME_PATH: &str = "loop.volumePath";
 pub const VFS_ROOT: &str = "vfs.root";
@@ -201,6 +202,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Duration,
         aliases: &[],
         help: "how long an operation waits for another one on the same volume",
+    },
+    KeyDef {
+        key: FREEZE_TIMEOUT,
+        default: "10m",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a mounted volume may stay frozen for a snapshot or copy before it is thawed and the copy discarded",
     },
     KeyDef {
         key: LOOP_VOLUME_PATH,

@@ -190,6 +190,9 @@ fn start(cfg: Config) -> Result<i32> {
         .thread_block()
         .map_err(|e| Error::system(format!("blocking signals: {e}")))?;
     let pid = PidFile::acquire(&pid_path(&cfg))?;
+    // A service that was killed left its url behind: it must not announce
+    // this one before its endpoint is bound.
+    let _ = std::fs::remove_file(url_path(&cfg));
     let vols = Arc::new(Volumes::open(cfg.clone())?);
     match vols.reconcile() {
         Ok(done) if done.is_empty() => {}

@@ -1,18 +1,24 @@
 //! The FlexVolume calls on the library's workflows.
 //!
-//! - attach / isattached / waitforattach: [`Volumes::attach`] and the
-//!   driver's attachment state (attached = attached to *this* node).
+//! - attach / isattached / waitforattach: [`Volumes::hold`] (attach, and
+//!   keep the device attached for kubelet until its detach, whatever other
+//!   front-ends on the node do meanwhile) and the driver's attachment
+//!   state (attached = attached to *this* node).
 //! - mountdevice and mount: [`Volumes::mount`] with the path as consumer
 //!   (`flex:<path>`), which attaches, formats only a blank device and
 //!   mounts at `<mount.path>/<name>`; then that mount is bind-mounted onto
-//!   the path. Repeating a call finds the bind and adds nothing.
+//!   the path, under the volume's lock with the consumer's record, so the
+//!   consumer never exists without its bind. Repeating a call finds the
+//!   bind and adds nothing.
 //! - unmount and unmountdevice: remove the bind, then [`Volumes::unmount`]
 //!   for that consumer; the last one out unmounts and detaches.
 //!   Which volume a path holds is read back from the mount records (the
 //!   consumer) or the kernel (the device behind the bind).
-//! - detach: the volume recorded for kubelet's name; consumers whose path
-//!   is no longer mounted (kubelet skips unmountdevice for a path that is
-//!   not mounted, e.g. after a reboot) are released first.
+//! - detach: [`Volumes::release_hold`] on the volume recorded for kubelet's
+//!   name; consumers whose path is no longer mounted (kubelet skips
+//!   unmountdevice for a path that is not mounted, e.g. after a reboot) are
+//!   released with it, under the volume's lock. A volume another front-end
+//!   still uses stays attached for it and is detached by its last unmount.
 
 use super::args::{Call, Options};
 use super::reply::{Reply, CAPABILITIES};
@@ -20,10 +26,14 @@ use super::store::{NameRecord, Store};
 use crate::config::keys;
 use crate::model::{AttachmentState, MountOptions, Volume};
 use crate::node;
-use crate::volume::Volumes;
+use crate::volume::{Unmounted, Volumes};
 use crate::{Error, Kind, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The holder id of kubelet's attach (one per volume and node: kubelet
+/// attaches a volume to a node once, whatever number of pods use it).
+pub const HOLDER: &str = "flexrex";
 
 /// How often a forced attach looks again whether the other node let go.
 pub const FORCE_ATTACH_POLL: Duration = Duration::from_secs(5);
@@ -143,14 +153,14 @@ impl Flex {
                 }
                 self.remember_name(opts, &v)?;
                 self.vols
-                    .attach(&v.id, force)
+                    .hold(&v.id, HOLDER, force)
                     .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
             }
             _ => {
                 // Before the attach: if we die after it, detach still
                 // knows which volume kubelet's name means.
                 self.remember_name(opts, &v)?;
-                self.vols.attach(&v.id, false)?
+                self.vols.hold(&v.id, HOLDER, false)?
             }
         };
         tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
@@ -211,8 +221,10 @@ impl Flex {
             overwrite_fs: false,
             force_attach: false,
         };
-        self.vols.mount(&v.id, &who, &mo)?;
-        self.bind_once(&v, &mp, path, opts.read_only)
+        self.vols.mount_and(&v.id, &who, &mo, &|v, mp| {
+            self.bind_once(v, mp, path, opts.read_only)
+        })?;
+        Ok(())
     }
 
     fn bind_once(&self, v: &Volume, source: &Path, path: &Path, read_only: bool) -> Result<()> {
@@ -242,7 +254,10 @@ impl Flex {
                 v.name
             )));
         }
-        node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))
+        fail::fail_point!("flex::before-bind", |_| crate::crash_here());
+        node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))?;
+        fail::fail_point!("flex::after-bind", |_| crate::crash_here());
+        Ok(())
     }
 
     /// The volume whose mount record lists `who` as a consumer.
@@ -333,25 +348,33 @@ impl Flex {
                 .find(|v| Self::device_of(v).as_deref() == Some(name)),
             None => None,
         };
-        let Some(v) = target else {
-            return Ok(Reply::success().with_message(format!(
+        let nothing = || {
+            Ok(Reply::success().with_message(format!(
                 "no volume is known as {name} on this node; nothing to detach"
-            )));
+            )))
         };
-        for who in self.vols.consumers(&v.id)? {
-            let Some(path) = who.strip_prefix("flex:") else {
-                continue;
-            };
-            if node::mountinfo::mounts_at(Path::new(path))?.is_empty() {
-                tracing::info!(volume = %v.name, path, "releasing a path that is no longer mounted");
-                self.release(&v.id, &who)?;
+        let Some(v) = target else {
+            return nothing();
+        };
+        // A path that is not mounted any more (lost in a reboot, unmounted
+        // by hand) cannot be unmounted by kubelet: its use ends here.
+        let gone = |who: &str| {
+            who.strip_prefix("flex:").is_some_and(|p| {
+                node::mountinfo::mounts_at(Path::new(p)).is_ok_and(|m| m.is_empty())
+            })
+        };
+        match self.vols.release_hold(&v.id, HOLDER, &gone) {
+            Ok(Unmounted::Released) => Ok(Reply::success()),
+            Ok(Unmounted::StillUsed(n)) => {
+                tracing::info!(volume = %v.name, users = n, "detach: the volume stays attached for its other users");
+                Ok(Reply::success().with_message(format!(
+                    "volume {} is still used by {n} other user(s) on this node; it is detached when the last of them unmounts it",
+                    v.name
+                )))
             }
+            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(&v.id)?.is_none() => nothing(),
+            Err(e) => Err(e),
         }
-        let current = self.vols.find(&v.id)?;
-        if current.state() == AttachmentState::Attached {
-            self.vols.detach(&v.id, false)?;
-        }
-        Ok(Reply::success())
     }
 }
 

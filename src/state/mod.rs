@@ -3,13 +3,13 @@
 //! ```text
 //! <lib>/locks/names.lock        held while a name is created or removed
 //! <lib>/locks/<id>.lock         held for every mutating step on a volume
-//! <lib>/mounts/<id>.json        { device, mountpoint, fs_type, consumers }
+//! <lib>/mounts/<id>.json        { device, mountpoint, fs_type, consumers, holds }
 //! <lib>/volumes/<name>/         mount points (configurable: mount.path)
 //! ```
 //!
 //! Whether a volume is attached or mounted is always read from the kernel;
-//! a mount record only says *who* uses a mount (its consumers), which no
-//! kernel interface can tell.
+//! a mount record only says *who* uses a mount (its consumers) or keeps
+//! the device attached (its holders), which no kernel interface can tell.
 
 pub mod atomic;
 pub mod lock;
@@ -49,6 +49,11 @@ pub struct MountRecord {
     /// Consumer ids; the used count is their number.
     #[serde(default)]
     pub consumers: BTreeSet<String>,
+    /// Who attached the volume for later use without mounting it
+    /// (kubelet's attach through flexrex): the device stays attached while
+    /// any holder remains, even when no consumer is left.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub holds: BTreeSet<String>,
     /// The kernel boot the record belongs to: mounts do not survive a
     /// reboot, so neither do their consumers.
     #[serde(default)]
@@ -136,10 +141,11 @@ impl StateDir {
         Ok(Some(rec))
     }
 
-    /// Write (or, with no consumers, delete) a volume's mount record.
+    /// Write (or, with no consumers and no holders, delete) a volume's
+    /// mount record.
     pub fn save_mount(&self, id: &str, rec: &MountRecord) -> Result<()> {
         let p = self.record_path(id)?;
-        if rec.consumers.is_empty() {
+        if rec.consumers.is_empty() && rec.holds.is_empty() {
             return atomic::remove_volatile(&p);
         }
         let mut rec = rec.clone();

@@ -312,6 +312,285 @@ fn crash_matrix_snapshot() {
     }
 }
 
+/// Write to a volume from another thread, bounded: a frozen filesystem
+/// blocks the writer, so a write that never returns means "still frozen"
+/// (thawed by hand then, so no frozen filesystem outlives a failed test).
+fn writable(h: &Home, name: &str, what: &str) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = h.data(name).join("after");
+    let what = what.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::write(&f, what).and_then(|_| std::fs::File::open(&f)?.sync_all()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            let _ = std::process::Command::new("fsfreeze")
+                .arg("-u")
+                .arg(h.mount_point(name))
+                .status();
+            false
+        }
+    }
+}
+
+#[test]
+fn crash_matrix_snapshot_of_a_mounted_volume() {
+    require_root!();
+    for fp in [
+        "volume::snapshot-while-frozen",
+        "loop::snapshot-after-clone",
+        "loop::snapshot-after-rename",
+    ] {
+        let h = Home::new();
+        h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+        h.rexray(&["volume", "mount", "v"]).ok();
+        std::fs::write(h.data("v").join("token"), fp).unwrap();
+        // Killed while the filesystem is frozen for the copy: its guard
+        // thaws it at once, with no rexray command or service run since.
+        killed(&with_fp(&h, fp, &["snapshot", "create", "v", "s1"]), fp);
+        assert!(writable(&h, "v", fp), "{fp}: the filesystem stayed frozen");
+        h.rexray(&["snapshot", "create", "v", "s1"]).ok();
+        let ls: serde_json::Value =
+            serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
+        assert_eq!(ls.as_array().unwrap().len(), 1, "{fp}: {ls}");
+        assert!(
+            files_ending(&h.lib().join("loop").join("snapshots"), ".copying").is_empty(),
+            "{fp}"
+        );
+        assert_eq!(consumers(&h), vec!["anonymous"], "{fp}");
+        h.rexray(&["volume", "unmount", "v"]).ok();
+        assert!(h.mounts().is_empty() && h.loops().is_empty(), "{fp}");
+        row(
+            "snapshot of a mounted volume",
+            fp,
+            "killed while frozen: thawed at once by its guard (writes go through before any other command); next snapshot: exactly one",
+        );
+    }
+}
+
+#[test]
+fn a_freeze_that_outlasts_its_bound_discards_the_snapshot() {
+    require_root!();
+    let h = Home::new();
+    h.config("rexray:\n  freezeTimeout: 1s\n");
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "v"]).ok();
+    std::fs::write(h.data("v").join("token"), "t").unwrap();
+    // The copy takes longer than the bound: the guard thaws the
+    // filesystem and the snapshot, no longer taken from a frozen
+    // filesystem, is discarded.
+    let o = run_cmd(
+        h.command("rexray")
+            .env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(3000)")
+            .args(["snapshot", "create", "v", "s1"]),
+    );
+    assert_ne!(o.code, 0, "{o:#?}");
+    assert!(o.stderr.contains("rexray.freezeTimeout"), "{o:#?}");
+    assert!(o.stdout.is_empty(), "{o:#?}");
+    let ls: serde_json::Value =
+        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    assert!(files_ending(&h.lib().join("loop").join("snapshots"), ".img").is_empty());
+    assert!(writable(&h, "v", "w"), "thawed");
+    // Within the bound, the same snapshot succeeds.
+    h.rexray(&["snapshot", "create", "v", "s1"]).ok();
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
+/// flexrex, killed as kubelet's calls run: a reply is never read, kubelet
+/// repeats the call, and the node converges.
+mod flexrex {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn flex(h: &Home, fp: Option<&str>, args: &[&str]) -> (i32, Value) {
+        let mut c = h.command("flexrex");
+        c.env_remove("PATH").args(args);
+        if let Some(fp) = fp {
+            c.env("FAILPOINTS", format!("{fp}=return"));
+        }
+        let o = run_cmd(&mut c);
+        assert_eq!(o.stderr, "", "{args:?}: {o:#?}");
+        let v = if o.code == -1 {
+            Value::Null
+        } else {
+            serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null)
+        };
+        (o.code, v)
+    }
+
+    #[track_caller]
+    fn ok(h: &Home, args: &[&str]) -> Value {
+        let (code, v) = flex(h, None, args);
+        assert_eq!(
+            (code, v["status"].as_str()),
+            (0, Some("Success")),
+            "{args:?}: {v}"
+        );
+        v
+    }
+
+    struct Kubelet {
+        opts: String,
+        dmp: std::path::PathBuf,
+    }
+
+    impl Kubelet {
+        fn new(h: &Home) -> Kubelet {
+            Kubelet {
+                opts: json!({
+                    "volumeID": "v",
+                    "kubernetes.io/fsType": "ext4",
+                    "kubernetes.io/readwrite": "rw",
+                    "kubernetes.io/pvOrVolumeName": "pv-v",
+                })
+                .to_string(),
+                dmp: h.dir.join("kubelet/plugins/mounts/pv-v"),
+            }
+        }
+        fn attach(&self, h: &Home, fp: Option<&str>) -> (i32, Value) {
+            flex(h, fp, &["attach", &self.opts, "node1"])
+        }
+        fn mountdevice(&self, h: &Home, fp: Option<&str>) -> (i32, Value) {
+            let dmp = self.dmp.to_str().unwrap();
+            flex(h, fp, &["mountdevice", dmp, "/dev/unused", &self.opts])
+        }
+        fn unmountdevice(&self, h: &Home, fp: Option<&str>) -> (i32, Value) {
+            flex(h, fp, &["unmountdevice", self.dmp.to_str().unwrap()])
+        }
+        fn detach(&self, h: &Home, fp: Option<&str>) -> (i32, Value) {
+            flex(h, fp, &["detach", "pv-v", "node1"])
+        }
+        fn consumer(&self) -> String {
+            format!("flex:{}", self.dmp.display())
+        }
+    }
+
+    fn holds(h: &Home) -> Vec<String> {
+        h.volumes()
+            .mount_record("v")
+            .unwrap()
+            .map(|r| r.holds.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The state after kubelet's attach and mountdevice: one loop device,
+    /// the volume mounted once and bound once onto kubelet's path, one
+    /// consumer, kubelet's hold.
+    fn set_up(h: &Home, k: &Kubelet, fp: &str) {
+        assert_eq!(h.loops().len(), 1, "{fp}");
+        assert_eq!(count_mounts_at(&h.mount_point("v")), 1, "{fp}");
+        assert_eq!(count_mounts_at(&k.dmp), 1, "{fp}");
+        assert_eq!(consumers(h), vec![k.consumer()], "{fp}");
+        assert_eq!(holds(h), vec!["flexrex"], "{fp}");
+    }
+
+    fn torn_down(h: &Home, fp: &str) {
+        assert!(h.mounts().is_empty(), "{fp}: {:?}", h.mounts());
+        assert!(h.loops().is_empty(), "{fp}: {:?}", h.loops());
+        assert!(h.volumes().mount_record("v").unwrap().is_none(), "{fp}");
+    }
+
+    fn killed_flex(r: (i32, Value), fp: &str) {
+        assert_eq!(r.0, -1, "{fp}: expected SIGKILL, got {r:?}");
+    }
+
+    #[test]
+    fn crash_matrix_flexrex() {
+        require_root!();
+        let attach = [
+            "loop::attach-before-bind",
+            "loop::attach-after-bind",
+            "volume::attach-before-hold",
+        ];
+        // After kubelet's attach, mountdevice finds the device attached.
+        let mut mountdevice: Vec<&str> = MOUNT_POINTS
+            .iter()
+            .copied()
+            .filter(|p| !p.starts_with("loop::attach"))
+            .collect();
+        mountdevice.extend(["flex::before-bind", "flex::after-bind"]);
+        let unmountdevice = [
+            "volume::unmount-after-record",
+            "volume::unmount-after-unmount",
+        ];
+        let detach = [
+            "volume::unmount-after-record",
+            "volume::unmount-after-unmount",
+            "loop::detach-after-clear",
+            "volume::unmount-after-detach",
+        ];
+        let steps: [(&str, &[&str]); 4] = [
+            ("attach", &attach),
+            ("mountdevice", &mountdevice),
+            ("unmountdevice", &unmountdevice),
+            ("detach", &detach),
+        ];
+        for (step, fps) in steps {
+            for fp in fps {
+                let h = Home::new();
+                h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+                let k = Kubelet::new(&h);
+                let fp_at = |s: &str| (s == step).then_some(*fp);
+                // Each call is killed once at its failpoint, then kubelet
+                // repeats it.
+                if step == "attach" {
+                    killed_flex(k.attach(&h, fp_at("attach")), fp);
+                }
+                let (code, a) = k.attach(&h, None);
+                assert_eq!(code, 0, "{fp}: {a}");
+                if step == "mountdevice" {
+                    let r = k.mountdevice(&h, fp_at("mountdevice"));
+                    // A blank volume's first mount passes every point.
+                    killed_flex(r, fp);
+                }
+                assert_eq!(k.mountdevice(&h, None).0, 0, "{fp}");
+                set_up(&h, &k, fp);
+                std::fs::write(k.dmp.join("data/token"), fp).unwrap();
+                if step == "unmountdevice" {
+                    killed_flex(k.unmountdevice(&h, fp_at("unmountdevice")), fp);
+                    assert_eq!(h.loops().len(), 1, "{fp}: kubelet's hold keeps it");
+                }
+                assert_eq!(k.unmountdevice(&h, None).0, 0, "{fp}");
+                assert_eq!(count_mounts_at(&k.dmp), 0, "{fp}");
+                assert!(consumers(&h).is_empty(), "{fp}");
+                // Killed between dropping the consumer and unmounting, the
+                // volume's own mount is left without a user; the repeated
+                // call no longer knows the volume (the path is unmounted,
+                // the consumer gone), and kubelet's detach, which always
+                // follows, unmounts it.
+                let orphan = count_mounts_at(&h.mount_point("v")) == 1;
+                assert!(!orphan || step == "unmountdevice", "{fp}: {:?}", h.mounts());
+                assert_eq!(h.mounts().len(), usize::from(orphan), "{fp}");
+                assert_eq!(h.loops().len(), 1, "{fp}: attached until detach");
+                if step == "detach" {
+                    killed_flex(k.detach(&h, fp_at("detach")), fp);
+                }
+                assert_eq!(k.detach(&h, None).0, 0, "{fp}");
+                torn_down(&h, fp);
+                // The data survived: a new cycle finds it.
+                ok(&h, &["attach", &k.opts, "node1"]);
+                assert_eq!(k.mountdevice(&h, None).0, 0);
+                assert_eq!(
+                    std::fs::read_to_string(k.dmp.join("data/token")).unwrap(),
+                    *fp
+                );
+                ok(&h, &["unmountdevice", k.dmp.to_str().unwrap()]);
+                ok(&h, &["detach", "pv-v", "node1"]);
+                torn_down(&h, fp);
+                let outcome = match step {
+                    "attach" | "mountdevice" => "kubelet repeats the call: 1 loop device, 1 mount + 1 bind, 1 consumer, kubelet's hold; after unmountdevice + detach nothing is left; data intact",
+                    _ if orphan => "repeated unmountdevice: kubelet's path unmounted, no consumer, device still attached for kubelet; the volume's own mount (no user) is unmounted by the detach that follows; data intact",
+                    "unmountdevice" => "repeated unmountdevice: nothing mounted, no consumer, device still attached for kubelet; detach: nothing left; data intact",
+                    _ => "repeated detach: nothing mounted, loop device freed, no record; data intact",
+                };
+                row(&format!("flexrex {step}"), fp, outcome);
+            }
+        }
+    }
+}
+
 #[test]
 fn crash_matrix_copy() {
     use crate::docker::{post, Service};

@@ -617,13 +617,15 @@ fn flexrex_paths_are_found_from_records_and_the_kernel() {
 
     // The pod's bind disappears before flexrex could release it (a crash
     // between the two steps): unmount still releases the pod's use, so
-    // unmountdevice is the last user and detaches the volume.
+    // unmountdevice is the last user and unmounts the volume; kubelet's
+    // attach keeps the device until its detach.
     nix::mount::umount2(&pod, nix::mount::MntFlags::empty()).unwrap();
     flex(&h, &["unmount", s(&pod)]).success();
     flex(&h, &["unmountdevice", s(&dmp)]).success();
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
-    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    assert_eq!(h.loops().len(), 1, "attached until kubelet's detach");
     flex(&h, &["detach", "pv-pa1", "node1"]).success();
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
 
     // A mount flexrex did not make is not flexrex's to remove.
     let foreign = h.dir.join("foreign");
@@ -664,14 +666,10 @@ fn flexrex_older_argv_forms() {
     );
     assert_eq!(fs.stdout.trim(), "xfs", "fsType from the options");
     flex(&h, &["unmount", s(&dir)]).success();
-    // The last user is gone, so the volume is detached already.
-    assert!(h.loops().is_empty(), "{:?}", h.loops());
-    // Detach by device, as 1.5 did.
-    let dev = flex(&h, &["attach", &o]).success()["device"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The last user is gone: unmounted, still attached for kubelet.
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert_eq!(h.loops().len(), 1);
+    // Detach by device, as 1.5 did.
     flex(&h, &["detach", &dev]).success();
     assert!(h.loops().is_empty(), "{:?}", h.loops());
     flex(&h, &["detach", &dev]).success();
@@ -719,4 +717,114 @@ fn flexrex_force_attach_waits_for_the_other_node_to_let_go() {
     );
     flex(&b, &["detach", "pv-fw1", "node2"]).success();
     assert!(a.loops().is_empty(), "{:?}", a.loops());
+}
+
+#[test]
+fn flexrex_attach_holds_the_device_until_kubelets_detach() {
+    require_root!();
+    let h = Home::new();
+    create(&h, "ho1");
+    let o = opts("ho1", "pv-ho1", "rw");
+    let dev = flex(&h, &["attach", &o, "node1"]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Another front-end mounts and unmounts the volume between kubelet's
+    // attach and its waitforattach: its last unmount unmounts, but the
+    // device stays attached for kubelet.
+    h.rexray(&["volume", "mount", "ho1"]).ok();
+    h.rexray(&["volume", "unmount", "ho1"]).ok();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert_eq!(h.loops().len(), 1, "kubelet's attach keeps the device");
+    assert_eq!(
+        flex(&h, &["waitforattach", &dev, &o]).success()["device"],
+        dev.as_str()
+    );
+    // An operator's detach and remove are refused while kubelet holds it,
+    // naming who holds it.
+    let d = h.rexray(&["volume", "detach", "ho1"]);
+    assert_ne!(d.code, 0, "{d:#?}");
+    assert!(d.stderr.contains("flexrex"), "{d:#?}");
+    let r = h.rexray(&["volume", "rm", "ho1"]);
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(r.stderr.contains("flexrex"), "{r:#?}");
+    assert_eq!(h.loops().len(), 1);
+
+    // kubelet uses it; a Docker-style user joins; kubelet lets go: the
+    // volume stays mounted and attached for the other user.
+    let dmp = device_mount_path(&h, "pv-ho1");
+    flex(&h, &["mountdevice", s(&dmp), &dev, &o]).success();
+    h.rexray(&["volume", "mount", "ho1", "--consumer", "c1"])
+        .ok();
+    flex(&h, &["unmountdevice", s(&dmp)]).success();
+    let m = flex(&h, &["detach", "pv-ho1", "node1"]).success()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(m.contains("still used by 1"), "{m}");
+    assert_eq!(count_mounts_at(&h.mount_point("ho1")), 1);
+    assert_eq!(h.loops().len(), 1);
+    // Its last unmount now detaches.
+    h.rexray(&["volume", "unmount", "ho1", "--consumer", "c1"])
+        .ok();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+
+    // `volume detach --force` overrides kubelet's hold.
+    flex(&h, &["attach", &o, "node1"]).success();
+    h.rexray(&["volume", "detach", "ho1", "--force"]).ok();
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    assert!(h.volumes().mount_record("ho1").unwrap().is_none());
+    flex(&h, &["detach", "pv-ho1", "node1"]).success();
+    h.rexray(&["volume", "rm", "ho1"]).ok();
+}
+
+#[test]
+fn flexrex_detach_waits_for_a_mountdevice_in_flight() {
+    require_root!();
+    let h = Home::new();
+    create(&h, "if1");
+    let o = opts("if1", "pv-if1", "rw");
+    let dev = flex(&h, &["attach", &o, "node1"]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dmp = device_mount_path(&h, "pv-if1");
+    // A mountdevice that pauses between mounting the volume and binding
+    // it onto kubelet's path; a detach for the same volume arrives then.
+    let mut c = h.command("flexrex");
+    c.env_remove("PATH")
+        .env("FAILPOINTS", "flex::before-bind=sleep(1500)")
+        .args(["mountdevice", s(&dmp), &dev, &o]);
+    let args: Vec<String> = ["mountdevice", s(&dmp), &dev, &o]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let mounting = std::thread::spawn(move || run_cmd(&mut c));
+    let mp = h.mount_point("if1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count_mounts_at(&mp) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mountdevice never mounted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The volume is mounted, the path not yet: detach must not take the
+    // in-flight path for one lost in a reboot.
+    let d = flex(&h, &["detach", "pv-if1", "node1"]);
+    let m = judge(
+        &mounting.join().unwrap(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    m.success();
+    d.success();
+    assert_eq!(count_mounts_at(&dmp), 1, "kubelet's path is mounted");
+    assert_eq!(count_mounts_at(&mp), 1);
+    assert_eq!(h.loops().len(), 1);
+    let who = format!("flex:{}", dmp.display());
+    assert_eq!(h.volumes().consumers("if1").unwrap(), vec![who]);
+    flex(&h, &["unmountdevice", s(&dmp)]).success();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
 }
