@@ -445,9 +445,19 @@ impl Volumes {
         let v = self.find(arg)?;
         node::require_privileges(&format!("attaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
+        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let was_attached = current.state() == AttachmentState::Attached;
         let src = self.driver.attach(&v.id, force)?;
         if let MountSource::Device(dev) = &src {
-            node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))?;
+            if let Err(e) = node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT)) {
+                // Leave the volume as we found it.
+                if !was_attached {
+                    if let Err(d) = self.driver.detach(&v.id, false) {
+                        tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed attach");
+                    }
+                }
+                return Err(e.context(format!("attaching volume {}", v.name)));
+            }
         }
         fail::fail_point!("volume::attach-before-hold", |_| crate::crash_here());
         if let Some(h) = holder {

@@ -344,3 +344,44 @@ fn config_file_mistakes() {
         "{e}"
     );
 }
+
+/// A device that never appears fails within `libstorage.device.attachTimeout`
+/// with a message naming the key, for a mount and for kubelet's attach, and
+/// leaves nothing attached, mounted or recorded.
+#[test]
+fn a_device_that_never_appears_is_bounded() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "na", "--size", "1"]).ok();
+    let absent = |c: &mut std::process::Command| {
+        c.env("LIBSTORAGE_DEVICE_ATTACHTIMEOUT", "1s")
+            .env("FAILPOINTS", "node::device-absent=return");
+    };
+    let mut c = h.command("rexray");
+    absent(&mut c);
+    let out = run_cmd(c.args(["volume", "mount", "na"]));
+    let e = one_line(&out);
+    assert!(
+        e.contains("did not appear within 1s") && e.contains("libstorage.device.attachTimeout"),
+        "{e}"
+    );
+    assert!(
+        h.mounts().is_empty() && h.loops().is_empty(),
+        "nothing half-done"
+    );
+    assert!(h.volumes().mount_record("na").unwrap().is_none());
+
+    let mut c = h.command("flexrex");
+    absent(&mut c);
+    let opts = r#"{"volumeID":"na","kubernetes.io/pvOrVolumeName":"pv-na"}"#;
+    let out = run_cmd(c.args(["attach", opts, "node1"]));
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(out.stdout.contains("did not appear within 1s"), "{out:#?}");
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    assert!(h.volumes().mount_record("na").unwrap().is_none(), "no hold");
+
+    // Without the fault the same calls work.
+    h.rexray(&["volume", "mount", "na"]).ok();
+    h.rexray(&["volume", "unmount", "na"]).ok();
+    h.rexray(&["volume", "rm", "na"]).ok();
+}
