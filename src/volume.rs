@@ -715,18 +715,15 @@ impl Volumes {
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
                 spec.size = opts.size.unwrap_or(src.size);
                 let _src_lock = self.state.lock_volume(&src.id)?;
-                let frozen = self.quiesce(&src, "copy")?;
-                fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
-                let made = self.driver.copy(&src.id, name, &spec);
-                match (self.unfreeze(frozen), made) {
-                    (Err(e), Ok(copy)) => {
-                        if let Err(r) = self.driver.remove(&copy.id) {
-                            tracing::warn!(volume = %copy.name, "could not remove the discarded copy: {r}");
-                        }
-                        Err(e.context(format!("copying volume {} to {name}", src.name)))
-                    }
-                    (_, made) => made,
-                }
+                self.frozen_copy(
+                    &src,
+                    "copy",
+                    || {
+                        fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
+                        self.driver.copy(&src.id, name, &spec)
+                    },
+                    |copy| self.driver.remove(&copy.id),
+                )
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
                 let snap = self
@@ -759,26 +756,42 @@ impl Volumes {
     pub fn snapshot(&self, arg: &str, snap_name: &str) -> Result<Snapshot> {
         let v = self.find(arg)?;
         let _lock = self.state.lock_volume(&v.id)?;
-        let frozen = self.quiesce(&v, "snapshot")?;
-        fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
-        let made = self.driver.snapshot(&v.id, snap_name);
-        match (self.unfreeze(frozen), made) {
-            (Err(e), Ok(snap)) => {
-                if let Err(r) = self.driver.remove_snapshot(&snap.id) {
-                    tracing::warn!(snapshot = %snap.name, "could not remove the discarded snapshot: {r}");
-                }
-                Err(e.context(format!("taking snapshot {snap_name} of volume {}", v.name)))
-            }
-            (_, made) => made,
-        }
+        self.frozen_copy(
+            &v,
+            "snapshot",
+            || {
+                fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
+                self.driver.snapshot(&v.id, snap_name)
+            },
+            |snap| self.driver.remove_snapshot(&snap.id),
+        )
     }
 
-    /// Thaw what [`quiesce`](Self::quiesce) froze; an error when it did
-    /// not stay frozen for the whole copy.
-    fn unfreeze(&self, frozen: Option<node::freeze::Frozen>) -> Result<()> {
-        match frozen {
+    /// Run `copy` of a volume with its filesystem frozen when it is
+    /// mounted here (see [`quiesce`](Self::quiesce)). A copy that outlasted
+    /// the freeze (`rexray.freezeTimeout`) may be torn: it is discarded
+    /// with `discard` and the call fails.
+    fn frozen_copy<T>(
+        &self,
+        v: &Volume,
+        what: &str,
+        copy: impl FnOnce() -> Result<T>,
+        discard: impl FnOnce(&T) -> Result<()>,
+    ) -> Result<T> {
+        let frozen = self.quiesce(v, what)?;
+        let made = copy();
+        let thawed = match frozen {
             Some(f) => f.finish(self.cfg.duration(keys::FREEZE_TIMEOUT)),
             None => Ok(()),
+        };
+        match (thawed, made) {
+            (Err(e), Ok(made)) => {
+                if let Err(r) = discard(&made) {
+                    tracing::warn!(volume = %v.name, "could not remove the discarded {what}: {r}");
+                }
+                Err(e.context(format!("cannot {what} volume {}", v.name)))
+            }
+            (_, made) => made,
         }
     }
 
