@@ -509,7 +509,7 @@ impl Volumes {
         self.refuse_if_used(&v, "detach")?;
         if let Some(mut rec) = self.state.load_mount(&v.id)? {
             if !force {
-                self.refuse_if_held(&v, &rec, "detach", " (or detach with --force)")?;
+                self.refuse_if_held(&v, &rec, "detach", "; `--force` detaches it anyway")?;
             } else if !rec.holds.is_empty() {
                 tracing::warn!(volume = %v.name, holders = ?rec.holds, "forced detach: dropping the holders");
                 rec.holds.clear();
@@ -525,15 +525,20 @@ impl Volumes {
         if rec.holds.is_empty() {
             return Ok(());
         }
+        let who: Vec<String> = rec
+            .holds
+            .iter()
+            .map(|h| match h.as_str() {
+                crate::flex::ops::HOLDER => {
+                    "kubelet (attached through flexrex; its detach releases it)".to_string()
+                }
+                other => format!("{other} (its detach releases it)"),
+            })
+            .collect();
         Err(Error::in_use(format!(
-            "cannot {what} volume {}: {} attached it for later use ({}); its detach releases it{or}",
+            "cannot {what} volume {}: it is held attached by {}{or}",
             v.name,
-            rec.holds.iter().cloned().collect::<Vec<_>>().join(", "),
-            if rec.holds.iter().any(|h| h.starts_with("flexrex")) {
-                "kubelet's attach through flexrex"
-            } else {
-                "an attach"
-            },
+            who.join(", ")
         )))
     }
 
