@@ -151,6 +151,19 @@ pub fn version_info() -> VersionInfo {
     }
 }
 
+/// Undo signal dispositions a parent may have passed down: with SIGCHLD
+/// ignored the kernel reaps children at once, so waiting for mkfs or for
+/// the freeze guard would fail ("No child processes").
+pub fn reset_inherited_signals() {
+    // SAFETY: restoring a default disposition; no handler is installed.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGCHLD,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+}
+
 static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 /// Replace the default panic output (a multi-line message, maybe a

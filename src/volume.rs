@@ -473,22 +473,22 @@ impl Volumes {
         Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
     }
 
-    /// `holder` lets go of a volume it attached with [`hold`](Self::hold);
-    /// consumers for which `gone` is true (their mount vanished, e.g. in a
+    /// The holders `which` selects let go of a volume they attached with
+    /// [`hold`](Self::hold); consumers for which `gone` is true (their mount vanished, e.g. in a
     /// reboot) are released with it, under the same lock. When nothing
     /// else uses or holds the volume it is unmounted and detached; a
     /// volume still used elsewhere stays as it is.
     pub fn release_hold(
         &self,
         arg: &str,
-        holder: &str,
+        which: &dyn Fn(&str) -> bool,
         gone: &dyn Fn(&str) -> bool,
     ) -> Result<Unmounted> {
         let v = self.find(arg)?;
         node::require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
-        rec.holds.remove(holder);
+        rec.holds.retain(|h| !which(h));
         rec.consumers.retain(|who| {
             let stale = gone(who);
             if stale {
@@ -528,11 +528,14 @@ impl Volumes {
         let who: Vec<String> = rec
             .holds
             .iter()
-            .map(|h| match h.as_str() {
-                crate::flex::ops::HOLDER => {
+            .map(|h| match crate::flex::ops::pv_of_holder(h) {
+                Some("") => {
                     "kubelet (attached through flexrex; its detach releases it)".to_string()
                 }
-                other => format!("{other} (its detach releases it)"),
+                Some(pv) => {
+                    format!("kubelet for {pv} (attached through flexrex; its detach releases it)")
+                }
+                None => format!("{h} (its detach releases it)"),
             })
             .collect();
         Err(Error::in_use(format!(
@@ -582,7 +585,12 @@ impl Volumes {
         let lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_consumed(&v, "remove")?;
         if let Some(rec) = self.state.load_mount(&v.id)? {
-            self.refuse_if_held(&v, &rec, "remove", "")?;
+            self.refuse_if_held(
+                &v,
+                &rec,
+                "remove",
+                "; `rexray volume detach --force` drops the hold",
+            )?;
         }
         let mp = self.mount_point(&v.name);
         if !node::mountinfo::mounts_at(&mp)?.is_empty() {

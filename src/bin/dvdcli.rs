@@ -46,6 +46,7 @@ fn run() -> rexray::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    rexray::cli::reset_inherited_signals();
     rexray::cli::quiet_panics();
     match rexray::cli::catch_panics(run) {
         Ok(code) => code,

@@ -741,6 +741,7 @@ fn service(cmd: ServiceCmd, cfg: Config, out: &mut String) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    cli::reset_inherited_signals();
     cli::quiet_panics();
     match cli::catch_panics(real_main) {
         Ok(code) => code,

@@ -23,6 +23,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Answer one call. Never panics and never writes to stdout or stderr
 /// (it installs a process-wide panic hook that logs instead).
 pub fn run(args: &[String]) -> Reply {
+    crate::cli::reset_inherited_signals();
     // Before anything else: the default hook prints to stderr.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!("flexrex panicked: {info}");

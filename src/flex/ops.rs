@@ -31,9 +31,28 @@ use crate::{Error, Kind, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The holder id of kubelet's attach (one per volume and node: kubelet
-/// attaches a volume to a node once, whatever number of pods use it).
+/// The holder id of kubelet's attach of a volume under a PV (or pod
+/// volume) name: `flexrex:<name>`, the name detach is called with; plain
+/// `flexrex` when kubelet sent no name (Kubernetes 1.5 attaches, detached
+/// by device).
+pub fn holder(pv_or_volume_name: Option<&str>) -> String {
+    match pv_or_volume_name {
+        Some(n) if !n.is_empty() => format!("{HOLDER}:{n}"),
+        _ => HOLDER.to_string(),
+    }
+}
+
+/// The prefix of every flexrex holder id.
 pub const HOLDER: &str = "flexrex";
+
+/// The PV name of a flexrex holder id (`""` for plain `flexrex`), or
+/// `None` for other holders.
+pub fn pv_of_holder(h: &str) -> Option<&str> {
+    match h.strip_prefix(HOLDER)? {
+        "" => Some(""),
+        rest => rest.strip_prefix(':'),
+    }
+}
 
 /// How often a forced attach looks again whether the other node let go.
 pub const FORCE_ATTACH_POLL: Duration = Duration::from_secs(5);
@@ -153,14 +172,15 @@ impl Flex {
                 }
                 self.remember_name(opts, &v)?;
                 self.vols
-                    .hold(&v.id, HOLDER, force)
+                    .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), force)
                     .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
             }
             _ => {
                 // Before the attach: if we die after it, detach still
                 // knows which volume kubelet's name means.
                 self.remember_name(opts, &v)?;
-                self.vols.hold(&v.id, HOLDER, false)?
+                self.vols
+                    .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), false)?
             }
         };
         tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
@@ -171,11 +191,25 @@ impl Flex {
     }
 
     fn wait_for_attach(&self, device: &str, opts: &Options) -> Result<Reply> {
-        let v = self.vols.find(&opts.volume_id)?;
+        let mut v = self.vols.find(&opts.volume_id)?;
+        if v.state() == AttachmentState::Available {
+            // kubelet believes the volume attached (it was detached by force,
+            // or kubelet rebuilt its state after a reboot) and will not
+            // attach again: attach it for kubelet here.
+            tracing::warn!(volume = %v.name, "waitforattach: the volume is attached nowhere; attaching it");
+            self.remember_name(opts, &v)?;
+            v = self
+                .vols
+                .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), false)?;
+        }
         let Some(dev) = Self::device_of(&v) else {
-            return Err(Error::not_found(format!(
-                "volume {} is not attached to this node (attach must come first)",
-                v.name
+            return Err(Error::in_use(format!(
+                "volume {} is not attached to this node: it is attached to another node ({}); attach takes it only with forceAttach",
+                v.name,
+                v.attachments
+                    .first()
+                    .map(|a| a.instance_id.id.as_str())
+                    .unwrap_or("unknown")
             )));
         };
         if !dev.is_empty() {
@@ -202,9 +236,16 @@ impl Flex {
         // Refuse before touching anything when the path holds something
         // other than this volume's mount.
         if let Some(m) = node::mountinfo::mounts_at(path)?.first() {
+            // Ours: the volume's filesystem, whether or not its own mount
+            // point is still mounted (a service start unmounts it when a
+            // crash left the path's bind without a record).
             let ours = node::mountinfo::mounts_at(&mp)?
                 .first()
-                .is_some_and(|s| s.dev == m.dev && s.root == m.root);
+                .is_some_and(|s| s.dev == m.dev && s.root == m.root)
+                || Self::device_of(&v)
+                    .filter(|d| !d.is_empty())
+                    .and_then(|d| node::mountinfo::device_numbers(Path::new(&d)).ok())
+                    .is_some_and(|n| n == m.dev);
             if !ours {
                 return Err(Error::in_use(format!(
                     "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
@@ -339,14 +380,19 @@ impl Flex {
     /// succeed, and the next attach of the same PV rewrites it only if it
     /// changed.
     fn detach(&self, name: &str) -> Result<Reply> {
-        let target = match self.store.name(name)? {
-            Some(r) => self.vols.lookup(&r.volume_id)?,
-            None if name.starts_with("/dev/") => self
-                .vols
-                .list()?
-                .into_iter()
-                .find(|v| Self::device_of(v).as_deref() == Some(name)),
-            None => None,
+        // By name: kubelet's hold for that PV; by device (Kubernetes 1.5):
+        // every hold kubelet has on the device.
+        let named = holder(Some(name));
+        let (target, which): (_, &dyn Fn(&str) -> bool) = match self.store.name(name)? {
+            Some(r) => (self.vols.lookup(&r.volume_id)?, &|h: &str| h == named),
+            None if name.starts_with("/dev/") => (
+                self.vols
+                    .list()?
+                    .into_iter()
+                    .find(|v| Self::device_of(v).as_deref() == Some(name)),
+                &|h: &str| pv_of_holder(h).is_some(),
+            ),
+            None => (None, &|_: &str| false),
         };
         let nothing = || {
             Ok(Reply::success().with_message(format!(
@@ -363,15 +409,15 @@ impl Flex {
                 node::mountinfo::mounts_at(Path::new(p)).is_ok_and(|m| m.is_empty())
             })
         };
-        match self.vols.release_hold(&v.id, HOLDER, &gone) {
+        match self.vols.release_hold(&v.id, which, &gone) {
             Ok(Unmounted::Released) => Ok(Reply::success()),
-            Ok(Unmounted::StillUsed(n)) => {
-                tracing::info!(volume = %v.name, users = n, "detach: the volume stays attached for its other users");
-                Ok(Reply::success().with_message(format!(
-                    "volume {} is still used by {n} other user(s) on this node; it is detached when the last of them unmounts it",
-                    v.name
-                )))
-            }
+            // kubelet's hold is gone; the volume stays attached for the
+            // others, and kubelet, which retries, must not believe it is
+            // free to attach elsewhere meanwhile.
+            Ok(Unmounted::StillUsed(n)) => Err(Error::in_use(format!(
+                "cannot detach volume {}: {n} other user(s) on this node still have it mounted (Docker containers, dvdcli tasks, `rexray volume mount`); it is detached when the last of them unmounts it",
+                v.name
+            ))),
             Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(&v.id)?.is_none() => nothing(),
             Err(e) => Err(e),
         }

@@ -5,11 +5,11 @@
 //! A frozen filesystem blocks every writer on the host until it is thawed,
 //! so the freeze must never outlive the process that made it: before
 //! freezing, a guard process is forked that holds the read end of a pipe.
-//! When the freezer thaws, it tells the guard, which exits. When the
-//! freezer dies instead (`kill -9`, a panic with abort, the OOM killer),
-//! the pipe closes and the guard thaws. The guard also thaws after a
-//! bound (`rexray.freezeTimeout`), and the freezer then learns that its
-//! copy was not taken from a frozen filesystem.
+//! The freezer tells it "frozen" once the freeze holds, and "released"
+//! once it has thawed. When the freezer dies instead (`kill -9`, the OOM
+//! killer, a Ctrl-C), the pipe closes and the guard thaws. The guard also
+//! thaws once the filesystem has been frozen for `rexray.freezeTimeout`;
+//! the freezer then finds it thawed and knows its copy may be torn.
 
 use crate::{Error, Result};
 use nix::errno::Errno;
@@ -25,7 +25,9 @@ nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
 /// The guard's exit status when it thawed because the freeze lasted too
 /// long.
 const GUARD_TIMED_OUT: i32 = 3;
-/// What the freezer writes to let the guard go without thawing.
+/// "The filesystem is frozen now": the guard's bound starts.
+const FROZEN: u8 = b'f';
+/// "Thawed (or never frozen)": the guard exits without thawing.
 const RELEASE: u8 = b'r';
 
 /// A frozen filesystem; thawed by [`finish`](Frozen::finish), or on drop.
@@ -42,21 +44,39 @@ struct Guard {
     tx: OwnedFd,
 }
 
+/// How a guard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardEnd {
+    /// Released: it did not thaw.
+    Released,
+    /// It thawed: the bound passed.
+    TimedOut,
+    /// It thawed because the pipe closed, or its end is unknown (reaped
+    /// elsewhere when SIGCHLD is ignored).
+    Other,
+}
+
 impl Guard {
     /// Fork the guard of `dir`'s filesystem.
     fn spawn(dir: &std::fs::File, bound: Duration) -> Result<Guard> {
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::system(format!("creating the freeze guard's pipe: {e}")))?;
-        let dir_fd = dir.as_raw_fd();
-        let rx_fd = rx.as_raw_fd();
-        let tx_fd = tx.as_raw_fd();
+        let fds = GuardFds {
+            dir: dir.as_raw_fd(),
+            rx: rx.as_raw_fd(),
+            tx: tx.as_raw_fd(),
+            // Read before the fork: the child only closes what is below.
+            max_fd: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+                .unwrap_or(1 << 16),
+        };
         let bound_ms = libc::c_int::try_from(bound.as_millis()).unwrap_or(libc::c_int::MAX);
         // SAFETY: the child calls only async-signal-safe functions (signal,
         // setsid, close, close_range, poll, read, ioctl, _exit) and never
         // returns into Rust code, so forking a multi-threaded process is
         // sound.
         match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Child) => unsafe { guard_main(dir_fd, rx_fd, tx_fd, bound_ms) },
+            Ok(ForkResult::Child) => unsafe { guard_main(fds, bound_ms) },
             Ok(ForkResult::Parent { child }) => {
                 drop(rx);
                 Ok(Guard { pid: child, tx })
@@ -67,81 +87,141 @@ impl Guard {
         }
     }
 
-    /// Let the guard go (the freezer thawed, or never froze) and learn
-    /// whether it had to thaw on its own meanwhile.
-    fn release(self) -> bool {
+    /// Tell the guard the freeze holds: its bound starts now.
+    fn frozen(&self) {
+        let _ = nix::unistd::write(&self.tx, &[FROZEN]);
+    }
+
+    /// Let the guard go without thawing (the freezer thawed, or never
+    /// froze) and learn how it ended.
+    fn release(self) -> GuardEnd {
         // EPIPE when the guard is gone already: its exit status tells why.
         let _ = nix::unistd::write(&self.tx, &[RELEASE]);
+        self.wait()
+    }
+
+    /// Close the pipe without a word: the guard thaws.
+    fn abandon(self) -> GuardEnd {
+        self.wait()
+    }
+
+    fn wait(self) -> GuardEnd {
         drop(self.tx);
         loop {
             match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code == GUARD_TIMED_OUT,
-                Ok(WaitStatus::Signaled(..)) => return false,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                // Reaped by someone else (SIGCHLD ignored): nothing to learn.
-                Err(_) => return false,
+                Ok(WaitStatus::Exited(_, 0)) => return GuardEnd::Released,
+                Ok(WaitStatus::Exited(_, GUARD_TIMED_OUT)) => return GuardEnd::TimedOut,
+                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                    return GuardEnd::Other
+                }
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => return GuardEnd::Other,
             }
         }
     }
 }
 
-/// The guard process: wait for the freezer's word or its death, or for the
-/// bound; thaw unless released.
+/// What the guard keeps of its parent's descriptors.
+#[derive(Clone, Copy)]
+struct GuardFds {
+    dir: RawFd,
+    rx: RawFd,
+    tx: RawFd,
+    max_fd: RawFd,
+}
+
+/// Read one byte from the pipe, waiting at most `timeout_ms` (-1: for
+/// ever). `None` on time-out; `Some(0)` on end of file or error.
+///
+/// # Safety
+/// Async-signal-safe; for the guard child.
+unsafe fn next_byte(rx: RawFd, timeout_ms: libc::c_int) -> Option<u8> {
+    let mut pfd = libc::pollfd {
+        fd: rx,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let n = libc::poll(&mut pfd, 1, timeout_ms);
+        if n == 0 {
+            return None;
+        }
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        let mut b = 0u8;
+        let r = libc::read(rx, std::ptr::addr_of_mut!(b).cast(), 1);
+        if r < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        return Some(if r == 1 { b } else { 0 });
+    }
+}
+
+/// The guard process: wait for "frozen" (or a release, or the freezer's
+/// death), then for the release, the freezer's death or the bound; thaw
+/// unless released.
 ///
 /// # Safety
 /// Called only in the child of a fork: async-signal-safe calls only.
-unsafe fn guard_main(dir: RawFd, rx: RawFd, tx: RawFd, bound_ms: libc::c_int) -> ! {
+unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int) -> ! {
     // Outlive the freezer: a Ctrl-C or a hang-up meant for it must not
     // kill the guard before it thaws.
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         libc::signal(sig, libc::SIG_IGN);
     }
     libc::setsid();
-    libc::close(tx);
+    libc::close(fds.tx);
     // Keep no other descriptor: not the freezer's lock files (the locks
-    // would outlive it), not a listening socket.
-    // Standard streams too: a caller reading the freezer's output to its
-    // end must not wait for the guard.
-    let (lo, hi) = (dir.min(rx) as libc::c_uint, dir.max(rx) as libc::c_uint);
-    for (first, last) in [
-        (0, lo.checked_sub(1)),
-        (lo + 1, hi.checked_sub(1)),
-        (hi + 1, Some(libc::c_uint::MAX)),
-    ] {
-        match last {
-            Some(last) if first <= last => {
-                libc::syscall(libc::SYS_close_range, first, last, 0);
+    // would outlive it), not a listening socket, not another guard's pipe
+    // (that guard would never see its freezer die), not the standard
+    // streams (a caller reading the freezer's output to its end must not
+    // wait for the guard).
+    let (lo, hi) = (fds.dir.min(fds.rx), fds.dir.max(fds.rx));
+    let mut closed = true;
+    for (first, last) in [(0, lo - 1), (lo + 1, hi - 1), (hi + 1, libc::c_int::MAX)] {
+        if first <= last
+            && libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                last as libc::c_uint,
+                0 as libc::c_uint,
+            ) != 0
+        {
+            closed = false;
+        }
+    }
+    if !closed {
+        // No close_range (Linux < 5.9, or a seccomp filter): one by one.
+        for fd in 0..fds.max_fd {
+            if fd != fds.dir && fd != fds.rx {
+                libc::close(fd);
             }
-            _ => {}
         }
     }
-    let mut pfd = libc::pollfd {
-        fd: rx,
-        events: libc::POLLIN,
-        revents: 0,
+    let thaw = || {
+        let mut arg: libc::c_int = 0;
+        let _ = fithaw(fds.dir, &mut arg);
     };
-    let timed_out = loop {
-        let n = libc::poll(&mut pfd, 1, bound_ms);
-        if n == 0 {
-            break true;
-        }
-        if n < 0 && *libc::__errno_location() == libc::EINTR {
-            continue;
-        }
-        break false;
-    };
-    if !timed_out {
-        let mut b = 0u8;
-        let n = libc::read(rx, std::ptr::addr_of_mut!(b).cast(), 1);
-        if n == 1 && b == RELEASE {
-            libc::_exit(0);
+    match next_byte(fds.rx, -1) {
+        Some(RELEASE) => libc::_exit(0),
+        Some(FROZEN) => {}
+        _ => {
+            thaw();
+            libc::_exit(1);
         }
     }
-    // The freezer died (end of file) or the bound passed.
-    let mut arg: libc::c_int = 0;
-    let _ = fithaw(dir, &mut arg);
-    libc::_exit(if timed_out { GUARD_TIMED_OUT } else { 1 });
+    match next_byte(fds.rx, bound_ms) {
+        Some(RELEASE) => libc::_exit(0),
+        None => {
+            thaw();
+            libc::_exit(GUARD_TIMED_OUT);
+        }
+        Some(_) => {
+            thaw();
+            libc::_exit(1);
+        }
+    }
 }
 
 impl Frozen {
@@ -168,6 +248,7 @@ impl Frozen {
             }
             return Err(err);
         }
+        guard.frozen();
         tracing::debug!(mount_point = %mount_point.display(), "filesystem frozen");
         Ok(Frozen {
             dir,
@@ -177,30 +258,46 @@ impl Frozen {
     }
 
     /// Thaw, and fail if the filesystem did not stay frozen the whole time
-    /// (the guard's bound passed): what was copied meanwhile may be torn.
+    /// (the guard's bound passed, or someone else thawed it): what was
+    /// copied meanwhile may be torn.
     pub fn finish(mut self, bound: Duration) -> Result<()> {
-        if self.thaw_now() {
-            return Err(Error::system(format!(
+        let (thawed, end) = self.thaw_now();
+        match thawed {
+            Ok(true) => Ok(()),
+            Ok(false) if end == GuardEnd::TimedOut => Err(Error::system(format!(
                 "the filesystem at {} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
-                 the copy was discarded. Raise rexray.freezeTimeout, or copy the volume unmounted",
+                 raise rexray.freezeTimeout, or copy the volume unmounted",
                 self.path.display(),
                 humantime::format_duration(bound)
-            )));
+            ))),
+            Ok(false) => Err(Error::system(format!(
+                "the filesystem at {} was thawed by something else (fsfreeze -u?) before the copy ended; retry",
+                self.path.display()
+            ))),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
-    /// Thaw and release the guard; true when the guard had thawed first.
-    fn thaw_now(&mut self) -> bool {
+    /// Thaw and end the guard: `Ok(true)` when this call thawed,
+    /// `Ok(false)` when the filesystem was no longer frozen.
+    fn thaw_now(&mut self) -> (Result<bool>, GuardEnd) {
         let mut arg: libc::c_int = 0;
         // SAFETY: as in `freeze`.
-        match unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) } {
-            Ok(_) | Err(Errno::EINVAL) => {}
-            Err(e) => {
-                tracing::error!(mount_point = %self.path.display(), "could not thaw the filesystem: {e}; run `fsfreeze -u` on it");
-            }
-        }
-        self.guard.take().is_some_and(Guard::release)
+        let thawed = match unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) } {
+            Ok(_) => Ok(true),
+            Err(Errno::EINVAL) => Ok(false),
+            Err(e) => Err(Error::from_io(
+                format!("thawing the filesystem at {}", self.path.display()),
+                &std::io::Error::from(e),
+            )),
+        };
+        let end = match self.guard.take() {
+            // Could not thaw: the guard tries too, as it closes.
+            Some(g) if thawed.is_err() => g.abandon(),
+            Some(g) => g.release(),
+            None => GuardEnd::Released,
+        };
+        (thawed, end)
     }
 }
 
@@ -223,8 +320,17 @@ pub fn thaw(mount_point: &Path) -> Result<bool> {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        if self.guard.is_some() && self.thaw_now() {
-            tracing::warn!(mount_point = %self.path.display(), "the freeze guard thawed the filesystem before the copy ended");
+        if self.guard.is_none() {
+            return;
+        }
+        match self.thaw_now() {
+            (Ok(true), _) => {}
+            (Ok(false), _) => {
+                tracing::warn!(mount_point = %self.path.display(), "the filesystem was thawed before the copy ended")
+            }
+            (Err(e), _) => {
+                tracing::error!(mount_point = %self.path.display(), "{e}; run `fsfreeze -u` on it")
+            }
         }
     }
 }

@@ -391,6 +391,116 @@ fn a_freeze_that_outlasts_its_bound_discards_the_snapshot() {
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
 
+#[test]
+fn a_copy_that_outlasts_the_freeze_bound_is_discarded() {
+    use crate::docker::{post, Service};
+    require_root!();
+    let h = Home::new();
+    h.config("rexray:\n  freezeTimeout: 1s\n");
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "v"]).ok();
+    let sock = h.dir.join("plugin.sock");
+    let _svc = Service::start(
+        &h,
+        &format!("unix://{}", sock.display()),
+        &[("FAILPOINTS", "volume::copy-while-frozen=sleep(3000)")],
+    );
+    let (code, body) = post(
+        &sock,
+        "/VolumeDriver.Create",
+        r#"{"Name":"c","Opts":{"volumeName":"v"}}"#,
+    );
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body["Err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rexray.freezeTimeout"),
+        "{body}"
+    );
+    let ls = h.rexray(&["volume", "ls", "-q"]);
+    assert_eq!(ls.ok().lines().count(), 1, "no torn copy: {ls:#?}");
+    assert_eq!(image_count(&h), 1);
+    assert!(writable(&h, "v", "w"), "thawed");
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
+#[test]
+fn a_thaw_by_someone_else_discards_the_snapshot() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "v"]).ok();
+    let mut c = h.command("rexray");
+    c.env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(5000)")
+        .args(["snapshot", "create", "v", "s1"]);
+    let snap = std::thread::spawn(move || run_cmd(&mut c));
+    // An operator's `fsfreeze -u` while the copy runs: it succeeds once
+    // the snapshot has frozen the filesystem.
+    let mp = h.mount_point("v");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ok = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&mp)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if ok || snap.is_finished() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = snap.join().unwrap();
+    assert_ne!(
+        o.code, 0,
+        "a copy no longer frozen must not be kept: {o:#?}"
+    );
+    assert!(o.stderr.contains("thawed by something else"), "{o:#?}");
+    let ls: serde_json::Value =
+        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
+/// A parent that ignores SIGCHLD passes that on: the kernel then reaps
+/// children at once. mkfs is still waited for, and a freeze guard that
+/// timed out is still noticed.
+#[test]
+fn an_inherited_ignored_sigchld_changes_nothing() {
+    use std::os::unix::process::CommandExt;
+    require_root!();
+    let h = Home::new();
+    h.config("rexray:\n  freezeTimeout: 1s\n");
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    let ignoring = |args: &[&str], fp: Option<&str>| {
+        let mut c = h.command("rexray");
+        c.args(args);
+        if let Some(fp) = fp {
+            c.env("FAILPOINTS", fp);
+        }
+        // SAFETY: only sets a signal disposition between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        run_cmd(&mut c)
+    };
+    let m = ignoring(&["volume", "mount", "v"], None);
+    assert_eq!(m.code, 0, "{m:#?}");
+    let s = ignoring(
+        &["snapshot", "create", "v", "s1"],
+        Some("volume::snapshot-while-frozen=sleep(3000)"),
+    );
+    assert_ne!(s.code, 0, "{s:#?}");
+    assert!(s.stderr.contains("rexray.freezeTimeout"), "{s:#?}");
+    assert!(writable(&h, "v", "w"));
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
 /// flexrex, killed as kubelet's calls run: a reply is never read, kubelet
 /// repeats the call, and the node converges.
 mod flexrex {
@@ -476,7 +586,7 @@ mod flexrex {
         assert_eq!(count_mounts_at(&h.mount_point("v")), 1, "{fp}");
         assert_eq!(count_mounts_at(&k.dmp), 1, "{fp}");
         assert_eq!(consumers(h), vec![k.consumer()], "{fp}");
-        assert_eq!(holds(h), vec!["flexrex"], "{fp}");
+        assert_eq!(holds(h), vec!["flexrex:pv-v"], "{fp}");
     }
 
     fn torn_down(h: &Home, fp: &str) {
@@ -581,6 +691,44 @@ mod flexrex {
                 row(&format!("flexrex {step}"), fp, outcome);
             }
         }
+    }
+
+    /// Killed after binding kubelet's path but before recording it; then
+    /// `rexray service start` cleans up the volume's mount no one holds;
+    /// kubelet's repeated mountdevice must still succeed (the path holds
+    /// the volume's own filesystem, not a foreign one).
+    #[test]
+    fn mountdevice_killed_then_service_start_then_retried() {
+        use crate::docker::Service;
+        require_root!();
+        let h = Home::new();
+        h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+        let k = Kubelet::new(&h);
+        assert_eq!(k.attach(&h, None).0, 0);
+        killed_flex(
+            k.mountdevice(&h, Some("flex::after-bind")),
+            "flex::after-bind",
+        );
+        let sock = h.dir.join("plugin.sock");
+        let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+        drop(svc);
+        assert_eq!(
+            count_mounts_at(&h.mount_point("v")),
+            0,
+            "cleaned up at start"
+        );
+        assert_eq!(
+            count_mounts_at(&k.dmp),
+            1,
+            "kubelet's bind is not ours to remove"
+        );
+        assert_eq!(h.loops().len(), 1, "kubelet's hold keeps the device");
+        let (code, v) = k.mountdevice(&h, None);
+        assert_eq!(code, 0, "{v}");
+        set_up(&h, &k, "retry");
+        assert_eq!(k.unmountdevice(&h, None).0, 0);
+        assert_eq!(k.detach(&h, None).0, 0);
+        torn_down(&h, "retry");
     }
 }
 

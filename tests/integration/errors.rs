@@ -380,6 +380,18 @@ fn a_device_that_never_appears_is_bounded() {
     assert!(h.loops().is_empty(), "{:?}", h.loops());
     assert!(h.volumes().mount_record("na").unwrap().is_none(), "no hold");
 
+    // A volume that was attached before stays attached after the failure.
+    h.rexray(&["volume", "attach", "na"]).ok();
+    let mut c = h.command("rexray");
+    absent(&mut c);
+    one_line(&run_cmd(c.args(["volume", "mount", "na"])));
+    assert_eq!(h.loops().len(), 1, "still attached");
+    let mut c = h.command("flexrex");
+    absent(&mut c);
+    assert_eq!(run_cmd(c.args(["attach", opts, "node1"])).code, 1);
+    assert_eq!(h.loops().len(), 1, "still attached");
+    h.rexray(&["volume", "detach", "na"]).ok();
+
     // Without the fault the same calls work.
     h.rexray(&["volume", "mount", "na"]).ok();
     h.rexray(&["volume", "unmount", "na"]).ok();

@@ -650,11 +650,19 @@ fn flexrex_older_argv_forms() {
     // Kubernetes 1.5: attach without a node, mount with the device and no
     // mountdevice, detach by device.
     let o = json!({"volumeID": "old1", "kubernetes.io/fsType": "xfs"}).to_string();
-    flex(&h, &["waitforattach", "/dev/loop0", &o]).failure(&["old1", "not attached"]);
+    // waitforattach of a volume attached nowhere (kubelet believes it
+    // attached: after a forced detach, or state rebuilt after a reboot)
+    // attaches it for kubelet; attach then returns the same device.
+    let waited = flex(&h, &["waitforattach", "/dev/loop-unknown", &o]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let dev = flex(&h, &["attach", &o]).success()["device"]
         .as_str()
         .unwrap()
         .to_string();
+    assert_eq!(waited, dev);
+    assert_eq!(h.loops().len(), 1);
     let dir = pod_dir(&h, "old1");
     flex(&h, &["mount", s(&dir), &dev, &o]).success();
     flex(&h, &["mount", s(&dir), &dev, &o]).success();
@@ -751,31 +759,51 @@ fn flexrex_attach_holds_the_device_until_kubelets_detach() {
     assert_eq!(h.loops().len(), 1);
 
     // kubelet uses it; a Docker-style user joins; kubelet lets go: the
-    // volume stays mounted and attached for the other user.
+    // volume stays mounted and attached for the other user, and kubelet's
+    // detach fails (kubelet retries) rather than let kubelet believe the
+    // volume free.
     let dmp = device_mount_path(&h, "pv-ho1");
     flex(&h, &["mountdevice", s(&dmp), &dev, &o]).success();
     h.rexray(&["volume", "mount", "ho1", "--consumer", "c1"])
         .ok();
     flex(&h, &["unmountdevice", s(&dmp)]).success();
-    let m = flex(&h, &["detach", "pv-ho1", "node1"]).success()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(m.contains("still used by 1"), "{m}");
+    flex(&h, &["detach", "pv-ho1", "node1"]).failure(&["ho1", "1 other user"]);
     assert_eq!(count_mounts_at(&h.mount_point("ho1")), 1);
     assert_eq!(h.loops().len(), 1);
-    // Its last unmount now detaches.
+    // Its last unmount detaches (kubelet's hold is gone); kubelet's retry
+    // then succeeds.
     h.rexray(&["volume", "unmount", "ho1", "--consumer", "c1"])
         .ok();
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert!(h.loops().is_empty(), "{:?}", h.loops());
+    flex(&h, &["detach", "pv-ho1", "node1"]).success();
 
-    // `volume detach --force` overrides kubelet's hold.
+    // Two PVs on the same volume hold it each: one detach keeps it for
+    // the other.
+    let o2 = opts("ho1", "pv-ho2", "rw");
     flex(&h, &["attach", &o, "node1"]).success();
+    flex(&h, &["attach", &o2, "node1"]).success();
+    flex(&h, &["detach", "pv-ho1", "node1"]).success();
+    assert_eq!(h.loops().len(), 1, "still held for pv-ho2");
+    let r = h.rexray(&["volume", "rm", "ho1"]);
+    assert!(
+        r.stderr.contains("pv-ho2") && r.stderr.contains("--force"),
+        "{r:#?}"
+    );
+
+    // `volume detach --force` overrides kubelet's holds; kubelet's next
+    // waitforattach (it still believes the volume attached) attaches again.
     h.rexray(&["volume", "detach", "ho1", "--force"]).ok();
     assert!(h.loops().is_empty(), "{:?}", h.loops());
     assert!(h.volumes().mount_record("ho1").unwrap().is_none());
-    flex(&h, &["detach", "pv-ho1", "node1"]).success();
+    let again = flex(&h, &["waitforattach", &dev, &o2]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(again.starts_with("/dev/loop"), "{again}");
+    assert_eq!(h.loops().len(), 1);
+    flex(&h, &["detach", "pv-ho2", "node1"]).success();
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
     h.rexray(&["volume", "rm", "ho1"]).ok();
 }
 
@@ -794,7 +822,7 @@ fn flexrex_detach_waits_for_a_mountdevice_in_flight() {
     // it onto kubelet's path; a detach for the same volume arrives then.
     let mut c = h.command("flexrex");
     c.env_remove("PATH")
-        .env("FAILPOINTS", "flex::before-bind=sleep(1500)")
+        .env("FAILPOINTS", "flex::before-bind=sleep(3000)")
         .args(["mountdevice", s(&dmp), &dev, &o]);
     let args: Vec<String> = ["mountdevice", s(&dmp), &dev, &o]
         .iter()
@@ -812,13 +840,19 @@ fn flexrex_detach_waits_for_a_mountdevice_in_flight() {
     }
     // The volume is mounted, the path not yet: detach must not take the
     // in-flight path for one lost in a reboot.
+    assert_eq!(
+        count_mounts_at(&dmp),
+        0,
+        "detach must come while the bind is pending"
+    );
     let d = flex(&h, &["detach", "pv-if1", "node1"]);
     let m = judge(
         &mounting.join().unwrap(),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     m.success();
-    d.success();
+    // The path is in use after all: detach refuses (kubelet retries).
+    d.failure(&["if1", "1 other user"]);
     assert_eq!(count_mounts_at(&dmp), 1, "kubelet's path is mounted");
     assert_eq!(count_mounts_at(&mp), 1);
     assert_eq!(h.loops().len(), 1);
