@@ -799,10 +799,15 @@ impl Volumes {
         };
         match (thawed, made) {
             (Err(e), Ok(made)) => {
-                if let Err(r) = discard(&made) {
-                    tracing::warn!(volume = %v.name, "could not remove the discarded {what}: {r}");
-                }
-                Err(e.context(format!("cannot {what} volume {}", v.name)))
+                let fate = match discard(&made) {
+                    Ok(()) => format!("the {what} was discarded"),
+                    Err(r) => {
+                        tracing::warn!(volume = %v.name, "could not remove the torn {what}: {r}");
+                        format!("the {what} may be torn and could not be removed ({r}): remove it")
+                    }
+                };
+                Err(Error::new(e.kind(), format!("{}; {fate}", e.message()))
+                    .context(format!("cannot {what} volume {}", v.name)))
             }
             (_, made) => made,
         }
