@@ -18,11 +18,14 @@ fn one(
     path: &str,
     body: &str,
 ) -> std::io::Result<bool> {
-    write!(
-        w,
+    // One write per request, as dockerd's buffered writer sends it: a
+    // write per header piece would make the server wake and parse several
+    // times for one request and measure the client instead.
+    let rq = format!(
         "POST {path} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    w.write_all(rq.as_bytes())?;
     let mut line = String::new();
     r.read_line(&mut line)?;
     let ok = line.split_whitespace().nth(1) == Some("200");
@@ -43,7 +46,9 @@ fn one(
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
-    Ok(ok && !buf.windows(6).any(|w| w == b"\"Err\":"))
+    // An error reply is `{"Err":...}`; scanning a whole List for it would
+    // cost the client more than the server spends on the request.
+    Ok(ok && !buf.starts_with(b"{\"Err\":"))
 }
 
 fn main() {
