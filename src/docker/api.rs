@@ -637,6 +637,63 @@ mod tests {
         assert_eq!(opts(json!({"size": 5})).unwrap().opts.size, Some(5));
     }
 
+    /// What is answered from memory (including the kept List reply) is
+    /// byte for byte what the full path answers, and a change made through
+    /// another instance is never answered from memory before it shows.
+    #[test]
+    fn answers_from_memory_match_the_full_path() {
+        let t = tempfile::tempdir().unwrap();
+        let open = || {
+            let env = [("REXRAY_HOME".to_string(), t.path().display().to_string())];
+            let cfg = crate::config::Config::load(crate::config::LoadOptions {
+                env: Some(env.into_iter().collect()),
+                ..Default::default()
+            })
+            .unwrap();
+            Volumes::open(cfg).unwrap()
+        };
+        let (svc, other) = (open(), open());
+        let cache = Cache::default();
+        for p in ["/Plugin.Activate", "/VolumeDriver.Capabilities"] {
+            assert_eq!(
+                handle_in_memory(&svc, &cache, p, b""),
+                Some(handle(&svc, p, b""))
+            );
+        }
+        assert_eq!(
+            handle_in_memory(&svc, &cache, "/VolumeDriver.Mount", b"{}"),
+            None
+        );
+        let calls: [(&str, &[u8]); 4] = [
+            ("/VolumeDriver.List", b"{}"),
+            ("/VolumeDriver.Get", br#"{"Name":"u0"}"#),
+            ("/VolumeDriver.Get", br#"{"Name":"u2"}"#),
+            ("/VolumeDriver.Get", br#"{"Name":"none"}"#),
+        ];
+        for i in 0..4 {
+            other
+                .create(&format!("u{i}"), &CreateOptions::default())
+                .unwrap();
+            for (p, body) in calls {
+                let before = handle_in_memory(&svc, &cache, p, body);
+                let full = handle(&svc, p, body);
+                assert!(
+                    before.is_none() || before.as_ref() == Some(&full),
+                    "{p} after u{i}"
+                );
+                for _ in 0..2 {
+                    assert_eq!(
+                        handle_in_memory(&svc, &cache, p, body).as_ref(),
+                        Some(&full)
+                    );
+                }
+            }
+        }
+        let l: Value =
+            serde_json::from_slice(&handle(&svc, "/VolumeDriver.List", b"").body).unwrap();
+        assert_eq!(l["Volumes"].as_array().unwrap().len(), 4);
+    }
+
     #[test]
     fn mountinfo_escapes() {
         assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());

@@ -6,6 +6,10 @@
 //! clients that stall mid-request never hold up anyone else. The workflows
 //! are blocking (locks, mkfs, mount), so each request runs on the blocking
 //! pool: a slow format of one volume holds one of [`WORKERS`] threads.
+//! Requests answered from memory ([`api::handle_in_memory`]: Activate,
+//! Capabilities, Get and List while the catalog is unchanged) are served
+//! where they arrive: they cost a few metadata syscalls, less than the
+//! handoff to a thread, and never wait for a lock.
 
 use super::api;
 use crate::config::{keys, Config};
@@ -22,8 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Requests served at once. A slow request (mkfs of a big volume) holds
-/// one of these threads; the others go on serving.
+/// Requests that may block served at once. A slow request (mkfs of a big
+/// volume) holds one of these threads; the others go on serving, and
+/// requests answered from memory need none.
 pub const WORKERS: usize = 32;
 
 /// How long a client may take to send a request's headers.
