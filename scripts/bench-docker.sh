@@ -84,11 +84,12 @@ echo "List after a catalog change: ${cold[*]} us (max ${cmax} us, target 50000 u
 
 C=${CLIENTS:-200}
 M=${CONCURRENT_VOLUMES:-100}
+R=${CONCURRENT_REQUESTS:-50}   # per client; the first one includes the connection
 catalog "$H/small/var/lib/loop" "$M"
 serve "$H/small"
 S=$H/small/p.sock
-cact=$("$LOAD" "$S" "$C" 50 /Plugin.Activate '')
-conc=$("$LOAD" "$S" "$C" 50 /VolumeDriver.Get '{"Name":"v7"}' /VolumeDriver.List '{}')
+cact=$("$LOAD" "$S" "$C" "$R" /Plugin.Activate '')
+conc=$("$LOAD" "$S" "$C" "$R" /VolumeDriver.Get '{"Name":"v7"}' /VolumeDriver.List '{}')
 stop
 printf '%-34s %s\n' "$C clients Activate (baseline)" "$cact"
 printf '%-34s %s\n' "$C clients Get/List ($M volumes)" "$conc"
