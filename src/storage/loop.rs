@@ -804,9 +804,13 @@ impl StorageDriver for LoopDriver {
 
     fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
         let m = std::fs::metadata(self.root.join("catalog.json")).ok()?;
-        let cache = self.cache.try_lock().ok()?;
-        let (k, _, c) = cache.as_ref()?;
-        (*k == FileKey::of(&m)).then(|| c.volumes())
+        let shared = {
+            let cache = self.cache.try_lock().ok()?;
+            let (k, _, c) = cache.as_ref()?;
+            (*k == FileKey::of(&m)).then(|| c.clone())?
+        };
+        // Built outside the lock: readers of the catalog never wait for it.
+        Some(shared.volumes())
     }
 
     fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {
