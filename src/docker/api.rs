@@ -12,8 +12,9 @@ use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The media type of every reply.
 pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -67,13 +68,13 @@ pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
         "/VolumeDriver.Capabilities" => {
             Ok(Reply::ok(&json!({ "Capabilities": { "Scope": "global" } })))
         }
-        "/VolumeDriver.List" => list(vols),
+        "/VolumeDriver.List" => list(vols, None),
         "/VolumeDriver.Create" => parse(body).and_then(|r| create(vols, &r)),
         "/VolumeDriver.Remove" => parse(body).and_then(|r| remove(vols, &r)),
         "/VolumeDriver.Mount" => parse(body).and_then(|r| mount(vols, &r)),
         "/VolumeDriver.Unmount" => parse(body).and_then(|r| unmount(vols, &r)),
         "/VolumeDriver.Path" => parse(body).and_then(|r| path_of(vols, &r)),
-        "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r)),
+        "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r, None)),
         other => {
             let mut r = Reply::err(&Error::not_found(format!(
                 "unknown endpoint {}: this plugin serves {}",
@@ -84,6 +85,33 @@ pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
             return r;
         }
     };
+    finish(path, res)
+}
+
+/// Serve a request that needs no more than a few metadata syscalls, as
+/// [`handle`] would: Activate and Capabilities always; Get and List when
+/// the driver holds the current catalog in memory. `None`: call
+/// [`handle`] on a thread that may block. Get and List are the calls that
+/// come in bursts (`docker volume ls`, every container start), and a
+/// thread handoff would cost more than the answer.
+pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) -> Option<Reply> {
+    let path = path.split('?').next().unwrap_or_default();
+    let res = match path {
+        "/Plugin.Activate" | "/VolumeDriver.Capabilities" => return Some(handle(vols, path, body)),
+        "/VolumeDriver.Get" => {
+            let all = vols.driver().cached_metadata()?;
+            parse(body).and_then(|r| get(vols, &r, Some(&all)))
+        }
+        "/VolumeDriver.List" => {
+            let all = vols.driver().cached_metadata()?;
+            list(vols, Some((all, cache)))
+        }
+        _ => return None,
+    };
+    Some(finish(path, res))
+}
+
+fn finish(path: &str, res: Result<Reply>) -> Reply {
     match res {
         Ok(r) => r,
         Err(e) => {
@@ -367,8 +395,8 @@ struct Status<'a> {
 }
 
 /// Every mount point of this mount namespace, raw from
-/// `/proc/self/mountinfo` (the hot path of Get and List: no parsing of
-/// mount options).
+/// `/proc/self/mountinfo` (no parsing of mount options): for kernels whose
+/// `statx` does not tell mount roots.
 fn mount_points() -> Result<HashSet<Vec<u8>>> {
     let text = std::fs::read("/proc/self/mountinfo")
         .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
@@ -377,6 +405,49 @@ fn mount_points() -> Result<HashSet<Vec<u8>>> {
         .filter_map(|l| l.split(|&b| b == b' ').nth(4))
         .map(unescape_octal)
         .collect())
+}
+
+/// Whether something is mounted at `mp`, asked of the kernel on every call:
+/// mounts change behind the service's back (the CLI, an administrator).
+fn is_mounted(mp: &Path) -> Result<bool> {
+    match crate::node::mountinfo::is_mount_root(mp)? {
+        Some(m) => Ok(m),
+        None => Ok(mount_points()?.contains(mp.as_os_str().as_bytes())),
+    }
+}
+
+/// The names under `base` that something is mounted on. Mount points are
+/// removed at unmount, so this is a listing of `base` and a `statx` per
+/// mounted volume, whatever the number of volumes or of the host's mounts.
+fn mounted_under(base: &Path) -> Result<HashSet<String>> {
+    let from_table = || -> Result<HashSet<String>> {
+        Ok(mount_points()?
+            .into_iter()
+            .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
+            .filter(|m| m.parent() == Some(base))
+            .filter_map(|m| Some(m.file_name()?.to_str()?.to_owned()))
+            .collect())
+    };
+    let dir = match std::fs::read_dir(base) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(_) => return from_table(),
+    };
+    let mut out = HashSet::new();
+    for e in dir {
+        let Ok(e) = e else { return from_table() };
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        match crate::node::mountinfo::is_mount_root(&e.path())? {
+            Some(true) => {
+                out.insert(name);
+            }
+            Some(false) => {}
+            None => return from_table(),
+        }
+    }
+    Ok(out)
 }
 
 /// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
@@ -416,13 +487,27 @@ fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> D
     }
 }
 
-fn get(vols: &Volumes, r: &Request) -> Result<Reply> {
+/// Get and List show no attachment state: they read the catalog (`cached`
+/// when the caller has it) and ask the kernel only whether the mount point
+/// is one.
+fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> {
     let name = r.name()?;
-    let v = vols.find(name)?;
+    let v = match cached {
+        Some(all) => all
+            .iter()
+            .find(|v| v.id == name)
+            .or_else(|| all.iter().find(|v| v.name == name))
+            .cloned(),
+        None => vols.driver().lookup_metadata(name)?,
+    };
+    let v = v.ok_or_else(|| {
+        Error::not_found(format!(
+            "volume {} not found (see `rexray volume ls`)",
+            crate::input::quote(name)
+        ))
+    })?;
     let mp = vols.mount_point(&v.name);
-    let path = mount_points()?
-        .contains(mp.as_os_str().as_encoded_bytes())
-        .then(|| vols.app_path(&mp).to_string_lossy().into_owned());
+    let path = is_mounted(&mp)?.then(|| vols.app_path(&mp).to_string_lossy().into_owned());
     #[derive(Serialize)]
     struct Get<'a> {
         #[serde(rename = "Volume")]
@@ -433,18 +518,49 @@ fn get(vols: &Volumes, r: &Request) -> Result<Reply> {
     }))
 }
 
-/// Every volume: one catalog read and one mount table read, whatever the
-/// number of volumes.
-fn list(vols: &Volumes) -> Result<Reply> {
-    let all = vols.driver().list()?;
+/// The last List reply, kept while neither the volumes nor the mounts
+/// change: rendering thousands of volumes costs more than the rest of the
+/// request.
+#[derive(Default)]
+pub struct Cache {
+    list: std::sync::Mutex<Option<ListReply>>,
+}
+
+/// A List reply and what it was rendered from. Holding the volumes keeps
+/// their allocation alive, so a pointer-equal slice is this same catalog.
+struct ListReply {
+    volumes: Arc<[Volume]>,
+    mounted: Vec<String>,
+    body: Vec<u8>,
+}
+
+/// Every volume: one catalog read and one listing of the mount points.
+/// `cached`: the volumes in memory, and where the last reply is kept.
+fn list(vols: &Volumes, cached: Option<(Arc<[Volume]>, &Cache)>) -> Result<Reply> {
+    let (all, cache) = match cached {
+        Some((all, cache)) => (all, Some(cache)),
+        None => (vols.driver().list_metadata()?, None),
+    };
     let base = vols.mount_point("");
     let base = base.as_path();
-    let mounted: HashSet<String> = mount_points()?
-        .into_iter()
-        .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
-        .filter(|m| m.parent() == Some(base))
-        .filter_map(|m| Some(m.file_name()?.to_string_lossy().into_owned()))
-        .collect();
+    let mounted = if all.is_empty() {
+        HashSet::new()
+    } else {
+        mounted_under(base)?
+    };
+    let mut key: Vec<String> = mounted.iter().cloned().collect();
+    key.sort_unstable();
+    if let Some(cache) = cache {
+        let last = cache.list.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = last.as_ref() {
+            if Arc::ptr_eq(&l.volumes, &all) && l.mounted == key {
+                return Ok(Reply {
+                    status: 200,
+                    body: l.body.clone(),
+                });
+            }
+        }
+    }
     let service = vols.config().service();
     #[derive(Serialize)]
     struct List<'a> {
@@ -464,7 +580,15 @@ fn list(vols: &Volumes) -> Result<Reply> {
             })
             .collect(),
     };
-    Ok(Reply::ok(&out))
+    let reply = Reply::ok(&out);
+    if let Some(cache) = cache {
+        *cache.list.lock().unwrap_or_else(|e| e.into_inner()) = Some(ListReply {
+            volumes: all.clone(),
+            mounted: key,
+            body: reply.body.clone(),
+        });
+    }
+    Ok(reply)
 }
 
 #[cfg(test)]
@@ -511,6 +635,63 @@ mod tests {
         );
         assert_eq!(parse_create_opts(None).unwrap(), CreateRequest::default());
         assert_eq!(opts(json!({"size": 5})).unwrap().opts.size, Some(5));
+    }
+
+    /// What is answered from memory (including the kept List reply) is
+    /// byte for byte what the full path answers, and a change made through
+    /// another instance is never answered from memory before it shows.
+    #[test]
+    fn answers_from_memory_match_the_full_path() {
+        let t = tempfile::tempdir().unwrap();
+        let open = || {
+            let env = [("REXRAY_HOME".to_string(), t.path().display().to_string())];
+            let cfg = crate::config::Config::load(crate::config::LoadOptions {
+                env: Some(env.into_iter().collect()),
+                ..Default::default()
+            })
+            .unwrap();
+            Volumes::open(cfg).unwrap()
+        };
+        let (svc, other) = (open(), open());
+        let cache = Cache::default();
+        for p in ["/Plugin.Activate", "/VolumeDriver.Capabilities"] {
+            assert_eq!(
+                handle_in_memory(&svc, &cache, p, b""),
+                Some(handle(&svc, p, b""))
+            );
+        }
+        assert_eq!(
+            handle_in_memory(&svc, &cache, "/VolumeDriver.Mount", b"{}"),
+            None
+        );
+        let calls: [(&str, &[u8]); 4] = [
+            ("/VolumeDriver.List", b"{}"),
+            ("/VolumeDriver.Get", br#"{"Name":"u0"}"#),
+            ("/VolumeDriver.Get", br#"{"Name":"u2"}"#),
+            ("/VolumeDriver.Get", br#"{"Name":"none"}"#),
+        ];
+        for i in 0..4 {
+            other
+                .create(&format!("u{i}"), &CreateOptions::default())
+                .unwrap();
+            for (p, body) in calls {
+                let before = handle_in_memory(&svc, &cache, p, body);
+                let full = handle(&svc, p, body);
+                assert!(
+                    before.is_none() || before.as_ref() == Some(&full),
+                    "{p} after u{i}"
+                );
+                for _ in 0..2 {
+                    assert_eq!(
+                        handle_in_memory(&svc, &cache, p, body).as_ref(),
+                        Some(&full)
+                    );
+                }
+            }
+        }
+        let l: Value =
+            serde_json::from_slice(&handle(&svc, "/VolumeDriver.List", b"").body).unwrap();
+        assert_eq!(l["Volumes"].as_array().unwrap().len(), 4);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! clients that stall mid-request never hold up anyone else. The workflows
 //! are blocking (locks, mkfs, mount), so each request runs on the blocking
 //! pool: a slow format of one volume holds one of [`WORKERS`] threads.
+//! Requests answered from memory ([`api::handle_in_memory`]: Activate,
+//! Capabilities, Get and List while the catalog is unchanged) are served
+//! where they arrive: they cost a few metadata syscalls, less than the
+//! handoff to a thread, and never wait for a lock.
 
 use super::api;
 use crate::config::{keys, Config};
@@ -22,8 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Requests served at once. A slow request (mkfs of a big volume) holds
-/// one of these threads; the others go on serving.
+/// Requests that may block served at once. A slow request (mkfs of a big
+/// volume) holds one of these threads; the others go on serving, and
+/// requests answered from memory need none.
 pub const WORKERS: usize = 32;
 
 /// How long a client may take to send a request's headers.
@@ -125,7 +130,13 @@ impl Endpoint {
             .enable_all()
             .build();
         match (listener, rt) {
-            (Ok(l), Ok(rt)) => rt.block_on(serve_async(l, vols, stop)),
+            (Ok(l), Ok(rt)) => {
+                let state = Arc::new(State {
+                    vols,
+                    cache: api::Cache::default(),
+                });
+                rt.block_on(serve_async(l, state, stop))
+            }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot serve the Docker plugin API: {e}");
             }
@@ -133,7 +144,13 @@ impl Endpoint {
     }
 }
 
-async fn serve_async(listener: Listener, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
+/// What every request is served from.
+struct State {
+    vols: Arc<Volumes>,
+    cache: api::Cache,
+}
+
+async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let accepted = match listener {
         Listener::Unix(l) => match l
@@ -188,7 +205,7 @@ async fn serve_async(listener: Listener, vols: Arc<Volumes>, stop: Arc<AtomicBoo
 async fn accept_until_stopped<S, F, Fut>(
     mut accept: F,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
-    vols: &Arc<Volumes>,
+    vols: &Arc<State>,
     stop: &AtomicBool,
 ) -> std::io::Result<()>
 where
@@ -216,7 +233,7 @@ where
 fn serve_connection<S>(
     stream: S,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
-    vols: &Arc<Volumes>,
+    vols: &Arc<State>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -351,8 +368,18 @@ fn json_reply(status: u16, err: &str) -> api::Reply {
     }
 }
 
+fn panicked(path: &str, p: Box<dyn std::any::Any + Send>) -> api::Reply {
+    let what = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    tracing::error!(endpoint = %path, "request panicked: {what}");
+    json_reply(500, &format!("internal error (a bug in rexray): {what}"))
+}
+
 async fn serve_one(
-    vols: Arc<Volumes>,
+    state: Arc<State>,
     rq: Request<Incoming>,
 ) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
@@ -367,9 +394,18 @@ async fn serve_one(
             json_reply(413, "the request body is larger than 1 MiB")
         }
         Ok(Err(e)) => json_reply(400, &format!("reading the request body: {e}")),
-        Ok(Ok(collected)) => {
+        Ok(Ok(collected)) => 'handled: {
             let body = collected.to_bytes();
+            let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                api::handle_in_memory(&state.vols, &state.cache, &path, &body)
+            }));
+            match fast {
+                Ok(Some(reply)) => break 'handled reply,
+                Ok(None) => {}
+                Err(p) => break 'handled panicked(&path, p),
+            }
             let p = path.clone();
+            let vols = state.vols.clone();
             let handled = tokio::task::spawn_blocking(move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     api::handle(&vols, &p, &body)
@@ -378,15 +414,7 @@ async fn serve_one(
             .await;
             match handled {
                 Ok(Ok(reply)) => reply,
-                Ok(Err(p)) => {
-                    let what = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    tracing::error!(endpoint = %path, "request panicked: {what}");
-                    json_reply(500, &format!("internal error (a bug in rexray): {what}"))
-                }
+                Ok(Err(p)) => panicked(&path, p),
                 Err(e) => json_reply(500, &format!("internal error: {e}")),
             }
         }

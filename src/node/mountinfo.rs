@@ -112,6 +112,41 @@ pub fn device_numbers(dev: &Path) -> Result<(u32, u32)> {
     Ok((libc::major(rdev), libc::minor(rdev)))
 }
 
+/// Whether `path` is the root of a mount in this mount namespace, from one
+/// `statx` (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8): unlike the mount table,
+/// its cost does not grow with the host's mounts. A missing path is not a
+/// mount point; `None` when the kernel does not tell (then read the table).
+/// A symlink is not followed: the kernel never mounts on one.
+pub fn is_mount_root(path: &Path) -> Result<Option<bool>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Ok(Some(false));
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the size statx writes.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_STATX_DONT_SYNC,
+            0,
+            st.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => Ok(Some(false)),
+            Some(libc::ENOSYS) => Ok(None),
+            _ => Err(Error::from_io(format!("stat {}", path.display()), &e)),
+        };
+    }
+    // SAFETY: statx succeeded and filled the buffer.
+    let st = unsafe { st.assume_init() };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok((st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +155,19 @@ mod tests {
     fn reads_root() {
         let m = mounts().unwrap();
         assert!(m.iter().any(|m| m.mount_point == Path::new("/")));
+    }
+
+    #[test]
+    fn mount_roots() {
+        assert_eq!(is_mount_root(Path::new("/")).unwrap(), Some(true));
+        assert_eq!(is_mount_root(Path::new("/proc")).unwrap(), Some(true));
+        assert_eq!(is_mount_root(Path::new("/proc/self")).unwrap(), Some(false));
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(is_mount_root(t.path()).unwrap(), Some(false));
+        assert_eq!(is_mount_root(&t.path().join("none")).unwrap(), Some(false));
+        let f = t.path().join("f");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(is_mount_root(&f.join("x")).unwrap(), Some(false));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
@@ -95,6 +95,45 @@ struct Catalog {
     snapshots: Vec<SnapRecord>,
 }
 
+impl Catalog {
+    /// A volume by exact id, then exact name.
+    fn find(&self, arg: &str) -> Option<&Record> {
+        self.volumes
+            .iter()
+            .find(|r| r.id == arg)
+            .or_else(|| self.volumes.iter().find(|r| r.name == arg))
+    }
+}
+
+/// A parsed catalog shared by readers, with its volumes (without
+/// attachments) built on first use.
+#[derive(Debug, Default)]
+struct Shared {
+    catalog: Catalog,
+    metadata: OnceLock<Arc<[Volume]>>,
+}
+
+impl Shared {
+    fn volumes(&self) -> Arc<[Volume]> {
+        self.metadata
+            .get_or_init(|| {
+                self.catalog
+                    .volumes
+                    .iter()
+                    .map(LoopDriver::metadata)
+                    .collect()
+            })
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
 /// Identity of one version of the catalog file. Every write replaces the
 /// file (rename), never edits it, so while the cache keeps the file open
 /// (its inode cannot be reused) the same inode means the same content.
@@ -105,6 +144,19 @@ struct FileKey {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 /// Who attached a volume.
@@ -124,7 +176,7 @@ pub struct LoopDriver {
     lock_timeout: Duration,
     /// The last catalog read, for the long-running service: a `Get` among
     /// 10,000 volumes then costs one stat instead of parsing megabytes.
-    cache: Mutex<Option<(FileKey, std::fs::File, Arc<Catalog>)>>,
+    cache: Mutex<Option<(FileKey, std::fs::File, Arc<Shared>)>>,
 }
 
 /// Loop devices and the files behind them, read from sysfs.
@@ -199,25 +251,32 @@ impl LoopDriver {
     }
 
     /// The catalog for reading, from the cache when the file is unchanged.
-    fn shared_catalog(&self) -> Result<Arc<Catalog>> {
+    fn shared_catalog(&self) -> Result<Arc<Shared>> {
         use std::io::Read;
         use std::os::unix::fs::MetadataExt;
         let p = self.root.join("catalog.json");
+        // A stat of the path first: an unchanged catalog costs no open.
+        // The cached file stays open, so its inode number cannot be reused
+        // by a replacement: an equal key is the same content.
+        match std::fs::metadata(&p) {
+            Ok(m) => {
+                let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((k, _, c)) = cache.as_ref() {
+                    if *k == FileKey::of(&m) {
+                        return Ok(c.clone());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(_) => {} // the open below reports it
+        }
         let mut f = match std::fs::File::open(&p) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Arc::new(Catalog::default()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
             Err(e) => return Err(Error::from_io(format!("reading {}", p.display()), &e)),
         };
         let m = f.metadata().ctx(|| format!("reading {}", p.display()))?;
-        let key = FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        };
+        let key = FileKey::of(&m);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, _, c)) = cache.as_ref() {
             if *k == key {
@@ -234,7 +293,10 @@ impl LoopDriver {
                 self.root.display()
             ))
         })?;
-        let c = Arc::new(c);
+        let c = Arc::new(Shared {
+            catalog: c,
+            metadata: OnceLock::new(),
+        });
         *cache = Some((key, f, c.clone()));
         Ok(c)
     }
@@ -364,7 +426,8 @@ impl LoopDriver {
         )
     }
 
-    fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
+    /// A record as a volume, without asking the kernel about attachments.
+    fn metadata(r: &Record) -> Volume {
         let mut v = Volume {
             id: r.id.clone(),
             name: r.name.clone(),
@@ -373,12 +436,18 @@ impl LoopDriver {
             iops: r.iops,
             availability_zone: r.availability_zone.clone(),
             fields: r.fields.clone(),
-            attachment_state: AttachmentState::Available as u8,
+            attachment_state: AttachmentState::Unknown as u8,
             ..Default::default()
         };
         if !r.created_at.is_empty() {
             v.fields.insert("createdAt".into(), r.created_at.clone());
         }
+        v
+    }
+
+    fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
+        let mut v = Self::metadata(r);
+        v.attachment_state = AttachmentState::Available as u8;
         if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
             let owner = self.read_owner(&r.id);
             let instance = owner.map(|o| o.instance_id).unwrap_or_else(|| InstanceId {
@@ -726,12 +795,26 @@ impl StorageDriver for LoopDriver {
 
     fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
         let cat = self.shared_catalog()?;
-        let hit = cat
-            .volumes
-            .iter()
-            .find(|r| r.id == arg)
-            .or_else(|| cat.volumes.iter().find(|r| r.name == arg));
-        Ok(hit.map(|r| self.to_volume(r, &kernel_loops())))
+        Ok(cat.find(arg).map(|r| self.to_volume(r, &kernel_loops())))
+    }
+
+    fn list_metadata(&self) -> Result<Arc<[Volume]>> {
+        Ok(self.shared_catalog()?.volumes())
+    }
+
+    fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
+        let m = std::fs::metadata(self.root.join("catalog.json")).ok()?;
+        let shared = {
+            let cache = self.cache.try_lock().ok()?;
+            let (k, _, c) = cache.as_ref()?;
+            (*k == FileKey::of(&m)).then(|| c.clone())?
+        };
+        // Built outside the lock: readers of the catalog never wait for it.
+        Some(shared.volumes())
+    }
+
+    fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {
+        Ok(self.shared_catalog()?.find(arg).map(Self::metadata))
     }
 
     fn copy(&self, id: &str, new_name: &str, spec: &CreateSpec) -> Result<Volume> {
@@ -1045,5 +1128,72 @@ mod tests {
         d.remove_snapshot(&s.id).unwrap();
         assert!(d.snapshots().unwrap().is_empty());
         assert!(!d.snap_image(&s.id).exists());
+    }
+
+    /// The reader's cache never outlives a change made through another
+    /// driver (another process in real life): every read after the change
+    /// sees it, including the no-wait `cached_metadata`.
+    #[test]
+    fn cached_reads_see_every_change_by_another_instance() {
+        let t = tempfile::tempdir().unwrap();
+        let open = |who: &str| {
+            let me = InstanceId {
+                id: who.into(),
+                driver: "loop".into(),
+                service: "loop".into(),
+            };
+            LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap()
+        };
+        let (reader, writer) = (open("reader"), open("writer"));
+        let names = |vs: &[Volume]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert!(reader.list_metadata().unwrap().is_empty());
+        assert!(reader.cached_metadata().is_none());
+        let spec = CreateSpec {
+            size: 1,
+            ..Default::default()
+        };
+        let mut want: Vec<String> = Vec::new();
+        for i in 0..40 {
+            let n = format!("v{i}");
+            let v = writer.create(&n, &spec).unwrap();
+            want.push(n.clone());
+            if i % 3 == 2 {
+                let gone = want.remove(0);
+                let id = writer.lookup(&gone).unwrap().unwrap().id;
+                writer.remove(&id).unwrap();
+                assert!(reader.lookup_metadata(&gone).unwrap().is_none(), "{gone}");
+            }
+            if let Some(c) = reader.cached_metadata() {
+                assert_eq!(names(&c), want, "stale cache after change {i}");
+            }
+            assert_eq!(names(&reader.list_metadata().unwrap()), want);
+            assert_eq!(names(&reader.cached_metadata().unwrap()), want);
+            let got = reader.lookup_metadata(&n).unwrap().unwrap();
+            assert_eq!((got.id.as_str(), got.size), (v.id.as_str(), 1));
+            assert_eq!(reader.lookup_metadata(&v.id).unwrap().unwrap().name, n);
+        }
+        // A replacement of the same size and modification time is still
+        // seen: the cache holds the old file open, so the new one is
+        // another inode.
+        let p = t.path().join("catalog.json");
+        let old = std::fs::metadata(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let last = want.last().unwrap().clone();
+        let renamed = format!("{}x", &last[..last.len() - 1]);
+        let text = text.replace(&format!("\"{last}\""), &format!("\"{renamed}\""));
+        atomic::write(&p, text.as_bytes()).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old.modified().unwrap())
+            .unwrap();
+        let new = std::fs::metadata(&p).unwrap();
+        assert_eq!((new.len(), new.mtime_nsec()), (old.len(), old.mtime_nsec()));
+        if let Some(c) = reader.cached_metadata() {
+            assert!(names(&c).contains(&renamed));
+        }
+        assert!(names(&reader.list_metadata().unwrap()).contains(&renamed));
+        assert!(reader.lookup_metadata(&last).unwrap().is_none());
     }
 }

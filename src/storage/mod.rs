@@ -7,6 +7,7 @@ pub mod vfs;
 use crate::config::{keys, Config};
 use crate::model::{CreateSpec, InstanceId, MountSource, Snapshot, Volume};
 use crate::{Error, Result};
+use std::sync::Arc;
 
 /// A storage backend.
 pub trait StorageDriver: Send + Sync {
@@ -87,6 +88,25 @@ pub trait StorageDriver: Send + Sync {
             "the {} driver cannot create volumes from snapshots (snapshotName/snapshotID)",
             self.name()
         )))
+    }
+    /// Every volume without its attachments (state unknown, none listed):
+    /// for callers that show names, sizes and fields only, so a driver
+    /// need not ask the kernel or the backend about every volume.
+    fn list_metadata(&self) -> Result<Arc<[Volume]>> {
+        Ok(self.list()?.into())
+    }
+    /// [`lookup`](Self::lookup) without attachments, as
+    /// [`list_metadata`](Self::list_metadata).
+    fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {
+        self.lookup(arg)
+    }
+    /// What [`list_metadata`](Self::list_metadata) would return, if the
+    /// driver holds it in memory and a stat at most shows it is current;
+    /// `None` otherwise, and also whenever answering could wait (another
+    /// thread is reading the backend). Never blocks, so a server can answer
+    /// from it without handing the request to a thread that may.
+    fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
+        None
     }
     /// Find a volume by exact id, then exact name, without listing every
     /// volume when the driver can do better.

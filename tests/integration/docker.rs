@@ -486,6 +486,88 @@ fn mounts_count_consumers_across_restarts() {
     assert_eq!(svc.stop(), Some(0));
 }
 
+/// Names and mount points that List shows.
+fn listed(s: &Path) -> Vec<(String, Option<String>)> {
+    let l = ok(post(s, "/VolumeDriver.List", "{}"));
+    let mut out: Vec<_> = l["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["Name"].as_str().unwrap().to_string(),
+                v.get("Mountpoint").map(|m| m.as_str().unwrap().to_string()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Get and List answer from memory while nothing changes; whatever another
+/// process changes (the CLI, another library user, a mount made by hand)
+/// shows in the very next request.
+#[test]
+fn get_and_list_see_changes_by_other_processes_at_once() {
+    require_root!();
+    let home = Home::new();
+    let (host, sock) = unix_host(&home);
+    let _svc = Service::start(&home, &host, &[]);
+    let s = sock.as_path();
+    assert!(listed(s).is_empty());
+    let get = |n: &str| post(s, "/VolumeDriver.Get", &format!(r#"{{"Name":"{n}"}}"#));
+    let mut want: Vec<String> = Vec::new();
+    for i in 0..8 {
+        let n = format!("o{i}");
+        if i % 2 == 0 {
+            home.rexray(&["volume", "create", &n, "--size", "1"]).ok();
+        } else {
+            home.volumes()
+                .create(&n, &Default::default())
+                .expect("create in-process");
+        }
+        want.push(n.clone());
+        // Warm the service's cache, then change the catalog behind it.
+        assert_eq!(ok(get(&n))["Volume"]["Name"], json!(n));
+        if i % 3 == 2 {
+            let gone = want.remove(0);
+            home.rexray(&["volume", "rm", &gone]).ok();
+            let e = err(get(&gone));
+            assert!(e.contains("not found"), "{e}");
+        }
+        let names: Vec<String> = listed(s).into_iter().map(|(n, _)| n).collect();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+
+    // Mounted and unmounted by the CLI.
+    let n = want[0].clone();
+    let data = home.data(&n).to_string_lossy().into_owned();
+    assert!(ok(get(&n))["Volume"].get("Mountpoint").is_none());
+    home.rexray(&["volume", "mount", &n]).ok();
+    assert_eq!(ok(get(&n))["Volume"]["Mountpoint"], json!(data));
+    assert!(listed(s).contains(&(n.clone(), Some(data.clone()))));
+    home.rexray(&["volume", "unmount", &n]).ok();
+    assert!(ok(get(&n))["Volume"].get("Mountpoint").is_none());
+    assert!(listed(s).iter().all(|(_, m)| m.is_none()));
+
+    // A mount made by hand at the mount point counts, and its removal too.
+    let mp = home.mount_point(&n);
+    let src = home.dir.join("by-hand");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&mp).unwrap();
+    let mut c = std::process::Command::new("mount");
+    run_cmd(c.arg("--bind").arg(&src).arg(&mp)).ok();
+    assert_eq!(ok(get(&n))["Volume"]["Mountpoint"], json!(data));
+    assert!(listed(s).contains(&(n.clone(), Some(data.clone()))));
+    run_cmd(std::process::Command::new("umount").arg(&mp)).ok();
+    assert!(ok(get(&n))["Volume"].get("Mountpoint").is_none());
+    assert!(listed(s).iter().all(|(_, m)| m.is_none()));
+    std::fs::remove_dir(&mp).unwrap();
+    assert!(home.mounts().is_empty() && home.loops().is_empty());
+}
+
 #[test]
 fn snapshots_feed_create() {
     require_root!();
