@@ -138,6 +138,19 @@ impl Flex {
 
     fn attach(&self, opts: &Options, node: Option<&str>) -> Result<Reply> {
         let v = self.vols.find(&opts.volume_id)?;
+        // flexrex attaches where it runs. Node names may differ from host
+        // names (--hostname-override), so this is a hint, not a refusal:
+        // the controller manager calling attach for another node means
+        // kubelet was not told to attach itself.
+        if let Some(n) = node.filter(|n| !n.is_empty()) {
+            let host = nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let short = host.split('.').next().unwrap_or("");
+            if !host.is_empty() && n != host && n.split('.').next() != Some(short) {
+                tracing::warn!(node = n, host = %host, volume = %v.name, "attach for a node that is not this host: the volume is attached here; is kubelet running with --enable-controller-attach-detach=false?");
+            }
+        }
         let step = |what: &str| format!("attaching volume {} ({what})", v.name);
         let attached = match v.state() {
             AttachmentState::Unavailable => {
