@@ -438,10 +438,19 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         } => {
             let who = consumer.as_deref().unwrap_or(anon);
             volume_table(out, &fmt, &volumes, |n| {
-                if let Unmounted::StillUsed(k) = vols.unmount(n, who)? {
-                    eprintln!(
+                match vols.unmount(n, who)? {
+                    Unmounted::StillUsed(k) => eprintln!(
                         "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
-                    );
+                    ),
+                    Unmounted::Released => {
+                        if let Some(r) = vols.mount_record(n)?.filter(|r| !r.holds.is_empty()) {
+                            let held: Vec<&str> = r.holds.iter().map(String::as_str).collect();
+                            eprintln!(
+                                "rexray: volume {n} stays attached: held by {} until its detach",
+                                held.join(", ")
+                            );
+                        }
+                    }
                 }
                 vols.find(n)
             })?

@@ -741,7 +741,12 @@ fn flexrex_attach_holds_the_device_until_kubelets_detach() {
     // attach and its waitforattach: its last unmount unmounts, but the
     // device stays attached for kubelet.
     h.rexray(&["volume", "mount", "ho1"]).ok();
-    h.rexray(&["volume", "unmount", "ho1"]).ok();
+    let u = h.rexray(&["volume", "unmount", "ho1"]);
+    u.ok();
+    assert!(
+        u.stderr.contains("stays attached") && u.stderr.contains("flexrex:pv-ho1"),
+        "{u:#?}"
+    );
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert_eq!(h.loops().len(), 1, "kubelet's attach keeps the device");
     assert_eq!(
