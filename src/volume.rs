@@ -228,37 +228,21 @@ impl Volumes {
                                 .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
                                 .parse::<FsType>()?,
                         };
-                        let known_blank = self.driver.known_blank(&v.id);
+                        let fs = node::ensure_filesystem(
+                            dev,
+                            want,
+                            opts.overwrite_fs,
+                            self.driver.known_blank(&v.id),
+                            node::FormatTimeouts {
+                                probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
+                                mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
+                            },
+                        )
+                        .map_err(|e| e.context(step("format")))?;
+                        fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
                         node::ensure_dir(&mp)?;
-                        // A device that holds the filesystem this volume is
-                        // made with mounts as it is: the kernel checking its
-                        // superblock is proof enough, and saves running
-                        // blkid on every mount after the first. Anything
-                        // else (no filesystem, another one) is probed, and
-                        // formatted only if blank.
-                        let as_is = !known_blank
-                            && !opts.overwrite_fs
-                            && node::mount_device(dev, &mp, want.as_str(), false).is_ok();
-                        let fs = if as_is {
-                            want.as_str().to_string()
-                        } else {
-                            let fs = node::ensure_filesystem(
-                                dev,
-                                want,
-                                opts.overwrite_fs,
-                                known_blank,
-                                node::FormatTimeouts {
-                                    probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
-                                    mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
-                                },
-                            )
-                            .map_err(|e| e.context(step("format")))?;
-                            fail::fail_point!("volume::mount-after-format", |_| crate::crash_here(
-                            ));
-                            node::mount_device(dev, &mp, &fs, false)
-                                .map_err(|e| e.context(step("mount")))?;
-                            fs
-                        };
+                        node::mount_device(dev, &mp, &fs, false)
+                            .map_err(|e| e.context(step("mount")))?;
                         (dev.clone(), fs)
                     }
                 }
