@@ -397,3 +397,54 @@ fn a_device_that_never_appears_is_bounded() {
     h.rexray(&["volume", "unmount", "na"]).ok();
     h.rexray(&["volume", "rm", "na"]).ok();
 }
+
+/// A volume whose device carries conflicting signatures (here an xfs
+/// superblock written over an ext4 volume's first sector) is neither
+/// mounted nor formatted: mounting ext4 there would write to a device
+/// something else may own.
+#[test]
+fn a_device_with_conflicting_signatures_is_left_alone() {
+    require_root!();
+    let h = Home::new();
+    let out = h.rexray(&["volume", "create", "amb", "--size", "1", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    h.rexray(&["volume", "mount", "amb"]).ok();
+    std::fs::write(h.data("amb").join("keep"), "data").unwrap();
+    h.rexray(&["volume", "unmount", "amb"]).ok();
+    // An xfs superblock from a scratch image over sector 0.
+    let scratch = h.dir.join("xfs.img");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let mk = run_cmd(
+        std::process::Command::new("mkfs.xfs")
+            .arg("-q")
+            .arg(&scratch),
+    );
+    assert_eq!(mk.code, 0, "{mk:#?}");
+    let sb = std::fs::read(&scratch).unwrap()[..512].to_vec();
+    let img = h.lib().join("loop").join(format!("{id}.img"));
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .write_all_at(&sb, 0)
+        .unwrap();
+    let before = std::fs::read(&img).unwrap();
+    let e = h.rexray(&["volume", "mount", "amb"]).fails(1).to_string();
+    assert!(
+        e.contains("conflicting signatures") && e.contains("refusing"),
+        "{e}"
+    );
+    assert!(
+        h.mounts().is_empty() && h.loops().is_empty(),
+        "nothing left attached"
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "not one byte written"
+    );
+}
