@@ -62,18 +62,31 @@ pub const ENDPOINTS: &[&str] = &[
 
 /// Serve one request: `path` is the URL path, `body` the request body.
 pub fn handle(vols: &Volumes, path: &str, body: &[u8]) -> Reply {
+    handle_with(vols, None, path, body)
+}
+
+/// [`handle`], filling `cache` (the volume list in the driver's memory,
+/// the kept List reply) for [`handle_in_memory`] to answer from.
+pub fn handle_with(vols: &Volumes, cache: Option<&Cache>, path: &str, body: &[u8]) -> Reply {
     let path = path.split('?').next().unwrap_or_default();
     let res = match path {
         "/Plugin.Activate" => Ok(Reply::ok(&json!({ "Implements": ["VolumeDriver"] }))),
         "/VolumeDriver.Capabilities" => {
             Ok(Reply::ok(&json!({ "Capabilities": { "Scope": "global" } })))
         }
-        "/VolumeDriver.List" => list(vols, None),
+        "/VolumeDriver.List" => vols
+            .driver()
+            .list_metadata()
+            .and_then(|all| list(vols, all, cache)),
         "/VolumeDriver.Create" => parse(body).and_then(|r| create(vols, &r)),
         "/VolumeDriver.Remove" => parse(body).and_then(|r| remove(vols, &r)),
         "/VolumeDriver.Mount" => parse(body).and_then(|r| mount(vols, &r)),
         "/VolumeDriver.Unmount" => parse(body).and_then(|r| unmount(vols, &r)),
         "/VolumeDriver.Path" => parse(body).and_then(|r| path_of(vols, &r)),
+        "/VolumeDriver.Get" if cache.is_some() => parse(body).and_then(|r| {
+            let all = vols.driver().list_metadata()?;
+            get(vols, &r, Some(&all))
+        }),
         "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r, None)),
         other => {
             let mut r = Reply::err(&Error::not_found(format!(
@@ -104,7 +117,9 @@ pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) 
         }
         "/VolumeDriver.List" => {
             let all = vols.driver().cached_metadata()?;
-            list(vols, Some((all, cache)))
+            // Only a kept reply: rendering thousands of volumes is for a
+            // thread that may take its time.
+            kept_list(vols, &all, cache).transpose()?
         }
         _ => return None,
     };
@@ -439,12 +454,17 @@ fn mounted_under(base: &Path) -> Result<HashSet<String>> {
         let Ok(name) = e.file_name().into_string() else {
             continue;
         };
-        match crate::node::mountinfo::is_mount_root(&e.path())? {
-            Some(true) => {
+        match crate::node::mountinfo::is_mount_root(&e.path()) {
+            Ok(Some(true)) => {
                 out.insert(name);
             }
-            Some(false) => {}
-            None => return from_table(),
+            Ok(Some(false)) => {}
+            Ok(None) => return from_table(),
+            // One unreadable entry (a dead FUSE mount, say) must not fail
+            // the whole List; it is not a volume of ours mounted.
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), "cannot tell whether it is a mount point: {err}")
+            }
         }
     }
     Ok(out)
@@ -534,33 +554,41 @@ struct ListReply {
     body: Vec<u8>,
 }
 
-/// Every volume: one catalog read and one listing of the mount points.
-/// `cached`: the volumes in memory, and where the last reply is kept.
-fn list(vols: &Volumes, cached: Option<(Arc<[Volume]>, &Cache)>) -> Result<Reply> {
-    let (all, cache) = match cached {
-        Some((all, cache)) => (all, Some(cache)),
-        None => (vols.driver().list_metadata()?, None),
-    };
-    let base = vols.mount_point("");
-    let base = base.as_path();
-    let mounted = if all.is_empty() {
-        HashSet::new()
-    } else {
-        mounted_under(base)?
-    };
-    let mut key: Vec<String> = mounted.iter().cloned().collect();
-    key.sort_unstable();
-    if let Some(cache) = cache {
-        let last = cache.list.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = last.as_ref() {
-            if Arc::ptr_eq(&l.volumes, &all) && l.mounted == key {
-                return Ok(Reply {
-                    status: 200,
-                    body: l.body.clone(),
-                });
-            }
-        }
+/// The mounted volumes (names) under the mount path, sorted: what a kept
+/// List reply is checked against.
+fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<String>> {
+    if all.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut key: Vec<String> = mounted_under(&vols.mount_point(""))?
+        .into_iter()
+        .collect();
+    key.sort_unstable();
+    Ok(key)
+}
+
+/// The kept List reply, if it was rendered from these very volumes and
+/// the same mounts.
+fn kept_list(vols: &Volumes, all: &Arc<[Volume]>, cache: &Cache) -> Result<Option<Reply>> {
+    let key = mounted_names(vols, all)?;
+    let last = cache.list.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(last
+        .as_ref()
+        .filter(|l| Arc::ptr_eq(&l.volumes, all) && l.mounted == key)
+        .map(|l| Reply {
+            status: 200,
+            body: l.body.clone(),
+        }))
+}
+
+/// Every volume: one catalog read and one listing of the mount points.
+/// With a `cache`, the reply is kept (or the kept one reused).
+fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Reply> {
+    if let Some(r) = cache.map(|c| kept_list(vols, &all, c)).transpose()?.flatten() {
+        return Ok(r);
+    }
+    let base = vols.mount_point("");
+    let key = mounted_names(vols, &all)?;
     let service = vols.config().service();
     #[derive(Serialize)]
     struct List<'a> {
@@ -571,7 +599,7 @@ fn list(vols: &Volumes, cached: Option<(Arc<[Volume]>, &Cache)>) -> Result<Reply
         volumes: all
             .iter()
             .map(|v| {
-                let path = mounted.contains(&v.name).then(|| {
+                let path = key.binary_search(&v.name).is_ok().then(|| {
                     vols.app_path(&base.join(&v.name))
                         .to_string_lossy()
                         .into_owned()
@@ -676,7 +704,8 @@ mod tests {
                 .unwrap();
             for (p, body) in calls {
                 let before = handle_in_memory(&svc, &cache, p, body);
-                let full = handle(&svc, p, body);
+                let full = handle_with(&svc, Some(&cache), p, body);
+                assert_eq!(full, handle(&svc, p, body), "{p}: the cache changes nothing");
                 assert!(
                     before.is_none() || before.as_ref() == Some(&full),
                     "{p} after u{i}"

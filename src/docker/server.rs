@@ -405,10 +405,10 @@ async fn serve_one(
                 Err(p) => break 'handled panicked(&path, p),
             }
             let p = path.clone();
-            let vols = state.vols.clone();
+            let state = state.clone();
             let handled = tokio::task::spawn_blocking(move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    api::handle(&vols, &p, &body)
+                    api::handle_with(&state.vols, Some(&state.cache), &p, &body)
                 }))
             })
             .await;

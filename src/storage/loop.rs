@@ -809,8 +809,9 @@ impl StorageDriver for LoopDriver {
             let (k, _, c) = cache.as_ref()?;
             (*k == FileKey::of(&m)).then(|| c.clone())?
         };
-        // Built outside the lock: readers of the catalog never wait for it.
-        Some(shared.volumes())
+        // Only once built (by list_metadata, on a thread that may block):
+        // building thousands of volumes is not a few syscalls.
+        shared.metadata.get().cloned()
     }
 
     fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {

@@ -101,10 +101,11 @@ pub trait StorageDriver: Send + Sync {
         self.lookup(arg)
     }
     /// What [`list_metadata`](Self::list_metadata) would return, if the
-    /// driver holds it in memory and a stat at most shows it is current;
-    /// `None` otherwise, and also whenever answering could wait (another
-    /// thread is reading the backend). Never blocks, so a server can answer
-    /// from it without handing the request to a thread that may.
+    /// driver holds it in memory, already built, and a stat at most shows
+    /// it is current; `None` otherwise, and also whenever answering could
+    /// wait (another thread is reading the backend) or cost more than a
+    /// few syscalls. Never blocks, so a server can answer from it without
+    /// handing the request to a thread that may.
     fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
         None
     }
