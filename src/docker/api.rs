@@ -560,9 +560,7 @@ fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<String>> {
     if all.is_empty() {
         return Ok(Vec::new());
     }
-    let mut key: Vec<String> = mounted_under(&vols.mount_point(""))?
-        .into_iter()
-        .collect();
+    let mut key: Vec<String> = mounted_under(&vols.mount_point(""))?.into_iter().collect();
     key.sort_unstable();
     Ok(key)
 }
@@ -584,7 +582,11 @@ fn kept_list(vols: &Volumes, all: &Arc<[Volume]>, cache: &Cache) -> Result<Optio
 /// Every volume: one catalog read and one listing of the mount points.
 /// With a `cache`, the reply is kept (or the kept one reused).
 fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Reply> {
-    if let Some(r) = cache.map(|c| kept_list(vols, &all, c)).transpose()?.flatten() {
+    if let Some(r) = cache
+        .map(|c| kept_list(vols, &all, c))
+        .transpose()?
+        .flatten()
+    {
         return Ok(r);
     }
     let base = vols.mount_point("");
@@ -705,7 +707,11 @@ mod tests {
             for (p, body) in calls {
                 let before = handle_in_memory(&svc, &cache, p, body);
                 let full = handle_with(&svc, Some(&cache), p, body);
-                assert_eq!(full, handle(&svc, p, body), "{p}: the cache changes nothing");
+                assert_eq!(
+                    full,
+                    handle(&svc, p, body),
+                    "{p}: the cache changes nothing"
+                );
                 assert!(
                     before.is_none() || before.as_ref() == Some(&full),
                     "{p} after u{i}"

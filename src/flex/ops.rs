@@ -397,7 +397,11 @@ impl Flex {
         // every hold kubelet has on the device.
         let named = holder(Some(name));
         let (target, which): (_, &dyn Fn(&str) -> bool) = match self.store.name(name)? {
-            Some(r) => (self.vols.lookup(&r.volume_id)?, &|h: &str| h == named),
+            // A bare hold is an attach that came without a name: kubelet
+            // has one attachment per volume and node, so it goes too.
+            Some(r) => (self.vols.lookup(&r.volume_id)?, &|h: &str| {
+                h == named || h == HOLDER
+            }),
             None if name.starts_with("/dev/") => (
                 self.vols
                     .list()?
@@ -427,10 +431,13 @@ impl Flex {
             // kubelet's hold is gone; the volume stays attached for the
             // others, and kubelet, which retries, must not believe it is
             // free to attach elsewhere meanwhile.
-            Ok(Unmounted::StillUsed(n)) => Err(Error::in_use(format!(
-                "cannot detach volume {}: {n} other user(s) on this node still have it mounted (Docker containers, dvdcli tasks, `rexray volume mount`); it is detached when the last of them unmounts it",
-                v.name
-            ))),
+            Ok(Unmounted::StillUsed(n)) => {
+                let users = self.vols.consumers(&v.id).unwrap_or_default().join(", ");
+                Err(Error::in_use(format!(
+                    "cannot detach volume {}: {n} other user(s) on this node still have it mounted ({users}); it is detached when the last of them unmounts it",
+                    v.name
+                )))
+            }
             Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(&v.id)?.is_none() => nothing(),
             Err(e) => Err(e),
         }

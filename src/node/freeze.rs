@@ -25,6 +25,11 @@ nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
 /// The guard's exit status when it thawed because the freeze lasted too
 /// long.
 const GUARD_TIMED_OUT: i32 = 3;
+/// The guard's exit status when the bound passed and the filesystem was
+/// no longer frozen (someone else had thawed it).
+const GUARD_LATE: i32 = 4;
+/// The signals a terminal or a service manager sends a whole group.
+const GROUP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 /// "The filesystem is frozen now": the guard's bound starts.
 const FROZEN: u8 = b'f';
 /// "Thawed (or never frozen)": the guard exits without thawing.
@@ -41,7 +46,7 @@ pub struct Frozen {
 #[derive(Debug)]
 struct Guard {
     pid: Pid,
-    tx: OwnedFd,
+    tx: Option<OwnedFd>,
 }
 
 /// How a guard ended.
@@ -49,7 +54,7 @@ struct Guard {
 enum GuardEnd {
     /// Released: it did not thaw.
     Released,
-    /// It thawed: the bound passed.
+    /// The bound passed: it thawed, or found the filesystem thawed.
     TimedOut,
     /// It thawed because the pipe closed, or its end is unknown (reaped
     /// elsewhere when SIGCHLD is ignored).
@@ -71,32 +76,76 @@ impl Guard {
                 .unwrap_or(1 << 16),
         };
         let bound_ms = libc::c_int::try_from(bound.as_millis()).unwrap_or(libc::c_int::MAX);
+        // The group signals stay blocked across the fork, so a Ctrl-C
+        // cannot kill the guard before it ignores them; it unblocks them
+        // after, the freezer at once.
+        let mut block = nix::sys::signal::SigSet::empty();
+        for sig in GROUP_SIGNALS {
+            if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                block.add(s);
+            }
+        }
+        let mut old = nix::sys::signal::SigSet::empty();
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&block),
+            Some(&mut old),
+        );
+        let old_raw: libc::sigset_t = *old.as_ref();
         // SAFETY: the child calls only async-signal-safe functions (signal,
-        // setsid, close, close_range, poll, read, ioctl, _exit) and never
-        // returns into Rust code, so forking a multi-threaded process is
-        // sound.
-        match unsafe { nix::unistd::fork() } {
-            Ok(ForkResult::Child) => unsafe { guard_main(fds, bound_ms) },
+        // sigprocmask, setsid, close, close_range, poll, read, ioctl,
+        // _exit) and never returns into Rust code, so forking a
+        // multi-threaded process is sound.
+        let forked = unsafe { nix::unistd::fork() };
+        if let Ok(ForkResult::Child) = forked {
+            unsafe { guard_main(fds, bound_ms, old_raw) }
+        }
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        );
+        match forked {
             Ok(ForkResult::Parent { child }) => {
                 drop(rx);
-                Ok(Guard { pid: child, tx })
+                Ok(Guard {
+                    pid: child,
+                    tx: Some(tx),
+                })
             }
+            Ok(ForkResult::Child) => unreachable!("the guard never returns"),
             Err(e) => Err(Error::system(format!(
                 "starting the freeze guard (fork): {e}"
             ))),
         }
     }
 
-    /// Tell the guard the freeze holds: its bound starts now.
-    fn frozen(&self) {
-        let _ = nix::unistd::write(&self.tx, &[FROZEN]);
+    /// Tell the guard the freeze holds: its bound starts now. False when
+    /// the guard is gone.
+    fn frozen(&self) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| nix::unistd::write(tx, &[FROZEN]) == Ok(1))
+    }
+
+    /// Whether the guard has already ended (it thawed: the bound passed,
+    /// or it died), without waiting.
+    fn ended(&self) -> Option<GuardEnd> {
+        match waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(status) => Some(Self::end_of(status)),
+            // Reaped elsewhere: gone, how is unknown.
+            Err(_) => Some(GuardEnd::Other),
+        }
     }
 
     /// Let the guard go without thawing (the freezer thawed, or never
     /// froze) and learn how it ended.
-    fn release(self) -> GuardEnd {
-        // EPIPE when the guard is gone already: its exit status tells why.
-        let _ = nix::unistd::write(&self.tx, &[RELEASE]);
+    fn release(mut self) -> GuardEnd {
+        if let Some(tx) = self.tx.take() {
+            // EPIPE when the guard is gone already: its exit status tells.
+            let _ = nix::unistd::write(&tx, &[RELEASE]);
+        }
         self.wait()
     }
 
@@ -105,14 +154,20 @@ impl Guard {
         self.wait()
     }
 
-    fn wait(self) -> GuardEnd {
-        drop(self.tx);
+    fn end_of(status: WaitStatus) -> GuardEnd {
+        match status {
+            WaitStatus::Exited(_, 0) => GuardEnd::Released,
+            WaitStatus::Exited(_, GUARD_TIMED_OUT | GUARD_LATE) => GuardEnd::TimedOut,
+            _ => GuardEnd::Other,
+        }
+    }
+
+    fn wait(mut self) -> GuardEnd {
+        drop(self.tx.take());
         loop {
             match waitpid(self.pid, None) {
-                Ok(WaitStatus::Exited(_, 0)) => return GuardEnd::Released,
-                Ok(WaitStatus::Exited(_, GUARD_TIMED_OUT)) => return GuardEnd::TimedOut,
-                Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
-                    return GuardEnd::Other
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Self::end_of(s)
                 }
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(_) => return GuardEnd::Other,
@@ -164,12 +219,14 @@ unsafe fn next_byte(rx: RawFd, timeout_ms: libc::c_int) -> Option<u8> {
 ///
 /// # Safety
 /// Called only in the child of a fork: async-signal-safe calls only.
-unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int) -> ! {
+unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int, mask: libc::sigset_t) -> ! {
     // Outlive the freezer: a Ctrl-C or a hang-up meant for it must not
-    // kill the guard before it thaws.
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    // kill the guard before it thaws. (They are blocked since the fork;
+    // pending ones are dropped once ignored.)
+    for sig in GROUP_SIGNALS {
         libc::signal(sig, libc::SIG_IGN);
     }
+    libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
     libc::setsid();
     libc::close(fds.tx);
     // Keep no other descriptor: not the freezer's lock files (the locks
@@ -201,7 +258,7 @@ unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int) -> ! {
     }
     let thaw = || {
         let mut arg: libc::c_int = 0;
-        let _ = fithaw(fds.dir, &mut arg);
+        fithaw(fds.dir, &mut arg).is_ok()
     };
     match next_byte(fds.rx, -1) {
         Some(RELEASE) => libc::_exit(0),
@@ -213,10 +270,7 @@ unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int) -> ! {
     }
     match next_byte(fds.rx, bound_ms) {
         Some(RELEASE) => libc::_exit(0),
-        None => {
-            thaw();
-            libc::_exit(GUARD_TIMED_OUT);
-        }
+        None => libc::_exit(if thaw() { GUARD_TIMED_OUT } else { GUARD_LATE }),
         Some(_) => {
             thaw();
             libc::_exit(1);
@@ -248,7 +302,16 @@ impl Frozen {
             }
             return Err(err);
         }
-        guard.frozen();
+        if !guard.frozen() {
+            // No guard: no freeze either.
+            // SAFETY: as above.
+            let _ = unsafe { fithaw(dir.as_raw_fd(), &mut arg) };
+            guard.abandon();
+            return Err(Error::system(format!(
+                "the freeze guard of {} died; the filesystem was thawed at once",
+                mount_point.display()
+            )));
+        }
         tracing::debug!(mount_point = %mount_point.display(), "filesystem frozen");
         Ok(Frozen {
             dir,
@@ -262,25 +325,35 @@ impl Frozen {
     /// copied meanwhile may be torn.
     pub fn finish(mut self, bound: Duration) -> Result<()> {
         let (thawed, end) = self.thaw_now();
-        match thawed {
-            Ok(true) => Ok(()),
-            Ok(false) if end == GuardEnd::TimedOut => Err(Error::system(format!(
-                "the filesystem at {} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
+        let at = self.path.display();
+        let why = match (thawed?, end) {
+            (true, GuardEnd::Released) => return Ok(()),
+            (_, GuardEnd::TimedOut) => format!(
+                "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
                  raise rexray.freezeTimeout, or copy the volume unmounted",
-                self.path.display(),
                 humantime::format_duration(bound)
-            ))),
-            Ok(false) => Err(Error::system(format!(
-                "the filesystem at {} was thawed by something else (fsfreeze -u?) before the copy ended; retry",
-                self.path.display()
-            ))),
-            Err(e) => Err(e),
-        }
+            ),
+            (_, GuardEnd::Other) => {
+                format!("the filesystem at {at} lost its freeze guard before the copy ended")
+            }
+            (false, GuardEnd::Released) => format!(
+                "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
+            ),
+        };
+        Err(Error::system(why))
     }
 
     /// Thaw and end the guard: `Ok(true)` when this call thawed,
-    /// `Ok(false)` when the filesystem was no longer frozen.
+    /// `Ok(false)` when the filesystem was no longer frozen or no longer
+    /// ours (a guard that ended had thawed it; a freeze found then is
+    /// someone else's and is left alone).
     fn thaw_now(&mut self) -> (Result<bool>, GuardEnd) {
+        let Some(guard) = self.guard.take() else {
+            return (Ok(false), GuardEnd::Released);
+        };
+        if let Some(end) = guard.ended() {
+            return (Ok(false), end);
+        }
         let mut arg: libc::c_int = 0;
         // SAFETY: as in `freeze`.
         let thawed = match unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) } {
@@ -291,11 +364,11 @@ impl Frozen {
                 &std::io::Error::from(e),
             )),
         };
-        let end = match self.guard.take() {
-            // Could not thaw: the guard tries too, as it closes.
-            Some(g) if thawed.is_err() => g.abandon(),
-            Some(g) => g.release(),
-            None => GuardEnd::Released,
+        // Could not thaw: the guard tries too, as the pipe closes.
+        let end = if thawed.is_err() {
+            guard.abandon()
+        } else {
+            guard.release()
         };
         (thawed, end)
     }

@@ -464,6 +464,71 @@ fn a_thaw_by_someone_else_discards_the_snapshot() {
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
 
+/// The bound passes, the guard thaws, and another freezer (a backup
+/// agent, say) freezes the filesystem before the copy ends: the snapshot
+/// is torn and discarded, and the other freeze is left alone.
+#[test]
+fn a_freeze_by_someone_else_after_the_bound_is_left_alone() {
+    require_root!();
+    let h = Home::new();
+    h.config("rexray:\n  freezeTimeout: 1s\n");
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "v"]).ok();
+    let child = h
+        .command("rexray")
+        .env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(6000)")
+        .args(["snapshot", "create", "v", "s1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let snap = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let mp = h.mount_point("v");
+    let fsfreeze = |flag: &str| {
+        std::process::Command::new("fsfreeze")
+            .arg(flag)
+            .arg(&mp)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    // The guard is forked right before the freeze; the bound (1 s) passes
+    // well before the copy (6 s) ends.
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline && !snap.is_finished());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let ours = fsfreeze("-f");
+    let out = snap.join().unwrap();
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let still_frozen = ours && !fsfreeze("-f");
+    if ours {
+        fsfreeze("-u");
+    }
+    assert!(ours, "the guard did not thaw at the bound: {o:#?}");
+    assert_ne!(o.code, 0, "{o:#?}");
+    assert!(o.stderr.contains("rexray.freezeTimeout"), "{o:#?}");
+    assert!(still_frozen, "the other freeze was undone");
+    let ls: serde_json::Value =
+        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    assert!(writable(&h, "v", "w"));
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
 /// A parent that ignores SIGCHLD passes that on: the kernel then reaps
 /// children at once. mkfs is still waited for, and a freeze guard that
 /// timed out is still noticed.
