@@ -728,15 +728,10 @@ impl Volumes {
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
                 spec.size = opts.size.unwrap_or(src.size);
                 let _src_lock = self.state.lock_volume(&src.id)?;
-                self.frozen_copy(
-                    &src,
-                    "copy",
-                    || {
-                        fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
-                        self.driver.copy(&src.id, name, &spec)
-                    },
-                    |copy| self.driver.remove(&copy.id),
-                )
+                self.frozen_copy(&src, "copy", |intact| {
+                    fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
+                    self.driver.copy(&src.id, name, &spec, intact)
+                })
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
                 let snap = self
@@ -769,48 +764,45 @@ impl Volumes {
     pub fn snapshot(&self, arg: &str, snap_name: &str) -> Result<Snapshot> {
         let v = self.find(arg)?;
         let _lock = self.state.lock_volume(&v.id)?;
-        self.frozen_copy(
-            &v,
-            "snapshot",
-            || {
-                fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
-                self.driver.snapshot(&v.id, snap_name)
-            },
-            |snap| self.driver.remove_snapshot(&snap.id),
-        )
+        self.frozen_copy(&v, "snapshot", |intact| {
+            fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
+            self.driver.snapshot(&v.id, snap_name, intact)
+        })
     }
 
     /// Run `copy` of a volume with its filesystem frozen when it is
-    /// mounted here (see [`quiesce`](Self::quiesce)). A copy that outlasted
-    /// the freeze (`rexray.freezeTimeout`) may be torn: it is discarded
-    /// with `discard` and the call fails.
+    /// mounted here (see [`quiesce`](Self::quiesce)). `copy` gets the check
+    /// the driver runs once the data is copied and before publishing it:
+    /// it fails when the filesystem did not stay frozen (the guard thawed
+    /// it at `rexray.freezeTimeout`, or someone else did), so a torn copy
+    /// is never published, even by a process killed right after.
     fn frozen_copy<T>(
         &self,
         v: &Volume,
         what: &str,
-        copy: impl FnOnce() -> Result<T>,
-        discard: impl FnOnce(&T) -> Result<()>,
+        copy: impl FnOnce(&dyn Fn() -> Result<()>) -> Result<T>,
     ) -> Result<T> {
+        let bound = self.cfg.duration(keys::FREEZE_TIMEOUT);
         let frozen = self.quiesce(v, what)?;
-        let made = copy();
-        let thawed = match frozen {
-            Some(f) => f.finish(self.cfg.duration(keys::FREEZE_TIMEOUT)),
+        let intact = || match &frozen {
+            Some(f) => f.intact(bound).map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("{}; the {what} was discarded", e.message()),
+                )
+                .context(format!("cannot {what} volume {}", v.name))
+            }),
             None => Ok(()),
         };
-        match (thawed, made) {
-            (Err(e), Ok(made)) => {
-                let fate = match discard(&made) {
-                    Ok(()) => format!("the {what} was discarded"),
-                    Err(r) => {
-                        tracing::warn!(volume = %v.name, "could not remove the torn {what}: {r}");
-                        format!("the {what} may be torn and could not be removed ({r}): remove it")
-                    }
-                };
-                Err(Error::new(e.kind(), format!("{}; {fate}", e.message()))
-                    .context(format!("cannot {what} volume {}", v.name)))
+        let made = copy(&intact);
+        if let Some(f) = frozen {
+            // The copy was whole when the check passed; a thaw after it
+            // changes nothing in it.
+            if let Err(e) = f.finish(bound) {
+                tracing::warn!(volume = %v.name, "{e}");
             }
-            (_, made) => made,
         }
+        made
     }
 
     /// Every snapshot, by name.

@@ -47,6 +47,8 @@ pub struct Frozen {
 struct Guard {
     pid: Pid,
     tx: Option<OwnedFd>,
+    /// How it ended, once reaped.
+    end: std::cell::Cell<Option<GuardEnd>>,
 }
 
 /// How a guard ended.
@@ -111,6 +113,7 @@ impl Guard {
                 Ok(Guard {
                     pid: child,
                     tx: Some(tx),
+                    end: std::cell::Cell::new(None),
                 })
             }
             Ok(ForkResult::Child) => unreachable!("the guard never returns"),
@@ -131,12 +134,20 @@ impl Guard {
     /// Whether the guard has already ended (it thawed: the bound passed,
     /// or it died), without waiting.
     fn ended(&self) -> Option<GuardEnd> {
-        match waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => None,
-            Ok(status) => Some(Self::end_of(status)),
-            // Reaped elsewhere: gone, how is unknown.
-            Err(_) => Some(GuardEnd::Other),
+        if let Some(end) = self.end.get() {
+            return Some(end);
         }
+        let end = match waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return None,
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                Self::end_of(status)
+            }
+            Ok(_) => return None,
+            // Reaped elsewhere: gone, how is unknown.
+            Err(_) => GuardEnd::Other,
+        };
+        self.end.set(Some(end));
+        Some(end)
     }
 
     /// Let the guard go without thawing (the freezer thawed, or never
@@ -164,6 +175,9 @@ impl Guard {
 
     fn wait(mut self) -> GuardEnd {
         drop(self.tx.take());
+        if let Some(end) = self.end.get() {
+            return end;
+        }
         loop {
             match waitpid(self.pid, None) {
                 Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
@@ -318,6 +332,39 @@ impl Frozen {
             path: mount_point.to_path_buf(),
             guard: Some(guard),
         })
+    }
+
+    /// Whether the filesystem has stayed frozen since [`freeze`]: call it
+    /// once the copy's data is complete, before publishing the copy.
+    ///
+    /// [`freeze`]: Frozen::freeze
+    pub fn intact(&self, bound: Duration) -> Result<()> {
+        let at = self.path.display();
+        if let Some(end) = self.guard.as_ref().and_then(Guard::ended) {
+            return Err(Error::system(match end {
+                GuardEnd::TimedOut => format!(
+                    "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
+                     raise rexray.freezeTimeout, or copy the volume unmounted",
+                    humantime::format_duration(bound)
+                ),
+                _ => format!("the filesystem at {at} lost its freeze guard before the copy ended"),
+            }));
+        }
+        // Freezing a frozen filesystem is EBUSY; a freeze that succeeds
+        // means someone thawed it meanwhile (it is frozen again now, by us,
+        // and thawed with the rest).
+        let mut arg: libc::c_int = 0;
+        // SAFETY: as in `freeze`.
+        match unsafe { fifreeze(self.dir.as_raw_fd(), &mut arg) } {
+            Err(Errno::EBUSY) => Ok(()),
+            Ok(_) => Err(Error::system(format!(
+                "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
+            ))),
+            Err(e) => Err(Error::from_io(
+                format!("checking that {at} is still frozen"),
+                &std::io::Error::from(e),
+            )),
+        }
     }
 
     /// Thaw, and fail if the filesystem did not stay frozen the whole time

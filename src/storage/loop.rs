@@ -317,6 +317,7 @@ impl LoopDriver {
         name: &str,
         spec: &CreateSpec,
         fields: BTreeMap<String, String>,
+        intact: &dyn Fn() -> Result<()>,
     ) -> Result<Volume> {
         crate::input::volume_name(name)?;
         if spec.encrypted {
@@ -329,6 +330,10 @@ impl LoopDriver {
         // Held until the copy is in the catalog: a sweep leaves it alone.
         let (how, _tmp_lock) = clone_file(src, &tmp)?;
         fail::fail_point!("loop::copy-after-clone", |_| crate::crash_here());
+        if let Err(e) = intact() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let bytes = spec
             .size
             .checked_mul(GIB)
@@ -818,7 +823,13 @@ impl StorageDriver for LoopDriver {
         Ok(self.shared_catalog()?.find(arg).map(Self::metadata))
     }
 
-    fn copy(&self, id: &str, new_name: &str, spec: &CreateSpec) -> Result<Volume> {
+    fn copy(
+        &self,
+        id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Volume> {
         let src = self.record(id)?;
         if spec.size < src.size {
             return Err(Error::invalid(format!(
@@ -829,10 +840,15 @@ impl StorageDriver for LoopDriver {
         let mut fields = src.fields.clone();
         fields.extend(spec.fields.clone());
         fields.insert("copiedFrom".into(), src.id.clone());
-        self.create_copy(&self.image(id), new_name, spec, fields)
+        self.create_copy(&self.image(id), new_name, spec, fields, intact)
     }
 
-    fn snapshot(&self, id: &str, snap_name: &str) -> Result<Snapshot> {
+    fn snapshot(
+        &self,
+        id: &str,
+        snap_name: &str,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Snapshot> {
         crate::input::volume_name(snap_name)
             .map_err(|e| Error::invalid(e.message().replace("volume name", "snapshot name")))?;
         let src = self.record(id)?;
@@ -842,6 +858,10 @@ impl StorageDriver for LoopDriver {
         let tmp = dir.join(format!("{sid}.copying"));
         let (_, _tmp_lock) = clone_file(&self.image(id), &tmp)?;
         fail::fail_point!("loop::snapshot-after-clone", |_| crate::crash_here());
+        if let Err(e) = intact() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
         self.sweep_orphans(&cat, &kernel_loops());
@@ -922,7 +942,13 @@ impl StorageDriver for LoopDriver {
         let mut fields = snap.fields.clone();
         fields.extend(spec.fields.clone());
         fields.insert("snapshotID".into(), snap.id.clone());
-        self.create_copy(&self.snap_image(snap_id), new_name, spec, fields)
+        self.create_copy(
+            &self.snap_image(snap_id),
+            new_name,
+            spec,
+            fields,
+            &|| Ok(()),
+        )
     }
 }
 
@@ -1099,9 +1125,15 @@ mod tests {
             .unwrap()
             .write_all_at(b"data", 4096)
             .unwrap();
-        let s = d.snapshot(&v.id, "snap").unwrap();
+        let s = d.snapshot(&v.id, "snap", &|| Ok(())).unwrap();
         assert_eq!(s.volume_id, v.id);
-        assert!(d.snapshot(&v.id, "snap").is_err(), "names are unique");
+        assert!(
+            d.snapshot(&v.id, "snap", &|| Ok(())).is_err(),
+            "names are unique"
+        );
+        let torn = d.snapshot(&v.id, "torn", &|| Err(Error::system("torn")));
+        assert_eq!(torn.unwrap_err().message(), "torn");
+        assert!(d.snapshots().unwrap().iter().all(|s| s.name != "torn"));
         let small = CreateSpec {
             size: 0,
             ..Default::default()
@@ -1119,9 +1151,15 @@ mod tests {
             .read_exact_at(&mut buf, 4096)
             .unwrap();
         assert_eq!(&buf, b"data");
-        let k = d.copy(&v.id, "copy", &spec).unwrap();
+        let k = d.copy(&v.id, "copy", &spec, &|| Ok(())).unwrap();
         assert_eq!(k.fields.get("copiedFrom"), Some(&v.id));
-        assert!(d.copy(&v.id, "copy", &spec).is_err(), "name taken");
+        assert!(
+            d.copy(&v.id, "copy", &spec, &|| Ok(())).is_err(),
+            "name taken"
+        );
+        let torn = d.copy(&v.id, "torn", &spec, &|| Err(Error::system("torn")));
+        assert_eq!(torn.unwrap_err().message(), "torn");
+        assert!(d.list().unwrap().iter().all(|v| v.name != "torn"));
         assert_eq!(d.lookup("copy").unwrap().unwrap().id, k.id);
         assert_eq!(d.lookup(&k.id).unwrap().unwrap().name, "copy");
         assert!(d.lookup("nope").unwrap().is_none());

@@ -46,19 +46,32 @@ pub trait StorageDriver: Send + Sync {
     }
     /// Create volume `new_name` as a copy of volume `id`, sized by
     /// `spec.size` (never smaller than the source). The caller holds the
-    /// name lock and the source's lock, and has made sure the source's
-    /// filesystem is quiesced.
-    fn copy(&self, id: &str, new_name: &str, spec: &CreateSpec) -> Result<Volume> {
-        let _ = (id, new_name, spec);
+    /// source's lock and has made sure the source's filesystem is
+    /// quiesced; `intact` is called once the data is copied and before
+    /// the copy is published: an error there means the source did not
+    /// stay quiesced, and nothing is published.
+    fn copy(
+        &self,
+        id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Volume> {
+        let _ = (id, new_name, spec, intact);
         Err(Error::unsupported(format!(
             "the {} driver cannot copy volumes (volumeName/volumeID)",
             self.name()
         )))
     }
-    /// Take snapshot `snap_name` of volume `id` (same preconditions as
-    /// [`copy`](Self::copy)).
-    fn snapshot(&self, id: &str, snap_name: &str) -> Result<Snapshot> {
-        let _ = (id, snap_name);
+    /// Take snapshot `snap_name` of volume `id` (same preconditions, and
+    /// `intact`, as [`copy`](Self::copy)).
+    fn snapshot(
+        &self,
+        id: &str,
+        snap_name: &str,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Snapshot> {
+        let _ = (id, snap_name, intact);
         Err(Error::unsupported(format!(
             "the {} driver cannot take snapshots",
             self.name()
