@@ -275,6 +275,24 @@ fn crash_matrix_resize() {
     }
 }
 
+/// How many snapshots `rexray snapshot ls` lists.
+fn snapshot_count(h: &Home) -> usize {
+    let ls: serde_json::Value =
+        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
+    ls.as_array().unwrap().len()
+}
+
+/// `fsfreeze FLAG MOUNT_POINT`: whether it succeeded.
+fn fsfreeze(mp: &std::path::Path, flag: &str) -> bool {
+    std::process::Command::new("fsfreeze")
+        .arg(flag)
+        .arg(mp)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// Write to a volume from another thread, bounded: a frozen filesystem
 /// blocks the writer, so a write that never returns means "still frozen"
 /// (thawed by hand then, so no frozen filesystem outlives a failed test).
@@ -385,9 +403,7 @@ fn a_freeze_that_outlasts_its_bound_discards_the_snapshot() {
     assert_eq!(o.code, 1, "an error, not a kill after publishing: {o:#?}");
     assert!(o.stderr.contains("rexray.freezeTimeout"), "{o:#?}");
     assert!(o.stdout.is_empty(), "{o:#?}");
-    let ls: serde_json::Value =
-        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
-    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    assert_eq!(snapshot_count(&h), 0);
     assert!(files_ending(&h.lib().join("loop").join("snapshots"), ".img").is_empty());
     assert!(writable(&h, "v", "w"), "thawed");
     // Within the bound, the same snapshot succeeds.
@@ -444,13 +460,7 @@ fn a_thaw_by_someone_else_discards_the_snapshot() {
     let mp = h.mount_point("v");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let ok = std::process::Command::new("fsfreeze")
-            .arg("-u")
-            .arg(&mp)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success();
+        let ok = fsfreeze(&mp, "-u");
         if ok || snap.is_finished() || std::time::Instant::now() > deadline {
             break;
         }
@@ -462,9 +472,7 @@ fn a_thaw_by_someone_else_discards_the_snapshot() {
         "a copy no longer frozen must not be kept: {o:#?}"
     );
     assert!(o.stderr.contains("thawed by something else"), "{o:#?}");
-    let ls: serde_json::Value =
-        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
-    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    assert_eq!(snapshot_count(&h), 0);
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
 
@@ -489,15 +497,7 @@ fn a_freeze_by_someone_else_after_the_bound_is_left_alone() {
     let pid = child.id();
     let snap = std::thread::spawn(move || child.wait_with_output().unwrap());
     let mp = h.mount_point("v");
-    let fsfreeze = |flag: &str| {
-        std::process::Command::new("fsfreeze")
-            .arg(flag)
-            .arg(&mp)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    };
+    let fsfreeze = |flag: &str| fsfreeze(&mp, flag);
     // The guard is forked right before the freeze; the bound (1 s) passes
     // well before the copy (6 s) ends.
     let children = format!("/proc/{pid}/task/{pid}/children");
@@ -526,9 +526,7 @@ fn a_freeze_by_someone_else_after_the_bound_is_left_alone() {
     assert_ne!(o.code, 0, "{o:#?}");
     assert!(o.stderr.contains("rexray.freezeTimeout"), "{o:#?}");
     assert!(still_frozen, "the other freeze was undone");
-    let ls: serde_json::Value =
-        serde_json::from_str(h.rexray(&["snapshot", "ls", "-f", "json"]).ok()).unwrap();
-    assert_eq!(ls.as_array().unwrap().len(), 0, "{ls}");
+    assert_eq!(snapshot_count(&h), 0);
     assert!(writable(&h, "v", "w"));
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
