@@ -784,17 +784,30 @@ impl Volumes {
     ) -> Result<T> {
         let bound = self.cfg.duration(keys::FREEZE_TIMEOUT);
         let frozen = self.quiesce(v, what)?;
-        let intact = || match &frozen {
-            Some(f) => f.intact(bound).map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("{}; the {what} was discarded", e.message()),
-                )
-                .context(format!("cannot {what} volume {}", v.name))
-            }),
-            None => Ok(()),
+        let checked = std::cell::Cell::new(false);
+        let intact = || {
+            checked.set(true);
+            match &frozen {
+                Some(f) => f.intact(bound).map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!("{}; the {what} was discarded", e.message()),
+                    )
+                    .context(format!("cannot {what} volume {}", v.name))
+                }),
+                None => Ok(()),
+            }
         };
         let made = copy(&intact);
+        if frozen.is_some() && made.is_ok() && !checked.get() {
+            // Every driver that copies must check before publishing.
+            debug_assert!(
+                false,
+                "the {} driver published a copy without checking the freeze",
+                self.driver.name()
+            );
+            tracing::error!(volume = %v.name, driver = self.driver.name(), "a {what} was published without checking that the source stayed frozen");
+        }
         if let Some(f) = frozen {
             // The copy was whole when the check passed; a thaw after it
             // changes nothing in it.

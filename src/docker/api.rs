@@ -119,7 +119,9 @@ pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) 
             let all = vols.driver().cached_metadata()?;
             // Only a kept reply: rendering thousands of volumes is for a
             // thread that may take its time.
-            kept_list(vols, &all, cache).transpose()?
+            mounted_names(vols, &all)
+                .map(|key| kept_list(&all, &key, cache))
+                .transpose()?
         }
         _ => return None,
     };
@@ -566,31 +568,25 @@ fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<String>> {
 }
 
 /// The kept List reply, if it was rendered from these very volumes and
-/// the same mounts.
-fn kept_list(vols: &Volumes, all: &Arc<[Volume]>, cache: &Cache) -> Result<Option<Reply>> {
-    let key = mounted_names(vols, all)?;
+/// the same mounts (`key`, from [`mounted_names`]).
+fn kept_list(all: &Arc<[Volume]>, key: &[String], cache: &Cache) -> Option<Reply> {
     let last = cache.list.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(last
-        .as_ref()
+    last.as_ref()
         .filter(|l| Arc::ptr_eq(&l.volumes, all) && l.mounted == key)
         .map(|l| Reply {
             status: 200,
             body: l.body.clone(),
-        }))
+        })
 }
 
 /// Every volume: one catalog read and one listing of the mount points.
 /// With a `cache`, the reply is kept (or the kept one reused).
 fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Reply> {
-    if let Some(r) = cache
-        .map(|c| kept_list(vols, &all, c))
-        .transpose()?
-        .flatten()
-    {
+    let key = mounted_names(vols, &all)?;
+    if let Some(r) = cache.and_then(|c| kept_list(&all, &key, c)) {
         return Ok(r);
     }
     let base = vols.mount_point("");
-    let key = mounted_names(vols, &all)?;
     let service = vols.config().service();
     #[derive(Serialize)]
     struct List<'a> {

@@ -56,11 +56,44 @@ struct Guard {
 enum GuardEnd {
     /// Released: it did not thaw.
     Released,
-    /// The bound passed: it thawed, or found the filesystem thawed.
+    /// The bound passed and it thawed.
     TimedOut,
-    /// It thawed because the pipe closed, or its end is unknown (reaped
-    /// elsewhere when SIGCHLD is ignored).
-    Other,
+    /// The bound passed and the filesystem was already thawed (by
+    /// someone else).
+    FoundThawed,
+    /// It thawed because the pipe closed.
+    ThawedOnEof,
+    /// Killed, or reaped elsewhere (SIGCHLD ignored): whether it thawed is
+    /// unknown.
+    Lost,
+}
+
+impl GuardEnd {
+    /// Whether the guard's end proves the filesystem was thawed by it or
+    /// before it: then a freeze found now is someone else's.
+    fn thawed(self) -> bool {
+        matches!(
+            self,
+            GuardEnd::TimedOut | GuardEnd::FoundThawed | GuardEnd::ThawedOnEof
+        )
+    }
+
+    /// Why a copy made meanwhile may be torn.
+    fn why(self, at: &std::path::Display<'_>, bound: Duration) -> String {
+        match self {
+            GuardEnd::TimedOut => format!(
+                "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
+                 raise rexray.freezeTimeout, or copy the volume unmounted",
+                humantime::format_duration(bound)
+            ),
+            GuardEnd::FoundThawed | GuardEnd::Released => format!(
+                "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
+            ),
+            GuardEnd::ThawedOnEof | GuardEnd::Lost => {
+                format!("the filesystem at {at} lost its freeze guard before the copy ended; retry")
+            }
+        }
+    }
 }
 
 impl Guard {
@@ -144,7 +177,7 @@ impl Guard {
             }
             Ok(_) => return None,
             // Reaped elsewhere: gone, how is unknown.
-            Err(_) => GuardEnd::Other,
+            Err(_) => GuardEnd::Lost,
         };
         self.end.set(Some(end));
         Some(end)
@@ -168,8 +201,10 @@ impl Guard {
     fn end_of(status: WaitStatus) -> GuardEnd {
         match status {
             WaitStatus::Exited(_, 0) => GuardEnd::Released,
-            WaitStatus::Exited(_, GUARD_TIMED_OUT | GUARD_LATE) => GuardEnd::TimedOut,
-            _ => GuardEnd::Other,
+            WaitStatus::Exited(_, GUARD_TIMED_OUT) => GuardEnd::TimedOut,
+            WaitStatus::Exited(_, GUARD_LATE) => GuardEnd::FoundThawed,
+            WaitStatus::Exited(_, 1) => GuardEnd::ThawedOnEof,
+            _ => GuardEnd::Lost,
         }
     }
 
@@ -184,7 +219,7 @@ impl Guard {
                     return Self::end_of(s)
                 }
                 Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => return GuardEnd::Other,
+                Err(_) => return GuardEnd::Lost,
             }
         }
     }
@@ -341,25 +376,22 @@ impl Frozen {
     pub fn intact(&self, bound: Duration) -> Result<()> {
         let at = self.path.display();
         if let Some(end) = self.guard.as_ref().and_then(Guard::ended) {
-            return Err(Error::system(match end {
-                GuardEnd::TimedOut => format!(
-                    "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
-                     raise rexray.freezeTimeout, or copy the volume unmounted",
-                    humantime::format_duration(bound)
-                ),
-                _ => format!("the filesystem at {at} lost its freeze guard before the copy ended"),
-            }));
+            // A lost guard may have left it frozen: `finish` thaws then.
+            return Err(Error::system(end.why(&at, bound)));
         }
-        // Freezing a frozen filesystem is EBUSY; a freeze that succeeds
-        // means someone thawed it meanwhile (it is frozen again now, by us,
-        // and thawed with the rest).
+        // Freezing a frozen filesystem is EBUSY. A freeze that succeeds
+        // means someone thawed it meanwhile; this probe keeps no freeze of
+        // its own. (A thaw followed by someone else's new freeze looks
+        // frozen: no kernel interface counts freezes.)
         let mut arg: libc::c_int = 0;
         // SAFETY: as in `freeze`.
         match unsafe { fifreeze(self.dir.as_raw_fd(), &mut arg) } {
             Err(Errno::EBUSY) => Ok(()),
-            Ok(_) => Err(Error::system(format!(
-                "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
-            ))),
+            Ok(_) => {
+                // SAFETY: as in `freeze`.
+                let _ = unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) };
+                Err(Error::system(GuardEnd::FoundThawed.why(&at, bound)))
+            }
             Err(e) => Err(Error::from_io(
                 format!("checking that {at} is still frozen"),
                 &std::io::Error::from(e),
@@ -372,33 +404,27 @@ impl Frozen {
     /// copied meanwhile may be torn.
     pub fn finish(mut self, bound: Duration) -> Result<()> {
         let (thawed, end) = self.thaw_now();
-        let at = self.path.display();
-        let why = match (thawed?, end) {
-            (true, GuardEnd::Released) => return Ok(()),
-            (_, GuardEnd::TimedOut) => format!(
-                "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
-                 raise rexray.freezeTimeout, or copy the volume unmounted",
-                humantime::format_duration(bound)
-            ),
-            (_, GuardEnd::Other) => {
-                format!("the filesystem at {at} lost its freeze guard before the copy ended")
-            }
-            (false, GuardEnd::Released) => format!(
-                "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
-            ),
-        };
-        Err(Error::system(why))
+        match (thawed?, end) {
+            (true, GuardEnd::Released) => Ok(()),
+            (false, GuardEnd::Released) => Err(Error::system(
+                GuardEnd::FoundThawed.why(&self.path.display(), bound),
+            )),
+            (_, end) => Err(Error::system(end.why(&self.path.display(), bound))),
+        }
     }
 
     /// Thaw and end the guard: `Ok(true)` when this call thawed,
-    /// `Ok(false)` when the filesystem was no longer frozen or no longer
-    /// ours (a guard that ended had thawed it; a freeze found then is
-    /// someone else's and is left alone).
+    /// `Ok(false)` when the filesystem was no longer frozen, or no longer
+    /// ours (the guard's end proves it thawed it: a freeze found now is
+    /// someone else's and is left alone). A guard that was killed proves
+    /// nothing, so the filesystem is thawed: a freeze with no end is
+    /// worse than undoing another one.
     fn thaw_now(&mut self) -> (Result<bool>, GuardEnd) {
         let Some(guard) = self.guard.take() else {
             return (Ok(false), GuardEnd::Released);
         };
-        if let Some(end) = guard.ended() {
+        let ended = guard.ended();
+        if let Some(end) = ended.filter(|e| e.thawed()) {
             return (Ok(false), end);
         }
         let mut arg: libc::c_int = 0;
@@ -411,6 +437,9 @@ impl Frozen {
                 &std::io::Error::from(e),
             )),
         };
+        if let Some(end) = ended {
+            return (thawed, end);
+        }
         // Could not thaw: the guard tries too, as the pipe closes.
         let end = if thawed.is_err() {
             guard.abandon()

@@ -531,6 +531,55 @@ fn a_freeze_by_someone_else_after_the_bound_is_left_alone() {
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
 
+/// The guard itself is killed while the snapshot copies: nothing can say
+/// the filesystem stayed frozen, so the snapshot is not published, and the
+/// freezer thaws (a guard that died proves nothing).
+#[test]
+fn a_killed_guard_discards_the_snapshot_and_thaws() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "v"]).ok();
+    let child = h
+        .command("rexray")
+        .env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(2000)")
+        .args(["snapshot", "create", "v", "s1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let snap = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let guard = loop {
+        let c = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(g) = c.split_whitespace().next() {
+            break g.parse::<i32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline && !snap.is_finished());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // Let the freeze begin (either moment must end the same way), then
+    // kill only the guard this test's snapshot forked, by PID.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guard),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = snap.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lost its freeze guard") || stderr.contains("freeze guard of"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot_count(&h), 0);
+    assert!(writable(&h, "v", "w"), "thawed by the freezer");
+    h.rexray(&["volume", "unmount", "v"]).ok();
+}
+
 /// A parent that ignores SIGCHLD passes that on: the kernel then reaps
 /// children at once. mkfs is still waited for, and a freeze guard that
 /// timed out is still noticed.
