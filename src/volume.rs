@@ -338,6 +338,22 @@ impl Volumes {
         self.settle(&v, rec)
     }
 
+    /// Unmount a volume's mount that no consumer uses any more (left by a
+    /// process killed between dropping its consumer and unmounting), and
+    /// detach it unless held; a mount in use is left alone.
+    pub fn release_unused(&self, arg: &str) -> Result<()> {
+        let v = self.find(arg)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        let mp = self.mount_point(&v.name);
+        if rec.consumers.is_empty() && !node::mountinfo::mounts_at(&mp)?.is_empty() {
+            node::require_privileges(&format!("unmounting volume {}", v.name))?;
+            tracing::warn!(volume = %v.name, "unmounting a mount no consumer uses (left by a crash)");
+            self.settle(&v, rec)?;
+        }
+        Ok(())
+    }
+
     /// Store a record whose consumer set just shrank and act on it: with
     /// consumers left, nothing else changes; with none, the volume is
     /// unmounted, and detached unless a holder keeps it attached.

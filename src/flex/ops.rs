@@ -350,10 +350,22 @@ impl Flex {
         let volume_id = match self.volume_of_consumer(&who)? {
             Some(id) => id,
             None if here.is_empty() => {
+                // kubelet's paths end with the PV (or pod volume) name: a
+                // call repeated after a crash between dropping the path's
+                // record and unmounting finishes that unmount here.
+                let named = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| self.store.name(n).ok().flatten());
+                if let Some(r) = named {
+                    if self.vols.lookup(&r.volume_id)?.is_some() {
+                        self.vols.release_unused(&r.volume_id)?;
+                    }
+                }
                 return Ok(Reply::success().with_message(format!(
                     "{} is not mounted; nothing to do",
                     path.display()
-                )))
+                )));
             }
             None => match self.volume_mounted_at(&here)? {
                 Some(v) => v.id,

@@ -776,12 +776,9 @@ mod flexrex {
                 assert!(consumers(&h).is_empty(), "{fp}");
                 // Killed between dropping the consumer and unmounting, the
                 // volume's own mount is left without a user; the repeated
-                // call no longer knows the volume (the path is unmounted,
-                // the consumer gone), and kubelet's detach, which always
-                // follows, unmounts it.
-                let orphan = count_mounts_at(&h.mount_point("v")) == 1;
-                assert!(!orphan || step == "unmountdevice", "{fp}: {:?}", h.mounts());
-                assert_eq!(h.mounts().len(), usize::from(orphan), "{fp}");
+                // call finds the volume by the PV name that ends kubelet's
+                // path, and unmounts it.
+                assert!(h.mounts().is_empty(), "{fp}: {:?}", h.mounts());
                 assert_eq!(h.loops().len(), 1, "{fp}: attached until detach");
                 if step == "detach" {
                     killed_flex(k.detach(&h, fp_at("detach")), fp);
@@ -800,7 +797,6 @@ mod flexrex {
                 torn_down(&h, fp);
                 let outcome = match step {
                     "attach" | "mountdevice" => "kubelet repeats the call: 1 loop device, 1 mount + 1 bind, 1 consumer, kubelet's hold; after unmountdevice + detach nothing is left; data intact",
-                    _ if orphan => "repeated unmountdevice: kubelet's path unmounted, no consumer, device still attached for kubelet; the volume's own mount (no user) is unmounted by the detach that follows; data intact",
                     "unmountdevice" => "repeated unmountdevice: nothing mounted, no consumer, device still attached for kubelet; detach: nothing left; data intact",
                     _ => "repeated detach: nothing mounted, loop device freed, no record; data intact",
                 };
