@@ -476,6 +476,42 @@ fn a_thaw_by_someone_else_discards_the_snapshot() {
     h.rexray(&["volume", "unmount", "v"]).ok();
 }
 
+/// `rexray snapshot create v s1` held `ms` at the frozen failpoint, in
+/// the background; with the PID of the freeze guard it forked.
+fn snapshot_in_background(h: &Home, ms: u32) -> (std::thread::JoinHandle<Out>, i32) {
+    let child = h
+        .command("rexray")
+        .env(
+            "FAILPOINTS",
+            format!("volume::snapshot-while-frozen=sleep({ms})"),
+        )
+        .args(["snapshot", "create", "v", "s1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let snap = std::thread::spawn(move || {
+        let o = child.wait_with_output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    });
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let guard = loop {
+        let c = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(g) = c.split_whitespace().next() {
+            break g.parse::<i32>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline && !snap.is_finished());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    (snap, guard)
+}
+
 /// The bound passes, the guard thaws, and another freezer (a backup
 /// agent, say) freezes the filesystem before the copy ends: the snapshot
 /// is torn and discarded, and the other freeze is left alone.
@@ -486,38 +522,14 @@ fn a_freeze_by_someone_else_after_the_bound_is_left_alone() {
     h.config("rexray:\n  freezeTimeout: 1s\n");
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
     h.rexray(&["volume", "mount", "v"]).ok();
-    let child = h
-        .command("rexray")
-        .env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(6000)")
-        .args(["snapshot", "create", "v", "s1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let snap = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let (snap, _guard) = snapshot_in_background(&h, 6000);
     let mp = h.mount_point("v");
     let fsfreeze = |flag: &str| fsfreeze(&mp, flag);
     // The guard is forked right before the freeze; the bound (1 s) passes
     // well before the copy (6 s) ends.
-    let children = format!("/proc/{pid}/task/{pid}/children");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&children)
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
-        assert!(std::time::Instant::now() < deadline && !snap.is_finished());
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let ours = fsfreeze("-f");
-    let out = snap.join().unwrap();
-    let o = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let o = snap.join().unwrap();
     let still_frozen = ours && !fsfreeze("-f");
     if ours {
         fsfreeze("-u");
@@ -540,26 +552,7 @@ fn a_killed_guard_discards_the_snapshot_and_thaws() {
     let h = Home::new();
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
     h.rexray(&["volume", "mount", "v"]).ok();
-    let child = h
-        .command("rexray")
-        .env("FAILPOINTS", "volume::snapshot-while-frozen=sleep(2000)")
-        .args(["snapshot", "create", "v", "s1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let snap = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let children = format!("/proc/{pid}/task/{pid}/children");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let guard = loop {
-        let c = std::fs::read_to_string(&children).unwrap_or_default();
-        if let Some(g) = c.split_whitespace().next() {
-            break g.parse::<i32>().unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline && !snap.is_finished());
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let (snap, guard) = snapshot_in_background(&h, 2000);
     // Let the freeze begin (either moment must end the same way), then
     // kill only the guard this test's snapshot forked, by PID.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -568,9 +561,9 @@ fn a_killed_guard_discards_the_snapshot_and_thaws() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let out = snap.join().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let o = snap.join().unwrap();
+    let stderr = &o.stderr;
+    assert_eq!(o.code, 1, "{stderr}");
     assert!(
         stderr.contains("lost its freeze guard") || stderr.contains("freeze guard of"),
         "{stderr}"
