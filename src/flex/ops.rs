@@ -260,13 +260,7 @@ impl Flex {
                     .and_then(|d| node::mountinfo::device_numbers(Path::new(&d)).ok())
                     .is_some_and(|n| n == m.dev);
             if !ours {
-                return Err(Error::in_use(format!(
-                    "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
-                    path.display(),
-                    m.fs_type,
-                    m.source,
-                    v.name
-                )));
+                return Err(stacking_refused(path, m, &v));
             }
         }
         self.remember_name(opts, &v)?;
@@ -300,13 +294,7 @@ impl Flex {
             return Ok(());
         }
         if let Some(m) = here.first() {
-            return Err(Error::in_use(format!(
-                "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
-                path.display(),
-                m.fs_type,
-                m.source,
-                v.name
-            )));
+            return Err(stacking_refused(path, m, v));
         }
         fail::fail_point!("flex::before-bind", |_| crate::crash_here());
         node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))?;
@@ -454,6 +442,18 @@ impl Flex {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The refusal to mount volume `v` over `m`, a filesystem flexrex did not
+/// put at `path`.
+fn stacking_refused(path: &Path, m: &node::Mount, v: &Volume) -> Error {
+    Error::in_use(format!(
+        "{} already has another filesystem mounted ({} from {}); refusing to stack volume {} on it",
+        path.display(),
+        m.fs_type,
+        m.source,
+        v.name
+    ))
 }
 
 /// The volume a call is about, for the failure message.
