@@ -13,12 +13,39 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Skip a test that needs root when not root.
+/// Record that the running test is skipped for `reason`, or fail it when
+/// `CI` is set: in CI `scripts/test.sh` installs everything and runs as
+/// root, so a missing requirement is a broken step, never a pass.
+/// Skips are appended to `$REXRAY_TEST_SKIPS` (one line per test), which
+/// `scripts/test.sh` prints apart from the passed tests.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} cannot run in CI: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+    if let Some(file) = std::env::var_os("REXRAY_TEST_SKIPS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)
+        {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
+/// Skip a test that needs root when not root (a failure under `CI`).
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::common::is_root() {
-            eprintln!("skipped: needs root (loop devices and mount)");
+            $crate::common::skip("needs root (loop devices and mount)");
             return;
         }
     };

@@ -832,11 +832,9 @@ impl Dockerd {
         if Self::available() {
             return true;
         }
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dockerd, containerd, runc, docker or /bin/busybox missing in CI"
+        crate::common::skip(
+            "dockerd, containerd, runc, docker or /bin/busybox missing (scripts/test.sh installs them)",
         );
-        eprintln!("skipped: dockerd, containerd, runc, docker or /bin/busybox missing (scripts/test.sh installs them)");
         false
     }
 

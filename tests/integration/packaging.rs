@@ -11,13 +11,7 @@ fn deb() -> Option<PathBuf> {
     match std::env::var_os("REXRAY_DEB") {
         Some(p) => Some(PathBuf::from(p)),
         None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "REXRAY_DEB is not set in CI: scripts/test.sh builds the package"
-            );
-            eprintln!(
-                "skipped: REXRAY_DEB is not set (scripts/test.sh builds the package and sets it)"
-            );
+            skip("REXRAY_DEB is not set (scripts/test.sh builds the package and sets it)");
             None
         }
     }
