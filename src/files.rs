@@ -108,12 +108,22 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
                 Error::from_io(format!("opening directory {}", dir.display()), &e)
             }
         })?;
-    let old = f
+    let meta = f
         .metadata()
-        .map_err(|e| Error::from_io(format!("stat {}", dir.display()), &e))?
-        .mode()
-        & 0o7777;
+        .map_err(|e| Error::from_io(format!("stat {}", dir.display()), &e))?;
+    let old = meta.mode() & 0o7777;
     if old != mode {
+        // Another user's directory (root's state, read by a user's
+        // `volume ls`): only its owner may change it; say so and go on.
+        if meta.uid() != nix::unistd::geteuid().as_raw() && !nix::unistd::geteuid().is_root() {
+            tracing::info!(
+                path = %dir.display(),
+                "{} has mode {old:04o}, not {mode:04o}; only its owner (uid {}) can change that",
+                dir.display(),
+                meta.uid()
+            );
+            return Ok(());
+        }
         // fchmod on the directory opened above: the one checked, not
         // whatever the path names by now.
         f.set_permissions(std::fs::Permissions::from_mode(mode))
