@@ -144,7 +144,10 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
 pub fn tighten(f: &File, path: &Path, mode: u32) {
     let Ok(m) = f.metadata() else { return };
     let old = m.mode() & 0o7777;
-    if old & !mode != 0 && f.set_permissions(std::fs::Permissions::from_mode(mode)).is_ok() {
+    if old & !mode != 0
+        && f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .is_ok()
+    {
         tracing::warn!(
             path = %path.display(),
             "changed the mode of {} from {old:04o} to {mode:04o}",
@@ -165,7 +168,10 @@ pub fn create_new(path: &Path, mode: u32, what: &str) -> Result<File> {
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::exists(format!("creating {what} {}: it already exists", path.display()))
+                Error::exists(format!(
+                    "creating {what} {}: it already exists",
+                    path.display()
+                ))
             } else {
                 open_error(path, what, &e)
             }
@@ -216,8 +222,6 @@ pub fn open_private(path: &Path, append: bool, what: &str) -> Result<File> {
 pub fn is_temporary(name: &str) -> bool {
     (name.starts_with('.') && name.contains(".tmp.")) || name.ends_with(".copying")
 }
-
-
 
 /// Create the new temporary file `path` (as [`create_new`]) and hold an
 /// exclusive flock on it for as long as the returned file is open, which

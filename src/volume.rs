@@ -53,10 +53,12 @@ impl Volumes {
         // is inside the state directory, that needs o+x (not o+r).
         let inside = mount_path.starts_with(&cfg.dirs.lib);
         let root_mode = if inside { TRAVERSE_DIR } else { PRIVATE_DIR };
-        let state = StateDir::open_with_mode(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT), root_mode)?;
+        let state =
+            StateDir::open_with_mode(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT), root_mode)?;
         if inside {
-            own_dir(&mount_path, SHARED_DIR, Link::Refuse)
-                .map_err(|e| e.context(format!("preparing the mount path ({})", keys::MOUNT_PATH)))?;
+            own_dir(&mount_path, SHARED_DIR, Link::Refuse).map_err(|e| {
+                e.context(format!("preparing the mount path ({})", keys::MOUNT_PATH))
+            })?;
         }
         let driver = storage::open(&cfg)?;
         Ok(Volumes { cfg, state, driver })

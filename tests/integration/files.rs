@@ -134,7 +134,12 @@ fn every_file_and_directory_the_tools_make_is_private() {
         let rel = p.strip_prefix(&h.dir).unwrap();
         let m = std::fs::symlink_metadata(p).unwrap();
         let got = m.mode() & 0o7777;
-        assert_eq!(got & 0o002, 0, "{} is world-writable ({got:04o})", p.display());
+        assert_eq!(
+            got & 0o002,
+            0,
+            "{} is world-writable ({got:04o})",
+            p.display()
+        );
         let want: Option<u32> = if rel.starts_with("etc") || rel == Path::new("service.log") {
             // Made by this test (config file, the service's stderr).
             None
@@ -178,7 +183,10 @@ fn every_file_and_directory_the_tools_make_is_private() {
     // What that means for another local user: with every directory
     // above REXRAY_HOME open (as / and /var are), nobody reads no image.
     chmod(&h.dir, 0o755);
-    for img in all.iter().filter(|p| p.extension().is_some_and(|e| e == "img")) {
+    for img in all
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "img"))
+    {
         let o = run_cmd(
             std::process::Command::new("/bin/grep")
                 .args(["-c", "x"])
@@ -429,7 +437,8 @@ fn the_mount_path_and_driver_subdirectories_are_never_links() {
     let o = h.rexray(&["volume", "mount", "v"]);
     assert_eq!(o.code, 1, "{o:#?}");
     assert!(
-        o.stderr.contains(&format!("{} is a symbolic link", volumes.display())),
+        o.stderr
+            .contains(&format!("{} is a symbolic link", volumes.display())),
         "{o:#?}"
     );
     assert!(h.mounts().is_empty() && h.loops().is_empty());
@@ -516,10 +525,17 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
     let held2 = live_writer(&live2);
     let sock = h.dir.join("plugin.sock");
     let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
-    assert_eq!(temporaries(&mounts), vec![live2.clone()], "{}", svc.log_text());
+    assert_eq!(
+        temporaries(&mounts),
+        vec![live2.clone()],
+        "{}",
+        svc.log_text()
+    );
     // The loop directory's dead one went too.
     assert_eq!(temporaries(&loop_dir), Vec::<PathBuf>::new());
-    assert!(svc.log_text().contains("removed a temporary file a killed process left behind"));
+    assert!(svc
+        .log_text()
+        .contains("removed a temporary file a killed process left behind"));
     drop(held2);
     drop(svc);
 }
