@@ -12,6 +12,7 @@ pub mod config;
 pub mod docker;
 pub mod dvdi;
 pub mod error;
+pub mod files;
 pub mod flex;
 pub mod input;
 pub mod model;

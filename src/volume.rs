@@ -47,7 +47,19 @@ pub struct Volumes {
 impl Volumes {
     /// Open the configured service's driver and the state directory.
     pub fn open(cfg: Config) -> Result<Volumes> {
-        let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT))?;
+        use crate::files::{own_dir, Link, PRIVATE_DIR, SHARED_DIR, TRAVERSE_DIR};
+        let mount_path = cfg.path(keys::MOUNT_PATH);
+        // Applications reach their volumes through the mount path: when it
+        // is inside the state directory, that needs o+x (not o+r).
+        let inside = mount_path.starts_with(&cfg.dirs.lib);
+        let root_mode = if inside { TRAVERSE_DIR } else { PRIVATE_DIR };
+        let state =
+            StateDir::open_with_mode(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT), root_mode)?;
+        if inside {
+            own_dir(&mount_path, SHARED_DIR, Link::Refuse).map_err(|e| {
+                e.context(format!("preparing the mount path ({})", keys::MOUNT_PATH))
+            })?;
+        }
         let driver = storage::open(&cfg)?;
         Ok(Volumes { cfg, state, driver })
     }
@@ -915,6 +927,19 @@ impl Volumes {
         }
     }
 
+    /// Remove the temporary files killed writers left in the state
+    /// directory and the driver's, and correct the modes of the driver's
+    /// files (a full scan: for the service's start, not every call).
+    pub fn tidy(&self) {
+        for d in [
+            self.state.root().join("mounts"),
+            self.state.root().join("flex/names"),
+        ] {
+            crate::files::sweep_temporaries(&d);
+        }
+        self.driver.tidy();
+    }
+
     /// Clean up after a crash: every volume mounted at its mount point that
     /// no consumer holds is unmounted and detached (the process died
     /// between the unmount's record drop and the real unmount, or between
@@ -944,6 +969,7 @@ impl Volumes {
             }
         }
         self.drop_dangling_records();
+        self.tidy();
         Ok(done)
     }
 }

@@ -599,7 +599,9 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
             .render(&mut buf)
             .ctx(|| format!("rendering the man page of {name}"))?;
         let path = dir.join(format!("{name}.1"));
-        std::fs::write(&path, buf).ctx(|| format!("writing {}", path.display()))?;
+        // Man pages are for every user: 0644, replaced, never written
+        // through a link.
+        rexray::state::atomic::write_mode(&path, &buf, 0o644)?;
         for sub in cmd
             .get_subcommands()
             .filter(|s| !s.is_hide_set() && s.get_name() != "help")
@@ -628,7 +630,9 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
         let buf = protocol_man_page(page, sections)
             .ctx(|| format!("rendering the man page of {name}"))?;
         let path = dir.join(format!("{name}.1"));
-        std::fs::write(&path, buf).ctx(|| format!("writing {}", path.display()))?;
+        // Man pages are for every user: 0644, replaced, never written
+        // through a link.
+        rexray::state::atomic::write_mode(&path, &buf, 0o644)?;
     }
     Ok(())
 }

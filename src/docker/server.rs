@@ -286,12 +286,8 @@ fn ensure_parent(p: &Path) -> Result<()> {
             }
         }
         if !dir.is_dir() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .ctx(|| format!("creating {}", dir.display()))?;
+            // Docker's plugin directory, as dockerd makes it: 0755.
+            crate::files::own_dir(dir, crate::files::SHARED_DIR, crate::files::Link::Refuse)?;
         }
     }
     Ok(())

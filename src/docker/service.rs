@@ -118,19 +118,15 @@ struct PidFile {
 
 impl PidFile {
     fn acquire(path: &Path) -> Result<PidFile> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::MetadataExt;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+            // <run>: rexray's own directory, never a link to elsewhere.
+            crate::files::own_dir(dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse)?;
         }
         loop {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .open(path)
-                .ctx(|| format!("opening pid file {}", path.display()))?;
+            // Never through a link, never a file with another name: the
+            // pid is written into it.
+            let file = crate::files::open_private(path, false, "pid file")?;
             match flock(&file, libc::LOCK_EX) {
                 Ok(()) => {}
                 Err(e) if would_block(&e) => {
@@ -146,7 +142,7 @@ impl PidFile {
             }
             // A service that just stopped may have removed the file we
             // opened: lock the file that is at the path now.
-            let same = std::fs::metadata(path)
+            let same = std::fs::symlink_metadata(path)
                 .ok()
                 .zip(file.metadata().ok())
                 .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
@@ -305,14 +301,15 @@ fn daemonize(cfg: &Config, out: &mut String) -> Result<i32> {
         .skip(1)
         .filter(|a| a != "-d" && a != "--daemon")
         .collect();
-    std::fs::create_dir_all(&cfg.dirs.log)
-        .ctx(|| format!("creating {}", cfg.dirs.log.display()))?;
+    if !cfg.dirs.log.is_dir() {
+        crate::files::own_dir(
+            &cfg.dirs.log,
+            crate::files::PRIVATE_DIR,
+            crate::files::Link::Refuse,
+        )?;
+    }
     let log_path = cfg.dirs.log.join("rexray.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .ctx(|| format!("opening {}", log_path.display()))?;
+    let log = crate::files::open_private(&log_path, true, "log file")?;
     let log2 = log.try_clone().ctx(|| "duplicating the log file")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args)

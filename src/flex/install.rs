@@ -194,8 +194,12 @@ pub fn install(source: &Path, path: &Path, force: bool) -> Result<InstallStatus>
     let have = read_existing(path)?;
     let modified = match &have {
         Some(h) if *h == want => {
-            let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
-            if mode.map(|m| m & 0o111 == 0).unwrap_or(false) {
+            // Never chmod through a link: only the regular file itself.
+            let mode = std::fs::symlink_metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.permissions().mode() & 0o777);
+            if mode.is_some_and(|m| m & 0o111 == 0) {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
                     .ctx(|| format!("making {} executable", path.display()))?;
             }
@@ -215,7 +219,10 @@ pub fn install(source: &Path, path: &Path, force: bool) -> Result<InstallStatus>
         None => false,
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    if !dir.is_dir() {
+        // kubelet's plugin directory: a program directory, 0755.
+        crate::files::own_dir(dir, crate::files::SHARED_DIR, crate::files::Link::Refuse)?;
+    }
     // Temp file + rename: kubelet's directory watcher never sees a
     // half-written driver.
     crate::state::atomic::write_mode(path, &want, 0o755)?;

@@ -123,14 +123,11 @@ pub fn execute(call: Call, cfg: Config) -> Reply {
 /// Send logs to `file`, creating its directory. If it cannot be opened,
 /// log nowhere: stderr is part of the reply.
 fn log_to_file(file: &Path, level: &str) {
-    if let Some(dir) = file.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    if let Some(dir) = file.parent().filter(|d| !d.is_dir()) {
+        let _ = crate::files::own_dir(dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse);
     }
-    let Ok(f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-    else {
+    // 0600, never through a link or into a file with another name.
+    let Ok(f) = crate::files::open_private(file, true, "log file") else {
         return;
     };
     let _ = tracing_subscriber::fmt()

@@ -10,7 +10,6 @@
 //! consumer `flex:<path>` is in the volume's mount record, and the kernel
 //! shows the device behind the bind.
 
-use crate::error::IoContext;
 use crate::state::atomic;
 use crate::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -91,8 +90,10 @@ impl Store {
 
     fn save<T: Serialize>(&self, kind: &str, key: &str, rec: &T) -> Result<()> {
         let dir = self.root.join(kind);
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        {
+            use crate::files::{own_dir, Link, PRIVATE_DIR};
+            own_dir(&self.root, PRIVATE_DIR, Link::Refuse)?;
+            own_dir(&dir, PRIVATE_DIR, Link::Refuse)?;
         }
         let bytes = serde_json::to_vec_pretty(rec).expect("record serialises");
         atomic::write(&self.file(kind, key), &bytes)

@@ -199,8 +199,9 @@ pub fn unmount_all(target: &Path) -> Result<()> {
     )))
 }
 
-/// Create a directory (and parents) with mode 0755; refuse symlinks at the
-/// last component so a planted link cannot redirect a mount.
+/// Create a directory (and parents) with mode 0755 (set, not left to the
+/// umask); refuse symlinks at the last component so a planted link cannot
+/// redirect a mount.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => Err(Error::system(format!(
@@ -213,12 +214,16 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
             dir.display()
         ))),
         Err(_) => {
-            use std::os::unix::fs::DirBuilderExt;
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o755)
                 .create(dir)
-                .map_err(|e| Error::from_io(format!("creating {}", dir.display()), &e))
+                .map_err(|e| Error::from_io(format!("creating {}", dir.display()), &e))?;
+            // Exactly 0755 whatever the umask: applications must reach
+            // the volume through it.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::from_io(format!("setting the mode of {}", dir.display()), &e))
         }
     }
 }

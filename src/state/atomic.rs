@@ -1,56 +1,79 @@
 //! Atomic file replacement: temp file, fsync, rename, fsync directory.
+//!
+//! The temporary file is new (`O_CREAT|O_EXCL|O_NOFOLLOW`, a name no one
+//! else uses) and its writer holds an flock on it until it is renamed or
+//! removed, so [`crate::files::sweep_temporaries`] can remove what a
+//! killed writer left without ever taking a live writer's file. The final
+//! path is replaced by `rename`, which replaces a symbolic link there
+//! instead of following it.
 
 use crate::error::IoContext;
+use crate::files;
 use crate::Result;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Replace `path` with `bytes` so a reader sees the old or the new file,
-/// never a mix, and the new one survives a power loss once this returns.
+/// Replace `path` with `bytes` (mode 0600) so a reader sees the old or the
+/// new file, never a mix, and the new one survives a power loss once this
+/// returns.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace(path, bytes, true, None)
+    replace(path, bytes, true, files::PRIVATE_FILE)
 }
 
 /// [`write`] with an exact file mode (not narrowed by the umask), e.g.
 /// 0755 for an installed program.
 pub fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    replace(path, bytes, true, Some(mode))
+    replace(path, bytes, true, mode)
 }
 
 /// Replace `path` atomically without forcing it to disk: for records that
 /// only describe this boot (mounts, attachments), which a power loss makes
 /// void anyway. A killed process still leaves the old or the new file.
 pub fn write_volatile(path: &Path, bytes: &[u8]) -> Result<()> {
-    replace(path, bytes, false, None)
+    replace(path, bytes, false, files::PRIVATE_FILE)
 }
 
-fn replace(path: &Path, bytes: &[u8], durable: bool, mode: Option<u32>) -> Result<()> {
+/// A temporary name next to `path` no other writer uses:
+/// `.<name>.tmp.<pid>.<nonce>`.
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{name}.tmp.{}.{n}{nanos:08x}", std::process::id()))
+}
+
+/// Create a fresh temporary file next to `path`, flocked by us.
+fn create_temp(path: &Path, mode: u32) -> Result<(PathBuf, std::fs::File)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut tries = 0;
+    loop {
+        let tmp = temp_path(dir, &name);
+        match files::create_locked(&tmp, mode, "temporary file") {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == crate::Kind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool, mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .ctx(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)
             .ctx(|| format!("writing {}", tmp.display()))?;
-        if let Some(mode) = mode {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(std::fs::Permissions::from_mode(mode))
-                .ctx(|| format!("setting the mode of {}", tmp.display()))?;
-        }
         if durable {
             f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
         }
+        fail::fail_point!("atomic::before-rename", |_| crate::crash_here());
         std::fs::rename(&tmp, path).ctx(|| format!("replacing {}", path.display()))?;
         if durable {
             sync_dir(dir)?;
@@ -60,9 +83,9 @@ fn replace(path: &Path, bytes: &[u8], durable: bool, mode: Option<u32>) -> Resul
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    drop(f);
     result
 }
-
 /// fsync a directory so a rename or unlink in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)

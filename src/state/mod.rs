@@ -75,14 +75,23 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Open (and create) the state directory at `root` (the `lib` dir).
+    /// Open (and create) the state directory at `root` (the `lib` dir),
+    /// mode 0700.
     pub fn open(root: &Path, lock_timeout: Duration) -> Result<StateDir> {
+        Self::open_with_mode(root, lock_timeout, crate::files::PRIVATE_DIR)
+    }
+
+    /// [`StateDir::open`] with `root` given exactly `root_mode` (0711 when
+    /// the mount path is inside it: applications pass through to their
+    /// volumes). `locks` and `mounts` are 0700; wrong modes are corrected
+    /// and the change logged.
+    pub fn open_with_mode(root: &Path, lock_timeout: Duration, root_mode: u32) -> Result<StateDir> {
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        own_dir(root, root_mode, Link::Follow)
+            .map_err(|e| e.context("preparing the state directory"))?;
         for sub in ["locks", "mounts"] {
-            let d = root.join(sub);
-            if !d.is_dir() {
-                std::fs::create_dir_all(&d)
-                    .ctx(|| format!("creating state directory {}", d.display()))?;
-            }
+            own_dir(&root.join(sub), PRIVATE_DIR, Link::Refuse)
+                .map_err(|e| e.context("preparing the state directory"))?;
         }
         Ok(StateDir {
             root: root.to_path_buf(),

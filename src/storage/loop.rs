@@ -210,11 +210,12 @@ fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
 impl LoopDriver {
     /// Open (and create) the volume directory.
     pub fn open(root: &Path, me: InstanceId, lock_timeout: Duration) -> Result<LoopDriver> {
-        for d in [root.to_path_buf(), root.join("locks")] {
-            if !d.is_dir() {
-                std::fs::create_dir_all(&d)
-                    .ctx(|| format!("creating loop volume directory {}", d.display()))?;
-            }
+        // Only root enters: the images hold every volume's data.
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        let ctx = |e: Error| e.context("preparing the loop volume directory (loop.volumePath)");
+        own_dir(root, PRIVATE_DIR, Link::Follow).map_err(ctx)?;
+        for sub in ["locks", "snapshots"] {
+            own_dir(&root.join(sub), PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
         }
         // The kernel reports backing files by their resolved path.
         let root = root
@@ -328,7 +329,7 @@ impl LoopDriver {
         let id = new_id()?;
         let tmp = self.root.join(format!("{id}.copying"));
         // Held until the copy is in the catalog: a sweep leaves it alone.
-        let (how, _tmp_lock) = clone_file(src, &tmp)?;
+        let (how, tmp_file) = clone_file(src, &tmp)?;
         fail::fail_point!("loop::copy-after-clone", |_| crate::crash_here());
         if let Err(e) = intact() {
             let _ = std::fs::remove_file(&tmp);
@@ -338,15 +339,12 @@ impl LoopDriver {
             .size
             .checked_mul(GIB)
             .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
-        let grow = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .and_then(|f| {
-                if f.metadata()?.len() < bytes {
-                    f.set_len(bytes)?;
-                }
-                f.sync_all()
-            });
+        let grow = (|| {
+            if tmp_file.metadata()?.len() < bytes {
+                tmp_file.set_len(bytes)?;
+            }
+            tmp_file.sync_all()
+        })();
         if let Err(e) = grow {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::from_io(format!("sizing {}", tmp.display()), &e));
@@ -551,9 +549,9 @@ impl LoopDriver {
             tracing::info!(image = %e.path().display(), "removing an image a crashed create left behind");
             let _ = std::fs::remove_file(e.path());
         }
-        sweep_dead_copies(&self.root);
+        crate::files::sweep_temporaries(&self.root);
         let snaps = self.snap_dir();
-        sweep_dead_copies(&snaps);
+        crate::files::sweep_temporaries(&snaps);
         for e in std::fs::read_dir(&snaps).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_suffix(".img") else {
@@ -606,11 +604,7 @@ impl StorageDriver for LoopDriver {
         self.sweep_orphans(&cat, &loops);
         let id = new_id()?;
         let img = self.image(&id);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&img)
-            .ctx(|| format!("creating image {}", img.display()))?;
+        let f = crate::files::create_new(&img, crate::files::PRIVATE_FILE, "image")?;
         let bytes = spec
             .size
             .checked_mul(GIB)
@@ -751,6 +745,27 @@ impl StorageDriver for LoopDriver {
         atomic::remove_volatile(&self.owner_path(id))
     }
 
+    fn tidy(&self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        for dir in [self.root.clone(), self.snap_dir()] {
+            crate::files::sweep_temporaries(&dir);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if !e.file_name().to_string_lossy().ends_with(".img") {
+                    continue;
+                }
+                if let Ok(f) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                    .open(e.path())
+                {
+                    if f.metadata().is_ok_and(|m| m.is_file()) {
+                        crate::files::tighten(&f, &e.path(), crate::files::PRIVATE_FILE);
+                    }
+                }
+            }
+        }
+    }
+
     /// An image with no data extent at all is one hole: every byte reads
     /// as zero, so no filesystem or other signature can be on it.
     fn known_blank(&self, id: &str) -> bool {
@@ -853,7 +868,7 @@ impl StorageDriver for LoopDriver {
             .map_err(|e| Error::invalid(e.message().replace("volume name", "snapshot name")))?;
         let src = self.record(id)?;
         let dir = self.snap_dir();
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        crate::files::own_dir(&dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse)?;
         let sid = new_id()?;
         let tmp = dir.join(format!("{sid}.copying"));
         let (_, _tmp_lock) = clone_file(&self.image(id), &tmp)?;
@@ -954,30 +969,6 @@ impl StorageDriver for LoopDriver {
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
-/// Remove the `*.copying` files in `dir` that no live copy holds (see
-/// [`clone_file`]): what a copy or snapshot killed mid-way left behind.
-fn sweep_dead_copies(dir: &Path) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !e.file_name().to_string_lossy().ends_with(".copying") {
-            continue;
-        }
-        let Ok(f) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(e.path())
-        else {
-            continue;
-        };
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            tracing::info!(file = %e.path().display(), "removing a partial copy a crashed copy left behind");
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Copy `src` to the new file `dst`: a reflink when the filesystem can
 /// share extents, else a sparse copy that writes only the data regions.
 /// Returns which one it did and `dst` open and flocked, so that a sweep
@@ -985,13 +976,8 @@ fn sweep_dead_copies(dir: &Path) {
 fn clone_file(src: &Path, dst: &Path) -> Result<(&'static str, std::fs::File)> {
     use std::os::fd::AsRawFd;
     let from = std::fs::File::open(src).ctx(|| format!("opening {}", src.display()))?;
-    let to = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .ctx(|| format!("creating {}", dst.display()))?;
-    // SAFETY: flock on a descriptor we own; a fresh file is never contended.
-    unsafe { libc::flock(to.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // New (never through a link), 0600 and flocked while the copy lives.
+    let to = crate::files::create_locked(dst, crate::files::PRIVATE_FILE, "copy")?;
     let result = (|| {
         // SAFETY: both descriptors are open for the duration of the call.
         let how = if unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as _) }.is_ok() {
@@ -1072,6 +1058,9 @@ fn open_image(path: &Path, write: bool) -> Result<std::fs::File> {
             path.display()
         )));
     }
+    // An image made before modes were set explicitly may be readable by
+    // every user.
+    crate::files::tighten(&f, path, crate::files::PRIVATE_FILE);
     Ok(f)
 }
 

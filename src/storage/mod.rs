@@ -29,6 +29,10 @@ pub trait StorageDriver: Send + Sync {
     /// Detach from this instance. Detaching a detached volume succeeds;
     /// `force` detaches it from another instance too.
     fn detach(&self, id: &str, force: bool) -> Result<()>;
+    /// Remove what killed writers left (temporary files no live process
+    /// holds) and correct file modes: a full scan of the driver's
+    /// directories, done at the service's start.
+    fn tidy(&self) {}
     /// Whether the backend knows the volume has never been written (so it
     /// reads as zeros everywhere and cannot hold any signature). `false`
     /// means "not known", and the node probes the device.

@@ -30,10 +30,12 @@ pub struct VfsDriver {
 impl VfsDriver {
     /// Open (and create) the vfs root.
     pub fn open(root: &Path, me: InstanceId) -> Result<VfsDriver> {
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        // Only root enters: the directories are the volumes' data.
+        let ctx = |e: Error| e.context("preparing the vfs directory (vfs.root)");
+        own_dir(root, PRIVATE_DIR, Link::Follow).map_err(ctx)?;
         let dir = root.join("vol");
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        }
+        own_dir(&dir, PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
         Ok(VfsDriver { dir, me })
     }
 
@@ -100,6 +102,10 @@ impl StorageDriver for VfsDriver {
         Ok(out)
     }
 
+    fn tidy(&self) {
+        crate::files::sweep_temporaries(&self.dir);
+    }
+
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {
         Ok(self.read(id)?.map(|m| self.present(m)))
     }
@@ -111,7 +117,17 @@ impl StorageDriver for VfsDriver {
         }
         let id = new_id()?;
         let data = self.dir.join(&id);
-        std::fs::create_dir(&data).ctx(|| format!("creating {}", data.display()))?;
+        // The volume's root as applications see it through the bind
+        // mount, like a fresh filesystem's root: 0755.
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&data)
+                .ctx(|| format!("creating {}", data.display()))?;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))
+                .ctx(|| format!("setting the mode of {}", data.display()))?;
+        }
         let mut v = Volume {
             id: id.clone(),
             name: name.into(),

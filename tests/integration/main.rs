@@ -7,6 +7,7 @@ mod crash;
 mod docker;
 mod dvdcli;
 mod errors;
+mod files;
 mod flexrex;
 mod managed_plugin;
 mod packaging;

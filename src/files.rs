@@ -1,0 +1,357 @@
+//! The files and directories the tools make: exact modes (set explicitly,
+//! never left to the umask), and never written through a symbolic link.
+//!
+//! | what | mode |
+//! |---|---|
+//! | volume images, snapshot images, copies in progress, records, the catalog, locks, the pid and url files, logs | 0600 |
+//! | state, driver, lock, record, log and run directories | 0700 |
+//! | `<lib>` when the mount path is inside it | 0711 (applications pass through it to their volumes) |
+//! | the mount path and each mount point | 0755 (applications use the volumes) |
+//!
+//! Every file is created with `O_NOFOLLOW`, and either `O_EXCL` (temporary
+//! files, images) or renamed into place (records, the catalog, the spec
+//! file, the installed flexrex), so a link planted where a file goes makes
+//! the write fail instead of landing on the link's target.
+
+use crate::{Error, Result};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Files only the owner (root) reads: images, records, pid file, logs.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Directories only the owner enters.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// A directory applications pass through but cannot list: `<lib>` when
+/// the mount path is inside it.
+pub const TRAVERSE_DIR: u32 = 0o711;
+/// The mount path and the mount points: applications use what is there.
+pub const SHARED_DIR: u32 = 0o755;
+
+/// What to do when a directory's path is a symbolic link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A directory the tools name themselves (`<lib>/locks`, the mount
+    /// path, ...): a link there was planted, refuse it.
+    Refuse,
+    /// A location the operator configures (`<lib>`, `loop.volumePath`):
+    /// a link to a bigger disk is a normal setup.
+    Follow,
+}
+
+fn is_loop(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// The error for a write refused because `path` is a symbolic link.
+fn link_error(path: &Path, what: &str) -> Error {
+    Error::system(format!(
+        "{} is a symbolic link; refusing to write the {what} through it (remove the link)",
+        path.display()
+    ))
+}
+
+/// An error opening `path` for writing: a link gets its own message.
+fn open_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
+    if is_loop(e) {
+        link_error(path, what)
+    } else {
+        Error::from_io(format!("opening {what} {}", path.display()), e)
+    }
+}
+
+/// Make `dir` a directory with exactly `mode`. A missing one is created
+/// (its missing parents 0755, as `mkdir -p` makes them); an existing one
+/// with another mode is changed, and the change logged with the old and
+/// new mode. `link` says whether a symbolic link at `dir` is followed.
+pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
+    let mut created = false;
+    if std::fs::symlink_metadata(dir).is_err() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(SHARED_DIR)
+                    .create(parent)
+                    .map_err(|e| Error::from_io(format!("creating {}", parent.display()), &e))?;
+            }
+        }
+        match std::fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::from_io(format!("creating {}", dir.display()), &e)),
+        }
+    }
+    let nofollow = if link == Link::Refuse {
+        libc::O_NOFOLLOW
+    } else {
+        0
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow)
+        .open(dir)
+        .map_err(|e| {
+            // With O_DIRECTORY a link answers ENOTDIR, not ELOOP.
+            let link = link == Link::Refuse
+                && (is_loop(&e)
+                    || std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()));
+            if link {
+                Error::system(format!(
+                    "{} is a symbolic link; rexray makes this directory itself and does not follow a link there (remove the link)",
+                    dir.display()
+                ))
+            } else if e.raw_os_error() == Some(libc::ENOTDIR) {
+                Error::system(format!("{} exists and is not a directory", dir.display()))
+            } else {
+                Error::from_io(format!("opening directory {}", dir.display()), &e)
+            }
+        })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::from_io(format!("stat {}", dir.display()), &e))?;
+    let old = meta.mode() & 0o7777;
+    if old != mode {
+        // Another user's directory (root's state, read by a user's
+        // `volume ls`): only its owner may change it; say so and go on.
+        if meta.uid() != nix::unistd::geteuid().as_raw() && !nix::unistd::geteuid().is_root() {
+            tracing::info!(
+                path = %dir.display(),
+                "{} has mode {old:04o}, not {mode:04o}; only its owner (uid {}) can change that",
+                dir.display(),
+                meta.uid()
+            );
+            return Ok(());
+        }
+        // fchmod on the directory opened above: the one checked, not
+        // whatever the path names by now.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::from_io(format!("setting the mode of {}", dir.display()), &e))?;
+        if !created {
+            tracing::warn!(
+                path = %dir.display(),
+                "changed the mode of {} from {old:04o} to {mode:04o}",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Set an existing file's mode to `mode` if it has other bits, logging
+/// the change; `f` is the open file (fchmod, never through a link).
+pub fn tighten(f: &File, path: &Path, mode: u32) {
+    let Ok(m) = f.metadata() else { return };
+    let old = m.mode() & 0o7777;
+    if old & !mode != 0
+        && f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .is_ok()
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "changed the mode of {} from {old:04o} to {mode:04o}",
+            path.display()
+        );
+    }
+}
+
+/// Create the new file `path` for writing with exactly `mode`: fails if
+/// anything is there (`O_EXCL`, which also refuses a symbolic link).
+pub fn create_new(path: &Path, mode: u32, what: &str) -> Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::exists(format!(
+                    "creating {what} {}: it already exists",
+                    path.display()
+                ))
+            } else {
+                open_error(path, what, &e)
+            }
+        })?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::from_io(format!("setting the mode of {}", path.display()), &e))?;
+    Ok(f)
+}
+
+/// Open (creating it 0600) a file that is written in place: never through
+/// a symbolic link, and only a regular file with no other name (a hard
+/// link planted there would make the write land in someone else's file).
+pub fn open_private(path: &Path, append: bool, what: &str) -> Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    if append {
+        o.append(true);
+    } else {
+        o.read(true).write(true);
+    }
+    let f = o
+        .create(true)
+        .mode(PRIVATE_FILE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_error(path, what, &e))?;
+    let m = f
+        .metadata()
+        .map_err(|e| Error::from_io(format!("stat {}", path.display()), &e))?;
+    if !m.is_file() || m.nlink() != 1 {
+        return Err(Error::system(format!(
+            "{} is not a regular file of its own (it is a device, pipe or a file with {} names); refusing to write the {what} there (remove it)",
+            path.display(),
+            m.nlink()
+        )));
+    }
+    // Back to blocking writes (O_NONBLOCK only kept the open of a planted
+    // pipe from hanging).
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
+    Ok(f)
+}
+
+/// Whether `name` is a temporary file a writer of [`crate::state::atomic`]
+/// or a copy names (`.<name>.tmp.<...>`, `<id>.copying`).
+pub fn is_temporary(name: &str) -> bool {
+    (name.starts_with('.') && name.contains(".tmp.")) || name.ends_with(".copying")
+}
+
+/// Create the new temporary file `path` (as [`create_new`]) and hold an
+/// exclusive flock on it for as long as the returned file is open, which
+/// tells [`sweep_temporaries`] that its writer lives. A sweep may take
+/// the file in the instant between its creation and the flock: then the
+/// flock fails, or the path no longer names the file, and the file is
+/// made again.
+pub fn create_locked(path: &Path, mode: u32, what: &str) -> Result<File> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match create_new(path, mode, what) {
+            Ok(f) => {
+                let ours = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+                let now = std::fs::symlink_metadata(path)
+                    .map(|m| (m.dev(), m.ino()))
+                    .ok();
+                if try_flock(&f) && ours.is_some() && ours == now {
+                    return Ok(f);
+                }
+            }
+            // A sweep holds the file it found there and removes it.
+            Err(e) if e.kind() == crate::Kind::AlreadyExists && tries > 1 => {}
+            Err(e) => return Err(e),
+        }
+        if tries >= 200 {
+            return Err(Error::busy(format!(
+                "creating {what} {}: a sweep of temporary files kept taking it; try again",
+                path.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Take an exclusive flock without waiting; false if someone holds one.
+pub fn try_flock(f: &File) -> bool {
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Remove the temporary files in `dir` whose writer is dead. Every writer
+/// holds an flock on its temporary file while it exists (see
+/// [`create_locked`]), so a file no process holds was left by a killed
+/// one; a live writer's file is never taken. Returns how many went.
+pub fn sweep_temporaries(dir: &Path) -> usize {
+    let mut n = 0;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in rd.flatten() {
+        if !is_temporary(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if !m.is_file() || !try_flock(&f) {
+            continue;
+        }
+        // Still the file we locked? A writer that finished renamed it
+        // away (temporary names are never reused while their file lives).
+        let same = std::fs::symlink_metadata(&path)
+            .is_ok_and(|now| now.dev() == m.dev() && now.ino() == m.ino());
+        if same && std::fs::remove_file(&path).is_ok() {
+            tracing::warn!(file = %path.display(), "removed a temporary file a killed process left behind");
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_get_exact_modes_and_links_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b/c");
+        own_dir(&d, PRIVATE_DIR, Link::Refuse).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&t.path().join("a/b")), 0o755);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        own_dir(&d, PRIVATE_DIR, Link::Refuse).unwrap();
+        assert_eq!(mode(&d), 0o700);
+        let l = t.path().join("l");
+        std::os::unix::fs::symlink(&d, &l).unwrap();
+        let e = own_dir(&l, PRIVATE_DIR, Link::Refuse).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        own_dir(&l, TRAVERSE_DIR, Link::Follow).unwrap();
+        assert_eq!(mode(&d), 0o711);
+    }
+
+    #[test]
+    fn files_are_never_written_through_links() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let l = t.path().join("l");
+        std::os::unix::fs::symlink(&victim, &l).unwrap();
+        assert!(create_new(&l, PRIVATE_FILE, "test file").is_err());
+        let e = open_private(&l, true, "log").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let h = t.path().join("h");
+        std::fs::hard_link(&victim, &h).unwrap();
+        let e = open_private(&h, false, "pid file").unwrap_err();
+        assert!(e.to_string().contains("2 names"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let f = create_new(&t.path().join("new"), PRIVATE_FILE, "test file").unwrap();
+        assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn sweeps_take_only_what_no_live_writer_holds() {
+        let t = tempfile::tempdir().unwrap();
+        let live = t.path().join(".a.json.tmp.1.2");
+        let dead = t.path().join("x.copying");
+        let kept = t.path().join("a.json");
+        let _held = create_locked(&live, PRIVATE_FILE, "test file").unwrap();
+        drop(create_locked(&dead, PRIVATE_FILE, "test file").unwrap());
+        std::fs::write(&kept, b"{}").unwrap();
+        assert_eq!(sweep_temporaries(t.path()), 1);
+        assert!(live.exists() && kept.exists() && !dead.exists());
+    }
+}
