@@ -23,7 +23,7 @@
 //! and a volume attached by another one is "unavailable" to the rest
 //! until it is detached or taken with force (preempt).
 
-use super::{new_id, now_rfc3339, StorageDriver};
+use super::{loopdev, new_id, now_rfc3339, StorageDriver};
 use crate::error::IoContext;
 use crate::model::{
     Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume,
@@ -32,7 +32,6 @@ use crate::state::{atomic, FileLock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -476,10 +475,8 @@ impl LoopDriver {
         v
     }
 
-    /// Bind a free loop device to `image`. LOOP_CTL_GET_FREE and
-    /// LOOP_SET_FD are two steps (no maintained crate offers the one-step
-    /// LOOP_CONFIGURE), so another process can take the device in
-    /// between; the kernel then answers EBUSY and we try the next one.
+    /// Bind a free loop device to `image` (see [`loopdev::attach`]: a
+    /// device another process takes meanwhile is skipped).
     fn bind_loop(&self, image: &Path) -> Result<PathBuf> {
         {
             use std::os::unix::fs::FileTypeExt;
@@ -492,46 +489,13 @@ impl LoopDriver {
                 ));
             }
         }
-        let control = ::loopdev::LoopControl::open().map_err(|e| {
+        let file = open_image(image, true)?;
+        loopdev::attach(&file).map_err(|e| {
             Error::from_io(
-                "opening /dev/loop-control (is the loop module loaded? try `modprobe loop`)",
+                format!("attaching {} to a loop device", image.display()),
                 &e,
             )
-        })?;
-        let mut last = None;
-        for _ in 0..64 {
-            let dev = control
-                .next_free()
-                .map_err(|e| Error::from_io("finding a free loop device", &e))?;
-            let path = dev
-                .path()
-                .ok_or_else(|| Error::system("a free loop device has no path"))?;
-            // LOOP_SET_FD alone: it configures the device in one step. The
-            // crate's attach() adds LOOP_SET_STATUS64, which freezes the
-            // queue and costs ~20 ms for nothing we need (no offset, no
-            // flags; the backing path shows in sysfs either way).
-            let file = open_image(image, true)?;
-            match dev.attach_fd(file.as_raw_fd()) {
-                Ok(()) => return Ok(path),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    last = Some(e);
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Error::from_io(
-                        format!("attaching {} to {}", image.display(), path.display()),
-                        &e,
-                    ))
-                }
-            }
-        }
-        Err(Error::from_io(
-            format!(
-                "attaching {}: every free loop device was taken",
-                image.display()
-            ),
-            &last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EBUSY)),
-        ))
+        })
     }
 
     /// Remove image files that no catalog entry names and no loop device
@@ -733,9 +697,7 @@ impl StorageDriver for LoopDriver {
             )));
         }
         for dev in &devs {
-            let ld = ::loopdev::LoopDevice::open(dev)
-                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
-            ld.detach()
+            loopdev::detach(dev)
                 .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
         }
         fail::fail_point!("loop::detach-after-clear", |_| crate::crash_here());
@@ -782,9 +744,7 @@ impl StorageDriver for LoopDriver {
         }
         fail::fail_point!("loop::resize-after-image", |_| crate::crash_here());
         for dev in kernel_loops().get(&img).into_iter().flatten() {
-            let ld = ::loopdev::LoopDevice::open(dev)
-                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
-            ld.set_capacity().map_err(|e| {
+            loopdev::set_capacity(dev).map_err(|e| {
                 Error::from_io(format!("updating capacity of {}", dev.display()), &e)
             })?;
         }

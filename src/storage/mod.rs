@@ -2,6 +2,7 @@
 //! lists, removes, attaches and detaches volumes; it never mounts.
 
 pub mod r#loop;
+pub mod loopdev;
 pub mod vfs;
 
 use crate::config::{keys, Config};
