@@ -287,7 +287,12 @@ impl Volumes {
                         tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
                     }
                 }
-                return Err(e);
+                // A full backing store fails writes to the device (mkfs,
+                // journal recovery): say so when it may be the cause.
+                return Err(match self.driver.space_note(&v.id) {
+                    Some(n) => Error::new(e.kind(), format!("{}; {n}", e.message())),
+                    None => e,
+                });
             }
         };
         fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());

@@ -173,6 +173,8 @@ pub struct LoopDriver {
     root: PathBuf,
     me: InstanceId,
     lock_timeout: Duration,
+    /// `loop.preallocate`: images are allocated whole, never sparse.
+    preallocate: bool,
     /// The last catalog read, for the long-running service: a `Get` among
     /// 10,000 volumes then costs one stat instead of parsing megabytes.
     cache: Mutex<Option<(FileKey, std::fs::File, Arc<Shared>)>>,
@@ -223,8 +225,83 @@ impl LoopDriver {
             root,
             me,
             lock_timeout,
+            preallocate: false,
             cache: Mutex::new(None),
         })
+    }
+
+    /// With `on`, images are allocated whole at create and copy
+    /// (`loop.preallocate`).
+    pub fn preallocating(mut self, on: bool) -> LoopDriver {
+        self.preallocate = on;
+        self
+    }
+
+    /// The space figures of volumePath with the catalog `cat`.
+    fn space(&self, cat: &Catalog) -> Space {
+        let free = nix::sys::statvfs::statvfs(&self.root)
+            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .unwrap_or(u64::MAX);
+        let growth = cat
+            .volumes
+            .iter()
+            .map(|r| (r.size * GIB).saturating_sub(allocated(&self.image(&r.id))))
+            .sum();
+        Space { free, growth }
+    }
+
+    /// Say so (a warning: stderr for the CLI, the log otherwise) when the
+    /// volumes under volumePath could grow past its free space: a write
+    /// there then fails inside the volume.
+    fn warn_overcommit(&self, cat: &Catalog, r: &Record, when: &str) {
+        let sp = self.space(cat);
+        if sp.growth > sp.free {
+            tracing::warn!("{when} volume {}: {}", r.name, self.overcommit_text(r, &sp));
+        }
+    }
+
+    fn overcommit_text(&self, r: &Record, sp: &Space) -> String {
+        format!(
+            "loop.volumePath {} is overcommitted: the volume is {} with {} allocated, {} is free there and all its volumes could still grow by {}; writes past the free space fail inside the volumes (lost writes, a journal that cannot be recovered on the next mount). Free space there, or set loop.preallocate for new volumes",
+            self.root.display(),
+            bytes(r.size * GIB),
+            bytes(allocated(&self.image(&r.id))),
+            bytes(sp.free),
+            bytes(sp.growth)
+        )
+    }
+
+    /// Allocate all of `f` (`path`, for volume `name`), `len` bytes; a
+    /// refusal names the figures.
+    fn allocate(&self, f: &std::fs::File, path: &Path, name: &str, len: u64) -> Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        use std::os::fd::AsRawFd;
+        let free = nix::sys::statvfs::statvfs(&self.root)
+            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .unwrap_or(u64::MAX);
+        let need = len.saturating_sub(allocated(path));
+        let refuse = |why: &str| {
+            Error::backend(format!(
+                "cannot preallocate volume {name} (loop.preallocate): it needs {} more, and {} is free in loop.volumePath {}{why}; free space there, create a smaller volume, or unset loop.preallocate for a sparse image",
+                bytes(need),
+                bytes(free),
+                self.root.display()
+            ))
+        };
+        if need > free {
+            return Err(refuse(""));
+        }
+        match fallocate(f.as_raw_fd(), FallocateFlags::empty(), 0, len as i64) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ENOSPC) => Err(refuse(" (ENOSPC)")),
+            Err(e) => Err(Error::from_io(
+                format!(
+                    "preallocating volume {name}: fallocate of {} (loop.preallocate needs a filesystem with fallocate)",
+                    path.display()
+                ),
+                &std::io::Error::from(e),
+            )),
+        }
     }
 
     fn image(&self, id: &str) -> PathBuf {
@@ -337,18 +414,26 @@ impl LoopDriver {
             .size
             .checked_mul(GIB)
             .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        use std::os::unix::fs::OpenOptionsExt;
         let grow = std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_CLOEXEC)
             .open(&tmp)
+            .map_err(|e| Error::from_io(format!("sizing {}", tmp.display()), &e))
             .and_then(|f| {
-                if f.metadata()?.len() < bytes {
-                    f.set_len(bytes)?;
+                if self.preallocate {
+                    self.allocate(&f, &tmp, name, bytes)?;
+                }
+                if f.metadata().map(|m| m.len()).unwrap_or(0) < bytes {
+                    f.set_len(bytes)
+                        .map_err(|e| Error::from_io(format!("sizing {}", tmp.display()), &e))?;
                 }
                 f.sync_all()
+                    .map_err(|e| Error::from_io(format!("sizing {}", tmp.display()), &e))
             });
         if let Err(e) = grow {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::from_io(format!("sizing {}", tmp.display()), &e));
+            return Err(e);
         }
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
@@ -379,6 +464,7 @@ impl LoopDriver {
             return Err(e);
         }
         tracing::info!(volume = name, source = %src.display(), how, "created a volume from a copy");
+        self.warn_overcommit(&cat, &rec, "created");
         Ok(self.to_volume(&rec, &kernel_loops()))
     }
 
@@ -451,6 +537,11 @@ impl LoopDriver {
 
     fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
         let mut v = Self::metadata(r);
+        // Bytes the sparse image takes under volumePath now.
+        v.fields.insert(
+            "allocated".into(),
+            allocated(&self.image(&r.id)).to_string(),
+        );
         v.attachment_state = AttachmentState::Available as u8;
         if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
             let owner = self.read_owner(&r.id);
@@ -579,10 +670,20 @@ impl StorageDriver for LoopDriver {
             .size
             .checked_mul(GIB)
             .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        if self.preallocate {
+            if let Err(e) = self.allocate(&f, &img, name, bytes) {
+                let _ = std::fs::remove_file(&img);
+                return Err(e);
+            }
+        }
         if let Err(e) = f.set_len(bytes).and_then(|_| f.sync_all()) {
             let _ = std::fs::remove_file(&img);
             return Err(Error::from_io(
-                format!("sizing image {} to {} GiB", img.display(), spec.size),
+                format!(
+                    "creating volume {name}: sizing image {} to {} GiB",
+                    img.display(),
+                    spec.size
+                ),
                 &e,
             ));
         }
@@ -601,8 +702,9 @@ impl StorageDriver for LoopDriver {
         cat.volumes.push(rec.clone());
         if let Err(e) = self.write_catalog(&cat) {
             let _ = std::fs::remove_file(&img);
-            return Err(e);
+            return Err(e.context(format!("creating volume {name} (catalog)")));
         }
+        self.warn_overcommit(&cat, &rec, "created");
         Ok(self.to_volume(&rec, &loops))
     }
 
@@ -631,7 +733,15 @@ impl StorageDriver for LoopDriver {
     }
 
     fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
-        let rec = self.record(id)?;
+        let cat = self.read_catalog()?;
+        crate::input::volume_id(id)?;
+        let rec = cat
+            .volumes
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
+        self.warn_overcommit(&cat, &rec, "attaching");
         let _lock = self.lock_attach(id)?;
         let img = self.image(id);
         if !img.is_file() {
@@ -667,11 +777,32 @@ impl StorageDriver for LoopDriver {
         }
         // Record the intent first: if we die after the attach, the device
         // is still known to be ours.
-        self.write_owner(id, Path::new(""))?;
+        let step = |what: &str| format!("attaching volume {} ({what})", rec.name);
+        self.write_owner(id, Path::new(""))
+            .map_err(|e| e.context(step("owner record")))?;
         fail::fail_point!("loop::attach-before-bind", |_| crate::crash_here());
-        let dev = self.bind_loop(&img)?;
+        let dev = match self.bind_loop(&img) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = atomic::remove_volatile(&self.owner_path(id));
+                return Err(e.context(step("bind a loop device")));
+            }
+        };
         fail::fail_point!("loop::attach-after-bind", |_| crate::crash_here());
-        self.write_owner(id, &dev)?;
+        if let Err(e) = self.write_owner(id, &dev) {
+            // Undo the bind: a device nobody records is a device nobody
+            // detaches.
+            if let Err(d) = loopdev::detach(&dev) {
+                tracing::warn!(volume = %rec.name, device = %dev.display(), error = %d, "could not unbind the loop device after a failed attach");
+            }
+            let _ = atomic::remove_volatile(&self.owner_path(id));
+            let note = self
+                .space_note(id)
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
+            return Err(Error::new(e.kind(), format!("{}{note}", e.message()))
+                .context(step("record the device; the device was unbound")));
+        }
         Ok(MountSource::Device(dev))
     }
 
@@ -713,6 +844,13 @@ impl StorageDriver for LoopDriver {
         atomic::remove_volatile(&self.owner_path(id))
     }
 
+    fn space_note(&self, id: &str) -> Option<String> {
+        let cat = self.read_catalog().ok()?;
+        let r = cat.volumes.iter().find(|r| r.id == id)?;
+        let sp = self.space(&cat);
+        (sp.growth > sp.free).then(|| self.overcommit_text(r, &sp))
+    }
+
     /// An image with no data extent at all is one hole: every byte reads
     /// as zero, so no filesystem or other signature can be on it.
     fn known_blank(&self, id: &str) -> bool {
@@ -737,6 +875,10 @@ impl StorageDriver for LoopDriver {
         let img = self.image(id);
         let bytes = size_gib * GIB;
         let f = open_image(&img, true)?;
+        if self.preallocate {
+            self.allocate(&f, &img, &rec.name, bytes)
+                .map_err(|e| e.context(format!("resizing volume {}", rec.name)))?;
+        }
         if f.metadata().map(|m| m.len()).unwrap_or(0) < bytes {
             f.set_len(bytes)
                 .and_then(|_| f.sync_all())
@@ -913,6 +1055,39 @@ impl StorageDriver for LoopDriver {
 }
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
+
+/// Free space under volumePath and what its volumes could still take.
+struct Space {
+    free: u64,
+    growth: u64,
+}
+
+/// Bytes a file takes on disk (0 when it cannot be read).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// A byte count for people: `5.0 GiB (5368709120 bytes)`.
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    if b == u64::MAX {
+        return "unknown".into();
+    }
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {} ({b} bytes)", UNITS[u])
+    }
+}
 
 /// Remove the `*.copying` files in `dir` that no live copy holds (see
 /// [`clone_file`]): what a copy or snapshot killed mid-way left behind.

@@ -262,3 +262,190 @@ fn a_volume_filled_at_its_root_keeps_showing_its_root_everywhere() {
     h.rexray(&["volume", "unmount", "old1"]).ok();
     assert!(h.mounts().is_empty() && h.loops().is_empty());
 }
+
+/// A tmpfs of `mib` MiB of our own as `loop.volumePath` (unmounted with
+/// the home, which unmounts everything under its directory).
+fn small_volume_path(h: &Home, mib: u32, extra: &str) -> PathBuf {
+    let dir = h.dir.join("small");
+    std::fs::create_dir(&dir).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(format!("size={mib}m,mode=0755").as_str()),
+    )
+    .unwrap();
+    h.config(&format!(
+        "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n{extra}",
+        dir.display()
+    ));
+    dir
+}
+
+/// Fill the filesystem at `dir`, then free `leave` bytes (whole pages).
+fn fill(dir: &Path, leave: u64) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let chunk = vec![0xa5u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", p.display()),
+        }
+    }
+    let len = f.metadata().unwrap().len() / 4096 * 4096;
+    f.set_len(len.saturating_sub(leave)).unwrap();
+    p
+}
+
+/// Mounts under the home other than the small volumePath itself.
+fn volume_mounts(h: &Home, small: &Path) -> Vec<PathBuf> {
+    h.mounts().into_iter().filter(|m| m != small).collect()
+}
+
+fn images(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".img") || n.contains(".copying"))
+        .collect()
+}
+
+fn allocated(h: &Home, vol: &str) -> u64 {
+    let out = h.rexray(&["volume", "ls", vol, "-f", "json"]);
+    let v: Value = serde_json::from_str(out.ok()).unwrap();
+    v[0]["fields"]["allocated"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no allocated field: {v}"))
+        .parse()
+        .unwrap()
+}
+
+/// A sparse volume larger than the free space under volumePath: create
+/// and mount say so with the figures, and `ls` shows what is allocated.
+#[test]
+fn overcommit_is_named_on_create_and_mount_and_shown_by_ls() {
+    require_root!();
+    let h = Home::new();
+    let _small = small_volume_path(&h, 64, "");
+    let c = h.rexray(&["volume", "create", "ov1", "--size", "1"]);
+    c.ok();
+    for w in [
+        "volume ov1",
+        "overcommitted",
+        "1.0 GiB (1073741824 bytes)",
+        "is free there",
+        "could still grow by",
+        "loop.preallocate",
+    ] {
+        assert!(c.stderr.contains(w), "create: lacks {w:?}: {c:?}");
+    }
+    assert!(!c.stdout.contains("overcommitted"), "{c:?}");
+    assert_eq!(allocated(&h, "ov1"), 0);
+    let m = h.rexray(&["volume", "mount", "ov1"]);
+    m.ok();
+    assert!(
+        m.stderr.contains("overcommitted") && m.stderr.contains("ov1"),
+        "{m:?}"
+    );
+    std::fs::write(h.data("ov1").join("f"), vec![1u8; 1 << 20]).unwrap();
+    nix::unistd::sync();
+    assert!(allocated(&h, "ov1") >= 1 << 20);
+    h.rexray(&["volume", "unmount", "ov1"]).ok();
+}
+
+/// `loop.preallocate`: the whole image at create, or a refusal naming the
+/// figures that leaves nothing behind.
+#[test]
+fn preallocate_allocates_the_image_or_refuses_leaving_nothing() {
+    require_root!();
+    let h = Home::new();
+    let small = small_volume_path(&h, 8, "  preallocate: true\n");
+    let c = h.rexray(&["volume", "create", "pa1", "--size", "1"]);
+    let e = c.fails(1);
+    for w in [
+        "volume pa1",
+        "loop.preallocate",
+        "1.0 GiB",
+        "is free in loop.volumePath",
+    ] {
+        assert!(e.contains(w), "lacks {w:?}: {c:?}");
+    }
+    assert!(images(&small).is_empty(), "{:?}", images(&small));
+    let ls = h.rexray(&["volume", "ls", "-f", "json"]);
+    assert_eq!(ls.ok().trim(), "[]");
+
+    // On a disk with room: the image is allocated whole.
+    let h2 = Home::new();
+    h2.config("loop:\n  preallocate: true\n");
+    h2.rexray(&["volume", "create", "pa2", "--size", "1"]).ok();
+    assert!(allocated(&h2, "pa2") >= 1 << 30);
+    h2.rexray(&["volume", "rm", "pa2"]).ok();
+}
+
+/// A disk that fills during an attach: the loop device bound before the
+/// owner record failed to be written is unbound again, and the error
+/// names the volume and the step.
+#[test]
+fn an_attach_that_hits_enospc_unbinds_its_device() {
+    require_root!();
+    let h = Home::new();
+    let small = small_volume_path(&h, 8, "");
+    h.rexray(&["volume", "create", "at1", "--size", "1"]).ok();
+    let filler = fill(&small, 4096);
+    let a = h.rexray(&["volume", "attach", "at1"]);
+    let e = a.fails(1);
+    for w in [
+        "attaching volume at1",
+        "record the device",
+        "No space left",
+        "overcommitted",
+    ] {
+        assert!(e.contains(w), "lacks {w:?}: {a:?}");
+    }
+    assert!(h.loops().is_empty(), "device left bound: {:?}", h.loops());
+    std::fs::remove_file(&filler).unwrap();
+    h.rexray(&["volume", "attach", "at1"]).ok();
+    assert_eq!(h.loops().len(), 1);
+    h.rexray(&["volume", "detach", "at1"]).ok();
+    assert!(h.loops().is_empty());
+}
+
+/// mkfs on a full disk fails: the mount detaches what it attached and
+/// says why; a create whose catalog cannot be written leaves no image.
+#[test]
+fn a_full_disk_fails_format_and_create_cleanly() {
+    require_root!();
+    let h = Home::new();
+    let small = small_volume_path(&h, 8, "");
+    h.rexray(&["volume", "create", "mk1", "--size", "1"]).ok();
+    let filler = fill(&small, 64 << 10);
+    let m = h.rexray(&["volume", "mount", "mk1"]);
+    let e = m.fails(1);
+    for w in ["mounting volume mk1", "overcommitted", "is free there"] {
+        assert!(e.contains(w), "lacks {w:?}: {m:?}");
+    }
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    assert!(volume_mounts(&h, &small).is_empty(), "{:?}", h.mounts());
+    assert!(h
+        .volumes()
+        .mount_record("mk1")
+        .unwrap()
+        .unwrap_or_default()
+        .consumers
+        .is_empty());
+
+    // Completely full: the catalog cannot be written.
+    let before = images(&small);
+    std::fs::remove_file(&filler).unwrap();
+    fill(&small, 0);
+    let c = h.rexray(&["volume", "create", "cr1", "--size", "1"]);
+    let e = c.fails(1);
+    assert!(e.contains("creating volume cr1"), "{c:?}");
+    assert_eq!(images(&small), before, "an image was left behind");
+}
