@@ -239,9 +239,7 @@ impl LoopDriver {
 
     /// The space figures of volumePath with the catalog `cat`.
     fn space(&self, cat: &Catalog) -> Space {
-        let free = nix::sys::statvfs::statvfs(&self.root)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
-            .unwrap_or(u64::MAX);
+        let free = free_bytes(&self.root);
         let growth = cat
             .volumes
             .iter()
@@ -276,9 +274,7 @@ impl LoopDriver {
     fn allocate(&self, f: &std::fs::File, path: &Path, name: &str, len: u64) -> Result<()> {
         use nix::fcntl::{fallocate, FallocateFlags};
         use std::os::fd::AsRawFd;
-        let free = nix::sys::statvfs::statvfs(&self.root)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
-            .unwrap_or(u64::MAX);
+        let free = free_bytes(&self.root);
         let need = len.saturating_sub(allocated(path));
         let refuse = |why: &str| {
             Error::backend(format!(
@@ -1060,6 +1056,15 @@ nix::ioctl_write_int!(ficlone, 0x94, 9);
 struct Space {
     free: u64,
     growth: u64,
+}
+
+/// Bytes free for unprivileged use on the filesystem of `dir`
+/// (`u64::MAX` when unknown).
+#[allow(clippy::unnecessary_cast)] // fsblkcnt_t is 32 bits on some targets
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        .unwrap_or(u64::MAX)
 }
 
 /// Bytes a file takes on disk (0 when it cannot be read).

@@ -150,10 +150,9 @@ pub fn attach_from(
             Err(e) => return Err(e),
         }
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::ResourceBusy,
-        format!("every free loop device was taken by another process ({TRIES} tries)"),
-    ))
+    Err(std::io::Error::other(format!(
+        "every free loop device was taken by another process ({TRIES} tries)"
+    )))
 }
 
 /// Unbind `dev`. A device still open (mounted) is unbound by the kernel
