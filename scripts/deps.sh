@@ -5,7 +5,6 @@ set -euo pipefail
 
 need_pkgs=(
   ca-certificates build-essential pkg-config
-  libclang-dev          # the loop-device crate generates its kernel bindings
   util-linux            # blkid, findmnt, losetup (tests' cross-checks)
   e2fsprogs xfsprogs    # mkfs.ext4, mkfs.xfs, resize2fs, xfs_growfs
   kmod                  # modprobe loop

@@ -82,7 +82,23 @@ impl Volumes {
         self.cfg.path(keys::MOUNT_PATH).join(name)
     }
 
-    /// The path handed to applications for a mount point: `+ rootPath`.
+    /// The directory handed to applications for volume `name` mounted at
+    /// `mount_point`, checked now (see [`node::content_dir`]): `<mount
+    /// point>/<rootPath>` for every front-end (flexrex binds it onto
+    /// kubelet's paths too), or the mount point itself for a volume in the
+    /// root layout ([`node::root_layout`]). Never a path that resolves
+    /// outside the volume.
+    pub fn content_path(&self, name: &str, mount_point: &Path, create: bool) -> Result<PathBuf> {
+        node::content_dir(
+            name,
+            mount_point,
+            self.cfg.string(keys::MOUNT_ROOT_PATH),
+            create,
+        )
+    }
+
+    /// The path handed to applications for a mount point: `+ rootPath`,
+    /// unchecked (see [`content_path`](Self::content_path)).
     pub fn app_path(&self, mount_point: &Path) -> PathBuf {
         let root = self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/');
         if root.is_empty() {
@@ -174,10 +190,11 @@ impl Volumes {
         consumer: &str,
         opts: &MountOptions,
     ) -> Result<(Volume, PathBuf)> {
-        self.mount_and(arg, consumer, opts, &|_, _| Ok(()))
+        self.mount_and(arg, consumer, opts, &|_, _, _| Ok(()))
     }
 
-    /// [`mount`](Self::mount), then `then(volume, mount point)` under the
+    /// [`mount`](Self::mount), then `then(volume, mount point, path handed
+    /// out)` under the
     /// volume's lock before the consumer is recorded: a front-end that
     /// makes a mount of its own from ours (flexrex binds it onto kubelet's
     /// path) does so atomically with the record, so no other caller ever
@@ -188,7 +205,7 @@ impl Volumes {
         arg: &str,
         consumer: &str,
         opts: &MountOptions,
-        then: &dyn Fn(&Volume, &Path) -> Result<()>,
+        then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
     ) -> Result<(Volume, PathBuf)> {
         crate::input::consumer(consumer)?;
         let v = self.find(arg)?;
@@ -282,22 +299,53 @@ impl Volumes {
                         tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
                     }
                 }
-                return Err(e);
+                // A full backing store fails writes to the device (mkfs,
+                // journal recovery): say so when it may be the cause.
+                return Err(match self.driver.space_note(&v.id) {
+                    Some(n) => Error::new(e.kind(), format!("{}; {n}", e.message())),
+                    None => e,
+                });
             }
         };
         fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());
-        let path = self.app_path(&mp);
-        node::ensure_dir(&path)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
-        if let Err(e) = then(&v, &mp) {
-            if rec.consumers.is_empty() {
-                let keep_attached = was_attached || !rec.holds.is_empty();
-                if let Err(u) = self.release(&v, keep_attached) {
-                    tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
+        let handed = self
+            .content_path(&v.name, &mp, true)
+            .map_err(|e| e.context(step("check the path handed out")))
+            .and_then(|path| {
+                if path == mp && self.app_path(&mp) != mp {
+                    tracing::warn!(volume = %v.name, mount_point = %mp.display(), "the volume holds files at its root (root layout, filled by pods of an earlier release): handing out its root to every front-end; move them into the rootPath directory to switch it to the usual layout");
                 }
+                then(&v, &mp, &path)?;
+                Ok(path)
+            });
+        let path = match handed {
+            Ok(p) => p,
+            Err(e) => {
+                // Leave the volume as we found it: a mount (and a device)
+                // no consumer uses is undone.
+                if !rec.consumers.is_empty() {
+                    return Err(e);
+                }
+                let keep_attached = was_attached || !rec.holds.is_empty();
+                return match self.release(&v, keep_attached) {
+                    Ok(()) if e.kind() == Kind::System && e.message().contains("not a directory") => {
+                        Err(Error::new(e.kind(), format!(
+                            "{}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
+                            e.message(),
+                            v.name,
+                            self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
+                            v.name
+                        )))
+                    }
+                    Ok(()) => Err(e),
+                    Err(u) => {
+                        tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
+                        Err(e)
+                    }
+                };
             }
-            return Err(e);
-        }
+        };
         if rec.consumers.insert(consumer.to_string()) || rec.volume_id.is_empty() {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
@@ -423,7 +471,7 @@ impl Volumes {
         if node::mountinfo::mounts_at(&mp)?.is_empty() {
             Ok(None)
         } else {
-            Ok(Some(self.app_path(&mp)))
+            self.content_path(&v.name, &mp, false).map(Some)
         }
     }
 
@@ -436,7 +484,13 @@ impl Volumes {
             .map(|v| {
                 let mp = self.mount_point(&v.name);
                 let p = if mounts.iter().any(|m| m.mount_point == mp) {
-                    self.app_path(&mp).to_string_lossy().into_owned()
+                    match self.content_path(&v.name, &mp, false) {
+                        Ok(p) => p.to_string_lossy().into_owned(),
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            String::new()
+                        }
+                    }
                 } else {
                     String::new()
                 };

@@ -68,6 +68,7 @@ pub const LOCK_TIMEOUT: &str = "rexray.lockTimeout";
 pub const FREEZE_TIMEOUT: &str = "rexray.freezeTimeout";
 pub const FORMAT_TIMEOUT: &str = "libstorage.device.formatTimeout";
 pub const LOOP_VOLUME_PATH: &str = "loop.volumePath";
+pub const LOOP_PREALLOCATE: &str = "loop.preallocate";
 pub const VFS_ROOT: &str = "vfs.root";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const DOCKER_SPEC: &str = "rexray.modules.default-docker.spec";
@@ -216,6 +217,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Path,
         aliases: &[],
         help: "where the loop driver keeps volume images and its catalog",
+    },
+    KeyDef {
+        key: LOOP_PREALLOCATE,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "allocate a loop volume's whole image at create (and copy) instead of a sparse file; refused when the space is not there",
     },
     KeyDef {
         key: VFS_ROOT,

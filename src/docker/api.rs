@@ -529,7 +529,15 @@ fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> 
         ))
     })?;
     let mp = vols.mount_point(&v.name);
-    let path = is_mounted(&mp)?.then(|| vols.app_path(&mp).to_string_lossy().into_owned());
+    let path = if is_mounted(&mp)? {
+        Some(
+            vols.content_path(&v.name, &mp, false)?
+                .to_string_lossy()
+                .into_owned(),
+        )
+    } else {
+        None
+    };
     #[derive(Serialize)]
     struct Get<'a> {
         #[serde(rename = "Volume")]
@@ -552,24 +560,42 @@ pub struct Cache {
 /// their allocation alive, so a pointer-equal slice is this same catalog.
 struct ListReply {
     volumes: Arc<[Volume]>,
-    mounted: Vec<String>,
+    mounted: Vec<(String, Option<String>)>,
     body: Vec<u8>,
 }
 
-/// The mounted volumes (names) under the mount path, sorted: what a kept
-/// List reply is checked against.
-fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<String>> {
+/// The mounted volumes (names) under the mount path, sorted, each with the
+/// path handed out, checked now (`None` when it would not be inside the
+/// volume): what a kept List reply is checked against.
+fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<(String, Option<String>)>> {
     if all.is_empty() {
         return Ok(Vec::new());
     }
-    let mut key: Vec<String> = mounted_under(&vols.mount_point(""))?.into_iter().collect();
+    let base = vols.mount_point("");
+    let mut key: Vec<(String, Option<String>)> = mounted_under(&base)?
+        .into_iter()
+        .map(|n| {
+            let p = match vols.content_path(&n, &base.join(&n), false) {
+                Ok(p) => Some(p.to_string_lossy().into_owned()),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            };
+            (n, p)
+        })
+        .collect();
     key.sort_unstable();
     Ok(key)
 }
 
 /// The kept List reply, if it was rendered from these very volumes and
-/// the same mounts (`key`, from [`mounted_names`]).
-fn kept_list(all: &Arc<[Volume]>, key: &[String], cache: &Cache) -> Option<Reply> {
+/// the same mounts and paths (`key`, from [`mounted_names`]).
+fn kept_list(
+    all: &Arc<[Volume]>,
+    key: &[(String, Option<String>)],
+    cache: &Cache,
+) -> Option<Reply> {
     let last = cache.list.lock().unwrap_or_else(|e| e.into_inner());
     last.as_ref()
         .filter(|l| Arc::ptr_eq(&l.volumes, all) && l.mounted == key)
@@ -586,7 +612,6 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
     if let Some(r) = cache.and_then(|c| kept_list(&all, &key, c)) {
         return Ok(r);
     }
-    let base = vols.mount_point("");
     let service = vols.config().service();
     #[derive(Serialize)]
     struct List<'a> {
@@ -597,11 +622,10 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
         volumes: all
             .iter()
             .map(|v| {
-                let path = key.binary_search(&v.name).is_ok().then(|| {
-                    vols.app_path(&base.join(&v.name))
-                        .to_string_lossy()
-                        .into_owned()
-                });
+                let path = key
+                    .binary_search_by(|(n, _)| n.as_str().cmp(&v.name))
+                    .ok()
+                    .and_then(|i| key[i].1.clone());
                 docker_volume(service, v, path)
             })
             .collect(),

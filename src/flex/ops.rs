@@ -269,15 +269,25 @@ impl Flex {
             overwrite_fs: false,
             force_attach: false,
         };
-        self.vols.mount_and(&v.id, &who, &mo, &|v, mp| {
-            self.bind_once(v, mp, path, opts.read_only)
+        self.vols.mount_and(&v.id, &who, &mo, &|v, mp, content| {
+            self.bind_once(v, mp, content, path, opts.read_only)
         })?;
         Ok(())
     }
 
-    fn bind_once(&self, v: &Volume, source: &Path, path: &Path, read_only: bool) -> Result<()> {
+    /// Bind `content` (the directory every front-end hands out, inside the
+    /// volume mounted at `mp`) onto kubelet's `path`.
+    fn bind_once(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        content: &Path,
+        path: &Path,
+        read_only: bool,
+    ) -> Result<()> {
         let step =
             |what: &str| format!("mounting volume {} at {} ({what})", v.name, path.display());
+        let source = mp;
         let src = node::mountinfo::mounts_at(source)?
             .into_iter()
             .next()
@@ -290,14 +300,22 @@ impl Flex {
             })?;
         node::ensure_dir(path).map_err(|e| e.context(step("create the directory")))?;
         let here = node::mountinfo::mounts_at(path)?;
-        if here.iter().any(|m| m.dev == src.dev && m.root == src.root) {
+        if let Some(m) = here.iter().find(|m| m.dev == src.dev) {
+            // Ours already. A bind of another directory of the volume (the
+            // root, bound by an earlier release) stays until kubelet
+            // unmounts the path.
+            let rel = content.strip_prefix(mp).unwrap_or(Path::new(""));
+            let want = Path::new(&src.root).join(rel);
+            if Path::new(&m.root) != want {
+                tracing::warn!(volume = %v.name, path = %path.display(), bound = %m.root, expected = %want.display(), "the path shows another directory of the volume (bound by an earlier release); kept until it is unmounted");
+            }
             return Ok(());
         }
         if let Some(m) = here.first() {
             return Err(stacking_refused(path, m, v));
         }
         fail::fail_point!("flex::before-bind", |_| crate::crash_here());
-        node::bind(source, path, read_only).map_err(|e| e.context(step("bind")))?;
+        node::bind(content, path, read_only).map_err(|e| e.context(step("bind")))?;
         fail::fail_point!("flex::after-bind", |_| crate::crash_here());
         Ok(())
     }

@@ -10,7 +10,7 @@ pub mod mountinfo;
 use crate::model::FsType;
 use crate::{Error, Result};
 use nix::mount::{MntFlags, MsFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use mountinfo::Mount;
@@ -226,4 +226,125 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
                 .map_err(|e| Error::from_io(format!("setting the mode of {}", dir.display()), &e))
         }
     }
+}
+
+/// The directory handed to applications for `volume` mounted at `mp`:
+/// `<mp>/<rel>` (`mount.rootPath`), or `mp` itself for a volume in the
+/// root layout (see [`root_layout`]).
+///
+/// Checked on every call, component by component with
+/// `openat(O_NOFOLLOW|O_DIRECTORY)` from the mount point, so a path handed
+/// out never leads outside the volume: a symbolic link (or any other
+/// non-directory) in its place is an error naming the volume and the fix.
+/// With `create`, missing components are made (mode 0755).
+pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() {
+        return Ok(mp.to_path_buf());
+    }
+    if parts.contains(&"..") {
+        return Err(Error::invalid(format!(
+            "mount.rootPath {rel:?} must not contain `..`: it names a directory inside each volume"
+        )));
+    }
+    let open_flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let root = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(open_flags)
+            .open(mp)
+            .map_err(|e| Error::from_io(format!("volume {volume}: opening {}", mp.display()), &e))?
+    };
+    if root_layout(mp, parts[0])? {
+        return Ok(mp.to_path_buf());
+    }
+    let mut dir = OwnedFd::from(root);
+    let mut at = mp.to_path_buf();
+    for c in parts {
+        at.push(c);
+        let name = std::ffi::CString::new(std::ffi::OsStr::new(c).as_bytes())
+            .map_err(|_| Error::invalid(format!("mount.rootPath {rel:?} contains a NUL byte")))?;
+        let open = |dir: &OwnedFd| -> std::io::Result<OwnedFd> {
+            // SAFETY: a valid descriptor and NUL-terminated name; the
+            // returned descriptor is owned by the OwnedFd.
+            let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), open_flags) };
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: a descriptor just opened and owned by nobody else.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        };
+        let next = match open(&dir) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+                // SAFETY: as above; mkdirat does not keep the pointer.
+                if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(Error::from_io(
+                            format!("volume {volume}: creating {}", at.display()),
+                            &e,
+                        ));
+                    }
+                }
+                open(&dir)
+            }
+            r => r,
+        };
+        dir = match next {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(Error::not_found(format!(
+                    "volume {volume}: {} is missing (removed by hand?); unmount and mount the volume again to recreate it",
+                    at.display()
+                )))
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                let link = std::fs::symlink_metadata(&at)
+                    .map(|m| m.file_type().is_symlink())
+                    .unwrap_or(true);
+                let what = if link {
+                    "a symbolic link"
+                } else {
+                    "not a directory either (a file or device)"
+                };
+                return Err(Error::system(format!(
+                    "volume {volume}: {} is {what}, not a directory; rexray hands out only paths inside the volume. Remove it (`rm {}` while the volume is mounted)",
+                    at.display(),
+                    at.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::from_io(
+                    format!("volume {volume}: opening {}", at.display()),
+                    &e,
+                ))
+            }
+        };
+    }
+    Ok(at)
+}
+
+/// Whether a volume is in the root layout: files at the root of its
+/// filesystem beside `lost+found` and `first` (the first component of
+/// `mount.rootPath`). Earlier releases bound the root onto kubelet's paths,
+/// so pods filled volumes there; such a volume is handed out from its root
+/// to every front-end, so that nothing it holds seems to vanish.
+pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
+    let rd = std::fs::read_dir(mp)
+        .map_err(|e| Error::from_io(format!("reading {}", mp.display()), &e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::from_io(format!("reading {}", mp.display()), &e))?;
+        let n = e.file_name();
+        if n != "lost+found" && n != first {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -23,7 +23,7 @@
 //! and a volume attached by another one is "unavailable" to the rest
 //! until it is detached or taken with force (preempt).
 
-use super::{new_id, now_rfc3339, StorageDriver};
+use super::{loopdev, new_id, now_rfc3339, StorageDriver};
 use crate::error::IoContext;
 use crate::model::{
     Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume,
@@ -32,7 +32,6 @@ use crate::state::{atomic, FileLock};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -174,6 +173,8 @@ pub struct LoopDriver {
     root: PathBuf,
     me: InstanceId,
     lock_timeout: Duration,
+    /// `loop.preallocate`: images are allocated whole, never sparse.
+    preallocate: bool,
     /// The last catalog read, for the long-running service: a `Get` among
     /// 10,000 volumes then costs one stat instead of parsing megabytes.
     cache: Mutex<Option<(FileKey, std::fs::File, Arc<Shared>)>>,
@@ -225,8 +226,79 @@ impl LoopDriver {
             root,
             me,
             lock_timeout,
+            preallocate: false,
             cache: Mutex::new(None),
         })
+    }
+
+    /// With `on`, images are allocated whole at create and copy
+    /// (`loop.preallocate`).
+    pub fn preallocating(mut self, on: bool) -> LoopDriver {
+        self.preallocate = on;
+        self
+    }
+
+    /// The space figures of volumePath with the catalog `cat`.
+    fn space(&self, cat: &Catalog) -> Space {
+        let free = free_bytes(&self.root);
+        let growth = cat
+            .volumes
+            .iter()
+            .map(|r| (r.size * GIB).saturating_sub(allocated(&self.image(&r.id))))
+            .sum();
+        Space { free, growth }
+    }
+
+    /// Say so (a warning: stderr for the CLI, the log otherwise) when the
+    /// volumes under volumePath could grow past its free space: a write
+    /// there then fails inside the volume.
+    fn warn_overcommit(&self, cat: &Catalog, r: &Record, when: &str) {
+        let sp = self.space(cat);
+        if sp.growth > sp.free {
+            tracing::warn!("{when} volume {}: {}", r.name, self.overcommit_text(r, &sp));
+        }
+    }
+
+    fn overcommit_text(&self, r: &Record, sp: &Space) -> String {
+        format!(
+            "loop.volumePath {} is overcommitted: the volume is {} with {} allocated, {} is free there and all its volumes could still grow by {}; writes past the free space fail inside the volumes (lost writes, a journal that cannot be recovered on the next mount). Free space there, or set loop.preallocate for new volumes",
+            self.root.display(),
+            bytes(r.size * GIB),
+            bytes(allocated(&self.image(&r.id))),
+            bytes(sp.free),
+            bytes(sp.growth)
+        )
+    }
+
+    /// Allocate all of `f` (`path`, for volume `name`), `len` bytes; a
+    /// refusal names the figures.
+    fn allocate(&self, f: &std::fs::File, path: &Path, name: &str, len: u64) -> Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        use std::os::fd::AsRawFd;
+        let free = free_bytes(&self.root);
+        let need = len.saturating_sub(allocated(path));
+        let refuse = |why: &str| {
+            Error::backend(format!(
+                "cannot preallocate volume {name} (loop.preallocate): it needs {} more, and {} is free in loop.volumePath {}{why}; free space there, create a smaller volume, or unset loop.preallocate for a sparse image",
+                bytes(need),
+                bytes(free),
+                self.root.display()
+            ))
+        };
+        if need > free {
+            return Err(refuse(""));
+        }
+        match fallocate(f.as_raw_fd(), FallocateFlags::empty(), 0, len as i64) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ENOSPC) => Err(refuse(" (ENOSPC)")),
+            Err(e) => Err(Error::from_io(
+                format!(
+                    "preallocating volume {name}: fallocate of {} (loop.preallocate needs a filesystem with fallocate)",
+                    path.display()
+                ),
+                &std::io::Error::from(e),
+            )),
+        }
     }
 
     fn image(&self, id: &str) -> PathBuf {
@@ -340,14 +412,20 @@ impl LoopDriver {
             .checked_mul(GIB)
             .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
         let grow = (|| {
-            if tmp_file.metadata()?.len() < bytes {
-                tmp_file.set_len(bytes)?;
+            if self.preallocate {
+                self.allocate(&tmp_file, &tmp, name, bytes)?;
             }
-            tmp_file.sync_all()
+            let sized = || -> std::io::Result<()> {
+                if tmp_file.metadata()?.len() < bytes {
+                    tmp_file.set_len(bytes)?;
+                }
+                tmp_file.sync_all()
+            };
+            sized().map_err(|e| Error::from_io(format!("sizing {}", tmp.display()), &e))
         })();
         if let Err(e) = grow {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::from_io(format!("sizing {}", tmp.display()), &e));
+            return Err(e);
         }
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
@@ -378,6 +456,7 @@ impl LoopDriver {
             return Err(e);
         }
         tracing::info!(volume = name, source = %src.display(), how, "created a volume from a copy");
+        self.warn_overcommit(&cat, &rec, "created");
         Ok(self.to_volume(&rec, &kernel_loops()))
     }
 
@@ -450,6 +529,11 @@ impl LoopDriver {
 
     fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
         let mut v = Self::metadata(r);
+        // Bytes the sparse image takes under volumePath now.
+        v.fields.insert(
+            "allocated".into(),
+            allocated(&self.image(&r.id)).to_string(),
+        );
         v.attachment_state = AttachmentState::Available as u8;
         if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
             let owner = self.read_owner(&r.id);
@@ -474,10 +558,8 @@ impl LoopDriver {
         v
     }
 
-    /// Bind a free loop device to `image`. LOOP_CTL_GET_FREE and
-    /// LOOP_SET_FD are two steps (no maintained crate offers the one-step
-    /// LOOP_CONFIGURE), so another process can take the device in
-    /// between; the kernel then answers EBUSY and we try the next one.
+    /// Bind a free loop device to `image` (see [`loopdev::attach`]: a
+    /// device another process takes meanwhile is skipped).
     fn bind_loop(&self, image: &Path) -> Result<PathBuf> {
         {
             use std::os::unix::fs::FileTypeExt;
@@ -490,46 +572,13 @@ impl LoopDriver {
                 ));
             }
         }
-        let control = ::loopdev::LoopControl::open().map_err(|e| {
+        let file = open_image(image, true)?;
+        loopdev::attach(&file).map_err(|e| {
             Error::from_io(
-                "opening /dev/loop-control (is the loop module loaded? try `modprobe loop`)",
+                format!("attaching {} to a loop device", image.display()),
                 &e,
             )
-        })?;
-        let mut last = None;
-        for _ in 0..64 {
-            let dev = control
-                .next_free()
-                .map_err(|e| Error::from_io("finding a free loop device", &e))?;
-            let path = dev
-                .path()
-                .ok_or_else(|| Error::system("a free loop device has no path"))?;
-            // LOOP_SET_FD alone: it configures the device in one step. The
-            // crate's attach() adds LOOP_SET_STATUS64, which freezes the
-            // queue and costs ~20 ms for nothing we need (no offset, no
-            // flags; the backing path shows in sysfs either way).
-            let file = open_image(image, true)?;
-            match dev.attach_fd(file.as_raw_fd()) {
-                Ok(()) => return Ok(path),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    last = Some(e);
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Error::from_io(
-                        format!("attaching {} to {}", image.display(), path.display()),
-                        &e,
-                    ))
-                }
-            }
-        }
-        Err(Error::from_io(
-            format!(
-                "attaching {}: every free loop device was taken",
-                image.display()
-            ),
-            &last.unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EBUSY)),
-        ))
+        })
     }
 
     /// Remove image files that no catalog entry names and no loop device
@@ -609,10 +658,20 @@ impl StorageDriver for LoopDriver {
             .size
             .checked_mul(GIB)
             .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        if self.preallocate {
+            if let Err(e) = self.allocate(&f, &img, name, bytes) {
+                let _ = std::fs::remove_file(&img);
+                return Err(e);
+            }
+        }
         if let Err(e) = f.set_len(bytes).and_then(|_| f.sync_all()) {
             let _ = std::fs::remove_file(&img);
             return Err(Error::from_io(
-                format!("sizing image {} to {} GiB", img.display(), spec.size),
+                format!(
+                    "creating volume {name}: sizing image {} to {} GiB",
+                    img.display(),
+                    spec.size
+                ),
                 &e,
             ));
         }
@@ -631,8 +690,9 @@ impl StorageDriver for LoopDriver {
         cat.volumes.push(rec.clone());
         if let Err(e) = self.write_catalog(&cat) {
             let _ = std::fs::remove_file(&img);
-            return Err(e);
+            return Err(e.context(format!("creating volume {name} (catalog)")));
         }
+        self.warn_overcommit(&cat, &rec, "created");
         Ok(self.to_volume(&rec, &loops))
     }
 
@@ -661,7 +721,15 @@ impl StorageDriver for LoopDriver {
     }
 
     fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
-        let rec = self.record(id)?;
+        let cat = self.read_catalog()?;
+        crate::input::volume_id(id)?;
+        let rec = cat
+            .volumes
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
+        self.warn_overcommit(&cat, &rec, "attaching");
         let _lock = self.lock_attach(id)?;
         let img = self.image(id);
         if !img.is_file() {
@@ -697,11 +765,32 @@ impl StorageDriver for LoopDriver {
         }
         // Record the intent first: if we die after the attach, the device
         // is still known to be ours.
-        self.write_owner(id, Path::new(""))?;
+        let step = |what: &str| format!("attaching volume {} ({what})", rec.name);
+        self.write_owner(id, Path::new(""))
+            .map_err(|e| e.context(step("owner record")))?;
         fail::fail_point!("loop::attach-before-bind", |_| crate::crash_here());
-        let dev = self.bind_loop(&img)?;
+        let dev = match self.bind_loop(&img) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = atomic::remove_volatile(&self.owner_path(id));
+                return Err(e.context(step("bind a loop device")));
+            }
+        };
         fail::fail_point!("loop::attach-after-bind", |_| crate::crash_here());
-        self.write_owner(id, &dev)?;
+        if let Err(e) = self.write_owner(id, &dev) {
+            // Undo the bind: a device nobody records is a device nobody
+            // detaches.
+            if let Err(d) = loopdev::detach(&dev) {
+                tracing::warn!(volume = %rec.name, device = %dev.display(), error = %d, "could not unbind the loop device after a failed attach");
+            }
+            let _ = atomic::remove_volatile(&self.owner_path(id));
+            let note = self
+                .space_note(id)
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
+            return Err(Error::new(e.kind(), format!("{}{note}", e.message()))
+                .context(step("record the device; the device was unbound")));
+        }
         Ok(MountSource::Device(dev))
     }
 
@@ -727,9 +816,7 @@ impl StorageDriver for LoopDriver {
             )));
         }
         for dev in &devs {
-            let ld = ::loopdev::LoopDevice::open(dev)
-                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
-            ld.detach()
+            loopdev::detach(dev)
                 .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
         }
         fail::fail_point!("loop::detach-after-clear", |_| crate::crash_here());
@@ -766,6 +853,13 @@ impl StorageDriver for LoopDriver {
         }
     }
 
+    fn space_note(&self, id: &str) -> Option<String> {
+        let cat = self.read_catalog().ok()?;
+        let r = cat.volumes.iter().find(|r| r.id == id)?;
+        let sp = self.space(&cat);
+        (sp.growth > sp.free).then(|| self.overcommit_text(r, &sp))
+    }
+
     /// An image with no data extent at all is one hole: every byte reads
     /// as zero, so no filesystem or other signature can be on it.
     fn known_blank(&self, id: &str) -> bool {
@@ -790,6 +884,10 @@ impl StorageDriver for LoopDriver {
         let img = self.image(id);
         let bytes = size_gib * GIB;
         let f = open_image(&img, true)?;
+        if self.preallocate {
+            self.allocate(&f, &img, &rec.name, bytes)
+                .map_err(|e| e.context(format!("resizing volume {}", rec.name)))?;
+        }
         if f.metadata().map(|m| m.len()).unwrap_or(0) < bytes {
             f.set_len(bytes)
                 .and_then(|_| f.sync_all())
@@ -797,9 +895,7 @@ impl StorageDriver for LoopDriver {
         }
         fail::fail_point!("loop::resize-after-image", |_| crate::crash_here());
         for dev in kernel_loops().get(&img).into_iter().flatten() {
-            let ld = ::loopdev::LoopDevice::open(dev)
-                .map_err(|e| Error::from_io(format!("opening {}", dev.display()), &e))?;
-            ld.set_capacity().map_err(|e| {
+            loopdev::set_capacity(dev).map_err(|e| {
                 Error::from_io(format!("updating capacity of {}", dev.display()), &e)
             })?;
         }
@@ -968,6 +1064,48 @@ impl StorageDriver for LoopDriver {
 }
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
+
+/// Free space under volumePath and what its volumes could still take.
+struct Space {
+    free: u64,
+    growth: u64,
+}
+
+/// Bytes free for unprivileged use on the filesystem of `dir`
+/// (`u64::MAX` when unknown).
+#[allow(clippy::unnecessary_cast)] // fsblkcnt_t is 32 bits on some targets
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        .unwrap_or(u64::MAX)
+}
+
+/// Bytes a file takes on disk (0 when it cannot be read).
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// A byte count for people: `5.0 GiB (5368709120 bytes)`.
+fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    if b == u64::MAX {
+        return "unknown".into();
+    }
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {} ({b} bytes)", UNITS[u])
+    }
+}
 
 /// Copy `src` to the new file `dst`: a reflink when the filesystem can
 /// share extents, else a sparse copy that writes only the data regions.

@@ -2,6 +2,7 @@
 //! lists, removes, attaches and detaches volumes; it never mounts.
 
 pub mod r#loop;
+pub mod loopdev;
 pub mod vfs;
 
 use crate::config::{keys, Config};
@@ -39,6 +40,12 @@ pub trait StorageDriver: Send + Sync {
     fn known_blank(&self, id: &str) -> bool {
         let _ = id;
         false
+    }
+    /// A note on the space behind a volume when it may be what made a
+    /// write fail (the backing store is overcommitted), for error messages.
+    fn space_note(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
     }
     /// Grow a volume to `size_gib`; returns the new size in bytes.
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
@@ -161,7 +168,8 @@ pub fn open(cfg: &Config) -> Result<Box<dyn StorageDriver>> {
             &cfg.path(keys::LOOP_VOLUME_PATH),
             instance_id(cfg, "loop"),
             cfg.duration(keys::LOCK_TIMEOUT),
-        )?)),
+        )?
+        .preallocating(cfg.boolean(keys::LOOP_PREALLOCATE)))),
         "vfs" => Ok(Box::new(vfs::VfsDriver::open(
             &cfg.path(keys::VFS_ROOT),
             instance_id(cfg, "vfs"),

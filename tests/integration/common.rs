@@ -269,9 +269,7 @@ pub fn cleanup(dir: &Path) {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
     for d in loops_under(dir) {
-        if let Ok(ld) = loopdev::LoopDevice::open(&d) {
-            let _ = ld.detach();
-        }
+        let _ = rexray::storage::loopdev::detach(&d);
     }
     if mounts_under(dir).is_empty() {
         let _ = std::fs::remove_dir_all(dir);

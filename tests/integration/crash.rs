@@ -759,7 +759,7 @@ mod flexrex {
                 }
                 assert_eq!(k.mountdevice(&h, None).0, 0, "{fp}");
                 set_up(&h, &k, fp);
-                std::fs::write(k.dmp.join("data/token"), fp).unwrap();
+                std::fs::write(k.dmp.join("token"), fp).unwrap();
                 if step == "unmountdevice" {
                     killed_flex(k.unmountdevice(&h, fp_at("unmountdevice")), fp);
                     assert_eq!(h.loops().len(), 1, "{fp}: kubelet's hold keeps it");
@@ -781,10 +781,7 @@ mod flexrex {
                 // The data survived: a new cycle finds it.
                 ok(&h, &["attach", &k.opts, "node1"]);
                 assert_eq!(k.mountdevice(&h, None).0, 0);
-                assert_eq!(
-                    std::fs::read_to_string(k.dmp.join("data/token")).unwrap(),
-                    *fp
-                );
+                assert_eq!(std::fs::read_to_string(k.dmp.join("token")).unwrap(), *fp);
                 ok(&h, &["unmountdevice", k.dmp.to_str().unwrap()]);
                 ok(&h, &["detach", "pv-v", "node1"]);
                 torn_down(&h, fp);

@@ -10,6 +10,7 @@ mod errors;
 mod files;
 mod flexrex;
 mod managed_plugin;
+mod mount_safety;
 mod packaging;
 mod props;
 mod security;

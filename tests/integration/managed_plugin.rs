@@ -347,9 +347,7 @@ impl Drop for PluginGuard<'_> {
         let _ = self.d.docker(&["plugin", "disable", "-f", &self.name]);
         let _ = self.d.docker(&["plugin", "rm", "-f", &self.name]);
         for dev in loops_by_inode(&self.state) {
-            if let Ok(ld) = loopdev::LoopDevice::open(&dev) {
-                let _ = ld.detach();
-            }
+            let _ = rexray::storage::loopdev::detach(&dev);
         }
     }
 }
