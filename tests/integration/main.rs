@@ -8,6 +8,7 @@ mod docker;
 mod dvdcli;
 mod errors;
 mod flexrex;
+mod freeze_uuid;
 mod managed_plugin;
 mod packaging;
 mod props;
