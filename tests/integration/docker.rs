@@ -130,6 +130,10 @@ impl Service {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        // A killed service leaves its url file behind; the new one removes
+        // it only after writing its pid (and an fsync), so a stale one
+        // would say "ready" before the socket is bound.
+        let _ = std::fs::remove_file(self.home.join("var/run/rexray.url"));
         let mut child = c.spawn().expect("spawn rexray service");
         let pid_file = self.home.join("var/run/rexray.pid");
         let deadline = Instant::now() + Duration::from_secs(60);
