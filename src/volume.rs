@@ -812,7 +812,8 @@ impl Volumes {
                 let _src_lock = self.state.lock_volume(&src.id)?;
                 self.frozen_copy(&src, "copy", |intact| {
                     fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
-                    self.driver.copy(&src.id, name, &spec, intact)
+                    self.driver
+                        .copy(&src.id, name, &spec, intact, &|img| self.prepare(name, img))
                 })
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
@@ -827,7 +828,8 @@ impl Volumes {
                     })
                     .ok_or_else(|| Error::not_found(format!("{from} not found")))?;
                 spec.size = opts.size.unwrap_or(snap.volume_size);
-                self.driver.create_from_snapshot(&snap.id, name, &spec)
+                self.driver
+                    .create_from_snapshot(&snap.id, name, &spec, &|img| self.prepare(name, img))
             }
         };
         fail::fail_point!("volume::copy-after-driver", |_| crate::crash_here());
@@ -852,12 +854,55 @@ impl Volumes {
         })
     }
 
+    /// Give the filesystem of a new volume's image (a copy, or a volume
+    /// made from a snapshot) a UUID of its own before it is published, so
+    /// it mounts beside its source (XFS refuses a second filesystem of one
+    /// UUID) and `/dev/disk/by-uuid` names one filesystem. When the UUID
+    /// cannot be changed the copy is kept as it is, and said so; XFS then
+    /// mounts it with `nouuid`. Fails (and the copy is discarded) only
+    /// when a tool had to be stopped half-way.
+    fn prepare(&self, name: &str, img: &Path) -> Result<()> {
+        fail::fail_point!("volume::copy-keep-uuid", |_| Ok(()));
+        let timeout = self.cfg.duration(keys::FORMAT_TIMEOUT);
+        let fs = match node::fs::probe(img, self.cfg.duration(keys::ATTACH_TIMEOUT)) {
+            Ok(node::fs::Probe::Filesystem(t)) => t,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(
+                    volume = name,
+                    "{e}; the new volume keeps its source's filesystem UUID"
+                );
+                return Ok(());
+            }
+        };
+        match node::fs::regenerate_uuid(img, &fs, timeout) {
+            Ok(node::fs::NewUuid::Changed(uuid)) => {
+                tracing::info!(volume = name, fs = %fs, uuid = %uuid, "the new volume's filesystem has a UUID of its own");
+                Ok(())
+            }
+            Ok(node::fs::NewUuid::Kept(why)) => {
+                tracing::warn!(
+                    volume = name,
+                    fs = %fs,
+                    "the new volume keeps its source's filesystem UUID ({why}); /dev/disk/by-uuid may name either, and XFS mounts it with nouuid"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.context(format!(
+                "cannot create volume {name} (giving its filesystem a UUID of its own); the copy was discarded"
+            ))),
+        }
+    }
+
     /// Run `copy` of a volume with its filesystem frozen when it is
     /// mounted here (see [`quiesce`](Self::quiesce)). `copy` gets the check
     /// the driver runs once the data is copied and before publishing it:
     /// it fails when the filesystem did not stay frozen (the guard thawed
     /// it at `rexray.freezeTimeout`, or someone else did), so a torn copy
-    /// is never published, even by a process killed right after.
+    /// is never published, even by a process killed right after. Once the
+    /// check passes, the filesystem is thawed at once: the copy is whole,
+    /// and what the driver does next with it (preparing it, publishing it)
+    /// keeps no writer waiting.
     fn frozen_copy<T>(
         &self,
         v: &Volume,
@@ -865,23 +910,40 @@ impl Volumes {
         copy: impl FnOnce(&dyn Fn() -> Result<()>) -> Result<T>,
     ) -> Result<T> {
         let bound = self.cfg.duration(keys::FREEZE_TIMEOUT);
-        let frozen = self.quiesce(v, what)?;
+        let frozen = std::cell::RefCell::new(self.quiesce(v, what)?);
+        let was_frozen = frozen.borrow().is_some();
         let checked = std::cell::Cell::new(false);
+        let finish = |f: node::freeze::Frozen| {
+            // The copy was whole when the check passed; a thaw after it
+            // changes nothing in it.
+            if let Err(e) = f.finish(bound) {
+                tracing::warn!(volume = %v.name, "{e}");
+            }
+        };
         let intact = || {
             checked.set(true);
-            match &frozen {
-                Some(f) => f.intact(bound).map_err(|e| {
-                    Error::new(
-                        e.kind(),
-                        format!("{}; the {what} was discarded", e.message()),
-                    )
-                    .context(format!("cannot {what} volume {}", v.name))
-                }),
+            let held = frozen.borrow_mut().take();
+            match held {
+                Some(f) => match f.intact(bound) {
+                    Ok(()) => {
+                        finish(f);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // `finish` below thaws it and ends the guard.
+                        *frozen.borrow_mut() = Some(f);
+                        Err(Error::new(
+                            e.kind(),
+                            format!("{}; the {what} was discarded", e.message()),
+                        )
+                        .context(format!("cannot {what} volume {}", v.name)))
+                    }
+                },
                 None => Ok(()),
             }
         };
         let made = copy(&intact);
-        if frozen.is_some() && made.is_ok() && !checked.get() {
+        if was_frozen && made.is_ok() && !checked.get() {
             // Every driver that copies must check before publishing.
             debug_assert!(
                 false,
@@ -890,12 +952,8 @@ impl Volumes {
             );
             tracing::error!(volume = %v.name, driver = self.driver.name(), "a {what} was published without checking that the source stayed frozen");
         }
-        if let Some(f) = frozen {
-            // The copy was whole when the check passed; a thaw after it
-            // changes nothing in it.
-            if let Err(e) = f.finish(bound) {
-                tracing::warn!(volume = %v.name, "{e}");
-            }
+        if let Some(f) = frozen.into_inner() {
+            finish(f);
         }
         made
     }

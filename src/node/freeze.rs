@@ -10,6 +10,19 @@
 //! killer, a Ctrl-C), the pipe closes and the guard thaws. The guard also
 //! thaws once the filesystem has been frozen for `rexray.freezeTimeout`;
 //! the freezer then finds it thawed and knows its copy may be torn.
+//!
+//! The guard must not die with its freezer. A kill of the freezer's whole
+//! process group (`timeout`, cron, CI runners and terminals signal the
+//! group; a closing terminal hangs up the session) reaches every process
+//! still in that group, so the guard leaves it first: it starts a session
+//! of its own (`setsid`), ignores the signals a terminal or a supervisor
+//! sends a group, opts out of the OOM killer, and only then tells the
+//! freezer it is ready. The freezer freezes only after hearing that (and
+//! gives up, freezing nothing, when it does not within [`READY_TIMEOUT`]).
+//! What still takes both: a kill of every process of a cgroup (systemd's
+//! `KillMode=control-group`, `docker kill` of a container, the cgroup OOM
+//! killer with `memory.oom.group`); then `rexray service start` (its
+//! reconcile thaws what a crashed copy left frozen) or `fsfreeze -u`.
 
 use crate::{Error, Result};
 use nix::errno::Errno;
@@ -28,8 +41,23 @@ const GUARD_TIMED_OUT: i32 = 3;
 /// The guard's exit status when the bound passed and the filesystem was
 /// no longer frozen (someone else had thawed it).
 const GUARD_LATE: i32 = 4;
-/// The signals a terminal or a service manager sends a whole group.
-const GROUP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+/// The signals a terminal or a service manager sends a whole group (and
+/// SIGPIPE: the guard's "ready" may meet a freezer already gone).
+const GROUP_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGPIPE,
+];
+/// "Out of the freezer's group and session": the freezer may freeze.
+const READY: u8 = b'g';
+/// How long the freezer waits for its guard to be ready before it gives
+/// up without freezing.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// "The filesystem is frozen now": the guard's bound starts.
 const FROZEN: u8 = b'f';
 /// "Thawed (or never frozen)": the guard exits without thawing.
@@ -101,10 +129,13 @@ impl Guard {
     fn spawn(dir: &std::fs::File, bound: Duration) -> Result<Guard> {
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::system(format!("creating the freeze guard's pipe: {e}")))?;
+        let (ready_rx, ready_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::system(format!("creating the freeze guard's pipe: {e}")))?;
         let fds = GuardFds {
             dir: dir.as_raw_fd(),
             rx: rx.as_raw_fd(),
             tx: tx.as_raw_fd(),
+            ready: ready_tx.as_raw_fd(),
             // Read before the fork: the child only closes what is below.
             max_fd: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .map(|(soft, _)| soft.min(1 << 20) as RawFd)
@@ -128,8 +159,8 @@ impl Guard {
         );
         let old_raw: libc::sigset_t = *old.as_ref();
         // SAFETY: the child calls only async-signal-safe functions (signal,
-        // sigprocmask, setsid, close, close_range, poll, read, ioctl,
-        // _exit) and never returns into Rust code, so forking a
+        // sigprocmask, setsid, open, write, close, close_range, poll, read,
+        // ioctl, _exit) and never returns into Rust code, so forking a
         // multi-threaded process is sound.
         let forked = unsafe { nix::unistd::fork() };
         if let Ok(ForkResult::Child) = forked {
@@ -143,17 +174,52 @@ impl Guard {
         match forked {
             Ok(ForkResult::Parent { child }) => {
                 drop(rx);
-                Ok(Guard {
+                drop(ready_tx);
+                let guard = Guard {
                     pid: child,
                     tx: Some(tx),
                     end: std::cell::Cell::new(None),
-                })
+                };
+                guard.await_ready(ready_rx)?;
+                Ok(guard)
             }
             Ok(ForkResult::Child) => unreachable!("the guard never returns"),
             Err(e) => Err(Error::system(format!(
                 "starting the freeze guard (fork): {e}"
             ))),
         }
+    }
+
+    /// Wait until the guard has left the freezer's process group and
+    /// session: from then on nothing sent to the freezer's group or
+    /// session reaches it. A guard that dies or stalls first is ended, and
+    /// nothing is frozen.
+    fn await_ready(&self, ready: OwnedFd) -> Result<()> {
+        let ms = libc::c_int::try_from(READY_TIMEOUT.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `next_byte` is async-signal-safe, so safe anywhere; the
+        // descriptor is open.
+        let got = unsafe { next_byte(ready.as_raw_fd(), ms) };
+        if got == Some(READY) {
+            return Ok(());
+        }
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        // Reap it (by pid: ours).
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        self.end.set(Some(GuardEnd::Lost));
+        Err(Error::system(if got.is_none() {
+            format!(
+                "the freeze guard did not start within {}; nothing was frozen (is the host overloaded?)",
+                humantime::format_duration(READY_TIMEOUT)
+            )
+        } else {
+            "the freeze guard died as it started; nothing was frozen".to_string()
+        }))
     }
 
     /// Tell the guard the freeze holds: its bound starts now. False when
@@ -231,6 +297,8 @@ struct GuardFds {
     dir: RawFd,
     rx: RawFd,
     tx: RawFd,
+    /// Where it says it is ready (then closes it).
+    ready: RawFd,
     max_fd: RawFd,
 }
 
@@ -269,15 +337,34 @@ unsafe fn next_byte(rx: RawFd, timeout_ms: libc::c_int) -> Option<u8> {
 /// # Safety
 /// Called only in the child of a fork: async-signal-safe calls only.
 unsafe fn guard_main(fds: GuardFds, bound_ms: libc::c_int, mask: libc::sigset_t) -> ! {
-    // Outlive the freezer: a Ctrl-C or a hang-up meant for it must not
-    // kill the guard before it thaws. (They are blocked since the fork;
-    // pending ones are dropped once ignored.)
+    // Outlive the freezer: a Ctrl-C, a Ctrl-Z or a hang-up meant for it
+    // must not kill (or stop) the guard before it thaws. (They are blocked
+    // since the fork; pending ones are dropped once ignored.)
     for sig in GROUP_SIGNALS {
         libc::signal(sig, libc::SIG_IGN);
     }
+    // Leave the freezer's process group and session: a kill of its group
+    // (`timeout -s KILL`, a CI job's end) or a hang-up of its terminal no
+    // longer reaches the guard. Until the freezer hears "ready", it has
+    // frozen nothing, so a kill before this point takes both harmlessly.
+    // (A forked child is never a group leader: setsid cannot fail.)
+    if libc::setsid() < 0 {
+        libc::_exit(1);
+    }
     libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
-    libc::setsid();
+    // The OOM killer is to pick the freezer, never its guard (best effort:
+    // lowering needs CAP_SYS_RESOURCE).
+    let adj = libc::open(
+        c"/proc/self/oom_score_adj".as_ptr(),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+    );
+    if adj >= 0 {
+        libc::write(adj, b"-1000".as_ptr().cast(), 5);
+        libc::close(adj);
+    }
     libc::close(fds.tx);
+    libc::write(fds.ready, [READY].as_ptr().cast(), 1);
+    libc::close(fds.ready);
     // Keep no other descriptor: not the freezer's lock files (the locks
     // would outlive it), not a listening socket, not another guard's pipe
     // (that guard would never see its freezer die), not the standard

@@ -112,3 +112,154 @@ pub fn grow(dev: &Path, mount_point: &Path, fs: &str, timeout: Duration) -> Resu
     }
     Ok(())
 }
+
+/// The filesystem UUID in `dev` (a device or an image file), read from
+/// the superblock itself (`blkid -p`: no cache, no udev), if it has one.
+pub fn fs_uuid(dev: &Path, timeout: Duration) -> Result<Option<String>> {
+    let out = cmd::run(
+        "blkid",
+        "util-linux",
+        &[
+            "-p".as_ref(),
+            "-s".as_ref(),
+            "UUID".as_ref(),
+            "-o".as_ref(),
+            "value".as_ref(),
+            dev.as_os_str(),
+        ],
+        timeout,
+    )?;
+    let uuid = out.stdout.trim();
+    Ok((out.status.success() && !uuid.is_empty()).then(|| uuid.to_string()))
+}
+
+/// What [`regenerate_uuid`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewUuid {
+    /// The filesystem has this fresh UUID.
+    Changed(String),
+    /// It keeps its UUID, for this reason (the tool refused, is missing,
+    /// or the filesystem type has no UUID this knows how to change). The
+    /// image is as it was.
+    Kept(String),
+}
+
+/// Give the filesystem in `image` (an image file or a device, neither
+/// mounted nor attached anywhere else) a fresh random UUID, so that it can
+/// be mounted beside the filesystem it was copied from (XFS refuses two of
+/// one UUID) and `/dev/disk/by-uuid` and fstab entries keep naming one
+/// filesystem.
+///
+/// ext2/3/4: `tune2fs -U random`. XFS: `xfs_admin -U generate`; a copy of
+/// a frozen XFS has a quiesced but dirty log, which xfs_admin refuses, so
+/// the log is replayed first by mounting the image once, with `nouuid`, in
+/// a private mount namespace (no other process sees that mount, and it
+/// ends with the namespace even if this process is killed).
+///
+/// `Err` only when a tool ran past `timeout` and was stopped: the image
+/// may be half changed then and must not be used.
+pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result<NewUuid> {
+    let (prog, pkg, args): (&str, &str, &[&str]) = match fs_type {
+        "ext4" | "ext3" | "ext2" => ("tune2fs", "e2fsprogs", &["-U", "random"]),
+        "xfs" => ("xfs_admin", "xfsprogs", &["-U", "generate"]),
+        other => {
+            return Ok(NewUuid::Kept(format!(
+                "changing the UUID of a {other} filesystem is not supported"
+            )))
+        }
+    };
+    if let Err(e) = cmd::find(prog, pkg) {
+        return Ok(NewUuid::Kept(e.message().to_string()));
+    }
+    // Tests make a tool that refuses, to prove the fallback.
+    fail::fail_point!("node::uuid-refused", |_| Ok(NewUuid::Kept(format!(
+        "{prog} refused"
+    ))));
+    let before = fs_uuid(image, timeout)?;
+    let run = || -> Result<(Option<String>, String)> {
+        let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        argv.push(image.as_os_str());
+        let out = cmd::run(prog, pkg, &argv, timeout)?;
+        let said = format!("{} {}", out.stdout.trim(), out.stderr.trim());
+        // xfs_admin's exit status does not tell whether it changed the
+        // UUID: the superblock does.
+        let after = fs_uuid(image, timeout)?;
+        Ok((after.filter(|a| Some(a) != before.as_ref()), said))
+    };
+    let (mut after, mut said) = run()?;
+    if after.is_none() && fs_type == "xfs" && said.contains("log") {
+        tracing::debug!(image = %image.display(), "replaying the XFS log before changing the UUID");
+        if let Err(why) = replay_xfs_log(image, timeout)? {
+            return Ok(NewUuid::Kept(format!(
+                "xfs_admin refused ({}) and the log could not be replayed: {why}",
+                said.trim()
+            )));
+        }
+        fail::fail_point!("node::uuid-after-replay", |_| crate::crash_here());
+        (after, said) = run()?;
+    }
+    Ok(match after {
+        Some(u) => NewUuid::Changed(u),
+        None => NewUuid::Kept(format!("{prog} left the UUID unchanged: {}", said.trim())),
+    })
+}
+
+/// Replay the log of the XFS in `image` by mounting it once (with
+/// `nouuid`: its source may be mounted) and unmounting it, in a private
+/// mount namespace. `Ok(Err(why))` when that failed and nothing changed;
+/// `Err` when it ran past `timeout`.
+fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
+    for (prog, pkg) in [("unshare", "util-linux"), ("sh", "dash")] {
+        if let Err(e) = cmd::find(prog, pkg) {
+            return Ok(Err(e.message().to_string()));
+        }
+    }
+    // Any directory serves as the mount point inside the namespace: the
+    // image's own is there and ours.
+    let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(Err(format!("{} has no directory", image.display())));
+    };
+    let out = cmd::run(
+        "unshare",
+        "util-linux",
+        &[
+            "--mount".as_ref(),
+            "--propagation".as_ref(),
+            "private".as_ref(),
+            "--".as_ref(),
+            "sh".as_ref(),
+            "-c".as_ref(),
+            "mount -t xfs -o loop,nouuid -- \"$1\" \"$2\" && umount -- \"$2\"".as_ref(),
+            "sh".as_ref(),
+            image.as_os_str(),
+            dir.as_os_str(),
+        ],
+        timeout,
+    )?;
+    // The loop device under that mount goes away on its own (autoclear),
+    // soon after the unmount: wait for it, so nothing holds the image.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while loop_backs(image) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if out.status.success() {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(out.stderr.trim().to_string()))
+    }
+}
+
+/// Whether a loop device is backed by `file`.
+fn loop_backs(file: &Path) -> bool {
+    let Ok(file) = file.canonicalize() else {
+        return false;
+    };
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with("loop")
+            && std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim_end()) == file)
+    })
+}

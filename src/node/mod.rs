@@ -5,6 +5,7 @@
 pub mod cmd;
 pub mod freeze;
 pub mod fs;
+pub mod kmsg;
 pub mod mountinfo;
 
 use crate::model::FsType;
@@ -125,20 +126,58 @@ pub fn ensure_filesystem(
     }
 }
 
-/// Mount a block device's filesystem at `target`.
+/// Mount a block device's filesystem at `target`. A failure says what
+/// the kernel logged about the device (mount(2) itself returns a bare
+/// errno). An XFS refused for a duplicate UUID (a copy whose UUID could
+/// not be changed, mounted beside its source) is mounted with `nouuid`,
+/// and the log says so.
 pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -> Result<()> {
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    nix::mount::mount(Some(dev), target, Some(fs_type), flags, None::<&str>).map_err(|e| {
-        Error::from_io(
+    let mount = |data: Option<&str>| {
+        let mut log = kmsg::KernelLog::open();
+        nix::mount::mount(Some(dev), target, Some(fs_type), flags, data)
+            .map_err(|e| (e, log.about(dev)))
+    };
+    let failed = |data: Option<&str>, (e, said): (nix::Error, Option<Vec<String>>)| {
+        let opts = data.map(|d| format!(", -o {d}")).unwrap_or_default();
+        let err = Error::from_io(
             format!(
-                "mounting {} ({fs_type}) on {}",
+                "mounting {} ({fs_type}{opts}) on {}",
                 dev.display(),
                 target.display()
             ),
             &std::io::Error::from(e),
+        );
+        Error::new(
+            err.kind(),
+            format!("{}{}", err.message(), kmsg::said(said.as_deref())),
+        )
+    };
+    let first = match mount(None) {
+        Ok(()) => return Ok(()),
+        Err(f) => f,
+    };
+    let duplicate = first
+        .1
+        .as_ref()
+        .map_or(true, |m| m.iter().any(|m| m.contains("duplicate UUID")));
+    if fs_type != "xfs" || first.0 != nix::errno::Errno::EINVAL || !duplicate {
+        return Err(failed(None, first));
+    }
+    tracing::warn!(
+        device = %dev.display(),
+        mount_point = %target.display(),
+        "the XFS filesystem has the UUID of one already mounted (a copy that kept its source's UUID); mounting it with nouuid"
+    );
+    mount(Some("nouuid")).map_err(|second| {
+        let again = failed(Some("nouuid"), second);
+        let first = failed(None, first);
+        Error::new(
+            again.kind(),
+            format!("{}; then {}", first.message(), again.message()),
         )
     })
 }

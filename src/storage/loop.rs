@@ -391,6 +391,7 @@ impl LoopDriver {
         spec: &CreateSpec,
         fields: BTreeMap<String, String>,
         intact: &dyn Fn() -> Result<()>,
+        prepare: super::Prepare<'_>,
     ) -> Result<Volume> {
         crate::input::volume_name(name)?;
         if spec.encrypted {
@@ -407,6 +408,13 @@ impl LoopDriver {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
+        // Still under its temporary name: a process killed meanwhile
+        // leaves a partial copy for the sweep, never a published one.
+        if let Err(e) = prepare(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fail::fail_point!("loop::copy-after-prepare", |_| crate::crash_here());
         let bytes = spec
             .size
             .checked_mul(GIB)
@@ -940,6 +948,7 @@ impl StorageDriver for LoopDriver {
         new_name: &str,
         spec: &CreateSpec,
         intact: &dyn Fn() -> Result<()>,
+        prepare: super::Prepare<'_>,
     ) -> Result<Volume> {
         let src = self.record(id)?;
         if spec.size < src.size {
@@ -951,7 +960,7 @@ impl StorageDriver for LoopDriver {
         let mut fields = src.fields.clone();
         fields.extend(spec.fields.clone());
         fields.insert("copiedFrom".into(), src.id.clone());
-        self.create_copy(&self.image(id), new_name, spec, fields, intact)
+        self.create_copy(&self.image(id), new_name, spec, fields, intact, prepare)
     }
 
     fn snapshot(
@@ -1035,6 +1044,7 @@ impl StorageDriver for LoopDriver {
         snap_id: &str,
         new_name: &str,
         spec: &CreateSpec,
+        prepare: super::Prepare<'_>,
     ) -> Result<Volume> {
         crate::input::volume_id(snap_id)?;
         let snap = self
@@ -1059,6 +1069,7 @@ impl StorageDriver for LoopDriver {
             spec,
             fields,
             &|| Ok(()),
+            prepare,
         )
     }
 }
@@ -1265,12 +1276,16 @@ mod tests {
             size: 0,
             ..Default::default()
         };
-        assert!(d.create_from_snapshot(&s.id, "tiny", &small).is_err());
+        assert!(d
+            .create_from_snapshot(&s.id, "tiny", &small, &|_| Ok(()))
+            .is_err());
         let spec2 = CreateSpec {
             size: 2,
             ..Default::default()
         };
-        let c = d.create_from_snapshot(&s.id, "restored", &spec2).unwrap();
+        let c = d
+            .create_from_snapshot(&s.id, "restored", &spec2, &|_| Ok(()))
+            .unwrap();
         assert_eq!(c.size, 2);
         let mut buf = [0u8; 4];
         std::fs::File::open(d.image(&c.id))
@@ -1278,15 +1293,36 @@ mod tests {
             .read_exact_at(&mut buf, 4096)
             .unwrap();
         assert_eq!(&buf, b"data");
-        let k = d.copy(&v.id, "copy", &spec, &|| Ok(())).unwrap();
+        let k = d
+            .copy(&v.id, "copy", &spec, &|| Ok(()), &|_| Ok(()))
+            .unwrap();
         assert_eq!(k.fields.get("copiedFrom"), Some(&v.id));
         assert!(
-            d.copy(&v.id, "copy", &spec, &|| Ok(())).is_err(),
+            d.copy(&v.id, "copy", &spec, &|| Ok(()), &|_| Ok(()))
+                .is_err(),
             "name taken"
         );
-        let torn = d.copy(&v.id, "torn", &spec, &|| Err(Error::system("torn")));
+        let torn = d.copy(
+            &v.id,
+            "torn",
+            &spec,
+            &|| Err(Error::system("torn")),
+            &|_| Ok(()),
+        );
         assert_eq!(torn.unwrap_err().message(), "torn");
         assert!(d.list().unwrap().iter().all(|v| v.name != "torn"));
+        // The image is prepared before it is published: a failed step
+        // publishes nothing and leaves nothing behind.
+        let seen = std::cell::RefCell::new(None);
+        let unprepared = d.copy(&v.id, "unprepared", &spec, &|| Ok(()), &|img| {
+            *seen.borrow_mut() = Some(img.to_path_buf());
+            Err(Error::system("prepare"))
+        });
+        assert_eq!(unprepared.unwrap_err().message(), "prepare");
+        assert!(d.list().unwrap().iter().all(|v| v.name != "unprepared"));
+        let img = seen.into_inner().expect("prepare was called");
+        assert!(img.to_string_lossy().ends_with(".copying"), "{img:?}");
+        assert!(!img.exists());
         assert_eq!(d.lookup("copy").unwrap().unwrap().id, k.id);
         assert_eq!(d.lookup(&k.id).unwrap().unwrap().name, "copy");
         assert!(d.lookup("nope").unwrap().is_none());

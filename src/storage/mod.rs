@@ -8,7 +8,15 @@ pub mod vfs;
 use crate::config::{keys, Config};
 use crate::model::{CreateSpec, InstanceId, MountSource, Snapshot, Volume};
 use crate::{Error, Result};
+use std::path::Path;
 use std::sync::Arc;
+
+/// The workflow's step for a new volume's data before it is published
+/// (a copy or a volume made from a snapshot): it is given a path of this
+/// host where the new image is, unattached (a file or a block device),
+/// and gives the filesystem in it a UUID of its own. An error means the
+/// image must not be published.
+pub type Prepare<'a> = &'a dyn Fn(&Path) -> Result<()>;
 
 /// A storage backend.
 pub trait StorageDriver: Send + Sync {
@@ -60,15 +68,19 @@ pub trait StorageDriver: Send + Sync {
     /// source's lock and has made sure the source's filesystem is
     /// quiesced; `intact` is called once the data is copied and before
     /// the copy is published: an error there means the source did not
-    /// stay quiesced, and nothing is published.
+    /// stay quiesced, and nothing is published. Then `prepare` is called
+    /// with the new image, before it is published (a driver that has no
+    /// path of it on this host skips it: the copy keeps its source's
+    /// filesystem UUID, and XFS mounts it with `nouuid`).
     fn copy(
         &self,
         id: &str,
         new_name: &str,
         spec: &CreateSpec,
         intact: &dyn Fn() -> Result<()>,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
-        let _ = (id, new_name, spec, intact);
+        let _ = (id, new_name, spec, intact, prepare);
         Err(Error::unsupported(format!(
             "the {} driver cannot copy volumes (volumeName/volumeID)",
             self.name()
@@ -100,14 +112,17 @@ pub trait StorageDriver: Send + Sync {
             self.name()
         )))
     }
-    /// Create volume `new_name` from snapshot `snap_id`.
+    /// Create volume `new_name` from snapshot `snap_id`; `prepare` as
+    /// for [`copy`](Self::copy). (Snapshots themselves are never mounted:
+    /// they keep their source's filesystem UUID.)
     fn create_from_snapshot(
         &self,
         snap_id: &str,
         new_name: &str,
         spec: &CreateSpec,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
-        let _ = (snap_id, new_name, spec);
+        let _ = (snap_id, new_name, spec, prepare);
         Err(Error::unsupported(format!(
             "the {} driver cannot create volumes from snapshots (snapshotName/snapshotID)",
             self.name()

@@ -841,6 +841,7 @@ fn crash_matrix_copy() {
     for fp in [
         "volume::copy-while-frozen",
         "loop::copy-after-clone",
+        "loop::copy-after-prepare",
         "loop::copy-after-rename",
         "volume::copy-after-driver",
     ] {
