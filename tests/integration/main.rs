@@ -8,6 +8,7 @@ mod docker;
 mod dvdcli;
 mod errors;
 mod flexrex;
+mod flood;
 mod managed_plugin;
 mod packaging;
 mod props;
