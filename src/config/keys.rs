@@ -14,6 +14,8 @@ pub enum KeyType {
     OptUint,
     /// A duration such as `30s`, `2m`, `500ms`.
     Duration,
+    /// A whole number from 1 to the bound.
+    Count(u64),
     /// One of a fixed set of words (case-insensitive).
     OneOf(&'static [&'static str]),
     /// A filesystem path (absolute).
@@ -73,6 +75,9 @@ pub const VFS_ROOT: &str = "vfs.root";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const DOCKER_SPEC: &str = "rexray.modules.default-docker.spec";
 pub const DOCKER_DISABLED: &str = "rexray.modules.default-docker.disabled";
+pub const DOCKER_HEADER_TIMEOUT: &str = "rexray.modules.default-docker.headerTimeout";
+pub const DOCKER_IDLE_TIMEOUT: &str = "rexray.modules.default-docker.idleTimeout";
+pub const DOCKER_MAX_CONNECTIONS: &str = "rexray.modules.default-docker.maxConnections";
 pub const FLEXREX_LOG_FILE: &str = "rexray.flexrex.logFile";
 
 /// Every key the configuration knows.
@@ -252,6 +257,27 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Bool,
         aliases: &[],
         help: "turn the Docker volume plugin endpoint off",
+    },
+    KeyDef {
+        key: DOCKER_HEADER_TIMEOUT,
+        default: "10s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a client of the Docker endpoint may take to send a request's headers before its connection is closed",
+    },
+    KeyDef {
+        key: DOCKER_IDLE_TIMEOUT,
+        default: "60s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a keep-alive connection to the Docker endpoint may wait for its next request before it is closed",
+    },
+    KeyDef {
+        key: DOCKER_MAX_CONNECTIONS,
+        default: "1024",
+        ty: KeyType::Count(1_000_000),
+        aliases: &[],
+        help: "connections the Docker endpoint keeps open at once; at the limit the one idle the longest is closed",
     },
     KeyDef {
         key: FLEXREX_LOG_FILE,

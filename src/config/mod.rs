@@ -283,6 +283,10 @@ fn validate(def: &KeyDef, value: &str, source: &Source) -> Result<String> {
                 _ => fail("expected a duration such as 30s, 2m or 500ms (at most 24h)"),
             }
         }
+        KeyType::Count(max) => match v.parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n.to_string()),
+            _ => fail(&format!("expected a whole number from 1 to {max}")),
+        },
         KeyType::OneOf(words) => {
             let l = v.to_ascii_lowercase();
             if words.contains(&l.as_str()) {

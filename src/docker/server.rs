@@ -10,8 +10,14 @@
 //! Capabilities, Get and List while the catalog is unchanged) are served
 //! where they arrive: they cost a few metadata syscalls, less than the
 //! handoff to a thread, and never wait for a lock.
+//!
+//! Connections are bounded in time and number ([`super::conns`]): a client
+//! has `headerTimeout` to send a request's headers, a keep-alive connection
+//! may idle for `idleTimeout`, and at `maxConnections` the connection that
+//! waited the longest for a request is closed to make room.
 
 use super::api;
+use super::conns::{Limits, Registry, Watched};
 use crate::config::{keys, Config};
 use crate::error::IoContext;
 use crate::volume::Volumes;
@@ -21,6 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::convert::Infallible;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,9 +37,6 @@ use std::time::{Duration, Instant};
 /// volume) holds one of these threads; the others go on serving, and
 /// requests answered from memory need none.
 pub const WORKERS: usize = 32;
-
-/// How long a client may take to send a request's headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long in-flight requests may run on after a stop (dockerd waits up
 /// to 2 minutes for a Create or Mount).
@@ -119,6 +123,12 @@ impl Endpoint {
     /// Serve until `stop` is set, then let the requests in flight finish
     /// (bounded by [`DRAIN_TIMEOUT`]).
     pub fn serve(&self, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
+        let limits = Limits {
+            header: vols.config().duration(keys::DOCKER_HEADER_TIMEOUT),
+            idle: vols.config().duration(keys::DOCKER_IDLE_TIMEOUT),
+            max: vols.config().number(keys::DOCKER_MAX_CONNECTIONS).max(1) as usize,
+        }
+        .capped_by_nofile();
         let listener = match self.listener.as_ref().expect("bound") {
             Listener::Unix(l) => l.try_clone().map(Listener::Unix),
             Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
@@ -135,7 +145,7 @@ impl Endpoint {
                     vols,
                     cache: api::Cache::default(),
                 });
-                rt.block_on(serve_async(l, state, stop))
+                rt.block_on(serve_async(l, state, Registry::new(limits), stop))
             }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot serve the Docker plugin API: {e}");
@@ -150,8 +160,24 @@ struct State {
     cache: api::Cache,
 }
 
-async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>) {
+async fn serve_async(
+    listener: Listener,
+    vols: Arc<State>,
+    conns: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let sweeper = tokio::spawn(conns.clone().sweep(REPORT_EVERY));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Header and idle deadlines are the registry's: hyper's own header
+    // timer would also run while a keep-alive connection idles.
+    http.header_read_timeout(None);
+    let server = Server {
+        http,
+        graceful,
+        state: vols,
+        conns,
+    };
     let accepted = match listener {
         Listener::Unix(l) => match l
             .set_nonblocking(true)
@@ -161,8 +187,7 @@ async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>
                 let l = &l;
                 accept_until_stopped(
                     || async move { l.accept().await.map(|(s, _)| s) },
-                    &graceful,
-                    &vols,
+                    &server,
                     &stop,
                 )
                 .await
@@ -177,8 +202,7 @@ async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>
                 let l = &l;
                 accept_until_stopped(
                     || async move { l.accept().await.map(|(s, _)| s) },
-                    &graceful,
-                    &vols,
+                    &server,
                     &stop,
                 )
                 .await
@@ -190,10 +214,13 @@ async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>
         tracing::error!("cannot accept connections: {e}");
     }
     // Idle connections close now; a request in flight finishes first.
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let Server {
+        graceful, conns, ..
+    } = server;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
+    sweeper.abort();
+    conns.report();
+    if drained.is_err() {
         tracing::warn!(
             "requests still running after {}; stopping anyway",
             humantime::format_duration(DRAIN_TIMEOUT)
@@ -201,28 +228,50 @@ async fn serve_async(listener: Listener, vols: Arc<State>, stop: Arc<AtomicBool>
     }
 }
 
+/// How often closed connections and accept errors are logged, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How long accepting pauses after an error (out of descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What accepted connections are served with.
+struct Server {
+    http: hyper::server::conn::http1::Builder,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    state: Arc<State>,
+    conns: Arc<Registry>,
+}
+
 /// Accept and serve connections until `stop` is set.
 async fn accept_until_stopped<S, F, Fut>(
     mut accept: F,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
-    vols: &Arc<State>,
+    server: &Server,
     stop: &AtomicBool,
 ) -> std::io::Result<()>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
 {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
+        if server.conns.saturated() {
+            // Connections closed to make room have not ended yet: leave
+            // new ones in the listen queue a moment.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) } else { continue },
+            }
+        }
         tokio::select! {
             r = accept() => match r {
-                Ok(s) => serve_connection(s, graceful, vols),
+                Ok(s) => serve_connection(s, server),
                 Err(e) => {
-                    // E.g. out of file descriptors: say so and pause, so a
-                    // persistent failure does not spin.
-                    tracing::warn!("accepting a connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // E.g. out of descriptors: make room, say so (the
+                    // registry's report), and pause so that a persistent
+                    // failure does not spin.
+                    server.conns.accept_failed(&e);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
@@ -230,24 +279,32 @@ where
     }
 }
 
-fn serve_connection<S>(
-    stream: S,
-    graceful: &hyper_util::server::graceful::GracefulShutdown,
-    vols: &Arc<State>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+fn serve_connection<S>(stream: S, server: &Server)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
-    let vols = vols.clone();
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper::service::service_fn(move |rq| serve_one(vols.clone(), rq)),
-        );
-    let conn = graceful.watch(conn);
+    let Some(reg) = server.conns.register(stream.as_raw_fd()) else {
+        // Every connection is serving a request: this one is closed.
+        return;
+    };
+    let state = server.state.clone();
+    let conn = reg.conn().clone();
+    let served = server.http.serve_connection(
+        hyper_util::rt::TokioIo::new(Watched::new(reg, stream)),
+        hyper::service::service_fn(move |rq| {
+            conn.busy();
+            let conn = conn.clone();
+            let state = state.clone();
+            async move {
+                let r = serve_one(state, rq).await;
+                conn.idle();
+                r
+            }
+        }),
+    );
+    let served = server.graceful.watch(served);
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = served.await {
             tracing::debug!("connection ended: {e}");
         }
     });

@@ -178,6 +178,9 @@ fn shutdown_signals() -> SigSet {
 
 /// Run the service in the foreground until SIGTERM or SIGINT.
 fn start(cfg: Config) -> Result<i32> {
+    // Connections and volumes each hold descriptors: take all the system
+    // allows rather than a login shell's 1024.
+    super::conns::raise_nofile_limit();
     // Block the shutdown signals in every thread (threads inherit the
     // mask) and take them synchronously in one; children get a clean mask
     // from std::process.

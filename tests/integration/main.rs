@@ -9,6 +9,7 @@ mod dvdcli;
 mod errors;
 mod files;
 mod flexrex;
+mod flood;
 mod freeze_uuid;
 mod managed_plugin;
 mod mount_safety;
