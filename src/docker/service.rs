@@ -117,7 +117,11 @@ struct PidFile {
 }
 
 impl PidFile {
-    fn acquire(path: &Path) -> Result<PidFile> {
+    /// Lock the pid file, remove the files in `stale` a killed predecessor
+    /// left behind, then write our pid. Whoever reads our pid from the
+    /// file therefore knows those files are gone or ours: a `start -d`
+    /// waiting for the url file never takes a dead service's for ours.
+    fn acquire(path: &Path, stale: &[PathBuf]) -> Result<PidFile> {
         use std::os::unix::fs::MetadataExt;
         if let Some(dir) = path.parent() {
             // <run>: rexray's own directory, never a link to elsewhere.
@@ -148,6 +152,9 @@ impl PidFile {
                 .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
             if !same {
                 continue;
+            }
+            for f in stale {
+                let _ = std::fs::remove_file(f);
             }
             file.set_len(0)
                 .and_then(|_| (&file).write_all(format!("{}\n", std::process::id()).as_bytes()))
@@ -188,10 +195,9 @@ fn start(cfg: Config) -> Result<i32> {
     signals
         .thread_block()
         .map_err(|e| Error::system(format!("blocking signals: {e}")))?;
-    let pid = PidFile::acquire(&pid_path(&cfg))?;
     // A service that was killed left its url behind: it must not announce
     // this one before its endpoint is bound.
-    let _ = std::fs::remove_file(url_path(&cfg));
+    let pid = PidFile::acquire(&pid_path(&cfg), &[url_path(&cfg)])?;
     let vols = Arc::new(Volumes::open(cfg.clone())?);
     match vols.reconcile() {
         Ok(done) if done.is_empty() => {}

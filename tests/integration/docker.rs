@@ -130,9 +130,8 @@ impl Service {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        // A killed service left its url: it must not count as this one's
-        // (the new service removes it only after taking the pid file).
-        let _ = std::fs::remove_file(self.home.join("var/run/rexray.url"));
+        // A killed service's url may still be there: the new service
+        // removes it before it writes its pid, so pid + url means ready.
         let mut child = c.spawn().expect("spawn rexray service");
         let pid_file = self.home.join("var/run/rexray.pid");
         let deadline = Instant::now() + Duration::from_secs(60);
