@@ -6,7 +6,8 @@ use rexray::config::Config;
 use rexray::docker::service::ServiceCmd;
 use rexray::model::{CreateOptions, FsType, MountOptions, Volume, VolumeWithPath};
 use rexray::output::{self, Format};
-use rexray::volume::{Created, Unmounted, Volumes};
+use rexray::state::Consumer;
+use rexray::volume::{Created, Unmounted, VolumeRef, Volumes};
 use rexray::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -299,7 +300,6 @@ fn with_path(v: Volume, path: String) -> VolumeWithPath {
 
 fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Error>> {
     let vols = open(cfg)?;
-    let anon = Volumes::anonymous();
     Ok(match cmd {
         VolumeCmd::Ls {
             volumes,
@@ -375,7 +375,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         VolumeCmd::Rm { volumes, fmt, .. } => {
             let format = fmt_of(&fmt)?;
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                match vols.remove(n)? {
+                match vols.remove(VolumeRef::operator(n))? {
                     Some(v) => Ok(Some(v.name)),
                     None => {
                         eprintln!("rexray: remove.disable is set: volume {n} was not removed");
@@ -400,13 +400,17 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             force,
             fmt,
             ..
-        } => volume_table(out, &fmt, &volumes, |n| vols.attach(n, force))?,
+        } => volume_table(out, &fmt, &volumes, |n| {
+            vols.attach(VolumeRef::operator(n), force)
+        })?,
         VolumeCmd::Detach {
             volumes,
             force,
             fmt,
             ..
-        } => volume_table(out, &fmt, &volumes, |n| vols.detach(n, force))?,
+        } => volume_table(out, &fmt, &volumes, |n| {
+            vols.detach(VolumeRef::operator(n), force)
+        })?,
         VolumeCmd::Mount {
             volumes,
             fs_type,
@@ -415,7 +419,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             fmt,
             ..
         } => {
-            let who = consumer.as_deref().unwrap_or(anon);
+            let who = consumer
+                .as_deref()
+                .map_or(Consumer::Anonymous, Consumer::Cli);
             let format = fmt_of(&fmt)?;
             let opts = MountOptions {
                 fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
@@ -423,7 +429,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 force_attach: false,
             };
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                let (v, p) = vols.mount(n, who, &opts)?;
+                let (v, p) = vols.mount(VolumeRef::operator(n), who, &opts)?;
                 Ok(with_path(v, p.to_string_lossy().into_owned()))
             });
             emit(out, &done, err, |d| {
@@ -436,14 +442,19 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             fmt,
             ..
         } => {
-            let who = consumer.as_deref().unwrap_or(anon);
+            let who = consumer
+                .as_deref()
+                .map_or(Consumer::Anonymous, Consumer::Cli);
             volume_table(out, &fmt, &volumes, |n| {
-                match vols.unmount(n, who)? {
+                match vols.unmount(VolumeRef::operator(n), who)? {
                     Unmounted::StillUsed(k) => eprintln!(
                         "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
                     ),
                     Unmounted::Released => {
-                        if let Some(r) = vols.mount_record(n)?.filter(|r| !r.holds.is_empty()) {
+                        if let Some(r) = vols
+                            .mount_record(VolumeRef::operator(n))?
+                            .filter(|r| !r.holds.is_empty())
+                        {
                             let held: Vec<&str> = r.holds.iter().map(String::as_str).collect();
                             eprintln!(
                                 "rexray: volume {n} stays attached: held by {} until its detach",
@@ -452,13 +463,13 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                         }
                     }
                 }
-                vols.find(n)
+                vols.find(VolumeRef::operator(n))
             })?
         }
         VolumeCmd::Path { volume, fmt } => {
             let format = fmt_of(&fmt)?;
-            let v = vols.find(&volume)?;
-            match vols.path(&volume)? {
+            let v = vols.find(VolumeRef::operator(&volume))?;
+            match vols.path(VolumeRef::Id(&v.id))? {
                 Some(p) => {
                     let p = p.to_string_lossy().into_owned();
                     if format == Format::Table {
