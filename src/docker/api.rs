@@ -182,7 +182,9 @@ fn parse(body: &[u8]) -> Result<Request> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Request::default());
     }
-    match serde_json::from_slice::<Value>(body) {
+    // Keys are matched case-insensitively, so `size` and `Size` are the
+    // same key twice.
+    match crate::input::json_without_repeated_keys(body, true) {
         Ok(Value::Object(m)) => Ok(Request(m)),
         Ok(Value::Null) => Ok(Request::default()),
         Ok(other) => Err(Error::invalid(format!(
@@ -745,5 +747,14 @@ mod tests {
         assert!(parse(b"{}").unwrap().name().is_err());
         assert!(parse(br#"{"Name":"../x"}"#).unwrap().name().is_err());
         assert!(parse(br#"{"Name":5}"#).unwrap().name().is_err());
+        for twice in [
+            &br#"{"Name":"a","Name":"b"}"#[..],
+            br#"{"Name":"a","name":"b"}"#,
+            br#"{"Name":"a","Opts":{"size":"1","size":"2"}}"#,
+            br#"{"Name":"a","Opts":{"size":"1","Size":"2"}}"#,
+        ] {
+            let e = parse(twice).unwrap_err().to_string();
+            assert!(e.contains("given twice"), "{e}");
+        }
     }
 }

@@ -449,7 +449,7 @@ fn bytes(what: &str, s: &str) -> Result<u64> {
 /// Parse the JSON options argument.
 pub fn options(json: &str) -> Result<Options> {
     // The text itself is not echoed: it may hold kubelet's secrets.
-    let value: serde_json::Value = serde_json::from_str(json)
+    let value = crate::input::json_without_repeated_keys(json.as_bytes(), false)
         .map_err(|e| Error::invalid(format!("invalid JSON options ({} bytes): {e}", json.len())))?;
     let serde_json::Value::Object(map) = value else {
         let what = match value {
@@ -588,6 +588,20 @@ mod tests {
         assert_eq!(o.force_attach_delay, Duration::from_secs(15));
         assert_eq!(o.pv_or_volume_name.as_deref(), Some("pv1"));
         assert!(!o.loggable.keys().any(|k| k.contains("secret")));
+    }
+
+    #[test]
+    fn a_repeated_option_is_refused_by_name() {
+        let e = options(r#"{"volumeID":"vol1","volumeID":"vol2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"volumeID\" is given twice"), "{e}");
+        let e = options(
+            r#"{"volumeID":"v","kubernetes.io/secret/pw":"a","kubernetes.io/secret/pw":"hunter2"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("given twice") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]
