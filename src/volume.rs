@@ -261,6 +261,7 @@ impl Volumes {
                                 .parse::<FsType>()?,
                         };
                         let fs = node::ensure_filesystem(
+                            &v.name,
                             dev,
                             want,
                             opts.overwrite_fs,
