@@ -18,6 +18,10 @@ pub fn is_root() -> bool {
 macro_rules! require_root {
     () => {
         if !$crate::common::is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs root (loop devices and mount), and CI is set: run the tests as root"
+            );
             eprintln!("skipped: needs root (loop devices and mount)");
             return;
         }

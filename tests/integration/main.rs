@@ -9,6 +9,7 @@ mod dvdcli;
 mod errors;
 mod flexrex;
 mod managed_plugin;
+mod names;
 mod packaging;
 mod props;
 mod security;
