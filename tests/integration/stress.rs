@@ -227,10 +227,12 @@ fn thirty_two_actors_on_eight_volumes() {
     for (kind, k, v, who) in held {
         match kind {
             Kind::Rexray => {
-                h.rexray(&["volume", "unmount", &v, "--consumer", &who])
+                let who = who.strip_prefix("cli:").unwrap();
+                h.rexray(&["volume", "unmount", &v, "--consumer", who])
                     .ok();
             }
             Kind::Docker => {
+                let who = who.strip_prefix("docker:").unwrap();
                 let body = json!({"Name": v, "ID": who}).to_string();
                 assert_eq!(post(&c.sock, "/VolumeDriver.Unmount", &body).0, 200);
             }
