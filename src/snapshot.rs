@@ -20,7 +20,7 @@ pub enum SnapshotCmd {
     /// Take a snapshot of a volume (frozen for the copy when mounted here).
     #[command(visible_alias = "new")]
     Create {
-        /// Volume id or name.
+        /// Volume id or name (`id:X` or `name:X` says which).
         volume: String,
         /// Name of the snapshot.
         name: String,
@@ -28,7 +28,7 @@ pub enum SnapshotCmd {
         #[arg(short = 'f', long = "format", default_value = "tmpl")]
         format: String,
     },
-    /// Remove snapshots (exact id or name).
+    /// Remove snapshots (exact id or name; `id:X` or `name:X` says which).
     #[command(visible_aliases = ["remove", "delete"])]
     Rm {
         /// Snapshot ids or names.

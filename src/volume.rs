@@ -114,12 +114,22 @@ impl Volumes {
 
     /// Like [`lookup`](Self::lookup), but a missing volume is an error.
     pub fn find(&self, r: VolumeRef<'_>) -> Result<Volume> {
-        self.lookup(r)?.ok_or_else(|| {
-            Error::not_found(format!(
-                "volume {} not found (see `rexray volume ls`)",
-                crate::input::quote(r.arg())
-            ))
-        })
+        if let Some(v) = self.lookup(r)? {
+            return Ok(v);
+        }
+        let q = crate::input::quote(r.arg());
+        // A name that is some volume's id: say so rather than act on it.
+        if let VolumeRef::Name(n) = r {
+            if let Ok(Some(v)) = self.driver.inspect(n) {
+                return Err(Error::not_found(format!(
+                    "volume {q} not found: volumes are named here by name, and {n} is the id of volume {}; use that name",
+                    v.name
+                )));
+            }
+        }
+        Err(Error::not_found(format!(
+            "volume {q} not found (see `rexray volume ls`)"
+        )))
     }
 
     /// Fill a create request from `create.default.*`.

@@ -149,7 +149,7 @@ enum VolumeCmd {
     /// Remove volumes (exact id or name; never a volume in use).
     #[command(visible_aliases = ["remove", "delete", "del", "r"])]
     Rm {
-        /// Volume ids or names (exact).
+        /// Volume ids or names (exact; `id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Accepted for compatibility: a volume in use is never removed.
@@ -161,7 +161,7 @@ enum VolumeCmd {
     /// Attach volumes to this instance.
     #[command(visible_alias = "a")]
     Attach {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Take the volume from another instance.
@@ -176,7 +176,7 @@ enum VolumeCmd {
     /// Detach volumes that are not mounted.
     #[command(visible_alias = "d")]
     Detach {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Detach from another instance too.
@@ -191,7 +191,7 @@ enum VolumeCmd {
     /// Attach, format (only if blank) and mount volumes; prints their paths.
     #[command(visible_alias = "m")]
     Mount {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Filesystem to make on a blank volume: ext4 or xfs.
@@ -202,6 +202,7 @@ enum VolumeCmd {
         overwrite_fs: bool,
         /// Who uses the mount (default: the CLI's shared anonymous consumer).
         /// The volume stays mounted until every consumer has unmounted.
+        /// Recorded as `cli:<ID>`: it never names a Docker or kubelet consumer.
         #[arg(long, value_name = "ID")]
         consumer: Option<String>,
         /// Succeed for volumes that are already mounted (always true here).
@@ -214,7 +215,7 @@ enum VolumeCmd {
     /// else uses them.
     #[command(visible_aliases = ["umount", "u"])]
     Unmount {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// The consumer to release (default: the anonymous consumer).
@@ -228,7 +229,7 @@ enum VolumeCmd {
     },
     /// Print the path of a mounted volume.
     Path {
-        /// Volume id or name.
+        /// Volume id or name (`id:X` or `name:X` says which).
         volume: String,
         #[command(flatten)]
         fmt: Fmt,

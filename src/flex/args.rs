@@ -21,7 +21,7 @@ pub mod key {
     pub const PV_OR_VOLUME_NAME: &str = "kubernetes.io/pvOrVolumeName";
     /// Prefix of the secret keys kubelet adds for `secretRef`.
     pub const SECRET_PREFIX: &str = "kubernetes.io/secret/";
-    /// The user's volume id or name.
+    /// The rexray volume's name (matched as a name only, never as an id).
     pub const VOLUME_ID: &str = "volumeID";
     /// Take the volume from another node.
     pub const FORCE_ATTACH: &str = "forceAttach";
@@ -36,7 +36,7 @@ pub const MAX_FORCE_ATTACH_DELAY_SECS: u64 = 86_400;
 /// The options of one call (`flexVolume.options` plus kubelet's keys).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
-    /// `volumeID`: the rexray volume name or id (required).
+    /// `volumeID`: the rexray volume's name (required; never matched as an id).
     pub volume_id: String,
     /// `forceAttach`.
     pub force_attach: bool,
@@ -272,7 +272,7 @@ pub fn doc_command() -> clap::Command {
 pub const MAN_SECTIONS: &[(&str, &str)] = &[
     (
         "VOLUME OPTIONS",
-        "flexVolume.options: volumeID (required: the rexray volume name or id); forceAttach (\"true\": \
+        "flexVolume.options: volumeID (required: the rexray volume's name); forceAttach (\"true\": \
          take the volume from another node); forceAttachDelay (seconds to wait for the other node first). \
          kubelet adds kubernetes.io/fsType, kubernetes.io/readwrite and kubernetes.io/pvOrVolumeName.",
     ),
@@ -480,7 +480,7 @@ pub fn options(json: &str) -> Result<Options> {
     let volume_id = volume_id.trim().to_string();
     if volume_id.is_empty() {
         return Err(Error::invalid(
-            "the option volumeID is missing or empty: set flexVolume.options.volumeID to the rexray volume name or id",
+            "the option volumeID is missing or empty: set flexVolume.options.volumeID to the rexray volume's name",
         ));
     }
     crate::input::volume_name(&volume_id).map_err(|e| e.context("invalid option volumeID"))?;
