@@ -130,6 +130,9 @@ impl Service {
         for (k, v) in &self.env {
             c.env(k, v);
         }
+        // A killed service leaves its url file: it must not pass for the
+        // new one's before that has listened.
+        let _ = std::fs::remove_file(self.home.join("var/run/rexray.url"));
         let mut child = c.spawn().expect("spawn rexray service");
         let pid_file = self.home.join("var/run/rexray.pid");
         let deadline = Instant::now() + Duration::from_secs(60);

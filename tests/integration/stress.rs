@@ -228,8 +228,7 @@ fn thirty_two_actors_on_eight_volumes() {
         match kind {
             Kind::Rexray => {
                 let who = who.strip_prefix("cli:").unwrap();
-                h.rexray(&["volume", "unmount", &v, "--consumer", who])
-                    .ok();
+                h.rexray(&["volume", "unmount", &v, "--consumer", who]).ok();
             }
             Kind::Docker => {
                 let who = who.strip_prefix("docker:").unwrap();
