@@ -109,6 +109,103 @@ pub fn consumer(id: &str) -> Result<&str> {
     Ok(id)
 }
 
+/// Parse JSON text like `serde_json::from_slice::<Value>`, but refuse an
+/// object that gives a key twice (serde_json keeps the last silently):
+/// which of two values the caller meant is a guess. With `fold_case`,
+/// keys that differ only in case count as the same key (for callers that
+/// match keys case-insensitively, as Go decodes Docker's requests).
+pub fn json_without_repeated_keys(
+    text: &[u8],
+    fold_case: bool,
+) -> std::result::Result<serde_json::Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let v = NoRepeats { fold_case }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[derive(Clone, Copy)]
+struct NoRepeats {
+    fold_case: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoRepeats {
+    type Value = serde_json::Value;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoRepeats {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let before = if self.fold_case {
+                out.keys().find(|o| o.eq_ignore_ascii_case(&k))
+            } else {
+                out.keys().find(|o| **o == k)
+            };
+            if let Some(before) = before {
+                let how = if *before == k {
+                    String::new()
+                } else {
+                    format!(" (as {} too; keys are case-insensitive)", quote(before))
+                };
+                return Err(serde::de::Error::custom(format!(
+                    "the key {} is given twice{how}: give each key once",
+                    quote(&k)
+                )));
+            }
+            let v = map.next_value_seed(self)?;
+            out.insert(k, v);
+        }
+        Ok(out.into())
+    }
+}
+
 /// Quote a user-supplied value for an error message: JSON-style escaping so
 /// control characters and NUL stay visible and harmless; long values are cut.
 pub fn quote(s: &str) -> String {
@@ -173,5 +270,36 @@ mod tests {
                 Err(e) => prop_assert!(e.to_string().contains("size")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod repeated_key_tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_refused_by_name() {
+        let parse = |t: &str, fold| json_without_repeated_keys(t.as_bytes(), fold);
+        let e = parse(r#"{"Name":"a","Name":"b"}"#, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Name\" is given twice"), "{e}");
+        let e = parse(r#"{"Opts":{"size":"1","size":"2"}}"#, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"size\" is given twice"), "{e}");
+        let e = parse(r#"{"Opts":{"size":"1","Size":"2"}}"#, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Size\"") && e.contains("\"size\""), "{e}");
+        assert!(parse(r#"{"size":"1","Size":"2"}"#, false).is_ok());
+        assert!(parse(r#"[{"a":1},{"a":2}]"#, false).is_ok());
+        let v = parse(r#"{"a":[1,-2,2.5,"x",null,true,{"b":{}}]}"#, true).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a":[1,-2,2.5,"x",null,true,{"b":{}}]})
+        );
+        assert!(parse(r#"{"a":1} x"#, false).is_err());
+        assert!(parse(r#"{"a":"#, false).is_err());
     }
 }

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::model::Snapshot;
 use crate::output::{self, Format};
-use crate::volume::Volumes;
+use crate::volume::{SnapshotRef, VolumeRef, Volumes};
 use crate::Result;
 
 /// `rexray snapshot …`
@@ -20,7 +20,7 @@ pub enum SnapshotCmd {
     /// Take a snapshot of a volume (frozen for the copy when mounted here).
     #[command(visible_alias = "new")]
     Create {
-        /// Volume id or name.
+        /// Volume id or name (`id:X` or `name:X` says which).
         volume: String,
         /// Name of the snapshot.
         name: String,
@@ -28,7 +28,7 @@ pub enum SnapshotCmd {
         #[arg(short = 'f', long = "format", default_value = "tmpl")]
         format: String,
     },
-    /// Remove snapshots (exact id or name).
+    /// Remove snapshots (exact id or name; `id:X` or `name:X` says which).
     #[command(visible_aliases = ["remove", "delete"])]
     Rm {
         /// Snapshot ids or names.
@@ -70,12 +70,12 @@ pub fn run(cmd: SnapshotCmd, cfg: Config, out: &mut String) -> Result<i32> {
             format,
         } => {
             let format: Format = format.parse()?;
-            let s = vols.snapshot(&volume, &name)?;
+            let s = vols.snapshot(VolumeRef::operator(&volume), &name)?;
             out.push_str(&render(&[s], format));
         }
         SnapshotCmd::Rm { snapshots } => {
             for s in snapshots {
-                let gone = vols.remove_snapshot(&s)?;
+                let gone = vols.remove_snapshot(SnapshotRef::operator(&s))?;
                 out.push_str(&gone.name);
                 out.push('\n');
             }

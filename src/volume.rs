@@ -11,7 +11,7 @@ use crate::model::{
     AttachmentState, CreateOptions, CreateSpec, FsType, MountOptions, MountSource, Snapshot, Volume,
 };
 use crate::node;
-use crate::state::{MountRecord, StateDir, ANONYMOUS};
+use crate::state::{Consumer, MountRecord, StateDir};
 use crate::storage::{self, StorageDriver};
 use crate::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
@@ -115,22 +115,49 @@ impl Volumes {
         Ok(v)
     }
 
-    /// Find a volume by exact id, then exact name.
-    pub fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
+    /// Find a volume as `r` says: by exact name, exact id, or (the
+    /// operator's CLI) either — refused when the argument is one volume's
+    /// id and another's name.
+    pub fn lookup(&self, r: VolumeRef<'_>) -> Result<Option<Volume>> {
+        let arg = r.arg();
         if arg.is_empty() || arg.len() > crate::input::MAX_NAME_LEN || arg.contains(['/', '\0']) {
             crate::input::volume_name(arg)?;
         }
-        self.driver.lookup(arg)
+        match r {
+            VolumeRef::Name(n) => self.driver.lookup_name(n),
+            VolumeRef::Id(i) => self.driver.inspect(i),
+            VolumeRef::IdOrName(a) => {
+                let by_id = self.driver.inspect(a)?;
+                let by_name = self.driver.lookup_name(a)?;
+                match (by_id, by_name) {
+                    (Some(i), Some(n)) if i.id != n.id => {
+                        Err(ambiguous("volume", a, &i.name, &n.id))
+                    }
+                    (Some(v), _) | (None, Some(v)) => Ok(Some(v)),
+                    (None, None) => Ok(None),
+                }
+            }
+        }
     }
 
     /// Like [`lookup`](Self::lookup), but a missing volume is an error.
-    pub fn find(&self, arg: &str) -> Result<Volume> {
-        self.lookup(arg)?.ok_or_else(|| {
-            Error::not_found(format!(
-                "volume {} not found (see `rexray volume ls`)",
-                crate::input::quote(arg)
-            ))
-        })
+    pub fn find(&self, r: VolumeRef<'_>) -> Result<Volume> {
+        if let Some(v) = self.lookup(r)? {
+            return Ok(v);
+        }
+        let q = crate::input::quote(r.arg());
+        // A name that is some volume's id: say so rather than act on it.
+        if let VolumeRef::Name(n) = r {
+            if let Ok(Some(v)) = self.driver.inspect(n) {
+                return Err(Error::not_found(format!(
+                    "volume {q} not found: volumes are named here by name, and {n} is the id of volume {}; use that name",
+                    v.name
+                )));
+            }
+        }
+        Err(Error::not_found(format!(
+            "volume {q} not found (see `rexray volume ls`)"
+        )))
     }
 
     /// Fill a create request from `create.default.*`.
@@ -158,6 +185,21 @@ impl Volumes {
         }
     }
 
+    /// The volume already named `name`, if any; an error when `name` is
+    /// another volume's id (a name must never be one).
+    fn existing_or_refused(&self, name: &str) -> Result<Option<Volume>> {
+        let all = self.driver.list()?;
+        if let Some(v) = all.iter().find(|v| v.name == name) {
+            return Ok(Some(v.clone()));
+        }
+        storage::refuse_name_that_is_an_id(
+            "volume",
+            name,
+            all.iter().map(|v| (v.id.as_str(), v.name.as_str())),
+        )?;
+        Ok(None)
+    }
+
     /// Create a volume named `name`. An existing name is reported as
     /// [`Created::Existing`] and left unchanged.
     pub fn create(&self, name: &str, opts: &CreateOptions) -> Result<Created> {
@@ -168,7 +210,7 @@ impl Volumes {
         }
         let spec = self.create_spec(opts);
         let _names = self.state.lock_names()?;
-        if let Some(v) = self.driver.list()?.into_iter().find(|v| v.name == name) {
+        if let Some(v) = self.existing_or_refused(name)? {
             return Ok(Created::Existing(v));
         }
         fail::fail_point!("volume::create-before-driver", |_| crate::crash_here());
@@ -186,11 +228,11 @@ impl Volumes {
     /// consumer without a mount.
     pub fn mount(
         &self,
-        arg: &str,
-        consumer: &str,
+        r: VolumeRef<'_>,
+        consumer: Consumer<'_>,
         opts: &MountOptions,
     ) -> Result<(Volume, PathBuf)> {
-        self.mount_and(arg, consumer, opts, &|_, _, _| Ok(()))
+        self.mount_and(r, consumer, opts, &|_, _, _| Ok(()))
     }
 
     /// [`mount`](Self::mount), then `then(volume, mount point, path handed
@@ -202,13 +244,13 @@ impl Volumes {
     /// consumer is not recorded and a mount nobody uses is undone.
     pub fn mount_and(
         &self,
-        arg: &str,
-        consumer: &str,
+        r: VolumeRef<'_>,
+        consumer: Consumer<'_>,
         opts: &MountOptions,
         then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
     ) -> Result<(Volume, PathBuf)> {
-        crate::input::consumer(consumer)?;
-        let v = self.find(arg)?;
+        let consumer = consumer.key()?;
+        let v = self.find(r)?;
         node::require_privileges(&format!("mounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         // What we looked up may have changed while we waited for the lock.
@@ -258,6 +300,7 @@ impl Volumes {
                                 .parse::<FsType>()?,
                         };
                         let fs = node::ensure_filesystem(
+                            &v.name,
                             dev,
                             want,
                             opts.overwrite_fs,
@@ -346,7 +389,7 @@ impl Volumes {
                 };
             }
         };
-        if rec.consumers.insert(consumer.to_string()) || rec.volume_id.is_empty() {
+        if rec.consumers.insert(consumer) || rec.volume_id.is_empty() {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
             rec.device = device.to_string_lossy().into_owned();
@@ -384,16 +427,16 @@ impl Volumes {
     /// detached — unless a holder keeps it attached (see
     /// [`hold`](Self::hold)). Unmounting a volume that is not mounted
     /// succeeds.
-    pub fn unmount(&self, arg: &str, consumer: &str) -> Result<Unmounted> {
-        crate::input::consumer(consumer)?;
-        let v = self.find(arg)?;
+    pub fn unmount(&self, r: VolumeRef<'_>, consumer: Consumer<'_>) -> Result<Unmounted> {
+        let key = consumer.key()?;
+        let v = self.find(r)?;
         node::require_privileges(&format!("unmounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
             rec.consumers.clear();
         } else {
-            rec.consumers.remove(consumer);
+            rec.consumers.retain(|e| !consumer.matches(&key, e));
         }
         self.settle(&v, rec)
     }
@@ -401,8 +444,8 @@ impl Volumes {
     /// Unmount a volume's mount that no consumer uses any more (left by a
     /// process killed between dropping its consumer and unmounting), and
     /// detach it unless held; a mount in use is left alone.
-    pub fn release_unused(&self, arg: &str) -> Result<()> {
-        let v = self.find(arg)?;
+    pub fn release_unused(&self, r: VolumeRef<'_>) -> Result<()> {
+        let v = self.find(r)?;
         let _lock = self.state.lock_volume(&v.id)?;
         let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         let mp = self.mount_point(&v.name);
@@ -465,8 +508,8 @@ impl Volumes {
     }
 
     /// The application path of a volume mounted on this host, if it is.
-    pub fn path(&self, arg: &str) -> Result<Option<PathBuf>> {
-        let v = self.find(arg)?;
+    pub fn path(&self, r: VolumeRef<'_>) -> Result<Option<PathBuf>> {
+        let v = self.find(r)?;
         let mp = self.mount_point(&v.name);
         if node::mountinfo::mounts_at(&mp)?.is_empty() {
             Ok(None)
@@ -500,8 +543,8 @@ impl Volumes {
     }
 
     /// The consumers of a volume's mount (its used count is their number).
-    pub fn consumers(&self, arg: &str) -> Result<Vec<String>> {
-        let v = self.find(arg)?;
+    pub fn consumers(&self, r: VolumeRef<'_>) -> Result<Vec<String>> {
+        let v = self.find(r)?;
         Ok(self
             .state
             .load_mount(&v.id)?
@@ -510,21 +553,21 @@ impl Volumes {
     }
 
     /// Attach a volume to this instance without mounting it.
-    pub fn attach(&self, arg: &str, force: bool) -> Result<Volume> {
-        self.attach_held(arg, force, None)
+    pub fn attach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
+        self.attach_held(r, force, None)
     }
 
     /// Attach a volume for `holder`, who will mount it later (kubelet's
     /// attach before its mountdevice): the device stays attached, even
     /// when every consumer of its mount leaves, until the holder lets go
     /// with [`release_hold`](Self::release_hold).
-    pub fn hold(&self, arg: &str, holder: &str, force: bool) -> Result<Volume> {
+    pub fn hold(&self, r: VolumeRef<'_>, holder: &str, force: bool) -> Result<Volume> {
         crate::input::consumer(holder)?;
-        self.attach_held(arg, force, Some(holder))
+        self.attach_held(r, force, Some(holder))
     }
 
-    fn attach_held(&self, arg: &str, force: bool, holder: Option<&str>) -> Result<Volume> {
-        let v = self.find(arg)?;
+    fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
+        let v = self.find(r)?;
         node::require_privileges(&format!("attaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
@@ -562,11 +605,11 @@ impl Volumes {
     /// volume still used elsewhere stays as it is.
     pub fn release_hold(
         &self,
-        arg: &str,
+        r: VolumeRef<'_>,
         which: &dyn Fn(&str) -> bool,
         gone: &dyn Fn(&str) -> bool,
     ) -> Result<Unmounted> {
-        let v = self.find(arg)?;
+        let v = self.find(r)?;
         node::require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
@@ -584,8 +627,8 @@ impl Volumes {
     /// Detach a volume that is not mounted. A volume a holder keeps
     /// attached (see [`hold`](Self::hold)) is detached only with `force`,
     /// which also drops the holders.
-    pub fn detach(&self, arg: &str, force: bool) -> Result<Volume> {
-        let v = self.find(arg)?;
+    pub fn detach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
+        let v = self.find(r)?;
         node::require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_used(&v, "detach")?;
@@ -657,9 +700,9 @@ impl Volumes {
     /// Remove a volume (exact id or name only). Refused while it has
     /// consumers or is attached; a mount left without consumers by a crash
     /// is cleaned up first. `remove.disable` makes this a no-op.
-    pub fn remove(&self, arg: &str) -> Result<Option<Volume>> {
+    pub fn remove(&self, r: VolumeRef<'_>) -> Result<Option<Volume>> {
         let _names = self.state.lock_names()?;
-        let v = self.find(arg)?;
+        let v = self.find(r)?;
         if self.cfg.boolean(keys::REMOVE_DISABLE) {
             tracing::info!(volume = %v.name, "remove.disable is set: not removing");
             return Ok(None);
@@ -707,9 +750,9 @@ impl Volumes {
     /// current size is a no-op that still grows the filesystem, so a retry
     /// after a crash between the two steps finishes the job. Returns the
     /// volume and its size in bytes.
-    pub fn resize(&self, arg: &str, new_size_bytes: u64) -> Result<(Volume, u64)> {
+    pub fn resize(&self, r: VolumeRef<'_>, new_size_bytes: u64) -> Result<(Volume, u64)> {
         const GIB: u64 = 1 << 30;
-        let v = self.find(arg)?;
+        let v = self.find(r)?;
         let gib = new_size_bytes.div_ceil(GIB).max(1);
         if gib > crate::input::MAX_SIZE_GIB {
             return Err(Error::invalid(format!(
@@ -755,19 +798,14 @@ impl Volumes {
         Ok((v, bytes))
     }
 
-    /// The anonymous consumer id (see [`ANONYMOUS`]).
-    pub fn anonymous() -> &'static str {
-        ANONYMOUS
-    }
-
     /// Whether an error means "the volume does not exist".
     pub fn is_not_found(e: &Error) -> bool {
         e.kind() == Kind::NotFound
     }
 
     /// The mount record of a volume (for tests and diagnostics).
-    pub fn mount_record(&self, arg: &str) -> Result<Option<MountRecord>> {
-        let v = self.find(arg)?;
+    pub fn mount_record(&self, r: VolumeRef<'_>) -> Result<Option<MountRecord>> {
+        let v = self.find(r)?;
         self.state.load_mount(&v.id)
     }
 
@@ -791,7 +829,7 @@ impl Volumes {
         }
         {
             let _names = self.state.lock_names()?;
-            if let Some(v) = self.driver.list()?.into_iter().find(|v| v.name == name) {
+            if let Some(v) = self.existing_or_refused(name)? {
                 return Ok(Created::Existing(v));
             }
         }
@@ -835,18 +873,20 @@ impl Volumes {
         fail::fail_point!("volume::copy-after-driver", |_| crate::crash_here());
         match made {
             Ok(v) => Ok(Created::New(v)),
-            Err(e) if e.kind() == Kind::AlreadyExists => match self.lookup(name)? {
-                Some(v) if v.name == name => Ok(Created::Existing(v)),
-                _ => Err(e),
-            },
+            Err(e) if e.kind() == Kind::AlreadyExists => {
+                match self.lookup(VolumeRef::Name(name))? {
+                    Some(v) if v.name == name => Ok(Created::Existing(v)),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }
 
     /// Take snapshot `snap_name` of a volume (frozen while copied when it
     /// is mounted on this host, as for [`create_from`](Self::create_from)).
-    pub fn snapshot(&self, arg: &str, snap_name: &str) -> Result<Snapshot> {
-        let v = self.find(arg)?;
+    pub fn snapshot(&self, r: VolumeRef<'_>, snap_name: &str) -> Result<Snapshot> {
+        let v = self.find(r)?;
         let _lock = self.state.lock_volume(&v.id)?;
         self.frozen_copy(&v, "snapshot", |intact| {
             fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
@@ -965,23 +1005,29 @@ impl Volumes {
         Ok(s)
     }
 
-    /// Remove a snapshot by exact id or name.
-    pub fn remove_snapshot(&self, arg: &str) -> Result<Snapshot> {
-        let s = self
-            .driver
-            .snapshots()?
-            .into_iter()
-            .find(|s| s.id == arg)
-            .or_else(|| {
-                self.driver
-                    .snapshots()
-                    .ok()?
-                    .into_iter()
-                    .find(|s| s.name == arg)
-            })
-            .ok_or_else(|| {
-                Error::not_found(format!("snapshot {} not found", crate::input::quote(arg)))
-            })?;
+    /// Remove a snapshot as `r` says (exact name, id, or either, refused
+    /// when the argument is one snapshot's id and another's name).
+    pub fn remove_snapshot(&self, r: SnapshotRef<'_>) -> Result<Snapshot> {
+        let all = self.driver.snapshots()?;
+        let by_id = || all.iter().find(|s| s.id == r.arg());
+        let by_name = || all.iter().find(|s| s.name == r.arg());
+        let s = match r {
+            VolumeRef::Name(_) => by_name(),
+            VolumeRef::Id(_) => by_id(),
+            VolumeRef::IdOrName(a) => match (by_id(), by_name()) {
+                (Some(i), Some(n)) if i.id != n.id => {
+                    return Err(ambiguous("snapshot", a, &i.name, &n.id))
+                }
+                (i, n) => i.or(n),
+            },
+        }
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "snapshot {} not found",
+                crate::input::quote(r.arg())
+            ))
+        })?
+        .clone();
         self.driver.remove_snapshot(&s.id)?;
         Ok(s)
     }
@@ -1086,6 +1132,62 @@ impl Volumes {
     }
 }
 
+/// How a request names a volume. Docker, flexrex and dvdcli requests
+/// carry names and match names only; the operator's CLI takes an id or a
+/// name. Names and ids never overlap for volumes created by this release
+/// (a name that is another volume's id is refused at create, and a new id
+/// is never a name); a pair made earlier is refused by
+/// [`IdOrName`](Self::IdOrName) rather than guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeRef<'a> {
+    /// Exact name only.
+    Name(&'a str),
+    /// Exact id only (a volume already found, a recorded id).
+    Id(&'a str),
+    /// Exact id or exact name, refused when it is both, of two volumes.
+    IdOrName(&'a str),
+}
+
+/// Snapshots are named the same ways as volumes.
+pub type SnapshotRef<'a> = VolumeRef<'a>;
+
+impl<'a> VolumeRef<'a> {
+    /// The text given.
+    pub fn arg(&self) -> &'a str {
+        match *self {
+            VolumeRef::Name(s) | VolumeRef::Id(s) | VolumeRef::IdOrName(s) => s,
+        }
+    }
+
+    /// An operator's argument: `id:<ID>` or `name:<NAME>` say which (names
+    /// and ids have no `:`), anything else is an id or a name.
+    pub fn operator(arg: &'a str) -> VolumeRef<'a> {
+        if let Some(id) = arg.strip_prefix("id:") {
+            VolumeRef::Id(id)
+        } else if let Some(name) = arg.strip_prefix("name:") {
+            VolumeRef::Name(name)
+        } else {
+            VolumeRef::IdOrName(arg)
+        }
+    }
+}
+
+impl std::fmt::Display for VolumeRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.arg())
+    }
+}
+
+/// The refusal of an argument that is the id of `id_owner` and the name
+/// of the volume (or snapshot) with id `named_id`.
+fn ambiguous(what: &str, arg: &str, id_owner: &str, named_id: &str) -> Error {
+    Error::invalid(format!(
+        "{what} argument {q} is ambiguous: it is the id of {what} {id_owner} and the name of another {what} (id {named_id}); \
+         refusing to guess. Say which: `id:{arg}` for {what} {id_owner}, `name:{arg}` for the {what} named {arg}",
+        q = crate::input::quote(arg),
+    ))
+}
+
 /// Where [`Volumes::create_from`] copies from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopySource {
@@ -1108,5 +1210,134 @@ impl std::fmt::Display for CopySource {
             CopySource::SnapshotName(n) => write!(f, "snapshot with snapshotName {}", quote(n)),
             CopySource::SnapshotId(n) => write!(f, "snapshot with snapshotID {}", quote(n)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(home: &Path) -> Volumes {
+        let env = [("REXRAY_HOME".to_string(), home.display().to_string())];
+        let cfg = crate::config::Config::load(crate::config::LoadOptions {
+            env: Some(env.into_iter().collect()),
+            ..Default::default()
+        })
+        .unwrap();
+        Volumes::open(cfg).unwrap()
+    }
+
+    fn new(vols: &Volumes, name: &str) -> Volume {
+        match vols.create(name, &CreateOptions::default()).unwrap() {
+            Created::New(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Rename, behind the workflows' back, as a previous release allowed.
+    fn rename_in_catalog(vols: &Volumes, from: &str, to: &str) {
+        let p = vols
+            .config()
+            .path(keys::LOOP_VOLUME_PATH)
+            .join("catalog.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let changed = text.replace(
+            &format!("\"name\":\"{from}\""),
+            &format!("\"name\":\"{to}\""),
+        );
+        assert_ne!(text, changed);
+        crate::state::atomic::write(&p, changed.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_name_that_is_another_volumes_id_is_refused_at_create() {
+        let t = tempfile::tempdir().unwrap();
+        let vols = open(t.path());
+        let v = new(&vols, "vol");
+        let e = vols.create(&v.id, &CreateOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        assert!(
+            e.message().contains(&v.id) && e.message().contains("volume vol"),
+            "{e}"
+        );
+        let from = CopySource::VolumeName("vol".into());
+        let e = vols
+            .create_from(&v.id, &CreateOptions::default(), &from)
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput, "{e}");
+        assert_eq!(vols.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn requests_match_names_only_and_the_cli_refuses_ambiguity() {
+        let t = tempfile::tempdir().unwrap();
+        let vols = open(t.path());
+        let v = new(&vols, "vol");
+        // By name only: an id is not a name.
+        assert!(vols.lookup(VolumeRef::Name(&v.id)).unwrap().is_none());
+        assert_eq!(vols.find(VolumeRef::Name("vol")).unwrap().id, v.id);
+        assert_eq!(vols.find(VolumeRef::Id(&v.id)).unwrap().name, "vol");
+        assert!(vols.lookup(VolumeRef::Id("vol")).unwrap().is_none());
+        assert_eq!(vols.find(VolumeRef::IdOrName(&v.id)).unwrap().name, "vol");
+        assert_eq!(vols.find(VolumeRef::IdOrName("vol")).unwrap().id, v.id);
+
+        // A pair left by a previous release: "other" named after vol's id.
+        let other = new(&vols, "other");
+        rename_in_catalog(&vols, "other", &v.id);
+        assert_eq!(vols.find(VolumeRef::Name(&v.id)).unwrap().id, other.id);
+        let e = vols.find(VolumeRef::IdOrName(&v.id)).unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        let m = e.message();
+        assert!(
+            m.contains("ambiguous") && m.contains("volume vol") && m.contains(&other.id),
+            "{m}"
+        );
+        assert!(vols.remove(VolumeRef::IdOrName(&v.id)).is_err());
+        assert_eq!(vols.list().unwrap().len(), 2, "nothing was removed");
+        // The operator says which.
+        assert_eq!(
+            vols.find(VolumeRef::operator(&format!("id:{}", v.id)))
+                .unwrap()
+                .name,
+            "vol"
+        );
+        assert_eq!(
+            vols.find(VolumeRef::operator(&format!("name:{}", v.id)))
+                .unwrap()
+                .id,
+            other.id
+        );
+        vols.remove(VolumeRef::Name(&v.id)).unwrap();
+        assert_eq!(vols.find(VolumeRef::IdOrName(&v.id)).unwrap().name, "vol");
+    }
+
+    #[test]
+    fn snapshots_follow_the_same_rules() {
+        let t = tempfile::tempdir().unwrap();
+        let vols = open(t.path());
+        new(&vols, "vol");
+        let s1 = vols.snapshot(VolumeRef::Name("vol"), "s1").unwrap();
+        let e = vols.snapshot(VolumeRef::Name("vol"), &s1.id).unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput, "{e}");
+        let s2 = vols.snapshot(VolumeRef::Name("vol"), "s2").unwrap();
+        rename_in_catalog(&vols, "s2", &s1.id);
+        let e = vols
+            .remove_snapshot(SnapshotRef::IdOrName(&s1.id))
+            .unwrap_err();
+        assert!(
+            e.message().contains("ambiguous") && e.message().contains("s1"),
+            "{e}"
+        );
+        assert_eq!(vols.snapshots().unwrap().len(), 2);
+        assert_eq!(
+            vols.remove_snapshot(SnapshotRef::Name(&s1.id)).unwrap().id,
+            s2.id
+        );
+        assert_eq!(
+            vols.remove_snapshot(SnapshotRef::IdOrName(&s1.id))
+                .unwrap()
+                .name,
+            "s1"
+        );
     }
 }

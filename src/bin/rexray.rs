@@ -6,7 +6,8 @@ use rexray::config::Config;
 use rexray::docker::service::ServiceCmd;
 use rexray::model::{CreateOptions, FsType, MountOptions, Volume, VolumeWithPath};
 use rexray::output::{self, Format};
-use rexray::volume::{Created, Unmounted, Volumes};
+use rexray::state::Consumer;
+use rexray::volume::{Created, Unmounted, VolumeRef, Volumes};
 use rexray::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,7 +149,7 @@ enum VolumeCmd {
     /// Remove volumes (exact id or name; never a volume in use).
     #[command(visible_aliases = ["remove", "delete", "del", "r"])]
     Rm {
-        /// Volume ids or names (exact).
+        /// Volume ids or names (exact; `id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Accepted for compatibility: a volume in use is never removed.
@@ -160,7 +161,7 @@ enum VolumeCmd {
     /// Attach volumes to this instance.
     #[command(visible_alias = "a")]
     Attach {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Take the volume from another instance.
@@ -175,7 +176,7 @@ enum VolumeCmd {
     /// Detach volumes that are not mounted.
     #[command(visible_alias = "d")]
     Detach {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Detach from another instance too.
@@ -190,7 +191,7 @@ enum VolumeCmd {
     /// Attach, format (only if blank) and mount volumes; prints their paths.
     #[command(visible_alias = "m")]
     Mount {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// Filesystem to make on a blank volume: ext4 or xfs.
@@ -201,6 +202,7 @@ enum VolumeCmd {
         overwrite_fs: bool,
         /// Who uses the mount (default: the CLI's shared anonymous consumer).
         /// The volume stays mounted until every consumer has unmounted.
+        /// Recorded as `cli:<ID>`: it never names a Docker or kubelet consumer.
         #[arg(long, value_name = "ID")]
         consumer: Option<String>,
         /// Succeed for volumes that are already mounted (always true here).
@@ -213,7 +215,7 @@ enum VolumeCmd {
     /// else uses them.
     #[command(visible_aliases = ["umount", "u"])]
     Unmount {
-        /// Volume ids or names.
+        /// Volume ids or names (`id:X` or `name:X` says which).
         #[arg(required = true)]
         volumes: Vec<String>,
         /// The consumer to release (default: the anonymous consumer).
@@ -227,7 +229,7 @@ enum VolumeCmd {
     },
     /// Print the path of a mounted volume.
     Path {
-        /// Volume id or name.
+        /// Volume id or name (`id:X` or `name:X` says which).
         volume: String,
         #[command(flatten)]
         fmt: Fmt,
@@ -299,7 +301,6 @@ fn with_path(v: Volume, path: String) -> VolumeWithPath {
 
 fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Error>> {
     let vols = open(cfg)?;
-    let anon = Volumes::anonymous();
     Ok(match cmd {
         VolumeCmd::Ls {
             volumes,
@@ -375,7 +376,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         VolumeCmd::Rm { volumes, fmt, .. } => {
             let format = fmt_of(&fmt)?;
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                match vols.remove(n)? {
+                match vols.remove(VolumeRef::operator(n))? {
                     Some(v) => Ok(Some(v.name)),
                     None => {
                         eprintln!("rexray: remove.disable is set: volume {n} was not removed");
@@ -400,13 +401,17 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             force,
             fmt,
             ..
-        } => volume_table(out, &fmt, &volumes, |n| vols.attach(n, force))?,
+        } => volume_table(out, &fmt, &volumes, |n| {
+            vols.attach(VolumeRef::operator(n), force)
+        })?,
         VolumeCmd::Detach {
             volumes,
             force,
             fmt,
             ..
-        } => volume_table(out, &fmt, &volumes, |n| vols.detach(n, force))?,
+        } => volume_table(out, &fmt, &volumes, |n| {
+            vols.detach(VolumeRef::operator(n), force)
+        })?,
         VolumeCmd::Mount {
             volumes,
             fs_type,
@@ -415,7 +420,9 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             fmt,
             ..
         } => {
-            let who = consumer.as_deref().unwrap_or(anon);
+            let who = consumer
+                .as_deref()
+                .map_or(Consumer::Anonymous, Consumer::Cli);
             let format = fmt_of(&fmt)?;
             let opts = MountOptions {
                 fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
@@ -423,7 +430,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 force_attach: false,
             };
             let (done, err) = each(&volumes, fmt.continue_on_error, |n| {
-                let (v, p) = vols.mount(n, who, &opts)?;
+                let (v, p) = vols.mount(VolumeRef::operator(n), who, &opts)?;
                 Ok(with_path(v, p.to_string_lossy().into_owned()))
             });
             emit(out, &done, err, |d| {
@@ -436,14 +443,19 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
             fmt,
             ..
         } => {
-            let who = consumer.as_deref().unwrap_or(anon);
+            let who = consumer
+                .as_deref()
+                .map_or(Consumer::Anonymous, Consumer::Cli);
             volume_table(out, &fmt, &volumes, |n| {
-                match vols.unmount(n, who)? {
+                match vols.unmount(VolumeRef::operator(n), who)? {
                     Unmounted::StillUsed(k) => eprintln!(
                         "rexray: volume {n} stays mounted: {k} other consumer(s) still use it"
                     ),
                     Unmounted::Released => {
-                        if let Some(r) = vols.mount_record(n)?.filter(|r| !r.holds.is_empty()) {
+                        if let Some(r) = vols
+                            .mount_record(VolumeRef::operator(n))?
+                            .filter(|r| !r.holds.is_empty())
+                        {
                             let held: Vec<&str> = r.holds.iter().map(String::as_str).collect();
                             eprintln!(
                                 "rexray: volume {n} stays attached: held by {} until its detach",
@@ -452,13 +464,13 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                         }
                     }
                 }
-                vols.find(n)
+                vols.find(VolumeRef::operator(n))
             })?
         }
         VolumeCmd::Path { volume, fmt } => {
             let format = fmt_of(&fmt)?;
-            let v = vols.find(&volume)?;
-            match vols.path(&volume)? {
+            let v = vols.find(VolumeRef::operator(&volume))?;
+            match vols.path(VolumeRef::Id(&v.id))? {
                 Some(p) => {
                     let p = p.to_string_lossy().into_owned();
                     if format == Format::Table {

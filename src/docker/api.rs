@@ -6,8 +6,8 @@
 //! Strict on options: an unknown or bad option fails the request by name.
 
 use crate::model::{CreateOptions, FsType, MountOptions, Volume};
-use crate::state::ANONYMOUS;
-use crate::volume::{CopySource, Created, Unmounted, Volumes};
+use crate::state::Consumer;
+use crate::volume::{CopySource, Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -168,12 +168,12 @@ impl Request {
         })?;
         crate::input::volume_name(n)
     }
-    /// The caller's mount id; none (dvdcli, Mesos, Docker ≤ 1.11) is the
-    /// shared anonymous consumer.
-    fn consumer(&self) -> Result<&str> {
+    /// The caller's mount id, in Docker's consumer namespace; none
+    /// (dvdcli, Mesos, Docker ≤ 1.11) is the shared anonymous consumer.
+    fn consumer(&self) -> Result<Consumer<'_>> {
         match self.string("ID")? {
-            Some(id) if !id.is_empty() => crate::input::consumer(id),
-            _ => Ok(ANONYMOUS),
+            Some(id) if !id.is_empty() => Ok(Consumer::Docker(crate::input::consumer(id)?)),
+            _ => Ok(Consumer::Anonymous),
         }
     }
 }
@@ -182,7 +182,9 @@ fn parse(body: &[u8]) -> Result<Request> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Request::default());
     }
-    match serde_json::from_slice::<Value>(body) {
+    // Keys are matched case-insensitively, so `size` and `Size` are the
+    // same key twice.
+    match crate::input::json_without_repeated_keys(body, true) {
         Ok(Value::Object(m)) => Ok(Request(m)),
         Ok(Value::Null) => Ok(Request::default()),
         Ok(other) => Err(Error::invalid(format!(
@@ -344,7 +346,7 @@ fn create(vols: &Volumes, r: &Request) -> Result<Reply> {
 
 fn remove(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
-    if vols.remove(name)?.is_some() {
+    if vols.remove(VolumeRef::Name(name))?.is_some() {
         tracing::info!(volume = name, "removed");
     }
     Ok(Reply::ok(&json!({})))
@@ -353,20 +355,20 @@ fn remove(vols: &Volumes, r: &Request) -> Result<Reply> {
 fn mount(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let consumer = r.consumer()?;
-    let (_, path) = vols.mount(name, consumer, &MountOptions::default())?;
-    tracing::info!(volume = name, consumer, path = %path.display(), "mounted");
+    let (_, path) = vols.mount(VolumeRef::Name(name), consumer, &MountOptions::default())?;
+    tracing::info!(volume = name, consumer = ?consumer, path = %path.display(), "mounted");
     Ok(Reply::ok(&json!({ "Mountpoint": path })))
 }
 
 fn unmount(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
     let consumer = r.consumer()?;
-    match vols.unmount(name, consumer)? {
-        Unmounted::Released => tracing::info!(volume = name, consumer, "unmounted"),
+    match vols.unmount(VolumeRef::Name(name), consumer)? {
+        Unmounted::Released => tracing::info!(volume = name, consumer = ?consumer, "unmounted"),
         Unmounted::StillUsed(n) => {
             tracing::info!(
                 volume = name,
-                consumer,
+                consumer = ?consumer,
                 "released; {n} consumer(s) still use it"
             )
         }
@@ -376,7 +378,7 @@ fn unmount(vols: &Volumes, r: &Request) -> Result<Reply> {
 
 fn path_of(vols: &Volumes, r: &Request) -> Result<Reply> {
     let name = r.name()?;
-    Ok(Reply::ok(&match vols.path(name)? {
+    Ok(Reply::ok(&match vols.path(VolumeRef::Name(name))? {
         Some(p) => json!({ "Mountpoint": p }),
         None => json!({}),
     }))
@@ -515,12 +517,9 @@ fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> D
 fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> {
     let name = r.name()?;
     let v = match cached {
-        Some(all) => all
-            .iter()
-            .find(|v| v.id == name)
-            .or_else(|| all.iter().find(|v| v.name == name))
-            .cloned(),
-        None => vols.driver().lookup_metadata(name)?,
+        // Names only, as every Docker request: see `VolumeRef`.
+        Some(all) => all.iter().find(|v| v.name == name).cloned(),
+        None => vols.driver().lookup_metadata_name(name)?,
     };
     let v = v.ok_or_else(|| {
         Error::not_found(format!(
@@ -764,13 +763,22 @@ mod tests {
         assert!(parse(b"null").unwrap().0.is_empty());
         let r = parse(br#"{"name":"v1","Extra":[1,2],"id":"abc"}"#).unwrap();
         assert_eq!(r.name().unwrap(), "v1");
-        assert_eq!(r.consumer().unwrap(), "abc");
+        assert_eq!(r.consumer().unwrap(), Consumer::Docker("abc"));
         let r = parse(br#"{"Name":"v1","ID":""}"#).unwrap();
-        assert_eq!(r.consumer().unwrap(), ANONYMOUS);
+        assert_eq!(r.consumer().unwrap(), Consumer::Anonymous);
         assert!(parse(b"{\"Name\":").is_err());
         assert!(parse(b"[1]").is_err());
         assert!(parse(b"{}").unwrap().name().is_err());
         assert!(parse(br#"{"Name":"../x"}"#).unwrap().name().is_err());
         assert!(parse(br#"{"Name":5}"#).unwrap().name().is_err());
+        for twice in [
+            &br#"{"Name":"a","Name":"b"}"#[..],
+            br#"{"Name":"a","name":"b"}"#,
+            br#"{"Name":"a","Opts":{"size":"1","size":"2"}}"#,
+            br#"{"Name":"a","Opts":{"size":"1","Size":"2"}}"#,
+        ] {
+            let e = parse(twice).unwrap_err().to_string();
+            assert!(e.contains("given twice"), "{e}");
+        }
     }
 }

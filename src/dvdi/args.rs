@@ -379,14 +379,24 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
 /// `--volumeopts` values → `(key, value)` pairs: every value is also a
 /// comma-separated list; empty elements are skipped (as the module drops
 /// them); an element must be `key=value` with a non-empty key. The value is
-/// everything after the first `=`.
+/// everything after the first `=`. A key given twice (in any case: keys
+/// are case-insensitive) is refused: which value was meant is a guess.
 pub fn split_opts(raw: &[String]) -> Result<Vec<(String, String)>, UsageError> {
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     for value in raw {
         for el in value.split(',').filter(|e| !e.is_empty()) {
             match el.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => {
-                    out.push((k.trim().to_string(), v.to_string()))
+                    let k = k.trim();
+                    if let Some((ko, vo)) = out.iter().find(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                        return Err(usage(format!(
+                            "--volumeopts key {} is given twice ({} and {}): give each key once",
+                            shown(k),
+                            shown(&format!("{ko}={vo}")),
+                            shown(el)
+                        )));
+                    }
+                    out.push((k.to_string(), v.to_string()))
                 }
                 Some(_) => {
                     return Err(usage(format!(
@@ -505,6 +515,24 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(d.opts, vec![("a".to_string(), "b=c".to_string())]);
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_by_name() {
+        for opts in [
+            &["--volumeopts=size=1", "--volumeopts=size=2"][..],
+            &["--volumeopts=size=1,Size=2"],
+            &["--volumeopts=size=1", "--volumeopts=iops=3,SIZE=1"],
+        ] {
+            let mut args = vec!["create", "--volumedriver=x", "--volumename=v"];
+            args.extend_from_slice(opts);
+            let e = p(&args).unwrap_err();
+            assert!(
+                e.0.contains("given twice") && e.0.to_ascii_lowercase().contains("size"),
+                "{opts:?}: {}",
+                e.0
+            );
+        }
     }
 
     #[test]
@@ -665,8 +693,19 @@ mod tests {
         #[test]
         fn opts_split_roundtrip(pairs in proptest::collection::vec(("[a-zA-Z][a-zA-Z0-9]{0,8}", "[a-zA-Z0-9=.]{0,8}"), 0..6)) {
             let joined = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-            let got = split_opts(&[joined]).unwrap();
-            prop_assert_eq!(got, pairs);
+            let mut keys: Vec<String> = pairs.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+            keys.sort();
+            keys.dedup();
+            match split_opts(&[joined]) {
+                Ok(got) => {
+                    prop_assert_eq!(keys.len(), pairs.len());
+                    prop_assert_eq!(got, pairs);
+                }
+                Err(e) => {
+                    prop_assert!(keys.len() < pairs.len());
+                    prop_assert!(e.0.contains("given twice"), "{}", e.0);
+                }
+            }
         }
 
         #[test]

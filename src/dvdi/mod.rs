@@ -16,8 +16,8 @@ pub mod plugin;
 use crate::config::Config;
 use crate::config::{FlagValue, LoadOptions};
 use crate::input::quote;
-use crate::state::ANONYMOUS;
-use crate::volume::{Created, Unmounted, Volumes};
+use crate::state::Consumer;
+use crate::volume::{Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use args::{Command, Invocation};
 use opts::VolumeOpts;
@@ -105,7 +105,7 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
     Ok(match inv.command {
         Command::Mount => {
             let o = VolumeOpts::parse(&inv.opts)?;
-            let overwrite_allowed = match vols.lookup(name)? {
+            let overwrite_allowed = match vols.lookup(VolumeRef::Name(name))? {
                 Some(_) => {
                     if !inv.opts.is_empty() {
                         tracing::debug!(volume = name, "the volume exists: create options are not used");
@@ -138,18 +138,24 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
                     }
                 },
             };
-            let (_, path) = vols.mount(name, ANONYMOUS, &o.mount_options(overwrite_allowed))?;
+            let (_, path) = vols.mount(
+                VolumeRef::Name(name),
+                Consumer::Anonymous,
+                &o.mount_options(overwrite_allowed),
+            )?;
             let p = path.to_string_lossy();
             tracing::info!(volume = name, "{p}");
             line(&p)
         }
         Command::Unmount => {
-            if let Unmounted::StillUsed(n) = vols.unmount(name, ANONYMOUS)? {
+            if let Unmounted::StillUsed(n) =
+                vols.unmount(VolumeRef::Name(name), Consumer::Anonymous)?
+            {
                 tracing::info!(volume = name, "stays mounted: {n} other consumer(s) use it");
             }
             String::new()
         }
-        Command::Path => match vols.path(name)? {
+        Command::Path => match vols.path(VolumeRef::Name(name))? {
             Some(p) => line(&p.to_string_lossy()),
             None => {
                 tracing::info!(volume = name, "not mounted on this host: no path");
@@ -168,12 +174,12 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
             String::new()
         }
         Command::Remove => {
-            if vols.remove(name)?.is_none() {
+            if vols.remove(VolumeRef::Name(name))?.is_none() {
                 tracing::warn!(volume = name, "remove.disable is set: not removed");
             }
             String::new()
         }
-        Command::Get => line(&vols.find(name)?.name),
+        Command::Get => line(&vols.find(VolumeRef::Name(name))?.name),
         Command::List => vols.list()?.iter().map(|v| line(&v.name)).collect(),
         Command::Version | Command::Help => unreachable!("handled by execute"),
     })

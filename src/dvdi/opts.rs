@@ -27,12 +27,19 @@ pub struct VolumeOpts {
 }
 
 impl VolumeOpts {
-    /// Check `(key, value)` pairs; later keys overwrite earlier ones.
+    /// Check `(key, value)` pairs; a key given twice (in any case) is
+    /// refused.
     pub fn parse(pairs: &[(String, String)]) -> Result<VolumeOpts> {
         let mut o = VolumeOpts::default();
-        for (k, v) in pairs {
+        for (i, (k, v)) in pairs.iter().enumerate() {
             let key = k.to_ascii_lowercase();
             let field = format!("--volumeopts {k}");
+            if pairs[..i].iter().any(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                return Err(Error::invalid(format!(
+                    "--volumeopts key {} is given twice: give each key once",
+                    quote(k)
+                )));
+            }
             match key.as_str() {
                 "size" => o.size = Some(crate::input::size_gib(&field, v)?),
                 "iops" => o.iops = Some(crate::input::iops(&field, v)?),
@@ -90,8 +97,8 @@ impl VolumeOpts {
     }
 }
 
-/// Pairs as a plugin's `Opts` object: keys and values verbatim, later
-/// duplicates win (as the original forwarded them).
+/// Pairs as a plugin's `Opts` object: keys and values verbatim (a key is
+/// given once: [`split_opts`](super::args::split_opts) refuses repeats).
 pub fn as_plugin_opts(pairs: &[(String, String)]) -> BTreeMap<String, String> {
     pairs.iter().cloned().collect()
 }
@@ -129,15 +136,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_case_insensitive_and_later_wins() {
-        let o = VolumeOpts::parse(&pairs(&[
-            ("SIZE", "1"),
-            ("Size", "2"),
-            ("volumeType", "gp2"),
-        ]))
-        .unwrap();
+    fn keys_are_case_insensitive_and_given_once() {
+        let o = VolumeOpts::parse(&pairs(&[("SIZE", "2"), ("volumeType", "gp2")])).unwrap();
         assert_eq!(o.size, Some(2));
         assert_eq!(o.volume_type.as_deref(), Some("gp2"));
+        let e = VolumeOpts::parse(&pairs(&[("SIZE", "1"), ("Size", "2")])).unwrap_err();
+        assert!(e.to_string().contains("\"Size\" is given twice"), "{e}");
     }
 
     #[test]

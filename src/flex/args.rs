@@ -21,7 +21,7 @@ pub mod key {
     pub const PV_OR_VOLUME_NAME: &str = "kubernetes.io/pvOrVolumeName";
     /// Prefix of the secret keys kubelet adds for `secretRef`.
     pub const SECRET_PREFIX: &str = "kubernetes.io/secret/";
-    /// The user's volume id or name.
+    /// The rexray volume's name (matched as a name only, never as an id).
     pub const VOLUME_ID: &str = "volumeID";
     /// Take the volume from another node.
     pub const FORCE_ATTACH: &str = "forceAttach";
@@ -36,7 +36,7 @@ pub const MAX_FORCE_ATTACH_DELAY_SECS: u64 = 86_400;
 /// The options of one call (`flexVolume.options` plus kubelet's keys).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
-    /// `volumeID`: the rexray volume name or id (required).
+    /// `volumeID`: the rexray volume's name (required; never matched as an id).
     pub volume_id: String,
     /// `forceAttach`.
     pub force_attach: bool,
@@ -272,7 +272,7 @@ pub fn doc_command() -> clap::Command {
 pub const MAN_SECTIONS: &[(&str, &str)] = &[
     (
         "VOLUME OPTIONS",
-        "flexVolume.options: volumeID (required: the rexray volume name or id); forceAttach (\"true\": \
+        "flexVolume.options: volumeID (required: the rexray volume's name); forceAttach (\"true\": \
          take the volume from another node); forceAttachDelay (seconds to wait for the other node first). \
          kubelet adds kubernetes.io/fsType, kubernetes.io/readwrite and kubernetes.io/pvOrVolumeName.",
     ),
@@ -449,7 +449,7 @@ fn bytes(what: &str, s: &str) -> Result<u64> {
 /// Parse the JSON options argument.
 pub fn options(json: &str) -> Result<Options> {
     // The text itself is not echoed: it may hold kubelet's secrets.
-    let value: serde_json::Value = serde_json::from_str(json)
+    let value = crate::input::json_without_repeated_keys(json.as_bytes(), false)
         .map_err(|e| Error::invalid(format!("invalid JSON options ({} bytes): {e}", json.len())))?;
     let serde_json::Value::Object(map) = value else {
         let what = match value {
@@ -480,7 +480,7 @@ pub fn options(json: &str) -> Result<Options> {
     let volume_id = volume_id.trim().to_string();
     if volume_id.is_empty() {
         return Err(Error::invalid(
-            "the option volumeID is missing or empty: set flexVolume.options.volumeID to the rexray volume name or id",
+            "the option volumeID is missing or empty: set flexVolume.options.volumeID to the rexray volume's name",
         ));
     }
     crate::input::volume_name(&volume_id).map_err(|e| e.context("invalid option volumeID"))?;
@@ -588,6 +588,20 @@ mod tests {
         assert_eq!(o.force_attach_delay, Duration::from_secs(15));
         assert_eq!(o.pv_or_volume_name.as_deref(), Some("pv1"));
         assert!(!o.loggable.keys().any(|k| k.contains("secret")));
+    }
+
+    #[test]
+    fn a_repeated_option_is_refused_by_name() {
+        let e = options(r#"{"volumeID":"vol1","volumeID":"vol2"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"volumeID\" is given twice"), "{e}");
+        let e = options(
+            r#"{"volumeID":"v","kubernetes.io/secret/pw":"a","kubernetes.io/secret/pw":"hunter2"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("given twice") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,8 @@ use super::store::{NameRecord, Store};
 use crate::config::keys;
 use crate::model::{AttachmentState, MountOptions, Volume};
 use crate::node;
-use crate::volume::{Unmounted, Volumes};
+use crate::state::Consumer;
+use crate::volume::{Unmounted, VolumeRef, Volumes};
 use crate::{Error, Kind, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ pub fn pv_of_holder(h: &str) -> Option<&str> {
 /// How often a forced attach looks again whether the other node let go.
 pub const FORCE_ATTACH_POLL: Duration = Duration::from_secs(5);
 
-/// The consumer id of a path.
+/// The consumer id of a path (`flex:<path>`, flexrex's namespace).
 pub fn consumer(path: &Path) -> String {
     format!("flex:{}", path.display())
 }
@@ -88,7 +89,7 @@ impl Flex {
         match call {
             Call::Init => Ok(init()),
             Call::GetVolumeName(o) => {
-                let v = self.vols.find(&o.volume_id)?;
+                let v = self.vols.find(VolumeRef::Name(&o.volume_id))?;
                 Ok(Reply {
                     volume_name: Some(v.name),
                     ..Reply::success()
@@ -96,7 +97,7 @@ impl Flex {
             }
             Call::Attach { opts, node } => self.attach(&opts, node.as_deref()),
             Call::IsAttached { opts, .. } => {
-                let v = self.vols.find(&opts.volume_id)?;
+                let v = self.vols.find(VolumeRef::Name(&opts.volume_id))?;
                 Ok(Reply {
                     attached: Some(v.state() == AttachmentState::Attached),
                     ..Reply::success()
@@ -110,7 +111,9 @@ impl Flex {
             Call::Unmount { path } | Call::UnmountDevice { path } => self.unmount_at(&path),
             Call::Detach { name, .. } => self.detach(&name),
             Call::ExpandVolume { opts, new_size, .. } | Call::ExpandFs { opts, new_size, .. } => {
-                let (_, bytes) = self.vols.resize(&opts.volume_id, new_size)?;
+                let (_, bytes) = self
+                    .vols
+                    .resize(VolumeRef::Name(&opts.volume_id), new_size)?;
                 Ok(Reply {
                     volume_new_size: Some(bytes),
                     ..Reply::success()
@@ -137,7 +140,7 @@ impl Flex {
     }
 
     fn attach(&self, opts: &Options, node: Option<&str>) -> Result<Reply> {
-        let v = self.vols.find(&opts.volume_id)?;
+        let v = self.vols.find(VolumeRef::Name(&opts.volume_id))?;
         // flexrex attaches where it runs. Node names may differ from host
         // names (--hostname-override), so this is a hint, not a refusal:
         // the controller manager calling attach for another node means
@@ -175,7 +178,8 @@ impl Flex {
                         break;
                     }
                     std::thread::sleep(left.min(FORCE_ATTACH_POLL));
-                    if self.vols.find(&v.id)?.state() != AttachmentState::Unavailable {
+                    if self.vols.find(VolumeRef::Id(&v.id))?.state() != AttachmentState::Unavailable
+                    {
                         force = false;
                         break;
                     }
@@ -185,15 +189,22 @@ impl Flex {
                 }
                 self.remember_name(opts, &v)?;
                 self.vols
-                    .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), force)
+                    .hold(
+                        VolumeRef::Id(&v.id),
+                        &holder(opts.pv_or_volume_name.as_deref()),
+                        force,
+                    )
                     .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
             }
             _ => {
                 // Before the attach: if we die after it, detach still
                 // knows which volume kubelet's name means.
                 self.remember_name(opts, &v)?;
-                self.vols
-                    .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), false)?
+                self.vols.hold(
+                    VolumeRef::Id(&v.id),
+                    &holder(opts.pv_or_volume_name.as_deref()),
+                    false,
+                )?
             }
         };
         tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
@@ -204,16 +215,18 @@ impl Flex {
     }
 
     fn wait_for_attach(&self, device: &str, opts: &Options) -> Result<Reply> {
-        let mut v = self.vols.find(&opts.volume_id)?;
+        let mut v = self.vols.find(VolumeRef::Name(&opts.volume_id))?;
         if v.state() == AttachmentState::Available {
             // kubelet believes the volume attached (it was detached by force,
             // or kubelet rebuilt its state after a reboot) and will not
             // attach again: attach it for kubelet here.
             tracing::warn!(volume = %v.name, "waitforattach: the volume is attached nowhere; attaching it");
             self.remember_name(opts, &v)?;
-            v = self
-                .vols
-                .hold(&v.id, &holder(opts.pv_or_volume_name.as_deref()), false)?;
+            v = self.vols.hold(
+                VolumeRef::Id(&v.id),
+                &holder(opts.pv_or_volume_name.as_deref()),
+                false,
+            )?;
         }
         let Some(dev) = Self::device_of(&v) else {
             return Err(Error::in_use(format!(
@@ -242,9 +255,8 @@ impl Flex {
 
     /// Mount the volume for `path` and bind its mount onto `path`.
     fn mount_at(&self, path: &Path, opts: &Options) -> Result<()> {
-        let v = self.vols.find(&opts.volume_id)?;
-        let who = consumer(path);
-        crate::input::consumer(&who)?;
+        let v = self.vols.find(VolumeRef::Name(&opts.volume_id))?;
+        Consumer::Flex(path).key()?;
         let mp = self.vols.mount_point(&v.name);
         // Refuse before touching anything when the path holds something
         // other than this volume's mount.
@@ -269,9 +281,12 @@ impl Flex {
             overwrite_fs: false,
             force_attach: false,
         };
-        self.vols.mount_and(&v.id, &who, &mo, &|v, mp, content| {
-            self.bind_once(v, mp, content, path, opts.read_only)
-        })?;
+        self.vols.mount_and(
+            VolumeRef::Id(&v.id),
+            Consumer::Flex(path),
+            &mo,
+            &|v, mp, content| self.bind_once(v, mp, content, path, opts.read_only),
+        )?;
         Ok(())
     }
 
@@ -337,12 +352,11 @@ impl Flex {
 
     /// Give up `who`'s use of a volume; a volume that no longer exists
     /// has nothing to give up.
-    fn release(&self, volume_id: &str, who: &str) -> Result<()> {
-        match self.vols.unmount(volume_id, who) {
+    fn release(&self, volume_id: &str, path: &Path) -> Result<()> {
+        let id = VolumeRef::Id(volume_id);
+        match self.vols.unmount(id, Consumer::Flex(path)) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(volume_id)?.is_none() => {
-                Ok(())
-            }
+            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(id)?.is_none() => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -364,8 +378,8 @@ impl Flex {
                     .and_then(|n| n.to_str())
                     .and_then(|n| self.store.name(n).ok().flatten());
                 if let Some(r) = named {
-                    if self.vols.lookup(&r.volume_id)?.is_some() {
-                        self.vols.release_unused(&r.volume_id)?;
+                    if self.vols.lookup(VolumeRef::Id(&r.volume_id))?.is_some() {
+                        self.vols.release_unused(VolumeRef::Id(&r.volume_id))?;
                     }
                 }
                 return Ok(Reply::success().with_message(format!(
@@ -389,7 +403,7 @@ impl Flex {
             node::unmount_all(path)
                 .map_err(|e| e.context(format!("unmounting {}", path.display())))?;
         }
-        self.release(&volume_id, &who)?;
+        self.release(&volume_id, path)?;
         Ok(Reply::success())
     }
 
@@ -417,9 +431,10 @@ impl Flex {
         let (target, which): (_, &dyn Fn(&str) -> bool) = match self.store.name(name)? {
             // A bare hold is an attach that came without a name: kubelet
             // has one attachment per volume and node, so it goes too.
-            Some(r) => (self.vols.lookup(&r.volume_id)?, &|h: &str| {
-                h == named || h == HOLDER
-            }),
+            Some(r) => (
+                self.vols.lookup(VolumeRef::Id(&r.volume_id))?,
+                &|h: &str| h == named || h == HOLDER,
+            ),
             None if name.starts_with("/dev/") => (
                 self.vols
                     .list()?
@@ -444,19 +459,28 @@ impl Flex {
                 node::mountinfo::mounts_at(Path::new(p)).is_ok_and(|m| m.is_empty())
             })
         };
-        match self.vols.release_hold(&v.id, which, &gone) {
+        match self.vols.release_hold(VolumeRef::Id(&v.id), which, &gone) {
             Ok(Unmounted::Released) => Ok(Reply::success()),
             // kubelet's hold is gone; the volume stays attached for the
             // others, and kubelet, which retries, must not believe it is
             // free to attach elsewhere meanwhile.
             Ok(Unmounted::StillUsed(n)) => {
-                let users = self.vols.consumers(&v.id).unwrap_or_default().join(", ");
+                let users = self
+                    .vols
+                    .consumers(VolumeRef::Id(&v.id))
+                    .unwrap_or_default()
+                    .join(", ");
                 Err(Error::in_use(format!(
                     "cannot detach volume {}: {n} other user(s) on this node still have it mounted ({users}); it is detached when the last of them unmounts it",
                     v.name
                 )))
             }
-            Err(e) if e.kind() == Kind::NotFound && self.vols.lookup(&v.id)?.is_none() => nothing(),
+            Err(e)
+                if e.kind() == Kind::NotFound
+                    && self.vols.lookup(VolumeRef::Id(&v.id))?.is_none() =>
+            {
+                nothing()
+            }
             Err(e) => Err(e),
         }
     }

@@ -21,6 +21,12 @@ pub enum Probe {
 /// Probe a device with `blkid -p` (low-level superblock and partition-table
 /// probing, no cache).
 pub fn probe(dev: &Path, timeout: Duration) -> Result<Probe> {
+    Ok(probe_tags(dev, timeout)?.0)
+}
+
+/// [`probe`], with every `TAG=value` blkid reported (`TYPE`, `UUID`,
+/// `LABEL`, `PTTYPE`, ...), to say what a format would destroy.
+pub fn probe_tags(dev: &Path, timeout: Duration) -> Result<(Probe, Vec<(String, String)>)> {
     let out = cmd::run(
         "blkid",
         "util-linux",
@@ -36,6 +42,13 @@ pub fn probe(dev: &Path, timeout: Duration) -> Result<Probe> {
         Some(0) => {
             let mut ty = None;
             let mut other = None;
+            let tags: Vec<(String, String)> = out
+                .stdout
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(k, _)| *k != "DEVNAME")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             for line in out.stdout.lines() {
                 if let Some(v) = line.strip_prefix("TYPE=") {
                     ty = Some(v.to_string());
@@ -45,15 +58,19 @@ pub fn probe(dev: &Path, timeout: Duration) -> Result<Probe> {
                     other.get_or_insert_with(|| format!("usage {v}"));
                 }
             }
-            Ok(match (ty, other) {
+            let probe = match (ty, other) {
                 (Some(t), _) => Probe::Filesystem(t),
                 (None, Some(o)) => Probe::Other(o),
                 (None, None) => Probe::Other("an unknown signature".into()),
-            })
+            };
+            Ok((probe, tags))
         }
-        Some(2) => Ok(Probe::Blank),
+        Some(2) => Ok((Probe::Blank, Vec::new())),
         // 8: ambivalent probing result (several signatures) — not blank.
-        Some(8) => Ok(Probe::Other("several conflicting signatures".into())),
+        Some(8) => Ok((
+            Probe::Other("several conflicting signatures".into()),
+            Vec::new(),
+        )),
         _ => Err(Error::system(format!(
             "probing {} with blkid failed: {}",
             dev.display(),
@@ -262,4 +279,45 @@ fn loop_backs(file: &Path) -> bool {
             && std::fs::read_to_string(e.path().join("loop/backing_file"))
                 .is_ok_and(|b| Path::new(b.trim_end()) == file)
     })
+}
+
+/// What a probe found, for a person: `ext4 filesystem (UUID=…, LABEL=…)`.
+pub fn describe(probe: &Probe, tags: &[(String, String)]) -> String {
+    let what = match probe {
+        Probe::Blank => return "nothing".to_string(),
+        Probe::Filesystem(t) => format!("{t} filesystem"),
+        Probe::Other(o) => o.clone(),
+    };
+    let shown: Vec<String> = tags
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "UUID" | "LABEL" | "PTTYPE" | "PTUUID" | "USAGE"))
+        .map(|(k, v)| format!("{k}={}", crate::input::quote(v)))
+        .collect();
+    if shown.is_empty() {
+        what
+    } else {
+        format!("{what} ({})", shown.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_is_described_with_its_uuid_and_label() {
+        let tags = [
+            ("TYPE".to_string(), "ext4".to_string()),
+            ("UUID".to_string(), "1234-abcd".to_string()),
+            ("LABEL".to_string(), "data".to_string()),
+        ];
+        assert_eq!(
+            describe(&Probe::Filesystem("ext4".into()), &tags),
+            "ext4 filesystem (UUID=\"1234-abcd\", LABEL=\"data\")"
+        );
+        assert_eq!(
+            describe(&Probe::Other("partition table dos".into()), &[]),
+            "partition table dos"
+        );
+    }
 }

@@ -88,20 +88,32 @@ pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
 /// only if it is blank, or if `overwrite` is set. A device with any
 /// signature is never formatted otherwise. `known_blank` is the backend's
 /// word that the device was never written (then the probe is skipped).
+///
+/// Formatting over a signature (with `overwrite`) first logs a warning
+/// naming `volume`, the device and what it held (type, UUID, label).
 pub fn ensure_filesystem(
+    volume: &str,
     dev: &Path,
     want: FsType,
     overwrite: bool,
     known_blank: bool,
     limits: FormatTimeouts,
 ) -> Result<String> {
-    let probe = if known_blank {
-        fs::Probe::Blank
+    let (probe, tags) = if known_blank {
+        (fs::Probe::Blank, Vec::new())
     } else {
-        fs::probe(dev, limits.probe)?
+        fs::probe_tags(dev, limits.probe)?
     };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
+            if probe != fs::Probe::Blank {
+                tracing::warn!(
+                    "overwriteFS: formatting volume {volume} (device {}) as {} destroys what it holds: {}",
+                    dev.display(),
+                    want.as_str(),
+                    fs::describe(&probe, &tags)
+                );
+            }
             tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");
             fail::fail_point!("node::before-mkfs", |_| crate::crash_here());
             fs::mkfs(dev, want, overwrite, limits.mkfs)?;

@@ -28,6 +28,61 @@ use std::time::Duration;
 /// nothing; one anonymous unmount releases them.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Who uses a mount, named within its front-end's own namespace, so no
+/// front-end can name (and release) another's consumer: a Docker mount ID
+/// is recorded as `docker:<ID>`, a kubelet path as `flex:<path>`, the
+/// CLI's `--consumer X` as `cli:X`; callers that carry no id share
+/// [`ANONYMOUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer<'a> {
+    /// The shared consumer of callers without an id (the CLI without
+    /// `--consumer`, dvdcli, Docker clients without a mount ID).
+    Anonymous,
+    /// A Docker mount ID.
+    Docker(&'a str),
+    /// A path kubelet mounts a volume at, through flexrex.
+    Flex(&'a Path),
+    /// The CLI's `--consumer` name.
+    Cli(&'a str),
+}
+
+/// The prefixes of the namespaced consumer ids.
+pub const CONSUMER_NAMESPACES: &[&str] = &["docker:", "flex:", "cli:"];
+
+impl Consumer<'_> {
+    /// The id recorded for this consumer; the id given is checked first.
+    pub fn key(&self) -> Result<String> {
+        Ok(match self {
+            Consumer::Anonymous => ANONYMOUS.to_string(),
+            Consumer::Docker(id) => format!("docker:{}", crate::input::consumer(id)?),
+            Consumer::Cli(name) => format!("cli:{}", crate::input::consumer(name)?),
+            Consumer::Flex(path) => {
+                let k = format!("flex:{}", path.display());
+                crate::input::consumer(&k)?;
+                k
+            }
+        })
+    }
+
+    /// Whether `entry`, an id in a mount record, is this consumer (whose
+    /// [`key`](Self::key) is `key`). A Docker or CLI consumer is also the
+    /// bare id that a previous release recorded for either of them; a bare
+    /// id never matches a namespaced entry or the anonymous one.
+    pub fn matches(&self, key: &str, entry: &str) -> bool {
+        entry == key
+            || match self {
+                Consumer::Docker(id) | Consumer::Cli(id) => entry == *id && is_unnamespaced(entry),
+                _ => false,
+            }
+    }
+}
+
+/// Whether a recorded consumer id is in no namespace: one recorded by a
+/// previous release for a Docker mount ID or a CLI `--consumer`.
+pub fn is_unnamespaced(entry: &str) -> bool {
+    entry != ANONYMOUS && !CONSUMER_NAMESPACES.iter().any(|p| entry.starts_with(p))
+}
+
 /// Who uses a mounted volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
@@ -228,6 +283,35 @@ mod tests {
         std::fs::write(t.path().join("mounts/v2.json"), b"{\"consu").unwrap();
         let e = s.load_mount("v2").unwrap_err().to_string();
         assert!(e.contains("unreadable") && e.contains("v2"), "{e}");
+    }
+
+    #[test]
+    fn consumers_live_in_their_front_ends_namespace() {
+        let flex = Path::new("/var/lib/kubelet/pods/p/volumes/rexray~flexrex/pv1");
+        let fk = Consumer::Flex(flex).key().unwrap();
+        assert_eq!(
+            fk,
+            "flex:/var/lib/kubelet/pods/p/volumes/rexray~flexrex/pv1"
+        );
+        // A Docker client sending kubelet's consumer id names its own.
+        let forged = Consumer::Docker(&fk);
+        let dk = forged.key().unwrap();
+        assert_eq!(dk, format!("docker:{fk}"));
+        assert!(!forged.matches(&dk, &fk));
+        let anon = Consumer::Docker(ANONYMOUS);
+        assert!(!anon.matches(&anon.key().unwrap(), ANONYMOUS));
+        let cli = Consumer::Cli("docker:abc");
+        assert!(!cli.matches(&cli.key().unwrap(), "docker:abc"));
+        assert!(!Consumer::Cli("x").matches("cli:x", "flex:x"));
+        // A previous release's bare Docker mount ID is still released.
+        let d = Consumer::Docker("0123abc");
+        assert!(d.matches(&d.key().unwrap(), "0123abc"));
+        assert!(d.matches(&d.key().unwrap(), "docker:0123abc"));
+        assert!(!d.matches(&d.key().unwrap(), "cli:0123abc"));
+        assert!(Consumer::Anonymous.matches(ANONYMOUS, ANONYMOUS));
+        assert!(!Consumer::Anonymous.matches(ANONYMOUS, "0123abc"));
+        assert!(Consumer::Docker("").key().is_err());
+        assert!(Consumer::Cli("a\nb").key().is_err());
     }
 
     #[test]

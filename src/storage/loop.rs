@@ -95,12 +95,39 @@ struct Catalog {
 }
 
 impl Catalog {
-    /// A volume by exact id, then exact name.
-    fn find(&self, arg: &str) -> Option<&Record> {
-        self.volumes
-            .iter()
-            .find(|r| r.id == arg)
-            .or_else(|| self.volumes.iter().find(|r| r.name == arg))
+    /// A volume by exact name.
+    fn find_name(&self, name: &str) -> Option<&Record> {
+        self.volumes.iter().find(|r| r.name == name)
+    }
+
+    /// Refuse `name` for a new volume when it is taken as a name
+    /// (`AlreadyExists`) or as another volume's id.
+    fn check_new_name(&self, name: &str) -> Result<()> {
+        if self.volumes.iter().any(|r| r.name == name) {
+            return Err(Error::exists(format!("volume {name} already exists")));
+        }
+        super::refuse_name_that_is_an_id(
+            "volume",
+            name,
+            self.volumes
+                .iter()
+                .map(|r| (r.id.as_str(), r.name.as_str())),
+        )
+    }
+
+    /// A new volume id: neither an id nor a name of any volume, nor the
+    /// name being created.
+    fn fresh_volume_id(&self, new_name: &str) -> Result<String> {
+        super::fresh_id(|id| {
+            id == new_name || self.volumes.iter().any(|r| r.id == id || r.name == id)
+        })
+    }
+
+    /// The same for a snapshot among snapshots.
+    fn fresh_snapshot_id(&self, new_name: &str) -> Result<String> {
+        super::fresh_id(|id| {
+            id == new_name || self.snapshots.iter().any(|r| r.id == id || r.name == id)
+        })
     }
 }
 
@@ -399,8 +426,8 @@ impl LoopDriver {
                 "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
-        let id = new_id()?;
-        let tmp = self.root.join(format!("{id}.copying"));
+        let tmp_id = new_id()?;
+        let tmp = self.root.join(format!("{tmp_id}.copying"));
         // Held until the copy is in the catalog: a sweep leaves it alone.
         let (how, tmp_file) = clone_file(src, &tmp)?;
         fail::fail_point!("loop::copy-after-clone", |_| crate::crash_here());
@@ -438,10 +465,16 @@ impl LoopDriver {
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
         self.sweep_orphans(&cat, &kernel_loops());
-        if cat.volumes.iter().any(|r| r.name == name) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::exists(format!("volume {name} already exists")));
-        }
+        let id = match cat
+            .check_new_name(name)
+            .and_then(|_| cat.fresh_volume_id(name))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let img = self.image(&id);
         if let Err(e) = std::fs::rename(&tmp, &img) {
             let _ = std::fs::remove_file(&tmp);
@@ -654,12 +687,10 @@ impl StorageDriver for LoopDriver {
         }
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
-        if cat.volumes.iter().any(|r| r.name == name) {
-            return Err(Error::exists(format!("volume {name} already exists")));
-        }
+        cat.check_new_name(name)?;
         let loops = kernel_loops();
         self.sweep_orphans(&cat, &loops);
-        let id = new_id()?;
+        let id = cat.fresh_volume_id(name)?;
         let img = self.image(&id);
         let f = crate::files::create_new(&img, crate::files::PRIVATE_FILE, "image")?;
         let bytes = spec
@@ -917,9 +948,11 @@ impl StorageDriver for LoopDriver {
         Ok(bytes)
     }
 
-    fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
+    fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
         let cat = self.shared_catalog()?;
-        Ok(cat.find(arg).map(|r| self.to_volume(r, &kernel_loops())))
+        Ok(cat
+            .find_name(name)
+            .map(|r| self.to_volume(r, &kernel_loops())))
     }
 
     fn list_metadata(&self) -> Result<Arc<[Volume]>> {
@@ -938,8 +971,8 @@ impl StorageDriver for LoopDriver {
         shared.metadata.get().cloned()
     }
 
-    fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {
-        Ok(self.shared_catalog()?.find(arg).map(Self::metadata))
+    fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self.shared_catalog()?.find_name(name).map(Self::metadata))
     }
 
     fn copy(
@@ -974,8 +1007,8 @@ impl StorageDriver for LoopDriver {
         let src = self.record(id)?;
         let dir = self.snap_dir();
         crate::files::own_dir(&dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse)?;
-        let sid = new_id()?;
-        let tmp = dir.join(format!("{sid}.copying"));
+        let tmp_id = new_id()?;
+        let tmp = dir.join(format!("{tmp_id}.copying"));
         let (_, _tmp_lock) = clone_file(&self.image(id), &tmp)?;
         fail::fail_point!("loop::snapshot-after-clone", |_| crate::crash_here());
         if let Err(e) = intact() {
@@ -985,12 +1018,27 @@ impl StorageDriver for LoopDriver {
         let _lock = self.lock_catalog()?;
         let mut cat = self.read_catalog()?;
         self.sweep_orphans(&cat, &kernel_loops());
-        if cat.snapshots.iter().any(|r| r.name == snap_name) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::exists(format!(
+        let checked = if cat.snapshots.iter().any(|r| r.name == snap_name) {
+            Err(Error::exists(format!(
                 "snapshot {snap_name} already exists"
-            )));
-        }
+            )))
+        } else {
+            super::refuse_name_that_is_an_id(
+                "snapshot",
+                snap_name,
+                cat.snapshots
+                    .iter()
+                    .map(|r| (r.id.as_str(), r.name.as_str())),
+            )
+            .and_then(|_| cat.fresh_snapshot_id(snap_name))
+        };
+        let sid = match checked {
+            Ok(sid) => sid,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let img = self.snap_image(&sid);
         if let Err(e) = std::fs::rename(&tmp, &img) {
             let _ = std::fs::remove_file(&tmp);
@@ -1323,13 +1371,62 @@ mod tests {
         let img = seen.into_inner().expect("prepare was called");
         assert!(img.to_string_lossy().ends_with(".copying"), "{img:?}");
         assert!(!img.exists());
-        assert_eq!(d.lookup("copy").unwrap().unwrap().id, k.id);
-        assert_eq!(d.lookup(&k.id).unwrap().unwrap().name, "copy");
-        assert!(d.lookup("nope").unwrap().is_none());
+        assert_eq!(d.lookup_name("copy").unwrap().unwrap().id, k.id);
+        assert_eq!(d.inspect(&k.id).unwrap().unwrap().name, "copy");
+        assert!(d.lookup_name(&k.id).unwrap().is_none(), "names only");
+        assert!(d.lookup_name("nope").unwrap().is_none());
         assert_eq!(d.list().unwrap().len(), 3);
         d.remove_snapshot(&s.id).unwrap();
         assert!(d.snapshots().unwrap().is_empty());
         assert!(!d.snap_image(&s.id).exists());
+    }
+
+    /// No volume or snapshot is named after another's id, however it is
+    /// created: the check is made under the catalog lock.
+    #[test]
+    fn a_name_is_never_another_volumes_id() {
+        let t = tempfile::tempdir().unwrap();
+        let me = InstanceId {
+            id: "me".into(),
+            driver: "loop".into(),
+            service: "loop".into(),
+        };
+        let d = LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap();
+        let spec = CreateSpec {
+            size: 1,
+            ..Default::default()
+        };
+        let v = d.create("vol", &spec).unwrap();
+        let e = d.create(&v.id, &spec).unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InvalidInput);
+        assert!(e.message().contains("volume vol"), "{e}");
+        let e = d
+            .copy(&v.id, &v.id, &spec, &|| Ok(()), &|_| Ok(()))
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InvalidInput, "{e}");
+        let s = d.snapshot(&v.id, "s1", &|| Ok(())).unwrap();
+        let e = d.snapshot(&v.id, &s.id, &|| Ok(())).unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InvalidInput, "{e}");
+        assert!(e.message().contains("snapshot s1"), "{e}");
+        let e = d
+            .create_from_snapshot(&s.id, &v.id, &spec, &|_| Ok(()))
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InvalidInput, "{e}");
+        assert_eq!(d.list().unwrap().len(), 1);
+        assert_eq!(d.snapshots().unwrap().len(), 1);
+        // Nothing was left behind by the refusals.
+        let copying = std::fs::read_dir(t.path())
+            .unwrap()
+            .chain(std::fs::read_dir(d.snap_dir()).unwrap())
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".copying")
+            })
+            .count();
+        assert_eq!(copying, 0);
     }
 
     /// The reader's cache never outlives a change made through another
@@ -1361,18 +1458,21 @@ mod tests {
             want.push(n.clone());
             if i % 3 == 2 {
                 let gone = want.remove(0);
-                let id = writer.lookup(&gone).unwrap().unwrap().id;
+                let id = writer.lookup_name(&gone).unwrap().unwrap().id;
                 writer.remove(&id).unwrap();
-                assert!(reader.lookup_metadata(&gone).unwrap().is_none(), "{gone}");
+                assert!(
+                    reader.lookup_metadata_name(&gone).unwrap().is_none(),
+                    "{gone}"
+                );
             }
             if let Some(c) = reader.cached_metadata() {
                 assert_eq!(names(&c), want, "stale cache after change {i}");
             }
             assert_eq!(names(&reader.list_metadata().unwrap()), want);
             assert_eq!(names(&reader.cached_metadata().unwrap()), want);
-            let got = reader.lookup_metadata(&n).unwrap().unwrap();
+            let got = reader.lookup_metadata_name(&n).unwrap().unwrap();
             assert_eq!((got.id.as_str(), got.size), (v.id.as_str(), 1));
-            assert_eq!(reader.lookup_metadata(&v.id).unwrap().unwrap().name, n);
+            assert!(reader.lookup_metadata_name(&v.id).unwrap().is_none());
         }
         // A replacement of the same size and modification time is still
         // seen: the cache holds the old file open, so the new one is
@@ -1396,6 +1496,6 @@ mod tests {
             assert!(names(&c).contains(&renamed));
         }
         assert!(names(&reader.list_metadata().unwrap()).contains(&renamed));
-        assert!(reader.lookup_metadata(&last).unwrap().is_none());
+        assert!(reader.lookup_metadata_name(&last).unwrap().is_none());
     }
 }

@@ -134,10 +134,10 @@ pub trait StorageDriver: Send + Sync {
     fn list_metadata(&self) -> Result<Arc<[Volume]>> {
         Ok(self.list()?.into())
     }
-    /// [`lookup`](Self::lookup) without attachments, as
+    /// [`lookup_name`](Self::lookup_name) without attachments, as
     /// [`list_metadata`](Self::list_metadata).
-    fn lookup_metadata(&self, arg: &str) -> Result<Option<Volume>> {
-        self.lookup(arg)
+    fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
+        self.lookup_name(name)
     }
     /// What [`list_metadata`](Self::list_metadata) would return, if the
     /// driver holds it in memory, already built, and a stat at most shows
@@ -148,15 +148,50 @@ pub trait StorageDriver: Send + Sync {
     fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
         None
     }
-    /// Find a volume by exact id, then exact name, without listing every
-    /// volume when the driver can do better.
-    fn lookup(&self, arg: &str) -> Result<Option<Volume>> {
-        let all = self.list()?;
-        if let Some(v) = all.iter().find(|v| v.id == arg) {
-            return Ok(Some(v.clone()));
-        }
-        Ok(all.into_iter().find(|v| v.name == arg))
+    /// Find a volume by exact name (never by id: see
+    /// [`crate::volume::VolumeRef`]), without listing every volume when
+    /// the driver can do better.
+    fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self.list()?.into_iter().find(|v| v.name == name))
     }
+}
+
+/// Refuse to name a new volume (or snapshot) after an existing one's id:
+/// names and ids must never be ambiguous, or a request for the new name
+/// could reach the other volume. `ids` yields `(id, name)` of the
+/// existing ones; `what` is "volume" or "snapshot".
+pub fn refuse_name_that_is_an_id<'a>(
+    what: &str,
+    name: &str,
+    mut existing: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<()> {
+    match existing.find(|(id, _)| *id == name) {
+        Some((id, other)) => Err(Error::invalid(format!(
+            "cannot create {what} {name}: {id} is the id of {what} {other}, and a name must never be another {what}'s id; choose another name"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A fresh id that `taken` does not refuse (an existing id or name):
+/// drawn again until it is free, so an id never equals a name.
+pub fn fresh_id(taken: impl Fn(&str) -> bool) -> Result<String> {
+    fresh_id_from(new_id, taken)
+}
+
+fn fresh_id_from(
+    mut draw: impl FnMut() -> Result<String>,
+    taken: impl Fn(&str) -> bool,
+) -> Result<String> {
+    for _ in 0..64 {
+        let id = draw()?;
+        if !taken(&id) {
+            return Ok(id);
+        }
+    }
+    Err(Error::system(
+        "could not draw a volume id that is not already an id or a name (64 tries)",
+    ))
 }
 
 /// This instance's identity for a driver: the host name plus the state
@@ -210,4 +245,36 @@ pub fn new_id() -> Result<String> {
 /// RFC 3339 time of now, to the second.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_id_is_never_a_taken_name() {
+        let mut draws = ["00000000000000aa", "00000000000000bb", "00000000000000cc"].into_iter();
+        let id = fresh_id_from(
+            || Ok(draws.next().unwrap().to_string()),
+            |id| id == "00000000000000aa" || id == "00000000000000bb",
+        )
+        .unwrap();
+        assert_eq!(id, "00000000000000cc");
+        assert!(fresh_id_from(|| Ok("x".into()), |_| true).is_err());
+        let id = fresh_id(|_| false).unwrap();
+        assert_eq!(id.len(), 16);
+    }
+
+    #[test]
+    fn a_name_that_is_an_id_is_refused_naming_both() {
+        let all = [("0123456789abcdef", "vol")];
+        let e = refuse_name_that_is_an_id("volume", "0123456789abcdef", all.iter().copied())
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InvalidInput);
+        assert!(
+            e.message().contains("0123456789abcdef") && e.message().contains("volume vol"),
+            "{e}"
+        );
+        refuse_name_that_is_an_id("volume", "vol2", all.iter().copied()).unwrap();
+    }
 }

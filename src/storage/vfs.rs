@@ -6,7 +6,7 @@
 //! <vfs.root>/vol/<id>/       the data
 //! ```
 
-use super::{new_id, now_rfc3339, StorageDriver};
+use super::{now_rfc3339, StorageDriver};
 use crate::error::IoContext;
 use crate::model::{Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Volume};
 use crate::state::atomic;
@@ -112,10 +112,21 @@ impl StorageDriver for VfsDriver {
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
         crate::input::volume_name(name)?;
-        if self.list()?.iter().any(|v| v.name == name) {
+        // The caller holds the name lock: nothing is created meanwhile.
+        let all = self.list()?;
+        if all.iter().any(|v| v.name == name) {
             return Err(Error::exists(format!("volume {name} already exists")));
         }
-        let id = new_id()?;
+        super::refuse_name_that_is_an_id(
+            "volume",
+            name,
+            all.iter().map(|v| (v.id.as_str(), v.name.as_str())),
+        )?;
+        let id = super::fresh_id(|id| {
+            id == name
+                || all.iter().any(|v| v.id == id || v.name == id)
+                || self.dir.join(id).exists()
+        })?;
         let data = self.dir.join(&id);
         // The volume's root as applications see it through the bind
         // mount, like a fresh filesystem's root: 0755.

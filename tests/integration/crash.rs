@@ -681,7 +681,7 @@ mod flexrex {
 
     fn holds(h: &Home) -> Vec<String> {
         h.volumes()
-            .mount_record("v")
+            .mount_record(rexray::volume::VolumeRef::Name("v"))
             .unwrap()
             .map(|r| r.holds.into_iter().collect())
             .unwrap_or_default()
@@ -701,7 +701,13 @@ mod flexrex {
     fn torn_down(h: &Home, fp: &str) {
         assert!(h.mounts().is_empty(), "{fp}: {:?}", h.mounts());
         assert!(h.loops().is_empty(), "{fp}: {:?}", h.loops());
-        assert!(h.volumes().mount_record("v").unwrap().is_none(), "{fp}");
+        assert!(
+            h.volumes()
+                .mount_record(rexray::volume::VolumeRef::Name("v"))
+                .unwrap()
+                .is_none(),
+            "{fp}"
+        );
     }
 
     fn killed_flex(r: (i32, Value), fp: &str) {
@@ -981,7 +987,10 @@ mod docker {
         }
         assert_eq!(count_mounts_at(&home.mount_point("kv")), 1);
         assert_eq!(home.loops().len(), 1);
-        let consumers = home.volumes().consumers("kv").unwrap();
+        let consumers = home
+            .volumes()
+            .consumers(rexray::volume::VolumeRef::Name("kv"))
+            .unwrap();
         assert_eq!(
             consumers.len(),
             1,
@@ -994,7 +1003,11 @@ mod docker {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(home.loops().is_empty(), "{:?}", home.loops());
-        assert!(home.volumes().consumers("kv").unwrap().is_empty());
+        assert!(home
+            .volumes()
+            .consumers(rexray::volume::VolumeRef::Name("kv"))
+            .unwrap()
+            .is_empty());
         d.docker(&["volume", "rm", "kv"]).ok();
         drop(d);
         drop(svc);

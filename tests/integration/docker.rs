@@ -75,14 +75,14 @@ pub fn post(sock: &Path, path: &str, body: &str) -> (u16, Value) {
 
 /// Expect success and return the body.
 #[track_caller]
-fn ok(r: (u16, Value)) -> Value {
+pub(crate) fn ok(r: (u16, Value)) -> Value {
     assert_eq!(r.0, 200, "{r:?}");
     assert!(r.1.get("Err").is_none(), "{r:?}");
     r.1
 }
 /// Expect an error and return its message.
 #[track_caller]
-fn err(r: (u16, Value)) -> String {
+pub(crate) fn err(r: (u16, Value)) -> String {
     assert_ne!(r.0, 200, "{r:?}");
     r.1["Err"]
         .as_str()
@@ -211,12 +211,12 @@ impl Drop for Service {
     }
 }
 
-fn unix_host(home: &Home) -> (String, PathBuf) {
+pub(crate) fn unix_host(home: &Home) -> (String, PathBuf) {
     let sock = home.dir.join("plugin.sock");
     (format!("unix://{}", sock.display()), sock)
 }
 
-fn mount_record(home: &Home) -> Vec<Value> {
+pub(crate) fn mount_record(home: &Home) -> Vec<Value> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(home.lib().join("mounts")) {
         for e in rd.flatten() {

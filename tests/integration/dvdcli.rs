@@ -223,8 +223,12 @@ fn docker_volume_isolator_mounts_per_container_unmounts_once() {
     })
     .unwrap();
     let vols = rexray::volume::Volumes::open(cfg).unwrap();
-    vols.mount("iso1", "docker-container-1", &Default::default())
-        .unwrap();
+    vols.mount(
+        rexray::volume::VolumeRef::Name("iso1"),
+        rexray::state::Consumer::Docker("docker-container-1"),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(dvdcli(&h, &mount).ok(), want);
     dvdcli(
         &h,
@@ -232,7 +236,11 @@ fn docker_volume_isolator_mounts_per_container_unmounts_once() {
     )
     .ok();
     assert_eq!(count_mounts_at(&h.mount_point("iso1")), 1);
-    assert_eq!(vols.consumers("iso1").unwrap(), vec!["docker-container-1"]);
+    assert_eq!(
+        vols.consumers(rexray::volume::VolumeRef::Name("iso1"))
+            .unwrap(),
+        vec!["docker:docker-container-1"]
+    );
 
     // ... unless ignoreUsedCount says the scheduler decides.
     h.config("libstorage:\n  integration:\n    volume:\n      operations:\n        unmount:\n          ignoreusedcount: true\n");

@@ -369,7 +369,11 @@ fn a_device_that_never_appears_is_bounded() {
         h.mounts().is_empty() && h.loops().is_empty(),
         "nothing half-done"
     );
-    assert!(h.volumes().mount_record("na").unwrap().is_none());
+    assert!(h
+        .volumes()
+        .mount_record(rexray::volume::VolumeRef::Name("na"))
+        .unwrap()
+        .is_none());
 
     let mut c = h.command("flexrex");
     absent(&mut c);
@@ -378,7 +382,13 @@ fn a_device_that_never_appears_is_bounded() {
     assert_eq!(out.code, 1, "{out:#?}");
     assert!(out.stdout.contains("did not appear within 1s"), "{out:#?}");
     assert!(h.loops().is_empty(), "{:?}", h.loops());
-    assert!(h.volumes().mount_record("na").unwrap().is_none(), "no hold");
+    assert!(
+        h.volumes()
+            .mount_record(rexray::volume::VolumeRef::Name("na"))
+            .unwrap()
+            .is_none(),
+        "no hold"
+    );
 
     // A volume that was attached before stays attached after the failure.
     h.rexray(&["volume", "attach", "na"]).ok();

@@ -800,7 +800,11 @@ fn flexrex_attach_holds_the_device_until_kubelets_detach() {
     // waitforattach (it still believes the volume attached) attaches again.
     h.rexray(&["volume", "detach", "ho1", "--force"]).ok();
     assert!(h.loops().is_empty(), "{:?}", h.loops());
-    assert!(h.volumes().mount_record("ho1").unwrap().is_none());
+    assert!(h
+        .volumes()
+        .mount_record(rexray::volume::VolumeRef::Name("ho1"))
+        .unwrap()
+        .is_none());
     let again = flex(&h, &["waitforattach", &dev, &o2]).success()["device"]
         .as_str()
         .unwrap()
@@ -862,7 +866,12 @@ fn flexrex_detach_waits_for_a_mountdevice_in_flight() {
     assert_eq!(count_mounts_at(&mp), 1);
     assert_eq!(h.loops().len(), 1);
     let who = format!("flex:{}", dmp.display());
-    assert_eq!(h.volumes().consumers("if1").unwrap(), vec![who]);
+    assert_eq!(
+        h.volumes()
+            .consumers(rexray::volume::VolumeRef::Name("if1"))
+            .unwrap(),
+        vec![who]
+    );
     flex(&h, &["unmountdevice", s(&dmp)]).success();
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert!(h.loops().is_empty(), "{:?}", h.loops());

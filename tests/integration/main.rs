@@ -13,6 +13,7 @@ mod flood;
 mod freeze_uuid;
 mod managed_plugin;
 mod mount_safety;
+mod names;
 mod packaging;
 mod props;
 mod security;

@@ -133,7 +133,11 @@ fn a_planted_data_link_is_never_handed_out_and_a_refused_mount_leaves_nothing() 
     }
     assert!(h.mounts().is_empty(), "mount leaked: {:?}", h.mounts());
     assert!(h.loops().is_empty(), "device leaked: {:?}", h.loops());
-    let rec = h.volumes().mount_record("ln1").unwrap().unwrap_or_default();
+    let rec = h
+        .volumes()
+        .mount_record(rexray::volume::VolumeRef::Name("ln1"))
+        .unwrap()
+        .unwrap_or_default();
     assert!(rec.consumers.is_empty(), "{rec:?}");
     // dvdcli mount and flexrex mountdevice: the same.
     let dv = h.run(
@@ -434,7 +438,7 @@ fn a_full_disk_fails_format_and_create_cleanly() {
     assert!(volume_mounts(&h, &small).is_empty(), "{:?}", h.mounts());
     assert!(h
         .volumes()
-        .mount_record("mk1")
+        .mount_record(rexray::volume::VolumeRef::Name("mk1"))
         .unwrap()
         .unwrap_or_default()
         .consumers

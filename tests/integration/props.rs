@@ -72,7 +72,7 @@ proptest! {
             match result {
                 Ok(Created::New(v)) => {
                     prop_assert_eq!(&v.name, &name);
-                    vols.remove(&v.id).unwrap();
+                    vols.remove(rexray::volume::VolumeRef::Id(&v.id)).unwrap();
                 }
                 Ok(_) => prop_assert_eq!(snapshot(&h.dir), before),
                 Err(e) => {

@@ -640,7 +640,7 @@ mod docker_bodies {
                 reply_ok(r.status, &r.body)?;
                 if ep.ends_with("Create") && r.status == 200 {
                     for v in vols.list().unwrap() {
-                        vols.remove(&v.id).unwrap();
+                        vols.remove(rexray::volume::VolumeRef::Id(&v.id)).unwrap();
                     }
                 }
                 prop_assert!(vols.list().unwrap().is_empty());
@@ -665,7 +665,7 @@ mod docker_bodies {
                 let v = reply_ok(r.status, &r.body)?;
                 if r.status == 200 {
                     for v in vols.list().unwrap() {
-                        vols.remove(&v.id).unwrap();
+                        vols.remove(rexray::volume::VolumeRef::Id(&v.id)).unwrap();
                     }
                 } else {
                     let e = v["Err"].as_str().unwrap().to_lowercase();

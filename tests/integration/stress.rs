@@ -68,7 +68,7 @@ fn actor(c: &Ctx, kind: Kind, k: usize) -> (Held, usize) {
                 h.rexray(&["volume", "mount", &v, "--consumer", &who]).ok();
                 ops += 1;
                 if keep {
-                    held = Some((v, who));
+                    held = Some((v, format!("cli:{who}")));
                 } else {
                     h.rexray(&["volume", "unmount", &v, "--consumer", &who])
                         .ok();
@@ -83,7 +83,7 @@ fn actor(c: &Ctx, kind: Kind, k: usize) -> (Held, usize) {
                 assert_eq!(r.0, 200, "{r:?}");
                 ops += 1;
                 if keep {
-                    held = Some((v, id));
+                    held = Some((v, format!("docker:{id}")));
                 } else {
                     let r = post(&c.sock, "/VolumeDriver.Unmount", &body);
                     assert_eq!(r.0, 200, "{r:?}");
@@ -152,7 +152,11 @@ fn record_consumers(h: &Home) -> BTreeMap<String, BTreeSet<String>> {
     (0..VOLUMES)
         .map(|i| {
             let v = vol(i);
-            let c = vols.consumers(&v).unwrap().into_iter().collect();
+            let c = vols
+                .consumers(rexray::volume::VolumeRef::Name(&v))
+                .unwrap()
+                .into_iter()
+                .collect();
             (v, c)
         })
         .collect()
@@ -223,10 +227,11 @@ fn thirty_two_actors_on_eight_volumes() {
     for (kind, k, v, who) in held {
         match kind {
             Kind::Rexray => {
-                h.rexray(&["volume", "unmount", &v, "--consumer", &who])
-                    .ok();
+                let who = who.strip_prefix("cli:").unwrap();
+                h.rexray(&["volume", "unmount", &v, "--consumer", who]).ok();
             }
             Kind::Docker => {
+                let who = who.strip_prefix("docker:").unwrap();
                 let body = json!({"Name": v, "ID": who}).to_string();
                 assert_eq!(post(&c.sock, "/VolumeDriver.Unmount", &body).0, 200);
             }

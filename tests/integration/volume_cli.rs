@@ -100,27 +100,41 @@ fn consumers_are_counted_in_the_state_dir() {
     h.rexray(&["volume", "create", "c1", "--size", "1"]).ok();
     let lib = h.lib();
     let vols = h.volumes();
+    use rexray::state::Consumer;
+    use rexray::volume::VolumeRef::Name;
     let opts = rexray::model::MountOptions::default();
-    let (_, p1) = vols.mount("c1", "container-a", &opts).unwrap();
-    let (_, p2) = vols.mount("c1", "container-b", &opts).unwrap();
+    let (_, p1) = vols
+        .mount(Name("c1"), Consumer::Docker("container-a"), &opts)
+        .unwrap();
+    let (_, p2) = vols
+        .mount(Name("c1"), Consumer::Docker("container-b"), &opts)
+        .unwrap();
     assert_eq!(p1, p2);
     assert_eq!(count_mounts_at(&h.mount_point("c1")), 1);
     // the CLI's anonymous consumer is a third one; twice is still one
     h.rexray(&["volume", "mount", "c1"]).ok();
     h.rexray(&["volume", "mount", "c1"]).ok();
-    assert_eq!(vols.consumers("c1").unwrap().len(), 3);
+    assert_eq!(
+        vols.consumers(rexray::volume::VolumeRef::Name("c1"))
+            .unwrap()
+            .len(),
+        3
+    );
     h.rexray(&["volume", "unmount", "c1"]).ok();
     assert_eq!(
-        vols.consumers("c1").unwrap(),
-        vec!["container-a", "container-b"]
+        vols.consumers(rexray::volume::VolumeRef::Name("c1"))
+            .unwrap(),
+        vec!["docker:container-a", "docker:container-b"]
     );
     assert_eq!(
-        vols.unmount("c1", "container-a").unwrap(),
+        vols.unmount(Name("c1"), Consumer::Docker("container-a"))
+            .unwrap(),
         rexray::volume::Unmounted::StillUsed(1)
     );
     assert_eq!(count_mounts_at(&h.mount_point("c1")), 1);
     assert_eq!(
-        vols.unmount("c1", "container-b").unwrap(),
+        vols.unmount(Name("c1"), Consumer::Docker("container-b"))
+            .unwrap(),
         rexray::volume::Unmounted::Released
     );
     assert_eq!(count_mounts_at(&h.mount_point("c1")), 0);

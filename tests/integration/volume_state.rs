@@ -56,7 +56,7 @@ fn concurrent_mounts_stay_consistent() {
         let vol = format!("c{i}");
         let want: BTreeSet<String> = (0..16)
             .filter(|a| a % 4 == i && a % 2 == 0)
-            .map(|a| format!("actor-{a}"))
+            .map(|a| format!("cli:actor-{a}"))
             .collect();
         assert_eq!(record_consumers(&h, &vol), want, "{vol}");
         let mounted = count_mounts_at(&h.mount_point(&vol));
