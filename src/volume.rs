@@ -188,15 +188,19 @@ impl Volumes {
     /// The volume already named `name`, if any; an error when `name` is
     /// another volume's id (a name must never be one).
     fn existing_or_refused(&self, name: &str) -> Result<Option<Volume>> {
-        let all = self.driver.list()?;
-        if let Some(v) = all.iter().find(|v| v.name == name) {
-            return Ok(Some(v.clone()));
+        // Two lookups, never a listing: as fast among 100,000 volumes.
+        if let Some(v) = self.driver.lookup_name(name)? {
+            return Ok(Some(v));
         }
-        storage::refuse_name_that_is_an_id(
-            "volume",
-            name,
-            all.iter().map(|v| (v.id.as_str(), v.name.as_str())),
-        )?;
+        if crate::input::volume_id(name).is_ok() {
+            if let Some(v) = self.driver.inspect(name)? {
+                storage::refuse_name_that_is_an_id(
+                    "volume",
+                    name,
+                    std::iter::once((v.id.as_str(), v.name.as_str())),
+                )?;
+            }
+        }
         Ok(None)
     }
 
@@ -839,10 +843,9 @@ impl Volumes {
         let mut spec = self.create_spec(opts);
         let made = match from {
             CopySource::VolumeName(_) | CopySource::VolumeId(_) => {
-                let all = self.driver.list()?;
                 let src = match from {
-                    CopySource::VolumeName(n) => all.into_iter().find(|v| &v.name == n),
-                    CopySource::VolumeId(i) => all.into_iter().find(|v| &v.id == i),
+                    CopySource::VolumeName(n) => self.driver.lookup_name(n)?,
+                    CopySource::VolumeId(i) => self.driver.inspect(i)?,
                     _ => None,
                 }
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
@@ -1239,14 +1242,16 @@ mod tests {
         let p = vols
             .config()
             .path(keys::LOOP_VOLUME_PATH)
-            .join("catalog.json");
-        let text = std::fs::read_to_string(&p).unwrap();
-        let changed = text.replace(
-            &format!("\"name\":\"{from}\""),
-            &format!("\"name\":\"{to}\""),
-        );
-        assert_ne!(text, changed);
-        crate::state::atomic::write(&p, changed.as_bytes()).unwrap();
+            .join("catalog.db");
+        let c = rusqlite::Connection::open(p).unwrap();
+        let n: usize = ["volumes", "snapshots"]
+            .iter()
+            .map(|t| {
+                c.execute(&format!("UPDATE {t} SET name = ?2 WHERE name = ?1"), [from, to])
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(n, 1, "{from}");
     }
 
     #[test]

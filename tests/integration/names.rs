@@ -35,14 +35,12 @@ fn names(h: &Home) -> Vec<String> {
 /// Rename a volume in the loop catalog behind rexray's back, as a
 /// previous release allowed: a volume named after another's id.
 fn rename_behind_the_back(h: &Home, from: &str, to: &str) {
-    let p = h.lib().join("loop/catalog.json");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let changed = text.replace(
-        &format!("\"name\":\"{from}\""),
-        &format!("\"name\":\"{to}\""),
-    );
-    assert_ne!(text, changed, "{from} not in {text}");
-    std::fs::write(&p, changed).unwrap();
+    let p = h.lib().join("loop/catalog.db");
+    let c = rusqlite::Connection::open(p).unwrap();
+    let n = c
+        .execute("UPDATE volumes SET name = ?2 WHERE name = ?1", [from, to])
+        .unwrap();
+    assert_eq!(n, 1, "{from} not in the catalog");
 }
 
 /// The reproduction of issue #12: a Docker volume named after another's
