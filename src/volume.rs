@@ -1247,8 +1247,11 @@ mod tests {
         let n: usize = ["volumes", "snapshots"]
             .iter()
             .map(|t| {
-                c.execute(&format!("UPDATE {t} SET name = ?2 WHERE name = ?1"), [from, to])
-                    .unwrap()
+                c.execute(
+                    &format!("UPDATE {t} SET name = ?2 WHERE name = ?1"),
+                    [from, to],
+                )
+                .unwrap()
             })
             .sum();
         assert_eq!(n, 1, "{from}");

@@ -618,7 +618,6 @@ impl LoopDriver {
             )
         })
     }
-
 }
 
 impl StorageDriver for LoopDriver {
@@ -952,8 +951,7 @@ impl StorageDriver for LoopDriver {
             }
         }
         let mut all = Vec::new();
-        self.catalog
-            .each_volume(|r| all.push(Self::metadata(&r)))?;
+        self.catalog.each_volume(|r| all.push(Self::metadata(&r)))?;
         let all: Arc<[Volume]> = all.into();
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, all.clone()));
         Ok(all)
@@ -1484,8 +1482,11 @@ mod tests {
         let last = want.last().unwrap().clone();
         let renamed = format!("{}x", &last[..last.len() - 1]);
         let c = rusqlite::Connection::open(t.path().join("catalog.db")).unwrap();
-        c.execute("UPDATE volumes SET name = ?1 WHERE name = ?2", [&renamed, &last])
-            .unwrap();
+        c.execute(
+            "UPDATE volumes SET name = ?1 WHERE name = ?2",
+            [&renamed, &last],
+        )
+        .unwrap();
         drop(c);
         if let Some(c) = reader.cached_metadata() {
             assert!(names(&c).contains(&renamed));

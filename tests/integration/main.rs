@@ -1,6 +1,7 @@
 //! Integration tests: the binaries driven as their real callers drive them,
 //! as root, on real loop devices, filesystems and mounts.
 
+mod catalog;
 mod common;
 #[cfg(feature = "failpoints")]
 mod crash;

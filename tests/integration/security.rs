@@ -209,7 +209,15 @@ fn a_garbage_catalog_is_named_and_nothing_is_destroyed() {
     require_root!();
     let h = Home::new();
     h.rexray(&["volume", "create", "c", "--size", "1"]).ok();
-    let cat = h.lib().join("loop").join("catalog.json");
+    let cat = h.lib().join("loop").join("catalog.db");
+    // Everything in the database file itself, then no log beside it.
+    rusqlite::Connection::open(&cat)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    for f in ["catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(h.lib().join("loop").join(f));
+    }
     let good = std::fs::read(&cat).unwrap();
     std::fs::write(&cat, b"{\"volumes\": [tru").unwrap();
     let before = tree(&h.dir);
@@ -221,7 +229,7 @@ fn a_garbage_catalog_is_named_and_nothing_is_destroyed() {
     ] {
         let o = h.rexray(args);
         no_panic(&o);
-        assert!(o.fails(1).contains("catalog.json"), "{args:?}: {o:#?}");
+        assert!(o.fails(1).contains("catalog.db"), "{args:?}: {o:#?}");
     }
     assert_eq!(tree(&h.dir), before, "nothing made or destroyed");
     assert_eq!(std::fs::read(&cat).unwrap(), b"{\"volumes\": [tru");

@@ -32,6 +32,7 @@
 
 use super::{Record, SnapRecord};
 use crate::{Error, Result};
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -45,7 +46,8 @@ pub const JSON: &str = "catalog.json";
 /// What stands in place of `catalog.json` once its volumes are in
 /// `catalog.db`: earlier releases expect `volumes` to be a list and refuse
 /// this, naming the file.
-pub const MOVED_MARKER: &str = "{\"volumes\":\"moved to catalog.db by a newer rexray; downgrade is not supported\"}\n";
+pub const MOVED_MARKER: &str =
+    "{\"volumes\":\"moved to catalog.db by a newer rexray; downgrade is not supported\"}\n";
 
 /// `user_version` of a database whose schema is made and whose import of
 /// `catalog.json` is committed, and of one whose marker is written too.
@@ -178,10 +180,10 @@ impl Catalog {
                 "the loop catalog {p} is damaged ({e}) while {what}; restore it from a backup (the volume images stay in {}, untouched; nothing was changed)",
                 root.display()
             )),
-            Some(ErrorCode::DiskFull) => Error::system(format!(
-                "the filesystem of loop.volumePath {} is full: cannot write the loop catalog {p} while {what}; free space there and try again (nothing was changed)",
-                root.display()
-            )),
+            Some(ErrorCode::DiskFull) => Self::full(path, root, what),
+            Some(ErrorCode::SystemIoFailure) if super::free_bytes(root) < 1 << 20 => {
+                Self::full(path, root, what)
+            }
             Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
                 Error::system(format!(
                     "cannot write the loop catalog {p} while {what} ({e}); check that it and loop.volumePath {} are writable by root and the filesystem is not read-only",
@@ -194,6 +196,14 @@ impl Catalog {
         }
     }
 
+    fn full(path: &Path, root: &Path, what: &str) -> Error {
+        Error::system(format!(
+            "the filesystem of loop.volumePath {} is full: cannot write the loop catalog {} while {what}; free space there and try again (nothing was changed)",
+            root.display(),
+            path.display()
+        ))
+    }
+
     fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
         let what = what.to_string();
         move |e| Self::error_at(&self.path, &self.root, self.lock_timeout, &what, e)
@@ -203,6 +213,12 @@ impl Catalog {
     fn prepare(&mut self) -> Result<()> {
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
         conn.busy_timeout(self.lock_timeout)
+            .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
+        // No checkpoint (and no removal of -wal and -shm) when a short-lived
+        // process closes: that is a write and an fsync per command, and
+        // the next reader would need space to make them again. SQLite
+        // checkpoints as the log grows.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -253,7 +269,8 @@ impl Catalog {
             let (nv, ns) = import_json(&tx, &json, &path, &root)?;
             tx.execute_batch(&format!("PRAGMA user_version = {IMPORTED}"))
                 .map_err(err("importing catalog.json"))?;
-            fail::fail_point!("loop::catalog-import-before-commit", |_| crate::crash_here());
+            fail::fail_point!("loop::catalog-import-before-commit", |_| crate::crash_here(
+            ));
             tx.commit().map_err(err("importing catalog.json"))?;
             if nv + ns > 0 {
                 tracing::warn!(
@@ -266,7 +283,8 @@ impl Catalog {
         } else {
             tx.commit().map_err(err("making the schema"))?;
         }
-        fail::fail_point!("loop::catalog-import-before-marker", |_| crate::crash_here());
+        fail::fail_point!("loop::catalog-import-before-marker", |_| crate::crash_here(
+        ));
         // Committed: now (and only now) the old file gives way to the
         // marker. A crash before this line leaves version IMPORTED, and the
         // next open writes it.
@@ -291,6 +309,8 @@ impl Catalog {
                 )
                 .ok()?;
                 c.busy_timeout(Duration::ZERO).ok()?;
+                c.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                    .ok()?;
                 Some(Mutex::new(c))
             })
             .as_ref()?
@@ -381,11 +401,7 @@ impl Catalog {
 
     /// Run `f` in a write transaction (waiting up to the lock timeout for
     /// other writers) and commit it, durably.
-    pub fn write<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
+    pub fn write<T>(&self, what: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut c = self.conn();
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -400,9 +416,8 @@ impl Catalog {
     pub fn unfinished(tx: &Transaction<'_>) -> rusqlite::Result<Vec<Unfinished>> {
         let mut out = Vec::new();
         for (table, snapshot) in [("volumes", false), ("snapshots", true)] {
-            let mut st = tx.prepare_cached(&format!(
-                "SELECT id FROM {table} WHERE state <> 'ready'"
-            ))?;
+            let mut st =
+                tx.prepare_cached(&format!("SELECT id FROM {table} WHERE state <> 'ready'"))?;
             let ids = st.query_map([], |r| r.get::<_, String>(0))?;
             for id in ids {
                 out.push(Unfinished { id: id?, snapshot });
@@ -627,12 +642,17 @@ mod tests {
         struct Earlier {
             volumes: Vec<Record>,
         }
-        let e = serde_json::from_str::<Earlier>(MOVED_MARKER).err().expect("refused");
+        let e = serde_json::from_str::<Earlier>(MOVED_MARKER)
+            .err()
+            .expect("refused");
         assert!(e.to_string().contains("invalid type"), "{e}");
         assert!(serde_json::from_str::<OldCatalog>(MOVED_MARKER).is_err());
         // And it is JSON, so the refusal is about the shape, with the
         // reason in the text.
         let v: serde_json::Value = serde_json::from_str(MOVED_MARKER).unwrap();
-        assert!(v["volumes"].as_str().unwrap().contains("downgrade is not supported"));
+        assert!(v["volumes"]
+            .as_str()
+            .unwrap()
+            .contains("downgrade is not supported"));
     }
 }
