@@ -189,8 +189,8 @@ impl Volumes {
     /// another volume's id (a name must never be one).
     fn existing_or_refused(&self, name: &str) -> Result<Option<Volume>> {
         // Two lookups, never a listing: as fast among 100,000 volumes.
-        if let Some(v) = self.driver.lookup_name(name)? {
-            return Ok(Some(v));
+        if self.driver.lookup_metadata_name(name)?.is_some() {
+            return self.driver.lookup_name(name);
         }
         if crate::input::volume_id(name).is_ok() {
             if let Some(v) = self.driver.inspect(name)? {

@@ -327,7 +327,7 @@ impl LoopDriver {
                 self.lock_timeout,
                 &format!("{what} {id}"),
             )?;
-            let claimed = self.catalog.write(&step, |tx| {
+            let claimed = self.catalog.write_as(&step, false, |tx| {
                 let sql = self.catalog.sql(&step);
                 self.finish_unfinished(tx).map_err(&sql)?;
                 let (named, id_of) = catalog::name_check(tx, kind.table(), name).map_err(&sql)?;
@@ -705,7 +705,8 @@ impl StorageDriver for LoopDriver {
         drop(lock);
         let rec = rec_of(&id);
         self.warn_overcommit(&rec, "created");
-        Ok(self.to_volume(&rec, &kernel_loops()))
+        // New: no loop device can be bound to it yet.
+        Ok(self.to_volume(&rec, &HashMap::new()))
     }
 
     fn remove(&self, id: &str) -> Result<()> {

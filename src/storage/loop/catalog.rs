@@ -402,7 +402,27 @@ impl Catalog {
     /// Run `f` in a write transaction (waiting up to the lock timeout for
     /// other writers) and commit it, durably.
     pub fn write<T>(&self, what: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_as(what, true, f)
+    }
+
+    /// [`write`](Self::write), or, with `durable` false, a commit that a
+    /// power loss may take back (no fsync; the next durable commit makes
+    /// it durable too, the log being sequential). For a claim only: its
+    /// loss can leave an image without a row, never a row without its
+    /// image, and `tidy` removes such images.
+    pub fn write_as<T>(
+        &self,
+        what: &str,
+        durable: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut c = self.conn();
+        let sync = if durable {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        c.execute_batch(sync).map_err(self.err(what))?;
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.err(what))?;
