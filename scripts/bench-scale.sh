@@ -74,7 +74,7 @@ for n in $counts; do
   hyperfine -N --style basic --warmup 3 --runs "$runs" --export-json "$j.rm" \
     --prepare "$r volume create -q --size 1 br" "$r volume rm -q br" >/dev/null 2>&1
   hyperfine -N --style basic --warmup 3 --runs "$runs" --export-json "$j.rest" \
-    "$r volume path bm" "$r volume ls bm" "$bin/flexrex isattached $opts node1" >/dev/null 2>&1
+    "$r volume path bm" "$r volume ls bm" "$bin/flexrex isattached '$opts' node1" >/dev/null 2>&1
   hyperfine -N --style basic --warmup 1 --runs "$(( runs < 10 ? runs : 10 ))" --export-json "$j.ls" \
     "$r volume ls" >/dev/null 2>&1
   m() { jq -r ".results[$2].mean" "$1"; }
