@@ -566,12 +566,20 @@ impl LoopDriver {
         v
     }
     fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
+        self.to_volume_with(r, allocated(&self.image(&r.id)), loops)
+    }
+
+    /// [`to_volume`](Self::to_volume) with the image's allocated bytes
+    /// already known.
+    fn to_volume_with(
+        &self,
+        r: &Record,
+        allocated: u64,
+        loops: &HashMap<PathBuf, Vec<PathBuf>>,
+    ) -> Volume {
         let mut v = Self::metadata(r);
         // Bytes the sparse image takes under volumePath now.
-        v.fields.insert(
-            "allocated".into(),
-            allocated(&self.image(&r.id)).to_string(),
-        );
+        v.fields.insert("allocated".into(), allocated.to_string());
         v.attachment_state = AttachmentState::Available as u8;
         if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
             let owner = self.read_owner(&r.id);
@@ -627,10 +635,48 @@ impl StorageDriver for LoopDriver {
 
     fn list(&self) -> Result<Vec<Volume>> {
         let loops = kernel_loops();
-        let mut out = Vec::new();
-        self.catalog
-            .each_volume(|r| out.push(self.to_volume(&r, &loops)))?;
-        Ok(out)
+        let mut recs = Vec::new();
+        self.catalog.each_volume(|r| recs.push(r))?;
+        // One stat per image (its allocated bytes), relative to the
+        // directory (no walk of the whole path each time), spread over
+        // the cores: the bulk of an `ls` among 100,000 volumes.
+        let dir = std::fs::File::open(&self.root).ok();
+        let stat = |r: &Record| -> u64 {
+            use std::os::fd::AsRawFd;
+            let Some(d) = dir.as_ref() else {
+                return allocated(&self.image(&r.id));
+            };
+            nix::sys::stat::fstatat(
+                Some(d.as_raw_fd()),
+                format!("{}.img", r.id).as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map(|st| (st.st_blocks as u64).saturating_mul(512))
+            .unwrap_or(0)
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(1);
+        let build = |chunk: &[Record]| -> Vec<Volume> {
+            chunk
+                .iter()
+                .map(|r| self.to_volume_with(r, stat(r), &loops))
+                .collect()
+        };
+        if threads < 2 || recs.len() < 4096 {
+            return Ok(build(&recs));
+        }
+        let per = recs.len().div_ceil(threads);
+        Ok(std::thread::scope(|s| {
+            let parts: Vec<_> = recs
+                .chunks(per)
+                .map(|c| s.spawn(move || build(c)))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        }))
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {
