@@ -226,16 +226,19 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
 /// mount namespace. `Ok(Err(why))` when that failed and nothing changed;
 /// `Err` when it ran past `timeout`.
 fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
-    for (prog, pkg) in [("unshare", "util-linux"), ("sh", "dash")] {
-        if let Err(e) = cmd::find(prog, pkg) {
-            return Ok(Err(e.message().to_string()));
-        }
-    }
+    let mount = match cmd::find("unshare", "util-linux").and_then(|_| cmd::find("mount", "mount")) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e.message().to_string())),
+    };
     // Any directory serves as the mount point inside the namespace: the
     // image's own is there and ours.
     let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(Err(format!("{} has no directory", image.display())));
     };
+    // XFS replays its log while mounting. The mount lives in a namespace
+    // of its own, which ends with `mount` itself: the kernel then unmounts
+    // it cleanly (an unmount record in the log), and `-o loop` has set
+    // autoclear, so its loop device goes too — also if we are killed.
     let out = cmd::run(
         "unshare",
         "util-linux",
@@ -244,20 +247,28 @@ fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result
             "--propagation".as_ref(),
             "private".as_ref(),
             "--".as_ref(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            "mount -t xfs -o loop,nouuid -- \"$1\" \"$2\" && umount -- \"$2\"".as_ref(),
-            "sh".as_ref(),
+            mount.as_os_str(),
+            "-t".as_ref(),
+            "xfs".as_ref(),
+            "-o".as_ref(),
+            "loop,nouuid".as_ref(),
+            "--".as_ref(),
             image.as_os_str(),
             dir.as_os_str(),
         ],
         timeout,
     )?;
-    // The loop device under that mount goes away on its own (autoclear),
-    // soon after the unmount: wait for it, so nothing holds the image.
+    // The unmount and the loop device's release follow the namespace's
+    // end: wait for them, so nothing holds the image.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while loop_backs(image) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if loop_backs(image) {
+        return Ok(Err(format!(
+            "{} was still attached 10 s after the log replay",
+            image.display()
+        )));
     }
     if out.status.success() {
         Ok(Ok(()))
