@@ -1389,3 +1389,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "volume_tests.rs"]
+pub(crate) mod workflow_tests;

@@ -528,3 +528,7 @@ pub fn subject(call: &Call) -> String {
             .unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;

@@ -3,6 +3,8 @@
 //! mountinfo, waiting for devices. Node operations never talk to a backend.
 
 pub mod cmd;
+#[cfg(test)]
+pub mod fake;
 pub mod freeze;
 pub mod fs;
 pub mod kmsg;
@@ -544,4 +546,62 @@ pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNode;
+    use super::fs::Probe;
+    use super::*;
+
+    const LIMITS: FormatTimeouts = FormatTimeouts {
+        probe: Duration::from_secs(1),
+        mkfs: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn only_a_blank_device_is_formatted_unless_overwrite_is_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let node = FakeNode::default();
+        let dev = Path::new("/dev/fake0");
+        let ensure = |overwrite, known_blank| {
+            ensure_filesystem(
+                &node,
+                "vol",
+                dev,
+                FsType::Ext4,
+                overwrite,
+                known_blank,
+                LIMITS,
+            )
+        };
+        let cases = [
+            (Probe::Blank, false, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), false, Ok("xfs"), false),
+            (Probe::Other("LVM2_member".into()), false, Err(()), false),
+            (Probe::Other("LVM2_member".into()), true, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), true, Ok("ext4"), true),
+        ];
+        for (held, overwrite, want, formats) in cases {
+            node.plug(dev, held.clone(), t.path());
+            let got = ensure(overwrite, false);
+            match want {
+                Ok(fs) => assert_eq!(got.unwrap(), fs, "{held:?}"),
+                Err(()) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind(), crate::Kind::InUse, "{e}");
+                    assert!(e.message().contains("LVM2_member"), "{e}");
+                }
+            }
+            let calls = node.take_calls();
+            let made = calls.iter().any(|c| c.starts_with("mkfs"));
+            assert_eq!(made, formats, "{held:?} overwrite={overwrite}: {calls:?}");
+            node.unplug(dev).unwrap();
+        }
+        // The backend's word that the device was never written skips the
+        // probe.
+        node.plug(dev, Probe::Blank, t.path());
+        assert_eq!(ensure(false, true).unwrap(), "ext4");
+        assert_eq!(node.take_calls(), vec!["mkfs /dev/fake0 ext4"]);
+    }
 }
