@@ -564,6 +564,50 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_endpoints_read_mounts_through_the_node() {
+        let w = crate::volume::workflow_tests::world();
+        let call = |p: &str, body: &str| {
+            let r = handle(&w.vols, p, body.as_bytes());
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(r.status, 200, "{p} {body}: {v}");
+            v
+        };
+        call("/VolumeDriver.Create", r#"{"Name":"vol"}"#);
+        let get = || call("/VolumeDriver.Get", r#"{"Name":"vol"}"#);
+        let list = || call("/VolumeDriver.List", "{}");
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        let data = w.mp("vol").join("data").display().to_string();
+        for id in ["a", "b"] {
+            let m = call(
+                "/VolumeDriver.Mount",
+                &format!(r#"{{"Name":"vol","ID":"{id}"}}"#),
+            );
+            assert_eq!(m["Mountpoint"], json!(data));
+        }
+        assert_eq!(w.mounts_at("vol"), 1);
+        assert_eq!(get()["Volume"]["Mountpoint"], json!(data));
+        assert_eq!(list()["Volumes"][0]["Mountpoint"], json!(data));
+        assert_eq!(
+            call("/VolumeDriver.Path", r#"{"Name":"vol"}"#)["Mountpoint"],
+            json!(data)
+        );
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"a"}"#);
+        assert_eq!(
+            get()["Volume"]["Mountpoint"],
+            json!(data),
+            "b still uses it"
+        );
+        let r = handle(&w.vols, "/VolumeDriver.Remove", br#"{"Name":"vol"}"#);
+        assert_eq!(r.status, 500, "in use");
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"b"}"#);
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        assert!(list()["Volumes"][0].get("Mountpoint").is_none());
+        assert_eq!(w.state_of("vol"), crate::model::AttachmentState::Available);
+        call("/VolumeDriver.Remove", r#"{"Name":"vol"}"#);
+        assert_eq!(list()["Volumes"], json!([]));
+    }
+
     fn opts(v: Value) -> Result<CreateRequest> {
         parse_create_opts(Some(&v))
     }
