@@ -11,9 +11,7 @@ use crate::volume::{CopySource, Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashSet};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The media type of every reply.
@@ -413,86 +411,6 @@ struct Status<'a> {
     volume_type: &'a str,
 }
 
-/// Every mount point of this mount namespace, raw from
-/// `/proc/self/mountinfo` (no parsing of mount options): for kernels whose
-/// `statx` does not tell mount roots.
-fn mount_points() -> Result<HashSet<Vec<u8>>> {
-    let text = std::fs::read("/proc/self/mountinfo")
-        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
-    Ok(text
-        .split(|&b| b == b'\n')
-        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
-        .map(unescape_octal)
-        .collect())
-}
-
-/// Whether something is mounted at `mp`, asked of the kernel on every call:
-/// mounts change behind the service's back (the CLI, an administrator).
-fn is_mounted(mp: &Path) -> Result<bool> {
-    match crate::node::mountinfo::is_mount_root(mp)? {
-        Some(m) => Ok(m),
-        None => Ok(mount_points()?.contains(mp.as_os_str().as_bytes())),
-    }
-}
-
-/// The names under `base` that something is mounted on. Mount points are
-/// removed at unmount, so this is a listing of `base` and a `statx` per
-/// mounted volume, whatever the number of volumes or of the host's mounts.
-fn mounted_under(base: &Path) -> Result<HashSet<String>> {
-    let from_table = || -> Result<HashSet<String>> {
-        Ok(mount_points()?
-            .into_iter()
-            .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
-            .filter(|m| m.parent() == Some(base))
-            .filter_map(|m| Some(m.file_name()?.to_str()?.to_owned()))
-            .collect())
-    };
-    let dir = match std::fs::read_dir(base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(_) => return from_table(),
-    };
-    let mut out = HashSet::new();
-    for e in dir {
-        let Ok(e) = e else { return from_table() };
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        match crate::node::mountinfo::is_mount_root(&e.path()) {
-            Ok(Some(true)) => {
-                out.insert(name);
-            }
-            Ok(Some(false)) => {}
-            Ok(None) => return from_table(),
-            // One unreadable entry (a dead FUSE mount, say) must not fail
-            // the whole List; it is not a volume of ours mounted.
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), "cannot tell whether it is a mount point: {err}")
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
-fn unescape_octal(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> DockerVolume<'a> {
     DockerVolume {
         name: &v.name,
@@ -528,7 +446,7 @@ fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> 
         ))
     })?;
     let mp = vols.mount_point(&v.name);
-    let path = if is_mounted(&mp)? {
+    let path = if vols.node().is_mounted(&mp)? {
         Some(
             vols.content_path(&v.name, &mp, false)?
                 .to_string_lossy()
@@ -571,7 +489,9 @@ fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<(String, Option<S
         return Ok(Vec::new());
     }
     let base = vols.mount_point("");
-    let mut key: Vec<(String, Option<String>)> = mounted_under(&base)?
+    let mut key: Vec<(String, Option<String>)> = vols
+        .node()
+        .mounted_under(&base)?
         .into_iter()
         .map(|n| {
             let p = match vols.content_path(&n, &base.join(&n), false) {
@@ -643,6 +563,50 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_endpoints_read_mounts_through_the_node() {
+        let w = crate::volume::workflow_tests::world();
+        let call = |p: &str, body: &str| {
+            let r = handle(&w.vols, p, body.as_bytes());
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(r.status, 200, "{p} {body}: {v}");
+            v
+        };
+        call("/VolumeDriver.Create", r#"{"Name":"vol"}"#);
+        let get = || call("/VolumeDriver.Get", r#"{"Name":"vol"}"#);
+        let list = || call("/VolumeDriver.List", "{}");
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        let data = w.mp("vol").join("data").display().to_string();
+        for id in ["a", "b"] {
+            let m = call(
+                "/VolumeDriver.Mount",
+                &format!(r#"{{"Name":"vol","ID":"{id}"}}"#),
+            );
+            assert_eq!(m["Mountpoint"], json!(data));
+        }
+        assert_eq!(w.mounts_at("vol"), 1);
+        assert_eq!(get()["Volume"]["Mountpoint"], json!(data));
+        assert_eq!(list()["Volumes"][0]["Mountpoint"], json!(data));
+        assert_eq!(
+            call("/VolumeDriver.Path", r#"{"Name":"vol"}"#)["Mountpoint"],
+            json!(data)
+        );
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"a"}"#);
+        assert_eq!(
+            get()["Volume"]["Mountpoint"],
+            json!(data),
+            "b still uses it"
+        );
+        let r = handle(&w.vols, "/VolumeDriver.Remove", br#"{"Name":"vol"}"#);
+        assert_eq!(r.status, 500, "in use");
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"b"}"#);
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        assert!(list()["Volumes"][0].get("Mountpoint").is_none());
+        assert_eq!(w.state_of("vol"), crate::model::AttachmentState::Available);
+        call("/VolumeDriver.Remove", r#"{"Name":"vol"}"#);
+        assert_eq!(list()["Volumes"], json!([]));
+    }
 
     fn opts(v: Value) -> Result<CreateRequest> {
         parse_create_opts(Some(&v))
@@ -746,13 +710,6 @@ mod tests {
         let l: Value =
             serde_json::from_slice(&handle(&svc, "/VolumeDriver.List", b"").body).unwrap();
         assert_eq!(l["Volumes"].as_array().unwrap().len(), 4);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
-        assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
-        assert!(mount_points().unwrap().contains(b"/".as_slice()));
     }
 
     #[test]

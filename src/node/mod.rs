@@ -3,6 +3,8 @@
 //! mountinfo, waiting for devices. Node operations never talk to a backend.
 
 pub mod cmd;
+#[cfg(test)]
+pub mod fake;
 pub mod freeze;
 pub mod fs;
 pub mod kmsg;
@@ -11,10 +13,155 @@ pub mod mountinfo;
 use crate::model::FsType;
 use crate::{Error, Result};
 use nix::mount::{MntFlags, MsFlags};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use mountinfo::Mount;
+
+/// Everything the workflows do to this host's kernel for a volume, as one
+/// seam: [`Kernel`] does it for real (the functions of this module), and
+/// the unit tests' fake (`node::fake`) keeps a mount table and devices in
+/// memory, so the workflows' decisions are tested without root.
+///
+/// Decisions stay out of it: whether to format ([`ensure_filesystem`]),
+/// what to unmount, when to detach are the callers'. Each method is one
+/// kernel fact or one kernel action.
+pub trait Node: Send + Sync {
+    /// Fail with a clear message naming `what` unless this process may
+    /// attach and mount (see [`privileged`]).
+    fn require_privileges(&self, what: &str) -> Result<()>;
+    /// Every mount in this process's mount namespace.
+    fn mounts(&self) -> Result<Vec<Mount>>;
+    /// Mounts whose mount point is exactly `path` (several if stacked).
+    fn mounts_at(&self, path: &Path) -> Result<Vec<Mount>> {
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .filter(|m| m.mount_point == path)
+            .collect())
+    }
+    /// Mounts of the filesystem on device `dev` (major, minor).
+    fn mounts_of(&self, dev: (u32, u32)) -> Result<Vec<Mount>> {
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .filter(|m| m.dev == dev)
+            .collect())
+    }
+    /// Whether something is mounted at `path`, as cheaply as the kernel
+    /// tells (one `statx` where it can): for the Docker endpoint's
+    /// in-memory answers.
+    fn is_mounted(&self, path: &Path) -> Result<bool>;
+    /// The names of the entries of `base` something is mounted on.
+    fn mounted_under(&self, base: &Path) -> Result<HashSet<String>>;
+    /// The (major, minor) numbers of a block device node.
+    fn device_numbers(&self, dev: &Path) -> Result<(u32, u32)>;
+    /// Wait until `dev` is a block device with a non-zero size.
+    fn wait_for_device(&self, dev: &Path, timeout: Duration) -> Result<(u32, u32)>;
+    /// What a device (or image file) holds, with blkid's tags.
+    fn probe_tags(
+        &self,
+        dev: &Path,
+        timeout: Duration,
+    ) -> Result<(fs::Probe, Vec<(String, String)>)>;
+    /// Make filesystem `fs` on `dev` (`overwrite`: over a signature).
+    fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()>;
+    /// Give the filesystem in an unattached image a fresh UUID.
+    fn regenerate_uuid(
+        &self,
+        image: &Path,
+        fs_type: &str,
+        timeout: Duration,
+    ) -> Result<fs::NewUuid>;
+    /// Grow the filesystem of `dev`, mounted at `mount_point`, to the device.
+    fn grow(&self, dev: &Path, mount_point: &Path, fs_type: &str, timeout: Duration) -> Result<()>;
+    /// Make a mount point (see [`ensure_dir`]).
+    fn ensure_dir(&self, dir: &Path) -> Result<()>;
+    /// Mount a block device's filesystem (see [`mount_device`]).
+    fn mount_device(&self, dev: &Path, target: &Path, fs_type: &str, read_only: bool)
+        -> Result<()>;
+    /// Bind-mount `source` at `target` (see [`bind`]).
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
+    /// Unmount every mount stacked at `target`; not mounted is success.
+    fn unmount_all(&self, target: &Path) -> Result<()>;
+    /// The directory handed out for `volume` mounted at `mp`, checked now
+    /// (see [`content_dir`]).
+    fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf>;
+    /// Thaw a filesystem a crashed copy left frozen; `Ok(false)` when it
+    /// was not frozen.
+    fn thaw(&self, mount_point: &Path) -> Result<bool>;
+}
+
+/// The real node: this host's kernel and tools.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kernel;
+
+impl Node for Kernel {
+    fn require_privileges(&self, what: &str) -> Result<()> {
+        require_privileges(what)
+    }
+    fn mounts(&self) -> Result<Vec<Mount>> {
+        mountinfo::mounts()
+    }
+    fn is_mounted(&self, path: &Path) -> Result<bool> {
+        mountinfo::is_mounted(path)
+    }
+    fn mounted_under(&self, base: &Path) -> Result<HashSet<String>> {
+        mountinfo::mounted_under(base)
+    }
+    fn device_numbers(&self, dev: &Path) -> Result<(u32, u32)> {
+        mountinfo::device_numbers(dev)
+    }
+    fn wait_for_device(&self, dev: &Path, timeout: Duration) -> Result<(u32, u32)> {
+        wait_for_device(dev, timeout)
+    }
+    fn probe_tags(
+        &self,
+        dev: &Path,
+        timeout: Duration,
+    ) -> Result<(fs::Probe, Vec<(String, String)>)> {
+        fs::probe_tags(dev, timeout)
+    }
+    fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()> {
+        fs::mkfs(dev, fs, overwrite, timeout)
+    }
+    fn regenerate_uuid(
+        &self,
+        image: &Path,
+        fs_type: &str,
+        timeout: Duration,
+    ) -> Result<fs::NewUuid> {
+        fs::regenerate_uuid(image, fs_type, timeout)
+    }
+    fn grow(&self, dev: &Path, mount_point: &Path, fs_type: &str, timeout: Duration) -> Result<()> {
+        fs::grow(dev, mount_point, fs_type, timeout)
+    }
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        ensure_dir(dir)
+    }
+    fn mount_device(
+        &self,
+        dev: &Path,
+        target: &Path,
+        fs_type: &str,
+        read_only: bool,
+    ) -> Result<()> {
+        mount_device(dev, target, fs_type, read_only)
+    }
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+        bind(source, target, read_only)
+    }
+    fn unmount_all(&self, target: &Path) -> Result<()> {
+        unmount_all(target)
+    }
+    fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf> {
+        content_dir(volume, mp, rel, create)
+    }
+    fn thaw(&self, mount_point: &Path) -> Result<bool> {
+        freeze::thaw(mount_point)
+    }
+}
 
 /// Time limits for the external tools of a format.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +239,7 @@ pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
 /// Formatting over a signature (with `overwrite`) first logs a warning
 /// naming `volume`, the device and what it held (type, UUID, label).
 pub fn ensure_filesystem(
+    node: &dyn Node,
     volume: &str,
     dev: &Path,
     want: FsType,
@@ -102,7 +250,7 @@ pub fn ensure_filesystem(
     let (probe, tags) = if known_blank {
         (fs::Probe::Blank, Vec::new())
     } else {
-        fs::probe_tags(dev, limits.probe)?
+        node.probe_tags(dev, limits.probe)?
     };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
@@ -116,7 +264,7 @@ pub fn ensure_filesystem(
             }
             tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");
             fail::fail_point!("node::before-mkfs", |_| crate::crash_here());
-            fs::mkfs(dev, want, overwrite, limits.mkfs)?;
+            node.mkfs(dev, want, overwrite, limits.mkfs)?;
             fail::fail_point!("node::after-mkfs", |_| crate::crash_here());
             Ok(want.as_str().to_string())
         }
@@ -398,4 +546,62 @@ pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNode;
+    use super::fs::Probe;
+    use super::*;
+
+    const LIMITS: FormatTimeouts = FormatTimeouts {
+        probe: Duration::from_secs(1),
+        mkfs: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn only_a_blank_device_is_formatted_unless_overwrite_is_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let node = FakeNode::default();
+        let dev = Path::new("/dev/fake0");
+        let ensure = |overwrite, known_blank| {
+            ensure_filesystem(
+                &node,
+                "vol",
+                dev,
+                FsType::Ext4,
+                overwrite,
+                known_blank,
+                LIMITS,
+            )
+        };
+        let cases = [
+            (Probe::Blank, false, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), false, Ok("xfs"), false),
+            (Probe::Other("LVM2_member".into()), false, Err(()), false),
+            (Probe::Other("LVM2_member".into()), true, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), true, Ok("ext4"), true),
+        ];
+        for (held, overwrite, want, formats) in cases {
+            node.plug(dev, held.clone(), t.path());
+            let got = ensure(overwrite, false);
+            match want {
+                Ok(fs) => assert_eq!(got.unwrap(), fs, "{held:?}"),
+                Err(()) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind(), crate::Kind::InUse, "{e}");
+                    assert!(e.message().contains("LVM2_member"), "{e}");
+                }
+            }
+            let calls = node.take_calls();
+            let made = calls.iter().any(|c| c.starts_with("mkfs"));
+            assert_eq!(made, formats, "{held:?} overwrite={overwrite}: {calls:?}");
+            node.unplug(dev).unwrap();
+        }
+        // The backend's word that the device was never written skips the
+        // probe.
+        node.plug(dev, Probe::Blank, t.path());
+        assert_eq!(ensure(false, true).unwrap(), "ext4");
+        assert_eq!(node.take_calls(), vec!["mkfs /dev/fake0 ext4"]);
+    }
 }
