@@ -13,9 +13,15 @@ pub const MAX_SIZE_GIB: u64 = 64 * 1024;
 /// 255 characters. This also keeps names safe as path components: no `/`,
 /// no `..` on its own, no NUL.
 pub fn volume_name(name: &str) -> Result<&str> {
+    name_of("volume", name)
+}
+
+/// Check the name of a `what` (a volume, a snapshot) by the rule of
+/// [`volume_name`]; the error says "invalid `what` name".
+pub fn name_of<'a>(what: &str, name: &'a str) -> Result<&'a str> {
     let fail = |why: &str| {
         Err(Error::invalid(format!(
-            "invalid volume name {}: {why} (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME_LEN} characters)",
+            "invalid {what} name {}: {why} (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME_LEN} characters)",
             quote(name)
         )))
     };

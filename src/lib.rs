@@ -17,7 +17,7 @@ pub mod flex;
 pub mod input;
 pub mod model;
 
-pub use error::{Error, Kind, Result};
+pub use error::{Error, Kind, Reason, Result};
 pub mod node;
 pub mod output;
 pub mod snapshot;
