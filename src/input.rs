@@ -189,11 +189,9 @@ impl<'de> serde::de::Visitor<'de> for NoRepeats {
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            let before = if self.fold_case {
-                out.keys().find(|o| o.eq_ignore_ascii_case(&k))
-            } else {
-                out.keys().find(|o| **o == k)
-            };
+            let before = out
+                .keys()
+                .find(|o| crate::options::same_key(o, &k, self.fold_case));
             if let Some(before) = before {
                 let how = if *before == k {
                     String::new()

@@ -19,6 +19,7 @@ pub mod model;
 
 pub use error::{Error, Kind, Reason, Result};
 pub mod node;
+pub mod options;
 pub mod output;
 pub mod snapshot;
 pub mod state;
