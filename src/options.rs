@@ -176,6 +176,22 @@ impl Spelling {
             .join(", ")
     }
 
+    /// The accepted key `typed` spells, if any.
+    pub fn key(&self, typed: &str) -> Option<&'static Key> {
+        self.keys
+            .iter()
+            .find(|c| same_key(c.name, typed.trim(), self.fold_case))
+    }
+
+    /// The refusal of an unknown key, naming it and the accepted ones.
+    pub fn unknown_key(&self, typed: &str) -> Error {
+        Error::invalid(
+            self.unknown
+                .replace("{key}", &quote(typed))
+                .replace("{keys}", &self.key_list()),
+        )
+    }
+
     fn field(&self, typed: &str) -> String {
         self.field.replace("{}", typed)
     }
@@ -193,16 +209,8 @@ impl Spelling {
             {
                 return Err(Error::invalid(self.twice.replace("{key}", &quote(k))));
             }
-            let Some(known) = self
-                .keys
-                .iter()
-                .find(|c| same_key(c.name, typed, self.fold_case))
-            else {
-                return Err(Error::invalid(
-                    self.unknown
-                        .replace("{key}", &quote(k))
-                        .replace("{keys}", &self.key_list()),
-                ));
+            let Some(known) = self.key(typed) else {
+                return Err(self.unknown_key(k));
             };
             if let Some((other, _, o)) = given.iter().find(|(_, _, o)| o.opt == known.opt) {
                 if o.rank == known.rank {

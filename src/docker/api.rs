@@ -234,10 +234,14 @@ pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
+                // An unknown key is named as such, whatever its value.
+                let Some(known) = crate::options::DOCKER.key(k) else {
+                    return Err(crate::options::DOCKER.unknown_key(k));
+                };
                 return Err(Error::invalid(format!(
                     "option {} must be a string, not {other}",
-                    crate::input::quote(k)
-                )))
+                    known.name
+                )));
             }
         };
         pairs.push((k.clone(), v));
