@@ -227,6 +227,17 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_snapshot_name_is_called_one() {
+        let e = name_of("snapshot", "a/b").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("invalid snapshot name \"a/b\": it contains \"/\""),
+            "{e}"
+        );
+        assert_eq!(name_of("snapshot", "s1").unwrap(), "s1");
+    }
+
+    #[test]
     fn names() {
         for ok in ["a", "vol-1", "A.b_c-d", "0", "a..b"] {
             assert!(volume_name(ok).is_ok(), "{ok}");
