@@ -380,7 +380,7 @@ impl Volumes {
                 // A full backing store fails writes to the device (mkfs,
                 // journal recovery): say so when it may be the cause.
                 return Err(match self.driver.space_note(&v.id) {
-                    Some(n) => Error::new(e.kind(), format!("{}; {n}", e.message())),
+                    Some(n) => e.map_message(|m| format!("{m}; {n}")),
                     None => e,
                 });
             }
@@ -407,10 +407,9 @@ impl Volumes {
                 }
                 let keep_attached = was_attached || !rec.holds.is_empty();
                 return match self.release(&v, keep_attached) {
-                    Ok(()) if e.kind() == Kind::System && e.message().contains("not a directory") => {
-                        Err(Error::new(e.kind(), format!(
-                            "{}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
-                            e.message(),
+                    Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
+                        Err(e.map_message(|m| format!(
+                            "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
                             v.name,
                             self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
                             v.name
@@ -826,14 +825,12 @@ impl Volumes {
                 .filter(|d| !d.as_os_str().is_empty())
             {
                 self.node.grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
-                    let hint = if m.fs_type.starts_with("ext")
-                        && e.message().contains("Permission denied")
-                    {
+                    let hint = if m.fs_type.starts_with("ext") && e.is_permission_denied() {
                         " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability or grow it unmounted)"
                     } else {
                         ""
                     };
-                    Error::new(e.kind(), format!("{}{hint}", e.message()))
+                    e.map_message(|m| format!("{m}{hint}"))
                         .context(step("grow the filesystem"))
                 })?;
             }
@@ -843,7 +840,8 @@ impl Volumes {
         Ok((v, bytes))
     }
 
-    /// Whether an error means "the volume does not exist".
+    /// Whether an error means "the volume does not exist". Only lookups
+    /// make such errors: a missing file or tool is a system error.
     pub fn is_not_found(e: &Error) -> bool {
         e.kind() == Kind::NotFound
     }
@@ -1020,11 +1018,9 @@ impl Volumes {
                     Err(e) => {
                         // `finish` below thaws it and ends the guard.
                         *frozen.borrow_mut() = Some(f);
-                        Err(Error::new(
-                            e.kind(),
-                            format!("{}; the {what} was discarded", e.message()),
-                        )
-                        .context(format!("cannot {what} volume {}", v.name)))
+                        Err(e
+                            .map_message(|m| format!("{m}; the {what} was discarded"))
+                            .context(format!("cannot {what} volume {}", v.name)))
                     }
                 },
                 None => Ok(()),

@@ -5,7 +5,7 @@
 //! ignored, field names matched case-insensitively (as Go decodes them).
 //! Strict on options: an unknown or bad option fails the request by name.
 
-use crate::model::{CreateOptions, FsType, MountOptions, Volume};
+use crate::model::{CreateOptions, MountOptions, Volume};
 use crate::state::Consumer;
 use crate::volume::{CopySource, Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
@@ -200,23 +200,6 @@ fn parse(body: &[u8]) -> Result<Request> {
     }
 }
 
-/// The create options, as `docker volume create -o KEY=VALUE` gives them.
-pub const CREATE_OPTIONS: &[&str] = &[
-    "size",
-    "iops",
-    "volumeType",
-    "type",
-    "availabilityZone",
-    "volumeName",
-    "volumeID",
-    "snapshotName",
-    "snapshotID",
-    "fsType",
-    "newFsType",
-    "encrypted",
-    "overwriteFs",
-];
-
 /// A parsed create request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateRequest {
@@ -229,9 +212,9 @@ pub struct CreateRequest {
     pub overwrite_fs: bool,
 }
 
-/// Parse `Opts`: keys case-insensitive, values strings (numbers and
-/// booleans are taken as their text). Unknown keys are refused with the
-/// list of valid ones.
+/// Parse `Opts`: values strings (numbers and booleans are taken as their
+/// text), checked by [`options::DOCKER`](crate::options::DOCKER): keys
+/// case-insensitive, unknown keys refused with the list of valid ones.
 pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
     let map = match opts {
         None | Some(Value::Null) => return Ok(CreateRequest::default()),
@@ -242,88 +225,31 @@ pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
             )))
         }
     };
-    let mut seen: Vec<(&'static str, String)> = Vec::new();
+    let mut pairs = Vec::with_capacity(map.len());
     for (k, v) in map {
-        let Some(canon) = CREATE_OPTIONS
-            .iter()
-            .find(|c| c.eq_ignore_ascii_case(k.trim()))
-        else {
-            return Err(Error::invalid(format!(
-                "unknown option {}: valid options are {} (case-insensitive)",
-                crate::input::quote(k),
-                CREATE_OPTIONS.join(", ")
-            )));
-        };
         let v = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
+                // An unknown key is named as such, whatever its value.
+                let Some(known) = crate::options::DOCKER.key(k) else {
+                    return Err(crate::options::DOCKER.unknown_key(k));
+                };
                 return Err(Error::invalid(format!(
-                    "option {canon} must be a string, not {other}"
-                )))
+                    "option {} must be a string, not {other}",
+                    known.name
+                )));
             }
         };
-        if seen.iter().any(|(c, _)| c == canon) {
-            return Err(Error::invalid(format!("option {canon} is given twice")));
-        }
-        seen.push((canon, v));
+        pairs.push((k.clone(), v));
     }
-    let get = |k: &str| seen.iter().find(|(c, _)| *c == k).map(|(_, v)| v.as_str());
-    let mut r = CreateRequest::default();
-    if let Some(v) = get("size") {
-        r.opts.size = Some(crate::input::size_gib("option size", v)?);
-    }
-    if let Some(v) = get("iops") {
-        r.opts.iops = Some(crate::input::iops("option iops", v)?);
-    }
-    // `type` overrides `volumeType`, as in the original.
-    if let Some(v) = get("type").or(get("volumeType")) {
-        r.opts.volume_type = Some(v.to_string());
-    }
-    if let Some(v) = get("availabilityZone") {
-        r.opts.availability_zone = Some(v.to_string());
-    }
-    if get("fsType").is_some() && get("newFsType").is_some() {
-        return Err(Error::invalid("give fsType or newFsType, not both"));
-    }
-    for key in ["fsType", "newFsType"] {
-        if let Some(v) = get(key) {
-            r.opts.fs_type = Some(
-                v.parse::<FsType>()
-                    .map_err(|e| e.context(format!("option {key}")))?,
-            );
-        }
-    }
-    if let Some(v) = get("encrypted") {
-        r.opts.encrypted = crate::input::boolean("option encrypted", v)?;
-    }
-    if let Some(v) = get("overwriteFs") {
-        r.overwrite_fs = crate::input::boolean("option overwriteFs", v)?;
-    }
-    let sources: Vec<CopySource> = [
-        get("volumeName").map(|v| CopySource::VolumeName(v.to_string())),
-        get("volumeID").map(|v| CopySource::VolumeId(v.to_string())),
-        get("snapshotName").map(|v| CopySource::SnapshotName(v.to_string())),
-        get("snapshotID").map(|v| CopySource::SnapshotId(v.to_string())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if sources.len() > 1 {
-        return Err(Error::invalid(
-            "give at most one of volumeName, volumeID, snapshotName, snapshotID",
-        ));
-    }
-    if let Some(s) = sources.into_iter().next() {
-        let (CopySource::VolumeName(v)
-        | CopySource::VolumeId(v)
-        | CopySource::SnapshotName(v)
-        | CopySource::SnapshotId(v)) = &s;
-        crate::input::volume_name(v).map_err(|e| e.context(format!("option {s}")))?;
-        r.source = Some(s);
-    }
-    Ok(r)
+    let p = crate::options::DOCKER.parse(&pairs)?;
+    Ok(CreateRequest {
+        opts: p.create,
+        source: p.source,
+        overwrite_fs: p.overwrite_fs,
+    })
 }
 
 fn create(vols: &Volumes, r: &Request) -> Result<Reply> {
@@ -563,6 +489,7 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FsType;
 
     #[test]
     fn the_endpoints_read_mounts_through_the_node() {

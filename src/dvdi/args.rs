@@ -388,7 +388,10 @@ pub fn split_opts(raw: &[String]) -> Result<Vec<(String, String)>, UsageError> {
             match el.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => {
                     let k = k.trim();
-                    if let Some((ko, vo)) = out.iter().find(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                    if let Some((ko, vo)) = out
+                        .iter()
+                        .find(|(o, _)| crate::options::same_key(o, k, crate::options::DVDCLI.fold_case))
+                    {
                         return Err(usage(format!(
                             "--volumeopts key {} is given twice ({} and {}): give each key once",
                             shown(k),

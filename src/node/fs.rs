@@ -121,13 +121,27 @@ pub fn grow(dev: &Path, mount_point: &Path, fs: &str, timeout: Duration) -> Resu
         }
     };
     if !out.status.success() {
-        return Err(Error::system(format!(
-            "growing the filesystem on {} failed: {}",
-            dev.display(),
-            out.stderr.trim()
-        )));
+        return Err(grow_failed(dev, &out.stderr));
     }
     Ok(())
+}
+
+/// The error for a grow tool that failed saying `stderr`. The tools report
+/// a refused resize ioctl (EPERM) only in words: resize2fs's "Permission
+/// denied to resize filesystem", strerror's "Operation not permitted"
+/// (`LC_ALL=C`). Such a refusal keeps its errno, so callers tell it by
+/// [`Error::is_permission_denied`], not by the message.
+fn grow_failed(dev: &Path, stderr: &str) -> Error {
+    let e = Error::system(format!(
+        "growing the filesystem on {} failed: {}",
+        dev.display(),
+        stderr.trim()
+    ));
+    if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+        e.with_errno(libc::EPERM)
+    } else {
+        e
+    }
 }
 
 /// The filesystem UUID in `dev` (a device or an image file), read from
@@ -314,6 +328,26 @@ pub fn describe(probe: &Probe, tags: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_grow_keeps_its_errno() {
+        let dev = Path::new("/dev/loop9");
+        let e = grow_failed(dev, "resize2fs: Permission denied to resize filesystem\n");
+        assert!(e.is_permission_denied(), "{e}");
+        assert!(
+            e.message()
+                .ends_with("Permission denied to resize filesystem"),
+            "{e}"
+        );
+        let e = grow_failed(
+            dev,
+            "xfs_growfs: XFS_IOC_FSGROWFSDATA xfsctl failed: Operation not permitted",
+        );
+        assert!(e.is_permission_denied(), "{e}");
+        let e = grow_failed(dev, "resize2fs: No space left on device");
+        assert!(!e.is_permission_denied(), "{e}");
+        assert_eq!(e.errno(), None);
+    }
 
     #[test]
     fn a_probe_is_described_with_its_uuid_and_label() {

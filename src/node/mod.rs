@@ -311,10 +311,7 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
             ),
             &std::io::Error::from(e),
         );
-        Error::new(
-            err.kind(),
-            format!("{}{}", err.message(), kmsg::said(said.as_deref())),
-        )
+        err.map_message(|m| format!("{m}{}", kmsg::said(said.as_deref())))
     };
     let first = match mount(None) {
         Ok(()) => return Ok(()),
@@ -335,10 +332,7 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
     mount(Some("nouuid")).map_err(|second| {
         let again = failed(Some("nouuid"), second);
         let first = failed(None, first);
-        Error::new(
-            again.kind(),
-            format!("{}; then {}", first.message(), again.message()),
-        )
+        again.map_message(|m| format!("{}; then {m}", first.message()))
     })
 }
 
@@ -499,10 +493,11 @@ pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<P
         dir = match next {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                return Err(Error::not_found(format!(
+                return Err(Error::system(format!(
                     "volume {volume}: {} is missing (removed by hand?); unmount and mount the volume again to recreate it",
                     at.display()
-                )))
+                ))
+                .with_errno(libc::ENOENT))
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 let link = std::fs::symlink_metadata(&at)
@@ -517,7 +512,9 @@ pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<P
                     "volume {volume}: {} is {what}, not a directory; rexray hands out only paths inside the volume. Remove it (`rm {}` while the volume is mounted)",
                     at.display(),
                     at.display()
-                )));
+                ))
+                .with_errno(e.raw_os_error().unwrap_or(libc::ENOTDIR))
+                .with_reason(crate::Reason::NotADirectory));
             }
             Err(e) => {
                 return Err(Error::from_io(
@@ -603,5 +600,35 @@ mod tests {
         node.plug(dev, Probe::Blank, t.path());
         assert_eq!(ensure(false, true).unwrap(), "ext4");
         assert_eq!(node.take_calls(), vec!["mkfs /dev/fake0 ext4"]);
+    }
+
+    use crate::{Kind, Reason};
+
+    #[test]
+    fn a_handed_out_path_that_is_no_directory_is_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let mp = t.path();
+        std::fs::write(mp.join("lost+found"), b"").unwrap();
+        std::fs::create_dir(mp.join("data")).unwrap();
+        std::fs::write(mp.join("data").join("file"), b"x").unwrap();
+        let e = content_dir("v", mp, "data/file", false).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::NotADirectory), "{e}");
+        assert_eq!(e.errno(), Some(libc::ENOTDIR), "{e}");
+        assert!(e.message().contains("not a directory"), "{e}");
+        std::os::unix::fs::symlink("/", mp.join("data").join("link")).unwrap();
+        let e = content_dir("v", mp, "data/link", false).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::NotADirectory), "{e}");
+        assert!(e.message().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_handed_out_path_is_no_missing_volume() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("data")).unwrap();
+        let e = content_dir("v", t.path(), "data/sub", false).unwrap_err();
+        assert_eq!(e.kind(), Kind::System, "{e}");
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        assert_eq!(e.reason(), None);
+        assert!(e.message().contains("is missing"), "{e}");
     }
 }

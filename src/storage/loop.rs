@@ -827,7 +827,8 @@ impl StorageDriver for LoopDriver {
                 .space_note(id)
                 .map(|n| format!("; {n}"))
                 .unwrap_or_default();
-            return Err(Error::new(e.kind(), format!("{}{note}", e.message()))
+            return Err(e
+                .map_message(|m| format!("{m}{note}"))
                 .context(step("record the device; the device was unbound")));
         }
         Ok(MountSource::Device(dev))
@@ -1002,8 +1003,7 @@ impl StorageDriver for LoopDriver {
         snap_name: &str,
         intact: &dyn Fn() -> Result<()>,
     ) -> Result<Snapshot> {
-        crate::input::volume_name(snap_name)
-            .map_err(|e| Error::invalid(e.message().replace("volume name", "snapshot name")))?;
+        crate::input::name_of("snapshot", snap_name)?;
         let src = self.record(id)?;
         let dir = self.snap_dir();
         crate::files::own_dir(&dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse)?;

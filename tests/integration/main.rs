@@ -14,6 +14,7 @@ mod freeze_uuid;
 mod managed_plugin;
 mod mount_safety;
 mod names;
+mod options;
 mod packaging;
 mod props;
 mod security;
