@@ -330,7 +330,10 @@ impl Flex {
             return Err(stacking_refused(path, m, v));
         }
         fail::fail_point!("flex::before-bind", |_| crate::crash_here());
-        node::bind(content, path, read_only).map_err(|e| e.context(step("bind")))?;
+        // Bound from a descriptor, not by path: `content` was checked, but
+        // whoever can write at the volume's root may since have swapped a
+        // link in for it.
+        node::bind_beneath(mp, content, path, read_only).map_err(|e| e.context(step("bind")))?;
         fail::fail_point!("flex::after-bind", |_| crate::crash_here());
         Ok(())
     }

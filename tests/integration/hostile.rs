@@ -1,0 +1,93 @@
+//! A hostile local user or a careless operator against the data-safety
+//! and security fixes: each test is an attack that once worked.
+
+use crate::common::*;
+use crate::require_root;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn flex_json(h: &Home, args: &[&str], env: &[(&str, &str)]) -> (Value, Out) {
+    let mut c = h.command("flexrex");
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = run_cmd(&mut c);
+    let v: Value = serde_json::from_str(o.stdout.trim())
+        .unwrap_or_else(|e| panic!("flexrex {args:?}: not JSON ({e}): {o:#?}"));
+    (v, o)
+}
+
+/// Someone who can write at a mounted volume's root (a container given the
+/// root of a volume in the root layout, a pod whose path an earlier
+/// release bound to the root) swaps `data` for a link to a host directory
+/// between flexrex's check of `data` and its bind: the bind must not
+/// follow it, or the pod gets the host's directory.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_data_link_swapped_in_after_the_check_is_never_bound_for_kubelet() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    let host = h.dir.join("host-dir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("secret"), "host data").unwrap();
+    let o = json!({
+        "volumeID": "v",
+        "kubernetes.io/fsType": "ext4",
+        "kubernetes.io/readwrite": "rw",
+        "kubernetes.io/pvOrVolumeName": "pv1",
+    })
+    .to_string();
+    let (a, out) = flex_json(&h, &["attach", &o, "node1"], &[]);
+    assert_eq!(a["status"], "Success", "{out:#?}");
+    let dev = a["device"].as_str().unwrap().to_string();
+    let dmp = h.dir.join("kubelet/mounts/pv1");
+    // flexrex waits between its check of `data` and the bind, long enough
+    // for the swap below (made once the check passed: the directory it
+    // binds onto is made after it).
+    let mut c = h.command("flexrex");
+    c.args(["mountdevice", dmp.to_str().unwrap(), &dev, &o])
+        .env("FAILPOINTS", "flex::before-bind=sleep(4000)");
+    let call = std::thread::spawn(move || run_cmd(&mut c));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dmp.exists() && !call.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mp = h.mount_point("v");
+    std::fs::rename(mp.join("data"), mp.join("lost+found/real")).unwrap();
+    std::os::unix::fs::symlink(&host, mp.join("data")).unwrap();
+    let out = call.join().unwrap();
+    let r: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("mountdevice: not JSON ({e}): {out:#?}"));
+    let leaked = dmp.join("secret").exists();
+    // Undo the swap and let go of everything before judging.
+    if count_mounts_at(&mp) > 0 {
+        std::fs::remove_file(mp.join("data")).unwrap();
+        std::fs::rename(mp.join("lost+found/real"), mp.join("data")).unwrap();
+    }
+    if count_mounts_at(&dmp) > 0 {
+        let _ = nix::mount::umount2(&dmp, nix::mount::MntFlags::MNT_DETACH);
+    }
+    assert!(
+        !leaked,
+        "kubelet's path shows the host directory the link points to: {out:#?}"
+    );
+    assert_eq!(r["status"], "Failure", "{out:#?}");
+    let m = r["message"].as_str().unwrap_or("");
+    assert!(m.contains("symbolic link"), "{m}");
+    // The refused mount is undone: nothing mounted, nothing attached
+    // but kubelet's hold.
+    assert_eq!(count_mounts_at(&dmp), 0);
+    assert_eq!(count_mounts_at(&mp), 0, "the refused mount is undone");
+    assert_eq!(
+        h.loops().len(),
+        1,
+        "kubelet's attach still holds the device"
+    );
+    assert!(Path::new(&host.join("secret")).exists());
+    let (d, out) = flex_json(&h, &["detach", "pv1", "node1"], &[]);
+    assert_eq!(d["status"], "Success", "{out:#?}");
+    assert!(h.loops().is_empty());
+}
