@@ -91,3 +91,69 @@ fn a_data_link_swapped_in_after_the_check_is_never_bound_for_kubelet() {
     assert_eq!(d["status"], "Success", "{out:#?}");
     assert!(h.loops().is_empty());
 }
+
+/// Write into `img` until the disk under it is full.
+fn fill_through(img: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for _ in 0..256 {
+        if f.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    panic!("{} never filled its disk", img.display());
+}
+
+/// The one image in `dir`.
+fn image_in(dir: &Path) -> std::path::PathBuf {
+    let imgs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "img"))
+        .collect();
+    assert_eq!(imgs.len(), 1, "{imgs:?}");
+    imgs[0].clone()
+}
+
+/// A careless operator lets the disk under loop.volumePath fill up (the
+/// volumes' writes did): removing a volume or a snapshot is how space is
+/// freed, so it must not fail for want of space to rewrite the catalog
+/// (deleting images by hand instead is how the wrong one goes).
+#[test]
+fn a_full_disk_still_lets_volumes_and_snapshots_be_removed() {
+    require_root!();
+    let h = Home::new();
+    let small = h.dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &small,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=16m"),
+    )
+    .unwrap();
+    h.config(&format!("loop:\n  volumePath: {}/loop\n", small.display()));
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+    h.rexray(&["snapshot", "create", "v", "s"]).ok();
+
+    fill_through(&image_in(&small.join("loop/snapshots")));
+    let o = h.rexray(&["snapshot", "rm", "s"]);
+    assert_eq!(o.code, 0, "snapshot rm on a full disk: {o:#?}");
+    let ls = h.rexray(&["snapshot", "ls", "-f", "json"]);
+    let ls: Value = serde_json::from_str(ls.ok()).unwrap();
+    assert_eq!(ls.as_array().map(Vec::len), Some(0), "{ls}");
+    assert!(std::fs::read_dir(small.join("loop/snapshots"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    let img = image_in(&small.join("loop"));
+    fill_through(&img);
+    let o = h.rexray(&["volume", "rm", "v"]);
+    assert_eq!(o.code, 0, "volume rm on a full disk: {o:#?}");
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().trim().is_empty());
+    assert!(!img.exists());
+}
