@@ -157,3 +157,41 @@ fn a_full_disk_still_lets_volumes_and_snapshots_be_removed() {
     assert!(h.rexray(&["volume", "ls", "-q"]).ok().trim().is_empty());
     assert!(!img.exists());
 }
+
+/// A careless operator points `REXRAY_HOME` at a directory another user
+/// made first (under `/tmp`, say): that user owns the state directory
+/// and could swap mount records, images or mount points under root. Root
+/// must refuse it before making anything there.
+#[test]
+fn a_state_directory_another_user_owns_is_refused() {
+    require_root!();
+    let h = Home::new();
+    let lib = h.lib();
+    std::fs::create_dir_all(&lib).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&lib, Some(nobody), None).unwrap();
+    let o = h.rexray(&["volume", "create", "v", "--size", "1"]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains(&format!("{} is owned by uid 65534", lib.display())),
+        "{o:#?}"
+    );
+    assert!(
+        std::fs::read_dir(&lib).unwrap().next().is_none(),
+        "nothing made"
+    );
+    // Above the state directory too: its owner can rename it away.
+    nix::unistd::chown(&lib, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    nix::unistd::chown(&h.dir.join("var"), Some(nobody), None).unwrap();
+    let o = h.rexray(&["volume", "ls"]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(o.stderr.contains("owned by uid 65534"), "{o:#?}");
+    nix::unistd::chown(
+        &h.dir.join("var"),
+        Some(nix::unistd::Uid::from_raw(0)),
+        None,
+    )
+    .unwrap();
+    h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
+}
