@@ -195,3 +195,76 @@ fn a_state_directory_another_user_owns_is_refused() {
     .unwrap();
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
 }
+
+/// Clients that send a request's headers at once and then trickle its
+/// body hold the Docker endpoint's connections as if busy: at the
+/// connection cap every new connection (dockerd's) was refused until the
+/// body timeout, and a client that reconnects kept it so. A request whose
+/// body is not in yet is still waiting to be sent, and is closed to make
+/// room like one stalled in its headers.
+#[test]
+fn clients_trickling_bodies_do_not_lock_dockerd_out() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    require_root!();
+    let h = Home::new();
+    let sock = h.dir.join("p.sock");
+    let log = std::fs::File::create(h.dir.join("service.log")).unwrap();
+    let mut child = h
+        .command("rexray")
+        .args(["service", "start"])
+        .env(
+            "REXRAY_MODULES_DEFAULT_DOCKER_HOST",
+            format!("unix://{}", sock.display()),
+        )
+        .env("REXRAY_MODULES_DEFAULT_DOCKER_MAXCONNECTIONS", "8")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let url = h.dir.join("var/run/rexray.url");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !url.exists() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let served = (|| {
+        let mut slow = Vec::new();
+        for _ in 0..8 {
+            let mut s = UnixStream::connect(&sock).ok()?;
+            s.write_all(
+                b"POST /VolumeDriver.List HTTP/1.1\r\nHost: p\r\nContent-Length: 1000\r\n\r\n{",
+            )
+            .ok()?;
+            slow.push(s);
+        }
+        // Let the service read their headers (the request starts).
+        std::thread::sleep(Duration::from_millis(500));
+        let mut s = UnixStream::connect(&sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(
+            b"POST /VolumeDriver.List HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        .ok()?;
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        drop(slow);
+        Some(reply)
+    })();
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reply = served.unwrap_or_default();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.contains("\"Volumes\""),
+        "a List on a new connection was not served: {reply:?}; log: {}",
+        std::fs::read_to_string(h.dir.join("service.log")).unwrap_or_default()
+    );
+}
