@@ -268,3 +268,54 @@ fn clients_trickling_bodies_do_not_lock_dockerd_out() {
         std::fs::read_to_string(h.dir.join("service.log")).unwrap_or_default()
     );
 }
+
+/// A script that appends `--volumename` to a command line that already
+/// has one (a careless operator's wrapper): the last one won, so
+/// `remove` removed another volume than the first name says. Two
+/// different names (or drivers) are refused, and nothing is removed.
+#[test]
+fn dvdcli_refuses_two_different_volume_names() {
+    require_root!();
+    let h = Home::new();
+    for v in ["a", "b"] {
+        h.rexray(&["volume", "create", v, "--size", "1"]).ok();
+    }
+    for args in [
+        &[
+            "remove",
+            "--volumedriver=rexray",
+            "--volumename=a",
+            "--volumename=b",
+        ][..],
+        &[
+            "remove",
+            "--volumedriver=rexray",
+            "--volumename=a",
+            "--VolumeName",
+            "b",
+        ],
+        &[
+            "remove",
+            "--volumedriver=rexray",
+            "--volumename=b",
+            "--volumedriver=other",
+        ],
+    ] {
+        let o = h.run("dvdcli", args);
+        assert_eq!(o.code, 2, "{args:?}: {o:#?}");
+        assert!(o.stderr.contains("given twice"), "{o:#?}");
+    }
+    let ls = h.rexray(&["volume", "ls", "-q"]);
+    assert_eq!(ls.ok().lines().count(), 2, "nothing removed: {ls:#?}");
+    // The same name twice is one name.
+    let o = h.run(
+        "dvdcli",
+        &[
+            "get",
+            "--volumedriver=rexray",
+            "--volumename=a",
+            "--volumename=a",
+        ],
+    );
+    assert_eq!(o.ok().trim(), "a");
+}
