@@ -222,20 +222,22 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
 }
 
 /// Replay the log of the XFS in `image` by mounting it once (with
-/// `nouuid`: its source may be mounted) and unmounting it, in a private
-/// mount namespace. `Ok(Err(why))` when that failed and nothing changed;
+/// `nouuid`: its source may be mounted) in a private mount namespace,
+/// which unmounts it as it ends. `Ok(Err(why))` when that failed and nothing changed;
 /// `Err` when it ran past `timeout`.
 fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
-    for (prog, pkg) in [("unshare", "util-linux"), ("sh", "dash")] {
-        if let Err(e) = cmd::find(prog, pkg) {
-            return Ok(Err(e.message().to_string()));
-        }
-    }
+    let mount = match cmd::find("unshare", "util-linux").and_then(|_| cmd::find("mount", "mount")) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e.message().to_string())),
+    };
     // Any directory serves as the mount point inside the namespace: the
     // image's own is there and ours.
     let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(Err(format!("{} has no directory", image.display())));
     };
+    // No shell and no unmount: the mount lives only in the namespace, which
+    // ends with `mount`; the filesystem is unmounted then (cleanly, as by
+    // umount), and its loop device released.
     let out = cmd::run(
         "unshare",
         "util-linux",
@@ -244,10 +246,12 @@ fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result
             "--propagation".as_ref(),
             "private".as_ref(),
             "--".as_ref(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            "mount -t xfs -o loop,nouuid -- \"$1\" \"$2\" && umount -- \"$2\"".as_ref(),
-            "sh".as_ref(),
+            mount.as_os_str(),
+            "-t".as_ref(),
+            "xfs".as_ref(),
+            "-o".as_ref(),
+            "loop,nouuid".as_ref(),
+            "--".as_ref(),
             image.as_os_str(),
             dir.as_os_str(),
         ],
