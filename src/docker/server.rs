@@ -292,11 +292,10 @@ where
     let served = server.http.serve_connection(
         hyper_util::rt::TokioIo::new(Watched::new(reg, stream)),
         hyper::service::service_fn(move |rq| {
-            conn.busy();
             let conn = conn.clone();
             let state = state.clone();
             async move {
-                let r = serve_one(state, rq).await;
+                let r = serve_one(state, rq, &conn).await;
                 conn.idle();
                 r
             }
@@ -431,9 +430,14 @@ fn panicked(path: &str, p: Box<dyn std::any::Any + Send>) -> api::Reply {
     json_reply(500, &format!("internal error (a bug in rexray): {what}"))
 }
 
+/// Serve one request on `conn`, which counts as busy (never closed to
+/// make room) only once its body is in: a client trickling a body is
+/// still waiting to send its request, and a flood of them is evicted like
+/// one stalled in its headers.
 async fn serve_one(
     state: Arc<State>,
     rq: Request<Incoming>,
+    conn: &crate::docker::conns::Conn,
 ) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let path = rq.uri().path().to_string();
@@ -448,6 +452,7 @@ async fn serve_one(
         }
         Ok(Err(e)) => json_reply(400, &format!("reading the request body: {e}")),
         Ok(Ok(collected)) => 'handled: {
+            conn.busy();
             let body = collected.to_bytes();
             let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 api::handle_in_memory(&state.vols, &state.cache, &path, &body)

@@ -285,9 +285,22 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
                         None => return Err(usage(format!("flag --{flag} needs a value"))),
                     },
                 };
+                // A second, different driver or name: which one was meant
+                // is a guess (the last would win, and `remove` acts on it).
+                let once = |slot: &mut Option<String>, value: String| match slot {
+                    Some(before) if *before != value => Err(usage(format!(
+                        "--{key} is given twice ({} and {}): give it once",
+                        shown(before),
+                        shown(&value)
+                    ))),
+                    _ => {
+                        *slot = Some(value);
+                        Ok(())
+                    }
+                };
                 match key.as_str() {
-                    "volumedriver" => driver = Some(value),
-                    "volumename" => name = Some(value),
+                    "volumedriver" => once(&mut driver, value)?,
+                    "volumename" => once(&mut name, value)?,
                     _ => raw_opts.push(value),
                 }
             }

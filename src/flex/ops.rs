@@ -339,9 +339,12 @@ impl Flex {
             return Err(stacking_refused(path, m, v));
         }
         fail::fail_point!("flex::before-bind", |_| crate::crash_here());
+        // Bound from a descriptor, not by path: `content` was checked, but
+        // whoever can write at the volume's root may since have swapped a
+        // link in for it.
         self.vols
             .node()
-            .bind(content, path, read_only)
+            .bind_beneath(mp, content, path, read_only)
             .map_err(|e| e.context(step("bind")))?;
         fail::fail_point!("flex::after-bind", |_| crate::crash_here());
         Ok(())

@@ -236,8 +236,8 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
 }
 
 /// Replay the log of the XFS in `image` by mounting it once (with
-/// `nouuid`: its source may be mounted) and unmounting it, in a private
-/// mount namespace. `Ok(Err(why))` when that failed and nothing changed;
+/// `nouuid`: its source may be mounted) in a private mount namespace,
+/// which unmounts it as it ends. `Ok(Err(why))` when that failed and nothing changed;
 /// `Err` when it ran past `timeout`.
 fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
     let mount = match cmd::find("unshare", "util-linux").and_then(|_| cmd::find("mount", "mount")) {

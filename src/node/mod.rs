@@ -83,6 +83,13 @@ pub trait Node: Send + Sync {
         -> Result<()>;
     /// Bind-mount `source` at `target` (see [`bind`]).
     fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
+    /// Bind `dir`, a directory inside the mount at `mp`, at `target`
+    /// through descriptors opened beneath `mp` (see [`bind_beneath`]): a
+    /// link swapped in after `dir` was checked is never followed.
+    fn bind_beneath(&self, mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+        let _ = mp;
+        self.bind(dir, target, read_only)
+    }
     /// Unmount every mount stacked at `target`; not mounted is success.
     fn unmount_all(&self, target: &Path) -> Result<()>;
     /// The directory handed out for `volume` mounted at `mp`, checked now
@@ -151,6 +158,9 @@ impl Node for Kernel {
     }
     fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
         bind(source, target, read_only)
+    }
+    fn bind_beneath(&self, mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+        bind_beneath(mp, dir, target, read_only)
     }
     fn unmount_all(&self, target: &Path) -> Result<()> {
         unmount_all(target)
@@ -333,6 +343,68 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
         let again = failed(Some("nouuid"), second);
         let first = failed(None, first);
         again.map_message(|m| format!("{}; then {m}", first.message()))
+    })
+}
+
+/// Bind-mount the directory `dir` (inside the filesystem mounted at `mp`)
+/// at `target`, read-only if asked. Each component of `dir` below `mp` is
+/// opened with `openat(O_NOFOLLOW|O_DIRECTORY)` and the directory opened
+/// is what is bound (through `/proc/self/fd`), so a symbolic link swapped
+/// in after `dir` was checked is refused, never followed out of the
+/// volume.
+pub fn bind_beneath(mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let rel = dir.strip_prefix(mp).map_err(|_| {
+        Error::system(format!(
+            "{} is not inside the mount point {}",
+            dir.display(),
+            mp.display()
+        ))
+    })?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let opening = |at: &Path, e: &std::io::Error| {
+        let why = if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+            " (a symbolic link or not a directory: rexray binds only directories inside the volume)"
+        } else {
+            ""
+        };
+        Error::from_io(format!("opening {}{why}", at.display()), e)
+    };
+    let mut fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(mp)
+        .map_err(|e| opening(mp, &e))?
+        .into();
+    let mut at = mp.to_path_buf();
+    for c in rel.components() {
+        let std::path::Component::Normal(c) = c else {
+            return Err(Error::system(format!(
+                "{} must name a directory below {}",
+                dir.display(),
+                mp.display()
+            )));
+        };
+        at.push(c);
+        let name = std::ffi::CString::new(c.as_bytes())
+            .map_err(|_| Error::invalid(format!("{} contains a NUL byte", dir.display())))?;
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), flags) };
+        if next < 0 {
+            return Err(opening(&at, &std::io::Error::last_os_error()));
+        }
+        // SAFETY: a descriptor just opened and owned by nobody else.
+        fd = unsafe { OwnedFd::from_raw_fd(next) };
+    }
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    bind(&source, target, read_only).map_err(|e| {
+        Error::new(
+            e.kind(),
+            e.message()
+                .replace(&source.display().to_string(), &dir.display().to_string()),
+        )
     })
 }
 

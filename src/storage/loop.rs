@@ -506,6 +506,44 @@ impl LoopDriver {
         atomic::write(&self.root.join("catalog.json"), &bytes)
     }
 
+    /// Write the catalog without `what`, whose image `img` is removed
+    /// next. On a full disk the catalog cannot be rewritten, so nothing
+    /// could be removed to free space: then the image's blocks are freed
+    /// first (it keeps its size, holding zeros; it is not attached and
+    /// is being removed) and the write is tried again. A crash in between
+    /// leaves `what` listed with a blank image, which `rm` removes.
+    fn write_catalog_dropping(&self, c: &Catalog, img: &Path, what: &str) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let first = match self.write_catalog(c) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let full = nix::sys::statvfs::statvfs(&self.root).is_ok_and(|s| s.files_available() == 0)
+            || free_bytes(&self.root) < (1 << 20);
+        if !full {
+            return Err(first);
+        }
+        let freed = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(img)
+            .and_then(|f| {
+                let size = f.metadata()?.len();
+                f.set_len(0)?;
+                f.set_len(size)
+            });
+        if let Err(e) = freed {
+            tracing::warn!(image = %img.display(), error = %e, "could not free the blocks of an image being removed");
+            return Err(first);
+        }
+        tracing::warn!(image = %img.display(), "{}; the disk under loop.volumePath is full: freed the blocks of {what}'s image to write the catalog", first.message());
+        self.write_catalog(c).map_err(|e| {
+            e.context(format!(
+                "removing {what}: the disk under loop.volumePath is full (its image's blocks were freed, and it holds zeros now; `rm` it again once space is freed)"
+            ))
+        })
+    }
+
     fn lock_catalog(&self) -> Result<FileLock> {
         FileLock::acquire(
             &self.root.join("catalog.lock"),
@@ -750,8 +788,8 @@ impl StorageDriver for LoopDriver {
                 devs[0].display()
             )));
         }
-        cat.volumes.remove(pos);
-        self.write_catalog(&cat)?;
+        let gone = cat.volumes.remove(pos);
+        self.write_catalog_dropping(&cat, &self.image(id), &format!("volume {}", gone.name))?;
         fail::fail_point!("loop::remove-after-catalog", |_| crate::crash_here());
         atomic::remove(&self.image(id))?;
         atomic::remove(&self.owner_path(id))?;
@@ -1082,8 +1120,12 @@ impl StorageDriver for LoopDriver {
         let Some(pos) = cat.snapshots.iter().position(|r| r.id == snap_id) else {
             return Err(Error::not_found(format!("snapshot {snap_id} not found")));
         };
-        cat.snapshots.remove(pos);
-        self.write_catalog(&cat)?;
+        let gone = cat.snapshots.remove(pos);
+        self.write_catalog_dropping(
+            &cat,
+            &self.snap_image(snap_id),
+            &format!("snapshot {}", gone.name),
+        )?;
         atomic::remove(&self.snap_image(snap_id))
     }
 

@@ -11,6 +11,7 @@ mod files;
 mod flexrex;
 mod flood;
 mod freeze_uuid;
+mod hostile;
 mod managed_plugin;
 mod mount_safety;
 mod names;
