@@ -16,6 +16,7 @@ mod mount_safety;
 mod names;
 mod packaging;
 mod props;
+mod queue;
 mod security;
 mod stress;
 mod volume_cli;
