@@ -8,11 +8,14 @@
 //! made for it until none is left for anyone else. Queued here, a volume
 //! holds at most one thread however many requests wait for it.
 //!
-//! A request identical to one still waiting (same endpoint, same body:
-//! dockerd retrying a Mount it gave up on) joins it and gets its reply
-//! instead of queueing again: the reply is the one a run started after
-//! both arrived gives. A request never joins one that has started, whose
-//! result may be older than the request.
+//! A request identical to the last one waiting in its volume's queue
+//! (same endpoint, same body: dockerd retrying a Mount it gave up on)
+//! joins it and gets its reply instead of queueing again: that run starts
+//! after both arrived, and nothing queued between them, so the reply is
+//! the one running it twice in a row would give. A request never joins
+//! one that has started (its result may be older than the request), nor
+//! one that another request was queued after (an Unmount between two
+//! Mounts), nor a copy (it waits in two queues).
 //!
 //! Create and Remove also take the name table's lock, one for every
 //! volume: at most half the pool runs them, so a name table held up
@@ -45,9 +48,9 @@ struct Slot {
 #[derive(Default)]
 struct Queue {
     turn: Arc<Turn<()>>,
-    /// The requests waiting for their turn, by endpoint and body, each
-    /// with where its reply will be.
-    waiting: Mutex<HashMap<Vec<u8>, watch::Receiver<Option<Reply>>>>,
+    /// The last request queued, by endpoint and body, with where its
+    /// reply will be, while it waits for its turn.
+    last: Mutex<Option<(Vec<u8>, Pending)>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,19 +76,27 @@ impl Drop for User {
     }
 }
 
-/// A leader's place among the waiting requests, given up when it starts
-/// or is dropped (its client went away).
+/// Where a queued request's reply will be (`None` until it is known).
+type Pending = watch::Receiver<Option<Reply>>;
+
+/// A request's place at the end of its queues, given up when it starts,
+/// when another is queued after it, or when it is dropped (its client went
+/// away).
 struct Waiting<'a> {
-    queue: &'a Queue,
-    key: &'a [u8],
-    rx: watch::Receiver<Option<Reply>>,
+    queues: Vec<&'a Queue>,
+    rx: Pending,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let mut w = locked(&self.queue.waiting);
-        if w.get(self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
-            w.remove(self.key);
+        for q in &self.queues {
+            let mut last = locked(&q.last);
+            if last
+                .as_ref()
+                .is_some_and(|(_, rx)| rx.same_channel(&self.rx))
+            {
+                *last = None;
+            }
         }
     }
 }
@@ -154,24 +165,25 @@ impl Queues {
         let users: Vec<User> = names.iter().map(|n| self.enter(n)).collect();
         let queue = &users[names.iter().position(|n| *n == first).unwrap_or(0)].queue;
         let deadline = tokio::time::Instant::now() + self.wait;
+        let share = users.len() == 1;
         let (tx, place) = loop {
             let joined = {
-                let mut w = locked(&queue.waiting);
-                match w.get(&key) {
+                let mut last = locked(&queue.last);
+                match &*last {
                     // A leader dropped before it started leaves a closed
                     // channel: take its place.
-                    Some(rx) if rx.has_changed().is_ok() => Some(rx.clone()),
+                    Some((k, rx)) if share && *k == key && rx.has_changed().is_ok() => {
+                        Some(rx.clone())
+                    }
                     _ => {
                         let (tx, rx) = watch::channel(None);
-                        w.insert(key.clone(), rx.clone());
-                        break (
-                            tx,
-                            Waiting {
-                                queue,
-                                key: &key,
-                                rx,
-                            },
-                        );
+                        *last = Some((key.clone(), rx.clone()));
+                        drop(last);
+                        for u in &users {
+                            *locked(&u.queue.last) = Some((key.clone(), rx.clone()));
+                        }
+                        let queues = users.iter().map(|u| &*u.queue).collect();
+                        break (tx, Waiting { queues, rx });
                     }
                 }
             };
@@ -293,11 +305,12 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let mut queued = Vec::new();
-            for i in 0..20 {
+            for i in 0..21 {
                 let q = q.clone();
                 let runs = runs.clone();
-                // Five distinct requests, four times each.
-                let key = format!("k{}", i % 5);
+                // Five distinct requests, four times each in a row, then
+                // the first again: it comes after another one.
+                let key = format!("k{}", (i / 4) % 5);
                 queued.push(tokio::spawn(async move {
                     q.run(
                         ticket(&["slow"]),
@@ -328,10 +341,11 @@ mod tests {
             release.send(()).unwrap();
             assert_eq!(first.await.unwrap(), reply("first"));
             for (i, t) in queued.into_iter().enumerate() {
-                assert_eq!(t.await.unwrap(), reply(&format!("k{}", i % 5)));
+                assert_eq!(t.await.unwrap(), reply(&format!("k{}", (i / 4) % 5)));
             }
-            // The first request, then each distinct one once.
-            assert_eq!(runs.load(Ordering::SeqCst), 6);
+            // The first request, each distinct one once, and the
+            // repeated first one again.
+            assert_eq!(runs.load(Ordering::SeqCst), 7);
             assert_eq!(q.busy(), 0);
         });
     }
