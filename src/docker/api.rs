@@ -126,6 +126,47 @@ pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) 
     Some(finish(path, res))
 }
 
+/// What a request must wait for before it runs ([`super::queue`]): the
+/// volumes whose lock it takes, by name, the one it is about first.
+/// `None`: it takes no volume's lock (Path, Get, List) or is malformed
+/// (it fails without waiting for anything).
+pub fn ticket(path: &str, body: &[u8]) -> Option<super::queue::Ticket> {
+    let path = path.split('?').next().unwrap_or_default();
+    let name_table = match path {
+        "/VolumeDriver.Create" | "/VolumeDriver.Remove" => true,
+        "/VolumeDriver.Mount" | "/VolumeDriver.Unmount" => false,
+        _ => return None,
+    };
+    let r = parse(body).ok()?;
+    let mut names = vec![r.name().ok()?.to_string()];
+    let mut name_table = name_table;
+    if path == "/VolumeDriver.Create" {
+        match parse_create_opts(r.field("Opts")).map(|c| c.source) {
+            // A copy holds its source's lock while it takes the copy,
+            // and the name table's only at its start.
+            Ok(Some(src)) => {
+                name_table = false;
+                if let CopySource::VolumeName(src) = src {
+                    names.push(src);
+                }
+            }
+            Ok(None) => {}
+            // Fails at once.
+            Err(_) => return None,
+        }
+    }
+    Some(super::queue::Ticket { names, name_table })
+}
+
+/// The reply to a request whose turn did not come within `waited`.
+pub fn busy(name: &str, waited: std::time::Duration) -> Reply {
+    Reply::err(&Error::busy(format!(
+        "volume {} is busy: the requests for it before this one have not finished within {}; try again, or raise rexray.lockTimeout",
+        crate::input::quote(name),
+        humantime::format_duration(waited)
+    )))
+}
+
 fn finish(path: &str, res: Result<Reply>) -> Reply {
     match res {
         Ok(r) => r,

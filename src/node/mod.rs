@@ -330,7 +330,7 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
     let duplicate = first
         .1
         .as_ref()
-        .map_or(true, |m| m.iter().any(|m| m.contains("duplicate UUID")));
+        .is_none_or(|m| m.iter().any(|m| m.contains("duplicate UUID")));
     if fs_type != "xfs" || first.0 != nix::errno::Errno::EINVAL || !duplicate {
         return Err(failed(None, first));
     }

@@ -18,6 +18,7 @@ mod names;
 mod options;
 mod packaging;
 mod props;
+mod queue;
 mod security;
 mod stress;
 mod volume_cli;
