@@ -38,6 +38,10 @@ use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
 
+/// How long a detach waits for a device someone else holds open for a
+/// moment (a probe) to be released before it reports the device in use.
+const DETACH_SETTLE: Duration = Duration::from_secs(2);
+
 /// One volume in the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -898,8 +902,14 @@ impl StorageDriver for LoopDriver {
                 .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
         }
         fail::fail_point!("loop::detach-after-clear", |_| crate::crash_here());
-        // The kernel defers the detach of a device that is still open (a
-        // mount elsewhere): report it rather than pretend.
+        // The kernel defers the detach of a device that is still open: a
+        // passing reader (a probe, a `blkid` of someone else) lets go in
+        // moments, a mount elsewhere never. Wait a bounded moment, then
+        // report it rather than pretend.
+        let deadline = std::time::Instant::now() + DETACH_SETTLE;
+        while kernel_loops().contains_key(&img) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if let Some(still) = kernel_loops().get(&img) {
             return Err(Error::in_use(format!(
                 "volume {} is still in use as {} (mounted or open); it will detach when released",
