@@ -13,6 +13,9 @@ start=$(date +%s)
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "rust-version vs the locked dependencies (scripts/msrv.sh)"
+bash scripts/msrv.sh
+
 step "cargo clippy (all targets, failpoints on)"
 cargo clippy --all-targets --features failpoints -- -D warnings
 

@@ -111,6 +111,9 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
     let meta = f
         .metadata()
         .map_err(|e| Error::from_io(format!("stat {}", dir.display()), &e))?;
+    if nix::unistd::geteuid().is_root() {
+        refuse_other_users_path(dir)?;
+    }
     let old = meta.mode() & 0o7777;
     if old != mode {
         // Another user's directory (root's state, read by a user's
@@ -135,6 +138,40 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
                 dir.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Refuse a directory root keeps its state in when another user could
+/// replace what is in it: it, or a directory above it (links resolved),
+/// is owned by a user other than root, or a directory above it is
+/// writable by every user without the sticky bit. Such a user could swap records, images or mount points
+/// between a check and its use (a `REXRAY_HOME` under `/tmp` that another
+/// user made first, say).
+fn refuse_other_users_path(dir: &Path) -> Result<()> {
+    let real = dir
+        .canonicalize()
+        .map_err(|e| Error::from_io(format!("resolving {}", dir.display()), &e))?;
+    for d in real.ancestors() {
+        let m = std::fs::symlink_metadata(d)
+            .map_err(|e| Error::from_io(format!("stat {}", d.display()), &e))?;
+        let why = if m.uid() != 0 {
+            format!("is owned by uid {}, not root", m.uid())
+        } else if d != real && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+            // (Its own mode is corrected by the caller.)
+            "is writable by every user (and not sticky)".to_string()
+        } else {
+            continue;
+        };
+        let within = if d == real {
+            String::new()
+        } else {
+            format!(", which holds {}", real.display())
+        };
+        return Err(Error::system(format!(
+            "{} {why}{within}: another user could replace what rexray keeps there; refusing to use it as root (`chown root:` it and make it writable by root only, or use a directory of root's)",
+            d.display()
+        )));
     }
     Ok(())
 }

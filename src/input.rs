@@ -13,9 +13,15 @@ pub const MAX_SIZE_GIB: u64 = 64 * 1024;
 /// 255 characters. This also keeps names safe as path components: no `/`,
 /// no `..` on its own, no NUL.
 pub fn volume_name(name: &str) -> Result<&str> {
+    name_of("volume", name)
+}
+
+/// Check the name of a `what` (a volume, a snapshot) by the rule of
+/// [`volume_name`]; the error says "invalid `what` name".
+pub fn name_of<'a>(what: &str, name: &'a str) -> Result<&'a str> {
     let fail = |why: &str| {
         Err(Error::invalid(format!(
-            "invalid volume name {}: {why} (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME_LEN} characters)",
+            "invalid {what} name {}: {why} (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most {MAX_NAME_LEN} characters)",
             quote(name)
         )))
     };
@@ -183,11 +189,9 @@ impl<'de> serde::de::Visitor<'de> for NoRepeats {
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            let before = if self.fold_case {
-                out.keys().find(|o| o.eq_ignore_ascii_case(&k))
-            } else {
-                out.keys().find(|o| **o == k)
-            };
+            let before = out
+                .keys()
+                .find(|o| crate::options::same_key(o, &k, self.fold_case));
             if let Some(before) = before {
                 let how = if *before == k {
                     String::new()
@@ -221,6 +225,17 @@ pub fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_snapshot_name_is_called_one() {
+        let e = name_of("snapshot", "a/b").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("invalid snapshot name \"a/b\": it contains \"/\""),
+            "{e}"
+        );
+        assert_eq!(name_of("snapshot", "s1").unwrap(), "s1");
+    }
 
     #[test]
     fn names() {

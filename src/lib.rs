@@ -17,8 +17,9 @@ pub mod flex;
 pub mod input;
 pub mod model;
 
-pub use error::{Error, Kind, Result};
+pub use error::{Error, Kind, Reason, Result};
 pub mod node;
+pub mod options;
 pub mod output;
 pub mod snapshot;
 pub mod state;

@@ -10,11 +10,12 @@ use crate::config::{keys, Config};
 use crate::model::{
     AttachmentState, CreateOptions, CreateSpec, FsType, MountOptions, MountSource, Snapshot, Volume,
 };
-use crate::node;
+use crate::node::{self, Node};
 use crate::state::{Consumer, MountRecord, StateDir};
 use crate::storage::{self, StorageDriver};
 use crate::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The result of a create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +39,16 @@ pub enum Unmounted {
 }
 
 /// Workflows over one configured service.
+///
+/// Two seams: the storage driver (the backend) and the [`Node`] (this
+/// host's kernel). [`open`](Self::open) takes the configured driver and
+/// the real [`node::Kernel`]; [`with`](Self::with) takes any, so the
+/// workflows' decisions are unit-tested over fakes, without root.
 pub struct Volumes {
     cfg: Config,
     state: StateDir,
     driver: Box<dyn StorageDriver>,
+    node: Arc<dyn Node>,
 }
 
 impl Volumes {
@@ -61,7 +68,22 @@ impl Volumes {
             })?;
         }
         let driver = storage::open(&cfg)?;
-        Ok(Volumes { cfg, state, driver })
+        Ok(Volumes::with(cfg, state, driver, Arc::new(node::Kernel)))
+    }
+
+    /// Workflows over the given state directory, driver and node.
+    pub fn with(
+        cfg: Config,
+        state: StateDir,
+        driver: Box<dyn StorageDriver>,
+        node: Arc<dyn Node>,
+    ) -> Volumes {
+        Volumes {
+            cfg,
+            state,
+            driver,
+            node,
+        }
     }
 
     /// The configuration in force.
@@ -76,6 +98,10 @@ impl Volumes {
     pub fn driver(&self) -> &dyn StorageDriver {
         self.driver.as_ref()
     }
+    /// This host's kernel, as the workflows see it.
+    pub fn node(&self) -> &dyn Node {
+        self.node.as_ref()
+    }
 
     /// Where a volume is mounted on this host: `<mount.path>/<name>`.
     pub fn mount_point(&self, name: &str) -> PathBuf {
@@ -89,7 +115,7 @@ impl Volumes {
     /// root layout ([`node::root_layout`]). Never a path that resolves
     /// outside the volume.
     pub fn content_path(&self, name: &str, mount_point: &Path, create: bool) -> Result<PathBuf> {
-        node::content_dir(
+        self.node.content_dir(
             name,
             mount_point,
             self.cfg.string(keys::MOUNT_ROOT_PATH),
@@ -255,7 +281,8 @@ impl Volumes {
     ) -> Result<(Volume, PathBuf)> {
         let consumer = consumer.key()?;
         let v = self.find(r)?;
-        node::require_privileges(&format!("mounting volume {}", v.name))?;
+        self.node
+            .require_privileges(&format!("mounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         // What we looked up may have changed while we waited for the lock.
         let v = self
@@ -279,11 +306,12 @@ impl Volumes {
             fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
             let (device, fs_type) = match &source {
                 MountSource::Device(dev) => {
-                    let numbers =
-                        node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
-                            .map_err(|e| e.context(step("wait for device")))?;
+                    let numbers = self
+                        .node
+                        .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+                        .map_err(|e| e.context(step("wait for device")))?;
                     fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
-                    let here = node::mountinfo::mounts_at(&mp)?;
+                    let here = self.node.mounts_at(&mp)?;
                     if let Some(m) = here.iter().find(|m| m.dev == numbers) {
                         (dev.clone(), m.fs_type.clone())
                     } else {
@@ -291,7 +319,8 @@ impl Volumes {
                             // A stale mount of another device (a volume of this
                             // name that was replaced): precautionary unmount.
                             tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
-                            node::unmount_all(&mp)
+                            self.node
+                                .unmount_all(&mp)
                                 .map_err(|e| e.context(step("clear stale mount")))?;
                         }
                         let want = match opts.fs_type {
@@ -304,6 +333,7 @@ impl Volumes {
                                 .parse::<FsType>()?,
                         };
                         let fs = node::ensure_filesystem(
+                            self.node.as_ref(),
                             &v.name,
                             dev,
                             want,
@@ -316,16 +346,19 @@ impl Volumes {
                         )
                         .map_err(|e| e.context(step("format")))?;
                         fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
-                        node::ensure_dir(&mp)?;
-                        node::mount_device(dev, &mp, &fs, false)
+                        self.node.ensure_dir(&mp)?;
+                        self.node
+                            .mount_device(dev, &mp, &fs, false)
                             .map_err(|e| e.context(step("mount")))?;
                         (dev.clone(), fs)
                     }
                 }
                 MountSource::Directory(dir) => {
-                    if node::mountinfo::mounts_at(&mp)?.is_empty() {
-                        node::ensure_dir(&mp)?;
-                        node::bind(dir, &mp, false).map_err(|e| e.context(step("bind")))?;
+                    if self.node.mounts_at(&mp)?.is_empty() {
+                        self.node.ensure_dir(&mp)?;
+                        self.node
+                            .bind(dir, &mp, false)
+                            .map_err(|e| e.context(step("bind")))?;
                     }
                     (dir.clone(), "none".to_string())
                 }
@@ -338,7 +371,9 @@ impl Volumes {
                 // Leave the volume as we found it: a device this call
                 // attached is detached again if nothing got mounted.
                 if !was_attached
-                    && node::mountinfo::mounts_at(&mp)
+                    && self
+                        .node
+                        .mounts_at(&mp)
                         .map(|m| m.is_empty())
                         .unwrap_or(false)
                 {
@@ -349,7 +384,7 @@ impl Volumes {
                 // A full backing store fails writes to the device (mkfs,
                 // journal recovery): say so when it may be the cause.
                 return Err(match self.driver.space_note(&v.id) {
-                    Some(n) => Error::new(e.kind(), format!("{}; {n}", e.message())),
+                    Some(n) => e.map_message(|m| format!("{m}; {n}")),
                     None => e,
                 });
             }
@@ -376,10 +411,9 @@ impl Volumes {
                 }
                 let keep_attached = was_attached || !rec.holds.is_empty();
                 return match self.release(&v, keep_attached) {
-                    Ok(()) if e.kind() == Kind::System && e.message().contains("not a directory") => {
-                        Err(Error::new(e.kind(), format!(
-                            "{}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
-                            e.message(),
+                    Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
+                        Err(e.map_message(|m| format!(
+                            "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
                             v.name,
                             self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
                             v.name
@@ -416,11 +450,11 @@ impl Volumes {
         if dev.is_empty() {
             return Ok(());
         }
-        let numbers = node::mountinfo::device_numbers(Path::new(&dev))?;
-        for m in node::mountinfo::mounts_of(numbers)? {
+        let numbers = self.node.device_numbers(Path::new(&dev))?;
+        for m in self.node.mounts_of(numbers)? {
             if m.mount_point != ours {
                 tracing::warn!(volume = %v.name, mount_point = %m.mount_point.display(), "preempt: unmounting another instance's mount");
-                node::unmount_all(&m.mount_point)?;
+                self.node.unmount_all(&m.mount_point)?;
             }
         }
         Ok(())
@@ -434,7 +468,8 @@ impl Volumes {
     pub fn unmount(&self, r: VolumeRef<'_>, consumer: Consumer<'_>) -> Result<Unmounted> {
         let key = consumer.key()?;
         let v = self.find(r)?;
-        node::require_privileges(&format!("unmounting volume {}", v.name))?;
+        self.node
+            .require_privileges(&format!("unmounting volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
@@ -453,8 +488,9 @@ impl Volumes {
         let _lock = self.state.lock_volume(&v.id)?;
         let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         let mp = self.mount_point(&v.name);
-        if rec.consumers.is_empty() && !node::mountinfo::mounts_at(&mp)?.is_empty() {
-            node::require_privileges(&format!("unmounting volume {}", v.name))?;
+        if rec.consumers.is_empty() && !self.node.mounts_at(&mp)?.is_empty() {
+            self.node
+                .require_privileges(&format!("unmounting volume {}", v.name))?;
             tracing::warn!(volume = %v.name, "unmounting a mount no consumer uses (left by a crash)");
             self.settle(&v, rec)?;
         }
@@ -484,7 +520,9 @@ impl Volumes {
     fn release(&self, v: &Volume, keep_attached: bool) -> Result<()> {
         let mp = self.mount_point(&v.name);
         let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
-        node::unmount_all(&mp).map_err(|e| e.context(step("unmount")))?;
+        self.node
+            .unmount_all(&mp)
+            .map_err(|e| e.context(step("unmount")))?;
         fail::fail_point!("volume::unmount-after-unmount", |_| crate::crash_here());
         if keep_attached {
             return Ok(());
@@ -493,8 +531,8 @@ impl Volumes {
         if current.state() == AttachmentState::Attached {
             if let Some(dev) = current.attachments.first().map(|a| a.device_name.clone()) {
                 if !dev.is_empty() {
-                    let numbers = node::mountinfo::device_numbers(Path::new(&dev))?;
-                    if let Some(m) = node::mountinfo::mounts_of(numbers)?.first() {
+                    let numbers = self.node.device_numbers(Path::new(&dev))?;
+                    if let Some(m) = self.node.mounts_of(numbers)?.first() {
                         return Err(Error::in_use(format!(
                             "volume {} is still mounted at {} by something other than rexray; unmount it there, then unmount again",
                             v.name,
@@ -515,7 +553,7 @@ impl Volumes {
     pub fn path(&self, r: VolumeRef<'_>) -> Result<Option<PathBuf>> {
         let v = self.find(r)?;
         let mp = self.mount_point(&v.name);
-        if node::mountinfo::mounts_at(&mp)?.is_empty() {
+        if self.node.mounts_at(&mp)?.is_empty() {
             Ok(None)
         } else {
             self.content_path(&v.name, &mp, false).map(Some)
@@ -524,7 +562,7 @@ impl Volumes {
 
     /// Every volume with its application path ("" when not mounted here).
     pub fn list_with_paths(&self) -> Result<Vec<(Volume, String)>> {
-        let mounts = node::mountinfo::mounts()?;
+        let mounts = self.node.mounts()?;
         Ok(self
             .list()?
             .into_iter()
@@ -572,13 +610,17 @@ impl Volumes {
 
     fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
         let v = self.find(r)?;
-        node::require_privileges(&format!("attaching volume {}", v.name))?;
+        self.node
+            .require_privileges(&format!("attaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let was_attached = current.state() == AttachmentState::Attached;
         let src = self.driver.attach(&v.id, force)?;
         if let MountSource::Device(dev) = &src {
-            if let Err(e) = node::wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT)) {
+            if let Err(e) = self
+                .node
+                .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            {
                 // Leave the volume as we found it.
                 if !was_attached {
                     if let Err(d) = self.driver.detach(&v.id, false) {
@@ -614,7 +656,8 @@ impl Volumes {
         gone: &dyn Fn(&str) -> bool,
     ) -> Result<Unmounted> {
         let v = self.find(r)?;
-        node::require_privileges(&format!("detaching volume {}", v.name))?;
+        self.node
+            .require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         rec.holds.retain(|h| !which(h));
@@ -633,7 +676,8 @@ impl Volumes {
     /// which also drops the holders.
     pub fn detach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
         let v = self.find(r)?;
-        node::require_privileges(&format!("detaching volume {}", v.name))?;
+        self.node
+            .require_privileges(&format!("detaching volume {}", v.name))?;
         let _lock = self.state.lock_volume(&v.id)?;
         self.refuse_if_used(&v, "detach")?;
         if let Some(mut rec) = self.state.load_mount(&v.id)? {
@@ -678,7 +722,7 @@ impl Volumes {
     fn refuse_if_used(&self, v: &Volume, what: &str) -> Result<()> {
         self.refuse_if_consumed(v, what)?;
         let mp = self.mount_point(&v.name);
-        if !node::mountinfo::mounts_at(&mp)?.is_empty() {
+        if !self.node.mounts_at(&mp)?.is_empty() {
             return Err(Error::in_use(format!(
                 "cannot {what} volume {}: it is mounted at {}; unmount it first",
                 v.name,
@@ -722,7 +766,7 @@ impl Volumes {
             )?;
         }
         let mp = self.mount_point(&v.name);
-        if !node::mountinfo::mounts_at(&mp)?.is_empty() {
+        if !self.node.mounts_at(&mp)?.is_empty() {
             tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");
             self.release(&v, false)?;
         }
@@ -776,7 +820,7 @@ impl Volumes {
         };
         fail::fail_point!("volume::resize-after-driver", |_| crate::crash_here());
         let mp = self.mount_point(&v.name);
-        if let Some(m) = node::mountinfo::mounts_at(&mp)?.into_iter().next() {
+        if let Some(m) = self.node.mounts_at(&mp)?.into_iter().next() {
             let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
             if let Some(dev) = current
                 .attachments
@@ -784,15 +828,13 @@ impl Volumes {
                 .map(|a| PathBuf::from(&a.device_name))
                 .filter(|d| !d.as_os_str().is_empty())
             {
-                node::fs::grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
-                    let hint = if m.fs_type.starts_with("ext")
-                        && e.message().contains("Permission denied")
-                    {
+                self.node.grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
+                    let hint = if m.fs_type.starts_with("ext") && e.is_permission_denied() {
                         " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability or grow it unmounted)"
                     } else {
                         ""
                     };
-                    Error::new(e.kind(), format!("{}{hint}", e.message()))
+                    e.map_message(|m| format!("{m}{hint}"))
                         .context(step("grow the filesystem"))
                 })?;
             }
@@ -802,7 +844,8 @@ impl Volumes {
         Ok((v, bytes))
     }
 
-    /// Whether an error means "the volume does not exist".
+    /// Whether an error means "the volume does not exist". Only lookups
+    /// make such errors: a missing file or tool is a system error.
     pub fn is_not_found(e: &Error) -> bool {
         e.kind() == Kind::NotFound
     }
@@ -907,8 +950,11 @@ impl Volumes {
     fn prepare(&self, name: &str, img: &Path) -> Result<()> {
         fail::fail_point!("volume::copy-keep-uuid", |_| Ok(()));
         let timeout = self.cfg.duration(keys::FORMAT_TIMEOUT);
-        let fs = match node::fs::probe(img, self.cfg.duration(keys::ATTACH_TIMEOUT)) {
-            Ok(node::fs::Probe::Filesystem(t)) => t,
+        let fs = match self
+            .node
+            .probe_tags(img, self.cfg.duration(keys::ATTACH_TIMEOUT))
+        {
+            Ok((node::fs::Probe::Filesystem(t), _)) => t,
             Ok(_) => return Ok(()),
             Err(e) => {
                 tracing::warn!(
@@ -918,7 +964,7 @@ impl Volumes {
                 return Ok(());
             }
         };
-        match node::fs::regenerate_uuid(img, &fs, timeout) {
+        match self.node.regenerate_uuid(img, &fs, timeout) {
             Ok(node::fs::NewUuid::Changed(uuid)) => {
                 tracing::info!(volume = name, fs = %fs, uuid = %uuid, "the new volume's filesystem has a UUID of its own");
                 Ok(())
@@ -975,11 +1021,9 @@ impl Volumes {
                     Err(e) => {
                         // `finish` below thaws it and ends the guard.
                         *frozen.borrow_mut() = Some(f);
-                        Err(Error::new(
-                            e.kind(),
-                            format!("{}; the {what} was discarded", e.message()),
-                        )
-                        .context(format!("cannot {what} volume {}", v.name)))
+                        Err(e
+                            .map_message(|m| format!("{m}; the {what} was discarded"))
+                            .context(format!("cannot {what} volume {}", v.name)))
                     }
                 },
                 None => Ok(()),
@@ -1052,8 +1096,8 @@ impl Volumes {
         if a.device_name.is_empty() {
             return Ok(None);
         }
-        let numbers = node::mountinfo::device_numbers(Path::new(&a.device_name))?;
-        match node::mountinfo::mounts_of(numbers)?.first() {
+        let numbers = self.node.device_numbers(Path::new(&a.device_name))?;
+        match self.node.mounts_of(numbers)?.first() {
             Some(m) => node::freeze::Frozen::freeze(
                 &m.mount_point,
                 self.cfg.duration(keys::FREEZE_TIMEOUT),
@@ -1106,7 +1150,7 @@ impl Volumes {
     /// between the unmount's record drop and the real unmount, or between
     /// the mount and its record). Returns the names cleaned up.
     pub fn reconcile(&self) -> Result<Vec<String>> {
-        let mounts = node::mountinfo::mounts()?;
+        let mounts = self.node.mounts()?;
         let mut done = Vec::new();
         for v in self.list()? {
             let mp = self.mount_point(&v.name);
@@ -1115,11 +1159,11 @@ impl Volumes {
             }
             let _lock = self.state.lock_volume(&v.id)?;
             // A crash in the middle of a copy leaves the source frozen.
-            if node::freeze::thaw(&mp).unwrap_or(false) {
+            if self.node.thaw(&mp).unwrap_or(false) {
                 tracing::warn!(volume = %v.name, "thawed a filesystem a crashed copy left frozen");
             }
             let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
-            if !rec.consumers.is_empty() || node::mountinfo::mounts_at(&mp)?.is_empty() {
+            if !rec.consumers.is_empty() || self.node.mounts_at(&mp)?.is_empty() {
                 continue;
             }
             let held = !rec.holds.is_empty();
@@ -1349,3 +1393,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "volume_tests.rs"]
+pub(crate) mod workflow_tests;

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use rexray::cli;
 use rexray::config::Config;
 use rexray::docker::service::ServiceCmd;
-use rexray::model::{CreateOptions, FsType, MountOptions, Volume, VolumeWithPath};
+use rexray::model::{CreateOptions, MountOptions, Volume, VolumeWithPath};
 use rexray::output::{self, Format};
 use rexray::state::Consumer;
 use rexray::volume::{Created, Unmounted, VolumeRef, Volumes};
@@ -236,6 +236,16 @@ enum VolumeCmd {
     },
 }
 
+/// The option flags given, checked by the one options parser (the
+/// argument parser has refused unknown and repeated flags).
+fn flag_options(flags: &[(&str, Option<String>)]) -> Result<rexray::options::Parsed> {
+    let pairs: Vec<(String, String)> = flags
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+        .collect();
+    rexray::options::CLI.parse(&pairs)
+}
+
 fn open(cfg: Config) -> Result<Volumes> {
     Volumes::open(cfg)
 }
@@ -358,16 +368,15 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
         } => {
             let format = fmt_of(&fmt)?;
             let opts = CreateOptions {
-                size: size
-                    .map(|s| rexray::input::size_gib("--size", &s))
-                    .transpose()?,
-                iops: iops
-                    .map(|s| rexray::input::iops("--iops", &s))
-                    .transpose()?,
-                volume_type,
-                availability_zone,
                 encrypted,
-                fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
+                ..flag_options(&[
+                    ("size", size),
+                    ("iops", iops),
+                    ("volumeType", volume_type),
+                    ("availabilityZone", availability_zone),
+                    ("fsType", fs_type),
+                ])?
+                .create
             };
             for n in &volumes {
                 rexray::input::volume_name(n)?;
@@ -439,7 +448,7 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 .map_or(Consumer::Anonymous, Consumer::Cli);
             let format = fmt_of(&fmt)?;
             let opts = MountOptions {
-                fs_type: fs_type.map(|s| s.parse::<FsType>()).transpose()?,
+                fs_type: flag_options(&[("fsType", fs_type)])?.create.fs_type,
                 overwrite_fs,
                 force_attach: false,
             };

@@ -5,15 +5,13 @@
 //! ignored, field names matched case-insensitively (as Go decodes them).
 //! Strict on options: an unknown or bad option fails the request by name.
 
-use crate::model::{CreateOptions, FsType, MountOptions, Volume};
+use crate::model::{CreateOptions, MountOptions, Volume};
 use crate::state::Consumer;
 use crate::volume::{CopySource, Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashSet};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The media type of every reply.
@@ -128,6 +126,47 @@ pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) 
     Some(finish(path, res))
 }
 
+/// What a request must wait for before it runs ([`super::queue`]): the
+/// volumes whose lock it takes, by name, the one it is about first.
+/// `None`: it takes no volume's lock (Path, Get, List) or is malformed
+/// (it fails without waiting for anything).
+pub fn ticket(path: &str, body: &[u8]) -> Option<super::queue::Ticket> {
+    let path = path.split('?').next().unwrap_or_default();
+    let name_table = match path {
+        "/VolumeDriver.Create" | "/VolumeDriver.Remove" => true,
+        "/VolumeDriver.Mount" | "/VolumeDriver.Unmount" => false,
+        _ => return None,
+    };
+    let r = parse(body).ok()?;
+    let mut names = vec![r.name().ok()?.to_string()];
+    let mut name_table = name_table;
+    if path == "/VolumeDriver.Create" {
+        match parse_create_opts(r.field("Opts")).map(|c| c.source) {
+            // A copy holds its source's lock while it takes the copy,
+            // and the name table's only at its start.
+            Ok(Some(src)) => {
+                name_table = false;
+                if let CopySource::VolumeName(src) = src {
+                    names.push(src);
+                }
+            }
+            Ok(None) => {}
+            // Fails at once.
+            Err(_) => return None,
+        }
+    }
+    Some(super::queue::Ticket { names, name_table })
+}
+
+/// The reply to a request whose turn did not come within `waited`.
+pub fn busy(name: &str, waited: std::time::Duration) -> Reply {
+    Reply::err(&Error::busy(format!(
+        "volume {} is busy: the requests for it before this one have not finished within {}; try again, or raise rexray.lockTimeout",
+        crate::input::quote(name),
+        humantime::format_duration(waited)
+    )))
+}
+
 fn finish(path: &str, res: Result<Reply>) -> Reply {
     match res {
         Ok(r) => r,
@@ -202,23 +241,6 @@ fn parse(body: &[u8]) -> Result<Request> {
     }
 }
 
-/// The create options, as `docker volume create -o KEY=VALUE` gives them.
-pub const CREATE_OPTIONS: &[&str] = &[
-    "size",
-    "iops",
-    "volumeType",
-    "type",
-    "availabilityZone",
-    "volumeName",
-    "volumeID",
-    "snapshotName",
-    "snapshotID",
-    "fsType",
-    "newFsType",
-    "encrypted",
-    "overwriteFs",
-];
-
 /// A parsed create request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateRequest {
@@ -231,9 +253,9 @@ pub struct CreateRequest {
     pub overwrite_fs: bool,
 }
 
-/// Parse `Opts`: keys case-insensitive, values strings (numbers and
-/// booleans are taken as their text). Unknown keys are refused with the
-/// list of valid ones.
+/// Parse `Opts`: values strings (numbers and booleans are taken as their
+/// text), checked by [`options::DOCKER`](crate::options::DOCKER): keys
+/// case-insensitive, unknown keys refused with the list of valid ones.
 pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
     let map = match opts {
         None | Some(Value::Null) => return Ok(CreateRequest::default()),
@@ -244,88 +266,31 @@ pub fn parse_create_opts(opts: Option<&Value>) -> Result<CreateRequest> {
             )))
         }
     };
-    let mut seen: Vec<(&'static str, String)> = Vec::new();
+    let mut pairs = Vec::with_capacity(map.len());
     for (k, v) in map {
-        let Some(canon) = CREATE_OPTIONS
-            .iter()
-            .find(|c| c.eq_ignore_ascii_case(k.trim()))
-        else {
-            return Err(Error::invalid(format!(
-                "unknown option {}: valid options are {} (case-insensitive)",
-                crate::input::quote(k),
-                CREATE_OPTIONS.join(", ")
-            )));
-        };
         let v = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
+                // An unknown key is named as such, whatever its value.
+                let Some(known) = crate::options::DOCKER.key(k) else {
+                    return Err(crate::options::DOCKER.unknown_key(k));
+                };
                 return Err(Error::invalid(format!(
-                    "option {canon} must be a string, not {other}"
-                )))
+                    "option {} must be a string, not {other}",
+                    known.name
+                )));
             }
         };
-        if seen.iter().any(|(c, _)| c == canon) {
-            return Err(Error::invalid(format!("option {canon} is given twice")));
-        }
-        seen.push((canon, v));
+        pairs.push((k.clone(), v));
     }
-    let get = |k: &str| seen.iter().find(|(c, _)| *c == k).map(|(_, v)| v.as_str());
-    let mut r = CreateRequest::default();
-    if let Some(v) = get("size") {
-        r.opts.size = Some(crate::input::size_gib("option size", v)?);
-    }
-    if let Some(v) = get("iops") {
-        r.opts.iops = Some(crate::input::iops("option iops", v)?);
-    }
-    // `type` overrides `volumeType`, as in the original.
-    if let Some(v) = get("type").or(get("volumeType")) {
-        r.opts.volume_type = Some(v.to_string());
-    }
-    if let Some(v) = get("availabilityZone") {
-        r.opts.availability_zone = Some(v.to_string());
-    }
-    if get("fsType").is_some() && get("newFsType").is_some() {
-        return Err(Error::invalid("give fsType or newFsType, not both"));
-    }
-    for key in ["fsType", "newFsType"] {
-        if let Some(v) = get(key) {
-            r.opts.fs_type = Some(
-                v.parse::<FsType>()
-                    .map_err(|e| e.context(format!("option {key}")))?,
-            );
-        }
-    }
-    if let Some(v) = get("encrypted") {
-        r.opts.encrypted = crate::input::boolean("option encrypted", v)?;
-    }
-    if let Some(v) = get("overwriteFs") {
-        r.overwrite_fs = crate::input::boolean("option overwriteFs", v)?;
-    }
-    let sources: Vec<CopySource> = [
-        get("volumeName").map(|v| CopySource::VolumeName(v.to_string())),
-        get("volumeID").map(|v| CopySource::VolumeId(v.to_string())),
-        get("snapshotName").map(|v| CopySource::SnapshotName(v.to_string())),
-        get("snapshotID").map(|v| CopySource::SnapshotId(v.to_string())),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if sources.len() > 1 {
-        return Err(Error::invalid(
-            "give at most one of volumeName, volumeID, snapshotName, snapshotID",
-        ));
-    }
-    if let Some(s) = sources.into_iter().next() {
-        let (CopySource::VolumeName(v)
-        | CopySource::VolumeId(v)
-        | CopySource::SnapshotName(v)
-        | CopySource::SnapshotId(v)) = &s;
-        crate::input::volume_name(v).map_err(|e| e.context(format!("option {s}")))?;
-        r.source = Some(s);
-    }
-    Ok(r)
+    let p = crate::options::DOCKER.parse(&pairs)?;
+    Ok(CreateRequest {
+        opts: p.create,
+        source: p.source,
+        overwrite_fs: p.overwrite_fs,
+    })
 }
 
 fn create(vols: &Volumes, r: &Request) -> Result<Reply> {
@@ -413,86 +378,6 @@ struct Status<'a> {
     volume_type: &'a str,
 }
 
-/// Every mount point of this mount namespace, raw from
-/// `/proc/self/mountinfo` (no parsing of mount options): for kernels whose
-/// `statx` does not tell mount roots.
-fn mount_points() -> Result<HashSet<Vec<u8>>> {
-    let text = std::fs::read("/proc/self/mountinfo")
-        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
-    Ok(text
-        .split(|&b| b == b'\n')
-        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
-        .map(unescape_octal)
-        .collect())
-}
-
-/// Whether something is mounted at `mp`, asked of the kernel on every call:
-/// mounts change behind the service's back (the CLI, an administrator).
-fn is_mounted(mp: &Path) -> Result<bool> {
-    match crate::node::mountinfo::is_mount_root(mp)? {
-        Some(m) => Ok(m),
-        None => Ok(mount_points()?.contains(mp.as_os_str().as_bytes())),
-    }
-}
-
-/// The names under `base` that something is mounted on. Mount points are
-/// removed at unmount, so this is a listing of `base` and a `statx` per
-/// mounted volume, whatever the number of volumes or of the host's mounts.
-fn mounted_under(base: &Path) -> Result<HashSet<String>> {
-    let from_table = || -> Result<HashSet<String>> {
-        Ok(mount_points()?
-            .into_iter()
-            .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
-            .filter(|m| m.parent() == Some(base))
-            .filter_map(|m| Some(m.file_name()?.to_str()?.to_owned()))
-            .collect())
-    };
-    let dir = match std::fs::read_dir(base) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
-        Err(_) => return from_table(),
-    };
-    let mut out = HashSet::new();
-    for e in dir {
-        let Ok(e) = e else { return from_table() };
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
-        match crate::node::mountinfo::is_mount_root(&e.path()) {
-            Ok(Some(true)) => {
-                out.insert(name);
-            }
-            Ok(Some(false)) => {}
-            Ok(None) => return from_table(),
-            // One unreadable entry (a dead FUSE mount, say) must not fail
-            // the whole List; it is not a volume of ours mounted.
-            Err(err) => {
-                tracing::warn!(path = %e.path().display(), "cannot tell whether it is a mount point: {err}")
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
-fn unescape_octal(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 fn docker_volume<'a>(service: &'a str, v: &'a Volume, path: Option<String>) -> DockerVolume<'a> {
     DockerVolume {
         name: &v.name,
@@ -528,7 +413,7 @@ fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> 
         ))
     })?;
     let mp = vols.mount_point(&v.name);
-    let path = if is_mounted(&mp)? {
+    let path = if vols.node().is_mounted(&mp)? {
         Some(
             vols.content_path(&v.name, &mp, false)?
                 .to_string_lossy()
@@ -571,7 +456,9 @@ fn mounted_names(vols: &Volumes, all: &[Volume]) -> Result<Vec<(String, Option<S
         return Ok(Vec::new());
     }
     let base = vols.mount_point("");
-    let mut key: Vec<(String, Option<String>)> = mounted_under(&base)?
+    let mut key: Vec<(String, Option<String>)> = vols
+        .node()
+        .mounted_under(&base)?
         .into_iter()
         .map(|n| {
             let p = match vols.content_path(&n, &base.join(&n), false) {
@@ -643,6 +530,51 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::FsType;
+
+    #[test]
+    fn the_endpoints_read_mounts_through_the_node() {
+        let w = crate::volume::workflow_tests::world();
+        let call = |p: &str, body: &str| {
+            let r = handle(&w.vols, p, body.as_bytes());
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(r.status, 200, "{p} {body}: {v}");
+            v
+        };
+        call("/VolumeDriver.Create", r#"{"Name":"vol"}"#);
+        let get = || call("/VolumeDriver.Get", r#"{"Name":"vol"}"#);
+        let list = || call("/VolumeDriver.List", "{}");
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        let data = w.mp("vol").join("data").display().to_string();
+        for id in ["a", "b"] {
+            let m = call(
+                "/VolumeDriver.Mount",
+                &format!(r#"{{"Name":"vol","ID":"{id}"}}"#),
+            );
+            assert_eq!(m["Mountpoint"], json!(data));
+        }
+        assert_eq!(w.mounts_at("vol"), 1);
+        assert_eq!(get()["Volume"]["Mountpoint"], json!(data));
+        assert_eq!(list()["Volumes"][0]["Mountpoint"], json!(data));
+        assert_eq!(
+            call("/VolumeDriver.Path", r#"{"Name":"vol"}"#)["Mountpoint"],
+            json!(data)
+        );
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"a"}"#);
+        assert_eq!(
+            get()["Volume"]["Mountpoint"],
+            json!(data),
+            "b still uses it"
+        );
+        let r = handle(&w.vols, "/VolumeDriver.Remove", br#"{"Name":"vol"}"#);
+        assert_eq!(r.status, 500, "in use");
+        call("/VolumeDriver.Unmount", r#"{"Name":"vol","ID":"b"}"#);
+        assert!(get()["Volume"].get("Mountpoint").is_none());
+        assert!(list()["Volumes"][0].get("Mountpoint").is_none());
+        assert_eq!(w.state_of("vol"), crate::model::AttachmentState::Available);
+        call("/VolumeDriver.Remove", r#"{"Name":"vol"}"#);
+        assert_eq!(list()["Volumes"], json!([]));
+    }
 
     fn opts(v: Value) -> Result<CreateRequest> {
         parse_create_opts(Some(&v))
@@ -746,13 +678,6 @@ mod tests {
         let l: Value =
             serde_json::from_slice(&handle(&svc, "/VolumeDriver.List", b"").body).unwrap();
         assert_eq!(l["Volumes"].as_array().unwrap().len(), 4);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
-        assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
-        assert!(mount_points().unwrap().contains(b"/".as_slice()));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! shares with the registry:
 //!
 //! * *headers*: accepted, or the first bytes of a request arrived after an
-//!   idle spell, and the request's headers are not complete. Closed after
-//!   the header timeout, however slowly bytes trickle in.
-//! * *busy*: a request is being served (its body read, its workflow run).
+//!   idle spell, and the request (its headers, then its body) is not
+//!   complete. Closed after the header timeout, however slowly bytes
+//!   trickle in.
+//! * *busy*: a request is being served (its body is in, its workflow runs).
 //!   Never closed by these limits: the body timeout and the workflows'
 //!   own timeouts bound it.
 //! * *idle*: the reply was handed over and no byte of the next request has
@@ -112,7 +113,7 @@ impl Conn {
         self.state.store(now << 2 | phase, Ordering::Relaxed);
     }
 
-    /// Headers complete: a request is being served.
+    /// Request complete (headers and body): it is being served.
     pub fn busy(&self) {
         self.state.store(BUSY, Ordering::Relaxed);
     }

@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod conns;
+pub mod queue;
 pub mod server;
 pub mod service;

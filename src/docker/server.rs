@@ -6,6 +6,8 @@
 //! clients that stall mid-request never hold up anyone else. The workflows
 //! are blocking (locks, mkfs, mount), so each request runs on the blocking
 //! pool: a slow format of one volume holds one of [`WORKERS`] threads.
+//! Requests for one volume wait their turn before they take a thread
+//! ([`super::queue`]): however many wait for a stuck volume, it holds one.
 //! Requests answered from memory ([`api::handle_in_memory`]: Activate,
 //! Capabilities, Get and List while the catalog is unchanged) are served
 //! where they arrive: they cost a few metadata syscalls, less than the
@@ -18,6 +20,7 @@
 
 use super::api;
 use super::conns::{Limits, Registry, Watched};
+use super::queue::{Queues, Ticket};
 use crate::config::{keys, Config};
 use crate::error::IoContext;
 use crate::volume::Volumes;
@@ -141,9 +144,12 @@ impl Endpoint {
             .build();
         match (listener, rt) {
             (Ok(l), Ok(rt)) => {
+                let wait = vols.config().duration(keys::LOCK_TIMEOUT);
                 let state = Arc::new(State {
                     vols,
                     cache: api::Cache::default(),
+                    queues: Queues::new(WORKERS, wait),
+                    queue_wait: wait,
                 });
                 rt.block_on(serve_async(l, state, Registry::new(limits), stop))
             }
@@ -158,6 +164,10 @@ impl Endpoint {
 struct State {
     vols: Arc<Volumes>,
     cache: api::Cache,
+    /// Where requests for one volume wait their turn.
+    queues: Arc<Queues>,
+    /// How long they may wait (`rexray.lockTimeout`).
+    queue_wait: Duration,
 }
 
 async fn serve_async(
@@ -292,11 +302,10 @@ where
     let served = server.http.serve_connection(
         hyper_util::rt::TokioIo::new(Watched::new(reg, stream)),
         hyper::service::service_fn(move |rq| {
-            conn.busy();
             let conn = conn.clone();
             let state = state.clone();
             async move {
-                let r = serve_one(state, rq).await;
+                let r = serve_one(state, rq, &conn).await;
                 conn.idle();
                 r
             }
@@ -431,9 +440,14 @@ fn panicked(path: &str, p: Box<dyn std::any::Any + Send>) -> api::Reply {
     json_reply(500, &format!("internal error (a bug in rexray): {what}"))
 }
 
+/// Serve one request on `conn`, which counts as busy (never closed to
+/// make room) only once its body is in: a client trickling a body is
+/// still waiting to send its request, and a flood of them is evicted like
+/// one stalled in its headers.
 async fn serve_one(
     state: Arc<State>,
     rq: Request<Incoming>,
+    conn: &crate::docker::conns::Conn,
 ) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let path = rq.uri().path().to_string();
@@ -448,6 +462,7 @@ async fn serve_one(
         }
         Ok(Err(e)) => json_reply(400, &format!("reading the request body: {e}")),
         Ok(Ok(collected)) => 'handled: {
+            conn.busy();
             let body = collected.to_bytes();
             let fast = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 api::handle_in_memory(&state.vols, &state.cache, &path, &body)
@@ -457,19 +472,27 @@ async fn serve_one(
                 Ok(None) => {}
                 Err(p) => break 'handled panicked(&path, p),
             }
+            let ticket = api::ticket(&path, &body);
+            let mut key = path.clone().into_bytes();
+            key.push(0);
+            key.extend_from_slice(&body);
             let p = path.clone();
-            let state = state.clone();
-            let handled = tokio::task::spawn_blocking(move || {
+            let st = state.clone();
+            let work = move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    api::handle_with(&state.vols, Some(&state.cache), &p, &body)
+                    api::handle_with(&st.vols, Some(&st.cache), &p, &body)
                 }))
-            })
-            .await;
-            match handled {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(p)) => panicked(&path, p),
-                Err(e) => json_reply(500, &format!("internal error: {e}")),
-            }
+                .unwrap_or_else(|e| panicked(&p, e))
+            };
+            let ticket = ticket.unwrap_or(Ticket {
+                names: Vec::new(),
+                name_table: false,
+            });
+            let waited = state.queue_wait;
+            state
+                .queues
+                .run(ticket, key, |name| api::busy(name, waited), work)
+                .await
         }
     };
     let status = reply.status;

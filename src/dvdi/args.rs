@@ -285,9 +285,22 @@ pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
                         None => return Err(usage(format!("flag --{flag} needs a value"))),
                     },
                 };
+                // A second, different driver or name: which one was meant
+                // is a guess (the last would win, and `remove` acts on it).
+                let once = |slot: &mut Option<String>, value: String| match slot {
+                    Some(before) if *before != value => Err(usage(format!(
+                        "--{key} is given twice ({} and {}): give it once",
+                        shown(before),
+                        shown(&value)
+                    ))),
+                    _ => {
+                        *slot = Some(value);
+                        Ok(())
+                    }
+                };
                 match key.as_str() {
-                    "volumedriver" => driver = Some(value),
-                    "volumename" => name = Some(value),
+                    "volumedriver" => once(&mut driver, value)?,
+                    "volumename" => once(&mut name, value)?,
                     _ => raw_opts.push(value),
                 }
             }
@@ -388,7 +401,10 @@ pub fn split_opts(raw: &[String]) -> Result<Vec<(String, String)>, UsageError> {
             match el.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => {
                     let k = k.trim();
-                    if let Some((ko, vo)) = out.iter().find(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                    if let Some((ko, vo)) = out
+                        .iter()
+                        .find(|(o, _)| crate::options::same_key(o, k, crate::options::DVDCLI.fold_case))
+                    {
                         return Err(usage(format!(
                             "--volumeopts key {} is given twice ({} and {}): give each key once",
                             shown(k),

@@ -1,13 +1,10 @@
 //! `--volumeopts` for the in-process rexray driver: the keys
 //! mesos-module-dvdi documents, checked by name and value.
 
-use crate::input::quote;
 use crate::model::{CreateOptions, FsType, MountOptions};
-use crate::{Error, Result};
+use crate::options;
+use crate::Result;
 use std::collections::BTreeMap;
-
-/// The keys rexray understands (case-insensitive).
-pub const KEYS: [&str; 5] = ["size", "iops", "volumetype", "newfstype", "overwritefs"];
 
 /// Checked options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,50 +24,17 @@ pub struct VolumeOpts {
 }
 
 impl VolumeOpts {
-    /// Check `(key, value)` pairs; a key given twice (in any case) is
-    /// refused.
+    /// Check `(key, value)` pairs by [`options::DVDCLI`]: keys
+    /// case-insensitive, a key given twice (in any case) refused.
     pub fn parse(pairs: &[(String, String)]) -> Result<VolumeOpts> {
-        let mut o = VolumeOpts::default();
-        for (i, (k, v)) in pairs.iter().enumerate() {
-            let key = k.to_ascii_lowercase();
-            let field = format!("--volumeopts {k}");
-            if pairs[..i].iter().any(|(o, _)| o.eq_ignore_ascii_case(k)) {
-                return Err(Error::invalid(format!(
-                    "--volumeopts key {} is given twice: give each key once",
-                    quote(k)
-                )));
-            }
-            match key.as_str() {
-                "size" => o.size = Some(crate::input::size_gib(&field, v)?),
-                "iops" => o.iops = Some(crate::input::iops(&field, v)?),
-                "volumetype" => {
-                    o.volume_type = if v.is_empty() {
-                        None
-                    } else if v.len() > 255 || v.chars().any(|c| c.is_control()) {
-                        return Err(Error::invalid(format!(
-                            "invalid {field} {}: a volume type is 1 to 255 printable characters",
-                            quote(v)
-                        )));
-                    } else {
-                        Some(v.clone())
-                    }
-                }
-                "newfstype" => {
-                    o.new_fs_type = Some(v.parse::<FsType>().map_err(|_| {
-                        Error::invalid(format!("invalid {field} {}: use ext4 or xfs", quote(v)))
-                    })?)
-                }
-                "overwritefs" => o.overwrite_fs = crate::input::boolean(&field, v)?,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "unknown --volumeopts key {}: the rexray driver knows {}",
-                        quote(k),
-                        KEYS.join(", ")
-                    )))
-                }
-            }
-        }
-        Ok(o)
+        let p = options::DVDCLI.parse(pairs)?;
+        Ok(VolumeOpts {
+            size: p.create.size,
+            iops: p.create.iops,
+            volume_type: p.create.volume_type,
+            new_fs_type: p.create.fs_type,
+            overwrite_fs: p.overwrite_fs,
+        })
     }
 
     /// What to create a missing volume with.
@@ -106,6 +70,7 @@ pub fn as_plugin_opts(pairs: &[(String, String)]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::quote;
     use proptest::prelude::*;
 
     fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {

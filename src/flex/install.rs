@@ -148,7 +148,7 @@ pub fn source_binary() -> Result<PathBuf> {
         .map(|d| d.join("flexrex"))
         .unwrap_or_else(|| PathBuf::from("flexrex"));
     if !p.is_file() {
-        return Err(Error::not_found(format!(
+        return Err(Error::system(format!(
             "the flexrex binary was not found at {}: it is installed next to rexray (e.g. /usr/bin/flexrex)",
             p.display()
         )));

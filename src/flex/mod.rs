@@ -53,7 +53,7 @@ pub fn run(args: &[String]) -> Reply {
 fn answer(args: &[String]) -> Reply {
     // kubelet may run drivers with an empty environment; mkfs, blkid and
     // resize2fs must still be found.
-    if std::env::var_os("PATH").map_or(true, |p| p.is_empty()) {
+    if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
         std::env::set_var("PATH", DEFAULT_PATH);
     }
     let cfg = match crate::cli::load_config(None, None, None, Vec::new()) {

@@ -239,7 +239,7 @@ impl Flex {
             )));
         };
         if !dev.is_empty() {
-            node::wait_for_device(
+            self.vols.node().wait_for_device(
                 Path::new(&dev),
                 self.vols.config().duration(keys::ATTACH_TIMEOUT),
             )?;
@@ -260,16 +260,19 @@ impl Flex {
         let mp = self.vols.mount_point(&v.name);
         // Refuse before touching anything when the path holds something
         // other than this volume's mount.
-        if let Some(m) = node::mountinfo::mounts_at(path)?.first() {
+        if let Some(m) = self.vols.node().mounts_at(path)?.first() {
             // Ours: the volume's filesystem, whether or not its own mount
             // point is still mounted (a service start unmounts it when a
             // crash left the path's bind without a record).
-            let ours = node::mountinfo::mounts_at(&mp)?
+            let ours = self
+                .vols
+                .node()
+                .mounts_at(&mp)?
                 .first()
                 .is_some_and(|s| s.dev == m.dev && s.root == m.root)
                 || Self::device_of(&v)
                     .filter(|d| !d.is_empty())
-                    .and_then(|d| node::mountinfo::device_numbers(Path::new(&d)).ok())
+                    .and_then(|d| self.vols.node().device_numbers(Path::new(&d)).ok())
                     .is_some_and(|n| n == m.dev);
             if !ours {
                 return Err(stacking_refused(path, m, &v));
@@ -303,7 +306,10 @@ impl Flex {
         let step =
             |what: &str| format!("mounting volume {} at {} ({what})", v.name, path.display());
         let source = mp;
-        let src = node::mountinfo::mounts_at(source)?
+        let src = self
+            .vols
+            .node()
+            .mounts_at(source)?
             .into_iter()
             .next()
             .ok_or_else(|| {
@@ -313,8 +319,11 @@ impl Flex {
                     source.display()
                 ))
             })?;
-        node::ensure_dir(path).map_err(|e| e.context(step("create the directory")))?;
-        let here = node::mountinfo::mounts_at(path)?;
+        self.vols
+            .node()
+            .ensure_dir(path)
+            .map_err(|e| e.context(step("create the directory")))?;
+        let here = self.vols.node().mounts_at(path)?;
         if let Some(m) = here.iter().find(|m| m.dev == src.dev) {
             // Ours already. A bind of another directory of the volume (the
             // root, bound by an earlier release) stays until kubelet
@@ -330,7 +339,13 @@ impl Flex {
             return Err(stacking_refused(path, m, v));
         }
         fail::fail_point!("flex::before-bind", |_| crate::crash_here());
-        node::bind(content, path, read_only).map_err(|e| e.context(step("bind")))?;
+        // Bound from a descriptor, not by path: `content` was checked, but
+        // whoever can write at the volume's root may since have swapped a
+        // link in for it.
+        self.vols
+            .node()
+            .bind_beneath(mp, content, path, read_only)
+            .map_err(|e| e.context(step("bind")))?;
         fail::fail_point!("flex::after-bind", |_| crate::crash_here());
         Ok(())
     }
@@ -366,7 +381,7 @@ impl Flex {
     /// (the device behind the mount); nothing else is stored per path.
     fn unmount_at(&self, path: &Path) -> Result<Reply> {
         let who = consumer(path);
-        let here = node::mountinfo::mounts_at(path)?;
+        let here = self.vols.node().mounts_at(path)?;
         let volume_id = match self.volume_of_consumer(&who)? {
             Some(id) => id,
             None if here.is_empty() => {
@@ -400,7 +415,9 @@ impl Flex {
             },
         };
         if !here.is_empty() {
-            node::unmount_all(path)
+            self.vols
+                .node()
+                .unmount_all(path)
                 .map_err(|e| e.context(format!("unmounting {}", path.display())))?;
         }
         self.release(&volume_id, path)?;
@@ -411,7 +428,7 @@ impl Flex {
     fn volume_mounted_at(&self, here: &[node::Mount]) -> Result<Option<Volume>> {
         for v in self.vols.list()? {
             if let Some(dev) = Self::device_of(&v).filter(|d| !d.is_empty()) {
-                if let Ok(n) = node::mountinfo::device_numbers(Path::new(&dev)) {
+                if let Ok(n) = self.vols.node().device_numbers(Path::new(&dev)) {
                     if here.iter().any(|m| m.dev == n) {
                         return Ok(Some(v));
                     }
@@ -456,7 +473,10 @@ impl Flex {
         // by hand) cannot be unmounted by kubelet: its use ends here.
         let gone = |who: &str| {
             who.strip_prefix("flex:").is_some_and(|p| {
-                node::mountinfo::mounts_at(Path::new(p)).is_ok_and(|m| m.is_empty())
+                self.vols
+                    .node()
+                    .mounts_at(Path::new(p))
+                    .is_ok_and(|m| m.is_empty())
             })
         };
         match self.vols.release_hold(VolumeRef::Id(&v.id), which, &gone) {
@@ -511,3 +531,7 @@ pub fn subject(call: &Call) -> String {
             .unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+#[path = "ops_tests.rs"]
+mod tests;

@@ -121,13 +121,27 @@ pub fn grow(dev: &Path, mount_point: &Path, fs: &str, timeout: Duration) -> Resu
         }
     };
     if !out.status.success() {
-        return Err(Error::system(format!(
-            "growing the filesystem on {} failed: {}",
-            dev.display(),
-            out.stderr.trim()
-        )));
+        return Err(grow_failed(dev, &out.stderr));
     }
     Ok(())
+}
+
+/// The error for a grow tool that failed saying `stderr`. The tools report
+/// a refused resize ioctl (EPERM) only in words: resize2fs's "Permission
+/// denied to resize filesystem", strerror's "Operation not permitted"
+/// (`LC_ALL=C`). Such a refusal keeps its errno, so callers tell it by
+/// [`Error::is_permission_denied`], not by the message.
+fn grow_failed(dev: &Path, stderr: &str) -> Error {
+    let e = Error::system(format!(
+        "growing the filesystem on {} failed: {}",
+        dev.display(),
+        stderr.trim()
+    ));
+    if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+        e.with_errno(libc::EPERM)
+    } else {
+        e
+    }
 }
 
 /// The filesystem UUID in `dev` (a device or an image file), read from
@@ -222,20 +236,23 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
 }
 
 /// Replay the log of the XFS in `image` by mounting it once (with
-/// `nouuid`: its source may be mounted) and unmounting it, in a private
-/// mount namespace. `Ok(Err(why))` when that failed and nothing changed;
+/// `nouuid`: its source may be mounted) in a private mount namespace,
+/// which unmounts it as it ends. `Ok(Err(why))` when that failed and nothing changed;
 /// `Err` when it ran past `timeout`.
 fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
-    for (prog, pkg) in [("unshare", "util-linux"), ("sh", "dash")] {
-        if let Err(e) = cmd::find(prog, pkg) {
-            return Ok(Err(e.message().to_string()));
-        }
-    }
+    let mount = match cmd::find("unshare", "util-linux").and_then(|_| cmd::find("mount", "mount")) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e.message().to_string())),
+    };
     // Any directory serves as the mount point inside the namespace: the
     // image's own is there and ours.
     let Some(dir) = image.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(Err(format!("{} has no directory", image.display())));
     };
+    // XFS replays its log while mounting. The mount lives in a namespace
+    // of its own, which ends with `mount` itself: the kernel then unmounts
+    // it cleanly (an unmount record in the log), and `-o loop` has set
+    // autoclear, so its loop device goes too — also if we are killed.
     let out = cmd::run(
         "unshare",
         "util-linux",
@@ -244,20 +261,28 @@ fn replay_xfs_log(image: &Path, timeout: Duration) -> Result<std::result::Result
             "--propagation".as_ref(),
             "private".as_ref(),
             "--".as_ref(),
-            "sh".as_ref(),
-            "-c".as_ref(),
-            "mount -t xfs -o loop,nouuid -- \"$1\" \"$2\" && umount -- \"$2\"".as_ref(),
-            "sh".as_ref(),
+            mount.as_os_str(),
+            "-t".as_ref(),
+            "xfs".as_ref(),
+            "-o".as_ref(),
+            "loop,nouuid".as_ref(),
+            "--".as_ref(),
             image.as_os_str(),
             dir.as_os_str(),
         ],
         timeout,
     )?;
-    // The loop device under that mount goes away on its own (autoclear),
-    // soon after the unmount: wait for it, so nothing holds the image.
+    // The unmount and the loop device's release follow the namespace's
+    // end: wait for them, so nothing holds the image.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while loop_backs(image) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if loop_backs(image) {
+        return Ok(Err(format!(
+            "{} was still attached 10 s after the log replay",
+            image.display()
+        )));
     }
     if out.status.success() {
         Ok(Ok(()))
@@ -303,6 +328,26 @@ pub fn describe(probe: &Probe, tags: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_grow_keeps_its_errno() {
+        let dev = Path::new("/dev/loop9");
+        let e = grow_failed(dev, "resize2fs: Permission denied to resize filesystem\n");
+        assert!(e.is_permission_denied(), "{e}");
+        assert!(
+            e.message()
+                .ends_with("Permission denied to resize filesystem"),
+            "{e}"
+        );
+        let e = grow_failed(
+            dev,
+            "xfs_growfs: XFS_IOC_FSGROWFSDATA xfsctl failed: Operation not permitted",
+        );
+        assert!(e.is_permission_denied(), "{e}");
+        let e = grow_failed(dev, "resize2fs: No space left on device");
+        assert!(!e.is_permission_denied(), "{e}");
+        assert_eq!(e.errno(), None);
+    }
 
     #[test]
     fn a_probe_is_described_with_its_uuid_and_label() {

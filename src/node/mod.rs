@@ -3,6 +3,8 @@
 //! mountinfo, waiting for devices. Node operations never talk to a backend.
 
 pub mod cmd;
+#[cfg(test)]
+pub mod fake;
 pub mod freeze;
 pub mod fs;
 pub mod kmsg;
@@ -11,10 +13,165 @@ pub mod mountinfo;
 use crate::model::FsType;
 use crate::{Error, Result};
 use nix::mount::{MntFlags, MsFlags};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use mountinfo::Mount;
+
+/// Everything the workflows do to this host's kernel for a volume, as one
+/// seam: [`Kernel`] does it for real (the functions of this module), and
+/// the unit tests' fake (`node::fake`) keeps a mount table and devices in
+/// memory, so the workflows' decisions are tested without root.
+///
+/// Decisions stay out of it: whether to format ([`ensure_filesystem`]),
+/// what to unmount, when to detach are the callers'. Each method is one
+/// kernel fact or one kernel action.
+pub trait Node: Send + Sync {
+    /// Fail with a clear message naming `what` unless this process may
+    /// attach and mount (see [`privileged`]).
+    fn require_privileges(&self, what: &str) -> Result<()>;
+    /// Every mount in this process's mount namespace.
+    fn mounts(&self) -> Result<Vec<Mount>>;
+    /// Mounts whose mount point is exactly `path` (several if stacked).
+    fn mounts_at(&self, path: &Path) -> Result<Vec<Mount>> {
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .filter(|m| m.mount_point == path)
+            .collect())
+    }
+    /// Mounts of the filesystem on device `dev` (major, minor).
+    fn mounts_of(&self, dev: (u32, u32)) -> Result<Vec<Mount>> {
+        Ok(self
+            .mounts()?
+            .into_iter()
+            .filter(|m| m.dev == dev)
+            .collect())
+    }
+    /// Whether something is mounted at `path`, as cheaply as the kernel
+    /// tells (one `statx` where it can): for the Docker endpoint's
+    /// in-memory answers.
+    fn is_mounted(&self, path: &Path) -> Result<bool>;
+    /// The names of the entries of `base` something is mounted on.
+    fn mounted_under(&self, base: &Path) -> Result<HashSet<String>>;
+    /// The (major, minor) numbers of a block device node.
+    fn device_numbers(&self, dev: &Path) -> Result<(u32, u32)>;
+    /// Wait until `dev` is a block device with a non-zero size.
+    fn wait_for_device(&self, dev: &Path, timeout: Duration) -> Result<(u32, u32)>;
+    /// What a device (or image file) holds, with blkid's tags.
+    fn probe_tags(
+        &self,
+        dev: &Path,
+        timeout: Duration,
+    ) -> Result<(fs::Probe, Vec<(String, String)>)>;
+    /// Make filesystem `fs` on `dev` (`overwrite`: over a signature).
+    fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()>;
+    /// Give the filesystem in an unattached image a fresh UUID.
+    fn regenerate_uuid(
+        &self,
+        image: &Path,
+        fs_type: &str,
+        timeout: Duration,
+    ) -> Result<fs::NewUuid>;
+    /// Grow the filesystem of `dev`, mounted at `mount_point`, to the device.
+    fn grow(&self, dev: &Path, mount_point: &Path, fs_type: &str, timeout: Duration) -> Result<()>;
+    /// Make a mount point (see [`ensure_dir`]).
+    fn ensure_dir(&self, dir: &Path) -> Result<()>;
+    /// Mount a block device's filesystem (see [`mount_device`]).
+    fn mount_device(&self, dev: &Path, target: &Path, fs_type: &str, read_only: bool)
+        -> Result<()>;
+    /// Bind-mount `source` at `target` (see [`bind`]).
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()>;
+    /// Bind `dir`, a directory inside the mount at `mp`, at `target`
+    /// through descriptors opened beneath `mp` (see [`bind_beneath`]): a
+    /// link swapped in after `dir` was checked is never followed.
+    fn bind_beneath(&self, mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+        let _ = mp;
+        self.bind(dir, target, read_only)
+    }
+    /// Unmount every mount stacked at `target`; not mounted is success.
+    fn unmount_all(&self, target: &Path) -> Result<()>;
+    /// The directory handed out for `volume` mounted at `mp`, checked now
+    /// (see [`content_dir`]).
+    fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf>;
+    /// Thaw a filesystem a crashed copy left frozen; `Ok(false)` when it
+    /// was not frozen.
+    fn thaw(&self, mount_point: &Path) -> Result<bool>;
+}
+
+/// The real node: this host's kernel and tools.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kernel;
+
+impl Node for Kernel {
+    fn require_privileges(&self, what: &str) -> Result<()> {
+        require_privileges(what)
+    }
+    fn mounts(&self) -> Result<Vec<Mount>> {
+        mountinfo::mounts()
+    }
+    fn is_mounted(&self, path: &Path) -> Result<bool> {
+        mountinfo::is_mounted(path)
+    }
+    fn mounted_under(&self, base: &Path) -> Result<HashSet<String>> {
+        mountinfo::mounted_under(base)
+    }
+    fn device_numbers(&self, dev: &Path) -> Result<(u32, u32)> {
+        mountinfo::device_numbers(dev)
+    }
+    fn wait_for_device(&self, dev: &Path, timeout: Duration) -> Result<(u32, u32)> {
+        wait_for_device(dev, timeout)
+    }
+    fn probe_tags(
+        &self,
+        dev: &Path,
+        timeout: Duration,
+    ) -> Result<(fs::Probe, Vec<(String, String)>)> {
+        fs::probe_tags(dev, timeout)
+    }
+    fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()> {
+        fs::mkfs(dev, fs, overwrite, timeout)
+    }
+    fn regenerate_uuid(
+        &self,
+        image: &Path,
+        fs_type: &str,
+        timeout: Duration,
+    ) -> Result<fs::NewUuid> {
+        fs::regenerate_uuid(image, fs_type, timeout)
+    }
+    fn grow(&self, dev: &Path, mount_point: &Path, fs_type: &str, timeout: Duration) -> Result<()> {
+        fs::grow(dev, mount_point, fs_type, timeout)
+    }
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        ensure_dir(dir)
+    }
+    fn mount_device(
+        &self,
+        dev: &Path,
+        target: &Path,
+        fs_type: &str,
+        read_only: bool,
+    ) -> Result<()> {
+        mount_device(dev, target, fs_type, read_only)
+    }
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<()> {
+        bind(source, target, read_only)
+    }
+    fn bind_beneath(&self, mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+        bind_beneath(mp, dir, target, read_only)
+    }
+    fn unmount_all(&self, target: &Path) -> Result<()> {
+        unmount_all(target)
+    }
+    fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf> {
+        content_dir(volume, mp, rel, create)
+    }
+    fn thaw(&self, mount_point: &Path) -> Result<bool> {
+        freeze::thaw(mount_point)
+    }
+}
 
 /// Time limits for the external tools of a format.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +249,7 @@ pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
 /// Formatting over a signature (with `overwrite`) first logs a warning
 /// naming `volume`, the device and what it held (type, UUID, label).
 pub fn ensure_filesystem(
+    node: &dyn Node,
     volume: &str,
     dev: &Path,
     want: FsType,
@@ -102,7 +260,7 @@ pub fn ensure_filesystem(
     let (probe, tags) = if known_blank {
         (fs::Probe::Blank, Vec::new())
     } else {
-        fs::probe_tags(dev, limits.probe)?
+        node.probe_tags(dev, limits.probe)?
     };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
@@ -116,7 +274,7 @@ pub fn ensure_filesystem(
             }
             tracing::info!(device = %dev.display(), fs = want.as_str(), ?probe, "formatting");
             fail::fail_point!("node::before-mkfs", |_| crate::crash_here());
-            fs::mkfs(dev, want, overwrite, limits.mkfs)?;
+            node.mkfs(dev, want, overwrite, limits.mkfs)?;
             fail::fail_point!("node::after-mkfs", |_| crate::crash_here());
             Ok(want.as_str().to_string())
         }
@@ -163,10 +321,7 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
             ),
             &std::io::Error::from(e),
         );
-        Error::new(
-            err.kind(),
-            format!("{}{}", err.message(), kmsg::said(said.as_deref())),
-        )
+        err.map_message(|m| format!("{m}{}", kmsg::said(said.as_deref())))
     };
     let first = match mount(None) {
         Ok(()) => return Ok(()),
@@ -175,7 +330,7 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
     let duplicate = first
         .1
         .as_ref()
-        .map_or(true, |m| m.iter().any(|m| m.contains("duplicate UUID")));
+        .is_none_or(|m| m.iter().any(|m| m.contains("duplicate UUID")));
     if fs_type != "xfs" || first.0 != nix::errno::Errno::EINVAL || !duplicate {
         return Err(failed(None, first));
     }
@@ -187,9 +342,68 @@ pub fn mount_device(dev: &Path, target: &Path, fs_type: &str, read_only: bool) -
     mount(Some("nouuid")).map_err(|second| {
         let again = failed(Some("nouuid"), second);
         let first = failed(None, first);
+        again.map_message(|m| format!("{}; then {m}", first.message()))
+    })
+}
+
+/// Bind-mount the directory `dir` (inside the filesystem mounted at `mp`)
+/// at `target`, read-only if asked. Each component of `dir` below `mp` is
+/// opened with `openat(O_NOFOLLOW|O_DIRECTORY)` and the directory opened
+/// is what is bound (through `/proc/self/fd`), so a symbolic link swapped
+/// in after `dir` was checked is refused, never followed out of the
+/// volume.
+pub fn bind_beneath(mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let rel = dir.strip_prefix(mp).map_err(|_| {
+        Error::system(format!(
+            "{} is not inside the mount point {}",
+            dir.display(),
+            mp.display()
+        ))
+    })?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let opening = |at: &Path, e: &std::io::Error| {
+        let why = if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+            " (a symbolic link or not a directory: rexray binds only directories inside the volume)"
+        } else {
+            ""
+        };
+        Error::from_io(format!("opening {}{why}", at.display()), e)
+    };
+    let mut fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(mp)
+        .map_err(|e| opening(mp, &e))?
+        .into();
+    let mut at = mp.to_path_buf();
+    for c in rel.components() {
+        let std::path::Component::Normal(c) = c else {
+            return Err(Error::system(format!(
+                "{} must name a directory below {}",
+                dir.display(),
+                mp.display()
+            )));
+        };
+        at.push(c);
+        let name = std::ffi::CString::new(c.as_bytes())
+            .map_err(|_| Error::invalid(format!("{} contains a NUL byte", dir.display())))?;
+        // SAFETY: a valid descriptor and a NUL-terminated name.
+        let next = unsafe { libc::openat(fd.as_raw_fd(), name.as_ptr(), flags) };
+        if next < 0 {
+            return Err(opening(&at, &std::io::Error::last_os_error()));
+        }
+        // SAFETY: a descriptor just opened and owned by nobody else.
+        fd = unsafe { OwnedFd::from_raw_fd(next) };
+    }
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    bind(&source, target, read_only).map_err(|e| {
         Error::new(
-            again.kind(),
-            format!("{}; then {}", first.message(), again.message()),
+            e.kind(),
+            e.message()
+                .replace(&source.display().to_string(), &dir.display().to_string()),
         )
     })
 }
@@ -351,10 +565,11 @@ pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<P
         dir = match next {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                return Err(Error::not_found(format!(
+                return Err(Error::system(format!(
                     "volume {volume}: {} is missing (removed by hand?); unmount and mount the volume again to recreate it",
                     at.display()
-                )))
+                ))
+                .with_errno(libc::ENOENT))
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
                 let link = std::fs::symlink_metadata(&at)
@@ -369,7 +584,9 @@ pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<P
                     "volume {volume}: {} is {what}, not a directory; rexray hands out only paths inside the volume. Remove it (`rm {}` while the volume is mounted)",
                     at.display(),
                     at.display()
-                )));
+                ))
+                .with_errno(e.raw_os_error().unwrap_or(libc::ENOTDIR))
+                .with_reason(crate::Reason::NotADirectory));
             }
             Err(e) => {
                 return Err(Error::from_io(
@@ -398,4 +615,92 @@ pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNode;
+    use super::fs::Probe;
+    use super::*;
+
+    const LIMITS: FormatTimeouts = FormatTimeouts {
+        probe: Duration::from_secs(1),
+        mkfs: Duration::from_secs(1),
+    };
+
+    #[test]
+    fn only_a_blank_device_is_formatted_unless_overwrite_is_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let node = FakeNode::default();
+        let dev = Path::new("/dev/fake0");
+        let ensure = |overwrite, known_blank| {
+            ensure_filesystem(
+                &node,
+                "vol",
+                dev,
+                FsType::Ext4,
+                overwrite,
+                known_blank,
+                LIMITS,
+            )
+        };
+        let cases = [
+            (Probe::Blank, false, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), false, Ok("xfs"), false),
+            (Probe::Other("LVM2_member".into()), false, Err(()), false),
+            (Probe::Other("LVM2_member".into()), true, Ok("ext4"), true),
+            (Probe::Filesystem("xfs".into()), true, Ok("ext4"), true),
+        ];
+        for (held, overwrite, want, formats) in cases {
+            node.plug(dev, held.clone(), t.path());
+            let got = ensure(overwrite, false);
+            match want {
+                Ok(fs) => assert_eq!(got.unwrap(), fs, "{held:?}"),
+                Err(()) => {
+                    let e = got.unwrap_err();
+                    assert_eq!(e.kind(), crate::Kind::InUse, "{e}");
+                    assert!(e.message().contains("LVM2_member"), "{e}");
+                }
+            }
+            let calls = node.take_calls();
+            let made = calls.iter().any(|c| c.starts_with("mkfs"));
+            assert_eq!(made, formats, "{held:?} overwrite={overwrite}: {calls:?}");
+            node.unplug(dev).unwrap();
+        }
+        // The backend's word that the device was never written skips the
+        // probe.
+        node.plug(dev, Probe::Blank, t.path());
+        assert_eq!(ensure(false, true).unwrap(), "ext4");
+        assert_eq!(node.take_calls(), vec!["mkfs /dev/fake0 ext4"]);
+    }
+
+    use crate::{Kind, Reason};
+
+    #[test]
+    fn a_handed_out_path_that_is_no_directory_is_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let mp = t.path();
+        std::fs::write(mp.join("lost+found"), b"").unwrap();
+        std::fs::create_dir(mp.join("data")).unwrap();
+        std::fs::write(mp.join("data").join("file"), b"x").unwrap();
+        let e = content_dir("v", mp, "data/file", false).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::NotADirectory), "{e}");
+        assert_eq!(e.errno(), Some(libc::ENOTDIR), "{e}");
+        assert!(e.message().contains("not a directory"), "{e}");
+        std::os::unix::fs::symlink("/", mp.join("data").join("link")).unwrap();
+        let e = content_dir("v", mp, "data/link", false).unwrap_err();
+        assert_eq!(e.reason(), Some(Reason::NotADirectory), "{e}");
+        assert!(e.message().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_handed_out_path_is_no_missing_volume() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("data")).unwrap();
+        let e = content_dir("v", t.path(), "data/sub", false).unwrap_err();
+        assert_eq!(e.kind(), Kind::System, "{e}");
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        assert_eq!(e.reason(), None);
+        assert!(e.message().contains("is missing"), "{e}");
+    }
 }

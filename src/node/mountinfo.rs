@@ -1,6 +1,8 @@
 //! What is mounted where, read from `/proc/self/mountinfo`.
 
 use crate::{Error, Result};
+use std::collections::HashSet;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// One mount.
@@ -118,7 +120,6 @@ pub fn device_numbers(dev: &Path) -> Result<(u32, u32)> {
 /// mount point; `None` when the kernel does not tell (then read the table).
 /// A symlink is not followed: the kernel never mounts on one.
 pub fn is_mount_root(path: &Path) -> Result<Option<bool>> {
-    use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return Ok(Some(false));
     };
@@ -147,6 +148,86 @@ pub fn is_mount_root(path: &Path) -> Result<Option<bool>> {
     Ok((st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0))
 }
 
+/// Every mount point of this mount namespace, raw from
+/// `/proc/self/mountinfo` (no parsing of mount options): for kernels whose
+/// `statx` does not tell mount roots.
+fn mount_points() -> Result<HashSet<Vec<u8>>> {
+    let text = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(unescape_octal)
+        .collect())
+}
+
+/// Whether something is mounted at `mp`, asked of the kernel on every call:
+/// mounts change behind the service's back (the CLI, an administrator).
+pub fn is_mounted(mp: &Path) -> Result<bool> {
+    match is_mount_root(mp)? {
+        Some(m) => Ok(m),
+        None => Ok(mount_points()?.contains(mp.as_os_str().as_bytes())),
+    }
+}
+
+/// The names under `base` that something is mounted on. Mount points are
+/// removed at unmount, so this is a listing of `base` and a `statx` per
+/// mounted volume, whatever the number of volumes or of the host's mounts.
+pub fn mounted_under(base: &Path) -> Result<HashSet<String>> {
+    let from_table = || -> Result<HashSet<String>> {
+        Ok(mount_points()?
+            .into_iter()
+            .map(|m| PathBuf::from(std::ffi::OsString::from_vec(m)))
+            .filter(|m| m.parent() == Some(base))
+            .filter_map(|m| Some(m.file_name()?.to_str()?.to_owned()))
+            .collect())
+    };
+    let dir = match std::fs::read_dir(base) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(_) => return from_table(),
+    };
+    let mut out = HashSet::new();
+    for e in dir {
+        let Ok(e) = e else { return from_table() };
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        match is_mount_root(&e.path()) {
+            Ok(Some(true)) => {
+                out.insert(name);
+            }
+            Ok(Some(false)) => {}
+            Ok(None) => return from_table(),
+            // One unreadable entry (a dead FUSE mount, say) must not fail
+            // the whole List; it is not a volume of ours mounted.
+            Err(err) => {
+                tracing::warn!(path = %e.path().display(), "cannot tell whether it is a mount point: {err}")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Undo the kernel's `\ooo` escapes (space, tab, newline, backslash).
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +249,13 @@ mod tests {
         let f = t.path().join("f");
         std::fs::write(&f, "").unwrap();
         assert_eq!(is_mount_root(&f.join("x")).unwrap(), Some(false));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
+        assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
+        assert!(mount_points().unwrap().contains(b"/".as_slice()));
     }
 
     #[test]

@@ -44,6 +44,10 @@ use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
 
+/// How long a detach waits for a device someone else holds open for a
+/// moment (a probe) to be released before it reports the device in use.
+const DETACH_SETTLE: Duration = Duration::from_secs(2);
+
 /// One volume in the catalog (also the shape of earlier releases'
 /// `catalog.json` entries, for the import).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -628,6 +632,53 @@ impl LoopDriver {
     }
 }
 
+impl LoopDriver {
+    /// Mark the row of `id` in `table` as being removed (`false`: no such
+    /// ready row). On a full disk the catalog cannot take even that
+    /// write, and removing is how an operator frees space: then the
+    /// blocks of `img`, the image about to be removed (not attached), are
+    /// freed first — it keeps its size, holding zeros — and the write is
+    /// tried again. A failure after that leaves the row listed with a
+    /// blank image, which `rm` removes once there is room.
+    fn mark_removing(&self, table: &str, id: &str, step: &str, img: &Path) -> Result<bool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mark = || {
+            self.catalog.write(step, |tx| {
+                catalog::set_state(tx, table, id, "ready", "removing")
+                    .map_err(self.catalog.sql(step))
+            })
+        };
+        let first = match mark() {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        let full = nix::sys::statvfs::statvfs(&self.root).is_ok_and(|s| s.files_available() == 0)
+            || free_bytes(&self.root) < (1 << 20);
+        if !full {
+            return Err(first);
+        }
+        let freed = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(img)
+            .and_then(|f| {
+                let size = f.metadata()?.len();
+                f.set_len(0)?;
+                f.set_len(size)
+            });
+        if let Err(e) = freed {
+            tracing::warn!(image = %img.display(), error = %e, "could not free the blocks of an image being removed");
+            return Err(first);
+        }
+        tracing::warn!(image = %img.display(), "{}; freed the blocks of the image being removed to write the catalog", first.message());
+        mark().map_err(|e| {
+            e.context(format!(
+                "{step}: the disk under loop.volumePath is full (its image's blocks were freed, and it holds zeros now; remove it again once space is freed)"
+            ))
+        })
+    }
+}
+
 impl StorageDriver for LoopDriver {
     fn name(&self) -> &str {
         "loop"
@@ -770,10 +821,7 @@ impl StorageDriver for LoopDriver {
         // then the row: a kill between leaves a row the next create
         // finishes, never an image nobody knows.
         let step = format!("removing volume {}", rec.name);
-        let marked = self.catalog.write(&step, |tx| {
-            catalog::set_state(tx, "volumes", id, "ready", "removing")
-                .map_err(self.catalog.sql(&step))
-        })?;
+        let marked = self.mark_removing("volumes", id, &step, &self.image(id))?;
         if !marked {
             return Err(Error::not_found(format!("volume {id} not found")));
         }
@@ -848,7 +896,8 @@ impl StorageDriver for LoopDriver {
                 .space_note(id)
                 .map(|n| format!("; {n}"))
                 .unwrap_or_default();
-            return Err(Error::new(e.kind(), format!("{}{note}", e.message()))
+            return Err(e
+                .map_message(|m| format!("{m}{note}"))
                 .context(step("record the device; the device was unbound")));
         }
         Ok(MountSource::Device(dev))
@@ -880,8 +929,14 @@ impl StorageDriver for LoopDriver {
                 .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
         }
         fail::fail_point!("loop::detach-after-clear", |_| crate::crash_here());
-        // The kernel defers the detach of a device that is still open (a
-        // mount elsewhere): report it rather than pretend.
+        // The kernel defers the detach of a device that is still open: a
+        // passing reader (a probe, a `blkid` of someone else) lets go in
+        // moments, a mount elsewhere never. Wait a bounded moment, then
+        // report it rather than pretend.
+        let deadline = std::time::Instant::now() + DETACH_SETTLE;
+        while kernel_loops().contains_key(&img) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if let Some(still) = kernel_loops().get(&img) {
             return Err(Error::in_use(format!(
                 "volume {} is still in use as {} (mounted or open); it will detach when released",
@@ -1042,8 +1097,7 @@ impl StorageDriver for LoopDriver {
         snap_name: &str,
         intact: &dyn Fn() -> Result<()>,
     ) -> Result<Snapshot> {
-        crate::input::volume_name(snap_name)
-            .map_err(|e| Error::invalid(e.message().replace("volume name", "snapshot name")))?;
+        crate::input::name_of("snapshot", snap_name)?;
         let src = self.record(id)?;
         let dir = self.snap_dir();
         crate::files::own_dir(&dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse)?;
@@ -1112,10 +1166,7 @@ impl StorageDriver for LoopDriver {
             &format!("snapshot {snap_id}"),
         )?;
         let step = format!("removing snapshot {snap_id}");
-        let marked = self.catalog.write(&step, |tx| {
-            catalog::set_state(tx, "snapshots", snap_id, "ready", "removing")
-                .map_err(self.catalog.sql(&step))
-        })?;
+        let marked = self.mark_removing("snapshots", snap_id, &step, &self.snap_image(snap_id))?;
         if !marked {
             return Err(Error::not_found(format!("snapshot {snap_id} not found")));
         }

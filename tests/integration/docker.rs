@@ -557,7 +557,8 @@ fn get_and_list_see_changes_by_other_processes_at_once() {
     // A mount made by hand at the mount point counts, and its removal too.
     let mp = home.mount_point(&n);
     let src = home.dir.join("by-hand");
-    std::fs::create_dir_all(&src).unwrap();
+    // Laid out as a volume is: the path handed out is checked to exist.
+    std::fs::create_dir_all(src.join("data")).unwrap();
     std::fs::create_dir_all(&mp).unwrap();
     let mut c = std::process::Command::new("mount");
     run_cmd(c.arg("--bind").arg(&src).arg(&mp)).ok();

@@ -527,7 +527,7 @@ mod docker_bodies {
     use super::tree;
     use crate::common::Home;
     use proptest::prelude::*;
-    use rexray::docker::api::{handle, CREATE_OPTIONS, ENDPOINTS};
+    use rexray::docker::api::{handle, ENDPOINTS};
     use serde_json::{Map, Value};
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -578,9 +578,14 @@ mod docker_bodies {
     }
 
     fn key() -> impl Strategy<Value = String> {
+        let keys: Vec<&str> = rexray::options::DOCKER
+            .keys
+            .iter()
+            .map(|k| k.name)
+            .collect();
         prop_oneof![
-            prop::sample::select(CREATE_OPTIONS).prop_map(str::to_string),
-            prop::sample::select(CREATE_OPTIONS).prop_map(|k| k.to_uppercase()),
+            prop::sample::select(keys.clone()).prop_map(str::to_string),
+            prop::sample::select(keys).prop_map(|k| k.to_uppercase()),
             "[a-zA-Z]{1,8}",
         ]
     }

@@ -1,0 +1,745 @@
+//! The workflows' decisions, over a fake node and a fake backend: no
+//! root, no loop devices, no mounts. A crash is simulated by building the
+//! state a killed process leaves (devices, mounts, records), then checking
+//! that the next call converges.
+
+use super::*;
+use crate::model::{Attachment, InstanceId};
+use crate::node::fake::FakeNode;
+use crate::node::fs::Probe;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+pub(crate) const ME: &str = "me";
+const OTHER: &str = "other";
+
+struct FakeVol {
+    v: Volume,
+    attached_to: Option<String>,
+    /// What the device holds while it is detached.
+    signature: Probe,
+}
+
+/// A backend in memory: volumes appear as devices of the fake node when
+/// attached (`/dev/fake-<name>`), and keep their contents when detached.
+pub(crate) struct FakeDriver {
+    node: Arc<FakeNode>,
+    content: PathBuf,
+    vols: Mutex<BTreeMap<String, FakeVol>>,
+}
+
+impl FakeDriver {
+    pub(crate) fn dev(name: &str) -> PathBuf {
+        PathBuf::from(format!("/dev/fake-{name}"))
+    }
+    fn view(&self, f: &FakeVol) -> Volume {
+        let mut v = f.v.clone();
+        match &f.attached_to {
+            Some(who) => {
+                v.attachments = vec![Attachment {
+                    device_name: Self::dev(&v.name).display().to_string(),
+                    instance_id: InstanceId {
+                        id: who.clone(),
+                        driver: "fake".into(),
+                        service: "fake".into(),
+                    },
+                    status: "attached".into(),
+                    volume_id: v.id.clone(),
+                    ..Default::default()
+                }];
+                v.attachment_state = if who == ME {
+                    AttachmentState::Attached
+                } else {
+                    AttachmentState::Unavailable
+                } as u8;
+            }
+            None => {
+                v.attachments.clear();
+                v.attachment_state = AttachmentState::Available as u8;
+            }
+        }
+        v
+    }
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut FakeVol) -> Result<T>) -> Result<T> {
+        let mut all = self.vols.lock().unwrap();
+        let v = all
+            .get_mut(id)
+            .ok_or_else(|| Error::not_found(format!("fake: no volume {id}")))?;
+        f(v)
+    }
+    /// Attach `id` to `who` behind the workflows' back (another instance
+    /// of this host, or a process killed right after attaching).
+    pub(crate) fn attach_to(&self, id: &str, who: &str) {
+        self.with(id, |f| {
+            if f.attached_to.is_none() {
+                let content = self.content.join(&f.v.id);
+                self.node
+                    .plug(&Self::dev(&f.v.name), f.signature.clone(), &content);
+            }
+            f.attached_to = Some(who.into());
+            Ok(())
+        })
+        .unwrap();
+    }
+    /// What a detached volume's device will hold when attached.
+    fn set_signature(&self, id: &str, p: Probe) {
+        self.with(id, |f| {
+            f.signature = p;
+            Ok(())
+        })
+        .unwrap();
+    }
+}
+
+impl StorageDriver for FakeDriver {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn list(&self) -> Result<Vec<Volume>> {
+        Ok(self
+            .vols
+            .lock()
+            .unwrap()
+            .values()
+            .map(|f| self.view(f))
+            .collect())
+    }
+    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
+        Ok(self.vols.lock().unwrap().get(id).map(|f| self.view(f)))
+    }
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        let id = format!("id-{name}");
+        let v = Volume {
+            id: id.clone(),
+            name: name.into(),
+            size: spec.size,
+            fields: spec.fields.clone(),
+            ..Default::default()
+        };
+        let f = FakeVol {
+            v: v.clone(),
+            attached_to: None,
+            signature: Probe::Blank,
+        };
+        self.vols.lock().unwrap().insert(id, f);
+        Ok(v)
+    }
+    fn remove(&self, id: &str) -> Result<()> {
+        let mut all = self.vols.lock().unwrap();
+        if all.get(id).is_some_and(|f| f.attached_to.is_some()) {
+            return Err(Error::in_use(format!("fake: {id} is attached")));
+        }
+        all.remove(id);
+        Ok(())
+    }
+    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
+        let name = self.with(id, |f| match f.attached_to.as_deref() {
+            Some(who) if who != ME && !force => Err(Error::in_use(format!(
+                "fake: {} is attached to {who}",
+                f.v.name
+            ))),
+            _ => Ok(f.v.name.clone()),
+        })?;
+        self.attach_to(id, ME);
+        Ok(MountSource::Device(Self::dev(&name)))
+    }
+    fn detach(&self, id: &str, force: bool) -> Result<()> {
+        self.with(id, |f| {
+            match f.attached_to.as_deref() {
+                None => return Ok(()),
+                Some(who) if who != ME && !force => return Ok(()),
+                _ => {}
+            }
+            let dev = Self::dev(&f.v.name);
+            if let Some(d) = self.node.device(&dev) {
+                f.signature = d.signature;
+            }
+            self.node.unplug(&dev)?;
+            f.attached_to = None;
+            Ok(())
+        })
+    }
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        self.with(id, |f| {
+            f.v.size = size_gib;
+            Ok(size_gib << 30)
+        })
+    }
+}
+
+/// A fake node and backend, and the workflows over them.
+pub(crate) struct World {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) node: Arc<FakeNode>,
+    pub(crate) driver: Arc<FakeDriver>,
+    pub(crate) vols: Volumes,
+}
+
+/// The driver as the workflows own it, sharing the test's handle.
+struct Shared(Arc<FakeDriver>);
+
+impl StorageDriver for Shared {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn list(&self) -> Result<Vec<Volume>> {
+        self.0.list()
+    }
+    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
+        self.0.inspect(id)
+    }
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        self.0.create(name, spec)
+    }
+    fn remove(&self, id: &str) -> Result<()> {
+        self.0.remove(id)
+    }
+    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
+        self.0.attach(id, force)
+    }
+    fn detach(&self, id: &str, force: bool) -> Result<()> {
+        self.0.detach(id, force)
+    }
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        self.0.resize(id, size_gib)
+    }
+}
+
+fn world_with(extra: &[(&str, &str)]) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env: std::collections::HashMap<String, String> = [(
+        "REXRAY_HOME".to_string(),
+        tmp.path().join("home").display().to_string(),
+    )]
+    .into_iter()
+    .collect();
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let cfg = crate::config::Config::load(crate::config::LoadOptions {
+        env: Some(env.into_iter().collect()),
+        ..Default::default()
+    })
+    .unwrap();
+    let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
+    let node = Arc::new(FakeNode::default());
+    let driver = Arc::new(FakeDriver {
+        node: node.clone(),
+        content: tmp.path().join("content"),
+        vols: Mutex::default(),
+    });
+    let vols = Volumes::with(cfg, state, Box::new(Shared(driver.clone())), node.clone());
+    World {
+        _tmp: tmp,
+        node,
+        driver,
+        vols,
+    }
+}
+
+pub(crate) fn world() -> World {
+    world_with(&[])
+}
+
+impl World {
+    /// Workflows over the same node, backend and state directory (as
+    /// another process would see them).
+    pub(crate) fn volumes(&self) -> Volumes {
+        let cfg = self.vols.config().clone();
+        let state =
+            StateDir::open(self.vols.state().root(), cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
+        Volumes::with(
+            cfg,
+            state,
+            Box::new(Shared(self.driver.clone())),
+            self.node.clone(),
+        )
+    }
+    pub(crate) fn create(&self, name: &str) -> Volume {
+        match self.vols.create(name, &CreateOptions::default()).unwrap() {
+            Created::New(v) => v,
+            other => panic!("{other:?}"),
+        }
+    }
+    pub(crate) fn mp(&self, name: &str) -> PathBuf {
+        self.vols.mount_point(name)
+    }
+    pub(crate) fn mounts_at(&self, name: &str) -> usize {
+        let mp = self.mp(name);
+        self.node
+            .mount_table()
+            .iter()
+            .filter(|m| m.mount_point == mp)
+            .count()
+    }
+    pub(crate) fn state_of(&self, name: &str) -> AttachmentState {
+        self.vols.find(VolumeRef::Name(name)).unwrap().state()
+    }
+    pub(crate) fn consumers(&self, name: &str) -> Vec<String> {
+        self.vols.consumers(VolumeRef::Name(name)).unwrap()
+    }
+    fn mount(&self, name: &str, who: &str) -> Result<PathBuf> {
+        self.mount_with(name, who, &MountOptions::default())
+    }
+    fn mount_with(&self, name: &str, who: &str, o: &MountOptions) -> Result<PathBuf> {
+        self.vols
+            .mount(VolumeRef::Name(name), Consumer::Docker(who), o)
+            .map(|(_, p)| p)
+    }
+    fn unmount(&self, name: &str, who: &str) -> Result<Unmounted> {
+        self.vols
+            .unmount(VolumeRef::Name(name), Consumer::Docker(who))
+    }
+    /// A record as a killed process left it.
+    fn record(&self, v: &Volume, consumers: &[&str], holds: &[&str]) {
+        let rec = MountRecord {
+            volume_id: v.id.clone(),
+            name: v.name.clone(),
+            consumers: consumers.iter().map(|s| s.to_string()).collect(),
+            holds: holds.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.vols.state().save_mount(&v.id, &rec).unwrap();
+    }
+    /// Attached, formatted and mounted at its mount point, as the steps of
+    /// a mount leave it.
+    fn attached_and_mounted(&self, v: &Volume) {
+        self.driver.attach_to(&v.id, ME);
+        let dev = FakeDriver::dev(&v.name);
+        self.node
+            .set_signature(&dev, Probe::Filesystem("ext4".into()));
+        std::fs::create_dir_all(self.mp(&v.name)).unwrap();
+        self.node.add_mount(&dev, &self.mp(&v.name));
+    }
+    pub(crate) fn calls_like(&self, what: &str) -> Vec<String> {
+        self.node
+            .take_calls()
+            .into_iter()
+            .filter(|c| c.starts_with(what))
+            .collect()
+    }
+}
+
+fn docker(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|i| format!("docker:{i}")).collect()
+}
+
+#[test]
+fn a_blank_device_is_formatted_once_and_the_mount_is_shared() {
+    let w = world();
+    w.create("vol");
+    let p = w.mount("vol", "a").unwrap();
+    assert_eq!(p, w.mp("vol").join("data"));
+    let calls = w.node.take_calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("mkfs")).count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(calls.contains(&format!("mount /dev/fake-vol {}", w.mp("vol").display())));
+    // A second consumer shares the mount: no probe, no format, no mount.
+    assert_eq!(w.mount("vol", "b").unwrap(), p);
+    assert_eq!(w.mount("vol", "b").unwrap(), p, "repeated: idempotent");
+    assert_eq!(w.calls_like("m"), Vec::<String>::new());
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["a", "b"]));
+
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::StillUsed(1));
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    assert_eq!(w.unmount("vol", "b").unwrap(), Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    assert!(w.node.device(&FakeDriver::dev("vol")).is_none());
+    assert!(w.consumers("vol").is_empty());
+    // Unmounting what is not mounted succeeds and changes nothing.
+    assert_eq!(w.unmount("vol", "b").unwrap(), Unmounted::Released);
+
+    // Mounted again: the filesystem is found, not made again.
+    w.mount("vol", "c").unwrap();
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new());
+}
+
+#[test]
+fn a_device_with_a_signature_is_never_formatted_unless_overwrite_is_asked() {
+    let w = world();
+    let v = w.create("vol");
+    // A filesystem of another type than requested is mounted as it is.
+    w.driver
+        .set_signature(&v.id, Probe::Filesystem("xfs".into()));
+    w.mount("vol", "a").unwrap();
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new());
+    assert_eq!(w.node.mount_table()[0].fs_type, "xfs");
+    w.unmount("vol", "a").unwrap();
+
+    // Anything else is refused, and the volume is left as it was found.
+    w.driver
+        .set_signature(&v.id, Probe::Other("dos partition table".into()));
+    let e = w.mount("vol", "a").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert!(e.message().contains("overwriteFS"), "{e}");
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new());
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    assert!(w.consumers("vol").is_empty());
+
+    // overwriteFS formats it.
+    let o = MountOptions {
+        overwrite_fs: true,
+        ..Default::default()
+    };
+    w.mount_with("vol", "a", &o).unwrap();
+    assert_eq!(w.calls_like("mkfs"), vec!["mkfs /dev/fake-vol ext4"]);
+    assert_eq!(w.mounts_at("vol"), 1);
+}
+
+#[test]
+fn a_mount_resumes_after_a_crash_at_each_step() {
+    // Killed after the attach: attached, nothing mounted, no record.
+    let w = world();
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, ME);
+    w.mount("vol", "a").unwrap();
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["a"]));
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::Released);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+
+    // Killed after the format: formatted, not mounted.
+    w.driver.attach_to(&v.id, ME);
+    w.node.take_calls();
+    w.mount("vol", "a").unwrap();
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new(), "formatted once");
+    w.unmount("vol", "a").unwrap();
+
+    // Killed after the mount: mounted, no consumer recorded. The next
+    // mount adds the consumer to that mount, and stacks nothing.
+    w.attached_and_mounted(&v);
+    w.node.take_calls();
+    w.mount("vol", "b").unwrap();
+    assert_eq!(w.calls_like("mount"), Vec::<String>::new());
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["b"]));
+    assert_eq!(w.unmount("vol", "b").unwrap(), Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+}
+
+#[test]
+fn a_mount_left_without_consumers_is_cleaned_up_by_whoever_comes_next() {
+    // Killed between dropping the last consumer and the unmount.
+    for next in ["unmount", "release_unused", "reconcile", "remove"] {
+        let w = world();
+        let v = w.create("vol");
+        w.attached_and_mounted(&v);
+        w.record(&v, &[], &[]);
+        match next {
+            "unmount" => {
+                assert_eq!(w.unmount("vol", "gone").unwrap(), Unmounted::Released);
+            }
+            "release_unused" => w.vols.release_unused(VolumeRef::Name("vol")).unwrap(),
+            "reconcile" => assert_eq!(w.vols.reconcile().unwrap(), vec!["vol".to_string()]),
+            _ => {
+                w.vols.remove(VolumeRef::Name("vol")).unwrap();
+                assert!(w.vols.list().unwrap().is_empty());
+                assert!(w.node.mount_table().is_empty());
+                continue;
+            }
+        }
+        assert_eq!(w.mounts_at("vol"), 0, "{next}");
+        assert_eq!(w.state_of("vol"), AttachmentState::Available, "{next}");
+    }
+
+    // Killed between the unmount and the detach: the next unmount detaches.
+    let w = world();
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, ME);
+    assert_eq!(w.unmount("vol", "x").unwrap(), Unmounted::Released);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+
+    // A mount that is in use is left alone by the clean-ups.
+    let w = world();
+    let v = w.create("vol");
+    w.mount("vol", "a").unwrap();
+    w.vols.release_unused(VolumeRef::Name("vol")).unwrap();
+    assert!(w.vols.reconcile().unwrap().is_empty());
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["a"]));
+    let e = w.vols.remove(VolumeRef::Name("vol")).unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert!(w.driver.inspect(&v.id).unwrap().is_some());
+}
+
+#[test]
+fn a_busy_unmount_drops_the_consumer_first_and_finishes_later() {
+    let w = world();
+    w.create("vol");
+    w.mount("vol", "a").unwrap();
+    w.node.set_busy(&w.mp("vol"), true);
+    let e = w.unmount("vol", "a").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    // Never a consumer without a mount: the record went first.
+    assert!(w.consumers("vol").is_empty());
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    w.node.set_busy(&w.mp("vol"), false);
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+}
+
+#[test]
+fn a_stale_mount_of_another_device_is_replaced() {
+    let w = world();
+    let old = w.create("old");
+    w.attached_and_mounted(&old);
+    w.create("vol");
+    // "vol"'s mount point shows another volume's filesystem.
+    w.node.add_mount(&FakeDriver::dev("old"), &w.mp("vol"));
+    w.mount("vol", "a").unwrap();
+    let here: Vec<_> = w
+        .node
+        .mount_table()
+        .into_iter()
+        .filter(|m| m.mount_point == w.mp("vol"))
+        .collect();
+    assert_eq!(here.len(), 1);
+    assert_eq!(here[0].source, "/dev/fake-vol");
+}
+
+#[test]
+fn holds_keep_a_volume_attached_and_refuse_detach_and_remove() {
+    let w = world();
+    w.create("vol");
+    w.vols
+        .hold(VolumeRef::Name("vol"), "flexrex:pv1", false)
+        .unwrap();
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    w.mount("vol", "a").unwrap();
+
+    // While mounted: detach and remove are refused.
+    let e = w.vols.detach(VolumeRef::Name("vol"), false).unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    let e = w.vols.remove(VolumeRef::Name("vol")).unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert_eq!(w.mounts_at("vol"), 1);
+
+    // The last unmount unmounts, and the hold keeps it attached.
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    let e = w.vols.detach(VolumeRef::Name("vol"), false).unwrap_err();
+    assert!(
+        e.message().contains("held attached by kubelet for pv1"),
+        "{e}"
+    );
+    let e = w.vols.remove(VolumeRef::Name("vol")).unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+
+    // The holder lets go: detached.
+    let r = w
+        .vols
+        .release_hold(VolumeRef::Name("vol"), &|h| h == "flexrex:pv1", &|_| false)
+        .unwrap();
+    assert_eq!(r, Unmounted::Released);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    w.vols.remove(VolumeRef::Name("vol")).unwrap();
+
+    // A forced detach drops the holders.
+    let w = world();
+    w.create("vol");
+    w.vols.hold(VolumeRef::Name("vol"), "h", false).unwrap();
+    w.vols.detach(VolumeRef::Name("vol"), true).unwrap();
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    assert!(w
+        .vols
+        .mount_record(VolumeRef::Name("vol"))
+        .unwrap()
+        .is_none_or(|r| r.holds.is_empty()));
+}
+
+#[test]
+fn release_hold_keeps_a_volume_others_still_use() {
+    let w = world();
+    w.create("vol");
+    w.vols.hold(VolumeRef::Name("vol"), "h", false).unwrap();
+    w.mount("vol", "a").unwrap();
+    let r = w
+        .vols
+        .release_hold(VolumeRef::Name("vol"), &|h| h == "h", &|_| false)
+        .unwrap();
+    assert_eq!(r, Unmounted::StillUsed(1));
+    assert_eq!(w.mounts_at("vol"), 1);
+    // A consumer whose mount is gone goes with the hold.
+    w.vols.hold(VolumeRef::Name("vol"), "h", false).unwrap();
+    let r = w
+        .vols
+        .release_hold(VolumeRef::Name("vol"), &|h| h == "h", &|c| c == "docker:a")
+        .unwrap();
+    assert_eq!(r, Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+}
+
+#[test]
+fn preempt_takes_a_volume_from_another_instance_and_evicts_its_mounts() {
+    let w = world();
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, OTHER);
+    let dev = FakeDriver::dev("vol");
+    w.node.set_signature(&dev, Probe::Filesystem("ext4".into()));
+    let elsewhere = w._tmp.path().join("other-instance/vol");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    w.node.add_mount(&dev, &elsewhere);
+
+    // Without preempt: refused, nothing touched.
+    let e = w.mount("vol", "a").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert_eq!(w.state_of("vol"), AttachmentState::Unavailable);
+    assert_eq!(w.node.mount_table().len(), 1);
+    assert_eq!(w.node.mount_table()[0].mount_point, elsewhere);
+    assert!(w.consumers("vol").is_empty());
+
+    // With it: the other instance's mount goes, ours is made.
+    let o = MountOptions {
+        force_attach: true,
+        ..Default::default()
+    };
+    w.mount_with("vol", "a", &o).unwrap();
+    let table = w.node.mount_table();
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert_eq!(table[0].mount_point, w.mp("vol"));
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new());
+}
+
+#[test]
+fn mount_preempt_in_the_config_is_a_standing_force_attach() {
+    let w = world_with(&[(
+        "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_MOUNT_PREEMPT",
+        "true",
+    )]);
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, OTHER);
+    w.mount("vol", "a").unwrap();
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+}
+
+#[test]
+fn a_refused_handout_undoes_the_mount() {
+    let w = world();
+    let v = w.create("vol");
+    // The volume's rootPath is a symbolic link out of the volume.
+    w.driver
+        .set_signature(&v.id, Probe::Filesystem("ext4".into()));
+    let content = w._tmp.path().join("content").join(&v.id);
+    std::fs::create_dir_all(&content).unwrap();
+    std::os::unix::fs::symlink("/etc", content.join("data")).unwrap();
+
+    let e = w.mount("vol", "a").unwrap_err();
+    assert!(e.message().contains("symbolic link"), "{e}");
+    assert!(
+        e.message()
+            .contains(&*w.mp("vol").join("data").to_string_lossy()),
+        "{e}"
+    );
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    assert!(w.consumers("vol").is_empty());
+
+    // Attached beforehand (held): it stays attached, only the mount goes.
+    w.vols.hold(VolumeRef::Name("vol"), "h", false).unwrap();
+    w.mount("vol", "a").unwrap_err();
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+
+    // A then-step that fails (flexrex's bind) undoes the same way, and a
+    // mount other consumers use stays.
+    std::fs::remove_file(content.join("data")).unwrap();
+    w.mount("vol", "a").unwrap();
+    let fail = |_: &Volume, _: &Path, _: &Path| Err(Error::system("bind failed"));
+    w.vols
+        .mount_and(
+            VolumeRef::Name("vol"),
+            Consumer::Docker("b"),
+            &MountOptions::default(),
+            &fail,
+        )
+        .unwrap_err();
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["a"]));
+}
+
+#[test]
+fn a_failed_mount_detaches_only_what_it_attached() {
+    let w = world();
+    let v = w.create("vol");
+    // The filesystem cannot be mounted (the mount point is a file).
+    std::fs::create_dir_all(w.mp("vol").parent().unwrap()).unwrap();
+    std::fs::write(w.mp("vol"), "").unwrap();
+    w.mount("vol", "a").unwrap_err();
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    w.driver.attach_to(&v.id, ME);
+    w.mount("vol", "a").unwrap_err();
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    assert!(w.consumers("vol").is_empty());
+}
+
+#[test]
+fn ignore_used_count_releases_every_consumer() {
+    let w = world_with(&[(
+        "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_UNMOUNT_IGNOREUSEDCOUNT",
+        "true",
+    )]);
+    w.create("vol");
+    w.mount("vol", "a").unwrap();
+    w.mount("vol", "b").unwrap();
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::Released);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert!(w.consumers("vol").is_empty());
+}
+
+#[test]
+fn a_volume_mounted_by_someone_else_is_not_detached() {
+    let w = world();
+    w.create("vol");
+    w.mount("vol", "a").unwrap();
+    let by_hand = w._tmp.path().join("by-hand");
+    std::fs::create_dir_all(&by_hand).unwrap();
+    w.node.add_mount(&FakeDriver::dev("vol"), &by_hand);
+    let e = w.unmount("vol", "a").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert!(e.message().contains(&*by_hand.to_string_lossy()), "{e}");
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+}
+
+#[test]
+fn resize_grows_a_mounted_filesystem_and_paths_read_the_node() {
+    let w = world();
+    w.create("vol");
+    assert_eq!(w.vols.path(VolumeRef::Name("vol")).unwrap(), None);
+    w.vols.resize(VolumeRef::Name("vol"), 20 << 30).unwrap();
+    assert_eq!(w.calls_like("grow"), Vec::<String>::new(), "not mounted");
+    let p = w.mount("vol", "a").unwrap();
+    assert_eq!(
+        w.vols.path(VolumeRef::Name("vol")).unwrap(),
+        Some(p.clone())
+    );
+    let listed = w.vols.list_with_paths().unwrap();
+    assert_eq!(listed[0].1, p.to_string_lossy());
+    w.node.take_calls();
+    let (v, bytes) = w.vols.resize(VolumeRef::Name("vol"), 30 << 30).unwrap();
+    assert_eq!((v.size, bytes), (30, 30 << 30));
+    assert_eq!(w.calls_like("grow"), vec!["grow /dev/fake-vol"]);
+    assert!(w.vols.node().is_mounted(&w.mp("vol")).unwrap());
+    assert_eq!(
+        w.vols
+            .node()
+            .mounted_under(&w.vols.mount_point(""))
+            .unwrap(),
+        ["vol".to_string()].into()
+    );
+}
