@@ -297,7 +297,9 @@ mod tests {
             let dev = attach_from(&mut candidates, &second, method).unwrap();
             let _g2 = Bound(dev.clone());
             assert_ne!(dev, taken);
-            assert_eq!(calls, 2, "{method:?}");
+            // The taken device cost one more candidate; a device some other
+            // process takes meanwhile (tests run concurrently) may cost more.
+            assert!(calls >= 2, "{method:?}: {calls}");
             assert_eq!(
                 sys(&dev, "loop/backing_file").as_deref(),
                 Some(p.to_str().unwrap())
