@@ -17,7 +17,7 @@ use crate::{Error, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Files only the owner (root) reads: images, records, pid file, logs.
 pub const PRIVATE_FILE: u32 = 0o600;
@@ -149,10 +149,26 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
 /// between a check and its use (a `REXRAY_HOME` under `/tmp` that another
 /// user made first, say).
 fn refuse_other_users_path(dir: &Path) -> Result<()> {
+    // Directories this process already found safe, with every directory
+    // above them: a process opens a dozen directories under one home, and
+    // each walk to `/` would repeat the same stats.
+    static SAFE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let safe = |d: &Path| {
+        SAFE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|s| s == d)
+    };
+    if safe(dir) {
+        return Ok(());
+    }
     let real = dir
         .canonicalize()
         .map_err(|e| Error::from_io(format!("resolving {}", dir.display()), &e))?;
     for d in real.ancestors() {
+        if d != real && safe(d) {
+            break;
+        }
         let m = std::fs::symlink_metadata(d)
             .map_err(|e| Error::from_io(format!("stat {}", d.display()), &e))?;
         let why = if m.uid() != 0 {
@@ -172,6 +188,12 @@ fn refuse_other_users_path(dir: &Path) -> Result<()> {
             "{} {why}{within}: another user could replace what rexray keeps there; refusing to use it as root (`chown root:` it and make it writable by root only, or use a directory of root's)",
             d.display()
         )));
+    }
+    let mut known = SAFE.lock().unwrap_or_else(|e| e.into_inner());
+    for d in real.ancestors().chain([dir]) {
+        if !known.iter().any(|s| s == d) {
+            known.push(d.to_path_buf());
+        }
     }
     Ok(())
 }
