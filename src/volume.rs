@@ -90,13 +90,49 @@ impl Volumes {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
-    /// The state directory.
-    pub fn state(&self) -> &StateDir {
+    /// The state directory, for the workflow's unit tests (front-ends go
+    /// through the methods below, never to the state or the driver).
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &StateDir {
         &self.state
     }
-    /// The storage driver.
-    pub fn driver(&self) -> &dyn StorageDriver {
-        self.driver.as_ref()
+    /// The directory a front-end keeps its own records in
+    /// (`<lib>/<front_end>`), next to the workflow's state.
+    pub fn front_end_dir(&self, front_end: &str) -> PathBuf {
+        self.state.root().join(front_end)
+    }
+    /// Every volume without attachments (see
+    /// [`StorageDriver::list_metadata`]): names, sizes and fields only.
+    pub fn list_metadata(&self) -> Result<std::sync::Arc<[Volume]>> {
+        self.driver.list_metadata()
+    }
+    /// [`list_metadata`](Self::list_metadata) when the driver holds it in
+    /// memory and current; never blocks (see
+    /// [`StorageDriver::cached_metadata`]).
+    pub fn cached_metadata(&self) -> Option<std::sync::Arc<[Volume]>> {
+        self.driver.cached_metadata()
+    }
+    /// One volume by exact name, without attachments.
+    pub fn lookup_metadata(&self, name: &str) -> Result<Option<Volume>> {
+        self.driver.lookup_metadata_name(name)
+    }
+    /// Whether the backend knows `v` was never written (see
+    /// [`StorageDriver::known_blank`]).
+    pub fn known_blank(&self, v: &Volume) -> bool {
+        self.driver.known_blank(&v.id)
+    }
+    /// The id of the volume whose mount record lists consumer `key`.
+    pub fn volume_of_consumer(&self, key: &str) -> Result<Option<String>> {
+        for id in self.state.mount_record_ids()? {
+            // One unreadable record must not block every other consumer;
+            // the volume it belongs to reports it when it is unmounted.
+            match self.state.load_mount(&id) {
+                Ok(Some(rec)) if rec.consumers.contains(key) => return Ok(Some(id)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(None)
     }
     /// This host's kernel, as the workflows see it.
     pub fn node(&self) -> &dyn Node {
@@ -701,7 +737,7 @@ impl Volumes {
         let who: Vec<String> = rec
             .holds
             .iter()
-            .map(|h| match crate::flex::ops::pv_of_holder(h) {
+            .map(|h| match crate::state::pv_of_holder(h) {
                 Some("") => {
                     "kubelet (attached through flexrex; its detach releases it)".to_string()
                 }

@@ -72,17 +72,14 @@ pub fn handle_with(vols: &Volumes, cache: Option<&Cache>, path: &str, body: &[u8
         "/VolumeDriver.Capabilities" => {
             Ok(Reply::ok(&json!({ "Capabilities": { "Scope": "global" } })))
         }
-        "/VolumeDriver.List" => vols
-            .driver()
-            .list_metadata()
-            .and_then(|all| list(vols, all, cache)),
+        "/VolumeDriver.List" => vols.list_metadata().and_then(|all| list(vols, all, cache)),
         "/VolumeDriver.Create" => parse(body).and_then(|r| create(vols, &r)),
         "/VolumeDriver.Remove" => parse(body).and_then(|r| remove(vols, &r)),
         "/VolumeDriver.Mount" => parse(body).and_then(|r| mount(vols, &r)),
         "/VolumeDriver.Unmount" => parse(body).and_then(|r| unmount(vols, &r)),
         "/VolumeDriver.Path" => parse(body).and_then(|r| path_of(vols, &r)),
         "/VolumeDriver.Get" if cache.is_some() => parse(body).and_then(|r| {
-            let all = vols.driver().list_metadata()?;
+            let all = vols.list_metadata()?;
             get(vols, &r, Some(&all))
         }),
         "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r, None)),
@@ -110,11 +107,11 @@ pub fn handle_in_memory(vols: &Volumes, cache: &Cache, path: &str, body: &[u8]) 
     let res = match path {
         "/Plugin.Activate" | "/VolumeDriver.Capabilities" => return Some(handle(vols, path, body)),
         "/VolumeDriver.Get" => {
-            let all = vols.driver().cached_metadata()?;
+            let all = vols.cached_metadata()?;
             parse(body).and_then(|r| get(vols, &r, Some(&all)))
         }
         "/VolumeDriver.List" => {
-            let all = vols.driver().cached_metadata()?;
+            let all = vols.cached_metadata()?;
             // Only a kept reply: rendering thousands of volumes is for a
             // thread that may take its time.
             mounted_names(vols, &all)
@@ -404,7 +401,7 @@ fn get(vols: &Volumes, r: &Request, cached: Option<&[Volume]>) -> Result<Reply> 
     let v = match cached {
         // Names only, as every Docker request: see `VolumeRef`.
         Some(all) => all.iter().find(|v| v.name == name).cloned(),
-        None => vols.driver().lookup_metadata_name(name)?,
+        None => vols.lookup_metadata(name)?,
     };
     let v = v.ok_or_else(|| {
         Error::not_found(format!(

@@ -27,33 +27,11 @@ use crate::config::keys;
 use crate::model::{AttachmentState, MountOptions, Volume};
 use crate::node;
 use crate::state::Consumer;
+use crate::state::{kubelet_holder, pv_of_holder, KUBELET_HOLDER};
 use crate::volume::{Unmounted, VolumeRef, Volumes};
 use crate::{Error, Kind, Result};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The holder id of kubelet's attach of a volume under a PV (or pod
-/// volume) name: `flexrex:<name>`, the name detach is called with; plain
-/// `flexrex` when kubelet sent no name (Kubernetes 1.5 attaches, detached
-/// by device).
-pub fn holder(pv_or_volume_name: Option<&str>) -> String {
-    match pv_or_volume_name {
-        Some(n) if !n.is_empty() => format!("{HOLDER}:{n}"),
-        _ => HOLDER.to_string(),
-    }
-}
-
-/// The prefix of every flexrex holder id.
-pub const HOLDER: &str = "flexrex";
-
-/// The PV name of a flexrex holder id (`""` for plain `flexrex`), or
-/// `None` for other holders.
-pub fn pv_of_holder(h: &str) -> Option<&str> {
-    match h.strip_prefix(HOLDER)? {
-        "" => Some(""),
-        rest => rest.strip_prefix(':'),
-    }
-}
 
 /// How often a forced attach looks again whether the other node let go.
 pub const FORCE_ATTACH_POLL: Duration = Duration::from_secs(5);
@@ -80,7 +58,7 @@ pub struct Flex {
 impl Flex {
     /// Over opened volumes.
     pub fn new(vols: Volumes) -> Flex {
-        let store = Store::new(vols.state().root());
+        let store = Store::new(&vols.front_end_dir("flex"));
         Flex { vols, store }
     }
 
@@ -191,7 +169,7 @@ impl Flex {
                 self.vols
                     .hold(
                         VolumeRef::Id(&v.id),
-                        &holder(opts.pv_or_volume_name.as_deref()),
+                        &kubelet_holder(opts.pv_or_volume_name.as_deref()),
                         force,
                     )
                     .map_err(|e| e.context(step(if force { "forced" } else { "after wait" })))?
@@ -202,7 +180,7 @@ impl Flex {
                 self.remember_name(opts, &v)?;
                 self.vols.hold(
                     VolumeRef::Id(&v.id),
-                    &holder(opts.pv_or_volume_name.as_deref()),
+                    &kubelet_holder(opts.pv_or_volume_name.as_deref()),
                     false,
                 )?
             }
@@ -224,7 +202,7 @@ impl Flex {
             self.remember_name(opts, &v)?;
             v = self.vols.hold(
                 VolumeRef::Id(&v.id),
-                &holder(opts.pv_or_volume_name.as_deref()),
+                &kubelet_holder(opts.pv_or_volume_name.as_deref()),
                 false,
             )?;
         }
@@ -352,17 +330,7 @@ impl Flex {
 
     /// The volume whose mount record lists `who` as a consumer.
     fn volume_of_consumer(&self, who: &str) -> Result<Option<String>> {
-        let state = self.vols.state();
-        for id in state.mount_record_ids()? {
-            // One unreadable record must not block every other path; the
-            // volume it belongs to reports it when it is unmounted.
-            match state.load_mount(&id) {
-                Ok(Some(rec)) if rec.consumers.contains(who) => return Ok(Some(id)),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-        Ok(None)
+        self.vols.volume_of_consumer(who)
     }
 
     /// Give up `who`'s use of a volume; a volume that no longer exists
@@ -444,13 +412,13 @@ impl Flex {
     fn detach(&self, name: &str) -> Result<Reply> {
         // By name: kubelet's hold for that PV; by device (Kubernetes 1.5):
         // every hold kubelet has on the device.
-        let named = holder(Some(name));
+        let named = kubelet_holder(Some(name));
         let (target, which): (_, &dyn Fn(&str) -> bool) = match self.store.name(name)? {
             // A bare hold is an attach that came without a name: kubelet
             // has one attachment per volume and node, so it goes too.
             Some(r) => (
                 self.vols.lookup(VolumeRef::Id(&r.volume_id))?,
-                &|h: &str| h == named || h == HOLDER,
+                &|h: &str| h == named || h == KUBELET_HOLDER,
             ),
             None if name.starts_with("/dev/") => (
                 self.vols

@@ -46,6 +46,29 @@ pub enum Consumer<'a> {
     Cli(&'a str),
 }
 
+/// The prefix of the holder id of kubelet's attach (through flexrex).
+pub const KUBELET_HOLDER: &str = "flexrex";
+
+/// The holder id of kubelet's attach of a volume under a PV (or pod
+/// volume) name: `flexrex:<name>`, the name detach is called with; plain
+/// `flexrex` when kubelet sent no name (Kubernetes 1.5 attaches, detached
+/// by device).
+pub fn kubelet_holder(pv_or_volume_name: Option<&str>) -> String {
+    match pv_or_volume_name {
+        Some(n) if !n.is_empty() => format!("{KUBELET_HOLDER}:{n}"),
+        _ => KUBELET_HOLDER.to_string(),
+    }
+}
+
+/// The PV name of a kubelet holder id (`""` for plain `flexrex`), or
+/// `None` for other holders.
+pub fn pv_of_holder(h: &str) -> Option<&str> {
+    match h.strip_prefix(KUBELET_HOLDER)? {
+        "" => Some(""),
+        rest => rest.strip_prefix(':'),
+    }
+}
+
 /// The prefixes of the namespaced consumer ids.
 pub const CONSUMER_NAMESPACES: &[&str] = &["docker:", "flex:", "cli:"];
 
