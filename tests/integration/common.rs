@@ -265,10 +265,14 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Unmount everything under `dir`, detach its loop devices, delete it.
 pub fn cleanup(dir: &Path) {
+    // The loop devices first: once a filesystem under `dir` that holds
+    // images (a test's own tmpfs) is unmounted, their backing files no
+    // longer show under `dir`, and they could not be told apart.
+    let loops = loops_under(dir);
     for m in mounts_under(dir) {
         let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
-    for d in loops_under(dir) {
+    for d in loops {
         let _ = rexray::storage::loopdev::detach(&d);
     }
     if mounts_under(dir).is_empty() {
