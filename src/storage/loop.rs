@@ -377,6 +377,41 @@ impl LoopDriver {
         })
     }
 
+    /// Publish the finished copy `tmp` as a new volume or snapshot named
+    /// `name`: claim the name (the row made by `insert`), move the copy to
+    /// its image path, mark the row ready. Every failure undoes what was
+    /// done — the copy, the image and the claim go — so nothing half-made
+    /// is ever listed. Returns the id and the row's lock.
+    fn publish_copy(
+        &self,
+        kind: Kind,
+        name: &str,
+        tmp: &Path,
+        insert: impl Fn(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<()>,
+        after_rename: &str,
+    ) -> Result<(String, FileLock)> {
+        let (id, lock) = self.claim(kind, name, insert).inspect_err(|_| {
+            let _ = std::fs::remove_file(tmp);
+        })?;
+        let img = match kind {
+            Kind::Volume => self.image(&id),
+            Kind::Snapshot => self.snap_image(&id),
+        };
+        if let Err(e) = std::fs::rename(tmp, &img) {
+            let _ = std::fs::remove_file(tmp);
+            self.unclaim(kind, &id, lock);
+            return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
+        }
+        let _ = after_rename; // a failpoint name, unused without the feature
+        fail::fail_point!(after_rename, |_| crate::crash_here());
+        if let Err(e) = self.publish(kind, &id, name) {
+            let _ = std::fs::remove_file(&img);
+            self.unclaim(kind, &id, lock);
+            return Err(e);
+        }
+        Ok((id, lock))
+    }
+
     /// Undo a claim whose image could not be made: the row goes (the
     /// image is already gone); if even that fails, the next claim does it.
     fn unclaim(&self, kind: Kind, id: &str, lock: FileLock) {
@@ -497,27 +532,13 @@ impl LoopDriver {
             created_at: created_at.clone(),
             fields: fields.clone(),
         };
-        let (id, lock) = match self.claim(Kind::Volume, name, |tx, id| {
-            catalog::insert_volume(tx, &rec_of(id), "creating")
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let img = self.image(&id);
-        if let Err(e) = std::fs::rename(&tmp, &img) {
-            let _ = std::fs::remove_file(&tmp);
-            self.unclaim(Kind::Volume, &id, lock);
-            return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
-        }
-        fail::fail_point!("loop::copy-after-rename", |_| crate::crash_here());
-        if let Err(e) = self.publish(Kind::Volume, &id, name) {
-            let _ = std::fs::remove_file(&img);
-            self.unclaim(Kind::Volume, &id, lock);
-            return Err(e);
-        }
+        let (id, lock) = self.publish_copy(
+            Kind::Volume,
+            name,
+            &tmp,
+            |tx, id| catalog::insert_volume(tx, &rec_of(id), "creating"),
+            "loop::copy-after-rename",
+        )?;
         drop(lock);
         let rec = rec_of(&id);
         tracing::info!(volume = name, source = %src.display(), how, "created a volume from a copy");
@@ -1124,27 +1145,13 @@ impl StorageDriver for LoopDriver {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let (sid, lock) = match self.claim(Kind::Snapshot, snap_name, |tx, sid| {
-            catalog::insert_snapshot(tx, &rec_of(sid), "creating")
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let img = self.snap_image(&sid);
-        if let Err(e) = std::fs::rename(&tmp, &img) {
-            let _ = std::fs::remove_file(&tmp);
-            self.unclaim(Kind::Snapshot, &sid, lock);
-            return Err(Error::from_io(format!("renaming {}", tmp.display()), &e));
-        }
-        fail::fail_point!("loop::snapshot-after-rename", |_| crate::crash_here());
-        if let Err(e) = self.publish(Kind::Snapshot, &sid, snap_name) {
-            let _ = std::fs::remove_file(&img);
-            self.unclaim(Kind::Snapshot, &sid, lock);
-            return Err(e);
-        }
+        let (sid, lock) = self.publish_copy(
+            Kind::Snapshot,
+            snap_name,
+            &tmp,
+            |tx, sid| catalog::insert_snapshot(tx, &rec_of(sid), "creating"),
+            "loop::snapshot-after-rename",
+        )?;
         lock.remove_file();
         Ok(rec_of(&sid).to_snapshot())
     }
