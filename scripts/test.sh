@@ -16,8 +16,9 @@ cargo fmt --all -- --check
 step "rust-version vs the locked dependencies (scripts/msrv.sh)"
 bash scripts/msrv.sh
 
-step "cargo clippy (all targets, failpoints on)"
+step "cargo clippy (all targets, with and without failpoints)"
 cargo clippy --all-targets --features failpoints -- -D warnings
+cargo clippy --all-targets -- -D warnings
 
 step "cargo build (binaries used by the integration tests)"
 cargo build --features failpoints --bins

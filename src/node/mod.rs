@@ -209,14 +209,18 @@ pub fn require_privileges(what: &str) -> Result<()> {
     }
 }
 
+/// Whether a test has made every device never show up (failpoint
+/// `node::device-absent`); always false in a build without failpoints.
+fn device_made_absent() -> bool {
+    fail::fail_point!("node::device-absent", |_| true);
+    false
+}
+
 /// Wait until `dev` is a block device node with a non-zero size.
 pub fn wait_for_device(dev: &Path, timeout: Duration) -> Result<(u32, u32)> {
     let deadline = Instant::now() + timeout;
     // Tests make a device that never shows up, to prove the bound.
-    let absent = (|| {
-        fail::fail_point!("node::device-absent", |_| true);
-        false
-    })();
+    let absent = device_made_absent();
     loop {
         if let Ok(numbers) = mountinfo::device_numbers(dev) {
             if device_size(numbers).unwrap_or(0) > 0 && !absent {

@@ -74,6 +74,7 @@ fn names(h: &Home) -> Vec<String> {
     n
 }
 
+#[cfg(feature = "failpoints")]
 fn fp(h: &Home, fp: &str, args: &[&str]) -> Out {
     run_cmd(h.command("rexray").env("FAILPOINTS", fp).args(args))
 }

@@ -3,10 +3,13 @@
 
 use crate::common::*;
 use crate::require_root;
-use serde_json::{json, Value};
+#[cfg(feature = "failpoints")]
+use serde_json::json;
+use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "failpoints")]
 fn flex_json(h: &Home, args: &[&str], env: &[(&str, &str)]) -> (Value, Out) {
     let mut c = h.command("flexrex");
     c.args(args);
