@@ -860,21 +860,8 @@ fn crash_matrix_copy() {
         h.rexray(&["volume", "unmount", "v"]).ok();
         let body = r#"{"Name":"c","Opts":{"volumeName":"v"}}"#;
         let mut svc = Service::start(&h, &host, &[("FAILPOINTS", &format!("{fp}=return"))]);
-        let s2 = sock.clone();
         // The reply never comes: the service dies mid-request.
-        let t = std::thread::spawn(move || {
-            let mut s = std::os::unix::net::UnixStream::connect(&s2).unwrap();
-            use std::io::{Read, Write};
-            let _ = write!(
-                s,
-                "POST /VolumeDriver.Create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf);
-        });
-        svc.wait_exit();
-        t.join().unwrap();
+        svc.post_while_dying(&sock, "/VolumeDriver.Create", body);
         // dockerd retries the Create after the restart.
         let svc = Service::start(&h, &host, &[]);
         let r = post(&sock, "/VolumeDriver.Create", body);

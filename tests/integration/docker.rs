@@ -194,6 +194,26 @@ impl Service {
         }
     }
 
+    /// Send `body` to `path` on `sock` while the service dies of a
+    /// failpoint mid-request (the reply never comes), and wait for it to
+    /// be gone.
+    pub fn post_while_dying(&mut self, sock: &Path, path: &str, body: &str) {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let sock = sock.to_path_buf();
+        let t = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+            let _ = s.write_all(request.as_bytes());
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+        });
+        self.wait_exit();
+        t.join().unwrap();
+    }
+
     /// Stop and start again with the same settings.
     pub fn restart(&mut self, home: &Home) {
         assert_eq!(self.stop(), Some(0), "{}", self.log_text());
@@ -764,14 +784,7 @@ fn a_crash_mid_unmount_is_cleaned_up_at_start() {
     ));
     assert_eq!(count_mounts_at(&home.mount_point("c1")), 1);
     // The service dies between dropping the consumer and the unmount.
-    let mut s = UnixStream::connect(&sock).unwrap();
-    let body = r#"{"Name":"c1","ID":"x"}"#;
-    let _ = write!(
-        s,
-        "POST /VolumeDriver.Unmount HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    svc.wait_exit();
+    svc.post_while_dying(&sock, "/VolumeDriver.Unmount", r#"{"Name":"c1","ID":"x"}"#);
     assert_eq!(count_mounts_at(&home.mount_point("c1")), 1);
     assert!(mount_record(&home).is_empty());
     // The next start finds the stale socket, replaces it, and releases
@@ -1324,14 +1337,11 @@ fn a_crash_mid_copy_leaves_nothing_frozen() {
         r#"{"Name":"f1","ID":"c"}"#,
     ));
     // The service dies while the source is frozen for the copy.
-    let mut s = UnixStream::connect(&sock).unwrap();
-    let body = r#"{"Name":"f2","Opts":{"volumeName":"f1"}}"#;
-    let _ = write!(
-        s,
-        "POST /VolumeDriver.Create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    svc.post_while_dying(
+        &sock,
+        "/VolumeDriver.Create",
+        r#"{"Name":"f2","Opts":{"volumeName":"f1"}}"#,
     );
-    svc.wait_exit();
     // The freeze guard thawed it as the service died: writes go through
     // again before anything is restarted.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -267,26 +267,6 @@ mod crash {
     use super::*;
     use crate::docker::{post, Service};
 
-    /// Docker's Create of `name` from `opts`, on a service that dies
-    /// while it runs (the reply never comes).
-    fn create_killed(svc: &mut Service, sock: &Path, name: &str, opts: &str) {
-        let body = format!(r#"{{"Name":"{name}","Opts":{opts}}}"#);
-        let s2 = sock.to_path_buf();
-        let t = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let mut s = std::os::unix::net::UnixStream::connect(&s2).unwrap();
-            let _ = write!(
-                s,
-                "POST /VolumeDriver.Create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf);
-        });
-        svc.wait_exit();
-        t.join().unwrap();
-    }
-
     fn files_ending(dir: &Path, suffix: &str) -> usize {
         std::fs::read_dir(dir)
             .map(|rd| {
@@ -319,7 +299,11 @@ mod crash {
                 let host = format!("unix://{}", sock.display());
                 h.rexray(&["snapshot", "create", "v", "s"]).ok();
                 let mut svc = Service::start(&h, &host, &[("FAILPOINTS", &format!("{fp}=return"))]);
-                create_killed(&mut svc, &sock, name, opts);
+                svc.post_while_dying(
+                    &sock,
+                    "/VolumeDriver.Create",
+                    &format!(r#"{{"Name":"{name}","Opts":{opts}}}"#),
+                );
                 let at = format!("{fs} {name} killed at {fp}");
                 assert!(
                     write_completes(&h.data("v"), &h.mount_point("v"), Duration::from_secs(20)),
