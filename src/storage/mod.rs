@@ -1,6 +1,7 @@
 //! Storage drivers: the backends volumes live on. A driver creates,
 //! lists, removes, attaches and detaches volumes; it never mounts.
 
+pub mod controller;
 pub mod r#loop;
 pub mod loopdev;
 pub mod vfs;

@@ -1,0 +1,329 @@
+//! The controller/node split of a storage driver, as libStorage splits a
+//! storage driver from its executor.
+//!
+//! - [`Controller`]: everything that talks to the backend — list, inspect,
+//!   create, remove, resize, copy, snapshot, and *who holds* a volume
+//!   (attach records a holder and returns an attach token; detach releases
+//!   it). A controller never touches a host's devices or mounts, so it can
+//!   run on another host: every driver implements it, and so does the
+//!   libStorage REST client ([`crate::api`]), so the workflow cannot tell
+//!   a local backend from a remote one.
+//! - [`Executor`]: what runs on the node that mounts — who this instance
+//!   is, which device names are free, which devices are here, and how an
+//!   attach token becomes something mountable (a block device after it
+//!   appears, a directory). Always local.
+//!
+//! Attachment states are not decided by the controller: it lists who holds
+//! what ([`Volume::attachments`]), and [`derive_state`] decides, for a given
+//! caller, "attached" (to the caller), "available" or "unavailable" — the
+//! original server's rule.
+
+use crate::model::{AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use super::Prepare;
+
+/// What kind of storage a driver offers (libStorage `StorageType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageType {
+    /// Block devices, formatted and mounted by the node.
+    Block,
+    /// Network-attached filesystems (a directory, a share).
+    Nas,
+    /// Object storage mounted through a helper (s3fs).
+    Object,
+}
+
+impl StorageType {
+    /// The wire name: `block`, `nas` or `object`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageType::Block => "block",
+            StorageType::Nas => "nas",
+            StorageType::Object => "object",
+        }
+    }
+    /// From the wire name (case-insensitive).
+    pub fn parse(s: &str) -> Option<StorageType> {
+        match s.to_ascii_lowercase().as_str() {
+            "block" => Some(StorageType::Block),
+            "nas" => Some(StorageType::Nas),
+            "object" => Some(StorageType::Object),
+            _ => None,
+        }
+    }
+}
+
+/// How a node picks the device name it proposes at attach (libStorage
+/// `NextDeviceInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NextDeviceInfo {
+    /// The driver ignores the proposal (the backend picks the device).
+    pub ignore: bool,
+    /// Device name prefix, e.g. `xvd`.
+    pub prefix: String,
+    /// Pattern of the part after the prefix, e.g. `[a-z]`.
+    pub pattern: String,
+}
+
+/// A service as a controller describes it: its name and its driver's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// The service name (`libstorage.server.services.<name>`).
+    pub service: String,
+    /// The driver name (`loop`, `vfs`, ...).
+    pub driver: String,
+    /// What the driver offers.
+    pub storage_type: StorageType,
+    /// How nodes propose device names.
+    pub next_device: NextDeviceInfo,
+}
+
+/// What an attach answers: the volume as it now is, and the token the
+/// node resolves into something mountable ([`Executor::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The volume with its new attachment.
+    pub volume: Volume,
+    /// The attach token (libStorage `attachToken`): for a cloud block
+    /// driver the device name the node waits for; for the loop driver the
+    /// volume id, whose image the node binds to a loop device.
+    pub token: String,
+}
+
+/// The backend side of a driver. See the module documentation.
+///
+/// Every mutating call is serialised per volume by the implementation
+/// (the loop driver by its lock files, a server by its per-volume locks);
+/// the caller also holds the volume's lock on its own node.
+pub trait Controller: Send + Sync {
+    /// The service and its driver.
+    fn info(&self) -> &ServiceInfo;
+    /// Every volume with its attachments (`attachment_state` left 0:
+    /// see [`derive_state`]).
+    fn list(&self) -> Result<Vec<Volume>>;
+    /// One volume by id, with its attachments.
+    fn inspect(&self, id: &str) -> Result<Option<Volume>>;
+    /// One volume by exact name (never by id), with its attachments.
+    fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self.list()?.into_iter().find(|v| v.name == name))
+    }
+    /// Every volume without its attachments (names, sizes, fields): for
+    /// callers that show no state, so the driver need not work it out.
+    fn list_metadata(&self) -> Result<Arc<[Volume]>> {
+        Ok(self.list()?.into())
+    }
+    /// [`lookup_name`](Self::lookup_name) without attachments.
+    fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
+        self.lookup_name(name)
+    }
+    /// Create a volume. Names are unique per service: a taken name, or a
+    /// name that is another volume's id, is refused.
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume>;
+    /// Remove a volume. One held by any instance is refused unless
+    /// `force` (and a driver may refuse even then, when the data is
+    /// in use where it can see it).
+    fn remove(&self, id: &str, force: bool) -> Result<()>;
+    /// Record that `who` holds the volume and return the token its node
+    /// resolves. Attaching a volume `who` already holds answers the same
+    /// token. Held by another instance: refused unless `force`, which
+    /// takes it over (the previous holder's attachment is dropped).
+    /// `next_device` is the node's proposal ([`Executor::next_device`]).
+    fn attach(
+        &self,
+        id: &str,
+        who: &InstanceId,
+        force: bool,
+        next_device: Option<&str>,
+    ) -> Result<Attached>;
+    /// Release `who`'s hold. Releasing a volume nobody holds succeeds;
+    /// one held by another instance is refused unless `force`.
+    fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume>;
+    /// Grow a volume to `size_gib`; returns the new size in bytes.
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        let _ = (id, size_gib);
+        Err(self.unsupported("resize volumes"))
+    }
+    /// Create `new_name` as a copy of volume `id`, as
+    /// [`super::StorageDriver::copy`] describes (`intact` before, `prepare`
+    /// on the new image before it is published).
+    fn copy(
+        &self,
+        id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        intact: &dyn Fn() -> Result<()>,
+        prepare: Prepare<'_>,
+    ) -> Result<Volume> {
+        let _ = (id, new_name, spec, intact, prepare);
+        Err(self.unsupported("copy volumes (volumeName/volumeID)"))
+    }
+    /// Take snapshot `snap_name` of volume `id`.
+    fn snapshot(
+        &self,
+        id: &str,
+        snap_name: &str,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Snapshot> {
+        let _ = (id, snap_name, intact);
+        Err(self.unsupported("take snapshots"))
+    }
+    /// Every snapshot.
+    fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(Vec::new())
+    }
+    /// Remove a snapshot.
+    fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
+        let _ = snap_id;
+        Err(self.unsupported("remove snapshots"))
+    }
+    /// Create `new_name` from snapshot `snap_id`.
+    fn create_from_snapshot(
+        &self,
+        snap_id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        prepare: Prepare<'_>,
+    ) -> Result<Volume> {
+        let _ = (snap_id, new_name, spec, prepare);
+        Err(self.unsupported("create volumes from snapshots (snapshotName/snapshotID)"))
+    }
+    /// Whether the backend knows the volume has never been written.
+    fn known_blank(&self, id: &str) -> bool {
+        let _ = id;
+        false
+    }
+    /// A note on the space behind a volume when it may be what made a
+    /// write fail, for error messages.
+    fn space_note(&self, id: &str) -> Option<String> {
+        let _ = id;
+        None
+    }
+    /// Remove what killed writers left (a full scan, at a server's start).
+    fn tidy(&self) {}
+    /// The driver's in-memory answers, when it keeps them.
+    fn cache(&self) -> Option<&dyn MetadataCache> {
+        None
+    }
+    /// The error for an operation this driver does not offer.
+    fn unsupported(&self, what: &str) -> Error {
+        Error::unsupported(format!("the {} driver cannot {what}", self.info().driver))
+    }
+}
+
+/// In-memory answers a long-running front-end (the Docker endpoint) may
+/// serve without taking a thread that could block.
+pub trait MetadataCache: Send + Sync {
+    /// What [`Controller::list_metadata`] would return, if it is held in
+    /// memory, already built, and at most a stat shows it is current;
+    /// `None` whenever answering could wait or cost more than a few
+    /// syscalls.
+    fn cached_metadata(&self) -> Option<Arc<[Volume]>>;
+}
+
+/// The node side of a driver. See the module documentation.
+pub trait Executor: Send + Sync {
+    /// Who this node is, for this driver.
+    fn instance_id(&self) -> &InstanceId;
+    /// The device name to propose at attach, if the driver uses one.
+    fn next_device(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// The devices of this node the driver knows: device (or token) →
+    /// mount point or other value (libStorage `LocalDevices`).
+    fn local_devices(&self) -> Result<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
+    }
+    /// What this node has for the volume now, without attaching anything:
+    /// `None` when nothing is here.
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>>;
+    /// Turn an attach token into something mountable on this node, waiting
+    /// up to `timeout` for it to appear (and, for the loop driver, binding
+    /// the image to a loop device). Resolving twice answers the same source.
+    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource>;
+    /// Undo [`resolve`](Self::resolve) on this node before the controller
+    /// releases the hold. Releasing what is not here succeeds.
+    fn release(&self, volume: &Volume) -> Result<()> {
+        let _ = volume;
+        Ok(())
+    }
+}
+
+/// The attachment state of `v` for caller `me` (the original server's rule
+/// when a driver left it unset): no attachments → available; one whose
+/// instance id equals `me`'s (case-insensitively) → attached; otherwise
+/// unavailable. Without a caller, any attachment → unavailable.
+pub fn derive_state(v: &Volume, me: Option<&InstanceId>) -> AttachmentState {
+    if v.attachments.is_empty() {
+        return AttachmentState::Available;
+    }
+    let mine = me.is_some_and(|me| {
+        v.attachments
+            .iter()
+            .any(|a| a.instance_id.id.eq_ignore_ascii_case(&me.id))
+    });
+    if mine {
+        AttachmentState::Attached
+    } else {
+        AttachmentState::Unavailable
+    }
+}
+
+/// Set `attachment_state` of every volume that has none, for caller `me`.
+pub fn settle_states<'a>(vols: impl IntoIterator<Item = &'a mut Volume>, me: Option<&InstanceId>) {
+    for v in vols {
+        if v.attachment_state == 0 {
+            v.attachment_state = derive_state(v, me) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Attachment;
+
+    fn at(id: &str) -> Attachment {
+        Attachment {
+            instance_id: InstanceId {
+                id: id.into(),
+                driver: "vfs".into(),
+                service: "vfs".into(),
+            },
+            status: "attached".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn state_follows_the_original_servers_rule() {
+        let me = InstanceId {
+            id: "Node-A".into(),
+            ..Default::default()
+        };
+        let mut v = Volume::default();
+        assert_eq!(derive_state(&v, Some(&me)), AttachmentState::Available);
+        v.attachments.push(at("node-a"));
+        assert_eq!(derive_state(&v, Some(&me)), AttachmentState::Attached);
+        assert_eq!(derive_state(&v, None), AttachmentState::Unavailable);
+        v.attachments[0] = at("node-b");
+        assert_eq!(derive_state(&v, Some(&me)), AttachmentState::Unavailable);
+        let mut vs = vec![v.clone(), Volume::default()];
+        vs[1].attachment_state = AttachmentState::Attached as u8;
+        settle_states(vs.iter_mut(), Some(&me));
+        assert_eq!(vs[0].state(), AttachmentState::Unavailable);
+        assert_eq!(vs[1].state(), AttachmentState::Attached);
+    }
+
+    #[test]
+    fn storage_types_round_trip() {
+        for t in [StorageType::Block, StorageType::Nas, StorageType::Object] {
+            assert_eq!(StorageType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(StorageType::parse("BLOCK"), Some(StorageType::Block));
+        assert_eq!(StorageType::parse("tape"), None);
+    }
+}
