@@ -1034,14 +1034,13 @@ impl Volumes {
         what: &str,
         copy: impl FnOnce(&dyn Fn() -> Result<()>) -> Result<T>,
     ) -> Result<T> {
-        let bound = self.cfg.duration(keys::FREEZE_TIMEOUT);
         let frozen = std::cell::RefCell::new(self.quiesce(v, what)?);
         let was_frozen = frozen.borrow().is_some();
         let checked = std::cell::Cell::new(false);
-        let finish = |f: node::freeze::Frozen| {
+        let finish = |f: Box<dyn node::FreezeGuard>| {
             // The copy was whole when the check passed; a thaw after it
             // changes nothing in it.
-            if let Err(e) = f.finish(bound) {
+            if let Err(e) = f.finish() {
                 tracing::warn!(volume = %v.name, "{e}");
             }
         };
@@ -1049,7 +1048,7 @@ impl Volumes {
             checked.set(true);
             let held = frozen.borrow_mut().take();
             match held {
-                Some(f) => match f.intact(bound) {
+                Some(f) => match f.intact() {
                     Ok(()) => {
                         finish(f);
                         Ok(())
@@ -1118,7 +1117,7 @@ impl Volumes {
     /// Make a volume's content stable for a copy: nothing to do when it is
     /// not attached; freeze its filesystem when it is mounted on this
     /// kernel; refuse when another instance holds it.
-    fn quiesce(&self, v: &Volume, what: &str) -> Result<Option<node::freeze::Frozen>> {
+    fn quiesce(&self, v: &Volume, what: &str) -> Result<Option<Box<dyn node::FreezeGuard>>> {
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let Some(a) = current.attachments.first() else {
             return Ok(None);
@@ -1134,12 +1133,11 @@ impl Volumes {
         }
         let numbers = self.node.device_numbers(Path::new(&a.device_name))?;
         match self.node.mounts_of(numbers)?.first() {
-            Some(m) => node::freeze::Frozen::freeze(
-                &m.mount_point,
-                self.cfg.duration(keys::FREEZE_TIMEOUT),
-            )
-            .map(Some)
-            .map_err(|e| e.context(format!("cannot {what} volume {}", v.name))),
+            Some(m) => self
+                .node
+                .freeze(&m.mount_point, self.cfg.duration(keys::FREEZE_TIMEOUT))
+                .map(Some)
+                .map_err(|e| e.context(format!("cannot {what} volume {}", v.name))),
             None => Ok(None),
         }
     }
