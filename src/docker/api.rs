@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn the_endpoints_read_mounts_through_the_node() {
-        let w = crate::volume::workflow_tests::world();
+        let w = crate::volume::tests::world();
         let call = |p: &str, body: &str| {
             let r = handle(&w.vols, p, body.as_bytes());
             let v: Value = serde_json::from_slice(&r.body).unwrap();

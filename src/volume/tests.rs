@@ -4,10 +4,11 @@
 //! that the next call converges.
 
 use super::*;
-use crate::model::{Attachment, InstanceId};
+use crate::model::{Attachment, AttachmentState, InstanceId, MountOptions, MountSource, Snapshot};
 use crate::node::fake::{FakeNode, FreezeOutcome};
 use crate::node::freeze::Broken;
 use crate::node::fs::Probe;
+use crate::state::Consumer;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
