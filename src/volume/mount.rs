@@ -51,143 +51,16 @@ impl Volumes {
             .inspect(&v.id)?
             .ok_or_else(|| Error::not_found(format!("volume {} was removed", v.name)))?;
         let mp = self.mount_point(&v.name);
-        let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
-        let step = |what: &str| format!("mounting volume {} ({what})", v.name);
-
-        if preempt && v.state() == AttachmentState::Unavailable {
-            self.evict_other_mounts(&v, &mp)
-                .map_err(|e| e.context(step("preempt")))?;
-        }
         let was_attached = v.state() == AttachmentState::Attached;
-        let source = self
-            .driver
-            .attach(&v.id, preempt)
-            .map_err(|e| e.context(step("attach")))?;
-        let mounted = (|| -> Result<(PathBuf, String)> {
-            fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
-            let (device, fs_type) = match &source {
-                MountSource::Device(dev) => {
-                    let numbers = self
-                        .node
-                        .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
-                        .map_err(|e| e.context(step("wait for device")))?;
-                    fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
-                    let here = self.node.mounts_at(&mp)?;
-                    if let Some(m) = here.iter().find(|m| m.dev == numbers) {
-                        (dev.clone(), m.fs_type.clone())
-                    } else {
-                        if !here.is_empty() {
-                            // A stale mount of another device (a volume of this
-                            // name that was replaced): precautionary unmount.
-                            tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
-                            self.node
-                                .unmount_all(&mp)
-                                .map_err(|e| e.context(step("clear stale mount")))?;
-                        }
-                        let want = match opts.fs_type {
-                            Some(f) => f,
-                            None => v
-                                .fields
-                                .get("fsType")
-                                .map(String::as_str)
-                                .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
-                                .parse::<FsType>()?,
-                        };
-                        let fs = node::ensure_filesystem(
-                            self.node.as_ref(),
-                            &v.name,
-                            dev,
-                            want,
-                            opts.overwrite_fs,
-                            self.driver.known_blank(&v.id),
-                            node::FormatTimeouts {
-                                probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
-                                mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
-                            },
-                        )
-                        .map_err(|e| e.context(step("format")))?;
-                        fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
-                        self.node.ensure_dir(&mp)?;
-                        self.node
-                            .mount_device(dev, &mp, &fs, false)
-                            .map_err(|e| e.context(step("mount")))?;
-                        (dev.clone(), fs)
-                    }
-                }
-                MountSource::Directory(dir) => {
-                    if self.node.mounts_at(&mp)?.is_empty() {
-                        self.node.ensure_dir(&mp)?;
-                        self.node
-                            .bind(dir, &mp, false)
-                            .map_err(|e| e.context(step("bind")))?;
-                    }
-                    (dir.clone(), "none".to_string())
-                }
-            };
-            Ok((device, fs_type))
-        })();
-        let (device, fs_type) = match mounted {
-            Ok(m) => m,
-            Err(e) => {
-                // Leave the volume as we found it: a device this call
-                // attached is detached again if nothing got mounted.
-                if !was_attached
-                    && self
-                        .node
-                        .mounts_at(&mp)
-                        .map(|m| m.is_empty())
-                        .unwrap_or(false)
-                {
-                    if let Err(d) = self.driver.detach(&v.id, false) {
-                        tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
-                    }
-                }
-                // A full backing store fails writes to the device (mkfs,
-                // journal recovery): say so when it may be the cause.
-                return Err(match self.driver.space_note(&v.id) {
-                    Some(n) => e.map_message(|m| format!("{m}; {n}")),
-                    None => e,
-                });
-            }
-        };
+        let source = self.attach_for_mount(&v, &mp, opts)?;
+        let (device, fs_type) = self
+            .mount_attached(&v, &mp, &source, opts)
+            .map_err(|e| self.undo_attach(&v, &mp, was_attached, e))?;
         fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
-        let handed = self
-            .content_path(&v.name, &mp, true)
-            .map_err(|e| e.context(step("check the path handed out")))
-            .and_then(|path| {
-                if path == mp && self.app_path(&mp) != mp {
-                    tracing::warn!(volume = %v.name, mount_point = %mp.display(), "the volume holds files at its root (root layout, filled by pods of an earlier release): handing out its root to every front-end; move them into the rootPath directory to switch it to the usual layout");
-                }
-                then(&v, &mp, &path)?;
-                Ok(path)
-            });
-        let path = match handed {
-            Ok(p) => p,
-            Err(e) => {
-                // Leave the volume as we found it: a mount (and a device)
-                // no consumer uses is undone.
-                if !rec.consumers.is_empty() {
-                    return Err(e);
-                }
-                let keep_attached = was_attached || !rec.holds.is_empty();
-                return match self.release(&v, keep_attached) {
-                    Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
-                        Err(e.map_message(|m| format!(
-                            "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
-                            v.name,
-                            self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
-                            v.name
-                        )))
-                    }
-                    Ok(()) => Err(e),
-                    Err(u) => {
-                        tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
-                        Err(e)
-                    }
-                };
-            }
-        };
+        let path = self
+            .hand_out(&v, &mp, then)
+            .map_err(|e| self.undo_mount(&v, &rec, was_attached, e))?;
         if rec.consumers.insert(consumer) || rec.volume_id.is_empty() {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
@@ -199,6 +72,184 @@ impl Volumes {
         fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
         let v = self.driver.inspect(&v.id)?.unwrap_or(v);
         Ok((v, path))
+    }
+
+    /// Attach `v` to this instance for a mount at `mp`. With preempt
+    /// (`forceAttach`, or `mount.preempt`) a volume another instance holds
+    /// is taken, after that instance's mounts of it on this host are
+    /// unmounted.
+    fn attach_for_mount(&self, v: &Volume, mp: &Path, opts: &MountOptions) -> Result<MountSource> {
+        let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
+        if preempt && v.state() == AttachmentState::Unavailable {
+            self.evict_other_mounts(v, mp)
+                .map_err(|e| e.context(mounting(v, "preempt")))?;
+        }
+        self.driver
+            .attach(&v.id, preempt)
+            .map_err(|e| e.context(mounting(v, "attach")))
+    }
+
+    /// Mount what the driver attached at `mp`, unless it is mounted there
+    /// already: a device's filesystem (see
+    /// [`mount_device`](Self::mount_device)), or a directory, bound.
+    /// Returns the device (or directory) and the filesystem type.
+    fn mount_attached(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        source: &MountSource,
+        opts: &MountOptions,
+    ) -> Result<(PathBuf, String)> {
+        fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
+        match source {
+            MountSource::Device(dev) => {
+                let fs_type = self.mount_device(v, mp, dev, opts)?;
+                Ok((dev.clone(), fs_type))
+            }
+            MountSource::Directory(dir) => {
+                if self.node.mounts_at(mp)?.is_empty() {
+                    self.node.ensure_dir(mp)?;
+                    self.node
+                        .bind(dir, mp, false)
+                        .map_err(|e| e.context(mounting(v, "bind")))?;
+                }
+                Ok((dir.clone(), "none".to_string()))
+            }
+        }
+    }
+
+    /// Wait for device `dev` of `v`, then mount its filesystem at `mp`
+    /// unless it is mounted there already: a stale mount of another device
+    /// is unmounted first, and the device is formatted only if blank (see
+    /// [`filesystem`](Self::filesystem)). Returns the filesystem type.
+    fn mount_device(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        dev: &Path,
+        opts: &MountOptions,
+    ) -> Result<String> {
+        let numbers = self
+            .node
+            .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            .map_err(|e| e.context(mounting(v, "wait for device")))?;
+        fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
+        let here = self.node.mounts_at(mp)?;
+        if let Some(m) = here.iter().find(|m| m.dev == numbers) {
+            return Ok(m.fs_type.clone());
+        }
+        if !here.is_empty() {
+            // A stale mount of another device (a volume of this
+            // name that was replaced): precautionary unmount.
+            tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
+            self.node
+                .unmount_all(mp)
+                .map_err(|e| e.context(mounting(v, "clear stale mount")))?;
+        }
+        let fs = self.filesystem(v, dev, opts)?;
+        fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
+        self.node.ensure_dir(mp)?;
+        self.node
+            .mount_device(dev, mp, &fs, false)
+            .map_err(|e| e.context(mounting(v, "mount")))?;
+        Ok(fs)
+    }
+
+    /// The filesystem on `v`'s device `dev`, made first only if the device
+    /// is blank or `overwriteFS` is asked (see [`node::ensure_filesystem`]),
+    /// of the type the request names, else the volume's `fsType`, else
+    /// `create.default.fsType`.
+    fn filesystem(&self, v: &Volume, dev: &Path, opts: &MountOptions) -> Result<String> {
+        let want = match opts.fs_type {
+            Some(f) => f,
+            None => v
+                .fields
+                .get("fsType")
+                .map(String::as_str)
+                .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
+                .parse::<FsType>()?,
+        };
+        node::ensure_filesystem(
+            self.node.as_ref(),
+            &v.name,
+            dev,
+            want,
+            opts.overwrite_fs,
+            self.driver.known_blank(&v.id),
+            node::FormatTimeouts {
+                probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
+                mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
+            },
+        )
+        .map_err(|e| e.context(mounting(v, "format")))
+    }
+
+    /// After a failed step before anything was handed out, leave the
+    /// volume as it was found: a device this call attached is detached
+    /// again if nothing got mounted. Returns `e`, saying when a full
+    /// backing store may be its cause.
+    fn undo_attach(&self, v: &Volume, mp: &Path, was_attached: bool, e: Error) -> Error {
+        if !was_attached
+            && self
+                .node
+                .mounts_at(mp)
+                .map(|m| m.is_empty())
+                .unwrap_or(false)
+        {
+            if let Err(d) = self.driver.detach(&v.id, false) {
+                tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
+            }
+        }
+        // A full backing store fails writes to the device (mkfs,
+        // journal recovery): say so when it may be the cause.
+        match self.driver.space_note(&v.id) {
+            Some(n) => e.map_message(|m| format!("{m}; {n}")),
+            None => e,
+        }
+    }
+
+    /// The path handed out for `v` mounted at `mp`, checked now (see
+    /// [`content_path`](Self::content_path)), once the front-end's `then`
+    /// has made its own mount of it.
+    fn hand_out(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let path = self
+            .content_path(&v.name, mp, true)
+            .map_err(|e| e.context(mounting(v, "check the path handed out")))?;
+        if path == mp && self.app_path(mp) != mp {
+            tracing::warn!(volume = %v.name, mount_point = %mp.display(), "the volume holds files at its root (root layout, filled by pods of an earlier release): handing out its root to every front-end; move them into the rootPath directory to switch it to the usual layout");
+        }
+        then(v, mp, &path)?;
+        Ok(path)
+    }
+
+    /// After a failed handout, leave the volume as it was found: a mount
+    /// (and a device) no consumer in `rec` uses is undone. Returns `e`,
+    /// saying how to remove what is in the way of the path handed out.
+    fn undo_mount(&self, v: &Volume, rec: &MountRecord, was_attached: bool, e: Error) -> Error {
+        if !rec.consumers.is_empty() {
+            return e;
+        }
+        let keep_attached = was_attached || !rec.holds.is_empty();
+        match self.release(v, keep_attached) {
+            Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
+                e.map_message(|m| format!(
+                    "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
+                    v.name,
+                    self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
+                    v.name
+                ))
+            }
+            Ok(()) => e,
+            Err(u) => {
+                tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
+                e
+            }
+        }
     }
 
     /// Preemption of a volume another instance on this host has mounted:
@@ -354,4 +405,9 @@ impl Volumes {
             .map(|r| r.consumers.into_iter().collect())
             .unwrap_or_default())
     }
+}
+
+/// The context of an error in mount step `what` of volume `v`.
+fn mounting(v: &Volume, what: &str) -> String {
+    format!("mounting volume {} ({what})", v.name)
 }
