@@ -23,10 +23,7 @@ impl Volumes {
     }
 
     fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
-        let v = self.find(r)?;
-        self.node
-            .require_privileges(&format!("attaching volume {}", v.name))?;
-        let _lock = self.state.lock_volume(&v.id)?;
+        let (v, _lock) = self.find_and_lock(r, "attaching")?;
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let was_attached = current.state() == AttachmentState::Attached;
         let src = self.driver.attach(&v.id, force)?;
@@ -69,10 +66,7 @@ impl Volumes {
         which: &dyn Fn(&str) -> bool,
         gone: &dyn Fn(&str) -> bool,
     ) -> Result<Unmounted> {
-        let v = self.find(r)?;
-        self.node
-            .require_privileges(&format!("detaching volume {}", v.name))?;
-        let _lock = self.state.lock_volume(&v.id)?;
+        let (v, _lock) = self.find_and_lock(r, "detaching")?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         rec.holds.retain(|h| !which(h));
         rec.consumers.retain(|who| {
@@ -89,10 +83,7 @@ impl Volumes {
     /// attached (see [`hold`](Self::hold)) is detached only with `force`,
     /// which also drops the holders.
     pub fn detach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
-        let v = self.find(r)?;
-        self.node
-            .require_privileges(&format!("detaching volume {}", v.name))?;
-        let _lock = self.state.lock_volume(&v.id)?;
+        let (v, _lock) = self.find_and_lock(r, "detaching")?;
         self.refuse_if_used(&v, "detach")?;
         if let Some(mut rec) = self.state.load_mount(&v.id)? {
             if !force {

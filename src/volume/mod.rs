@@ -24,7 +24,7 @@ pub use lookup::{SnapshotRef, VolumeRef};
 use crate::config::{keys, Config};
 use crate::model::{CreateOptions, CreateSpec, Volume};
 use crate::node::{self, Node};
-use crate::state::{MountRecord, StateDir};
+use crate::state::{FileLock, MountRecord, StateDir};
 use crate::storage::{self, StorageDriver};
 use crate::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
@@ -151,6 +151,16 @@ impl Volumes {
         } else {
             mount_point.join(root)
         }
+    }
+
+    /// Find the volume `r` names, make sure this process may act on it
+    /// (`doing`: "mounting", "detaching", ...), and take its lock.
+    fn find_and_lock(&self, r: VolumeRef<'_>, doing: &str) -> Result<(Volume, FileLock)> {
+        let v = self.find(r)?;
+        self.node
+            .require_privileges(&format!("{doing} volume {}", v.name))?;
+        let lock = self.state.lock_volume(&v.id)?;
+        Ok((v, lock))
     }
 
     /// Fill a create request from `create.default.*`.

@@ -41,10 +41,7 @@ impl Volumes {
         then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
     ) -> Result<(Volume, PathBuf)> {
         let consumer = consumer.key()?;
-        let v = self.find(r)?;
-        self.node
-            .require_privileges(&format!("mounting volume {}", v.name))?;
-        let _lock = self.state.lock_volume(&v.id)?;
+        let (v, _lock) = self.find_and_lock(r, "mounting")?;
         // What we looked up may have changed while we waited for the lock.
         let v = self
             .driver
@@ -279,10 +276,7 @@ impl Volumes {
     /// succeeds.
     pub fn unmount(&self, r: VolumeRef<'_>, consumer: Consumer<'_>) -> Result<Unmounted> {
         let key = consumer.key()?;
-        let v = self.find(r)?;
-        self.node
-            .require_privileges(&format!("unmounting volume {}", v.name))?;
-        let _lock = self.state.lock_volume(&v.id)?;
+        let (v, _lock) = self.find_and_lock(r, "unmounting")?;
         let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
         if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
             rec.consumers.clear();
