@@ -164,19 +164,9 @@ mod tests {
     use super::*;
     use crate::config::keys;
     use crate::model::CreateOptions;
+    use crate::volume::tests::open_at as open;
     use crate::volume::{CopySource, Created};
     use crate::Kind;
-    use std::path::Path;
-
-    fn open(home: &Path) -> Volumes {
-        let env = [("REXRAY_HOME".to_string(), home.display().to_string())];
-        let cfg = crate::config::Config::load(crate::config::LoadOptions {
-            env: Some(env.into_iter().collect()),
-            ..Default::default()
-        })
-        .unwrap();
-        Volumes::open(cfg).unwrap()
-    }
 
     fn new(vols: &Volumes, name: &str) -> Volume {
         match vols.create(name, &CreateOptions::default()).unwrap() {

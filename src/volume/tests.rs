@@ -277,22 +277,27 @@ pub(crate) struct World {
     pub(crate) vols: Volumes,
 }
 
-fn world_with(extra: &[(&str, &str)]) -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut env: std::collections::HashMap<String, String> = [(
-        "REXRAY_HOME".to_string(),
-        tmp.path().join("home").display().to_string(),
-    )]
-    .into_iter()
-    .collect();
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let cfg = crate::config::Config::load(crate::config::LoadOptions {
+/// The configuration of a home at `home`, with `extra` environment
+/// variables.
+pub(crate) fn config_at(home: &Path, extra: &[(&str, &str)]) -> Config {
+    let mut env = vec![("REXRAY_HOME".to_string(), home.display().to_string())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load(crate::config::LoadOptions {
         env: Some(env.into_iter().collect()),
         ..Default::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// The workflows of a home at `home` as `Volumes::open` makes them: the
+/// configured driver (the loop driver) and the real node.
+pub(crate) fn open_at(home: &Path) -> Volumes {
+    Volumes::open(config_at(home, &[])).unwrap()
+}
+
+fn world_with(extra: &[(&str, &str)]) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_at(&tmp.path().join("home"), extra);
     let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
     let node = Arc::new(FakeNode::default());
     let driver = Arc::new(FakeDriver {
