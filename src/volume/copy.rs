@@ -246,11 +246,7 @@ impl Volumes {
                 v.name, a.instance_id.id
             )));
         }
-        if a.device_name.is_empty() {
-            return Ok(None);
-        }
-        let numbers = self.node.device_numbers(Path::new(&a.device_name))?;
-        match self.node.mounts_of(numbers)?.first() {
+        match self.device_mounts(&current)?.first() {
             Some(m) => self
                 .node
                 .freeze(&m.mount_point, self.cfg.duration(keys::FREEZE_TIMEOUT))

@@ -163,6 +163,18 @@ impl Volumes {
         Ok((v, lock))
     }
 
+    /// The mounts on this host of the filesystem on `v`'s attached device
+    /// (none when no device is listed).
+    fn device_mounts(&self, v: &Volume) -> Result<Vec<node::Mount>> {
+        match v.attachments.first().map(|a| a.device_name.as_str()) {
+            Some(dev) if !dev.is_empty() => {
+                let numbers = self.node.device_numbers(Path::new(dev))?;
+                self.node.mounts_of(numbers)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// Fill a create request from `create.default.*`.
     pub fn create_spec(&self, opts: &CreateOptions) -> CreateSpec {
         CreateSpec {

@@ -253,14 +253,7 @@ impl Volumes {
     /// unmount its mounts of the device first, as a forced detach would cut
     /// off another host. A busy mount stops the preemption.
     fn evict_other_mounts(&self, v: &Volume, ours: &Path) -> Result<()> {
-        let Some(dev) = v.attachments.first().map(|a| a.device_name.clone()) else {
-            return Ok(());
-        };
-        if dev.is_empty() {
-            return Ok(());
-        }
-        let numbers = self.node.device_numbers(Path::new(&dev))?;
-        for m in self.node.mounts_of(numbers)? {
+        for m in self.device_mounts(v)? {
             if m.mount_point != ours {
                 tracing::warn!(volume = %v.name, mount_point = %m.mount_point.display(), "preempt: unmounting another instance's mount");
                 self.node.unmount_all(&m.mount_point)?;
@@ -335,17 +328,12 @@ impl Volumes {
         }
         let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if current.state() == AttachmentState::Attached {
-            if let Some(dev) = current.attachments.first().map(|a| a.device_name.clone()) {
-                if !dev.is_empty() {
-                    let numbers = self.node.device_numbers(Path::new(&dev))?;
-                    if let Some(m) = self.node.mounts_of(numbers)?.first() {
-                        return Err(Error::in_use(format!(
-                            "volume {} is still mounted at {} by something other than rexray; unmount it there, then unmount again",
-                            v.name,
-                            m.mount_point.display()
-                        )));
-                    }
-                }
+            if let Some(m) = self.device_mounts(&current)?.first() {
+                return Err(Error::in_use(format!(
+                    "volume {} is still mounted at {} by something other than rexray; unmount it there, then unmount again",
+                    v.name,
+                    m.mount_point.display()
+                )));
             }
             self.driver
                 .detach(&v.id, false)
