@@ -51,6 +51,13 @@ macro_rules! require_root {
     };
 }
 
+/// The Docker plugin socket of a test's service, in its home: the
+/// `docker.host` URL and the socket's path.
+pub fn unix_host(h: &Home) -> (String, PathBuf) {
+    let sock = h.dir.join("plugin.sock");
+    (format!("unix://{}", sock.display()), sock)
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {

@@ -419,10 +419,10 @@ fn a_copy_that_outlasts_the_freeze_bound_is_discarded() {
     h.config("rexray:\n  freezeTimeout: 1s\n");
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
     h.rexray(&["volume", "mount", "v"]).ok();
-    let sock = h.dir.join("plugin.sock");
+    let (host, sock) = unix_host(&h);
     let _svc = Service::start(
         &h,
-        &format!("unix://{}", sock.display()),
+        &host,
         &[("FAILPOINTS", "volume::copy-while-frozen=sleep(3000)")],
     );
     let (code, body) = post(
@@ -817,8 +817,8 @@ mod flexrex {
             k.mountdevice(&h, Some("flex::after-bind")),
             "flex::after-bind",
         );
-        let sock = h.dir.join("plugin.sock");
-        let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+        let (host, _) = unix_host(&h);
+        let svc = Service::start(&h, &host, &[]);
         drop(svc);
         assert_eq!(
             count_mounts_at(&h.mount_point("v")),
@@ -852,8 +852,7 @@ fn crash_matrix_copy() {
         "volume::copy-after-driver",
     ] {
         let h = Home::new();
-        let sock = h.dir.join("plugin.sock");
-        let host = format!("unix://{}", sock.display());
+        let (host, sock) = unix_host(&h);
         h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
         h.rexray(&["volume", "mount", "v"]).ok();
         std::fs::write(h.data("v").join("token"), fp).unwrap();

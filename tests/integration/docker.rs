@@ -231,11 +231,6 @@ impl Drop for Service {
     }
 }
 
-pub(crate) fn unix_host(home: &Home) -> (String, PathBuf) {
-    let sock = home.dir.join("plugin.sock");
-    (format!("unix://{}", sock.display()), sock)
-}
-
 pub(crate) fn mount_record(home: &Home) -> Vec<Value> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(home.lib().join("mounts")) {

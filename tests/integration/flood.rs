@@ -450,10 +450,10 @@ fn a_tcp_flood_of_stalled_connections_starves_no_one_and_times_out() {
 fn a_unix_socket_flood_of_stalled_connections_starves_no_one_and_times_out() {
     raise_own_nofile(FLOOD as u64 + 512);
     let home = Home::new();
-    let sock = home.dir.join("plugin.sock");
+    let (host, sock) = unix_host(&home);
     let set = settings();
     let env: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut svc = Svc::start(&home, &format!("unix://{}", sock.display()), &env);
+    let mut svc = Svc::start(&home, &host, &env);
     flood_then_timeouts(&svc, &Addr::Unix(sock));
     assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
 }

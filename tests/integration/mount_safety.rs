@@ -166,8 +166,8 @@ fn a_planted_data_link_is_never_handed_out_and_a_refused_mount_leaves_nothing() 
 fn docker_get_path_and_list_never_hand_out_a_planted_link() {
     require_root!();
     let h = Home::new();
-    let sock = h.dir.join("plugin.sock");
-    let _svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+    let (host, sock) = unix_host(&h);
+    let _svc = Service::start(&h, &host, &[]);
     let outside = h.dir.join("outside");
     std::fs::create_dir(&outside).unwrap();
     let r = post(

@@ -3,7 +3,7 @@
 //! request that says one thing twice fails instead of meaning either.
 
 use crate::common::*;
-use crate::docker::{err, mount_record, ok, post, unix_host, Service};
+use crate::docker::{err, mount_record, ok, post, Service};
 use crate::require_root;
 use serde_json::Value;
 
