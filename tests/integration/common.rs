@@ -58,6 +58,12 @@ pub fn unix_host(h: &Home) -> (String, PathBuf) {
     (format!("unix://{}", sock.display()), sock)
 }
 
+/// The size of the filesystem holding `p`, in bytes.
+pub fn fs_bytes(p: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(p).unwrap();
+    st.blocks() as u64 * st.fragment_size() as u64
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {
@@ -160,6 +166,20 @@ impl Home {
     /// Run `rexray ARGS`.
     pub fn rexray(&self, args: &[&str]) -> Out {
         self.run("rexray", args)
+    }
+
+    /// The names of every volume, sorted (`rexray volume ls`).
+    pub fn volume_names(&self) -> Vec<String> {
+        let o = self.rexray(&["volume", "ls", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap();
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
     }
 
     /// The library's workflows for this home, in-process.

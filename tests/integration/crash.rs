@@ -196,11 +196,6 @@ fn crash_matrix_create_and_remove() {
     }
 }
 
-fn fs_bytes(p: &std::path::Path) -> u64 {
-    let st = nix::sys::statvfs::statvfs(p).unwrap();
-    st.blocks() as u64 * st.fragment_size() as u64
-}
-
 /// Files in `dir` whose names end with `suffix`.
 fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -260,11 +260,6 @@ fn flexrex_read_only_mount_rejects_writes() {
     assert!(h.mounts().is_empty() && h.loops().is_empty());
 }
 
-fn fs_bytes(p: &Path) -> u64 {
-    let st = nix::sys::statvfs::statvfs(p).unwrap();
-    st.blocks() as u64 * st.fragment_size() as u64
-}
-
 #[test]
 fn flexrex_expand_grows_the_filesystem() {
     require_root!();
