@@ -330,15 +330,7 @@ fn a_full_filesystem_fails_a_create_cleanly() {
     require_root!();
     let h = Home::new();
     let dir = h.dir.join("small");
-    std::fs::create_dir(&dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        Some("size=4m,mode=0700"),
-    )
-    .unwrap();
+    mount_tmpfs(&dir, "size=4m,mode=0700");
     h.config(&format!(
         "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n",
         dir.display()

@@ -64,6 +64,21 @@ pub fn fs_bytes(p: &Path) -> u64 {
     st.blocks() as u64 * st.fragment_size() as u64
 }
 
+/// Mount a tmpfs of the test's own at `dir` (made first) with mount
+/// options `data` ("" for none); the home's cleanup unmounts it with
+/// everything under its directory.
+pub fn mount_tmpfs(dir: &Path, data: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        (!data.is_empty()).then_some(data),
+    )
+    .unwrap_or_else(|e| panic!("mounting a tmpfs on {}: {e}", dir.display()));
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {

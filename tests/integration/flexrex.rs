@@ -624,15 +624,7 @@ fn flexrex_paths_are_found_from_records_and_the_kernel() {
 
     // A mount flexrex did not make is not flexrex's to remove.
     let foreign = h.dir.join("foreign");
-    std::fs::create_dir_all(&foreign).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &foreign,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    mount_tmpfs(&foreign, "");
     flex(&h, &["unmount", s(&foreign)]).failure(&["did not mount it"]);
     assert_eq!(count_mounts_at(&foreign), 1);
 }

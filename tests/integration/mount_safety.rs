@@ -271,15 +271,7 @@ fn a_volume_filled_at_its_root_keeps_showing_its_root_everywhere() {
 /// the home, which unmounts everything under its directory).
 fn small_volume_path(h: &Home, mib: u32, extra: &str) -> PathBuf {
     let dir = h.dir.join("small");
-    std::fs::create_dir(&dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        Some(format!("size={mib}m,mode=0755").as_str()),
-    )
-    .unwrap();
+    mount_tmpfs(&dir, &format!("size={mib}m,mode=0755"));
     h.config(&format!(
         "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n{extra}",
         dir.display()
