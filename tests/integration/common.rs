@@ -79,6 +79,35 @@ pub fn mount_tmpfs(dir: &Path, data: &str) {
     .unwrap_or_else(|e| panic!("mounting a tmpfs on {}: {e}", dir.display()));
 }
 
+/// Read the head of an HTTP message: its first line, and its header
+/// fields with their names in lower case.
+pub fn read_head(
+    r: &mut impl std::io::BufRead,
+) -> std::io::Result<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    let mut fields = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok((first.trim_end().to_string(), fields));
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+}
+
+/// The value of header field `name` (lower case) among `fields`.
+pub fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {

@@ -5,7 +5,7 @@
 use crate::common::*;
 use crate::require_root;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,23 +49,12 @@ pub fn post(sock: &Path, path: &str, body: &str) -> (u16, Value) {
     )
     .unwrap();
     let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
+    let (line, fields) = read_head(&mut r).unwrap();
     let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut ctype = String::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-type") {
-                ctype = v.trim().to_string();
-            }
-        }
-    }
-    assert_eq!(ctype, "application/vnd.docker.plugins.v1.2+json");
+    assert_eq!(
+        header(&fields, "content-type"),
+        Some("application/vnd.docker.plugins.v1.2+json")
+    );
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
     let v: Value =
