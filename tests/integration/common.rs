@@ -108,6 +108,27 @@ pub fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str>
         .map(|(_, v)| v.as_str())
 }
 
+/// The fail points of a create, in order: a process killed at any of
+/// them leaves what the next create (or mount) finishes.
+pub const CREATE_FAILPOINTS: &[&str] = &[
+    "volume::create-before-driver",
+    "loop::create-after-image",
+    "volume::create-after-driver",
+];
+
+/// The fail points of a mount, in order, from the attach to the record.
+pub const MOUNT_FAILPOINTS: &[&str] = &[
+    "loop::attach-before-bind",
+    "loop::attach-after-bind",
+    "volume::mount-after-attach",
+    "volume::mount-after-wait",
+    "node::before-mkfs",
+    "node::after-mkfs",
+    "volume::mount-after-format",
+    "volume::mount-after-mount",
+    "volume::mount-after-record",
+];
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {

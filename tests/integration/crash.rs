@@ -47,22 +47,10 @@ fn row(op: &str, fp: &str, outcome: &str) {
     println!("| {op} | `{fp}` | {outcome} |");
 }
 
-const MOUNT_POINTS: &[&str] = &[
-    "loop::attach-before-bind",
-    "loop::attach-after-bind",
-    "volume::mount-after-attach",
-    "volume::mount-after-wait",
-    "node::before-mkfs",
-    "node::after-mkfs",
-    "volume::mount-after-format",
-    "volume::mount-after-mount",
-    "volume::mount-after-record",
-];
-
 #[test]
 fn crash_matrix_mount() {
     require_root!();
-    for fp in MOUNT_POINTS {
+    for fp in MOUNT_FAILPOINTS {
         let h = Home::new();
         h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
         // First mount of a blank volume dies at the failpoint ...
@@ -135,11 +123,7 @@ fn crash_matrix_unmount() {
 #[test]
 fn crash_matrix_create_and_remove() {
     require_root!();
-    for fp in [
-        "volume::create-before-driver",
-        "loop::create-after-image",
-        "volume::create-after-driver",
-    ] {
+    for &fp in CREATE_FAILPOINTS {
         let h = Home::new();
         killed(
             &with_fp(&h, fp, &["volume", "create", "v", "--size", "1"]),
@@ -718,7 +702,7 @@ mod flexrex {
             "volume::attach-before-hold",
         ];
         // After kubelet's attach, mountdevice finds the device attached.
-        let mut mountdevice: Vec<&str> = MOUNT_POINTS
+        let mut mountdevice: Vec<&str> = MOUNT_FAILPOINTS
             .iter()
             .copied()
             .filter(|p| !p.starts_with("loop::attach"))
@@ -897,9 +881,8 @@ fn crash_matrix_copy() {
 /// real-dockerd tests, alone.
 mod docker {
     use crate::common::*;
-    use crate::docker::{random_hex, sigkill, Dockerd, HostDirs, Service};
+    use crate::docker::{plugin_socket, sigkill, Dockerd, HostDirs, Service};
     use crate::require_root;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     /// `kill -9` of the service while a real dockerd's Mount request is in
@@ -913,9 +896,7 @@ mod docker {
             return;
         }
         let _dirs = HostDirs::snapshot();
-        let name = format!("rexraytest-{}", random_hex());
-        let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
-        let host = format!("unix://{}", sock.display());
+        let (name, host, _) = plugin_socket();
         let home = Home::new();
         let mut svc = Service::start(
             &home,

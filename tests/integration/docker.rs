@@ -220,6 +220,15 @@ impl Drop for Service {
     }
 }
 
+/// A fresh plugin name for a private dockerd, and where that dockerd
+/// finds the plugin's socket (`/run/docker/plugins/NAME.sock`): the
+/// `docker.host` URL and the path.
+pub(crate) fn plugin_socket() -> (String, String, PathBuf) {
+    let name = format!("rexraytest-{}", random_hex());
+    let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+    (name, format!("unix://{}", sock.display()), sock)
+}
+
 pub(crate) fn mount_record(home: &Home) -> Vec<Value> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(home.lib().join("mounts")) {
@@ -1105,9 +1114,7 @@ fn real_dockerd_drives_the_plugin() {
         return;
     }
     let _dirs = HostDirs::snapshot();
-    let name = format!("rexraytest-{}", random_hex());
-    let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
-    let host = format!("unix://{}", sock.display());
+    let (name, host, sock) = plugin_socket();
     let home = Home::new();
     let mut svc = Service::start(&home, &host, &[]);
     let d = Dockerd::start(&name);

@@ -954,20 +954,7 @@ fn killed_at_every_step_the_next_call_converges() {
         "--volumeopts=size=1,newfstype=xfs,overwritefs=true",
     ];
     let unmount = ["unmount", "--volumedriver=rexray", "--volumename=crash1"];
-    for fp in [
-        "volume::create-before-driver",
-        "loop::create-after-image",
-        "volume::create-after-driver",
-        "loop::attach-before-bind",
-        "loop::attach-after-bind",
-        "volume::mount-after-attach",
-        "volume::mount-after-wait",
-        "node::before-mkfs",
-        "node::after-mkfs",
-        "volume::mount-after-format",
-        "volume::mount-after-mount",
-        "volume::mount-after-record",
-    ] {
+    for fp in CREATE_FAILPOINTS.iter().chain(MOUNT_FAILPOINTS) {
         let h = Home::new();
         let out = run_cmd(
             h.command("dvdcli")
