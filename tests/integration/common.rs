@@ -129,6 +129,11 @@ pub const MOUNT_FAILPOINTS: &[&str] = &[
     "volume::mount-after-record",
 ];
 
+/// A path as an argument of a command line.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {

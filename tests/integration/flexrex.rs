@@ -114,10 +114,6 @@ fn pod_dir(h: &Home, pv: &str) -> PathBuf {
         .join(pv)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn create(h: &Home, name: &str) {
     h.rexray(&["volume", "create", name, "--size", "1"]).ok();
 }

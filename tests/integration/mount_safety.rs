@@ -10,10 +10,6 @@ use crate::require_root;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Run flexrex as kubelet does (no PATH) and parse its reply.
 fn flex(h: &Home, args: &[&str]) -> Value {
     let mut c = h.command("flexrex");
