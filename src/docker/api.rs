@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn the_endpoints_read_mounts_through_the_node() {
-        let w = crate::volume::workflow_tests::world();
+        let w = crate::volume::tests::world();
         let call = |p: &str, body: &str| {
             let r = handle(&w.vols, p, body.as_bytes());
             let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -621,15 +621,7 @@ mod tests {
     #[test]
     fn answers_from_memory_match_the_full_path() {
         let t = tempfile::tempdir().unwrap();
-        let open = || {
-            let env = [("REXRAY_HOME".to_string(), t.path().display().to_string())];
-            let cfg = crate::config::Config::load(crate::config::LoadOptions {
-                env: Some(env.into_iter().collect()),
-                ..Default::default()
-            })
-            .unwrap();
-            Volumes::open(cfg).unwrap()
-        };
+        let open = || crate::volume::tests::open_at(t.path());
         let (svc, other) = (open(), open());
         let cache = Cache::default();
         for p in ["/Plugin.Activate", "/VolumeDriver.Capabilities"] {

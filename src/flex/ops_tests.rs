@@ -1,9 +1,9 @@
 //! flexrex's calls over a fake node and backend (see
-//! `volume::workflow_tests`): binds, unmounts and detaches without root.
+//! `volume::tests`): binds, unmounts and detaches without root.
 
 use super::*;
 use crate::model::AttachmentState;
-use crate::volume::workflow_tests::{world, FakeDriver, World};
+use crate::volume::tests::{world, FakeDriver, World};
 use std::path::PathBuf;
 
 fn opts(name: &str, pv: &str) -> Options {

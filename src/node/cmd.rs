@@ -44,27 +44,8 @@ pub fn run<S: AsRef<OsStr>>(
         .env("LC_ALL", "C")
         .spawn()
         .map_err(|e| Error::from_io(format!("starting {}", path.display()), &e))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out_t = drain(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let err_t = drain(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
+    let out_t = drain(child.stdout.take());
+    let err_t = drain(child.stderr.take());
     // Wait in a thread so the exit is noticed at once; on timeout the
     // child (ours, by pid) is killed and reaped by that thread.
     let pid = child.id();
@@ -96,6 +77,18 @@ pub fn run<S: AsRef<OsStr>>(
         status,
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
+    })
+}
+
+/// Read all of a tool's output stream in a thread of its own, so that a
+/// full pipe never stalls the tool.
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut s);
+        }
+        String::from_utf8_lossy(&s).into_owned()
     })
 }
 

@@ -5,14 +5,19 @@
 //! the content-dir check runs for real, symbolic links included); mounting
 //! only records the mount. Devices appear when the test's driver attaches
 //! a volume ([`FakeNode::plug`]) and go when it detaches it.
+//!
+//! Freezes are kept in a set of frozen mount points; a test says how the
+//! next ones go ([`FakeNode::set_freeze_outcome`]): they hold, fail, or
+//! break before the copy is checked, as a real freeze can.
 
+use super::freeze::Broken;
 use super::fs::{NewUuid, Probe};
-use super::{Mount, Node};
+use super::{FreezeGuard, Mount, Node};
 use crate::model::FsType;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// A fake block device.
@@ -26,24 +31,45 @@ pub struct Device {
     pub root: PathBuf,
 }
 
+/// How the fake's freezes go.
+#[derive(Debug, Clone, Default)]
+pub enum FreezeOutcome {
+    /// The freeze holds until the copy thaws it.
+    #[default]
+    Holds,
+    /// Freezing fails with this error; nothing is frozen.
+    Fails(Error),
+    /// The freeze is made, then breaks before the copy is checked: the
+    /// bound passes and the guard thaws ([`Broken::TimedOut`]), someone
+    /// else thaws ([`Broken::ThawedElsewhere`]), or the guard dies and
+    /// leaves the filesystem frozen ([`Broken::GuardLost`]).
+    Breaks(Broken),
+}
+
 #[derive(Default)]
 struct Inner {
     devices: BTreeMap<PathBuf, Device>,
     mounts: Vec<Mount>,
     busy: HashSet<PathBuf>,
+    frozen: HashSet<PathBuf>,
+    freeze_outcome: FreezeOutcome,
     calls: Vec<String>,
     next_minor: u32,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The fake node: no devices and no mounts until a test makes them.
 #[derive(Default)]
 pub struct FakeNode {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl FakeNode {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Make device `dev` appear holding `signature` (a backend attaching
@@ -125,6 +151,22 @@ impl FakeNode {
         } else {
             i.busy.remove(target);
         }
+    }
+
+    /// Say how the next freezes go (until said otherwise).
+    pub fn set_freeze_outcome(&self, outcome: FreezeOutcome) {
+        self.lock().freeze_outcome = outcome;
+    }
+
+    /// Whether the filesystem mounted at `mp` is frozen now.
+    pub fn is_frozen(&self, mp: &Path) -> bool {
+        self.lock().frozen.contains(mp)
+    }
+
+    /// Log a step of the test's backend among the node's actions, so a
+    /// test sees their order (a copy made while the source was frozen).
+    pub fn note(&self, call: String) {
+        self.lock().calls.push(call);
     }
 
     /// Every action so far (`mkfs DEV FS`, `mount DEV TARGET`, `bind SRC
@@ -327,7 +369,86 @@ impl Node for FakeNode {
         })?;
         Ok(mp.join(found.strip_prefix(&real).unwrap_or(Path::new(""))))
     }
-    fn thaw(&self, _mount_point: &Path) -> Result<bool> {
-        Ok(false)
+    fn freeze(&self, mp: &Path, bound: Duration) -> Result<Box<dyn FreezeGuard>> {
+        let mut i = self.lock();
+        i.calls.push(format!("freeze {}", mp.display()));
+        if i.frozen.contains(mp) {
+            return Err(Error::in_use(format!(
+                "the filesystem at {} is already frozen; thaw it (fsfreeze -u) and retry",
+                mp.display()
+            )));
+        }
+        let broken = match i.freeze_outcome.clone() {
+            FreezeOutcome::Fails(e) => return Err(e),
+            FreezeOutcome::Holds => None,
+            FreezeOutcome::Breaks(b) => Some(b),
+        };
+        // Broken by a thaw, unless the guard died first.
+        if matches!(broken, None | Some(Broken::GuardLost)) {
+            i.frozen.insert(mp.to_path_buf());
+        }
+        Ok(Box::new(FakeFreeze {
+            inner: self.inner.clone(),
+            mp: mp.to_path_buf(),
+            bound,
+            broken,
+            done: false,
+        }))
+    }
+    fn thaw(&self, mp: &Path) -> Result<bool> {
+        Ok(thaw(&mut self.lock(), mp))
+    }
+}
+
+/// Thaw `mp` if it is frozen, and log it.
+fn thaw(i: &mut Inner, mp: &Path) -> bool {
+    let was = i.frozen.remove(mp);
+    if was {
+        i.calls.push(format!("thaw {}", mp.display()));
+    }
+    was
+}
+
+/// A freeze of the fake node.
+struct FakeFreeze {
+    inner: Arc<Mutex<Inner>>,
+    mp: PathBuf,
+    bound: Duration,
+    broken: Option<Broken>,
+    done: bool,
+}
+
+impl FakeFreeze {
+    fn broken(&self, b: Broken) -> Error {
+        Error::system(b.why(&self.mp, self.bound))
+    }
+}
+
+impl FreezeGuard for FakeFreeze {
+    fn intact(&self) -> Result<()> {
+        if let Some(b) = self.broken {
+            return Err(self.broken(b));
+        }
+        if !lock(&self.inner).frozen.contains(&self.mp) {
+            return Err(self.broken(Broken::ThawedElsewhere));
+        }
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.done = true;
+        let thawed = thaw(&mut lock(&self.inner), &self.mp);
+        match self.broken {
+            Some(b) => Err(self.broken(b)),
+            None if !thawed => Err(self.broken(Broken::ThawedElsewhere)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FakeFreeze {
+    fn drop(&mut self) {
+        if !self.done {
+            thaw(&mut lock(&self.inner), &self.mp);
+        }
     }
 }

@@ -24,6 +24,7 @@
 //! killer with `memory.oom.group`); then `rexray service start` (its
 //! reconcile thaws what a crashed copy left frozen) or `fsfreeze -u`.
 
+use super::FreezeGuard;
 use crate::{Error, Result};
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -63,11 +64,14 @@ const FROZEN: u8 = b'f';
 /// "Thawed (or never frozen)": the guard exits without thawing.
 const RELEASE: u8 = b'r';
 
-/// A frozen filesystem; thawed by [`finish`](Frozen::finish), or on drop.
+/// A frozen filesystem; thawed by [`finish`](FreezeGuard::finish), or on
+/// drop.
 #[derive(Debug)]
 pub struct Frozen {
     dir: std::fs::File,
     path: PathBuf,
+    /// `rexray.freezeTimeout`: the guard thaws once it has passed.
+    bound: Duration,
     guard: Option<Guard>,
 }
 
@@ -107,17 +111,42 @@ impl GuardEnd {
     }
 
     /// Why a copy made meanwhile may be torn.
-    fn why(self, at: &std::path::Display<'_>, bound: Duration) -> String {
+    fn broken(self) -> Broken {
         match self {
-            GuardEnd::TimedOut => format!(
+            GuardEnd::TimedOut => Broken::TimedOut,
+            GuardEnd::FoundThawed | GuardEnd::Released => Broken::ThawedElsewhere,
+            GuardEnd::ThawedOnEof | GuardEnd::Lost => Broken::GuardLost,
+        }
+    }
+}
+
+/// Why a freeze did not hold until the copy was checked: what was copied
+/// meanwhile may be torn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Frozen longer than `rexray.freezeTimeout`: the guard thawed it.
+    TimedOut,
+    /// Thawed by something else (`fsfreeze -u`).
+    ThawedElsewhere,
+    /// The guard died before the copy ended.
+    GuardLost,
+}
+
+impl Broken {
+    /// The error message for a copy of the filesystem at `mount_point`,
+    /// frozen for at most `bound`.
+    pub fn why(self, mount_point: &Path, bound: Duration) -> String {
+        let at = mount_point.display();
+        match self {
+            Broken::TimedOut => format!(
                 "the filesystem at {at} was frozen longer than rexray.freezeTimeout ({}) and was thawed before the copy ended; \
                  raise rexray.freezeTimeout, or copy the volume unmounted",
                 humantime::format_duration(bound)
             ),
-            GuardEnd::FoundThawed | GuardEnd::Released => format!(
+            Broken::ThawedElsewhere => format!(
                 "the filesystem at {at} was thawed by something else (fsfreeze -u?) before the copy ended; retry"
             ),
-            GuardEnd::ThawedOnEof | GuardEnd::Lost => {
+            Broken::GuardLost => {
                 format!("the filesystem at {at} lost its freeze guard before the copy ended; retry")
             }
         }
@@ -452,52 +481,9 @@ impl Frozen {
         Ok(Frozen {
             dir,
             path: mount_point.to_path_buf(),
+            bound,
             guard: Some(guard),
         })
-    }
-
-    /// Whether the filesystem has stayed frozen since [`freeze`]: call it
-    /// once the copy's data is complete, before publishing the copy.
-    ///
-    /// [`freeze`]: Frozen::freeze
-    pub fn intact(&self, bound: Duration) -> Result<()> {
-        let at = self.path.display();
-        if let Some(end) = self.guard.as_ref().and_then(Guard::ended) {
-            // A lost guard may have left it frozen: `finish` thaws then.
-            return Err(Error::system(end.why(&at, bound)));
-        }
-        // Freezing a frozen filesystem is EBUSY. A freeze that succeeds
-        // means someone thawed it meanwhile; this probe keeps no freeze of
-        // its own. (A thaw followed by someone else's new freeze looks
-        // frozen: no kernel interface counts freezes.)
-        let mut arg: libc::c_int = 0;
-        // SAFETY: as in `freeze`.
-        match unsafe { fifreeze(self.dir.as_raw_fd(), &mut arg) } {
-            Err(Errno::EBUSY) => Ok(()),
-            Ok(_) => {
-                // SAFETY: as in `freeze`.
-                let _ = unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) };
-                Err(Error::system(GuardEnd::FoundThawed.why(&at, bound)))
-            }
-            Err(e) => Err(Error::from_io(
-                format!("checking that {at} is still frozen"),
-                &std::io::Error::from(e),
-            )),
-        }
-    }
-
-    /// Thaw, and fail if the filesystem did not stay frozen the whole time
-    /// (the guard's bound passed, or someone else thawed it): what was
-    /// copied meanwhile may be torn.
-    pub fn finish(mut self, bound: Duration) -> Result<()> {
-        let (thawed, end) = self.thaw_now();
-        match (thawed?, end) {
-            (true, GuardEnd::Released) => Ok(()),
-            (false, GuardEnd::Released) => Err(Error::system(
-                GuardEnd::FoundThawed.why(&self.path.display(), bound),
-            )),
-            (_, end) => Err(Error::system(end.why(&self.path.display(), bound))),
-        }
     }
 
     /// Thaw and end the guard: `Ok(true)` when this call thawed,
@@ -534,6 +520,43 @@ impl Frozen {
             guard.release()
         };
         (thawed, end)
+    }
+}
+
+impl FreezeGuard for Frozen {
+    fn intact(&self) -> Result<()> {
+        let broken = |b: Broken| Error::system(b.why(&self.path, self.bound));
+        if let Some(end) = self.guard.as_ref().and_then(Guard::ended) {
+            // A lost guard may have left it frozen: `finish` thaws then.
+            return Err(broken(end.broken()));
+        }
+        // Freezing a frozen filesystem is EBUSY. A freeze that succeeds
+        // means someone thawed it meanwhile; this probe keeps no freeze of
+        // its own. (A thaw followed by someone else's new freeze looks
+        // frozen: no kernel interface counts freezes.)
+        let mut arg: libc::c_int = 0;
+        // SAFETY: as in `freeze`.
+        match unsafe { fifreeze(self.dir.as_raw_fd(), &mut arg) } {
+            Err(Errno::EBUSY) => Ok(()),
+            Ok(_) => {
+                // SAFETY: as in `freeze`.
+                let _ = unsafe { fithaw(self.dir.as_raw_fd(), &mut arg) };
+                Err(broken(Broken::ThawedElsewhere))
+            }
+            Err(e) => Err(Error::from_io(
+                format!("checking that {} is still frozen", self.path.display()),
+                &std::io::Error::from(e),
+            )),
+        }
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let (thawed, end) = self.thaw_now();
+        match (thawed?, end) {
+            (true, GuardEnd::Released) => Ok(()),
+            // Released with nothing left to thaw: someone else thawed it.
+            (_, end) => Err(Error::system(end.broken().why(&self.path, self.bound))),
+        }
     }
 }
 

@@ -95,9 +95,25 @@ pub trait Node: Send + Sync {
     /// The directory handed out for `volume` mounted at `mp`, checked now
     /// (see [`content_dir`]).
     fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf>;
+    /// Freeze the filesystem mounted at `mount_point` for a copy, for at
+    /// most `bound` (`rexray.freezeTimeout`): see [`freeze::Frozen`].
+    fn freeze(&self, mount_point: &Path, bound: Duration) -> Result<Box<dyn FreezeGuard>>;
     /// Thaw a filesystem a crashed copy left frozen; `Ok(false)` when it
     /// was not frozen.
     fn thaw(&self, mount_point: &Path) -> Result<bool>;
+}
+
+/// A filesystem frozen for a copy by [`Node::freeze`]: thawed by
+/// [`finish`](Self::finish), or when dropped.
+pub trait FreezeGuard {
+    /// Whether the filesystem has stayed frozen since the freeze: called
+    /// once the copy's data is complete, before the copy is published. An
+    /// error (the bound passed and the guard thawed it, someone else
+    /// thawed it, the guard died) means the copy may be torn.
+    fn intact(&self) -> Result<()>;
+    /// Thaw, and fail if the filesystem did not stay frozen the whole
+    /// time: what was copied meanwhile may be torn.
+    fn finish(self: Box<Self>) -> Result<()>;
 }
 
 /// The real node: this host's kernel and tools.
@@ -167,6 +183,9 @@ impl Node for Kernel {
     }
     fn content_dir(&self, volume: &str, mp: &Path, rel: &str, create: bool) -> Result<PathBuf> {
         content_dir(volume, mp, rel, create)
+    }
+    fn freeze(&self, mount_point: &Path, bound: Duration) -> Result<Box<dyn FreezeGuard>> {
+        Ok(Box::new(freeze::Frozen::freeze(mount_point, bound)?))
     }
     fn thaw(&self, mount_point: &Path) -> Result<bool> {
         freeze::thaw(mount_point)

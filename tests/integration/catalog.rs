@@ -61,19 +61,6 @@ fn images(dir: &Path) -> BTreeMap<String, u64> {
     out
 }
 
-fn names(h: &Home) -> Vec<String> {
-    let o = h.rexray(&["volume", "ls", "--format", "json"]);
-    let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap();
-    let mut n: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_string())
-        .collect();
-    n.sort();
-    n
-}
-
 #[cfg(feature = "failpoints")]
 fn fp(h: &Home, fp: &str, args: &[&str]) -> Out {
     run_cmd(h.command("rexray").env("FAILPOINTS", fp).args(args))
@@ -95,7 +82,7 @@ fn an_earlier_catalog_is_imported_once_and_left_as_a_marker() {
             && first.stderr.contains("catalog.db"),
         "{first:#?}"
     );
-    assert_eq!(names(&h), ["old0", "old1", "old2"]);
+    assert_eq!(h.volume_names(), ["old0", "old1", "old2"]);
     let json = loop_dir(&h).join("catalog.json");
     let marker = std::fs::read_to_string(&json).unwrap();
     assert_eq!(marker, MARKER);
@@ -111,7 +98,7 @@ fn an_earlier_catalog_is_imported_once_and_left_as_a_marker() {
     let again = h.rexray(&["volume", "ls"]);
     again.ok();
     assert!(!again.stderr.contains("imported"), "{again:#?}");
-    assert_eq!(names(&h), ["old0", "old2"]);
+    assert_eq!(h.volume_names(), ["old0", "old2"]);
     let o = h.rexray(&["snapshot", "ls", "--format", "json"]);
     assert!(o.ok().contains("snap0"), "{o:#?}");
     let mut want = before.clone();
@@ -154,7 +141,7 @@ fn a_concurrent_first_use_imports_once() {
         said += err.matches("imported 5 volumes").count();
     }
     assert_eq!(said, 1, "imported exactly once");
-    assert_eq!(names(&h).len(), 5);
+    assert_eq!(h.volume_names().len(), 5);
 }
 
 /// A kill inside the import (before its commit, or after it and before
@@ -175,7 +162,7 @@ fn a_killed_import_is_redone_or_finished() {
         assert_eq!(o.code, -1, "{point}: not killed: {o:#?}");
         let json = std::fs::read_to_string(loop_dir(&h).join("catalog.json")).unwrap();
         assert_ne!(json, MARKER, "{point}: the marker comes last");
-        assert_eq!(names(&h), ["old0", "old1"], "{point}");
+        assert_eq!(h.volume_names(), ["old0", "old1"], "{point}");
         assert_eq!(
             std::fs::read_to_string(loop_dir(&h).join("catalog.json")).unwrap(),
             MARKER
@@ -202,11 +189,15 @@ fn a_kill_before_a_commit_leaves_the_old_or_the_new_state() {
             &["volume", "create", &name, "--size", "1"],
         );
         assert_eq!(o.code, -1, "{when}: not killed: {o:#?}");
-        assert_eq!(names(&h), ["keep"], "{when}: no half-made volume is seen");
+        assert_eq!(
+            h.volume_names(),
+            ["keep"],
+            "{when}: no half-made volume is seen"
+        );
     }
     // The next create finishes what the kills left: one image per volume.
     h.rexray(&["volume", "create", "c0", "--size", "1"]).ok();
-    assert_eq!(names(&h), ["c0", "keep"]);
+    assert_eq!(h.volume_names(), ["c0", "keep"]);
     assert_eq!(
         images(&loop_dir(&h)).len(),
         2,
@@ -221,18 +212,18 @@ fn a_kill_before_a_commit_leaves_the_old_or_the_new_state() {
         &["volume", "rm", "c0"],
     );
     assert_eq!(o.code, -1, "not killed: {o:#?}");
-    assert_eq!(names(&h), ["c0", "keep"]);
+    assert_eq!(h.volume_names(), ["c0", "keep"]);
     let o = fp(
         &h,
         "loop::catalog-before-commit=1*off->return",
         &["volume", "rm", "c0"],
     );
     assert_eq!(o.code, -1, "not killed: {o:#?}");
-    assert_eq!(names(&h), ["keep"]);
+    assert_eq!(h.volume_names(), ["keep"]);
     let o = h.rexray(&["volume", "rm", "c0"]);
     assert!(o.fails(1).contains("not found"), "{o:#?}");
     h.rexray(&["volume", "create", "c1", "--size", "1"]).ok();
-    assert_eq!(names(&h), ["c1", "keep"]);
+    assert_eq!(h.volume_names(), ["c1", "keep"]);
     assert_eq!(
         images(&loop_dir(&h)).len(),
         2,
@@ -296,7 +287,7 @@ fn a_damaged_catalog_is_named_and_nothing_is_lost() {
         assert!(h.mounts().is_empty() && h.loops().is_empty());
     }
     std::fs::write(&db, &good).unwrap();
-    assert_eq!(names(&h), ["d"]);
+    assert_eq!(h.volume_names(), ["d"]);
     h.rexray(&["volume", "rm", "d"]).ok();
 }
 
@@ -321,12 +312,12 @@ fn a_catalog_locked_past_the_timeout_is_named() {
         "{o:#?}"
     );
     // Readers go on (WAL).
-    assert_eq!(names(&h), ["a"]);
+    assert_eq!(h.volume_names(), ["a"]);
     c.execute_batch("COMMIT").unwrap();
     drop(c);
     assert_eq!(images(&loop_dir(&h)).len(), 1);
     h.rexray(&["volume", "create", "b", "--size", "1"]).ok();
-    assert_eq!(names(&h), ["a", "b"]);
+    assert_eq!(h.volume_names(), ["a", "b"]);
     for v in ["a", "b"] {
         h.rexray(&["volume", "rm", v]).ok();
     }
@@ -339,15 +330,7 @@ fn a_full_filesystem_fails_a_create_cleanly() {
     require_root!();
     let h = Home::new();
     let dir = h.dir.join("small");
-    std::fs::create_dir(&dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        Some("size=4m,mode=0700"),
-    )
-    .unwrap();
+    mount_tmpfs(&dir, "size=4m,mode=0700");
     h.config(&format!(
         "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n",
         dir.display()
@@ -378,7 +361,7 @@ fn a_full_filesystem_fails_a_create_cleanly() {
     );
     assert!(!e.contains("panicked"), "{o:#?}");
     std::fs::remove_file(&filler).unwrap();
-    let listed = names(&h);
+    let listed = h.volume_names();
     assert!(listed.contains(&"f1".to_string()), "{listed:?}");
     assert_eq!(
         images(&dir).len(),
@@ -388,7 +371,7 @@ fn a_full_filesystem_fails_a_create_cleanly() {
     );
     assert!(images(&dir).contains_key(before.keys().next().unwrap()));
     h.rexray(&["volume", "create", "after", "--size", "1"]).ok();
-    for v in names(&h) {
+    for v in h.volume_names() {
         h.rexray(&["volume", "rm", &v]).ok();
     }
     nix::mount::umount(&dir).unwrap();

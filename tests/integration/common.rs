@@ -51,6 +51,89 @@ macro_rules! require_root {
     };
 }
 
+/// The Docker plugin socket of a test's service, in its home: the
+/// `docker.host` URL and the socket's path.
+pub fn unix_host(h: &Home) -> (String, PathBuf) {
+    let sock = h.dir.join("plugin.sock");
+    (format!("unix://{}", sock.display()), sock)
+}
+
+/// The size of the filesystem holding `p`, in bytes.
+pub fn fs_bytes(p: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(p).unwrap();
+    st.blocks() as u64 * st.fragment_size() as u64
+}
+
+/// Mount a tmpfs of the test's own at `dir` (made first) with mount
+/// options `data` ("" for none); the home's cleanup unmounts it with
+/// everything under its directory.
+pub fn mount_tmpfs(dir: &Path, data: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        (!data.is_empty()).then_some(data),
+    )
+    .unwrap_or_else(|e| panic!("mounting a tmpfs on {}: {e}", dir.display()));
+}
+
+/// Read the head of an HTTP message: its first line, and its header
+/// fields with their names in lower case.
+pub fn read_head(
+    r: &mut impl std::io::BufRead,
+) -> std::io::Result<(String, Vec<(String, String)>)> {
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    let mut fields = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok((first.trim_end().to_string(), fields));
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+}
+
+/// The value of header field `name` (lower case) among `fields`.
+pub fn header<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The fail points of a create, in order: a process killed at any of
+/// them leaves what the next create (or mount) finishes.
+pub const CREATE_FAILPOINTS: &[&str] = &[
+    "volume::create-before-driver",
+    "loop::create-after-image",
+    "volume::create-after-driver",
+];
+
+/// The fail points of a mount, in order, from the attach to the record.
+pub const MOUNT_FAILPOINTS: &[&str] = &[
+    "loop::attach-before-bind",
+    "loop::attach-after-bind",
+    "volume::mount-after-attach",
+    "volume::mount-after-wait",
+    "node::before-mkfs",
+    "node::after-mkfs",
+    "volume::mount-after-format",
+    "volume::mount-after-mount",
+    "volume::mount-after-record",
+];
+
+/// A path as an argument of a command line.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// A finished command.
 #[derive(Debug, Clone)]
 pub struct Out {
@@ -153,6 +236,20 @@ impl Home {
     /// Run `rexray ARGS`.
     pub fn rexray(&self, args: &[&str]) -> Out {
         self.run("rexray", args)
+    }
+
+    /// The names of every volume, sorted (`rexray volume ls`).
+    pub fn volume_names(&self) -> Vec<String> {
+        let o = self.rexray(&["volume", "ls", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap();
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
     }
 
     /// The library's workflows for this home, in-process.

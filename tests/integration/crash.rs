@@ -47,22 +47,10 @@ fn row(op: &str, fp: &str, outcome: &str) {
     println!("| {op} | `{fp}` | {outcome} |");
 }
 
-const MOUNT_POINTS: &[&str] = &[
-    "loop::attach-before-bind",
-    "loop::attach-after-bind",
-    "volume::mount-after-attach",
-    "volume::mount-after-wait",
-    "node::before-mkfs",
-    "node::after-mkfs",
-    "volume::mount-after-format",
-    "volume::mount-after-mount",
-    "volume::mount-after-record",
-];
-
 #[test]
 fn crash_matrix_mount() {
     require_root!();
-    for fp in MOUNT_POINTS {
+    for fp in MOUNT_FAILPOINTS {
         let h = Home::new();
         h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
         // First mount of a blank volume dies at the failpoint ...
@@ -135,11 +123,7 @@ fn crash_matrix_unmount() {
 #[test]
 fn crash_matrix_create_and_remove() {
     require_root!();
-    for fp in [
-        "volume::create-before-driver",
-        "loop::create-after-image",
-        "volume::create-after-driver",
-    ] {
+    for &fp in CREATE_FAILPOINTS {
         let h = Home::new();
         killed(
             &with_fp(&h, fp, &["volume", "create", "v", "--size", "1"]),
@@ -194,11 +178,6 @@ fn crash_matrix_create_and_remove() {
             "next remove (or not-found): volume gone, image swept, nothing mounted",
         );
     }
-}
-
-fn fs_bytes(p: &std::path::Path) -> u64 {
-    let st = nix::sys::statvfs::statvfs(p).unwrap();
-    st.blocks() as u64 * st.fragment_size() as u64
 }
 
 /// Files in `dir` whose names end with `suffix`.
@@ -419,10 +398,10 @@ fn a_copy_that_outlasts_the_freeze_bound_is_discarded() {
     h.config("rexray:\n  freezeTimeout: 1s\n");
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
     h.rexray(&["volume", "mount", "v"]).ok();
-    let sock = h.dir.join("plugin.sock");
+    let (host, sock) = unix_host(&h);
     let _svc = Service::start(
         &h,
-        &format!("unix://{}", sock.display()),
+        &host,
         &[("FAILPOINTS", "volume::copy-while-frozen=sleep(3000)")],
     );
     let (code, body) = post(
@@ -723,7 +702,7 @@ mod flexrex {
             "volume::attach-before-hold",
         ];
         // After kubelet's attach, mountdevice finds the device attached.
-        let mut mountdevice: Vec<&str> = MOUNT_POINTS
+        let mut mountdevice: Vec<&str> = MOUNT_FAILPOINTS
             .iter()
             .copied()
             .filter(|p| !p.starts_with("loop::attach"))
@@ -817,8 +796,8 @@ mod flexrex {
             k.mountdevice(&h, Some("flex::after-bind")),
             "flex::after-bind",
         );
-        let sock = h.dir.join("plugin.sock");
-        let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+        let (host, _) = unix_host(&h);
+        let svc = Service::start(&h, &host, &[]);
         drop(svc);
         assert_eq!(
             count_mounts_at(&h.mount_point("v")),
@@ -852,8 +831,7 @@ fn crash_matrix_copy() {
         "volume::copy-after-driver",
     ] {
         let h = Home::new();
-        let sock = h.dir.join("plugin.sock");
-        let host = format!("unix://{}", sock.display());
+        let (host, sock) = unix_host(&h);
         h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
         h.rexray(&["volume", "mount", "v"]).ok();
         std::fs::write(h.data("v").join("token"), fp).unwrap();
@@ -903,9 +881,8 @@ fn crash_matrix_copy() {
 /// real-dockerd tests, alone.
 mod docker {
     use crate::common::*;
-    use crate::docker::{random_hex, sigkill, Dockerd, HostDirs, Service};
+    use crate::docker::{plugin_socket, sigkill, Dockerd, HostDirs, Service};
     use crate::require_root;
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     /// `kill -9` of the service while a real dockerd's Mount request is in
@@ -919,9 +896,7 @@ mod docker {
             return;
         }
         let _dirs = HostDirs::snapshot();
-        let name = format!("rexraytest-{}", random_hex());
-        let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
-        let host = format!("unix://{}", sock.display());
+        let (name, host, _) = plugin_socket();
         let home = Home::new();
         let mut svc = Service::start(
             &home,

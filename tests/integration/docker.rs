@@ -5,7 +5,7 @@
 use crate::common::*;
 use crate::require_root;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,23 +49,12 @@ pub fn post(sock: &Path, path: &str, body: &str) -> (u16, Value) {
     )
     .unwrap();
     let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
+    let (line, fields) = read_head(&mut r).unwrap();
     let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut ctype = String::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-type") {
-                ctype = v.trim().to_string();
-            }
-        }
-    }
-    assert_eq!(ctype, "application/vnd.docker.plugins.v1.2+json");
+    assert_eq!(
+        header(&fields, "content-type"),
+        Some("application/vnd.docker.plugins.v1.2+json")
+    );
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
     let v: Value =
@@ -231,9 +220,13 @@ impl Drop for Service {
     }
 }
 
-pub(crate) fn unix_host(home: &Home) -> (String, PathBuf) {
-    let sock = home.dir.join("plugin.sock");
-    (format!("unix://{}", sock.display()), sock)
+/// A fresh plugin name for a private dockerd, and where that dockerd
+/// finds the plugin's socket (`/run/docker/plugins/NAME.sock`): the
+/// `docker.host` URL and the path.
+pub(crate) fn plugin_socket() -> (String, String, PathBuf) {
+    let name = format!("rexraytest-{}", random_hex());
+    let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
+    (name, format!("unix://{}", sock.display()), sock)
 }
 
 pub(crate) fn mount_record(home: &Home) -> Vec<Value> {
@@ -1121,9 +1114,7 @@ fn real_dockerd_drives_the_plugin() {
         return;
     }
     let _dirs = HostDirs::snapshot();
-    let name = format!("rexraytest-{}", random_hex());
-    let sock = PathBuf::from(format!("/run/docker/plugins/{name}.sock"));
-    let host = format!("unix://{}", sock.display());
+    let (name, host, sock) = plugin_socket();
     let home = Home::new();
     let mut svc = Service::start(&home, &host, &[]);
     let d = Dockerd::start(&name);

@@ -7,7 +7,7 @@
 use crate::common::*;
 use crate::require_root;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -614,25 +614,10 @@ fn serve(
     calls: &Mutex<Vec<Call>>,
 ) -> std::io::Result<()> {
     let mut r = BufReader::new(reader);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
+    let (line, fields) = read_head(&mut r)?;
     let path = line.split(' ').nth(1).unwrap_or("").to_string();
-    let (mut len, mut accept) = (0usize, String::new());
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':').unwrap_or((h, ""));
-        if k.eq_ignore_ascii_case("content-length") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-        if k.eq_ignore_ascii_case("accept") {
-            accept = v.trim().to_string();
-        }
-    }
+    let len: usize = header(&fields, "content-length").map_or(0, |v| v.parse().unwrap_or(0));
+    let accept = header(&fields, "accept").unwrap_or("").to_string();
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -969,20 +954,7 @@ fn killed_at_every_step_the_next_call_converges() {
         "--volumeopts=size=1,newfstype=xfs,overwritefs=true",
     ];
     let unmount = ["unmount", "--volumedriver=rexray", "--volumename=crash1"];
-    for fp in [
-        "volume::create-before-driver",
-        "loop::create-after-image",
-        "volume::create-after-driver",
-        "loop::attach-before-bind",
-        "loop::attach-after-bind",
-        "volume::mount-after-attach",
-        "volume::mount-after-wait",
-        "node::before-mkfs",
-        "node::after-mkfs",
-        "volume::mount-after-format",
-        "volume::mount-after-mount",
-        "volume::mount-after-record",
-    ] {
+    for fp in CREATE_FAILPOINTS.iter().chain(MOUNT_FAILPOINTS) {
         let h = Home::new();
         let out = run_cmd(
             h.command("dvdcli")

@@ -85,8 +85,7 @@ fn unchanged(v: &Path) {
 fn every_file_and_directory_the_tools_make_is_private() {
     require_root!();
     let h = Home::new();
-    let sock = h.dir.join("plugin.sock");
-    let host = format!("unix://{}", sock.display());
+    let (host, sock) = unix_host(&h);
     let kubelet = h.dir.join("kubelet");
     let flexrex = kubelet.join("rexray~flexrex/flexrex");
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
@@ -248,8 +247,8 @@ fn loose_modes_are_corrected_and_logged() {
     assert!(o.stderr.contains(&line), "{line}: {o:#?}");
     h.rexray(&["volume", "unmount", "v"]).ok();
     chmod(&img, 0o640);
-    let sock = h.dir.join("plugin.sock");
-    let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+    let (host, _) = unix_host(&h);
+    let svc = Service::start(&h, &host, &[]);
     assert_eq!(mode(&img), 0o600, "{}", svc.log_text());
 }
 
@@ -265,8 +264,7 @@ fn the_pid_file_is_never_written_through_a_link() {
     let run = h.dir.join("var/run");
     std::fs::create_dir_all(&run).unwrap();
     chmod(&run, 0o700);
-    let sock = h.dir.join("plugin.sock");
-    let host = format!("unix://{}", sock.display());
+    let (host, sock) = unix_host(&h);
     for how in ["symlink", "hard link"] {
         let pid = run.join("rexray.pid");
         let _ = std::fs::remove_file(&pid);
@@ -319,13 +317,10 @@ fn log_files_are_never_written_through_a_link() {
     std::fs::create_dir_all(&log).unwrap();
     std::os::unix::fs::symlink(&v, log.join("rexray.log")).unwrap();
     std::os::unix::fs::symlink(&v, log.join("flexrex.log")).unwrap();
-    let sock = h.dir.join("plugin.sock");
+    let (host, _) = unix_host(&h);
     let o = bounded(
         h.command("rexray")
-            .env(
-                "REXRAY_MODULES_DEFAULT_DOCKER_HOST",
-                format!("unix://{}", sock.display()),
-            )
+            .env("REXRAY_MODULES_DEFAULT_DOCKER_HOST", host)
             .args(["service", "start", "-d"]),
         60,
     );
@@ -536,8 +531,8 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
     assert_eq!(temporaries(&mounts).len(), 1);
     let live2 = mounts.join(".x.json.tmp.1.live");
     let held2 = live_writer(&live2);
-    let sock = h.dir.join("plugin.sock");
-    let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+    let (host, _) = unix_host(&h);
+    let svc = Service::start(&h, &host, &[]);
     assert_eq!(
         temporaries(&mounts),
         vec![live2.clone()],

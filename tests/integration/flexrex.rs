@@ -114,10 +114,6 @@ fn pod_dir(h: &Home, pv: &str) -> PathBuf {
         .join(pv)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn create(h: &Home, name: &str) {
     h.rexray(&["volume", "create", name, "--size", "1"]).ok();
 }
@@ -258,11 +254,6 @@ fn flexrex_read_only_mount_rejects_writes() {
     std::fs::write(dmp.join("yes.txt"), b"x").unwrap();
     tear_down(&h, "pv-ro1");
     assert!(h.mounts().is_empty() && h.loops().is_empty());
-}
-
-fn fs_bytes(p: &Path) -> u64 {
-    let st = nix::sys::statvfs::statvfs(p).unwrap();
-    st.blocks() as u64 * st.fragment_size() as u64
 }
 
 #[test]
@@ -629,15 +620,7 @@ fn flexrex_paths_are_found_from_records_and_the_kernel() {
 
     // A mount flexrex did not make is not flexrex's to remove.
     let foreign = h.dir.join("foreign");
-    std::fs::create_dir_all(&foreign).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &foreign,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .unwrap();
+    mount_tmpfs(&foreign, "");
     flex(&h, &["unmount", s(&foreign)]).failure(&["did not mount it"]);
     assert_eq!(count_mounts_at(&foreign), 1);
 }

@@ -8,7 +8,7 @@
 //! connections, more than either.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -257,28 +257,15 @@ fn request(s: &mut dyn Stream, path: &str, body: &str, close: bool) -> (u16, Str
     )
     .unwrap_or_else(|e| panic!("sending {path}: {e}"));
     let mut r = BufReader::new(ReadOne(s));
-    let mut line = String::new();
-    r.read_line(&mut line)
-        .unwrap_or_else(|e| panic!("reading the reply to {path}: {e}"));
+    let (line, fields) =
+        read_head(&mut r).unwrap_or_else(|e| panic!("reading the reply to {path}: {e}"));
     let status: u16 = line
         .split_whitespace()
         .nth(1)
         .unwrap_or_else(|| panic!("no reply to {path}: {line:?}"))
         .parse()
         .unwrap();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-    }
+    let len: usize = header(&fields, "content-length").map_or(0, |v| v.parse().unwrap());
     let mut b = vec![0u8; len];
     r.read_exact(&mut b).unwrap();
     (status, String::from_utf8(b).unwrap())
@@ -450,10 +437,10 @@ fn a_tcp_flood_of_stalled_connections_starves_no_one_and_times_out() {
 fn a_unix_socket_flood_of_stalled_connections_starves_no_one_and_times_out() {
     raise_own_nofile(FLOOD as u64 + 512);
     let home = Home::new();
-    let sock = home.dir.join("plugin.sock");
+    let (host, sock) = unix_host(&home);
     let set = settings();
     let env: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut svc = Svc::start(&home, &format!("unix://{}", sock.display()), &env);
+    let mut svc = Svc::start(&home, &host, &env);
     flood_then_timeouts(&svc, &Addr::Unix(sock));
     assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
 }

@@ -154,14 +154,15 @@ fn uuid_of(dev: &str) -> String {
     u
 }
 
-/// A mounted volume `v` of filesystem `fs` holding a token, and a
-/// service to send Docker's Create requests to.
-fn source(h: &Home, fs: &str) -> PathBuf {
+/// A mounted volume `v` of filesystem `fs` holding a token, and the
+/// socket of a service to send Docker's Create requests to (see
+/// [`unix_host`]).
+fn source(h: &Home, fs: &str) -> (String, PathBuf) {
     h.rexray(&["volume", "create", "v", "--size", "1", "--fsType", fs])
         .ok();
     h.rexray(&["volume", "mount", "v"]).ok();
     std::fs::write(h.data("v").join("token"), fs).unwrap();
-    h.dir.join("plugin.sock")
+    unix_host(h)
 }
 
 /// A copy of a mounted volume and a volume made from its snapshot, each
@@ -174,8 +175,8 @@ fn copies_and_restored_volumes_mount_beside_their_source() {
     require_root!();
     for fs in ["xfs", "ext4"] {
         let h = Home::new();
-        let sock = source(&h, fs);
-        let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+        let (host, sock) = source(&h, fs);
+        let svc = Service::start(&h, &host, &[]);
         h.rexray(&["snapshot", "create", "v", "s"]).ok();
         for (name, opts) in [
             ("c", r#"{"volumeName":"v"}"#),
@@ -295,8 +296,7 @@ mod crash {
                 ("r", r#"{"snapshotName":"s"}"#),
             ] {
                 let h = Home::new();
-                let sock = source(&h, fs);
-                let host = format!("unix://{}", sock.display());
+                let (host, sock) = source(&h, fs);
                 h.rexray(&["snapshot", "create", "v", "s"]).ok();
                 let mut svc = Service::start(&h, &host, &[("FAILPOINTS", &format!("{fp}=return"))]);
                 svc.post_while_dying(
@@ -353,12 +353,8 @@ mod crash {
     fn a_copy_that_keeps_its_uuid_mounts_with_nouuid() {
         require_root!();
         let h = Home::new();
-        let sock = source(&h, "xfs");
-        let svc = Service::start(
-            &h,
-            &format!("unix://{}", sock.display()),
-            &[("FAILPOINTS", "node::uuid-refused=return")],
-        );
+        let (host, sock) = source(&h, "xfs");
+        let svc = Service::start(&h, &host, &[("FAILPOINTS", "node::uuid-refused=return")]);
         let r = post(
             &sock,
             "/VolumeDriver.Create",

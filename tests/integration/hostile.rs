@@ -129,15 +129,7 @@ fn a_full_disk_still_lets_volumes_and_snapshots_be_removed() {
     require_root!();
     let h = Home::new();
     let small = h.dir.join("small");
-    std::fs::create_dir(&small).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &small,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=16m"),
-    )
-    .unwrap();
+    mount_tmpfs(&small, "size=16m");
     h.config(&format!("loop:\n  volumePath: {}/loop\n", small.display()));
     h.rexray(&["volume", "create", "v", "--size", "1"]).ok();
     h.rexray(&["snapshot", "create", "v", "s"]).ok();

@@ -10,10 +10,6 @@ use crate::require_root;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Run flexrex as kubelet does (no PATH) and parse its reply.
 fn flex(h: &Home, args: &[&str]) -> Value {
     let mut c = h.command("flexrex");
@@ -166,8 +162,8 @@ fn a_planted_data_link_is_never_handed_out_and_a_refused_mount_leaves_nothing() 
 fn docker_get_path_and_list_never_hand_out_a_planted_link() {
     require_root!();
     let h = Home::new();
-    let sock = h.dir.join("plugin.sock");
-    let _svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+    let (host, sock) = unix_host(&h);
+    let _svc = Service::start(&h, &host, &[]);
     let outside = h.dir.join("outside");
     std::fs::create_dir(&outside).unwrap();
     let r = post(
@@ -271,15 +267,7 @@ fn a_volume_filled_at_its_root_keeps_showing_its_root_everywhere() {
 /// the home, which unmounts everything under its directory).
 fn small_volume_path(h: &Home, mib: u32, extra: &str) -> PathBuf {
     let dir = h.dir.join("small");
-    std::fs::create_dir(&dir).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        Some(format!("size={mib}m,mode=0755").as_str()),
-    )
-    .unwrap();
+    mount_tmpfs(&dir, &format!("size={mib}m,mode=0755"));
     h.config(&format!(
         "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n{extra}",
         dir.display()

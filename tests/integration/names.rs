@@ -3,7 +3,7 @@
 //! request that says one thing twice fails instead of meaning either.
 
 use crate::common::*;
-use crate::docker::{err, mount_record, ok, post, unix_host, Service};
+use crate::docker::{err, mount_record, ok, post, Service};
 use crate::require_root;
 use serde_json::Value;
 
@@ -18,18 +18,6 @@ fn id_of(h: &Home, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn names(h: &Home) -> Vec<String> {
-    let ls: Value = serde_json::from_str(h.rexray(&["volume", "ls", "-f", "json"]).ok()).unwrap();
-    let mut n: Vec<String> = ls
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["name"].as_str().unwrap().to_string())
-        .collect();
-    n.sort();
-    n
 }
 
 /// Rename a volume in the loop catalog behind rexray's back, as a
@@ -66,7 +54,7 @@ fn a_docker_name_never_reaches_a_volume_by_its_id() {
         &format!(r#"{{"Name":"{x}","Opts":{{"size":"1"}}}}"#),
     ));
     assert!(e.contains(&x) && e.contains("volume vol"), "{e}");
-    assert_eq!(names(&h), vec!["vol"]);
+    assert_eq!(h.volume_names(), vec!["vol"]);
     // Requests carry names: the id is no name.
     for ep in ["Mount", "Path", "Get", "Remove", "Unmount"] {
         let e = err(post(
@@ -79,7 +67,7 @@ fn a_docker_name_never_reaches_a_volume_by_its_id() {
             assert!(e.contains("is the id of volume vol"), "{ep}: {e}");
         }
     }
-    assert_eq!(names(&h), vec!["vol"]);
+    assert_eq!(h.volume_names(), vec!["vol"]);
     assert!(h.mounts().is_empty() && h.loops().is_empty());
 
     // A pair left by a previous release: each request reaches the volume
@@ -116,7 +104,11 @@ fn a_docker_name_never_reaches_a_volume_by_its_id() {
         "/VolumeDriver.Remove",
         &format!(r#"{{"Name":"{x}"}}"#),
     ));
-    assert_eq!(names(&h), vec!["vol"], "the volume named {x} went, not vol");
+    assert_eq!(
+        h.volume_names(),
+        vec!["vol"],
+        "the volume named {x} went, not vol"
+    );
     ok(post(s, "/VolumeDriver.Remove", r#"{"Name":"vol"}"#));
     assert!(h.mounts().is_empty() && h.loops().is_empty());
 }
@@ -133,7 +125,7 @@ fn the_cli_refuses_an_argument_that_is_an_id_and_another_name() {
         o.stderr.contains(&x) && o.stderr.contains("volume vol"),
         "{o:#?}"
     );
-    assert_eq!(names(&h), vec!["vol"]);
+    assert_eq!(h.volume_names(), vec!["vol"]);
 
     h.rexray(&["volume", "create", "other", "--size", "1"]).ok();
     let other = id_of(&h, "other");
@@ -155,13 +147,13 @@ fn the_cli_refuses_an_argument_that_is_an_id_and_another_name() {
     }
     let mut both = vec!["vol".to_string(), x.clone()];
     both.sort();
-    assert_eq!(names(&h), both, "nothing was removed");
+    assert_eq!(h.volume_names(), both, "nothing was removed");
     // Saying which works.
     assert_eq!(
         h.rexray(&["volume", "rm", &format!("name:{x}")]).ok(),
         format!("{x}\n")
     );
-    assert_eq!(names(&h), vec!["vol"]);
+    assert_eq!(h.volume_names(), vec!["vol"]);
     assert_eq!(h.rexray(&["volume", "rm", &x]).ok(), "vol\n");
 }
 
@@ -277,7 +269,7 @@ fn docker_requests_with_a_repeated_key_are_refused() {
         let e = err(post(s, "/VolumeDriver.Create", body));
         assert!(e.contains(key) && e.contains("given twice"), "{body}: {e}");
     }
-    assert!(names(&h).is_empty());
+    assert!(h.volume_names().is_empty());
     ok(post(s, "/VolumeDriver.Create", r#"{"Name":"d1"}"#));
     let e = err(post(
         s,
@@ -285,7 +277,7 @@ fn docker_requests_with_a_repeated_key_are_refused() {
         r#"{"Name":"d1","Name":"d2"}"#,
     ));
     assert!(e.contains("given twice"), "{e}");
-    assert_eq!(names(&h), vec!["d1"]);
+    assert_eq!(h.volume_names(), vec!["d1"]);
 }
 
 /// dvdcli, flexrex and the CLI refuse a repeated option, naming it.
@@ -306,7 +298,7 @@ fn repeated_options_are_refused_by_every_front_end() {
         );
         assert_eq!(o.stdout, "");
     }
-    assert!(names(&h).is_empty());
+    assert!(h.volume_names().is_empty());
 
     h.rexray(&["volume", "create", "a", "--size", "1"]).ok();
     h.rexray(&["volume", "create", "b", "--size", "1"]).ok();
@@ -323,7 +315,7 @@ fn repeated_options_are_refused_by_every_front_end() {
     let o = h.rexray(&["volume", "create", "c", "--size", "1", "--size", "2"]);
     assert_ne!(o.code, 0, "{o:#?}");
     assert!(o.stderr.contains("--size"), "{o:#?}");
-    assert_eq!(names(&h), vec!["a", "b"]);
+    assert_eq!(h.volume_names(), vec!["a", "b"]);
 }
 
 /// `--overwriteFS` over a filesystem says what it destroys before it does.

@@ -3,7 +3,7 @@
 //! all complete once it is free.
 
 use crate::common::*;
-use crate::docker::{mount_record, ok, post, unix_host, Service};
+use crate::docker::{mount_record, ok, post, Service};
 use crate::require_root;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;

@@ -11,11 +11,6 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-fn unix_host(h: &Home) -> (String, PathBuf) {
-    let sock = h.dir.join("plugin.sock");
-    (format!("unix://{}", sock.display()), sock)
-}
-
 fn volume_id(h: &Home, name: &str) -> String {
     let v: serde_json::Value =
         serde_json::from_str(h.rexray(&["volume", "ls", name, "-f", "json"]).ok()).unwrap();

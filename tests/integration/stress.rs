@@ -169,8 +169,8 @@ fn thirty_two_actors_on_eight_volumes() {
     for i in 0..VOLUMES {
         h.rexray(&["volume", "create", &vol(i), "--size", "1"]).ok();
     }
-    let sock = h.dir.join("plugin.sock");
-    let svc = Service::start(&h, &format!("unix://{}", sock.display()), &[]);
+    let (host, sock) = unix_host(&h);
+    let svc = Service::start(&h, &host, &[]);
     let c = Arc::new(Ctx { h, sock });
     let start = std::time::Instant::now();
     let mut threads = Vec::new();

@@ -4,9 +4,11 @@
 //! that the next call converges.
 
 use super::*;
-use crate::model::{Attachment, InstanceId};
-use crate::node::fake::FakeNode;
+use crate::model::{Attachment, AttachmentState, InstanceId, MountOptions, MountSource, Snapshot};
+use crate::node::fake::{FakeNode, FreezeOutcome};
+use crate::node::freeze::Broken;
 use crate::node::fs::Probe;
+use crate::state::Consumer;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -22,10 +24,13 @@ struct FakeVol {
 
 /// A backend in memory: volumes appear as devices of the fake node when
 /// attached (`/dev/fake-<name>`), and keep their contents when detached.
+/// Copies and snapshots copy a volume's content and log their steps among
+/// the node's (`copy ID`, `snapshot ID`, `publish NAME`).
 pub(crate) struct FakeDriver {
     node: Arc<FakeNode>,
     content: PathBuf,
     vols: Mutex<BTreeMap<String, FakeVol>>,
+    snaps: Mutex<Vec<Snapshot>>,
 }
 
 impl FakeDriver {
@@ -89,9 +94,48 @@ impl FakeDriver {
         })
         .unwrap();
     }
+    /// Where volume (or snapshot) `id` keeps its content.
+    fn content_of(&self, id: &str) -> PathBuf {
+        self.content.join(id)
+    }
+    /// Copy the content of volume `id` to a staging directory, log
+    /// `what ID`, and check the copy with `intact`: a copy that is not
+    /// intact is discarded. Returns the staging directory and what the
+    /// copy holds.
+    fn copy_content(
+        &self,
+        what: &str,
+        id: &str,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<(tempfile::TempDir, Probe)> {
+        let signature = self.with(id, |f| {
+            let now = self.node.device(&Self::dev(&f.v.name));
+            Ok(now.map_or_else(|| f.signature.clone(), |d| d.signature))
+        })?;
+        std::fs::create_dir_all(&self.content).unwrap();
+        let staged = tempfile::tempdir_in(&self.content).unwrap();
+        copy_tree(&self.content_of(id), staged.path());
+        self.node.note(format!("{what} {id}"));
+        intact()?;
+        Ok((staged, signature))
+    }
 }
 
-impl StorageDriver for FakeDriver {
+/// Copy the files and directories below `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The workflows own the driver; the test keeps a handle on it too.
+impl StorageDriver for Arc<FakeDriver> {
     fn name(&self) -> &str {
         "fake"
     }
@@ -141,7 +185,7 @@ impl StorageDriver for FakeDriver {
             _ => Ok(f.v.name.clone()),
         })?;
         self.attach_to(id, ME);
-        Ok(MountSource::Device(Self::dev(&name)))
+        Ok(MountSource::Device(FakeDriver::dev(&name)))
     }
     fn detach(&self, id: &str, force: bool) -> Result<()> {
         self.with(id, |f| {
@@ -150,7 +194,7 @@ impl StorageDriver for FakeDriver {
                 Some(who) if who != ME && !force => return Ok(()),
                 _ => {}
             }
-            let dev = Self::dev(&f.v.name);
+            let dev = FakeDriver::dev(&f.v.name);
             if let Some(d) = self.node.device(&dev) {
                 f.signature = d.signature;
             }
@@ -165,6 +209,64 @@ impl StorageDriver for FakeDriver {
             Ok(size_gib << 30)
         })
     }
+    fn copy(
+        &self,
+        id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        intact: &dyn Fn() -> Result<()>,
+        _prepare: storage::Prepare<'_>,
+    ) -> Result<Volume> {
+        let (staged, signature) = self.copy_content("copy", id, intact)?;
+        let mut all = self.vols.lock().unwrap();
+        if all.values().any(|f| f.v.name == new_name) {
+            return Err(Error::exists(format!("fake: volume {new_name} exists")));
+        }
+        let v = Volume {
+            id: format!("id-{new_name}"),
+            name: new_name.into(),
+            size: spec.size,
+            fields: spec.fields.clone(),
+            ..Default::default()
+        };
+        std::fs::rename(staged.keep(), self.content_of(&v.id)).unwrap();
+        let f = FakeVol {
+            v: v.clone(),
+            attached_to: None,
+            signature,
+        };
+        all.insert(v.id.clone(), f);
+        self.node.note(format!("publish {new_name}"));
+        Ok(v)
+    }
+    fn snapshot(
+        &self,
+        id: &str,
+        snap_name: &str,
+        intact: &dyn Fn() -> Result<()>,
+    ) -> Result<Snapshot> {
+        let (staged, _) = self.copy_content("snapshot", id, intact)?;
+        let size = self.with(id, |f| Ok(f.v.size))?;
+        let mut all = self.snaps.lock().unwrap();
+        if all.iter().any(|s| s.name == snap_name) {
+            return Err(Error::exists(format!("fake: snapshot {snap_name} exists")));
+        }
+        let s = Snapshot {
+            name: snap_name.into(),
+            id: format!("snap-{snap_name}"),
+            status: "completed".into(),
+            volume_id: id.into(),
+            volume_size: size,
+            ..Default::default()
+        };
+        std::fs::rename(staged.keep(), self.content_of(&s.id)).unwrap();
+        all.push(s.clone());
+        self.node.note(format!("publish {snap_name}"));
+        Ok(s)
+    }
+    fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.snaps.lock().unwrap().clone())
+    }
 }
 
 /// A fake node and backend, and the workflows over them.
@@ -175,60 +277,36 @@ pub(crate) struct World {
     pub(crate) vols: Volumes,
 }
 
-/// The driver as the workflows own it, sharing the test's handle.
-struct Shared(Arc<FakeDriver>);
+/// The configuration of a home at `home`, with `extra` environment
+/// variables.
+pub(crate) fn config_at(home: &Path, extra: &[(&str, &str)]) -> Config {
+    let mut env = vec![("REXRAY_HOME".to_string(), home.display().to_string())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::load(crate::config::LoadOptions {
+        env: Some(env.into_iter().collect()),
+        ..Default::default()
+    })
+    .unwrap()
+}
 
-impl StorageDriver for Shared {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn list(&self) -> Result<Vec<Volume>> {
-        self.0.list()
-    }
-    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
-        self.0.inspect(id)
-    }
-    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
-        self.0.create(name, spec)
-    }
-    fn remove(&self, id: &str) -> Result<()> {
-        self.0.remove(id)
-    }
-    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
-        self.0.attach(id, force)
-    }
-    fn detach(&self, id: &str, force: bool) -> Result<()> {
-        self.0.detach(id, force)
-    }
-    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
-        self.0.resize(id, size_gib)
-    }
+/// The workflows of a home at `home` as `Volumes::open` makes them: the
+/// configured driver (the loop driver) and the real node.
+pub(crate) fn open_at(home: &Path) -> Volumes {
+    Volumes::open(config_at(home, &[])).unwrap()
 }
 
 fn world_with(extra: &[(&str, &str)]) -> World {
     let tmp = tempfile::tempdir().unwrap();
-    let mut env: std::collections::HashMap<String, String> = [(
-        "REXRAY_HOME".to_string(),
-        tmp.path().join("home").display().to_string(),
-    )]
-    .into_iter()
-    .collect();
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let cfg = crate::config::Config::load(crate::config::LoadOptions {
-        env: Some(env.into_iter().collect()),
-        ..Default::default()
-    })
-    .unwrap();
+    let cfg = config_at(&tmp.path().join("home"), extra);
     let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
     let node = Arc::new(FakeNode::default());
     let driver = Arc::new(FakeDriver {
         node: node.clone(),
         content: tmp.path().join("content"),
         vols: Mutex::default(),
+        snaps: Mutex::default(),
     });
-    let vols = Volumes::with(cfg, state, Box::new(Shared(driver.clone())), node.clone());
+    let vols = Volumes::with(cfg, state, Box::new(driver.clone()), node.clone());
     World {
         _tmp: tmp,
         node,
@@ -248,12 +326,7 @@ impl World {
         let cfg = self.vols.config().clone();
         let state =
             StateDir::open(self.vols.state().root(), cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
-        Volumes::with(
-            cfg,
-            state,
-            Box::new(Shared(self.driver.clone())),
-            self.node.clone(),
-        )
+        Volumes::with(cfg, state, Box::new(self.driver.clone()), self.node.clone())
     }
     pub(crate) fn create(&self, name: &str) -> Volume {
         match self.vols.create(name, &CreateOptions::default()).unwrap() {
@@ -742,4 +815,211 @@ fn resize_grows_a_mounted_filesystem_and_paths_read_the_node() {
             .unwrap(),
         ["vol".to_string()].into()
     );
+}
+
+impl World {
+    /// Volume `name`, mounted for consumer `a` and holding `data/file`.
+    fn mounted_with_a_file(&self, name: &str) -> Volume {
+        let v = self.create(name);
+        self.mount(name, "a").unwrap();
+        std::fs::write(self.driver.content_of(&v.id).join("data/file"), "x").unwrap();
+        self.node.take_calls();
+        v
+    }
+    fn copy(&self, from: &str, to: &str) -> Result<Created> {
+        let from = CopySource::VolumeName(from.into());
+        self.vols.create_from(to, &CreateOptions::default(), &from)
+    }
+    fn snapshot(&self, of: &str, name: &str) -> Result<Snapshot> {
+        self.vols.snapshot(VolumeRef::Name(of), name)
+    }
+    /// Copy `of` to volume `copy` (`what` "copy"), or take its snapshot
+    /// `s1`.
+    fn copy_or_snapshot(&self, what: &str, of: &str) -> Result<()> {
+        match what {
+            "copy" => self.copy(of, "copy").map(drop),
+            _ => self.snapshot(of, "s1").map(drop),
+        }
+    }
+    /// Whether volume or snapshot `id` holds `data/file`.
+    fn holds_the_file(&self, id: &str) -> bool {
+        self.driver.content_of(id).join("data/file").is_file()
+    }
+    /// Nothing but volume `only` and no snapshot: no copy was published.
+    fn nothing_published(&self, only: &str) {
+        let names: Vec<String> = self
+            .vols
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, [only]);
+        assert_eq!(self.vols.snapshots().unwrap(), []);
+        let kept: Vec<_> = std::fs::read_dir(&self.driver.content).unwrap().collect();
+        assert_eq!(kept.len(), 1, "only the source's content: {kept:?}");
+    }
+}
+
+#[test]
+fn a_copy_and_a_snapshot_of_an_unmounted_volume_freeze_nothing() {
+    let w = world();
+    let v = w.mounted_with_a_file("vol");
+    assert_eq!(w.unmount("vol", "a").unwrap(), Unmounted::Released);
+    w.node.take_calls();
+    let Created::New(c) = w.copy("vol", "copy").unwrap() else {
+        panic!("not a new volume")
+    };
+    assert_eq!(c.name, "copy");
+    let s = w.snapshot("vol", "s1").unwrap();
+    assert_eq!(
+        w.node.take_calls(),
+        [
+            "copy id-vol",
+            "publish copy",
+            "snapshot id-vol",
+            "publish s1"
+        ]
+    );
+    assert!(w.holds_the_file(&c.id) && w.holds_the_file(&s.id));
+    // The copy is a volume of its own, and mounts.
+    w.mount("copy", "b").unwrap();
+    assert_eq!(w.calls_like("mkfs"), Vec::<String>::new());
+
+    // Attached but mounted nowhere: nothing to freeze either.
+    w.driver.attach_to(&v.id, ME);
+    w.snapshot("vol", "s2").unwrap();
+    assert_eq!(w.calls_like("freeze"), Vec::<String>::new());
+}
+
+#[test]
+fn a_copy_and_a_snapshot_of_a_mounted_volume_are_made_frozen() {
+    let w = world();
+    let v = w.mounted_with_a_file("vol");
+    let mp = w.mp("vol").display().to_string();
+    let Created::New(c) = w.copy("vol", "copy").unwrap() else {
+        panic!("not a new volume")
+    };
+    let s = w.snapshot("vol", "s1").unwrap();
+    // Frozen while the data is copied; checked and thawed before the copy
+    // is published.
+    let frozen = |what: &str, name: &str| {
+        [
+            format!("freeze {mp}"),
+            format!("{what} {}", v.id),
+            format!("thaw {mp}"),
+            format!("publish {name}"),
+        ]
+    };
+    let mut want = frozen("copy", "copy").to_vec();
+    want.extend(frozen("snapshot", "s1"));
+    assert_eq!(w.node.take_calls(), want);
+    assert!(!w.node.is_frozen(&w.mp("vol")));
+    assert!(w.holds_the_file(&c.id) && w.holds_the_file(&s.id));
+    assert_eq!(s.volume_id, v.id);
+    // The source stays mounted for its consumer.
+    assert_eq!(w.mounts_at("vol"), 1);
+    assert_eq!(w.consumers("vol"), docker(&["a"]));
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+}
+
+#[test]
+fn a_failed_freeze_copies_nothing() {
+    let w = world();
+    w.mounted_with_a_file("vol");
+    let refused = Error::in_use("the filesystem is already frozen");
+    w.node
+        .set_freeze_outcome(FreezeOutcome::Fails(refused.clone()));
+    for what in ["copy", "snapshot"] {
+        let e = w.copy_or_snapshot(what, "vol").unwrap_err();
+        assert_eq!(e.kind(), Kind::InUse, "{e}");
+        assert_eq!(
+            e.message(),
+            format!("cannot {what} volume vol: {}", refused.message())
+        );
+    }
+    // The driver was never asked to copy.
+    let freeze = format!("freeze {}", w.mp("vol").display());
+    assert_eq!(w.node.take_calls(), [freeze.clone(), freeze]);
+    w.nothing_published("vol");
+    assert!(!w.node.is_frozen(&w.mp("vol")));
+}
+
+#[test]
+fn a_copy_whose_freeze_broke_is_discarded() {
+    for (broken, says) in [
+        (Broken::TimedOut, "raise rexray.freezeTimeout"),
+        (Broken::ThawedElsewhere, "thawed by something else"),
+        (Broken::GuardLost, "lost its freeze guard"),
+    ] {
+        let w = world_with(&[("REXRAY_FREEZETIMEOUT", "7s")]);
+        let v = w.mounted_with_a_file("vol");
+        let mp = w.mp("vol");
+        w.node.set_freeze_outcome(FreezeOutcome::Breaks(broken));
+        for what in ["copy", "snapshot"] {
+            let e = w.copy_or_snapshot(what, "vol").unwrap_err();
+            let m = e.message();
+            assert!(
+                m.starts_with(&format!(
+                    "cannot {what} volume vol: the filesystem at {}",
+                    mp.display()
+                )) && m.contains(says)
+                    && m.ends_with(&format!("; the {what} was discarded")),
+                "{broken:?}: {e}"
+            );
+            if broken == Broken::TimedOut {
+                assert!(m.contains("(7s)"), "{e}");
+            }
+            // Copied, found torn, never published; a freeze the dead guard
+            // left is thawed.
+            let mut want = vec![
+                format!("freeze {}", mp.display()),
+                format!("{what} {}", v.id),
+            ];
+            if broken == Broken::GuardLost {
+                want.push(format!("thaw {}", mp.display()));
+            }
+            assert_eq!(w.node.take_calls(), want, "{broken:?}");
+        }
+        w.nothing_published("vol");
+        assert!(!w.node.is_frozen(&mp), "{broken:?}");
+        // Once the freeze holds again, the copy is made.
+        w.node.set_freeze_outcome(FreezeOutcome::Holds);
+        w.copy("vol", "copy").unwrap();
+        assert!(w.vols.lookup(VolumeRef::Name("copy")).unwrap().is_some());
+    }
+}
+
+#[test]
+fn a_copy_of_a_volume_another_instance_holds_is_refused() {
+    let w = world();
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, OTHER);
+    let e = w.copy("vol", "copy").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert!(
+        e.message().contains("attached to another instance (other)"),
+        "{e}"
+    );
+    let e = w.snapshot("vol", "s1").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    w.nothing_published("vol");
+}
+
+#[test]
+fn a_freeze_left_by_a_crashed_copy_is_thawed_by_reconcile() {
+    let w = world();
+    w.mounted_with_a_file("vol");
+    let mp = w.mp("vol");
+    // The copying process died: its freeze was never thawed.
+    std::mem::forget(
+        w.node
+            .freeze(&mp, std::time::Duration::from_secs(1))
+            .unwrap(),
+    );
+    assert!(w.node.is_frozen(&mp));
+    assert_eq!(w.vols.reconcile().unwrap(), Vec::<String>::new());
+    assert!(!w.node.is_frozen(&mp));
+    // The mount in use stays.
+    assert_eq!(w.mounts_at("vol"), 1);
 }

@@ -1,0 +1,158 @@
+//! Attach without mounting, holds (kubelet's attach before its mount),
+//! detach, and the refusals while a volume is used or held.
+
+use super::{Unmounted, VolumeRef, Volumes};
+use crate::config::keys;
+use crate::model::{AttachmentState, MountSource, Volume};
+use crate::state::MountRecord;
+use crate::{Error, Result};
+
+impl Volumes {
+    /// Attach a volume to this instance without mounting it.
+    pub fn attach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
+        self.attach_held(r, force, None)
+    }
+
+    /// Attach a volume for `holder`, who will mount it later (kubelet's
+    /// attach before its mountdevice): the device stays attached, even
+    /// when every consumer of its mount leaves, until the holder lets go
+    /// with [`release_hold`](Self::release_hold).
+    pub fn hold(&self, r: VolumeRef<'_>, holder: &str, force: bool) -> Result<Volume> {
+        crate::input::consumer(holder)?;
+        self.attach_held(r, force, Some(holder))
+    }
+
+    fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
+        let (v, _lock) = self.find_and_lock(r, "attaching")?;
+        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let was_attached = current.state() == AttachmentState::Attached;
+        let src = self.driver.attach(&v.id, force)?;
+        if let MountSource::Device(dev) = &src {
+            if let Err(e) = self
+                .node
+                .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            {
+                // Leave the volume as we found it.
+                if !was_attached {
+                    if let Err(d) = self.driver.detach(&v.id, false) {
+                        tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed attach");
+                    }
+                }
+                return Err(e.context(format!("attaching volume {}", v.name)));
+            }
+        }
+        fail::fail_point!("volume::attach-before-hold", |_| crate::crash_here());
+        if let Some(h) = holder {
+            let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+            if rec.holds.insert(h.to_string()) {
+                if rec.volume_id.is_empty() {
+                    rec.volume_id = v.id.clone();
+                    rec.name = v.name.clone();
+                }
+                self.state.save_mount(&v.id, &rec)?;
+            }
+        }
+        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+    }
+
+    /// The holders `which` selects let go of a volume they attached with
+    /// [`hold`](Self::hold); consumers for which `gone` is true (their mount vanished, e.g. in a
+    /// reboot) are released with it, under the same lock. When nothing
+    /// else uses or holds the volume it is unmounted and detached; a
+    /// volume still used elsewhere stays as it is.
+    pub fn release_hold(
+        &self,
+        r: VolumeRef<'_>,
+        which: &dyn Fn(&str) -> bool,
+        gone: &dyn Fn(&str) -> bool,
+    ) -> Result<Unmounted> {
+        let (v, _lock) = self.find_and_lock(r, "detaching")?;
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        rec.holds.retain(|h| !which(h));
+        rec.consumers.retain(|who| {
+            let stale = gone(who);
+            if stale {
+                tracing::info!(volume = %v.name, consumer = %who, "releasing a consumer whose mount is gone");
+            }
+            !stale
+        });
+        self.settle(&v, rec)
+    }
+
+    /// Detach a volume that is not mounted. A volume a holder keeps
+    /// attached (see [`hold`](Self::hold)) is detached only with `force`,
+    /// which also drops the holders.
+    pub fn detach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
+        let (v, _lock) = self.find_and_lock(r, "detaching")?;
+        self.refuse_if_used(&v, "detach")?;
+        if let Some(mut rec) = self.state.load_mount(&v.id)? {
+            if !force {
+                self.refuse_if_held(&v, &rec, "detach", "; `--force` detaches it anyway")?;
+            } else if !rec.holds.is_empty() {
+                tracing::warn!(volume = %v.name, holders = ?rec.holds, "forced detach: dropping the holders");
+                rec.holds.clear();
+                self.state.save_mount(&v.id, &rec)?;
+            }
+        }
+        self.driver.detach(&v.id, force)?;
+        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+    }
+
+    /// Refuse `what` while a holder keeps the volume attached.
+    pub(super) fn refuse_if_held(
+        &self,
+        v: &Volume,
+        rec: &MountRecord,
+        what: &str,
+        or: &str,
+    ) -> Result<()> {
+        if rec.holds.is_empty() {
+            return Ok(());
+        }
+        let who: Vec<String> = rec
+            .holds
+            .iter()
+            .map(|h| match crate::state::pv_of_holder(h) {
+                Some("") => {
+                    "kubelet (attached through flexrex; its detach releases it)".to_string()
+                }
+                Some(pv) => {
+                    format!("kubelet for {pv} (attached through flexrex; its detach releases it)")
+                }
+                None => format!("{h} (its detach releases it)"),
+            })
+            .collect();
+        Err(Error::in_use(format!(
+            "cannot {what} volume {}: it is held attached by {}{or}",
+            v.name,
+            who.join(", ")
+        )))
+    }
+
+    /// Refuse `what` while the volume has consumers or is mounted here.
+    fn refuse_if_used(&self, v: &Volume, what: &str) -> Result<()> {
+        self.refuse_if_consumed(v, what)?;
+        let mp = self.mount_point(&v.name);
+        if !self.node.mounts_at(&mp)?.is_empty() {
+            return Err(Error::in_use(format!(
+                "cannot {what} volume {}: it is mounted at {}; unmount it first",
+                v.name,
+                mp.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuse `what` while any consumer holds the volume.
+    pub(super) fn refuse_if_consumed(&self, v: &Volume, what: &str) -> Result<()> {
+        match self.state.load_mount(&v.id)? {
+            Some(rec) if !rec.consumers.is_empty() => Err(Error::in_use(format!(
+                "cannot {what} volume {}: it is in use by {} consumer(s) ({}); unmount it first",
+                v.name,
+                rec.consumers.len(),
+                rec.consumers.iter().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

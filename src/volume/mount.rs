@@ -1,0 +1,395 @@
+//! Mount and unmount: attach, format only a blank device, mount, hand
+//! out the path, record the consumer; and the reverse, record first.
+
+use super::{Unmounted, VolumeRef, Volumes};
+use crate::config::keys;
+use crate::model::{AttachmentState, FsType, MountOptions, MountSource, Volume};
+use crate::node;
+use crate::state::{Consumer, MountRecord};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+impl Volumes {
+    /// Mount a volume for `consumer` and return it with the application
+    /// path (`<mount.path>/<name>/<rootPath>`).
+    ///
+    /// attach (force only with preempt) → wait for the device → format only
+    /// if blank → mount → ensure rootPath → record the consumer. A consumer
+    /// is recorded only after the mount exists, so a crash never leaves a
+    /// consumer without a mount.
+    pub fn mount(
+        &self,
+        r: VolumeRef<'_>,
+        consumer: Consumer<'_>,
+        opts: &MountOptions,
+    ) -> Result<(Volume, PathBuf)> {
+        self.mount_and(r, consumer, opts, &|_, _, _| Ok(()))
+    }
+
+    /// [`mount`](Self::mount), then `then(volume, mount point, path handed
+    /// out)` under the
+    /// volume's lock before the consumer is recorded: a front-end that
+    /// makes a mount of its own from ours (flexrex binds it onto kubelet's
+    /// path) does so atomically with the record, so no other caller ever
+    /// sees the consumer without that mount. When `then` fails, the
+    /// consumer is not recorded and a mount nobody uses is undone.
+    pub fn mount_and(
+        &self,
+        r: VolumeRef<'_>,
+        consumer: Consumer<'_>,
+        opts: &MountOptions,
+        then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
+    ) -> Result<(Volume, PathBuf)> {
+        let consumer = consumer.key()?;
+        let (v, _lock) = self.find_and_lock(r, "mounting")?;
+        // What we looked up may have changed while we waited for the lock.
+        let v = self
+            .driver
+            .inspect(&v.id)?
+            .ok_or_else(|| Error::not_found(format!("volume {} was removed", v.name)))?;
+        let mp = self.mount_point(&v.name);
+        let was_attached = v.state() == AttachmentState::Attached;
+        let source = self.attach_for_mount(&v, &mp, opts)?;
+        let (device, fs_type) = self
+            .mount_attached(&v, &mp, &source, opts)
+            .map_err(|e| self.undo_attach(&v, &mp, was_attached, e))?;
+        fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        let path = self
+            .hand_out(&v, &mp, then)
+            .map_err(|e| self.undo_mount(&v, &rec, was_attached, e))?;
+        if rec.consumers.insert(consumer) || rec.volume_id.is_empty() {
+            rec.volume_id = v.id.clone();
+            rec.name = v.name.clone();
+            rec.device = device.to_string_lossy().into_owned();
+            rec.mountpoint = mp.to_string_lossy().into_owned();
+            rec.fs_type = fs_type;
+            self.state.save_mount(&v.id, &rec)?;
+        }
+        fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
+        let v = self.driver.inspect(&v.id)?.unwrap_or(v);
+        Ok((v, path))
+    }
+
+    /// Attach `v` to this instance for a mount at `mp`. With preempt
+    /// (`forceAttach`, or `mount.preempt`) a volume another instance holds
+    /// is taken, after that instance's mounts of it on this host are
+    /// unmounted.
+    fn attach_for_mount(&self, v: &Volume, mp: &Path, opts: &MountOptions) -> Result<MountSource> {
+        let preempt = opts.force_attach || self.cfg.boolean(keys::MOUNT_PREEMPT);
+        if preempt && v.state() == AttachmentState::Unavailable {
+            self.evict_other_mounts(v, mp)
+                .map_err(|e| e.context(mounting(v, "preempt")))?;
+        }
+        self.driver
+            .attach(&v.id, preempt)
+            .map_err(|e| e.context(mounting(v, "attach")))
+    }
+
+    /// Mount what the driver attached at `mp`, unless it is mounted there
+    /// already: a device's filesystem (see
+    /// [`mount_device`](Self::mount_device)), or a directory, bound.
+    /// Returns the device (or directory) and the filesystem type.
+    fn mount_attached(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        source: &MountSource,
+        opts: &MountOptions,
+    ) -> Result<(PathBuf, String)> {
+        fail::fail_point!("volume::mount-after-attach", |_| crate::crash_here());
+        match source {
+            MountSource::Device(dev) => {
+                let fs_type = self.mount_device(v, mp, dev, opts)?;
+                Ok((dev.clone(), fs_type))
+            }
+            MountSource::Directory(dir) => {
+                if self.node.mounts_at(mp)?.is_empty() {
+                    self.node.ensure_dir(mp)?;
+                    self.node
+                        .bind(dir, mp, false)
+                        .map_err(|e| e.context(mounting(v, "bind")))?;
+                }
+                Ok((dir.clone(), "none".to_string()))
+            }
+        }
+    }
+
+    /// Wait for device `dev` of `v`, then mount its filesystem at `mp`
+    /// unless it is mounted there already: a stale mount of another device
+    /// is unmounted first, and the device is formatted only if blank (see
+    /// [`filesystem`](Self::filesystem)). Returns the filesystem type.
+    fn mount_device(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        dev: &Path,
+        opts: &MountOptions,
+    ) -> Result<String> {
+        let numbers = self
+            .node
+            .wait_for_device(dev, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            .map_err(|e| e.context(mounting(v, "wait for device")))?;
+        fail::fail_point!("volume::mount-after-wait", |_| crate::crash_here());
+        let here = self.node.mounts_at(mp)?;
+        if let Some(m) = here.iter().find(|m| m.dev == numbers) {
+            return Ok(m.fs_type.clone());
+        }
+        if !here.is_empty() {
+            // A stale mount of another device (a volume of this
+            // name that was replaced): precautionary unmount.
+            tracing::warn!(mount_point = %mp.display(), "unmounting a stale mount");
+            self.node
+                .unmount_all(mp)
+                .map_err(|e| e.context(mounting(v, "clear stale mount")))?;
+        }
+        let fs = self.filesystem(v, dev, opts)?;
+        fail::fail_point!("volume::mount-after-format", |_| crate::crash_here());
+        self.node.ensure_dir(mp)?;
+        self.node
+            .mount_device(dev, mp, &fs, false)
+            .map_err(|e| e.context(mounting(v, "mount")))?;
+        Ok(fs)
+    }
+
+    /// The filesystem on `v`'s device `dev`, made first only if the device
+    /// is blank or `overwriteFS` is asked (see [`node::ensure_filesystem`]),
+    /// of the type the request names, else the volume's `fsType`, else
+    /// `create.default.fsType`.
+    fn filesystem(&self, v: &Volume, dev: &Path, opts: &MountOptions) -> Result<String> {
+        let want = match opts.fs_type {
+            Some(f) => f,
+            None => v
+                .fields
+                .get("fsType")
+                .map(String::as_str)
+                .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
+                .parse::<FsType>()?,
+        };
+        node::ensure_filesystem(
+            self.node.as_ref(),
+            &v.name,
+            dev,
+            want,
+            opts.overwrite_fs,
+            self.driver.known_blank(&v.id),
+            node::FormatTimeouts {
+                probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
+                mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
+            },
+        )
+        .map_err(|e| e.context(mounting(v, "format")))
+    }
+
+    /// After a failed step before anything was handed out, leave the
+    /// volume as it was found: a device this call attached is detached
+    /// again if nothing got mounted. Returns `e`, saying when a full
+    /// backing store may be its cause.
+    fn undo_attach(&self, v: &Volume, mp: &Path, was_attached: bool, e: Error) -> Error {
+        if !was_attached
+            && self
+                .node
+                .mounts_at(mp)
+                .map(|m| m.is_empty())
+                .unwrap_or(false)
+        {
+            if let Err(d) = self.driver.detach(&v.id, false) {
+                tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
+            }
+        }
+        // A full backing store fails writes to the device (mkfs,
+        // journal recovery): say so when it may be the cause.
+        match self.driver.space_note(&v.id) {
+            Some(n) => e.map_message(|m| format!("{m}; {n}")),
+            None => e,
+        }
+    }
+
+    /// The path handed out for `v` mounted at `mp`, checked now (see
+    /// [`content_path`](Self::content_path)), once the front-end's `then`
+    /// has made its own mount of it.
+    fn hand_out(
+        &self,
+        v: &Volume,
+        mp: &Path,
+        then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let path = self
+            .content_path(&v.name, mp, true)
+            .map_err(|e| e.context(mounting(v, "check the path handed out")))?;
+        if path == mp && self.app_path(mp) != mp {
+            tracing::warn!(volume = %v.name, mount_point = %mp.display(), "the volume holds files at its root (root layout, filled by pods of an earlier release): handing out its root to every front-end; move them into the rootPath directory to switch it to the usual layout");
+        }
+        then(v, mp, &path)?;
+        Ok(path)
+    }
+
+    /// After a failed handout, leave the volume as it was found: a mount
+    /// (and a device) no consumer in `rec` uses is undone. Returns `e`,
+    /// saying how to remove what is in the way of the path handed out.
+    fn undo_mount(&self, v: &Volume, rec: &MountRecord, was_attached: bool, e: Error) -> Error {
+        if !rec.consumers.is_empty() {
+            return e;
+        }
+        let keep_attached = was_attached || !rec.holds.is_empty();
+        match self.release(v, keep_attached) {
+            Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
+                e.map_message(|m| format!(
+                    "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
+                    v.name,
+                    self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
+                    v.name
+                ))
+            }
+            Ok(()) => e,
+            Err(u) => {
+                tracing::warn!(volume = %v.name, error = %u, "could not undo the mount after a failed step");
+                e
+            }
+        }
+    }
+
+    /// Preemption of a volume another instance on this host has mounted:
+    /// unmount its mounts of the device first, as a forced detach would cut
+    /// off another host. A busy mount stops the preemption.
+    fn evict_other_mounts(&self, v: &Volume, ours: &Path) -> Result<()> {
+        for m in self.device_mounts(v)? {
+            if m.mount_point != ours {
+                tracing::warn!(volume = %v.name, mount_point = %m.mount_point.display(), "preempt: unmounting another instance's mount");
+                self.node.unmount_all(&m.mount_point)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Release `consumer`'s use of a volume. When no consumer is left (or
+    /// `unmount.ignoreUsedCount` is set) the volume is unmounted and
+    /// detached — unless a holder keeps it attached (see
+    /// [`hold`](Self::hold)). Unmounting a volume that is not mounted
+    /// succeeds.
+    pub fn unmount(&self, r: VolumeRef<'_>, consumer: Consumer<'_>) -> Result<Unmounted> {
+        let key = consumer.key()?;
+        let (v, _lock) = self.find_and_lock(r, "unmounting")?;
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if self.cfg.boolean(keys::UNMOUNT_IGNORE_USED_COUNT) {
+            rec.consumers.clear();
+        } else {
+            rec.consumers.retain(|e| !consumer.matches(&key, e));
+        }
+        self.settle(&v, rec)
+    }
+
+    /// Unmount a volume's mount that no consumer uses any more (left by a
+    /// process killed between dropping its consumer and unmounting), and
+    /// detach it unless held; a mount in use is left alone.
+    pub fn release_unused(&self, r: VolumeRef<'_>) -> Result<()> {
+        let v = self.find(r)?;
+        let _lock = self.state.lock_volume(&v.id)?;
+        let rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        let mp = self.mount_point(&v.name);
+        if rec.consumers.is_empty() && !self.node.mounts_at(&mp)?.is_empty() {
+            self.node
+                .require_privileges(&format!("unmounting volume {}", v.name))?;
+            tracing::warn!(volume = %v.name, "unmounting a mount no consumer uses (left by a crash)");
+            self.settle(&v, rec)?;
+        }
+        Ok(())
+    }
+
+    /// Store a record whose consumer set just shrank and act on it: with
+    /// consumers left, nothing else changes; with none, the volume is
+    /// unmounted, and detached unless a holder keeps it attached.
+    ///
+    /// The consumers are dropped from the record before the real unmount:
+    /// a crash after this leaves a mount without consumers, which the next
+    /// unmount, remove or service start cleans up — never a consumer
+    /// without a mount.
+    pub(super) fn settle(&self, v: &Volume, rec: MountRecord) -> Result<Unmounted> {
+        self.state.save_mount(&v.id, &rec)?;
+        if !rec.consumers.is_empty() {
+            return Ok(Unmounted::StillUsed(rec.consumers.len()));
+        }
+        fail::fail_point!("volume::unmount-after-record", |_| crate::crash_here());
+        self.release(v, !rec.holds.is_empty())?;
+        Ok(Unmounted::Released)
+    }
+
+    /// Unmount our mount point and, unless `keep_attached`, detach the
+    /// volume from this instance.
+    pub(super) fn release(&self, v: &Volume, keep_attached: bool) -> Result<()> {
+        let mp = self.mount_point(&v.name);
+        let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
+        self.node
+            .unmount_all(&mp)
+            .map_err(|e| e.context(step("unmount")))?;
+        fail::fail_point!("volume::unmount-after-unmount", |_| crate::crash_here());
+        if keep_attached {
+            return Ok(());
+        }
+        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        if current.state() == AttachmentState::Attached {
+            if let Some(m) = self.device_mounts(&current)?.first() {
+                return Err(Error::in_use(format!(
+                    "volume {} is still mounted at {} by something other than rexray; unmount it there, then unmount again",
+                    v.name,
+                    m.mount_point.display()
+                )));
+            }
+            self.driver
+                .detach(&v.id, false)
+                .map_err(|e| e.context(step("detach")))?;
+            fail::fail_point!("volume::unmount-after-detach", |_| crate::crash_here());
+        }
+        Ok(())
+    }
+
+    /// The application path of a volume mounted on this host, if it is.
+    pub fn path(&self, r: VolumeRef<'_>) -> Result<Option<PathBuf>> {
+        let v = self.find(r)?;
+        let mp = self.mount_point(&v.name);
+        if self.node.mounts_at(&mp)?.is_empty() {
+            Ok(None)
+        } else {
+            self.content_path(&v.name, &mp, false).map(Some)
+        }
+    }
+
+    /// Every volume with its application path ("" when not mounted here).
+    pub fn list_with_paths(&self) -> Result<Vec<(Volume, String)>> {
+        let mounts = self.node.mounts()?;
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|v| {
+                let mp = self.mount_point(&v.name);
+                let p = if mounts.iter().any(|m| m.mount_point == mp) {
+                    match self.content_path(&v.name, &mp, false) {
+                        Ok(p) => p.to_string_lossy().into_owned(),
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            String::new()
+                        }
+                    }
+                } else {
+                    String::new()
+                };
+                (v, p)
+            })
+            .collect())
+    }
+
+    /// The consumers of a volume's mount (its used count is their number).
+    pub fn consumers(&self, r: VolumeRef<'_>) -> Result<Vec<String>> {
+        let v = self.find(r)?;
+        Ok(self
+            .state
+            .load_mount(&v.id)?
+            .map(|r| r.consumers.into_iter().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// The context of an error in mount step `what` of volume `v`.
+fn mounting(v: &Volume, what: &str) -> String {
+    format!("mounting volume {} ({what})", v.name)
+}
