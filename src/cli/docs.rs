@@ -113,3 +113,68 @@ fn roff(text: &str) -> String {
         _ => t,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn roff_escapes_what_roff_would_interpret() {
+        assert_eq!(roff("a-b"), "a\\-b");
+        assert_eq!(roff("c:\\x"), "c:\\ex");
+        assert_eq!(roff(".TH"), "\\&.TH");
+        assert_eq!(roff("'q"), "\\&'q");
+        assert_eq!(roff("plain"), "plain");
+    }
+
+    #[test]
+    fn completions_exist_for_rexray_and_dvdcli_only() {
+        let s = completion(clap_complete::Shell::Bash, "rexray").unwrap();
+        assert!(s.contains("_rexray()"), "{s}");
+        assert!(s.contains("volume"), "{s}");
+        let s = completion(clap_complete::Shell::Zsh, "dvdcli").unwrap();
+        assert!(s.contains("#compdef dvdcli"), "{s}");
+        let e = completion(clap_complete::Shell::Bash, "flexrex").unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        assert!(e.message().contains("\"flexrex\""), "{e}");
+    }
+
+    #[test]
+    fn man_pages_cover_every_visible_command_and_are_world_readable() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("man1");
+        write_man_pages(&dir).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for want in [
+            "rexray.1",
+            "rexray-volume.1",
+            "rexray-volume-mount.1",
+            "rexray-snapshot-create.1",
+            "rexray-service-start.1",
+            "rexray-env.1",
+            "dvdcli.1",
+            "flexrex.1",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+        // Hidden commands, help and protocol verbs get no page.
+        for absent in ["rexray-man.1", "rexray-help.1", "rexray-volume-help.1"] {
+            assert!(!names.iter().any(|n| n == absent), "{absent} in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.starts_with("dvdcli-")), "{names:?}");
+        for n in &names {
+            let meta = std::fs::metadata(dir.join(n)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{n}");
+        }
+        let dvdcli = std::fs::read_to_string(dir.join("dvdcli.1")).unwrap();
+        assert!(dvdcli.contains(".SH COMMANDS"), "{dvdcli}");
+        let mount = std::fs::read_to_string(dir.join("rexray-volume-mount.1")).unwrap();
+        assert!(mount.contains("overwriteFS"), "{mount}");
+    }
+}

@@ -84,3 +84,96 @@ fn shell_quote(v: &str) -> String {
         format!("'{}'", v.replace('\'', "'\\''"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LoadOptions;
+    use crate::Kind;
+
+    fn config(env: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut vars = vec![(
+            "REXRAY_HOME".to_string(),
+            tmp.path().join("home").display().to_string(),
+        )];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let cfg = Config::load(LoadOptions {
+            env: Some(vars.into_iter().collect()),
+            ..Default::default()
+        })
+        .unwrap();
+        (tmp, cfg)
+    }
+
+    #[test]
+    fn values_are_quoted_only_when_a_shell_needs_it() {
+        assert_eq!(shell_quote("/var/lib/rexray"), "/var/lib/rexray");
+        assert_eq!(shell_quote("a:b,c@d%e+f"), "a:b,c@d%e+f");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn text_lists_directories_then_settings_by_variable_with_their_source() {
+        let (tmp, cfg) = config(&[("REXRAY_LOGLEVEL", "debug")]);
+        let text = render(&cfg, "text").unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let home = tmp.path().join("home");
+        assert_eq!(
+            lines[0],
+            format!("REXRAY_HOME={}  # directory", home.display())
+        );
+        assert!(lines[1].starts_with("REXRAY_HOME_ETC="), "{}", lines[1]);
+        assert!(lines[4].starts_with("REXRAY_HOME_RUN="), "{}", lines[4]);
+        assert!(
+            lines.contains(&"REXRAY_LOGLEVEL=debug  # env:REXRAY_LOGLEVEL"),
+            "{text}"
+        );
+        let vars: Vec<&str> = lines[5..]
+            .iter()
+            .map(|l| l.split_once('=').unwrap().0)
+            .collect();
+        let mut sorted = vars.clone();
+        sorted.sort();
+        assert_eq!(vars, sorted, "settings are sorted by variable");
+        assert_eq!(vars.len(), cfg.settings().count());
+        assert!(lines[5..].iter().all(|l| l.contains("  # ")), "{text}");
+        for f in ["TEXT", "tmpl", ""] {
+            assert_eq!(render(&cfg, f).unwrap(), text, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn json_carries_directories_files_and_settings() {
+        let (tmp, cfg) = config(&[("REXRAY_LOGLEVEL", "debug")]);
+        let all: serde_json::Value = serde_json::from_str(&render(&cfg, "json").unwrap()).unwrap();
+        assert_eq!(
+            all["directories"]["REXRAY_HOME"],
+            tmp.path().join("home").display().to_string()
+        );
+        assert!(all["files"].is_array());
+        let level = all["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["env"] == "REXRAY_LOGLEVEL")
+            .unwrap();
+        assert_eq!(level["key"], keys::LOG_LEVEL);
+        assert_eq!(level["value"], "debug");
+        assert_eq!(level["source"], "env:REXRAY_LOGLEVEL");
+        assert!(render(&cfg, "yaml").unwrap().contains("directories:"));
+    }
+
+    #[test]
+    fn a_table_or_unknown_format_is_refused() {
+        let (_tmp, cfg) = config(&[]);
+        let e = render(&cfg, "table").unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        assert!(e.message().contains("use text, json or yaml"), "{e}");
+        let e = render(&cfg, "xml").unwrap_err();
+        assert!(e.message().contains("\"xml\""), "{e}");
+    }
+}

@@ -240,3 +240,5 @@ fn run_service(cmd: ServiceCmd, cfg: Config) -> Result<Answer> {
     }
 }
 
+#[cfg(test)]
+mod tests;

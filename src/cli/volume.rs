@@ -468,3 +468,6 @@ fn with_path(volume: Volume, path: String) -> VolumeWithPath {
     VolumeWithPath { volume, path }
 }
 
+#[cfg(test)]
+#[path = "volume_tests.rs"]
+mod tests;
