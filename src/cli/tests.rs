@@ -147,7 +147,7 @@ fn global_options_go_anywhere_and_key_flags_are_taken_out() {
         "vfs",
         "--logLevel",
         "debug",
-        "-c",
+        "--config",
         "/etc/x.yml",
         "--loopVolumePath=/srv/loop",
     ])
@@ -196,12 +196,12 @@ fn completion_answers_on_stdout_and_refuses_other_programs() {
     let a = answer(&["completion", "fish"]).0.unwrap();
     assert!(a.out.contains("complete -c rexray"), "{}", a.out);
     assert!(a.out.contains("volume"), "{}", a.out);
-    let a = answer(&["completion", "bash", "--program", "dvdcli"])
+    let a = answer(&["completion", "zsh", "--program", "dvdcli"])
         .0
         .unwrap();
     assert!(a.out.contains("dvdcli"), "{}", a.out);
     assert!(!a.out.contains("rexray"), "{}", a.out);
-    let e = answer(&["completion", "bash", "--program", "flexrex"])
+    let e = answer(&["completion", "zsh", "--program", "flexrex"])
         .0
         .unwrap_err();
     assert!(e.message().contains("use rexray or dvdcli"), "{e}");
