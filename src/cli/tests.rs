@@ -199,8 +199,8 @@ fn completion_answers_on_stdout_and_refuses_other_programs() {
     let a = answer(&["completion", "zsh", "--program", "dvdcli"])
         .0
         .unwrap();
-    assert!(a.out.contains("dvdcli"), "{}", a.out);
-    assert!(!a.out.contains("rexray"), "{}", a.out);
+    assert!(a.out.starts_with("#compdef dvdcli"), "{}", a.out);
+    assert!(!a.out.contains("_rexray"), "{}", a.out);
     let e = answer(&["completion", "zsh", "--program", "flexrex"])
         .0
         .unwrap_err();
