@@ -3,7 +3,7 @@
 //! with their errors, and rendering what succeeded.
 
 use super::{Answer, Notes};
-use crate::model::{CreateOptions, MountOptions, Volume, VolumeWithPath};
+use crate::model::{AttachmentState, CreateOptions, MountOptions, Volume, VolumeWithPath};
 use crate::output::{self, Format};
 use crate::state::Consumer;
 use crate::volume::{Created, Unmounted, VolumeRef, Volumes};
@@ -217,8 +217,8 @@ fn ls(vols: &Volumes, a: &LsArgs) -> Result<Answer> {
     }
     let keep = |v: &Volume| {
         (a.volumes.is_empty() || a.volumes.iter().any(|n| *n == v.id || *n == v.name))
-            && (!a.attached || v.attachment_state == 2)
-            && (!a.available || v.attachment_state == 3)
+            && (!a.attached || v.state() == AttachmentState::Attached)
+            && (!a.available || v.state() == AttachmentState::Available)
     };
     let out = if a.path {
         let rows: Vec<VolumeWithPath> = vols
