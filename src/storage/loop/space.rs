@@ -1,0 +1,154 @@
+//! Space under volumePath: what the filesystem has free, what the
+//! sparse images take and could still take (the overcommit warning), and
+//! preallocation (`loop.preallocate`).
+
+use super::{LoopDriver, Record, GIB};
+use crate::{Error, Result};
+use std::path::Path;
+
+impl LoopDriver {
+    /// The space figures of volumePath, from every image (a full scan).
+    pub(super) fn space(&self) -> Space {
+        let free = free_bytes(&self.root);
+        let mut growth: u64 = 0;
+        let _ = self.catalog.each_volume(|r| {
+            growth = growth.saturating_add(
+                (r.size.saturating_mul(GIB)).saturating_sub(allocated(&self.image(&r.id))),
+            );
+        });
+        Space { free, growth }
+    }
+
+    /// The space figures when they show an overcommit, else `None`:
+    /// decided from the sum of all sizes and the filesystem's figures when
+    /// they suffice (no image is looked at), by a full scan only when not.
+    pub(super) fn overcommit(&self) -> Option<Space> {
+        let free = free_bytes(&self.root);
+        let total = self.catalog.total_gib().ok()?.saturating_mul(GIB);
+        // Growth is at most the sum of sizes ...
+        if total <= free {
+            return None;
+        }
+        // ... and at least that sum less all the filesystem holds.
+        let lower = total.saturating_sub(used_bytes(&self.root));
+        if lower > free {
+            return Some(Space {
+                free,
+                growth: lower,
+            });
+        }
+        let sp = self.space();
+        (sp.growth > sp.free).then_some(sp)
+    }
+
+    /// Say so (a warning: stderr for the CLI, the log otherwise) when the
+    /// volumes under volumePath could grow past its free space: a write
+    /// there then fails inside the volume.
+    pub(super) fn warn_overcommit(&self, r: &Record, when: &str) {
+        if let Some(sp) = self.overcommit() {
+            tracing::warn!("{when} volume {}: {}", r.name, self.overcommit_text(r, &sp));
+        }
+    }
+
+    pub(super) fn overcommit_text(&self, r: &Record, sp: &Space) -> String {
+        format!(
+            "loop.volumePath {} is overcommitted: the volume is {} with {} allocated, {} is free there and all its volumes could still grow by {}; writes past the free space fail inside the volumes (lost writes, a journal that cannot be recovered on the next mount). Free space there, or set loop.preallocate for new volumes",
+            self.root.display(),
+            bytes(r.size * GIB),
+            bytes(allocated(&self.image(&r.id))),
+            bytes(sp.free),
+            bytes(sp.growth)
+        )
+    }
+
+    /// Allocate all of `f` (`path`, for volume `name`), `len` bytes; a
+    /// refusal names the figures.
+    pub(super) fn allocate(
+        &self,
+        f: &std::fs::File,
+        path: &Path,
+        name: &str,
+        len: u64,
+    ) -> Result<()> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        use std::os::fd::AsRawFd;
+        let free = free_bytes(&self.root);
+        let need = len.saturating_sub(allocated(path));
+        let refuse = |why: &str| {
+            Error::backend(format!(
+                "cannot preallocate volume {name} (loop.preallocate): it needs {} more, and {} is free in loop.volumePath {}{why}; free space there, create a smaller volume, or unset loop.preallocate for a sparse image",
+                bytes(need),
+                bytes(free),
+                self.root.display()
+            ))
+        };
+        if need > free {
+            return Err(refuse(""));
+        }
+        match fallocate(f.as_raw_fd(), FallocateFlags::empty(), 0, len as i64) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ENOSPC) => Err(refuse(" (ENOSPC)")),
+            Err(e) => Err(Error::from_io(
+                format!(
+                    "preallocating volume {name}: fallocate of {} (loop.preallocate needs a filesystem with fallocate)",
+                    path.display()
+                ),
+                &std::io::Error::from(e),
+            )),
+        }
+    }
+}
+
+/// Free space under volumePath and what its volumes could still take.
+pub(super) struct Space {
+    pub(super) free: u64,
+    pub(super) growth: u64,
+}
+
+/// Bytes free for unprivileged use on the filesystem of `dir`
+/// (`u64::MAX` when unknown).
+#[allow(clippy::unnecessary_cast)] // fsblkcnt_t is 32 bits on some targets
+pub(super) fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| (s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+        .unwrap_or(u64::MAX)
+}
+
+/// Bytes in use on the filesystem of `dir` (0 when unknown).
+#[allow(clippy::unnecessary_cast)] // fsblkcnt_t is 32 bits on some targets
+pub(super) fn used_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| {
+            (s.blocks() as u64)
+                .saturating_sub(s.blocks_free() as u64)
+                .saturating_mul(s.fragment_size() as u64)
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes a file takes on disk (0 when it cannot be read).
+pub(super) fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+/// A byte count for people: `5.0 GiB (5368709120 bytes)`.
+pub(super) fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    if b == u64::MAX {
+        return "unknown".into();
+    }
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {} ({b} bytes)", UNITS[u])
+    }
+}
