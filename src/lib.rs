@@ -14,6 +14,7 @@ pub mod dvdi;
 pub mod error;
 pub mod files;
 pub mod flex;
+pub mod httpd;
 pub mod input;
 pub mod model;
 
