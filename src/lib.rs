@@ -7,6 +7,7 @@
 //! [`node`] operations → [`state`] directory. Drivers never mount; node
 //! operations never talk to a backend.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod docker;
