@@ -390,10 +390,12 @@ impl Controller for VfsDriver {
         let mut m = self.must_read(id)?;
         match &m.attached_to {
             None => {}
-            Some(i) if !same(i, who) && !force => return Err(Error::in_use(format!(
+            Some(i) if !same(i, who) && !force => {
+                return Err(Error::in_use(format!(
                 "volume {} is attached to another instance ({}); detach it there, or with force",
                 m.volume.name, i.id
-            ))),
+            )))
+            }
             Some(_) => {
                 m.attached_to = None;
                 m.device.clear();
