@@ -608,6 +608,7 @@ fn volumes_of(
                 reply_of(ctrl.remove(&id, force).map(|_| no_content()), &id)
             })
         }
+        (_, [_, _, ..]) => Routed::Now(not_found(call.path.trim_start_matches('/'))),
         ("POST", [_]) => Routed::Now(error(&ErrorBody {
             message: "a POST to a volume needs one of ?attach, ?detach, ?copy or ?snapshot".into(),
             status: 405,
@@ -822,6 +823,7 @@ fn snapshot_routes(services: &Arc<Services>, svc: &Service, call: &Call, rest: &
                 reply_of(ctrl.remove_snapshot(&id).map(|_| no_content()), &id)
             })
         }
+        (_, [_, _, ..]) => Routed::Now(not_found(call.path.trim_start_matches('/'))),
         _ => Routed::Now(method_not_allowed(call)),
     }
 }

@@ -303,6 +303,10 @@ fn errors_have_the_originals_shape() {
     );
     assert_eq!(g.json()["message"], "invalid LocalDevices");
     assert_eq!(f.get("/volumes/vfs?attachments=x", &[]).status, 500);
+    assert_eq!(f.get("/volumes/vfs/a/b", &[]).status, 404);
+    assert_eq!(f.get("/snapshots/vfs/a/b", &[]).status, 404);
+    assert_eq!(f.get("/nosuch", &[]).status, 404);
+    assert_eq!(f.send("PUT", "/volumes/vfs", &[], &[], "").status, 405);
     // Create with opts (#32): the opts become fields.
     let g = f.send(
         "POST",
