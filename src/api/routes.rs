@@ -316,7 +316,9 @@ pub fn route(services: &Arc<Services>, tasks: &super::tasks::Tasks, call: &Call)
             };
             snapshot_routes(services, svc, call, rest)
         }
-        [] | ["help", ..] | ["tasks", ..] | ["services", ..] | ["volumes"] | ["snapshots"] => {
+        [] | ["help", ..] | ["tasks", ..] | ["services", ..] | ["volumes"] | ["snapshots"]
+            if !get =>
+        {
             Routed::Now(method_not_allowed(call))
         }
         _ => Routed::Now(not_found(call.path.trim_start_matches('/'))),

@@ -306,6 +306,9 @@ fn errors_have_the_originals_shape() {
     assert_eq!(f.get("/volumes/vfs/a/b", &[]).status, 404);
     assert_eq!(f.get("/snapshots/vfs/a/b", &[]).status, 404);
     assert_eq!(f.get("/nosuch", &[]).status, 404);
+    assert_eq!(f.get("/help/config", &[]).status, 404);
+    assert_eq!(f.get("/services/vfs/x", &[]).status, 404);
+    assert_eq!(f.send("POST", "/services", &[], &[], "").status, 405);
     assert_eq!(f.send("PUT", "/volumes/vfs", &[], &[], "").status, 405);
     // Create with opts (#32): the opts become fields.
     let g = f.send(
