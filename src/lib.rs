@@ -7,6 +7,7 @@
 //! [`node`] operations → [`state`] directory. Drivers never mount; node
 //! operations never talk to a backend.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod docker;
@@ -14,6 +15,7 @@ pub mod dvdi;
 pub mod error;
 pub mod files;
 pub mod flex;
+pub mod httpd;
 pub mod input;
 pub mod model;
 

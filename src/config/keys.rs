@@ -14,6 +14,8 @@ pub enum KeyType {
     OptUint,
     /// A duration such as `30s`, `2m`, `500ms`.
     Duration,
+    /// A duration that may also be `0s` (off).
+    DurationOrZero,
     /// A whole number from 1 to the bound.
     Count(u64),
     /// One of a fixed set of words (case-insensitive).
@@ -79,6 +81,11 @@ pub const DOCKER_HEADER_TIMEOUT: &str = "rexray.modules.default-docker.headerTim
 pub const DOCKER_IDLE_TIMEOUT: &str = "rexray.modules.default-docker.idleTimeout";
 pub const DOCKER_MAX_CONNECTIONS: &str = "rexray.modules.default-docker.maxConnections";
 pub const FLEXREX_LOG_FILE: &str = "rexray.flexrex.logFile";
+pub const SERVER_EXE_TIMEOUT: &str = "libstorage.server.tasks.exeTimeout";
+pub const SERVER_LOG_TIMEOUT: &str = "libstorage.server.tasks.logTimeout";
+pub const SERVER_HEADER_TIMEOUT: &str = "libstorage.server.headerTimeout";
+pub const SERVER_IDLE_TIMEOUT: &str = "libstorage.server.idleTimeout";
+pub const SERVER_MAX_CONNECTIONS: &str = "libstorage.server.maxConnections";
 
 /// Every key the configuration knows.
 pub const KEYS: &[KeyDef] = &[
@@ -278,6 +285,41 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Count(1_000_000),
         aliases: &[],
         help: "connections the Docker endpoint keeps open at once; at the limit the one idle the longest is closed",
+    },
+    KeyDef {
+        key: SERVER_EXE_TIMEOUT,
+        default: "1m",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a libStorage API request waits for its operation; then it is answered 408 with the task, which runs on",
+    },
+    KeyDef {
+        key: SERVER_LOG_TIMEOUT,
+        default: "0s",
+        ty: KeyType::DurationOrZero,
+        aliases: &[],
+        help: "how long a finished task of the libStorage API stays listed under /tasks (0s: not at all)",
+    },
+    KeyDef {
+        key: SERVER_HEADER_TIMEOUT,
+        default: "10s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a client of the libStorage API may take to send a request's headers before its connection is closed",
+    },
+    KeyDef {
+        key: SERVER_IDLE_TIMEOUT,
+        default: "60s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long a keep-alive connection to the libStorage API may wait for its next request before it is closed",
+    },
+    KeyDef {
+        key: SERVER_MAX_CONNECTIONS,
+        default: "1024",
+        ty: KeyType::Count(1_000_000),
+        aliases: &[],
+        help: "connections the libStorage API keeps open at once (all endpoints together); at the limit the one idle the longest is closed",
     },
     KeyDef {
         key: FLEXREX_LOG_FILE,

@@ -283,6 +283,16 @@ fn validate(def: &KeyDef, value: &str, source: &Source) -> Result<String> {
                 _ => fail("expected a duration such as 30s, 2m or 500ms (at most 24h)"),
             }
         }
+        KeyType::DurationOrZero => {
+            let parsed = match v.parse::<u64>() {
+                Ok(n) => Ok(Duration::from_secs(n)),
+                Err(_) => humantime::parse_duration(v),
+            };
+            match parsed {
+                Ok(d) if d <= Duration::from_secs(86400) => Ok(v.to_string()),
+                _ => fail("expected a duration such as 0s, 30s or 2m (at most 24h)"),
+            }
+        }
         KeyType::Count(max) => match v.parse::<u64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n.to_string()),
             _ => fail(&format!("expected a whole number from 1 to {max}")),
@@ -570,6 +580,60 @@ impl Config {
             service.to_ascii_lowercase()
         );
         self.tree.keys().any(|k| k.starts_with(&prefix))
+    }
+    /// The libStorage server's endpoints, `libstorage.server.endpoints.<name>.address`,
+    /// as (name, address) sorted by name.
+    pub fn server_endpoints(&self) -> Vec<(String, String)> {
+        self.tree
+            .iter()
+            .filter_map(|(k, (v, _))| {
+                let name = k
+                    .strip_prefix("libstorage.server.endpoints.")?
+                    .strip_suffix(".address")?;
+                (!name.contains('.')).then(|| (name.to_string(), v.trim().to_string()))
+            })
+            .collect()
+    }
+    /// The services declared under `libstorage.server.services.<name>`,
+    /// sorted (names are lower case, as every key).
+    pub fn server_services(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .tree
+            .keys()
+            .filter_map(|k| {
+                let rest = k.strip_prefix("libstorage.server.services.")?;
+                Some(rest.split_once('.')?.0.to_string())
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+    /// The same configuration for another service: every key set in a
+    /// file or left at its default is looked up again with `service`'s
+    /// section (`libstorage.server.services.<service>.…`) first; keys set
+    /// by a flag or the environment keep their value, as they win over
+    /// every file spelling anyway.
+    pub fn for_service(&self, service: &str) -> Result<Config> {
+        let mut cfg = self.clone();
+        cfg.service = service.to_ascii_lowercase();
+        let svc = cfg.service.clone();
+        let none = HashMap::new();
+        for def in KEYS {
+            if def.key == keys::SERVICE {
+                if let Some(s) = cfg.values.get_mut(def.key) {
+                    s.value = svc.clone();
+                }
+                continue;
+            }
+            if matches!(
+                self.values.get(def.key).map(|s| &s.source),
+                Some(Source::Default | Source::File(_))
+            ) {
+                let s = cfg.resolve(def, Some(&svc), &[], &none)?;
+                cfg.values.insert(def.key, s);
+            }
+        }
+        Ok(cfg)
     }
     /// Every effective setting, sorted by key.
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {

@@ -255,3 +255,45 @@ mod props {
         }
     }
 }
+
+#[test]
+fn server_endpoints_services_and_per_service_settings() {
+    let t = tempfile::tempdir().unwrap();
+    write_cfg(
+        t.path(),
+        "libstorage:\n  service: vfs\n  server:\n    tasks:\n      logTimeout: 0s\n    endpoints:\n      public:\n        address: tcp://127.0.0.1:7979\n      admin:\n        address: unix:///run/x.sock\n    services:\n      VFS2:\n        driver: vfs\n        vfs:\n          root: /srv/vfs2\n      vfs:\n        driver: vfs\nvfs:\n  root: /srv/vfs\n",
+    );
+    let c = load(t.path(), &[("LOOP_VOLUMEPATH", "/srv/loop")], vec![]).unwrap();
+    assert_eq!(
+        c.server_endpoints(),
+        vec![
+            ("admin".to_string(), "unix:///run/x.sock".to_string()),
+            ("public".to_string(), "tcp://127.0.0.1:7979".to_string())
+        ]
+    );
+    assert_eq!(c.server_services(), vec!["vfs", "vfs2"]);
+    assert_eq!(c.path(keys::VFS_ROOT), Path::new("/srv/vfs"));
+    assert_eq!(
+        c.duration(keys::SERVER_LOG_TIMEOUT),
+        std::time::Duration::ZERO
+    );
+    let c2 = c.for_service("vfs2").unwrap();
+    assert_eq!(c2.service(), "vfs2");
+    assert_eq!(c2.string(keys::SERVICE), "vfs2");
+    assert_eq!(c2.driver_name(), "vfs");
+    assert_eq!(c2.path(keys::VFS_ROOT), Path::new("/srv/vfs2"));
+    // The environment keeps winning.
+    assert_eq!(c2.path(keys::LOOP_VOLUME_PATH), Path::new("/srv/loop"));
+    assert_eq!(
+        c.for_service("vfs").unwrap().path(keys::VFS_ROOT),
+        Path::new("/srv/vfs")
+    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A zero execution timeout is refused; a zero log timeout is not.
+    write_cfg(
+        t.path(),
+        "libstorage:\n  server:\n    tasks:\n      exeTimeout: 0s\n",
+    );
+    let e = load(t.path(), &[], vec![]).unwrap_err();
+    assert!(e.message().contains(keys::SERVER_EXE_TIMEOUT), "{e}");
+}

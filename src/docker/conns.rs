@@ -1,4 +1,5 @@
-//! Limits on the connections of the Docker endpoint: how long a client may
+//! Limits on the connections of an HTTP endpoint (the Docker plugin's, the
+//! libStorage server's): how long a client may
 //! take to send a request's headers, how long a keep-alive connection may
 //! sit idle, and how many connections may be open at once.
 //!
@@ -57,6 +58,17 @@ pub struct Limits {
     pub idle: Duration,
     /// Connections open at once.
     pub max: usize,
+    /// The configuration keys of `header` and `max`, named in the logs.
+    pub keys: LimitKeys,
+}
+
+/// The configuration keys that set an endpoint's [`Limits`].
+#[derive(Debug, Clone, Copy)]
+pub struct LimitKeys {
+    /// The key of [`Limits::header`].
+    pub header: &'static str,
+    /// The key of [`Limits::max`].
+    pub max: &'static str,
 }
 
 impl Limits {
@@ -70,7 +82,7 @@ impl Limits {
             if (self.max as u64) > room {
                 tracing::warn!(
                     "{} is {} but the open-files limit is {soft}: serving at most {room} connections; raise LimitNOFILE (ulimit -n) to allow more",
-                    crate::config::keys::DOCKER_MAX_CONNECTIONS,
+                    self.keys.max,
                     self.max
                 );
                 self.max = room as usize;
@@ -380,7 +392,7 @@ impl Registry {
                 "closed {} connection(s) that sent no complete request headers within {} ({})",
                 c.header,
                 humantime::format_duration(self.limits.header),
-                crate::config::keys::DOCKER_HEADER_TIMEOUT
+                self.limits.keys.header
             );
         }
         if c.evicted > 0 {
@@ -388,14 +400,14 @@ impl Registry {
                 "closed {} connection(s) waiting for a request to make room for new ones: {} are open ({})",
                 c.evicted,
                 self.limits.max,
-                crate::config::keys::DOCKER_MAX_CONNECTIONS
+                self.limits.keys.max
             );
         }
         if c.starved > 0 {
             tracing::warn!(
                 "out of file descriptors: closed {} connection(s) waiting for a request; raise the open-files limit (LimitNOFILE) or lower {}",
                 c.starved,
-                crate::config::keys::DOCKER_MAX_CONNECTIONS
+                self.limits.keys.max
             );
         }
         if c.refused > 0 {
@@ -515,6 +527,10 @@ mod tests {
             header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             max,
+            keys: LimitKeys {
+                header: "h",
+                max: "m",
+            },
         }
     }
 

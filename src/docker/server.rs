@@ -19,20 +19,18 @@
 //! waited the longest for a request is closed to make room.
 
 use super::api;
-use super::conns::{Limits, Registry, Watched};
+use super::conns::{Conn, LimitKeys, Limits, Registry};
 use super::queue::{Queues, Ticket};
 use crate::config::{keys, Config};
-use crate::error::IoContext;
+use crate::httpd::{self, Listener};
 use crate::volume::Volumes;
 use crate::{Error, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use std::convert::Infallible;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,12 +42,6 @@ pub const WORKERS: usize = 32;
 /// How long in-flight requests may run on after a stop (dockerd waits up
 /// to 2 minutes for a Create or Mount).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(140);
-
-/// A bound listener.
-enum Listener {
-    Unix(std::os::unix::net::UnixListener),
-    Tcp(std::net::TcpListener),
-}
 
 /// Where to listen, from `rexray.modules.default-docker.host`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,12 +122,13 @@ impl Endpoint {
             header: vols.config().duration(keys::DOCKER_HEADER_TIMEOUT),
             idle: vols.config().duration(keys::DOCKER_IDLE_TIMEOUT),
             max: vols.config().number(keys::DOCKER_MAX_CONNECTIONS).max(1) as usize,
+            keys: LimitKeys {
+                header: keys::DOCKER_HEADER_TIMEOUT,
+                max: keys::DOCKER_MAX_CONNECTIONS,
+            },
         }
         .capped_by_nofile();
-        let listener = match self.listener.as_ref().expect("bound") {
-            Listener::Unix(l) => l.try_clone().map(Listener::Unix),
-            Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
-        };
+        let listener = self.listener.as_ref().expect("bound").try_clone();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(WORKERS)
@@ -151,7 +144,13 @@ impl Endpoint {
                     queues: Queues::new(WORKERS, wait),
                     queue_wait: wait,
                 });
-                rt.block_on(serve_async(l, state, Registry::new(limits), stop))
+                rt.block_on(httpd::serve(
+                    vec![l],
+                    state,
+                    Registry::new(limits),
+                    stop,
+                    DRAIN_TIMEOUT,
+                ))
             }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot serve the Docker plugin API: {e}");
@@ -170,165 +169,21 @@ struct State {
     queue_wait: Duration,
 }
 
-async fn serve_async(
-    listener: Listener,
-    vols: Arc<State>,
-    conns: Arc<Registry>,
-    stop: Arc<AtomicBool>,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let sweeper = tokio::spawn(conns.clone().sweep(REPORT_EVERY));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Header and idle deadlines are the registry's: hyper's own header
-    // timer would also run while a keep-alive connection idles.
-    http.header_read_timeout(None);
-    let server = Server {
-        http,
-        graceful,
-        state: vols,
-        conns,
-    };
-    let accepted = match listener {
-        Listener::Unix(l) => match l
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::UnixListener::from_std(l))
-        {
-            Ok(l) => {
-                let l = &l;
-                accept_until_stopped(
-                    || async move { l.accept().await.map(|(s, _)| s) },
-                    &server,
-                    &stop,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        },
-        Listener::Tcp(l) => match l
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(l))
-        {
-            Ok(l) => {
-                let l = &l;
-                accept_until_stopped(
-                    || async move { l.accept().await.map(|(s, _)| s) },
-                    &server,
-                    &stop,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = accepted {
-        tracing::error!("cannot accept connections: {e}");
+impl httpd::Handler for State {
+    fn handle(
+        self: Arc<Self>,
+        rq: Request<Incoming>,
+        conn: Arc<Conn>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>> {
+        Box::pin(async move { serve_one(self, rq, &conn).await })
     }
-    // Idle connections close now; a request in flight finishes first.
-    let Server {
-        graceful, conns, ..
-    } = server;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
-    sweeper.abort();
-    conns.report();
-    if drained.is_err() {
-        tracing::warn!(
-            "requests still running after {}; stopping anyway",
-            humantime::format_duration(DRAIN_TIMEOUT)
-        );
-    }
-}
-
-/// How often closed connections and accept errors are logged, at most.
-const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// How long accepting pauses after an error (out of descriptors, say).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What accepted connections are served with.
-struct Server {
-    http: hyper::server::conn::http1::Builder,
-    graceful: hyper_util::server::graceful::GracefulShutdown,
-    state: Arc<State>,
-    conns: Arc<Registry>,
-}
-
-/// Accept and serve connections until `stop` is set.
-async fn accept_until_stopped<S, F, Fut>(
-    mut accept: F,
-    server: &Server,
-    stop: &AtomicBool,
-) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<S>>,
-{
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        if server.conns.saturated() {
-            // Connections closed to make room have not ended yet: leave
-            // new ones in the listen queue a moment.
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
-                _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) } else { continue },
-            }
-        }
-        tokio::select! {
-            r = accept() => match r {
-                Ok(s) => serve_connection(s, server),
-                Err(e) => {
-                    // E.g. out of descriptors: make room, say so (the
-                    // registry's report), and pause so that a persistent
-                    // failure does not spin.
-                    server.conns.accept_failed(&e);
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
-        }
-    }
-}
-
-fn serve_connection<S>(stream: S, server: &Server)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
-{
-    let Some(reg) = server.conns.register(stream.as_raw_fd()) else {
-        // Every connection is serving a request: this one is closed.
-        return;
-    };
-    let state = server.state.clone();
-    let conn = reg.conn().clone();
-    let served = server.http.serve_connection(
-        hyper_util::rt::TokioIo::new(Watched::new(reg, stream)),
-        hyper::service::service_fn(move |rq| {
-            let conn = conn.clone();
-            let state = state.clone();
-            async move {
-                let r = serve_one(state, rq, &conn).await;
-                conn.idle();
-                r
-            }
-        }),
-    );
-    let served = server.graceful.watch(served);
-    tokio::spawn(async move {
-        if let Err(e) = served.await {
-            tracing::debug!("connection ended: {e}");
-        }
-    });
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
         drop(self.listener.take());
         if let Some(p) = &self.socket {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(socket = %p.display(), "could not remove the socket: {e}")
-                }
-                _ => tracing::info!(socket = %p.display(), "removed the socket"),
-            }
+            httpd::remove_socket(p);
         }
         if let Some((p, content)) = &self.spec {
             if std::fs::read_to_string(p).ok().as_deref() == Some(content.as_str()) {
@@ -339,52 +194,10 @@ impl Drop for Endpoint {
     }
 }
 
-fn ensure_parent(p: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if let Some(dir) = p.parent() {
-        if let Ok(m) = std::fs::metadata(dir) {
-            // Anyone could swap the socket for their own there.
-            if m.is_dir() && m.mode() & 0o002 != 0 {
-                return Err(Error::invalid(format!(
-                    "refusing to serve in {}: the directory is writable by every user; use a private directory such as /run/docker/plugins",
-                    dir.display()
-                )));
-            }
-        }
-        if !dir.is_dir() {
-            // Docker's plugin directory, as dockerd makes it: 0755.
-            crate::files::own_dir(dir, crate::files::SHARED_DIR, crate::files::Link::Refuse)?;
-        }
-    }
-    Ok(())
-}
-
 fn bind_unix(path: &Path) -> Result<Endpoint> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    ensure_parent(path)?;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(Error::in_use(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            )));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::in_use(format!(
-                "another process serves unix://{}; stop it first (rexray service stop) or set {}",
-                path.display(),
-                keys::DOCKER_HOST
-            )));
-        }
-        tracing::info!(socket = %path.display(), "replacing a stale socket nothing answers on");
-        std::fs::remove_file(path).ctx(|| format!("removing stale socket {}", path.display()))?;
-    }
-    let server = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| Error::system(format!("listening on unix://{}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .ctx(|| format!("setting the mode of {}", path.display()))?;
+    let server = httpd::bind_unix(path, keys::DOCKER_HOST)?;
     Ok(Endpoint {
-        listener: Some(Listener::Unix(server)),
+        listener: Some(server),
         socket: Some(path.to_path_buf()),
         spec: None,
         url: format!("unix://{}", path.display()),
@@ -392,27 +205,18 @@ fn bind_unix(path: &Path) -> Result<Endpoint> {
 }
 
 fn bind_tcp(addr: &str, spec: &Path) -> Result<Endpoint> {
-    let server = std::net::TcpListener::bind(addr)
-        .map_err(|e| Error::system(format!("listening on tcp://{addr}: {e}")))?;
-    let bound = server
-        .local_addr()
-        .map_err(|e| Error::system(format!("the TCP listener has no address: {e}")))?;
-    let mut reach = bound;
-    if reach.ip().is_unspecified() {
-        // dockerd on this host reaches a wildcard listener on loopback.
-        reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("tcp://{reach}");
+    let (server, url) = httpd::bind_tcp(addr)?;
+    let bound = url.trim_start_matches("tcp://").to_string();
     tracing::warn!(
         listen = %bound,
         "the Docker plugin API on tcp://{bound} has no authentication: whoever can reach it can create, mount and remove volumes; bind it to a trusted address or firewall it"
     );
-    ensure_parent(spec)?;
+    httpd::ensure_parent(spec)?;
     let content = format!("{url}\n");
     crate::state::atomic::write(spec, content.as_bytes())?;
     tracing::info!(spec = %spec.display(), url, "wrote the spec file");
     Ok(Endpoint {
-        listener: Some(Listener::Tcp(server)),
+        listener: Some(server),
         socket: None,
         spec: Some((spec.to_path_buf(), content)),
         url,
@@ -444,11 +248,7 @@ fn panicked(path: &str, p: Box<dyn std::any::Any + Send>) -> api::Reply {
 /// make room) only once its body is in: a client trickling a body is
 /// still waiting to send its request, and a flood of them is evicted like
 /// one stalled in its headers.
-async fn serve_one(
-    state: Arc<State>,
-    rq: Request<Incoming>,
-    conn: &crate::docker::conns::Conn,
-) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
+async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let path = rq.uri().path().to_string();
     let body = Limited::new(rq.into_body(), api::MAX_BODY as usize);
@@ -497,12 +297,11 @@ async fn serve_one(
     };
     let status = reply.status;
     tracing::debug!(endpoint = %path, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
-    let resp = Response::builder()
+    Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, api::CONTENT_TYPE)
         .body(Full::new(Bytes::from(reply.body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-    Ok(resp)
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `rexray service start|stop|status`: the long-running Docker volume
-//! plugin endpoint.
+//! plugin endpoint, and beside it the libStorage API when
+//! `libstorage.server.endpoints` are configured ([`crate::api::server`]).
 //!
 //! The pid file `<run>/rexray.pid` is held with an exclusive `flock` for
 //! the life of the service: a second start fails while the first runs, a
@@ -195,9 +196,12 @@ fn start(cfg: Config) -> Result<i32> {
     signals
         .thread_block()
         .map_err(|e| Error::system(format!("blocking signals: {e}")))?;
-    // A service that was killed left its url behind: it must not announce
-    // this one before its endpoint is bound.
-    let pid = PidFile::acquire(&pid_path(&cfg), &[url_path(&cfg)])?;
+    // A service that was killed left its url and spec files behind: they
+    // must not announce this one before its endpoints are bound.
+    let pid = PidFile::acquire(
+        &pid_path(&cfg),
+        &[url_path(&cfg), crate::api::server::spec_path(&cfg)],
+    )?;
     let vols = Arc::new(Volumes::open(cfg.clone())?);
     match vols.reconcile() {
         Ok(done) if done.is_empty() => {}
@@ -208,24 +212,35 @@ fn start(cfg: Config) -> Result<i32> {
         ),
         Err(e) => tracing::warn!("could not check for mounts left by a crash: {e}"),
     }
-    if cfg.boolean(keys::DOCKER_DISABLED) {
+    // The libStorage API, when endpoints are configured, beside the
+    // Docker endpoint.
+    let api = crate::api::server::Server::bind(&cfg)?;
+    if let Some(a) = &api {
+        tracing::warn!(
+            pid = std::process::id(),
+            urls = a.urls().join(", "),
+            services = a.service_names().join(", "),
+            "rexray service: serving the libStorage API"
+        );
+    }
+    let endpoint = if cfg.boolean(keys::DOCKER_DISABLED) {
         tracing::warn!(
             "{} is true: the Docker endpoint is off; waiting for SIGTERM",
             keys::DOCKER_DISABLED
         );
-        let sig = signals.wait();
-        tracing::info!("{sig:?}: stopping");
-        drop(pid);
-        return Ok(0);
-    }
-    let endpoint = Endpoint::bind(&cfg)?;
+        None
+    } else {
+        Some(Endpoint::bind(&cfg)?)
+    };
     let url_file = url_path(&cfg);
-    let _ = crate::state::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
-    tracing::warn!(
-        pid = std::process::id(),
-        url = endpoint.url(),
-        "rexray service: serving the Docker volume plugin API"
-    );
+    if let Some(endpoint) = &endpoint {
+        let _ = crate::state::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
+        tracing::warn!(
+            pid = std::process::id(),
+            url = endpoint.url(),
+            "rexray service: serving the Docker volume plugin API"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -239,7 +254,33 @@ fn start(cfg: Config) -> Result<i32> {
             })
             .ctx(|| "starting the signal thread")?;
     }
-    endpoint.serve(vols, stop);
+    let api = match api {
+        Some(a) => {
+            let stop = stop.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("libstorage".into())
+                    .spawn(move || {
+                        a.serve(stop);
+                        a
+                    })
+                    .ctx(|| "starting the libStorage API thread")?,
+            )
+        }
+        None => None,
+    };
+    match &endpoint {
+        Some(endpoint) => endpoint.serve(vols, stop.clone()),
+        None => {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    if let Some(api) = api {
+        // Closes its endpoints and removes its sockets and spec file.
+        drop(api.join());
+    }
     let _ = std::fs::remove_file(&url_file);
     drop(endpoint);
     drop(pid);

@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(derive_state(&v, None), AttachmentState::Unavailable);
         v.attachments[0] = at("node-b");
         assert_eq!(derive_state(&v, Some(&me)), AttachmentState::Unavailable);
-        let mut vs = vec![v.clone(), Volume::default()];
+        let mut vs = [v.clone(), Volume::default()];
         vs[1].attachment_state = AttachmentState::Attached as u8;
         settle_states(vs.iter_mut(), Some(&me));
         assert_eq!(vs[0].state(), AttachmentState::Unavailable);

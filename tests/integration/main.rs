@@ -13,6 +13,7 @@ mod flexrex;
 mod flood;
 mod freeze_uuid;
 mod hostile;
+mod libstorage;
 mod managed_plugin;
 mod mount_safety;
 mod names;

@@ -1,0 +1,295 @@
+//! What the service's HTTP endpoints (the Docker plugin's and the
+//! libStorage server's) share: binding a unix socket or a TCP port, and
+//! serving HTTP/1.1 on it with hyper until told to stop.
+//!
+//! A connection costs a task, not a thread, so idle keep-alive connections
+//! and clients that stall mid-request never hold up anyone else. Connections
+//! are bounded in time and number by a [`Registry`]; the endpoint's
+//! [`Handler`] answers each request. At a stop, idle connections close at
+//! once and requests in flight run on for a bounded drain time.
+
+use crate::docker::conns::{Registry, Watched};
+use crate::error::IoContext;
+use crate::{Error, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::convert::Infallible;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A bound listener.
+pub enum Listener {
+    /// A unix socket.
+    Unix(std::os::unix::net::UnixListener),
+    /// A TCP port.
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    /// Another handle on the same socket.
+    pub fn try_clone(&self) -> std::io::Result<Listener> {
+        match self {
+            Listener::Unix(l) => l.try_clone().map(Listener::Unix),
+            Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
+        }
+    }
+}
+
+/// Answers the requests of one endpoint.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer `rq`, which arrived on `conn`. The handler marks the
+    /// connection busy once the request's body is in
+    /// ([`crate::docker::conns::Conn::busy`]); the server marks it idle
+    /// when the reply is handed over.
+    fn handle(
+        self: Arc<Self>,
+        rq: Request<Incoming>,
+        conn: Arc<crate::docker::conns::Conn>,
+    ) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+}
+
+/// Make the directory a socket or spec file goes into, refusing one every
+/// user may write to (anyone could swap the socket for their own there).
+pub fn ensure_parent(p: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(dir) = p.parent() {
+        if let Ok(m) = std::fs::metadata(dir) {
+            if m.is_dir() && m.mode() & 0o002 != 0 {
+                return Err(Error::invalid(format!(
+                    "refusing to serve in {}: the directory is writable by every user; use a private directory such as /run/docker/plugins",
+                    dir.display()
+                )));
+            }
+        }
+        if !dir.is_dir() {
+            // As dockerd makes its plugin directory: 0755.
+            crate::files::own_dir(dir, crate::files::SHARED_DIR, crate::files::Link::Refuse)?;
+        }
+    }
+    Ok(())
+}
+
+/// Listen on the unix socket `path` (mode 0660), replacing a stale socket
+/// nothing answers on; `key` is the setting that names it, for the error
+/// when another process serves there.
+pub fn bind_unix(path: &Path, key: &str) -> Result<Listener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    ensure_parent(path)?;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(Error::in_use(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::in_use(format!(
+                "another process serves unix://{}; stop it first (rexray service stop) or set {key}",
+                path.display(),
+            )));
+        }
+        tracing::info!(socket = %path.display(), "replacing a stale socket nothing answers on");
+        std::fs::remove_file(path).ctx(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let server = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| Error::system(format!("listening on unix://{}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .ctx(|| format!("setting the mode of {}", path.display()))?;
+    Ok(Listener::Unix(server))
+}
+
+/// Listen on TCP `addr` (`host:port`); returns the listener and the URL
+/// a client on this host reaches it by (a wildcard address as loopback).
+pub fn bind_tcp(addr: &str) -> Result<(Listener, String)> {
+    let server = std::net::TcpListener::bind(addr)
+        .map_err(|e| Error::system(format!("listening on tcp://{addr}: {e}")))?;
+    let bound = server
+        .local_addr()
+        .map_err(|e| Error::system(format!("the TCP listener has no address: {e}")))?;
+    let mut reach = bound;
+    if reach.ip().is_unspecified() {
+        reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok((Listener::Tcp(server), format!("tcp://{reach}")))
+}
+
+/// Remove a socket this process bound, logging what happened.
+pub fn remove_socket(p: &Path) {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(socket = %p.display(), "could not remove the socket: {e}")
+        }
+        _ => tracing::info!(socket = %p.display(), "removed the socket"),
+    }
+}
+
+/// How often closed connections and accept errors are logged, at most.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How long accepting pauses after an error (out of descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What accepted connections are served with.
+struct Server {
+    http: hyper::server::conn::http1::Builder,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    handler: Arc<dyn Handler>,
+    conns: Arc<Registry>,
+}
+
+/// Serve `listeners` with `handler` until `stop` is set, then let the
+/// requests in flight finish, for at most `drain`.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    handler: Arc<dyn Handler>,
+    conns: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let sweeper = tokio::spawn(conns.clone().sweep(REPORT_EVERY));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Header and idle deadlines are the registry's: hyper's own header
+    // timer would also run while a keep-alive connection idles.
+    http.header_read_timeout(None);
+    let server = Arc::new(Server {
+        http,
+        graceful,
+        handler,
+        conns,
+    });
+    let mut loops = Vec::new();
+    for l in listeners {
+        let server = server.clone();
+        let stop = stop.clone();
+        loops.push(tokio::spawn(async move {
+            if let Err(e) = accept_listener(l, &server, &stop).await {
+                tracing::error!("cannot accept connections: {e}");
+            }
+        }));
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    // Idle connections close now; a request in flight finishes first.
+    let Ok(Server {
+        graceful, conns, ..
+    }) = Arc::try_unwrap(server)
+    else {
+        unreachable!("the accept loops have ended");
+    };
+    let drained = tokio::time::timeout(drain, graceful.shutdown()).await;
+    sweeper.abort();
+    conns.report();
+    if drained.is_err() {
+        tracing::warn!(
+            "requests still running after {}; stopping anyway",
+            humantime::format_duration(drain)
+        );
+    }
+}
+
+async fn accept_listener(
+    listener: Listener,
+    server: &Server,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    match listener {
+        Listener::Unix(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::UnixListener::from_std(l)?;
+            let l = &l;
+            accept_until_stopped(
+                || async move { l.accept().await.map(|(s, _)| s) },
+                server,
+                stop,
+            )
+            .await
+        }
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let l = &l;
+            accept_until_stopped(
+                || async move { l.accept().await.map(|(s, _)| s) },
+                server,
+                stop,
+            )
+            .await
+        }
+    }
+}
+
+/// Accept and serve connections until `stop` is set.
+async fn accept_until_stopped<S, F, Fut>(
+    mut accept: F,
+    server: &Server,
+    stop: &AtomicBool,
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if server.conns.saturated() {
+            // Connections closed to make room have not ended yet: leave
+            // new ones in the listen queue a moment.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) } else { continue },
+            }
+        }
+        tokio::select! {
+            r = accept() => match r {
+                Ok(s) => serve_connection(s, server),
+                Err(e) => {
+                    // E.g. out of descriptors: make room, say so (the
+                    // registry's report), and pause so that a persistent
+                    // failure does not spin.
+                    server.conns.accept_failed(&e);
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
+        }
+    }
+}
+
+fn serve_connection<S>(stream: S, server: &Server)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsRawFd + Unpin + Send + 'static,
+{
+    let Some(reg) = server.conns.register(stream.as_raw_fd()) else {
+        // Every connection is serving a request: this one is closed.
+        return;
+    };
+    let handler = server.handler.clone();
+    let conn = reg.conn().clone();
+    let served = server.http.serve_connection(
+        hyper_util::rt::TokioIo::new(Watched::new(reg, stream)),
+        hyper::service::service_fn(move |rq| {
+            let conn = conn.clone();
+            let handler = handler.clone();
+            async move {
+                let r = handler.handle(rq, conn.clone()).await;
+                conn.idle();
+                Ok::<_, Infallible>(r)
+            }
+        }),
+    );
+    let served = server.graceful.watch(served);
+    tokio::spawn(async move {
+        if let Err(e) = served.await {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
+}
