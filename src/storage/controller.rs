@@ -147,9 +147,14 @@ pub trait Controller: Send + Sync {
         let _ = (id, size_gib);
         Err(self.unsupported("resize volumes"))
     }
-    /// Create `new_name` as a copy of volume `id`, as
-    /// [`super::StorageDriver::copy`] describes (`intact` before, `prepare`
-    /// on the new image before it is published).
+    /// Create `new_name` as a copy of volume `id`,
+    /// sized by `spec.size` (never smaller than the source). The caller
+    /// holds the source's lock and has quiesced its filesystem; `intact`
+    /// is called once the data is copied and before the copy is
+    /// published (an error there means the source did not stay quiesced,
+    /// and nothing is published); then `prepare` is called with the new
+    /// image, unattached, before it is published (a controller with no
+    /// path of it on this host skips it).
     fn copy(
         &self,
         id: &str,
@@ -245,9 +250,10 @@ pub trait Executor: Send + Sync {
     /// the image to a loop device). Resolving twice answers the same source.
     fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource>;
     /// Undo [`resolve`](Self::resolve) on this node before the controller
-    /// releases the hold. Releasing what is not here succeeds.
-    fn release(&self, volume: &Volume) -> Result<()> {
-        let _ = volume;
+    /// releases the hold. Releasing what is not here succeeds; a device
+    /// another instance has taken over since is left alone unless `force`.
+    fn release(&self, volume: &Volume, force: bool) -> Result<()> {
+        let _ = (volume, force);
         Ok(())
     }
 }

@@ -1,16 +1,21 @@
-//! Loop devices: binding an image to one and unbinding it, and the
-//! record of which instance attached a volume. Whether an image is
-//! attached, and as which device, is always read from the kernel.
+//! Who holds a volume, and loop devices.
+//!
+//! The controller side records the holder ([`Owner`], in
+//! `<volumePath>/owners/<id>.owner`) before any device exists, so a crash
+//! never leaves a device nobody owns; the node side ([`LoopExecutor`])
+//! binds the image to a loop device, and unbinds it before the holder is
+//! released. Whether an image is bound, and as which device, is always
+//! read from the kernel.
 
-use super::{Kind, LoopDriver};
+use super::LoopDriver;
 use crate::error::IoContext;
-use crate::model::{InstanceId, MountSource};
+use crate::model::{Attachment, InstanceId, MountSource, Volume};
 use crate::state::{atomic, FileLock};
+use crate::storage::controller::{Attached, Executor};
 use crate::storage::loopdev;
-use crate::storage::StorageDriver;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,14 +23,20 @@ use std::time::Duration;
 /// moment (a probe) to be released before it reports the device in use.
 const DETACH_SETTLE: Duration = Duration::from_secs(2);
 
-/// Who attached a volume.
+/// Who holds a volume.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Owner {
     #[serde(rename = "instanceID")]
     pub(super) instance_id: InstanceId,
-    #[serde(default)]
+    /// The device, as earlier releases recorded it (unused).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(super) device: String,
+    /// The boot of the controller's host the record was written in: a
+    /// record of an earlier boot whose image no loop device backs is
+    /// stale (loop devices do not survive a reboot).
+    #[serde(default)]
+    pub(super) boot: String,
 }
 
 /// Loop devices and the files behind them, read from sysfs.
@@ -56,57 +67,137 @@ pub(super) fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
     map
 }
 
+fn unknown_holder() -> InstanceId {
+    InstanceId {
+        id: "unknown (attached outside rexray)".into(),
+        driver: "loop".into(),
+        service: String::new(),
+    }
+}
+
+fn this_boot() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(crate::state::boot_id)
+}
+
+/// The lock of a volume's attachment (the same file for the controller's
+/// record and the node's device), `<volumePath>/locks/<id>.lock`.
+fn lock_attach(root: &Path, id: &str, timeout: Duration) -> Result<FileLock> {
+    FileLock::acquire(
+        &root.join("locks").join(format!("{id}.lock")),
+        timeout,
+        &format!("attachment of volume {id}"),
+    )
+}
+
+/// The holder record of `id` under `root` (earlier releases kept it next
+/// to the image).
+fn read_owner(root: &Path, id: &str) -> Option<Owner> {
+    [
+        root.join("owners").join(format!("{id}.owner")),
+        root.join(format!("{id}.owner")),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// Who holds the image `img` of `id`, from its record and the kernel's
+/// loop devices: a record counts when a device backs the image or it was
+/// written in this boot (an attach whose device is not bound yet, or a
+/// node this host cannot see); a device without a record was attached
+/// outside rexray.
+fn holder(owner: Option<Owner>, bound: bool) -> Option<InstanceId> {
+    match owner {
+        Some(o) if bound || o.boot == this_boot() => Some(o.instance_id),
+        _ if bound => Some(unknown_holder()),
+        _ => None,
+    }
+}
+
 impl LoopDriver {
     pub(super) fn lock_attach(&self, id: &str) -> Result<FileLock> {
-        FileLock::acquire(
-            &self.row_lock_path(Kind::Volume, id),
-            self.lock_timeout,
-            &format!("attachment of volume {id}"),
-        )
+        lock_attach(&self.root, id, self.lock_timeout)
     }
 
-    pub(super) fn read_owner(&self, id: &str) -> Option<Owner> {
-        std::fs::read(self.owner_path(id))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+    pub(super) fn owners_dir(&self) -> PathBuf {
+        self.root.join("owners")
     }
 
-    pub(super) fn write_owner(&self, id: &str, device: &Path) -> Result<()> {
-        let o = Owner {
-            instance_id: self.me.clone(),
-            device: device.to_string_lossy().into_owned(),
-        };
-        // Per boot: a loop attachment does not survive a reboot.
-        atomic::write_volatile(
-            &self.owner_path(id),
-            &serde_json::to_vec(&o).expect("owner serialises"),
-        )
-    }
-
-    /// Bind a free loop device to `image` (see [`loopdev::attach`]: a
-    /// device another process takes meanwhile is skipped).
-    fn bind_loop(&self, image: &Path) -> Result<PathBuf> {
-        {
-            use std::os::unix::fs::FileTypeExt;
-            let is_char = std::fs::metadata("/dev/loop-control")
-                .map(|m| m.file_type().is_char_device())
-                .unwrap_or(false);
-            if !is_char {
-                return Err(Error::system(
-                    "loop devices are unavailable: /dev/loop-control is missing; load the loop module with `modprobe loop` (in a container: run it privileged with /dev bind-mounted)",
-                ));
+    /// Every holder record (one small directory: only held volumes).
+    pub(super) fn owners(&self) -> HashMap<String, Owner> {
+        let mut out = HashMap::new();
+        for e in std::fs::read_dir(self.owners_dir()).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".owner") else {
+                continue;
+            };
+            if let Some(o) = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Owner>(&b).ok())
+            {
+                out.insert(id.to_string(), o);
             }
         }
-        let file = open_image(image, true)?;
-        loopdev::attach(&file).map_err(|e| {
-            Error::from_io(
-                format!("attaching {} to a loop device", image.display()),
-                &e,
-            )
+        out
+    }
+
+    /// The attachment of volume `id` (none, or one holder), given the
+    /// holder records and the kernel's loop devices.
+    pub(super) fn attachment(
+        &self,
+        id: &str,
+        owners: Option<&HashMap<String, Owner>>,
+        loops: &HashMap<PathBuf, Vec<PathBuf>>,
+    ) -> Option<Attachment> {
+        let dev = loops.get(&self.image(id)).and_then(|d| d.first());
+        let owner = match owners {
+            Some(all) => all.get(id).cloned().or_else(|| {
+                // An earlier release's record, next to the image.
+                dev.and_then(|_| read_owner(&self.root, id))
+            }),
+            None => read_owner(&self.root, id),
+        };
+        let who = holder(owner, dev.is_some())?;
+        Some(Attachment {
+            device_name: dev
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            instance_id: who,
+            status: "attached".into(),
+            volume_id: id.to_string(),
+            ..Default::default()
         })
     }
 
-    pub(super) fn attach_image(&self, id: &str, force: bool) -> Result<MountSource> {
+    fn write_owner(&self, id: &str, who: &InstanceId) -> Result<()> {
+        let o = Owner {
+            instance_id: who.clone(),
+            device: String::new(),
+            boot: this_boot().to_string(),
+        };
+        crate::files::own_dir(
+            &self.owners_dir(),
+            crate::files::PRIVATE_DIR,
+            crate::files::Link::Refuse,
+        )?;
+        // Not synced: a loop attachment does not survive a reboot.
+        atomic::write_volatile(
+            &self.owners_dir().join(format!("{id}.owner")),
+            &serde_json::to_vec(&o).expect("owner serialises"),
+        )?;
+        atomic::remove_volatile(&self.owner_path(id))
+    }
+
+    pub(super) fn remove_owner(&self, id: &str) -> Result<()> {
+        atomic::remove_volatile(&self.owners_dir().join(format!("{id}.owner")))?;
+        atomic::remove_volatile(&self.owner_path(id))
+    }
+
+    /// The controller's attach: record `who` as the holder (see
+    /// [`crate::storage::controller::Controller::attach`]); the token is
+    /// the image's path, which `who`'s node binds to a loop device.
+    pub(super) fn attach_holder(&self, id: &str, who: &InstanceId, force: bool) -> Result<Attached> {
         let rec = self.record(id)?;
         self.warn_overcommit(&rec, "attaching");
         let _lock = self.lock_attach(id)?;
@@ -118,82 +209,159 @@ impl LoopDriver {
                 rec.name
             )));
         }
-        if let Some(dev) = kernel_loops().get(&img).and_then(|d| d.first()).cloned() {
-            let owner = self.read_owner(id);
-            let mine = owner
-                .as_ref()
-                .is_some_and(|o| o.instance_id.id == self.me.id);
-            if mine {
-                return Ok(MountSource::Device(dev));
-            }
-            if !force {
-                let who = owner
-                    .map(|o| o.instance_id.id)
-                    .unwrap_or_else(|| "outside rexray".into());
+        let loops = kernel_loops();
+        let now = self.attachment(id, None, &loops);
+        match &now {
+            Some(a) if a.instance_id.id == who.id => {}
+            Some(a) if !force => {
+                let dev = if a.device_name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" as {}", a.device_name)
+                };
                 return Err(Error::in_use(format!(
-                    "volume {} is attached to another instance ({who}) as {}; set libstorage.integration.volume.operations.mount.preempt or attach with --force to take it",
-                    rec.name,
-                    dev.display()
+                    "volume {} is attached to another instance ({}){dev}; set libstorage.integration.volume.operations.mount.preempt or attach with --force to take it",
+                    rec.name, a.instance_id.id
                 )));
             }
-            // Same kernel: taking over the device keeps every write the
-            // other instance made; its mounts stay valid until it unmounts.
-            tracing::warn!(volume = %rec.name, device = %dev.display(), "taking the volume from another instance");
-            self.write_owner(id, &dev)?;
+            Some(a) => {
+                // A device on this kernel stays bound: the new holder's node
+                // takes it over with every write the old holder made.
+                tracing::warn!(volume = %rec.name, from = %a.instance_id.id, to = %who.id, "taking the volume from another instance");
+                self.write_owner(id, who)
+                    .map_err(|e| e.context(format!("attaching volume {} (owner record)", rec.name)))?;
+            }
+            None => {
+                // The record first: if we die after the node binds a device,
+                // the device is still known to be ours.
+                self.write_owner(id, who).map_err(|e| {
+                    let note = self
+                        .space_note(id)
+                        .map(|n| format!("; {n}"))
+                        .unwrap_or_default();
+                    e.map_message(|m| format!("{m}{note}"))
+                        .context(format!("attaching volume {} (owner record)", rec.name))
+                })?;
+            }
+        }
+        Ok(Attached {
+            volume: self.to_volume(&rec, &loops),
+            token: img.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// The controller's detach: release `who`'s hold (the node has unbound
+    /// its device first, see [`LoopExecutor::release`]).
+    pub(super) fn detach_holder(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
+        let rec = self.record(id)?;
+        let _lock = self.lock_attach(id)?;
+        let loops = kernel_loops();
+        if let Some(a) = self.attachment(id, None, &loops) {
+            if a.instance_id.id != who.id && !force {
+                return Err(Error::in_use(format!(
+                    "volume {} is attached to another instance ({}); detach it there or use --force",
+                    rec.name, a.instance_id.id
+                )));
+            }
+        }
+        self.remove_owner(id)?;
+        Ok(self.to_volume(&rec, &loops))
+    }
+}
+
+/// The loop driver's node side: binds images to loop devices of this host.
+/// The images are found under this node's `loop.volumePath`, which must be
+/// the controller's (the same directory, or shared storage mounted at the
+/// same path).
+pub struct LoopExecutor {
+    root: PathBuf,
+    me: InstanceId,
+    lock_timeout: Duration,
+}
+
+impl LoopExecutor {
+    /// The node side for images under `root`, as instance `me`.
+    pub fn new(root: &Path, me: InstanceId, lock_timeout: Duration) -> Result<LoopExecutor> {
+        let root = root
+            .canonicalize()
+            .ctx(|| format!("resolving loop.volumePath {}", root.display()))?;
+        Ok(LoopExecutor {
+            root,
+            me,
+            lock_timeout,
+        })
+    }
+
+    fn image(&self, id: &str) -> Result<PathBuf> {
+        crate::input::volume_id(id)?;
+        Ok(self.root.join(format!("{id}.img")))
+    }
+
+    fn devices(&self, img: &Path) -> Vec<PathBuf> {
+        kernel_loops().remove(img).unwrap_or_default()
+    }
+}
+
+impl Executor for LoopExecutor {
+    fn instance_id(&self) -> &InstanceId {
+        &self.me
+    }
+
+    fn local_devices(&self) -> Result<BTreeMap<String, String>> {
+        Ok(kernel_loops()
+            .into_iter()
+            .filter(|(img, _)| img.parent() == Some(self.root.as_path()))
+            .filter_map(|(img, devs)| {
+                Some((
+                    img.to_string_lossy().into_owned(),
+                    devs.first()?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
+        let img = self.image(&volume.id)?;
+        Ok(self.devices(&img).into_iter().next().map(MountSource::Device))
+    }
+
+    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {
+        let _ = timeout; // binding is synchronous; the workflow waits for the node
+        let img = self.image(&volume.id)?;
+        if Path::new(token) != img {
+            return Err(Error::backend(format!(
+                "volume {}: the controller attached image {token}, but this node finds its images at {} (loop.volumePath): every node must see the controller's volume path at the same path",
+                volume.name,
+                img.display()
+            )));
+        }
+        let _lock = lock_attach(&self.root, &volume.id, self.lock_timeout)?;
+        if let Some(dev) = self.devices(&img).into_iter().next() {
             return Ok(MountSource::Device(dev));
         }
-        // Record the intent first: if we die after the attach, the device
-        // is still known to be ours.
-        let step = |what: &str| format!("attaching volume {} ({what})", rec.name);
-        self.write_owner(id, Path::new(""))
-            .map_err(|e| e.context(step("owner record")))?;
+        let step = |what: &str| format!("attaching volume {} ({what})", volume.name);
         fail::fail_point!("loop::attach-before-bind", |_| crate::crash_here());
-        let dev = match self.bind_loop(&img) {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = atomic::remove_volatile(&self.owner_path(id));
-                return Err(e.context(step("bind a loop device")));
-            }
-        };
+        let dev = bind_loop(&img).map_err(|e| e.context(step("bind a loop device")))?;
         fail::fail_point!("loop::attach-after-bind", |_| crate::crash_here());
-        if let Err(e) = self.write_owner(id, &dev) {
-            // Undo the bind: a device nobody records is a device nobody
-            // detaches.
-            if let Err(d) = loopdev::detach(&dev) {
-                tracing::warn!(volume = %rec.name, device = %dev.display(), error = %d, "could not unbind the loop device after a failed attach");
-            }
-            let _ = atomic::remove_volatile(&self.owner_path(id));
-            let note = self
-                .space_note(id)
-                .map(|n| format!("; {n}"))
-                .unwrap_or_default();
-            return Err(e
-                .map_message(|m| format!("{m}{note}"))
-                .context(step("record the device; the device was unbound")));
-        }
         Ok(MountSource::Device(dev))
     }
 
-    pub(super) fn detach_image(&self, id: &str, force: bool) -> Result<()> {
-        let rec = self.record(id)?;
-        let _lock = self.lock_attach(id)?;
-        let img = self.image(id);
-        let devs = kernel_loops().remove(&img).unwrap_or_default();
+    fn release(&self, volume: &Volume, force: bool) -> Result<()> {
+        let img = self.image(&volume.id)?;
+        let _lock = lock_attach(&self.root, &volume.id, self.lock_timeout)?;
+        let devs = self.devices(&img);
         if devs.is_empty() {
-            return atomic::remove_volatile(&self.owner_path(id));
+            return Ok(());
         }
-        let owner = self.read_owner(id);
-        let mine = owner
-            .as_ref()
-            .is_some_and(|o| o.instance_id.id == self.me.id);
-        if !mine && !force {
-            return Err(Error::in_use(format!(
-                "volume {} is attached to another instance ({}); detach it there or use --force",
-                rec.name,
-                owner
-                    .map(|o| o.instance_id.id)
-                    .unwrap_or_else(|| "outside rexray".into())
-            )));
+        // Someone else may have taken the volume over since this node
+        // looked: its device is theirs now.
+        if let Some(who) = holder(read_owner(&self.root, &volume.id), true) {
+            if who.id != self.me.id && !force {
+                return Err(Error::in_use(format!(
+                    "volume {} is attached to another instance ({}); detach it there or use --force",
+                    volume.name, who.id
+                )));
+            }
         }
         for dev in &devs {
             loopdev::detach(dev)
@@ -211,12 +379,35 @@ impl LoopDriver {
         if let Some(still) = kernel_loops().get(&img) {
             return Err(Error::in_use(format!(
                 "volume {} is still in use as {} (mounted or open); it will detach when released",
-                rec.name,
+                volume.name,
                 still[0].display()
             )));
         }
-        atomic::remove_volatile(&self.owner_path(id))
+        Ok(())
     }
+}
+
+/// Bind a free loop device to `image` (see [`loopdev::attach`]: a device
+/// another process takes meanwhile is skipped).
+fn bind_loop(image: &Path) -> Result<PathBuf> {
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let is_char = std::fs::metadata("/dev/loop-control")
+            .map(|m| m.file_type().is_char_device())
+            .unwrap_or(false);
+        if !is_char {
+            return Err(Error::system(
+                "loop devices are unavailable: /dev/loop-control is missing; load the loop module with `modprobe loop` (in a container: run it privileged with /dev bind-mounted)",
+            ));
+        }
+    }
+    let file = open_image(image, true)?;
+    loopdev::attach(&file).map_err(|e| {
+        Error::from_io(
+            format!("attaching {} to a loop device", image.display()),
+            &e,
+        )
+    })
 }
 
 /// Open a volume image: never through a symbolic link, and only a regular

@@ -9,8 +9,9 @@
 //!                               (they kept the catalog there)
 //! <volumePath>/catalog.lock     held while catalog.json is imported
 //! <volumePath>/<id>.img         the sparse backing file
-//! <volumePath>/<id>.owner       which instance attached it (written before
-//!                               the attach, so a crash never orphans one)
+//! <volumePath>/owners/<id>.owner  which instance holds it (written
+//!                               before its node binds a device, so a crash
+//!                               never orphans one)
 //! <volumePath>/locks/<id>.lock  held while creating, removing, attaching
 //!                               or detaching the volume
 //! <volumePath>/snapshots/<id>.img  snapshot images
@@ -20,14 +21,18 @@
 //! volumePath supports them (xfs, btrfs), else sparse copies that skip
 //! holes, so a mostly empty 16 GiB volume copies in milliseconds.
 //!
-//! Whether a volume is attached, and as which device, is read from the
+//! The driver is split as every driver is ([`crate::storage::controller`]):
+//! [`LoopDriver`] is the controller (the catalog, the images, and who
+//! holds each volume), [`LoopExecutor`] the node side (binds an image to a
+//! loop device of its host). Which device backs an image is read from the
 //! kernel (`/sys/block/loopN/loop/backing_file`), never from a record.
-//! Several `REXRAY_HOME`s may share one volumePath: each is an instance,
-//! and a volume attached by another one is "unavailable" to the rest
-//! until it is detached or taken with force (preempt).
+//! Several `REXRAY_HOME`s (or nodes of a libStorage server) may share one
+//! volumePath: each is an instance, and a volume held by another one is
+//! "unavailable" to the rest until it is detached or taken with force
+//! (preempt).
 //!
-//! `catalog` keeps the rows, `device` binds images to loop devices and
-//! records who attached them, `copy` makes copies and snapshots.
+//! `catalog` keeps the rows, `device` records holders and binds images to
+//! loop devices, `copy` makes copies and snapshots.
 
 mod catalog;
 mod copy;
@@ -35,14 +40,17 @@ mod device;
 mod rows;
 mod space;
 
-use super::{loopdev, new_id, now_rfc3339, StorageDriver};
+use super::controller::{
+    Attached, Controller, MetadataCache, NextDeviceInfo, ServiceInfo, StorageType,
+};
+use super::{loopdev, new_id, now_rfc3339};
 use crate::error::IoContext;
-use crate::model::Attachment;
-use crate::model::{AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume};
+use crate::model::{AttachmentState, CreateSpec, InstanceId, Snapshot, Volume};
 use crate::state::atomic;
 use crate::{Error, Result};
 use catalog::Catalog;
-use device::{kernel_loops, open_image};
+pub use device::LoopExecutor;
+use device::{kernel_loops, open_image, Owner};
 use serde::{Deserialize, Serialize};
 use space::{allocated, free_bytes};
 use std::collections::{BTreeMap, HashMap};
@@ -105,7 +113,7 @@ impl SnapRecord {
 /// The loop driver.
 pub struct LoopDriver {
     root: PathBuf,
-    me: InstanceId,
+    info: ServiceInfo,
     lock_timeout: Duration,
     /// `loop.preallocate`: images are allocated whole, never sparse.
     preallocate: bool,
@@ -140,12 +148,12 @@ impl Kind {
 
 impl LoopDriver {
     /// Open (and create) the volume directory and its catalog.
-    pub fn open(root: &Path, me: InstanceId, lock_timeout: Duration) -> Result<LoopDriver> {
+    pub fn open(root: &Path, service: &str, lock_timeout: Duration) -> Result<LoopDriver> {
         // Only root enters: the images hold every volume's data.
         use crate::files::{own_dir, Link, PRIVATE_DIR};
         let ctx = |e: Error| e.context("preparing the loop volume directory (loop.volumePath)");
         own_dir(root, PRIVATE_DIR, Link::Follow).map_err(ctx)?;
-        for sub in ["locks", "snapshots"] {
+        for sub in ["locks", "snapshots", "owners"] {
             own_dir(&root.join(sub), PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
         }
         // The kernel reports backing files by their resolved path.
@@ -155,7 +163,15 @@ impl LoopDriver {
         let catalog = Catalog::open(&root, lock_timeout)?;
         Ok(LoopDriver {
             root,
-            me,
+            info: ServiceInfo {
+                service: service.to_string(),
+                driver: "loop".into(),
+                storage_type: StorageType::Block,
+                next_device: NextDeviceInfo {
+                    ignore: true,
+                    ..Default::default()
+                },
+            },
             lock_timeout,
             preallocate: false,
             catalog,
@@ -210,52 +226,36 @@ impl LoopDriver {
     }
 
     fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
-        self.to_volume_with(r, allocated(&self.image(&r.id)), loops)
+        self.to_volume_with(r, allocated(&self.image(&r.id)), None, loops)
     }
 
     /// [`to_volume`](Self::to_volume) with the image's allocated bytes
-    /// already known.
+    /// already known, and every holder record when read at once.
     fn to_volume_with(
         &self,
         r: &Record,
         allocated: u64,
+        owners: Option<&HashMap<String, Owner>>,
         loops: &HashMap<PathBuf, Vec<PathBuf>>,
     ) -> Volume {
         let mut v = Self::metadata(r);
         // Bytes the sparse image takes under volumePath now.
         v.fields.insert("allocated".into(), allocated.to_string());
-        v.attachment_state = AttachmentState::Available as u8;
-        if let Some(dev) = loops.get(&self.image(&r.id)).and_then(|d| d.first()) {
-            let owner = self.read_owner(&r.id);
-            let instance = owner.map(|o| o.instance_id).unwrap_or_else(|| InstanceId {
-                id: "unknown (attached outside rexray)".into(),
-                driver: "loop".into(),
-                service: String::new(),
-            });
-            v.attachment_state = if instance.id == self.me.id {
-                AttachmentState::Attached as u8
-            } else {
-                AttachmentState::Unavailable as u8
-            };
-            v.attachments.push(Attachment {
-                device_name: dev.to_string_lossy().into_owned(),
-                instance_id: instance,
-                status: "attached".into(),
-                volume_id: r.id.clone(),
-                ..Default::default()
-            });
-        }
+        // The state is the caller's to derive (who asks decides "mine").
+        v.attachment_state = 0;
+        v.attachments.extend(self.attachment(&r.id, owners, loops));
         v
     }
 }
 
-impl StorageDriver for LoopDriver {
-    fn name(&self) -> &str {
-        "loop"
+impl Controller for LoopDriver {
+    fn info(&self) -> &ServiceInfo {
+        &self.info
     }
 
     fn list(&self) -> Result<Vec<Volume>> {
         let loops = kernel_loops();
+        let owners = self.owners();
         let mut recs = Vec::new();
         self.catalog.each_volume(|r| recs.push(r))?;
         // One stat per image (its allocated bytes), relative to the
@@ -281,7 +281,7 @@ impl StorageDriver for LoopDriver {
         let build = |chunk: &[Record]| -> Vec<Volume> {
             chunk
                 .iter()
-                .map(|r| self.to_volume_with(r, stat(r), &loops))
+                .map(|r| self.to_volume_with(r, stat(r), Some(&owners), &loops))
                 .collect()
         };
         if threads < 2 || recs.len() < 4096 {
@@ -376,16 +376,25 @@ impl StorageDriver for LoopDriver {
         Ok(self.to_volume(&rec, &HashMap::new()))
     }
 
-    fn remove(&self, id: &str) -> Result<()> {
+    fn remove(&self, id: &str, force: bool) -> Result<()> {
         crate::input::volume_id(id)?;
         let attach = self.lock_attach(id)?;
         let rec = self.record(id)?;
-        if let Some(devs) = kernel_loops().get(&self.image(id)) {
+        let loops = kernel_loops();
+        if let Some(devs) = loops.get(&self.image(id)) {
             return Err(Error::in_use(format!(
                 "volume {} is attached as {}; unmount and detach it first",
                 rec.name,
                 devs[0].display()
             )));
+        }
+        if let Some(a) = self.attachment(id, None, &loops) {
+            if !force {
+                return Err(Error::in_use(format!(
+                    "volume {} is attached to {}; detach it first",
+                    rec.name, a.instance_id.id
+                )));
+            }
         }
         // Marked first (hidden from every reader), then the image goes,
         // then the row: a kill between leaves a row the next create
@@ -397,7 +406,7 @@ impl StorageDriver for LoopDriver {
         }
         fail::fail_point!("loop::remove-after-catalog", |_| crate::crash_here());
         atomic::remove(&self.image(id))?;
-        atomic::remove(&self.owner_path(id))?;
+        self.remove_owner(id)?;
         self.catalog.write(&step, |tx| {
             catalog::delete(tx, "volumes", id).map_err(self.catalog.sql(&step))
         })?;
@@ -405,12 +414,19 @@ impl StorageDriver for LoopDriver {
         Ok(())
     }
 
-    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
-        self.attach_image(id, force)
+    fn attach(
+        &self,
+        id: &str,
+        who: &InstanceId,
+        force: bool,
+        next_device: Option<&str>,
+    ) -> Result<Attached> {
+        let _ = next_device; // the node binds whichever loop device is free
+        self.attach_holder(id, who, force)
     }
 
-    fn detach(&self, id: &str, force: bool) -> Result<()> {
-        self.detach_image(id, force)
+    fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
+        self.detach_holder(id, who, force)
     }
 
     fn tidy(&self) {
@@ -525,11 +541,8 @@ impl StorageDriver for LoopDriver {
         Ok(all)
     }
 
-    fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
-        let generation = self.catalog.generation_now()?;
-        let cache = self.cache.try_lock().ok()?;
-        let (g, c) = cache.as_ref()?;
-        (*g == generation).then(|| c.clone())
+    fn cache(&self) -> Option<&dyn MetadataCache> {
+        Some(self)
     }
 
     fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
@@ -542,7 +555,7 @@ impl StorageDriver for LoopDriver {
         new_name: &str,
         spec: &CreateSpec,
         intact: &dyn Fn() -> Result<()>,
-        prepare: super::Prepare<'_>,
+        prepare: crate::storage::Prepare<'_>,
     ) -> Result<Volume> {
         self.copy_volume(id, new_name, spec, intact, prepare)
     }
@@ -569,9 +582,18 @@ impl StorageDriver for LoopDriver {
         snap_id: &str,
         new_name: &str,
         spec: &CreateSpec,
-        prepare: super::Prepare<'_>,
+        prepare: crate::storage::Prepare<'_>,
     ) -> Result<Volume> {
         self.restore_snapshot(snap_id, new_name, spec, prepare)
+    }
+}
+
+impl MetadataCache for LoopDriver {
+    fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
+        let generation = self.catalog.generation_now()?;
+        let cache = self.cache.try_lock().ok()?;
+        let (g, c) = cache.as_ref()?;
+        (*g == generation).then(|| c.clone())
     }
 }
 
