@@ -747,7 +747,7 @@ mod tests {
         };
         let urls = server.urls().to_vec();
         assert!(urls[1].starts_with("tcp://127.0.0.1:"), "{urls:?}");
-        let _ = VfsDriver::open(&t.path().join("var/lib/vfs"), Default::default()).unwrap();
+        let _ = VfsDriver::open(&t.path().join("var/lib/vfs"), "vfs").unwrap();
         for (n, url) in urls.iter().enumerate() {
             let node = |id: &str| -> Arc<dyn Executor> {
                 Arc::new(

@@ -118,24 +118,14 @@ pub fn open_services(cfg: &Config) -> Result<Services> {
 /// The controller of the configured service's driver, and the size of a
 /// volume created without one.
 pub fn open_controller(cfg: &Config) -> Result<(Arc<dyn Controller>, u64)> {
-    let driver = cfg.driver_name();
-    match driver.as_str() {
-        "vfs" => {
-            let me = crate::storage::instance_id(cfg, "vfs");
-            let d = crate::storage::vfs::VfsDriver::open(&cfg.path(keys::VFS_ROOT), me)?;
-            // The original vfs driver's default size: 1 GiB.
-            Ok((Arc::new(d), 1))
-        }
-        "loop" => Err(Error::unsupported(format!(
-            "the loop driver cannot be served over the libStorage API by this build yet (service {}): serve a vfs service, or use loop volumes embedded",
-            cfg.service()
-        ))),
-        other => Err(Error::invalid(format!(
-            "unknown driver {other:?} for service {}: available drivers are {}",
-            cfg.service(),
-            crate::storage::DRIVERS.join(", ")
-        ))),
-    }
+    let ctrl = crate::storage::open_controller(cfg)?;
+    // The original vfs driver's default size is 1 GiB; the others take
+    // the configured default.
+    let default_size = match ctrl.info().driver.as_str() {
+        "vfs" => 1,
+        _ => cfg.number(keys::CREATE_SIZE),
+    };
+    Ok((ctrl, default_size))
 }
 
 /// What every request is served from.

@@ -28,14 +28,9 @@ fn config(home: &Path, env: &[(&str, &str)]) -> Config {
 }
 
 fn vfs(dir: &Path, service: &str) -> Service {
-    let me = InstanceId {
-        id: "server".into(),
-        driver: "vfs".into(),
-        service: service.into(),
-    };
     Service {
         name: service.into(),
-        ctrl: Arc::new(VfsDriver::open(&dir.join(service), me).unwrap()),
+        ctrl: Arc::new(VfsDriver::open(&dir.join(service), service).unwrap()),
         default_size: 1,
     }
 }

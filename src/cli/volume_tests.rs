@@ -34,8 +34,9 @@ fn volumes_at(home: &std::path::Path, settings: &[(&str, &str)]) -> Volumes {
     })
     .unwrap();
     let state = StateDir::open(&cfg.dirs.lib, cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
-    let driver = crate::storage::open(&cfg).unwrap();
-    Volumes::with(cfg, state, driver, Arc::new(FakeNode::default()))
+    let ctl = crate::storage::open_controller(&cfg).unwrap();
+    let exe = crate::storage::open_executor(&cfg).unwrap();
+    Volumes::with(cfg, state, ctl, exe, Arc::new(FakeNode::default()))
 }
 
 fn host_with(settings: &[(&str, &str)]) -> Host {

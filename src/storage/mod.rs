@@ -7,8 +7,9 @@ pub mod loopdev;
 pub mod vfs;
 
 use crate::config::{keys, Config};
-use crate::model::{CreateSpec, InstanceId, MountSource, Snapshot, Volume};
+use crate::model::InstanceId;
 use crate::{Error, Result};
+use controller::{Controller, Executor};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,144 +19,6 @@ use std::sync::Arc;
 /// and gives the filesystem in it a UUID of its own. An error means the
 /// image must not be published.
 pub type Prepare<'a> = &'a dyn Fn(&Path) -> Result<()>;
-
-/// A storage backend.
-pub trait StorageDriver: Send + Sync {
-    /// Driver name (`loop`, `vfs`).
-    fn name(&self) -> &str;
-    /// Every volume, with attachments and attachment state.
-    fn list(&self) -> Result<Vec<Volume>>;
-    /// One volume by id.
-    fn inspect(&self, id: &str) -> Result<Option<Volume>>;
-    /// Create a volume. The caller holds the name lock and has checked
-    /// that the name is free.
-    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume>;
-    /// Remove a volume (it must not be attached).
-    fn remove(&self, id: &str) -> Result<()>;
-    /// Attach the volume to this instance and return what to mount.
-    /// Attaching an attached volume returns the same source. `force` takes
-    /// it from another instance.
-    fn attach(&self, id: &str, force: bool) -> Result<MountSource>;
-    /// Detach from this instance. Detaching a detached volume succeeds;
-    /// `force` detaches it from another instance too.
-    fn detach(&self, id: &str, force: bool) -> Result<()>;
-    /// Remove what killed writers left (temporary files no live process
-    /// holds) and correct file modes: a full scan of the driver's
-    /// directories, done at the service's start.
-    fn tidy(&self) {}
-    /// Whether the backend knows the volume has never been written (so it
-    /// reads as zeros everywhere and cannot hold any signature). `false`
-    /// means "not known", and the node probes the device.
-    fn known_blank(&self, id: &str) -> bool {
-        let _ = id;
-        false
-    }
-    /// A note on the space behind a volume when it may be what made a
-    /// write fail (the backing store is overcommitted), for error messages.
-    fn space_note(&self, id: &str) -> Option<String> {
-        let _ = id;
-        None
-    }
-    /// Grow a volume to `size_gib`; returns the new size in bytes.
-    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
-        let _ = (id, size_gib);
-        Err(Error::unsupported(format!(
-            "the {} driver cannot resize volumes",
-            self.name()
-        )))
-    }
-    /// Create volume `new_name` as a copy of volume `id`, sized by
-    /// `spec.size` (never smaller than the source). The caller holds the
-    /// source's lock and has made sure the source's filesystem is
-    /// quiesced; `intact` is called once the data is copied and before
-    /// the copy is published: an error there means the source did not
-    /// stay quiesced, and nothing is published. Then `prepare` is called
-    /// with the new image, before it is published (a driver that has no
-    /// path of it on this host skips it: the copy keeps its source's
-    /// filesystem UUID, and XFS mounts it with `nouuid`).
-    fn copy(
-        &self,
-        id: &str,
-        new_name: &str,
-        spec: &CreateSpec,
-        intact: &dyn Fn() -> Result<()>,
-        prepare: Prepare<'_>,
-    ) -> Result<Volume> {
-        let _ = (id, new_name, spec, intact, prepare);
-        Err(Error::unsupported(format!(
-            "the {} driver cannot copy volumes (volumeName/volumeID)",
-            self.name()
-        )))
-    }
-    /// Take snapshot `snap_name` of volume `id` (same preconditions, and
-    /// `intact`, as [`copy`](Self::copy)).
-    fn snapshot(
-        &self,
-        id: &str,
-        snap_name: &str,
-        intact: &dyn Fn() -> Result<()>,
-    ) -> Result<Snapshot> {
-        let _ = (id, snap_name, intact);
-        Err(Error::unsupported(format!(
-            "the {} driver cannot take snapshots",
-            self.name()
-        )))
-    }
-    /// Every snapshot.
-    fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        Ok(Vec::new())
-    }
-    /// Remove a snapshot.
-    fn remove_snapshot(&self, snap_id: &str) -> Result<()> {
-        let _ = snap_id;
-        Err(Error::unsupported(format!(
-            "the {} driver has no snapshots",
-            self.name()
-        )))
-    }
-    /// Create volume `new_name` from snapshot `snap_id`; `prepare` as
-    /// for [`copy`](Self::copy). (Snapshots themselves are never mounted:
-    /// they keep their source's filesystem UUID.)
-    fn create_from_snapshot(
-        &self,
-        snap_id: &str,
-        new_name: &str,
-        spec: &CreateSpec,
-        prepare: Prepare<'_>,
-    ) -> Result<Volume> {
-        let _ = (snap_id, new_name, spec, prepare);
-        Err(Error::unsupported(format!(
-            "the {} driver cannot create volumes from snapshots (snapshotName/snapshotID)",
-            self.name()
-        )))
-    }
-    /// Every volume without its attachments (state unknown, none listed):
-    /// for callers that show names, sizes and fields only, so a driver
-    /// need not ask the kernel or the backend about every volume.
-    fn list_metadata(&self) -> Result<Arc<[Volume]>> {
-        Ok(self.list()?.into())
-    }
-    /// [`lookup_name`](Self::lookup_name) without attachments, as
-    /// [`list_metadata`](Self::list_metadata).
-    fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
-        self.lookup_name(name)
-    }
-    /// What [`list_metadata`](Self::list_metadata) would return, if the
-    /// driver holds it in memory, already built, and a stat at most shows
-    /// it is current; `None` otherwise, and also whenever answering could
-    /// wait (another thread is reading the backend) or cost more than a
-    /// few syscalls. Never blocks, so a server can answer from it without
-    /// handing the request to a thread that may.
-    fn cached_metadata(&self) -> Option<Arc<[Volume]>> {
-        None
-    }
-    /// Find a volume by exact name (never by id: see
-    /// [`crate::volume::VolumeRef`]), without listing every volume when
-    /// the driver can do better.
-    fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
-        Ok(self.list()?.into_iter().find(|v| v.name == name))
-    }
-}
 
 /// Refuse to name a new volume (or snapshot) after an existing one's id:
 /// names and ids must never be ambiguous, or a request for the new name
@@ -211,25 +74,55 @@ pub fn instance_id(cfg: &Config, driver: &str) -> InstanceId {
 /// The names of the drivers this build has.
 pub const DRIVERS: &[&str] = &["loop", "vfs"];
 
-/// Open the driver of the configured service.
-pub fn open(cfg: &Config) -> Result<Box<dyn StorageDriver>> {
+fn unknown_driver(cfg: &Config, driver: &str) -> Error {
+    Error::invalid(format!(
+        "unknown service {:?} (driver {driver:?}): available drivers are {}; declare services under libstorage.server.services",
+        cfg.service(),
+        DRIVERS.join(", ")
+    ))
+}
+
+/// Open the controller side of the configured service's driver: the
+/// backend itself (see [`controller`]).
+pub fn open_controller(cfg: &Config) -> Result<Arc<dyn Controller>> {
     let driver = cfg.driver_name();
     match driver.as_str() {
-        "loop" => Ok(Box::new(r#loop::LoopDriver::open(
-            &cfg.path(keys::LOOP_VOLUME_PATH),
-            instance_id(cfg, "loop"),
-            cfg.duration(keys::LOCK_TIMEOUT),
-        )?
-        .preallocating(cfg.boolean(keys::LOOP_PREALLOCATE)))),
-        "vfs" => Ok(Box::new(vfs::VfsDriver::open(
+        "loop" => Ok(Arc::new(
+            r#loop::LoopDriver::open(
+                &cfg.path(keys::LOOP_VOLUME_PATH),
+                cfg.service(),
+                cfg.duration(keys::LOCK_TIMEOUT),
+            )?
+            .preallocating(cfg.boolean(keys::LOOP_PREALLOCATE)),
+        )),
+        "vfs" => Ok(Arc::new(vfs::VfsDriver::open(
+            &cfg.path(keys::VFS_ROOT),
+            cfg.service(),
+        )?)),
+        other => Err(unknown_driver(cfg, other)),
+    }
+}
+
+/// Open the node side of the configured service's driver, for this
+/// instance (see [`controller`]).
+pub fn open_executor(cfg: &Config) -> Result<Arc<dyn Executor>> {
+    let driver = cfg.driver_name();
+    match driver.as_str() {
+        "loop" => {
+            let root = cfg.path(keys::LOOP_VOLUME_PATH);
+            crate::files::own_dir(&root, crate::files::PRIVATE_DIR, crate::files::Link::Follow)
+                .map_err(|e| e.context("preparing the loop volume directory (loop.volumePath)"))?;
+            Ok(Arc::new(r#loop::LoopExecutor::new(
+                &root,
+                instance_id(cfg, "loop"),
+                cfg.duration(keys::LOCK_TIMEOUT),
+            )?))
+        }
+        "vfs" => Ok(Arc::new(vfs::VfsExecutor::open(
             &cfg.path(keys::VFS_ROOT),
             instance_id(cfg, "vfs"),
         )?)),
-        other => Err(Error::invalid(format!(
-            "unknown service {:?} (driver {other:?}): available drivers are {}; declare services under libstorage.server.services",
-            cfg.service(),
-            DRIVERS.join(", ")
-        ))),
+        other => Err(unknown_driver(cfg, other)),
     }
 }
 

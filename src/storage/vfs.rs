@@ -15,9 +15,9 @@
 //! shares data only between nodes that see the same directory).
 
 use super::controller::{Attached, Controller, Executor, NextDeviceInfo, ServiceInfo, StorageType};
-use super::{now_rfc3339, StorageDriver};
+use super::now_rfc3339;
 use crate::error::IoContext;
-use crate::model::{Attachment, AttachmentState, CreateSpec, InstanceId, MountSource, Volume};
+use crate::model::{Attachment, CreateSpec, InstanceId, MountSource, Volume};
 use crate::state::atomic;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,6 @@ struct Meta {
 /// The vfs driver.
 pub struct VfsDriver {
     dir: PathBuf,
-    me: InstanceId,
     info: ServiceInfo,
     /// Serialises the controller's changes in this process (the records
     /// are rewritten whole).
@@ -62,21 +61,16 @@ fn service_info(service: &str) -> ServiceInfo {
 
 impl VfsDriver {
     /// Open (and create) the vfs root.
-    pub fn open(root: &Path, me: InstanceId) -> Result<VfsDriver> {
+    pub fn open(root: &Path, service: &str) -> Result<VfsDriver> {
         use crate::files::{own_dir, Link, PRIVATE_DIR};
         // Only root enters: the directories are the volumes' data.
         let ctx = |e: Error| e.context("preparing the vfs directory (vfs.root)");
         own_dir(root, PRIVATE_DIR, Link::Follow).map_err(ctx)?;
         let dir = root.join("vol");
         own_dir(&dir, PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
-        let info = service_info(if me.service.is_empty() {
-            "vfs"
-        } else {
-            &me.service
-        });
+        let info = service_info(if service.is_empty() { "vfs" } else { service });
         Ok(VfsDriver {
             dir,
-            me,
             info,
             changes: Mutex::new(()),
         })
@@ -206,107 +200,6 @@ impl VfsDriver {
             &self.meta_path(&m.volume.id)?,
             &serde_json::to_vec_pretty(m).expect("meta serialises"),
         )
-    }
-
-    fn present(&self, m: Meta) -> Volume {
-        let device = m.device;
-        let mut v = m.volume;
-        v.attachments.clear();
-        v.attachment_state = match &m.attached_to {
-            None => AttachmentState::Available as u8,
-            Some(i) if i.id == self.me.id => AttachmentState::Attached as u8,
-            Some(_) => AttachmentState::Unavailable as u8,
-        };
-        if let Some(i) = m.attached_to {
-            v.attachments.push(Attachment {
-                device_name: device,
-                instance_id: i,
-                status: "attached".into(),
-                volume_id: v.id.clone(),
-                ..Default::default()
-            });
-        }
-        v
-    }
-}
-
-impl StorageDriver for VfsDriver {
-    fn name(&self) -> &str {
-        "vfs"
-    }
-
-    fn list(&self) -> Result<Vec<Volume>> {
-        Ok(self
-            .records()?
-            .into_iter()
-            .map(|m| self.present(m))
-            .collect())
-    }
-
-    fn tidy(&self) {
-        crate::files::sweep_temporaries(&self.dir);
-    }
-
-    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
-        Ok(self.read(id)?.map(|m| self.present(m)))
-    }
-
-    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
-        // The caller holds the name lock: nothing is created meanwhile.
-        let m = self.create_record(name, spec)?;
-        Ok(self.present(m))
-    }
-
-    fn remove(&self, id: &str) -> Result<()> {
-        let m = self
-            .read(id)?
-            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
-        if m.attached_to.is_some() {
-            return Err(Error::in_use(format!(
-                "volume {} is attached; detach it first",
-                m.volume.name
-            )));
-        }
-        self.remove_record(&m)
-    }
-
-    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
-        let mut m = self
-            .read(id)?
-            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
-        match &m.attached_to {
-            Some(i) if i.id != self.me.id && !force => {
-                return Err(Error::in_use(format!(
-                    "volume {} is attached to another instance ({}); use preempt or --force",
-                    m.volume.name, i.id
-                )))
-            }
-            Some(i) if i.id == self.me.id => {}
-            _ => {
-                m.attached_to = Some(self.me.clone());
-                m.device.clear();
-                self.write(&m)?;
-            }
-        }
-        Ok(MountSource::Directory(self.dir.join(id)))
-    }
-
-    fn detach(&self, id: &str, force: bool) -> Result<()> {
-        let mut m = self
-            .read(id)?
-            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
-        match &m.attached_to {
-            None => Ok(()),
-            Some(i) if i.id != self.me.id && !force => Err(Error::in_use(format!(
-                "volume {} is attached to another instance ({}); use --force",
-                m.volume.name, i.id
-            ))),
-            Some(_) => {
-                m.attached_to = None;
-                m.device.clear();
-                self.write(&m)
-            }
-        }
     }
 }
 
@@ -510,6 +403,7 @@ impl Executor for VfsExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AttachmentState;
     use crate::storage::controller::derive_state;
 
     fn me(id: &str) -> InstanceId {
@@ -523,8 +417,8 @@ mod tests {
     #[test]
     fn lifecycle_without_root() {
         let t = tempfile::tempdir().unwrap();
-        let d = VfsDriver::open(t.path(), me("a")).unwrap();
-        let d: &dyn StorageDriver = &d;
+        let d = VfsDriver::open(t.path(), "vfs").unwrap();
+        let (a, b) = (me("a"), me("b"));
         let spec = CreateSpec {
             size: 1,
             ..Default::default()
@@ -535,26 +429,21 @@ mod tests {
             crate::Kind::AlreadyExists
         );
         assert_eq!(d.list().unwrap().len(), 1);
-        let src = d.attach(&v.id, false).unwrap();
-        assert!(matches!(src, MountSource::Directory(_)));
+        d.attach(&v.id, &a, false, None).unwrap();
+        let seen = d.inspect(&v.id).unwrap().unwrap();
+        assert_eq!(derive_state(&seen, Some(&a)), AttachmentState::Attached);
+        assert_eq!(derive_state(&seen, Some(&b)), AttachmentState::Unavailable);
         assert_eq!(
-            d.inspect(&v.id).unwrap().unwrap().state(),
-            AttachmentState::Attached
-        );
-        let other = VfsDriver::open(t.path(), me("b")).unwrap();
-        let other: &dyn StorageDriver = &other;
-        assert_eq!(
-            other.inspect(&v.id).unwrap().unwrap().state(),
-            AttachmentState::Unavailable
-        );
-        assert_eq!(
-            other.attach(&v.id, false).unwrap_err().kind(),
+            d.attach(&v.id, &b, false, None).unwrap_err().kind(),
             crate::Kind::InUse
         );
-        assert_eq!(d.remove(&v.id).unwrap_err().kind(), crate::Kind::InUse);
-        d.detach(&v.id, false).unwrap();
-        d.detach(&v.id, false).unwrap();
-        d.remove(&v.id).unwrap();
+        assert_eq!(
+            d.remove(&v.id, false).unwrap_err().kind(),
+            crate::Kind::InUse
+        );
+        d.detach(&v.id, &a, false).unwrap();
+        d.detach(&v.id, &a, false).unwrap();
+        d.remove(&v.id, false).unwrap();
         assert!(d.list().unwrap().is_empty());
     }
 
@@ -563,7 +452,7 @@ mod tests {
     #[test]
     fn controller_holds_for_callers_and_executor_resolves() {
         let t = tempfile::tempdir().unwrap();
-        let drv = VfsDriver::open(t.path(), me("server")).unwrap();
+        let drv = VfsDriver::open(t.path(), "vfs").unwrap();
         let c: &dyn Controller = &drv;
         assert_eq!(c.info().driver, "vfs");
         assert_eq!(c.info().service, "vfs");

@@ -22,11 +22,45 @@ impl Volumes {
         self.attach_held(r, force, Some(holder))
     }
 
+    /// Attach `v` (as just looked up) to this node: the controller records
+    /// this instance as its holder (`force` takes it from another), then
+    /// the executor turns the attach token into something mountable here.
+    /// When that fails, a volume that was not attached to this instance
+    /// before is released again.
+    pub(super) fn attach_here(&self, v: &Volume, force: bool) -> Result<MountSource> {
+        let was_attached = v.state() == AttachmentState::Attached;
+        let next = self.exe.next_device()?;
+        let a = self
+            .ctl
+            .attach(&v.id, self.instance(), force, next.as_deref())?;
+        let held = self.settled(a.volume);
+        self.exe
+            .resolve(&held, &a.token, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            .inspect_err(|_| {
+                if !was_attached {
+                    if let Err(d) = self.ctl.detach(&v.id, self.instance(), false) {
+                        tracing::warn!(volume = %v.name, error = %d, "could not release the volume after a failed attach");
+                    }
+                }
+            })
+    }
+
+    /// Detach `v` from this node: the executor lets go of what it made of
+    /// the volume here (a device another instance took over since is left
+    /// alone unless `force`), then the controller releases the hold. A
+    /// crash between the two leaves a hold without a device, which the
+    /// next attach or detach of this instance finishes.
+    pub(super) fn detach_here(&self, v: &Volume, force: bool) -> Result<()> {
+        self.exe.release(v, force)?;
+        self.ctl.detach(&v.id, self.instance(), force)?;
+        Ok(())
+    }
+
     fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
         let (v, _lock) = self.find_and_lock(r, "attaching")?;
-        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let was_attached = current.state() == AttachmentState::Attached;
-        let src = self.driver.attach(&v.id, force)?;
+        let src = self.attach_here(&current, force)?;
         if let MountSource::Device(dev) = &src {
             if let Err(e) = self
                 .node
@@ -34,7 +68,7 @@ impl Volumes {
             {
                 // Leave the volume as we found it.
                 if !was_attached {
-                    if let Err(d) = self.driver.detach(&v.id, false) {
+                    if let Err(d) = self.detach_here(&current, false) {
                         tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed attach");
                     }
                 }
@@ -52,7 +86,7 @@ impl Volumes {
                 self.state.save_mount(&v.id, &rec)?;
             }
         }
-        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+        Ok(self.inspect(&v.id)?.unwrap_or(v))
     }
 
     /// The holders `which` selects let go of a volume they attached with
@@ -94,8 +128,9 @@ impl Volumes {
                 self.state.save_mount(&v.id, &rec)?;
             }
         }
-        self.driver.detach(&v.id, force)?;
-        Ok(self.driver.inspect(&v.id)?.unwrap_or(v))
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        self.detach_here(&current, force)?;
+        Ok(self.inspect(&v.id)?.unwrap_or(v))
     }
 
     /// Refuse `what` while a holder keeps the volume attached.

@@ -41,8 +41,8 @@ impl Volumes {
         let made = match from {
             CopySource::VolumeName(_) | CopySource::VolumeId(_) => {
                 let src = match from {
-                    CopySource::VolumeName(n) => self.driver.lookup_name(n)?,
-                    CopySource::VolumeId(i) => self.driver.inspect(i)?,
+                    CopySource::VolumeName(n) => self.lookup_name(n)?,
+                    CopySource::VolumeId(i) => self.inspect(i)?,
                     _ => None,
                 }
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
@@ -50,13 +50,13 @@ impl Volumes {
                 let _src_lock = self.state.lock_volume(&src.id)?;
                 self.frozen_copy(&src, "copy", |intact| {
                     fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
-                    self.driver
+                    self.ctl
                         .copy(&src.id, name, &spec, intact, &|img| self.prepare(name, img))
                 })
             }
             CopySource::SnapshotName(_) | CopySource::SnapshotId(_) => {
                 let snap = self
-                    .driver
+                    .ctl
                     .snapshots()?
                     .into_iter()
                     .find(|s| match from {
@@ -66,13 +66,13 @@ impl Volumes {
                     })
                     .ok_or_else(|| Error::not_found(format!("{from} not found")))?;
                 spec.size = opts.size.unwrap_or(snap.volume_size);
-                self.driver
+                self.ctl
                     .create_from_snapshot(&snap.id, name, &spec, &|img| self.prepare(name, img))
             }
         };
         fail::fail_point!("volume::copy-after-driver", |_| crate::crash_here());
         match made {
-            Ok(v) => Ok(Created::New(v)),
+            Ok(v) => Ok(Created::New(self.settled(v))),
             Err(e) if e.kind() == Kind::AlreadyExists => {
                 match self.lookup(VolumeRef::Name(name))? {
                     Some(v) if v.name == name => Ok(Created::Existing(v)),
@@ -90,7 +90,7 @@ impl Volumes {
         let _lock = self.state.lock_volume(&v.id)?;
         self.frozen_copy(&v, "snapshot", |intact| {
             fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
-            self.driver.snapshot(&v.id, snap_name, intact)
+            self.ctl.snapshot(&v.id, snap_name, intact)
         })
     }
 
@@ -188,9 +188,9 @@ impl Volumes {
             debug_assert!(
                 false,
                 "the {} driver published a copy without checking the freeze",
-                self.driver.name()
+                self.ctl.info().driver
             );
-            tracing::error!(volume = %v.name, driver = self.driver.name(), "a {what} was published without checking that the source stayed frozen");
+            tracing::error!(volume = %v.name, driver = self.ctl.info().driver, "a {what} was published without checking that the source stayed frozen");
         }
         if let Some(f) = frozen.into_inner() {
             finish(f);
@@ -200,7 +200,7 @@ impl Volumes {
 
     /// Every snapshot, by name.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let mut s = self.driver.snapshots()?;
+        let mut s = self.ctl.snapshots()?;
         s.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(s)
     }
@@ -208,7 +208,7 @@ impl Volumes {
     /// Remove a snapshot as `r` says (exact name, id, or either, refused
     /// when the argument is one snapshot's id and another's name).
     pub fn remove_snapshot(&self, r: SnapshotRef<'_>) -> Result<Snapshot> {
-        let all = self.driver.snapshots()?;
+        let all = self.ctl.snapshots()?;
         let by_id = || all.iter().find(|s| s.id == r.arg());
         let by_name = || all.iter().find(|s| s.name == r.arg());
         let s = match r {
@@ -228,7 +228,7 @@ impl Volumes {
             ))
         })?
         .clone();
-        self.driver.remove_snapshot(&s.id)?;
+        self.ctl.remove_snapshot(&s.id)?;
         Ok(s)
     }
 
@@ -236,7 +236,7 @@ impl Volumes {
     /// not attached; freeze its filesystem when it is mounted on this
     /// kernel; refuse when another instance holds it.
     fn quiesce(&self, v: &Volume, what: &str) -> Result<Option<Box<dyn node::FreezeGuard>>> {
-        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let Some(a) = current.attachments.first() else {
             return Ok(None);
         };

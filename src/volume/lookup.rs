@@ -2,38 +2,61 @@
 //! the metadata lookups that need no attachments.
 
 use super::Volumes;
-use crate::model::Volume;
+use crate::model::{InstanceId, Volume};
+use crate::storage::controller::settle_states;
 use crate::{Error, Result};
 
 impl Volumes {
+    /// Who this node is, for the driver.
+    pub fn instance(&self) -> &InstanceId {
+        self.exe.instance_id()
+    }
+
+    /// `v` with its attachment state as this node sees it (the
+    /// controller lists holders; "attached" means held by this instance).
+    pub(super) fn settled(&self, mut v: Volume) -> Volume {
+        settle_states(std::iter::once(&mut v), Some(self.instance()));
+        v
+    }
+
+    /// One volume by id, as this node sees it.
+    pub(super) fn inspect(&self, id: &str) -> Result<Option<Volume>> {
+        Ok(self.ctl.inspect(id)?.map(|v| self.settled(v)))
+    }
+
+    /// One volume by exact name, as this node sees it.
+    pub(super) fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self.ctl.lookup_name(name)?.map(|v| self.settled(v)))
+    }
+
     /// Every volume without attachments (see
-    /// [`StorageDriver::list_metadata`]): names, sizes and fields only.
+    /// [`Controller::list_metadata`]): names, sizes and fields only.
     ///
-    /// [`StorageDriver::list_metadata`]: crate::storage::StorageDriver::list_metadata
+    /// [`Controller::list_metadata`]: crate::storage::controller::Controller::list_metadata
     pub fn list_metadata(&self) -> Result<std::sync::Arc<[Volume]>> {
-        self.driver.list_metadata()
+        self.ctl.list_metadata()
     }
 
     /// [`list_metadata`](Self::list_metadata) when the driver holds it in
     /// memory and current; never blocks (see
-    /// [`StorageDriver::cached_metadata`]).
+    /// [`MetadataCache::cached_metadata`]).
     ///
-    /// [`StorageDriver::cached_metadata`]: crate::storage::StorageDriver::cached_metadata
+    /// [`MetadataCache::cached_metadata`]: crate::storage::controller::MetadataCache::cached_metadata
     pub fn cached_metadata(&self) -> Option<std::sync::Arc<[Volume]>> {
-        self.driver.cached_metadata()
+        self.ctl.cache()?.cached_metadata()
     }
 
     /// One volume by exact name, without attachments.
     pub fn lookup_metadata(&self, name: &str) -> Result<Option<Volume>> {
-        self.driver.lookup_metadata_name(name)
+        self.ctl.lookup_metadata_name(name)
     }
 
     /// Whether the backend knows `v` was never written (see
-    /// [`StorageDriver::known_blank`]).
+    /// [`Controller::known_blank`]).
     ///
-    /// [`StorageDriver::known_blank`]: crate::storage::StorageDriver::known_blank
+    /// [`Controller::known_blank`]: crate::storage::controller::Controller::known_blank
     pub fn known_blank(&self, v: &Volume) -> bool {
-        self.driver.known_blank(&v.id)
+        self.ctl.known_blank(&v.id)
     }
 
     /// The id of the volume whose mount record lists consumer `key`.
@@ -52,7 +75,8 @@ impl Volumes {
 
     /// Every volume.
     pub fn list(&self) -> Result<Vec<Volume>> {
-        let mut v = self.driver.list()?;
+        let mut v = self.ctl.list()?;
+        settle_states(v.iter_mut(), Some(self.instance()));
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(v)
     }
@@ -66,11 +90,11 @@ impl Volumes {
             crate::input::volume_name(arg)?;
         }
         match r {
-            VolumeRef::Name(n) => self.driver.lookup_name(n),
-            VolumeRef::Id(i) => self.driver.inspect(i),
+            VolumeRef::Name(n) => self.lookup_name(n),
+            VolumeRef::Id(i) => self.inspect(i),
             VolumeRef::IdOrName(a) => {
-                let by_id = self.driver.inspect(a)?;
-                let by_name = self.driver.lookup_name(a)?;
+                let by_id = self.inspect(a)?;
+                let by_name = self.lookup_name(a)?;
                 match (by_id, by_name) {
                     (Some(i), Some(n)) if i.id != n.id => {
                         Err(ambiguous("volume", a, &i.name, &n.id))
@@ -90,7 +114,7 @@ impl Volumes {
         let q = crate::input::quote(r.arg());
         // A name that is some volume's id: say so rather than act on it.
         if let VolumeRef::Name(n) = r {
-            if let Ok(Some(v)) = self.driver.inspect(n) {
+            if let Ok(Some(v)) = self.ctl.inspect(n) {
                 return Err(Error::not_found(format!(
                     "volume {q} not found: volumes are named here by name, and {n} is the id of volume {}; use that name",
                     v.name

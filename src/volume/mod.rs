@@ -1,13 +1,16 @@
 //! The volume workflows every front-end calls: create (with defaults),
 //! mount, unmount, path, attach, detach, remove.
 //!
-//! Each step checks reality first — the kernel for attachments and mounts,
-//! the state directory for consumers — so running an operation again after
-//! a crash at any point finishes the job instead of failing or duplicating
-//! it. Every mutating step holds the volume's lock for its whole duration.
+//! Each step checks reality first — the backend for who holds a volume,
+//! the kernel for devices and mounts, the state directory for consumers —
+//! so running an operation again after a crash at any point finishes the
+//! job instead of failing or duplicating it. Every mutating step holds the
+//! volume's lock for its whole duration.
 //!
 //! [`Volumes`] holds the configuration, the state directory, the storage
-//! driver and the node; its workflows are split by concept: `lookup`
+//! driver's two sides ([`Controller`]: the backend, local or behind a
+//! libStorage server — the workflows cannot tell; [`Executor`]: this
+//! node's devices) and the node; its workflows are split by concept: `lookup`
 //! (naming volumes), `mount` (mount, unmount, the path handed out),
 //! `attach` (attach, hold, detach) and `copy` (copies and snapshots,
 //! frozen while mounted). Create, remove, resize and the crash clean-up
@@ -22,10 +25,11 @@ pub use copy::CopySource;
 pub use lookup::{SnapshotRef, VolumeRef};
 
 use crate::config::{keys, Config};
-use crate::model::{CreateOptions, CreateSpec, Volume};
+use crate::model::{CreateOptions, CreateSpec, MountSource, Volume};
 use crate::node::{self, Node};
 use crate::state::{FileLock, MountRecord, StateDir};
-use crate::storage::{self, StorageDriver};
+use crate::storage;
+use crate::storage::controller::{Controller, Executor};
 use crate::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,14 +57,16 @@ pub enum Unmounted {
 
 /// Workflows over one configured service.
 ///
-/// Two seams: the storage driver (the backend) and the [`Node`] (this
-/// host's kernel). [`open`](Self::open) takes the configured driver and
-/// the real [`node::Kernel`]; [`with`](Self::with) takes any, so the
-/// workflows' decisions are unit-tested over fakes, without root.
+/// Three seams: the driver's controller (the backend), its executor (this
+/// node's side of the driver) and the [`Node`] (this host's kernel).
+/// [`open`](Self::open) takes the configured driver and the real
+/// [`node::Kernel`]; [`with`](Self::with) takes any, so the workflows'
+/// decisions are unit-tested over fakes, without root.
 pub struct Volumes {
     cfg: Config,
     state: StateDir,
-    driver: Box<dyn StorageDriver>,
+    ctl: Arc<dyn Controller>,
+    exe: Arc<dyn Executor>,
     node: Arc<dyn Node>,
 }
 
@@ -80,21 +86,24 @@ impl Volumes {
                 e.context(format!("preparing the mount path ({})", keys::MOUNT_PATH))
             })?;
         }
-        let driver = storage::open(&cfg)?;
-        Ok(Volumes::with(cfg, state, driver, Arc::new(node::Kernel)))
+        let ctl = storage::open_controller(&cfg)?;
+        let exe = storage::open_executor(&cfg)?;
+        Ok(Volumes::with(cfg, state, ctl, exe, Arc::new(node::Kernel)))
     }
 
-    /// Workflows over the given state directory, driver and node.
+    /// Workflows over the given state directory, driver sides and node.
     pub fn with(
         cfg: Config,
         state: StateDir,
-        driver: Box<dyn StorageDriver>,
+        ctl: Arc<dyn Controller>,
+        exe: Arc<dyn Executor>,
         node: Arc<dyn Node>,
     ) -> Volumes {
         Volumes {
             cfg,
             state,
-            driver,
+            ctl,
+            exe,
             node,
         }
     }
@@ -163,15 +172,24 @@ impl Volumes {
         Ok((v, lock))
     }
 
-    /// The mounts on this host of the filesystem on `v`'s attached device
-    /// (none when no device is listed).
+    /// The block device of `v` on this host, if one is here now (whoever
+    /// holds the volume).
+    fn local_device(&self, v: &Volume) -> Result<Option<PathBuf>> {
+        Ok(match self.exe.present(v)? {
+            Some(MountSource::Device(d)) => Some(d),
+            _ => None,
+        })
+    }
+
+    /// The mounts on this host of the filesystem on `v`'s device (none
+    /// when no device of it is here).
     fn device_mounts(&self, v: &Volume) -> Result<Vec<node::Mount>> {
-        match v.attachments.first().map(|a| a.device_name.as_str()) {
-            Some(dev) if !dev.is_empty() => {
-                let numbers = self.node.device_numbers(Path::new(dev))?;
+        match self.local_device(v)? {
+            Some(dev) => {
+                let numbers = self.node.device_numbers(&dev)?;
                 self.node.mounts_of(numbers)
             }
-            _ => Ok(Vec::new()),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -204,11 +222,11 @@ impl Volumes {
     /// another volume's id (a name must never be one).
     fn existing_or_refused(&self, name: &str) -> Result<Option<Volume>> {
         // Two lookups, never a listing: as fast among 100,000 volumes.
-        if self.driver.lookup_metadata_name(name)?.is_some() {
-            return self.driver.lookup_name(name);
+        if self.ctl.lookup_metadata_name(name)?.is_some() {
+            return self.lookup_name(name);
         }
         if crate::input::volume_id(name).is_ok() {
-            if let Some(v) = self.driver.inspect(name)? {
+            if let Some(v) = self.ctl.inspect(name)? {
                 storage::refuse_name_that_is_an_id(
                     "volume",
                     name,
@@ -233,7 +251,7 @@ impl Volumes {
             return Ok(Created::Existing(v));
         }
         fail::fail_point!("volume::create-before-driver", |_| crate::crash_here());
-        let v = self.driver.create(name, &spec)?;
+        let v = self.settled(self.ctl.create(name, &spec)?);
         fail::fail_point!("volume::create-after-driver", |_| crate::crash_here());
         Ok(Created::New(v))
     }
@@ -263,7 +281,7 @@ impl Volumes {
             tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");
             self.release(&v, false)?;
         }
-        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if let Some(a) = current.attachments.first() {
             return Err(Error::in_use(format!(
                 "cannot remove volume {}: it is attached to {}{}; detach it first",
@@ -277,7 +295,7 @@ impl Volumes {
             )));
         }
         fail::fail_point!("volume::remove-before-driver", |_| crate::crash_here());
-        self.driver.remove(&v.id)?;
+        self.ctl.remove(&v.id, false)?;
         fail::fail_point!("volume::remove-after-driver", |_| crate::crash_here());
         self.state.remove_mount(&v.id)?;
         let _ = std::fs::remove_dir(self.app_path(&mp));
@@ -305,7 +323,7 @@ impl Volumes {
         let _lock = self.state.lock_volume(&v.id)?;
         let step = |what: &str| format!("resizing volume {} ({what})", v.name);
         let bytes = if gib > v.size {
-            self.driver
+            self.ctl
                 .resize(&v.id, gib)
                 .map_err(|e| e.context(step("grow the volume")))?
         } else {
@@ -314,13 +332,7 @@ impl Volumes {
         fail::fail_point!("volume::resize-after-driver", |_| crate::crash_here());
         let mp = self.mount_point(&v.name);
         if let Some(m) = self.node.mounts_at(&mp)?.into_iter().next() {
-            let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
-            if let Some(dev) = current
-                .attachments
-                .first()
-                .map(|a| PathBuf::from(&a.device_name))
-                .filter(|d| !d.as_os_str().is_empty())
-            {
+            if let Some(dev) = self.local_device(&v)? {
                 self.node.grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
                     let hint = if m.fs_type.starts_with("ext") && e.is_permission_denied() {
                         " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability or grow it unmounted)"
@@ -333,7 +345,7 @@ impl Volumes {
             }
         }
         fail::fail_point!("volume::resize-after-fs", |_| crate::crash_here());
-        let v = self.driver.inspect(&v.id)?.unwrap_or(v);
+        let v = self.inspect(&v.id)?.unwrap_or(v);
         Ok((v, bytes))
     }
 
@@ -364,7 +376,7 @@ impl Volumes {
             let Ok(_lock) = self.state.lock_volume(&id) else {
                 continue;
             };
-            if matches!(self.driver.inspect(&id), Ok(None)) {
+            if matches!(self.ctl.inspect(&id), Ok(None)) {
                 tracing::warn!(volume_id = %id, "deleting the mount record of a volume that no longer exists");
                 if let Err(e) = self.state.remove_mount(&id) {
                     tracing::warn!(volume_id = %id, "could not delete the record: {e}");
@@ -383,7 +395,7 @@ impl Volumes {
         ] {
             crate::files::sweep_temporaries(&d);
         }
-        self.driver.tidy();
+        self.ctl.tidy();
     }
 
     /// Clean up after a crash: every volume mounted at its mount point that

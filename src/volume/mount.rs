@@ -44,7 +44,6 @@ impl Volumes {
         let (v, _lock) = self.find_and_lock(r, "mounting")?;
         // What we looked up may have changed while we waited for the lock.
         let v = self
-            .driver
             .inspect(&v.id)?
             .ok_or_else(|| Error::not_found(format!("volume {} was removed", v.name)))?;
         let mp = self.mount_point(&v.name);
@@ -67,7 +66,7 @@ impl Volumes {
             self.state.save_mount(&v.id, &rec)?;
         }
         fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
-        let v = self.driver.inspect(&v.id)?.unwrap_or(v);
+        let v = self.inspect(&v.id)?.unwrap_or(v);
         Ok((v, path))
     }
 
@@ -81,8 +80,7 @@ impl Volumes {
             self.evict_other_mounts(v, mp)
                 .map_err(|e| e.context(mounting(v, "preempt")))?;
         }
-        self.driver
-            .attach(&v.id, preempt)
+        self.attach_here(v, preempt)
             .map_err(|e| e.context(mounting(v, "attach")))
     }
 
@@ -172,7 +170,7 @@ impl Volumes {
             dev,
             want,
             opts.overwrite_fs,
-            self.driver.known_blank(&v.id),
+            self.ctl.known_blank(&v.id),
             node::FormatTimeouts {
                 probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
                 mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),
@@ -193,13 +191,13 @@ impl Volumes {
                 .map(|m| m.is_empty())
                 .unwrap_or(false)
         {
-            if let Err(d) = self.driver.detach(&v.id, false) {
+            if let Err(d) = self.detach_here(v, false) {
                 tracing::warn!(volume = %v.name, error = %d, "could not detach after a failed mount");
             }
         }
         // A full backing store fails writes to the device (mkfs,
         // journal recovery): say so when it may be the cause.
-        match self.driver.space_note(&v.id) {
+        match self.ctl.space_note(&v.id) {
             Some(n) => e.map_message(|m| format!("{m}; {n}")),
             None => e,
         }
@@ -326,7 +324,7 @@ impl Volumes {
         if keep_attached {
             return Ok(());
         }
-        let current = self.driver.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if current.state() == AttachmentState::Attached {
             if let Some(m) = self.device_mounts(&current)?.first() {
                 return Err(Error::in_use(format!(
@@ -335,8 +333,7 @@ impl Volumes {
                     m.mount_point.display()
                 )));
             }
-            self.driver
-                .detach(&v.id, false)
+            self.detach_here(&current, false)
                 .map_err(|e| e.context(step("detach")))?;
             fail::fail_point!("volume::unmount-after-detach", |_| crate::crash_here());
         }

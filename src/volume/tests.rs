@@ -9,11 +9,27 @@ use crate::node::fake::{FakeNode, FreezeOutcome};
 use crate::node::freeze::Broken;
 use crate::node::fs::Probe;
 use crate::state::Consumer;
+use crate::storage::controller::{Attached, ServiceInfo, StorageType};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 pub(crate) const ME: &str = "me";
 const OTHER: &str = "other";
+
+fn fake_instance(id: &str) -> InstanceId {
+    InstanceId {
+        id: id.into(),
+        driver: "fake".into(),
+        service: "fake".into(),
+    }
+}
+
+static FAKE_INFO: std::sync::LazyLock<ServiceInfo> = std::sync::LazyLock::new(|| ServiceInfo {
+    service: "fake".into(),
+    driver: "fake".into(),
+    storage_type: StorageType::Block,
+    next_device: Default::default(),
+});
 
 struct FakeVol {
     v: Volume,
@@ -28,6 +44,7 @@ struct FakeVol {
 /// the node's (`copy ID`, `snapshot ID`, `publish NAME`).
 pub(crate) struct FakeDriver {
     node: Arc<FakeNode>,
+    me: InstanceId,
     content: PathBuf,
     vols: Mutex<BTreeMap<String, FakeVol>>,
     snaps: Mutex<Vec<Snapshot>>,
@@ -37,31 +54,25 @@ impl FakeDriver {
     pub(crate) fn dev(name: &str) -> PathBuf {
         PathBuf::from(format!("/dev/fake-{name}"))
     }
+    /// The controller's view: holders listed, the state left to the
+    /// caller.
     fn view(&self, f: &FakeVol) -> Volume {
         let mut v = f.v.clone();
-        match &f.attached_to {
-            Some(who) => {
-                v.attachments = vec![Attachment {
-                    device_name: Self::dev(&v.name).display().to_string(),
-                    instance_id: InstanceId {
-                        id: who.clone(),
-                        driver: "fake".into(),
-                        service: "fake".into(),
-                    },
-                    status: "attached".into(),
-                    volume_id: v.id.clone(),
-                    ..Default::default()
-                }];
-                v.attachment_state = if who == ME {
-                    AttachmentState::Attached
+        v.attachment_state = 0;
+        v.attachments.clear();
+        if let Some(who) = &f.attached_to {
+            let dev = Self::dev(&v.name);
+            v.attachments.push(Attachment {
+                device_name: if self.node.device(&dev).is_some() {
+                    dev.display().to_string()
                 } else {
-                    AttachmentState::Unavailable
-                } as u8;
-            }
-            None => {
-                v.attachments.clear();
-                v.attachment_state = AttachmentState::Available as u8;
-            }
+                    String::new()
+                },
+                instance_id: fake_instance(who),
+                status: "attached".into(),
+                volume_id: v.id.clone(),
+                ..Default::default()
+            });
         }
         v
     }
@@ -134,10 +145,10 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The workflows own the driver; the test keeps a handle on it too.
-impl StorageDriver for Arc<FakeDriver> {
-    fn name(&self) -> &str {
-        "fake"
+/// The backend side: holders only; devices are the executor's.
+impl Controller for FakeDriver {
+    fn info(&self) -> &ServiceInfo {
+        &FAKE_INFO
     }
     fn list(&self) -> Result<Vec<Volume>> {
         Ok(self
@@ -168,40 +179,48 @@ impl StorageDriver for Arc<FakeDriver> {
         self.vols.lock().unwrap().insert(id, f);
         Ok(v)
     }
-    fn remove(&self, id: &str) -> Result<()> {
+    fn remove(&self, id: &str, force: bool) -> Result<()> {
         let mut all = self.vols.lock().unwrap();
-        if all.get(id).is_some_and(|f| f.attached_to.is_some()) {
+        if all.get(id).is_some_and(|f| f.attached_to.is_some()) && !force {
             return Err(Error::in_use(format!("fake: {id} is attached")));
         }
         all.remove(id);
         Ok(())
     }
-    fn attach(&self, id: &str, force: bool) -> Result<MountSource> {
+    fn attach(
+        &self,
+        id: &str,
+        who: &InstanceId,
+        force: bool,
+        _next_device: Option<&str>,
+    ) -> Result<Attached> {
         let name = self.with(id, |f| match f.attached_to.as_deref() {
-            Some(who) if who != ME && !force => Err(Error::in_use(format!(
-                "fake: {} is attached to {who}",
+            Some(holder) if holder != who.id && !force => Err(Error::in_use(format!(
+                "fake: {} is attached to {holder}",
                 f.v.name
             ))),
-            _ => Ok(f.v.name.clone()),
+            _ => {
+                f.attached_to = Some(who.id.clone());
+                Ok(f.v.name.clone())
+            }
         })?;
-        self.attach_to(id, ME);
-        Ok(MountSource::Device(FakeDriver::dev(&name)))
-    }
-    fn detach(&self, id: &str, force: bool) -> Result<()> {
-        self.with(id, |f| {
-            match f.attached_to.as_deref() {
-                None => return Ok(()),
-                Some(who) if who != ME && !force => return Ok(()),
-                _ => {}
-            }
-            let dev = FakeDriver::dev(&f.v.name);
-            if let Some(d) = self.node.device(&dev) {
-                f.signature = d.signature;
-            }
-            self.node.unplug(&dev)?;
-            f.attached_to = None;
-            Ok(())
+        Ok(Attached {
+            volume: self.inspect(id)?.unwrap(),
+            token: FakeDriver::dev(&name).display().to_string(),
         })
+    }
+    fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
+        self.with(id, |f| match f.attached_to.as_deref() {
+            Some(holder) if holder != who.id && !force => Err(Error::in_use(format!(
+                "fake: {} is attached to {holder}",
+                f.v.name
+            ))),
+            _ => {
+                f.attached_to = None;
+                Ok(())
+            }
+        })?;
+        Ok(self.inspect(id)?.unwrap())
     }
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
         self.with(id, |f| {
@@ -269,6 +288,53 @@ impl StorageDriver for Arc<FakeDriver> {
     }
 }
 
+/// The node side: a held volume's device is plugged into the fake node
+/// when resolved, unplugged (keeping what it holds) when released.
+impl Executor for FakeDriver {
+    fn instance_id(&self) -> &InstanceId {
+        &self.me
+    }
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
+        let dev = FakeDriver::dev(&volume.name);
+        Ok(self.node.device(&dev).map(|_| MountSource::Device(dev)))
+    }
+    fn resolve(
+        &self,
+        volume: &Volume,
+        token: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<MountSource> {
+        let dev = FakeDriver::dev(&volume.name);
+        assert_eq!(Path::new(token), dev, "the token is the controller's");
+        self.with(&volume.id, |f| {
+            if self.node.device(&dev).is_none() {
+                let content = self.content.join(&f.v.id);
+                self.node.plug(&dev, f.signature.clone(), &content);
+            }
+            Ok(())
+        })?;
+        Ok(MountSource::Device(dev))
+    }
+    fn release(&self, volume: &Volume, force: bool) -> Result<()> {
+        self.with(&volume.id, |f| {
+            if let Some(holder) = f.attached_to.as_deref() {
+                if holder != self.me.id && !force {
+                    return Err(Error::in_use(format!(
+                        "fake: {} is attached to {holder}",
+                        f.v.name
+                    )));
+                }
+            }
+            let dev = FakeDriver::dev(&f.v.name);
+            if let Some(d) = self.node.device(&dev) {
+                f.signature = d.signature;
+                self.node.unplug(&dev)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A fake node and backend, and the workflows over them.
 pub(crate) struct World {
     pub(crate) _tmp: tempfile::TempDir,
@@ -302,11 +368,12 @@ fn world_with(extra: &[(&str, &str)]) -> World {
     let node = Arc::new(FakeNode::default());
     let driver = Arc::new(FakeDriver {
         node: node.clone(),
+        me: fake_instance(ME),
         content: tmp.path().join("content"),
         vols: Mutex::default(),
         snaps: Mutex::default(),
     });
-    let vols = Volumes::with(cfg, state, Box::new(driver.clone()), node.clone());
+    let vols = Volumes::with(cfg, state, driver.clone(), driver.clone(), node.clone());
     World {
         _tmp: tmp,
         node,
@@ -326,7 +393,13 @@ impl World {
         let cfg = self.vols.config().clone();
         let state =
             StateDir::open(self.vols.state().root(), cfg.duration(keys::LOCK_TIMEOUT)).unwrap();
-        Volumes::with(cfg, state, Box::new(self.driver.clone()), self.node.clone())
+        Volumes::with(
+            cfg,
+            state,
+            self.driver.clone(),
+            self.driver.clone(),
+            self.node.clone(),
+        )
     }
     pub(crate) fn create(&self, name: &str) -> Volume {
         match self.vols.create(name, &CreateOptions::default()).unwrap() {

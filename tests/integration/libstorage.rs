@@ -5,7 +5,7 @@
 //! with the library's own client.
 
 use crate::common::*;
-use crate::docker::{ok, post, unix_host, Service};
+use crate::docker::{ok, post, Service};
 use rexray::api::client::Client;
 use rexray::storage::controller::{Controller, Executor};
 use serde_json::{json, Value};

@@ -356,12 +356,7 @@ mod tests {
     #[test]
     fn snapshots_and_copies_in_the_catalog() {
         let t = tempfile::tempdir().unwrap();
-        let me = InstanceId {
-            id: "test".into(),
-            driver: "loop".into(),
-            service: "loop".into(),
-        };
-        let d = LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap();
+        let d = LoopDriver::open(t.path(), "loop", Duration::from_secs(5)).unwrap();
         let spec = CreateSpec {
             size: 1,
             ..Default::default()

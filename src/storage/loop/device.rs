@@ -11,6 +11,7 @@ use super::LoopDriver;
 use crate::error::IoContext;
 use crate::model::{Attachment, InstanceId, MountSource, Volume};
 use crate::state::{atomic, FileLock};
+use crate::storage::controller::Controller;
 use crate::storage::controller::{Attached, Executor};
 use crate::storage::loopdev;
 use crate::{Error, Result};
@@ -127,7 +128,11 @@ impl LoopDriver {
     /// Every holder record (one small directory: only held volumes).
     pub(super) fn owners(&self) -> HashMap<String, Owner> {
         let mut out = HashMap::new();
-        for e in std::fs::read_dir(self.owners_dir()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(self.owners_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_suffix(".owner") else {
                 continue;
@@ -197,7 +202,12 @@ impl LoopDriver {
     /// The controller's attach: record `who` as the holder (see
     /// [`crate::storage::controller::Controller::attach`]); the token is
     /// the image's path, which `who`'s node binds to a loop device.
-    pub(super) fn attach_holder(&self, id: &str, who: &InstanceId, force: bool) -> Result<Attached> {
+    pub(super) fn attach_holder(
+        &self,
+        id: &str,
+        who: &InstanceId,
+        force: bool,
+    ) -> Result<Attached> {
         let rec = self.record(id)?;
         self.warn_overcommit(&rec, "attaching");
         let _lock = self.lock_attach(id)?;
@@ -228,8 +238,9 @@ impl LoopDriver {
                 // A device on this kernel stays bound: the new holder's node
                 // takes it over with every write the old holder made.
                 tracing::warn!(volume = %rec.name, from = %a.instance_id.id, to = %who.id, "taking the volume from another instance");
-                self.write_owner(id, who)
-                    .map_err(|e| e.context(format!("attaching volume {} (owner record)", rec.name)))?;
+                self.write_owner(id, who).map_err(|e| {
+                    e.context(format!("attaching volume {} (owner record)", rec.name))
+                })?;
             }
             None => {
                 // The record first: if we die after the node binds a device,
@@ -322,7 +333,11 @@ impl Executor for LoopExecutor {
 
     fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
         let img = self.image(&volume.id)?;
-        Ok(self.devices(&img).into_iter().next().map(MountSource::Device))
+        Ok(self
+            .devices(&img)
+            .into_iter()
+            .next()
+            .map(MountSource::Device))
     }
 
     fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {

@@ -606,12 +606,7 @@ mod tests {
     #[test]
     fn a_name_is_never_another_volumes_id() {
         let t = tempfile::tempdir().unwrap();
-        let me = InstanceId {
-            id: "me".into(),
-            driver: "loop".into(),
-            service: "loop".into(),
-        };
-        let d = LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap();
+        let d = LoopDriver::open(t.path(), "loop", Duration::from_secs(5)).unwrap();
         let spec = CreateSpec {
             size: 1,
             ..Default::default()
@@ -655,15 +650,8 @@ mod tests {
     #[test]
     fn cached_reads_see_every_change_by_another_instance() {
         let t = tempfile::tempdir().unwrap();
-        let open = |who: &str| {
-            let me = InstanceId {
-                id: who.into(),
-                driver: "loop".into(),
-                service: "loop".into(),
-            };
-            LoopDriver::open(t.path(), me, Duration::from_secs(5)).unwrap()
-        };
-        let (reader, writer) = (open("reader"), open("writer"));
+        let open = || LoopDriver::open(t.path(), "loop", Duration::from_secs(5)).unwrap();
+        let (reader, writer) = (open(), open());
         let names = |vs: &[Volume]| vs.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
         assert!(reader.list_metadata().unwrap().is_empty());
         assert!(reader.cached_metadata().unwrap().is_empty());
@@ -679,7 +667,7 @@ mod tests {
             if i % 3 == 2 {
                 let gone = want.remove(0);
                 let id = writer.lookup_name(&gone).unwrap().unwrap().id;
-                writer.remove(&id).unwrap();
+                writer.remove(&id, false).unwrap();
                 assert!(
                     reader.lookup_metadata_name(&gone).unwrap().is_none(),
                     "{gone}"
