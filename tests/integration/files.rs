@@ -510,7 +510,9 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
             .args(["volume", "mount", "v"]),
     );
     assert_eq!(o.code, -1, "not killed: {o:#?}");
-    let dead = temporaries(&loop_dir);
+    // Killed at the holder record, the first write of a mount.
+    let owners = loop_dir.join("owners");
+    let dead = temporaries(&owners);
     assert_eq!(dead.len(), 1, "{dead:?}");
     // A live writer (this process) holds its own temporary file.
     let live = loop_dir.join(".catalog.json.tmp.1.live");
@@ -519,11 +521,11 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
     assert!(temporaries(&loop_dir).contains(&live));
     drop(held);
 
-    // A mount killed at its record's write (the third atomic write: the
-    // owner's intent, its device, then the record).
+    // A mount killed at its record's write (the second atomic write: the
+    // holder record, then the mount record).
     let o = run_cmd(
         h.command("rexray")
-            .env("FAILPOINTS", "atomic::before-rename=2*off->return")
+            .env("FAILPOINTS", "atomic::before-rename=1*off->return")
             .args(["volume", "mount", "v"]),
     );
     assert_eq!(o.code, -1, "not killed: {o:#?}");
@@ -541,6 +543,7 @@ fn temporary_files_of_killed_writers_are_swept_and_live_ones_kept() {
     );
     // The loop directory's dead one went too.
     assert_eq!(temporaries(&loop_dir), Vec::<PathBuf>::new());
+    assert_eq!(temporaries(&owners), Vec::<PathBuf>::new());
     assert!(svc
         .log_text()
         .contains("removed a temporary file a killed process left behind"));

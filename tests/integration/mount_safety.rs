@@ -380,21 +380,32 @@ fn preallocate_allocates_the_image_or_refuses_leaving_nothing() {
     h2.rexray(&["volume", "rm", "pa2"]).ok();
 }
 
-/// A disk that fills during an attach: the loop device bound before the
-/// owner record failed to be written is unbound again, and the error
-/// names the volume and the step.
+/// A disk full at attach: the holder record (written before any device
+/// is bound) cannot be written, so nothing is bound, and the error names
+/// the volume, the step and the space; once space is freed the attach
+/// works.
 #[test]
-fn an_attach_that_hits_enospc_unbinds_its_device() {
+fn an_attach_on_a_full_disk_binds_nothing() {
     require_root!();
     let h = Home::new();
     let small = small_volume_path(&h, 8, "");
     h.rexray(&["volume", "create", "at1", "--size", "1"]).ok();
-    let filler = fill(&small, 4096);
+    let filler = fill(&small, 0);
+    // What a rounded-down filler left: small files until not one fits.
+    let mut crumbs = Vec::new();
+    for i in 0..4096 {
+        let p = small.join(format!("crumb{i}"));
+        if std::fs::write(&p, b"x").is_err() {
+            let _ = std::fs::remove_file(&p);
+            break;
+        }
+        crumbs.push(p);
+    }
     let a = h.rexray(&["volume", "attach", "at1"]);
     let e = a.fails(1);
     for w in [
         "attaching volume at1",
-        "record the device",
+        "owner record",
         "No space left",
         "overcommitted",
     ] {
@@ -402,6 +413,9 @@ fn an_attach_that_hits_enospc_unbinds_its_device() {
     }
     assert!(h.loops().is_empty(), "device left bound: {:?}", h.loops());
     std::fs::remove_file(&filler).unwrap();
+    for c in crumbs {
+        std::fs::remove_file(c).unwrap();
+    }
     h.rexray(&["volume", "attach", "at1"]).ok();
     assert_eq!(h.loops().len(), 1);
     h.rexray(&["volume", "detach", "at1"]).ok();

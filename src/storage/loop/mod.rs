@@ -432,6 +432,7 @@ impl Controller for LoopDriver {
     fn tidy(&self) {
         use std::os::unix::fs::OpenOptionsExt;
         let loops = kernel_loops();
+        crate::files::sweep_temporaries(&self.owners_dir());
         for (dir, kind) in [
             (self.root.clone(), Kind::Volume),
             (self.snap_dir(), Kind::Snapshot),
