@@ -578,8 +578,10 @@ fn volumes_of(
                 false,
                 move || {
                     let r = name_free(&services2, &name, &new_name).and_then(|_| {
-                        ctrl.copy(&id, &new_name, &spec, &|| Ok(()), &|_| Ok(()))
-                            .map(|v| json(201, &created(v)))
+                        ctrl.copy(&id, &new_name, &spec, &|| Ok(()), &|img| {
+                            fresh_uuid(&new_name, img)
+                        })
+                        .map(|v| json(201, &created(v)))
                     });
                     reply_of(r, &id)
                 },
@@ -810,7 +812,9 @@ fn snapshot_routes(services: &Arc<Services>, svc: &Service, call: &Call, rest: &
             let services = services.clone();
             later(vec![name_key(&vol)], true, move || {
                 let r = name_free(&services, &name, &vol)
-                    .and_then(|_| ctrl.create_from_snapshot(&id, &vol, &spec, &|_| Ok(())))
+                    .and_then(|_| {
+                        ctrl.create_from_snapshot(&id, &vol, &spec, &|img| fresh_uuid(&vol, img))
+                    })
                     .map(|v| json(201, &created(v)));
                 reply_of(r, &id)
             })
@@ -828,4 +832,18 @@ fn snapshot_routes(services: &Arc<Services>, svc: &Service, call: &Call, rest: &
         (_, [_, _, ..]) => Routed::Now(not_found(call.path.trim_start_matches('/'))),
         _ => Routed::Now(method_not_allowed(call)),
     }
+}
+
+/// A new volume's image made on this host (a copy, a volume from a
+/// snapshot) gets a filesystem UUID of its own before it is published, as
+/// the workflow does for embedded copies (see [`crate::node::fresh_uuid`];
+/// the default attach and format timeouts bound the tools).
+fn fresh_uuid(name: &str, img: &std::path::Path) -> crate::Result<()> {
+    crate::node::fresh_uuid(
+        &crate::node::Kernel,
+        name,
+        img,
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(600),
+    )
 }

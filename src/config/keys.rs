@@ -81,6 +81,8 @@ pub const DOCKER_HEADER_TIMEOUT: &str = "rexray.modules.default-docker.headerTim
 pub const DOCKER_IDLE_TIMEOUT: &str = "rexray.modules.default-docker.idleTimeout";
 pub const DOCKER_MAX_CONNECTIONS: &str = "rexray.modules.default-docker.maxConnections";
 pub const FLEXREX_LOG_FILE: &str = "rexray.flexrex.logFile";
+pub const LIBSTORAGE_HOST: &str = "libstorage.host";
+pub const LIBSTORAGE_EMBEDDED: &str = "libstorage.embedded";
 pub const SERVER_EXE_TIMEOUT: &str = "libstorage.server.tasks.exeTimeout";
 pub const SERVER_LOG_TIMEOUT: &str = "libstorage.server.tasks.logTimeout";
 pub const SERVER_HEADER_TIMEOUT: &str = "libstorage.server.headerTimeout";
@@ -285,6 +287,20 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Count(1_000_000),
         aliases: &[],
         help: "connections the Docker endpoint keeps open at once; at the limit the one idle the longest is closed",
+    },
+    KeyDef {
+        key: LIBSTORAGE_HOST,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the libStorage server this node's rexray, flexrex, dvdcli and Docker plugin send controller operations to (unix:///path.sock or tcp://host:port); empty: a server announced in <run>/rexray.spec, else the driver is used directly (embedded)",
+    },
+    KeyDef {
+        key: LIBSTORAGE_EMBEDDED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "ignore libstorage.host and use the driver directly (or a server announced in <run>/rexray.spec)",
     },
     KeyDef {
         key: SERVER_EXE_TIMEOUT,

@@ -202,7 +202,14 @@ fn start(cfg: Config) -> Result<i32> {
         &pid_path(&cfg),
         &[url_path(&cfg), crate::api::server::spec_path(&cfg)],
     )?;
-    let vols = Arc::new(Volumes::open(cfg.clone())?);
+    // A service that serves the libStorage API is the controller: its
+    // Docker endpoint uses the drivers itself. Otherwise it is a node like
+    // any other (a client of libstorage.host, when set).
+    let vols = Arc::new(if cfg.server_endpoints().is_empty() {
+        Volumes::open(cfg.clone())?
+    } else {
+        Volumes::open_embedded(cfg.clone())?
+    });
     match vols.reconcile() {
         Ok(done) if done.is_empty() => {}
         Ok(done) => tracing::warn!(

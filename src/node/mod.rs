@@ -640,6 +640,51 @@ pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
     Ok(false)
 }
 
+/// Give the filesystem of a new volume's image `img` (a copy, or a volume
+/// made from a snapshot; unattached) a UUID of its own before it is
+/// published, so it mounts beside its source (XFS refuses a second
+/// filesystem of one UUID) and `/dev/disk/by-uuid` names one filesystem.
+/// When the UUID cannot be changed the copy is kept as it is, and said so;
+/// XFS then mounts it with `nouuid`. Fails (and the copy must be
+/// discarded) only when a tool had to be stopped half-way.
+pub fn fresh_uuid(
+    node: &dyn Node,
+    name: &str,
+    img: &Path,
+    probe_timeout: Duration,
+    timeout: Duration,
+) -> Result<()> {
+    fail::fail_point!("volume::copy-keep-uuid", |_| Ok(()));
+    let fs = match node.probe_tags(img, probe_timeout) {
+        Ok((fs::Probe::Filesystem(t), _)) => t,
+        Ok(_) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(
+                volume = name,
+                "{e}; the new volume keeps its source's filesystem UUID"
+            );
+            return Ok(());
+        }
+    };
+    match node.regenerate_uuid(img, &fs, timeout) {
+        Ok(fs::NewUuid::Changed(uuid)) => {
+            tracing::info!(volume = name, fs = %fs, uuid = %uuid, "the new volume's filesystem has a UUID of its own");
+            Ok(())
+        }
+        Ok(fs::NewUuid::Kept(why)) => {
+            tracing::warn!(
+                volume = name,
+                fs = %fs,
+                "the new volume keeps its source's filesystem UUID ({why}); /dev/disk/by-uuid may name either, and XFS mounts it with nouuid"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!(
+            "cannot create volume {name} (giving its filesystem a UUID of its own); the copy was discarded"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fake::FakeNode;

@@ -106,8 +106,13 @@ pub fn open_controller(cfg: &Config) -> Result<Arc<dyn Controller>> {
 /// Open the node side of the configured service's driver, for this
 /// instance (see [`controller`]).
 pub fn open_executor(cfg: &Config) -> Result<Arc<dyn Executor>> {
-    let driver = cfg.driver_name();
-    match driver.as_str() {
+    open_executor_for(cfg, &cfg.driver_name())
+}
+
+/// Open the node side of `driver`, for this instance, with its settings
+/// from `cfg` (a node of a libStorage server uses the server's driver).
+pub fn open_executor_for(cfg: &Config, driver: &str) -> Result<Arc<dyn Executor>> {
+    match driver {
         "loop" => {
             let root = cfg.path(keys::LOOP_VOLUME_PATH);
             crate::files::own_dir(&root, crate::files::PRIVATE_DIR, crate::files::Link::Follow)

@@ -102,39 +102,13 @@ impl Volumes {
     /// mounts it with `nouuid`. Fails (and the copy is discarded) only
     /// when a tool had to be stopped half-way.
     fn prepare(&self, name: &str, img: &Path) -> Result<()> {
-        fail::fail_point!("volume::copy-keep-uuid", |_| Ok(()));
-        let timeout = self.cfg.duration(keys::FORMAT_TIMEOUT);
-        let fs = match self
-            .node
-            .probe_tags(img, self.cfg.duration(keys::ATTACH_TIMEOUT))
-        {
-            Ok((node::fs::Probe::Filesystem(t), _)) => t,
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(
-                    volume = name,
-                    "{e}; the new volume keeps its source's filesystem UUID"
-                );
-                return Ok(());
-            }
-        };
-        match self.node.regenerate_uuid(img, &fs, timeout) {
-            Ok(node::fs::NewUuid::Changed(uuid)) => {
-                tracing::info!(volume = name, fs = %fs, uuid = %uuid, "the new volume's filesystem has a UUID of its own");
-                Ok(())
-            }
-            Ok(node::fs::NewUuid::Kept(why)) => {
-                tracing::warn!(
-                    volume = name,
-                    fs = %fs,
-                    "the new volume keeps its source's filesystem UUID ({why}); /dev/disk/by-uuid may name either, and XFS mounts it with nouuid"
-                );
-                Ok(())
-            }
-            Err(e) => Err(e.context(format!(
-                "cannot create volume {name} (giving its filesystem a UUID of its own); the copy was discarded"
-            ))),
-        }
+        node::fresh_uuid(
+            self.node.as_ref(),
+            name,
+            img,
+            self.cfg.duration(keys::ATTACH_TIMEOUT),
+            self.cfg.duration(keys::FORMAT_TIMEOUT),
+        )
     }
 
     /// Run `copy` of a volume with its filesystem frozen when it is

@@ -16,6 +16,7 @@ mod hostile;
 mod libstorage;
 mod managed_plugin;
 mod mount_safety;
+mod multihost;
 mod names;
 mod options;
 mod packaging;

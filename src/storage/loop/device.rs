@@ -255,6 +255,7 @@ impl LoopDriver {
                 })?;
             }
         }
+        fail::fail_point!("loop::attach-after-owner", |_| crate::crash_here());
         Ok(Attached {
             volume: self.to_volume(&rec, &loops),
             token: img.to_string_lossy().into_owned(),
