@@ -30,14 +30,34 @@ pub enum Listener {
     Unix(std::os::unix::net::UnixListener),
     /// A TCP port.
     Tcp(std::net::TcpListener),
+    /// A TCP port that serves HTTPS only.
+    Tls(std::net::TcpListener, Arc<rustls::ServerConfig>),
 }
 
+/// Set on every request that came over TLS (a request extension), so that
+/// a handler can tell `https` from `http`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// What a client that sends plain HTTP to a TLS port is answered, as the
+/// original's (Go's) server answers it.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
 impl Listener {
+    /// The TCP listener, if this is one (without TLS).
+    pub fn into_tcp(self) -> Option<std::net::TcpListener> {
+        match self {
+            Listener::Tcp(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Another handle on the same socket.
     pub fn try_clone(&self) -> std::io::Result<Listener> {
         match self {
             Listener::Unix(l) => l.try_clone().map(Listener::Unix),
             Listener::Tcp(l) => l.try_clone().map(Listener::Tcp),
+            Listener::Tls(l, c) => l.try_clone().map(|l| Listener::Tls(l, c.clone())),
         }
     }
 }
@@ -224,7 +244,100 @@ async fn accept_listener(
             )
             .await
         }
+        Listener::Tls(l, config) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                if server.conns.saturated() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                        _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) } else { continue },
+                    }
+                }
+                tokio::select! {
+                    r = l.accept() => match r {
+                        Ok((s, _)) => serve_tls_connection(s, server, acceptor.clone()),
+                        Err(e) => {
+                            server.conns.accept_failed(&e);
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
+                    },
+                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
+                }
+            }
+        }
     }
+}
+
+/// Serve one TLS connection: the handshake (bounded by the header
+/// timeout: the connection is registered first, in its header phase),
+/// then HTTP over it. A client that speaks plain HTTP instead is told so.
+fn serve_tls_connection(
+    stream: tokio::net::TcpStream,
+    server: &Server,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let Some(reg) = server.conns.register(stream.as_raw_fd()) else {
+        return;
+    };
+    let handler = server.handler.clone();
+    let conn = reg.conn().clone();
+    let http = server.http.clone();
+    let watcher = server.graceful.watcher();
+    tokio::spawn(async move {
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first).await {
+            // 0x16: a TLS handshake record.
+            Ok(1) if first[0] != 0x16 => {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                // Read what the request sent so far, so that closing does
+                // not reset the connection before the answer is read.
+                let mut sink = [0u8; 4096];
+                for _ in 0..16 {
+                    match stream.try_read(&mut sink) {
+                        Ok(n) if n > 0 => continue,
+                        _ => break,
+                    }
+                }
+                let _ = stream.write_all(PLAIN_TO_TLS).await;
+                let _ = stream.shutdown().await;
+                drop(reg);
+                return;
+            }
+            Ok(1) => {}
+            _ => {
+                // Out of the registry before the descriptor closes.
+                drop(reg);
+                return;
+            }
+        }
+        let tls = match acceptor.accept(Watched::new(reg, stream)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!("TLS handshake failed: {e}");
+                return;
+            }
+        };
+        let served = http.serve_connection(
+            hyper_util::rt::TokioIo::new(tls),
+            hyper::service::service_fn(move |mut rq: Request<Incoming>| {
+                let conn = conn.clone();
+                let handler = handler.clone();
+                rq.extensions_mut().insert(OverTls);
+                async move {
+                    let r = handler.handle(rq, conn.clone()).await;
+                    conn.idle();
+                    Ok::<_, Infallible>(r)
+                }
+            }),
+        );
+        if let Err(e) = watcher.watch(served).await {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
 }
 
 /// Accept and serve connections until `stop` is set.

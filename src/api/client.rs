@@ -34,33 +34,154 @@ use ureq::unversioned::transport::{
 /// the caller sets another bound.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A connection's stream: a unix socket, or TLS over TCP.
+pub trait Stream: Read + Write + std::fmt::Debug + Send + Sync + 'static {
+    /// Bound the next reads and writes (`None`: no bound).
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> std::io::Result<()>;
+    /// Whether the peer has not closed it and sent nothing unasked.
+    fn is_open(&mut self) -> bool;
+}
+
+/// Open when a read would block: no end of file, no stray bytes.
+fn socket_open(fd: &impl std::os::fd::AsFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: a peek into a local buffer of the length given, on a
+    // descriptor the stream owns.
+    let n = unsafe {
+        libc::recv(
+            fd.as_fd().as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
+impl Stream for UnixStream {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(read)?;
+        self.set_write_timeout(write)
+    }
+    fn is_open(&mut self) -> bool {
+        socket_open(self)
+    }
+}
+
+/// TLS over TCP, as the client speaks it.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+impl Stream for TlsStream {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> std::io::Result<()> {
+        self.sock.set_read_timeout(read)?;
+        self.sock.set_write_timeout(write)
+    }
+    fn is_open(&mut self) -> bool {
+        // A close_notify or any record unasked for: not reused.
+        socket_open(&self.sock)
+    }
+}
+
 /// Connects every request of an agent to one unix socket, whatever the
 /// URL's host.
 #[derive(Debug)]
 pub struct UnixConnector(PathBuf);
 
 impl Connector for UnixConnector {
-    type Out = UnixTransport;
+    type Out = StreamTransport<UnixStream>;
 
     fn connect(
         &self,
         details: &ConnectionDetails,
         _chained: Option<()>,
-    ) -> std::result::Result<Option<UnixTransport>, ureq::Error> {
+    ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
         let stream = UnixStream::connect(&self.0)?;
+        Ok(Some(StreamTransport::new(stream, details)))
+    }
+}
+
+/// Connects every request of an agent to one TCP address with TLS; the
+/// handshake is made at once, so that an untrusted server is refused
+/// before anything is sent.
+#[derive(Debug)]
+pub struct TlsConnector {
+    addr: String,
+    tls: Arc<super::tls::ClientTls>,
+    /// Why the last handshake failed, for the caller's error.
+    failure: Arc<std::sync::Mutex<Option<Error>>>,
+}
+
+impl Connector for TlsConnector {
+    type Out = StreamTransport<TlsStream>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
+        use std::net::ToSocketAddrs;
+        let limit = details.timeout.not_zero().map(|d| *d);
+        let mut last = None;
+        let mut tcp = None;
+        for sa in self.addr.to_socket_addrs()? {
+            let r = match limit {
+                Some(t) => std::net::TcpStream::connect_timeout(&sa, t),
+                None => std::net::TcpStream::connect(sa),
+            };
+            match r {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(tcp) = tcp else {
+            return Err(ureq::Error::Io(last.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+            })));
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = rustls::ClientConnection::new(
+            self.tls.config().clone(),
+            self.tls.server_name().clone(),
+        )
+        .map_err(|e| ureq::Error::Io(std::io::Error::other(e)))?;
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        stream.set_timeouts(limit, limit)?;
+        while stream.conn.is_handshaking() {
+            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                let err = self.tls.explain(&self.addr, &e);
+                let msg = err.message().to_string();
+                if let Ok(mut f) = self.failure.lock() {
+                    *f = Some(err);
+                }
+                return Err(ureq::Error::Io(std::io::Error::other(msg)));
+            }
+        }
+        Ok(Some(StreamTransport::new(stream, details)))
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct StreamTransport<S> {
+    stream: S,
+    buffers: LazyBuffers,
+}
+
+/// A connection to a unix socket.
+pub type UnixTransport = StreamTransport<UnixStream>;
+
+impl<S> StreamTransport<S> {
+    fn new(stream: S, details: &ConnectionDetails) -> Self {
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),
             details.config.output_buffer_size(),
         );
-        Ok(Some(UnixTransport { stream, buffers }))
+        StreamTransport { stream, buffers }
     }
-}
-
-/// One connection to a unix socket.
-#[derive(Debug)]
-pub struct UnixTransport {
-    stream: UnixStream,
-    buffers: LazyBuffers,
 }
 
 fn io_error(e: std::io::Error, timeout: &NextTimeout) -> ureq::Error {
@@ -72,7 +193,7 @@ fn io_error(e: std::io::Error, timeout: &NextTimeout) -> ureq::Error {
     }
 }
 
-impl Transport for UnixTransport {
+impl<S: Stream> Transport for StreamTransport<S> {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
     }
@@ -84,17 +205,18 @@ impl Transport for UnixTransport {
     ) -> std::result::Result<(), ureq::Error> {
         let timeout = timeout.for_write();
         self.stream
-            .set_write_timeout(timeout.not_zero().map(|d| *d))?;
+            .set_timeouts(None, timeout.not_zero().map(|d| *d))?;
         let output = &self.buffers.output()[..amount];
         self.stream
             .write_all(output)
+            .and_then(|()| self.stream.flush())
             .map_err(|e| io_error(e, &timeout))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
         let timeout = timeout.for_read();
         self.stream
-            .set_read_timeout(timeout.not_zero().map(|d| *d))?;
+            .set_timeouts(timeout.not_zero().map(|d| *d), None)?;
         let input = self.buffers.input_append_buf();
         let n = loop {
             match self.stream.read(input) {
@@ -107,26 +229,21 @@ impl Transport for UnixTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        // Open when a read would block: no end of file, no stray bytes.
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut b = [0u8; 1];
-        let open = matches!(
-            self.stream.read(&mut b),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
-        open && self.stream.set_nonblocking(false).is_ok()
+        self.stream.is_open()
     }
 }
 
-/// Where a server is: `unix:///path` or `tcp://host:port`.
+/// Where a server is: `unix:///path`, `tcp://host:port` (TLS as the
+/// `libstorage.tls` keys say) or `https://host:port` (also spelt
+/// `tcp+tls://`: always TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     /// A unix socket.
     Unix(PathBuf),
     /// `host:port`.
     Tcp(String),
+    /// `host:port`, over TLS.
+    Tls(String),
 }
 
 impl Host {
@@ -145,14 +262,19 @@ impl Host {
         match scheme.to_ascii_lowercase().as_str() {
             "unix" if rest.starts_with('/') => Ok(Host::Unix(PathBuf::from(rest))),
             "unix" => bad("a unix socket needs an absolute path"),
-            "tcp" | "http" => match rest.trim_end_matches('/').rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                    Ok(Host::Tcp(rest.trim_end_matches('/').to_string()))
+            scheme @ ("tcp" | "http" | "https" | "tcp+tls") => {
+                match rest.trim_end_matches('/').rsplit_once(':') {
+                    Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                        let a = rest.trim_end_matches('/').to_string();
+                        Ok(match scheme {
+                            "https" | "tcp+tls" => Host::Tls(a),
+                            _ => Host::Tcp(a),
+                        })
+                    }
+                    _ => bad("expected host:port"),
                 }
-                _ => bad("expected host:port"),
-            },
-            "https" => bad("TLS is not supported yet"),
-            _ => bad("only unix and tcp are supported"),
+            }
+            _ => bad("only unix, tcp and https are supported"),
         }
     }
 
@@ -161,7 +283,58 @@ impl Host {
         match self {
             Host::Unix(p) => format!("unix://{}", p.display()),
             Host::Tcp(a) => format!("tcp://{a}"),
+            Host::Tls(a) => format!("https://{a}"),
         }
+    }
+}
+
+/// What a client needs to reach a server safely: TLS for a tcp host, and
+/// the bearer token.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// TLS (`None`: plain HTTP, or a unix socket).
+    pub tls: Option<Arc<super::tls::ClientTls>>,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Security {
+    /// As `cfg` says for the server at `url`: a `tcp://` host speaks TLS
+    /// when the `libstorage.tls` keys ask for it, an `https://` one always.
+    pub fn from_config(cfg: &crate::config::Config, url: &str) -> Result<Security> {
+        use crate::config::keys;
+        let token = super::auth::client_token(cfg)?;
+        let tls = match Host::parse(url)? {
+            Host::Unix(_) => None,
+            Host::Tcp(a) => match super::tls::client_wants_tls(cfg)? {
+                true => Some(a),
+                false => None,
+            },
+            Host::Tls(a) => {
+                if cfg.boolean(keys::CLIENT_TLS_DISABLED) {
+                    return Err(Error::invalid(format!(
+                        "{url} asks for TLS but {} is true: use tcp:// for a server without TLS, or unset it",
+                        keys::CLIENT_TLS_DISABLED
+                    )));
+                }
+                Some(a)
+            }
+        };
+        let tls = match tls {
+            Some(a) => Some(Arc::new(super::tls::client_config(cfg, &a)?)),
+            None => None,
+        };
+        Ok(Security { tls, token })
     }
 }
 
@@ -173,7 +346,7 @@ pub fn local_server(spec: &Path) -> Option<String> {
     let url = text.trim().to_string();
     let answers = match Host::parse(&url).ok()? {
         Host::Unix(p) => UnixStream::connect(p).is_ok(),
-        Host::Tcp(a) => {
+        Host::Tcp(a) | Host::Tls(a) => {
             use std::net::ToSocketAddrs;
             let local =
                 a.starts_with("127.") || a.starts_with("localhost:") || a.starts_with("[::1]:");
@@ -195,6 +368,10 @@ pub struct Client {
     executor: Option<Arc<dyn Executor>>,
     /// The caller as the server resolved it (`DRIVER:SERVICE=ID`).
     instance: Option<InstanceId>,
+    /// `Bearer <token>`.
+    authorization: Option<String>,
+    /// Why the last TLS handshake failed.
+    tls_failure: Option<Arc<std::sync::Mutex<Option<Error>>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -255,7 +432,29 @@ impl Client {
         executor: Option<Arc<dyn Executor>>,
         timeout: Duration,
     ) -> Result<Client> {
+        Self::connect_with(host, service, executor, timeout, &Security::default())
+    }
+
+    /// [`Client::connect`] with TLS and a token: a `tcp://` host with
+    /// `security.tls` (or an `https://` one) speaks TLS.
+    pub fn connect_with(
+        host: &str,
+        service: &str,
+        executor: Option<Arc<dyn Executor>>,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client> {
         let parsed = Host::parse(host)?;
+        let tls = match (&parsed, &security.tls) {
+            (Host::Unix(_), _) | (Host::Tcp(_), None) => None,
+            (Host::Tcp(a) | Host::Tls(a), Some(t)) => Some((a.clone(), t.clone())),
+            (Host::Tls(a), None) => {
+                return Err(Error::invalid(format!(
+                    "https://{a}: no TLS settings were given for it"
+                )))
+            }
+        };
+        let failure = Arc::new(std::sync::Mutex::new(None));
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -271,12 +470,35 @@ impl Client {
                 ),
                 "http://localhost".to_string(),
             ),
-            Host::Tcp(a) => (ureq::Agent::new_with_config(config), format!("http://{a}")),
+            _ => match tls {
+                Some((a, tls)) => (
+                    ureq::Agent::with_parts(
+                        config,
+                        TlsConnector {
+                            addr: a.clone(),
+                            tls,
+                            failure: failure.clone(),
+                        },
+                        ureq::unversioned::resolver::DefaultResolver::default(),
+                    ),
+                    format!("http://{a}"),
+                ),
+                None => {
+                    let (Host::Tcp(a) | Host::Tls(a)) = &parsed else {
+                        unreachable!("a unix host is handled above")
+                    };
+                    (ureq::Agent::new_with_config(config), format!("http://{a}"))
+                }
+            },
+        };
+        let host_url = match (&parsed, &security.tls) {
+            (Host::Tcp(a), Some(_)) => format!("https://{a}"),
+            _ => parsed.url(),
         };
         let mut c = Client {
             agent,
             base,
-            host: parsed.url(),
+            host: host_url,
             info: ServiceInfo {
                 service: service.to_string(),
                 driver: String::new(),
@@ -285,6 +507,8 @@ impl Client {
             },
             executor,
             instance: None,
+            authorization: security.token.as_ref().map(|t| format!("Bearer {t}")),
+            tls_failure: Some(failure),
         };
         // 1. The services.
         let a = c.send("GET", "/services", None, None, false)?;
@@ -358,6 +582,9 @@ impl Client {
     ) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut hs: Vec<(&str, String)> = vec![(headers::TX, Tx::new().header())];
+        if let Some(a) = &self.authorization {
+            hs.push(("Authorization", a.clone()));
+        }
         if let Some(i) = who.or(self.instance.as_ref()) {
             hs.push((headers::INSTANCE_ID, i.header()));
         }
@@ -371,6 +598,13 @@ impl Client {
             }
         }
         let unreachable = |e: ureq::Error| {
+            let tls = self
+                .tls_failure
+                .as_ref()
+                .and_then(|f| f.lock().ok().and_then(|mut f| f.take()));
+            if let Some(e) = tls {
+                return e;
+            }
             Error::system(format!(
                 "the libStorage server at {} did not answer {method} {path}: {e}",
                 self.host
@@ -423,6 +657,33 @@ impl Client {
                 .unwrap_or_default();
             return Error::busy(format!(
                 "{what}: the libStorage server at {} did not finish within its libstorage.server.tasks.exeTimeout; the operation goes on there{task}",
+                self.host
+            ));
+        }
+        if a.status == 400
+            && String::from_utf8_lossy(&a.body).contains("HTTP request to an HTTPS server")
+        {
+            return Error::invalid(format!(
+                "{what}: the libStorage server at {} serves HTTPS on that port: use https://{} as libstorage.host, or tcp:// with libstorage.tls.trustedCertsFile or libstorage.tls.knownHosts set",
+                self.host,
+                self.host.split_once("://").map(|(_, a)| a).unwrap_or(&self.host)
+            ));
+        }
+        if a.status == 401 {
+            let why = serde_json::from_slice::<ErrorBody>(&a.body)
+                .ok()
+                .map(|b| match b.error {
+                    Value::String(s) if !s.is_empty() => s,
+                    _ => b.message,
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&a.body).trim().to_string());
+            let hint = if self.authorization.is_some() {
+                "check libstorage.client.auth.token: it must be signed with the server's libstorage.server.auth.key and algorithm, unexpired, and its subject allowed"
+            } else {
+                "the server requires a bearer token: set libstorage.client.auth.token (see `rexray token new`)"
+            };
+            return Error::invalid(format!(
+                "{what}: the libStorage server at {} refused the request: {why}; {hint}",
                 self.host
             ));
         }
@@ -688,12 +949,17 @@ mod tests {
             Host::Tcp("127.0.0.1:7979".into())
         );
         assert_eq!(Host::parse("tcp://h:1").unwrap().url(), "tcp://h:1");
+        assert_eq!(
+            Host::parse("https://h:1/").unwrap(),
+            Host::Tls("h:1".into())
+        );
+        assert_eq!(Host::parse("TCP+TLS://h:1").unwrap().url(), "https://h:1");
         for bad in [
             "",
             "unix://rel",
             "tcp://h",
             "tcp://:1",
-            "https://h:1",
+            "https://h",
             "ftp://h:1",
         ] {
             assert!(Host::parse(bad).is_err(), "{bad}");

@@ -14,10 +14,14 @@
 //! - [`tasks`]: every operation as a task (`exeTimeout`, `?async`).
 //! - [`server`]: endpoints, HTTP, the spec file.
 //! - [`client`]: the controller over HTTP (unix socket or TCP).
+//! - [`tls`]: TLS of tcp endpoints and hosts, known_hosts fingerprints.
+//! - [`auth`]: bearer tokens (HMAC-signed JWTs).
 
+pub mod auth;
 pub mod client;
 pub mod headers;
 pub mod routes;
 pub mod server;
 pub mod tasks;
+pub mod tls;
 pub mod wire;

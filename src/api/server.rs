@@ -136,6 +136,7 @@ pub struct Api {
     queue_wait: Duration,
     exe_timeout: Duration,
     server_name: String,
+    auth: super::auth::Auth,
 }
 
 impl Api {
@@ -149,7 +150,14 @@ impl Api {
             queue_wait: wait,
             exe_timeout: cfg.duration(keys::SERVER_EXE_TIMEOUT),
             server_name: server_name(),
+            auth: Default::default(),
         }
+    }
+
+    /// The same server, checking bearer tokens as `auth` says.
+    pub fn with_auth(mut self, auth: super::auth::Auth) -> Api {
+        self.auth = auth;
+        self
     }
 
     /// The services served.
@@ -284,6 +292,41 @@ fn respond(api: &Api, status: u16, content_type: &str, body: Vec<u8>) -> Respons
 async fn serve_one(api: Arc<Api>, rq: Request<Incoming>, conn: &Conn) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let (parts, body) = rq.into_parts();
+    // A token first: a refused request is not read any further.
+    if api.auth.is_on() {
+        let authz = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        match api.auth.check(parts.uri.path(), authz, super::auth::now()) {
+            Ok(Some(who)) => {
+                tracing::debug!(method = %parts.method, endpoint = %parts.uri.path(), subject = %who.sub, "token accepted")
+            }
+            Ok(None) => {}
+            Err(why) => {
+                tracing::warn!(method = %parts.method, endpoint = %parts.uri.path(), "refused: {}: {why}", super::auth::INVALID_TOKEN);
+                let e = ErrorBody {
+                    message: super::auth::INVALID_TOKEN.into(),
+                    status: 401,
+                    error: serde_json::Value::String(format!(
+                        "{}: {why}",
+                        super::auth::INVALID_TOKEN
+                    )),
+                };
+                let mut r = respond(
+                    &api,
+                    401,
+                    "application/json",
+                    serde_json::to_vec(&e).unwrap_or_default(),
+                );
+                r.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+        }
+    }
     let all = |name: &str| -> Vec<String> {
         parts
             .headers
@@ -365,7 +408,14 @@ async fn serve_one(api: Arc<Api>, rq: Request<Incoming>, conn: &Conn) -> Respons
         instance_ids: all(headers::INSTANCE_ID),
         local_devices: all(headers::LOCAL_DEVICES),
         body: body.to_vec(),
-        base_url: format!("http://{host}"),
+        base_url: format!(
+            "{}://{host}",
+            if parts.extensions.get::<httpd::OverTls>().is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        ),
     };
     let reply = api.answer(call).await;
     tracing::debug!(method = %parts.method, endpoint = %parts.uri, status = reply.status, elapsed_us = started.elapsed().as_micros() as u64, "served");
@@ -406,6 +456,15 @@ impl Server {
         if endpoints.is_empty() {
             return Ok(None);
         }
+        // Security settings first: a mistake there serves nothing.
+        let tls = super::tls::server_config(cfg)?;
+        let declared: Vec<String> = {
+            let mut v = cfg.server_services();
+            v.push(cfg.service().to_ascii_lowercase());
+            v
+        };
+        let auth = super::auth::Auth::from_config(cfg, &declared)?;
+        let authenticated = auth.is_on();
         let services = open_services(cfg)?;
         if services.is_empty() {
             tracing::warn!("no service can be served: the libStorage API is off");
@@ -416,7 +475,7 @@ impl Server {
             sockets: Vec::new(),
             urls: Vec::new(),
             spec: None,
-            api: Arc::new(Api::new(services, cfg)),
+            api: Arc::new(Api::new(services, cfg).with_auth(auth)),
             limits: Limits {
                 header: cfg.duration(keys::SERVER_HEADER_TIMEOUT),
                 idle: cfg.duration(keys::SERVER_IDLE_TIMEOUT),
@@ -439,10 +498,14 @@ impl Server {
                 }
                 Address::Tcp(a) => {
                     let (l, url) = httpd::bind_tcp(&a)?;
-                    tracing::warn!(
-                        endpoint = %name,
-                        "the libStorage API on {url} has neither TLS nor authentication (neither is supported yet): whoever can reach it can create, attach, detach and remove the volumes of every service; bind it to 127.0.0.1 or firewall it"
-                    );
+                    let (l, url) = match &tls {
+                        Some(t) => (
+                            Listener::Tls(l.into_tcp().expect("a TCP listener"), t.config.clone()),
+                            url.replacen("tcp://", "https://", 1),
+                        ),
+                        None => (l, url),
+                    };
+                    exposure(&name, &url, tls.as_ref(), authenticated);
                     s.listeners.push(l);
                     s.urls.push(url);
                 }
@@ -503,6 +566,36 @@ impl Drop for Server {
         }
         if let Some((p, content)) = &self.spec {
             remove_spec(p, content);
+        }
+    }
+}
+
+/// Say how exposed a tcp endpoint is: whoever can reach one without
+/// authentication can create, attach, detach and remove every volume.
+fn exposure(name: &str, url: &str, tls: Option<&super::tls::ServerTls>, tokens: bool) {
+    let certs = tls.is_some_and(|t| t.client_certs);
+    match (tls.is_some(), tokens || certs) {
+        (false, false) => tracing::warn!(
+            endpoint = %name,
+            "the libStorage API on {url} has neither TLS nor authentication: whoever can reach it can create, attach, detach and remove the volumes of every service; set {} and {} (TLS) and {} (bearer tokens), or bind it to 127.0.0.1 or firewall it",
+            keys::SERVER_TLS_CERT_FILE,
+            keys::SERVER_TLS_KEY_FILE,
+            keys::SERVER_AUTH_KEY
+        ),
+        (true, false) => tracing::warn!(
+            endpoint = %name,
+            "the libStorage API on {url} has TLS but no authentication: whoever can reach it can manage every volume; set {} (bearer tokens) or {}",
+            keys::SERVER_AUTH_KEY,
+            keys::SERVER_TLS_CLIENT_CERT_REQUIRED
+        ),
+        (false, true) => tracing::info!(
+            endpoint = %name,
+            "note: the libStorage API on {url} requires a token but has no TLS: tokens and volume data travel in clear text; set {} and {}",
+            keys::SERVER_TLS_CERT_FILE,
+            keys::SERVER_TLS_KEY_FILE
+        ),
+        (true, true) => {
+            tracing::info!(endpoint = %name, "the libStorage API on {url} serves HTTPS and requires authentication")
         }
     }
 }

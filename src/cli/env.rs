@@ -39,7 +39,12 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
         .map(|(k, s)| EnvEntry {
             key: k,
             env: keys::env_name(k),
-            value: &s.value,
+            // Secrets are not printed: only whether one is set.
+            value: if keys::SECRETS.contains(&k) && !s.value.is_empty() {
+                "(secret)"
+            } else {
+                &s.value
+            },
             source: s.source.to_string(),
         })
         .collect();

@@ -9,6 +9,7 @@ mod docs;
 mod env;
 mod flags;
 mod process;
+mod token;
 mod version;
 mod volume;
 
@@ -72,6 +73,9 @@ enum Command {
     /// Install, remove or check the Kubernetes FlexVolume driver.
     #[command(subcommand)]
     Flexrex(crate::flex::install::FlexrexCmd),
+    /// Make and read bearer tokens for the libStorage API.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
     /// Print the effective configuration, one KEY=value line per setting,
     /// each with its source (default, file, env or flag).
     Env {
@@ -218,6 +222,7 @@ fn execute(cli: Cli, key_flags: Vec<FlagValue>, notes: &mut Notes) -> Result<Ans
         Command::Stop => run_service(ServiceCmd::Stop, cfg),
         Command::Status => run_service(ServiceCmd::Status, cfg),
         Command::Env { format } => Ok(Answer::ok(env::render(&cfg, &format)?)),
+        Command::Token(cmd) => Ok(Answer::ok(token::run(cmd, &cfg)?)),
         Command::Version { .. } | Command::Completion { .. } | Command::Man { .. } => {
             unreachable!("answered above")
         }

@@ -88,6 +88,29 @@ pub const SERVER_LOG_TIMEOUT: &str = "libstorage.server.tasks.logTimeout";
 pub const SERVER_HEADER_TIMEOUT: &str = "libstorage.server.headerTimeout";
 pub const SERVER_IDLE_TIMEOUT: &str = "libstorage.server.idleTimeout";
 pub const SERVER_MAX_CONNECTIONS: &str = "libstorage.server.maxConnections";
+pub const SERVER_TLS_DISABLED: &str = "libstorage.server.tls.disabled";
+pub const SERVER_TLS_CERT_FILE: &str = "libstorage.server.tls.certFile";
+pub const SERVER_TLS_KEY_FILE: &str = "libstorage.server.tls.keyFile";
+pub const SERVER_TLS_TRUSTED_CERTS_FILE: &str = "libstorage.server.tls.trustedCertsFile";
+pub const SERVER_TLS_CLIENT_CERT_REQUIRED: &str = "libstorage.server.tls.clientCertRequired";
+pub const CLIENT_TLS: &str = "libstorage.client.tls";
+pub const CLIENT_TLS_DISABLED: &str = "libstorage.client.tls.disabled";
+pub const CLIENT_TLS_INSECURE: &str = "libstorage.client.tls.insecure";
+pub const CLIENT_TLS_SERVER_NAME: &str = "libstorage.client.tls.serverName";
+pub const CLIENT_TLS_KNOWN_HOSTS: &str = "libstorage.client.tls.knownHosts";
+pub const CLIENT_TLS_VERIFY_PEERS: &str = "libstorage.client.tls.verifyPeers";
+pub const CLIENT_TLS_TRUSTED_CERTS_FILE: &str = "libstorage.client.tls.trustedCertsFile";
+pub const CLIENT_TLS_CERT_FILE: &str = "libstorage.client.tls.certFile";
+pub const CLIENT_TLS_KEY_FILE: &str = "libstorage.client.tls.keyFile";
+pub const SERVER_AUTH_KEY: &str = "libstorage.server.auth.key";
+pub const SERVER_AUTH_ALG: &str = "libstorage.server.auth.alg";
+pub const SERVER_AUTH_ALLOW: &str = "libstorage.server.auth.allow";
+pub const SERVER_AUTH_DENY: &str = "libstorage.server.auth.deny";
+pub const SERVER_AUTH_DISABLED: &str = "libstorage.server.auth.disabled";
+pub const CLIENT_AUTH_TOKEN: &str = "libstorage.client.auth.token";
+
+/// Keys whose values are secrets: `rexray env` does not print them.
+pub const SECRETS: &[&str] = &[SERVER_AUTH_KEY, CLIENT_AUTH_TOKEN];
 
 /// Every key the configuration knows.
 pub const KEYS: &[KeyDef] = &[
@@ -336,6 +359,146 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Count(1_000_000),
         aliases: &[],
         help: "connections the libStorage API keeps open at once (all endpoints together); at the limit the one idle the longest is closed",
+    },
+    KeyDef {
+        key: SERVER_TLS_DISABLED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &["libstorage.tls.disabled"],
+        help: "serve plain HTTP on tcp endpoints even when a certificate is configured",
+    },
+    KeyDef {
+        key: SERVER_TLS_CERT_FILE,
+        default: "{etc}/tls/rexray.crt",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.certFile"],
+        help: "PEM certificate (chain) of the libStorage server's tcp endpoints; with its key, they serve HTTPS only (the default path is used only when the file exists)",
+    },
+    KeyDef {
+        key: SERVER_TLS_KEY_FILE,
+        default: "{etc}/tls/rexray.key",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.keyFile"],
+        help: "PEM private key of libstorage.server.tls.certFile",
+    },
+    KeyDef {
+        key: SERVER_TLS_TRUSTED_CERTS_FILE,
+        default: "{etc}/tls/cacerts",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.trustedCertsFile"],
+        help: "PEM certificates client certificates must be signed by (with libstorage.server.tls.clientCertRequired)",
+    },
+    KeyDef {
+        key: SERVER_TLS_CLIENT_CERT_REQUIRED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &["libstorage.tls.clientCertRequired"],
+        help: "refuse TLS clients without a certificate signed by libstorage.server.tls.trustedCertsFile",
+    },
+    KeyDef {
+        key: CLIENT_TLS,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &["libstorage.tls"],
+        help: "TLS to a tcp libStorage host in one value: true, false, insecure, verifyPeers, or a pinned known host `HOST sha256 FINGERPRINT`",
+    },
+    KeyDef {
+        key: CLIENT_TLS_DISABLED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &["libstorage.tls.disabled"],
+        help: "speak plain HTTP to a tcp:// libStorage host whatever else is configured",
+    },
+    KeyDef {
+        key: CLIENT_TLS_INSECURE,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &["libstorage.tls.insecure"],
+        help: "use TLS without verifying the server's certificate at all (tests only)",
+    },
+    KeyDef {
+        key: CLIENT_TLS_SERVER_NAME,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &["libstorage.tls.serverName"],
+        help: "the name the server's certificate must be valid for (default: the host of libstorage.host)",
+    },
+    KeyDef {
+        key: CLIENT_TLS_KNOWN_HOSTS,
+        default: "{etc}/tls/known_hosts",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.knownHosts"],
+        help: "file of trusted server certificates by fingerprint, lines `HOST sha256 FINGERPRINT`",
+    },
+    KeyDef {
+        key: CLIENT_TLS_VERIFY_PEERS,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &["libstorage.tls.verifyPeers"],
+        help: "trust the server by its certificate's fingerprint in libstorage.client.tls.knownHosts rather than by libstorage.client.tls.trustedCertsFile",
+    },
+    KeyDef {
+        key: CLIENT_TLS_TRUSTED_CERTS_FILE,
+        default: "{etc}/tls/cacerts",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.trustedCertsFile"],
+        help: "PEM certificates the libStorage server's certificate must be signed by (the default path is used only when the file exists)",
+    },
+    KeyDef {
+        key: CLIENT_TLS_CERT_FILE,
+        default: "{etc}/tls/rexray.crt",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.certFile"],
+        help: "PEM certificate this client presents when the server asks for one",
+    },
+    KeyDef {
+        key: CLIENT_TLS_KEY_FILE,
+        default: "{etc}/tls/rexray.key",
+        ty: KeyType::Path,
+        aliases: &["libstorage.tls.keyFile"],
+        help: "PEM private key of libstorage.client.tls.certFile",
+    },
+    KeyDef {
+        key: SERVER_AUTH_KEY,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "HMAC secret (or the path of a file holding it) that the libStorage server checks bearer tokens with; set: every request needs a valid token",
+    },
+    KeyDef {
+        key: SERVER_AUTH_ALG,
+        default: "HS256",
+        ty: KeyType::OneOf(&["hs256", "hs384", "hs512"]),
+        aliases: &[],
+        help: "signing algorithm of the bearer tokens",
+    },
+    KeyDef {
+        key: SERVER_AUTH_ALLOW,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "token subjects allowed (comma-separated or a YAML list); empty: every subject with a valid token",
+    },
+    KeyDef {
+        key: SERVER_AUTH_DENY,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "token subjects refused even with a valid token",
+    },
+    KeyDef {
+        key: SERVER_AUTH_DISABLED,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "turn bearer-token authentication off even though a key is configured",
+    },
+    KeyDef {
+        key: CLIENT_AUTH_TOKEN,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "bearer token (or the path of a file holding it) sent to the libStorage server",
     },
     KeyDef {
         key: FLEXREX_LOG_FILE,

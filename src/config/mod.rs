@@ -507,6 +507,7 @@ impl Config {
                 .map(|(_, rest)| rest);
             let ok = known.iter().any(|c| c == k)
                 || matches!(scoped, Some("driver"))
+                || scoped.is_some_and(|r| r.starts_with("auth."))
                 || scoped.is_some_and(|r| known.iter().any(|c| c == r))
                 || k.starts_with("libstorage.server.endpoints.")
                 || k.starts_with("rexray.modules.")
@@ -634,6 +635,13 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+    /// A value as the config files set it (lower-case dotted key), for
+    /// sections no registered key covers (a service's own `auth`).
+    pub fn file_value(&self, key: &str) -> Option<&str> {
+        self.tree
+            .get(&key.to_ascii_lowercase())
+            .map(|(v, _)| v.as_str())
     }
     /// Every effective setting, sorted by key.
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {

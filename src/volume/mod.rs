@@ -483,8 +483,9 @@ pub fn backend(cfg: &Config) -> Result<Backend> {
 /// node's side of the driver the server names.
 fn remote(cfg: &Config, url: &str) -> Result<(Arc<dyn Controller>, Arc<dyn Executor>)> {
     let timeout = cfg.duration(keys::SERVER_EXE_TIMEOUT) + std::time::Duration::from_secs(10);
+    let security = crate::api::client::Security::from_config(cfg, url)?;
     let connect = |exe: Arc<dyn Executor>| {
-        crate::api::client::Client::connect(url, cfg.service(), Some(exe), timeout)
+        crate::api::client::Client::connect_with(url, cfg.service(), Some(exe), timeout, &security)
             .map_err(|e| e.context(format!("reaching the libStorage server at {url}")))
     };
     let mut driver = cfg.driver_name();
