@@ -14,6 +14,7 @@ mod flood;
 mod freeze_uuid;
 mod hostile;
 mod libstorage;
+mod libstorage_security;
 mod managed_plugin;
 mod mount_safety;
 mod multihost;
