@@ -21,6 +21,8 @@ mod copy;
 mod lookup;
 mod mount;
 
+/// Who uses a volume, as the front-ends name them (see [`crate::state`]).
+pub use crate::state::{kubelet_holder, pv_of_holder, Consumer, KUBELET_HOLDER};
 pub use copy::CopySource;
 pub use lookup::{SnapshotRef, VolumeRef};
 
