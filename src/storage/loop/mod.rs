@@ -148,10 +148,14 @@ impl LoopDriver {
         for sub in ["locks", "snapshots"] {
             own_dir(&root.join(sub), PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
         }
-        // The kernel reports backing files by their resolved path.
-        let root = root
-            .canonicalize()
-            .ctx(|| format!("resolving {}", root.display()))?;
+        // The kernel reports backing files by their resolved path (known
+        // already when the checks above ran as root).
+        let root = match crate::files::resolved(root) {
+            Some(real) => real,
+            None => root
+                .canonicalize()
+                .ctx(|| format!("resolving {}", root.display()))?,
+        };
         let catalog = Catalog::open(&root, lock_timeout)?;
         Ok(LoopDriver {
             root,
