@@ -24,6 +24,8 @@
 //!   sum of all volume sizes (an O(1) bound for the overcommit warning).
 //! - A trigger refuses a volume whose name is another's id, or whose id is
 //!   another's name, inside the inserting transaction.
+//! - A process that wrote empties the log when it closes the catalog
+//!   (see `Drop`), so the next one, alone, opens it without reading a log.
 //!
 //! `catalog.json` (the format of earlier releases) is imported once, under
 //! `catalog.lock`, and replaced by a marker that earlier releases refuse to
@@ -35,6 +37,7 @@ use crate::{Error, Result};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -122,6 +125,9 @@ pub struct Catalog {
     /// A second connection that never waits (busy timeout 0), for the
     /// service's no-wait cache check.
     probe: OnceLock<Option<Mutex<Connection>>>,
+    /// Whether this process committed a write (then it empties the log
+    /// when it closes the catalog).
+    wrote: AtomicBool,
 }
 
 /// A volume or snapshot row that a killed writer left unfinished.
@@ -152,6 +158,7 @@ impl Catalog {
                 .map_err(|e| Self::error_at(&path, root, lock_timeout, "opening", e))?,
             ),
             probe: OnceLock::new(),
+            wrote: AtomicBool::new(false),
         };
         c.prepare()?;
         Ok(c)
@@ -214,17 +221,15 @@ impl Catalog {
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
         conn.busy_timeout(self.lock_timeout)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
-        // No checkpoint (and no removal of -wal and -shm) when a short-lived
-        // process closes: that is a write and an fsync per command, and
-        // the next reader would need space to make them again. SQLite
-        // checkpoints as the log grows.
+        // No checkpoint (and no removal of -wal and -shm) when a process
+        // that only read closes: that would be a write and an fsync per
+        // command, and the next reader would need space to make them
+        // again. A writer empties the log itself (see `Drop`).
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
+        // (Durability is set per write: see `write_as`.)
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
-        let setup = "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;";
-        conn.execute_batch(setup)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
         if version >= READY {
             return Ok(());
@@ -258,6 +263,9 @@ impl Catalog {
                 path.display()
             )));
         }
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(err("making the schema"))?;
+        self.wrote.store(true, Ordering::Relaxed);
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err("making the schema"))?;
@@ -423,6 +431,7 @@ impl Catalog {
             "PRAGMA synchronous = NORMAL"
         };
         c.execute_batch(sync).map_err(self.err(what))?;
+        self.wrote.store(true, Ordering::Relaxed);
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.err(what))?;
@@ -449,6 +458,32 @@ impl Catalog {
     /// The wrapping of an SQLite error inside [`write`](Self::write).
     pub fn sql(&self, what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
         self.err(what)
+    }
+}
+
+/// A log this long (bytes) is emptied by whoever closes the catalog, even
+/// a reader: one left by a writer that was killed, or by the service.
+const LONG_LOG: u64 = 256 << 10;
+
+impl Drop for Catalog {
+    /// A process that wrote moves the log into the database and empties
+    /// it before it goes (durably: the database is synced before the log
+    /// is cut), so that the next process to open the catalog, alone,
+    /// rebuilds the log's index from an empty log rather than reading it
+    /// whole. Never waits: when another process is reading or writing,
+    /// the log stays as it is (it is as safe either way), and the next
+    /// writer to close empties it.
+    fn drop(&mut self) {
+        let wal = self.path.with_extension("db-wal");
+        let long = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > LONG_LOG);
+        if !self.wrote.load(Ordering::Relaxed) && !long() {
+            return;
+        }
+        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = conn.busy_timeout(Duration::ZERO);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::debug!(catalog = %self.path.display(), error = %e, "the catalog's log was left for the next writer");
+        }
     }
 }
 
@@ -674,5 +709,70 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("downgrade is not supported"));
+    }
+
+    fn record(id: &str, name: &str, size: u64) -> Record {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            size,
+            volume_type: String::new(),
+            iops: 0,
+            availability_zone: String::new(),
+            created_at: String::new(),
+            fields: Default::default(),
+        }
+    }
+
+    fn wal_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("catalog.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// A process that wrote leaves an empty log behind, so that the next
+    /// one, alone, has no log to read; one that only read leaves a short
+    /// log as it found it (emptying it would cost it an fsync).
+    #[test]
+    fn writers_empty_the_log_when_they_close() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        c.write("test", |tx| {
+            insert_volume(tx, &record("i1", "v1", 1), "ready").map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert!(wal_len(t.path()) > 0, "the commit is in the log");
+        drop(c);
+        assert_eq!(wal_len(t.path()), 0);
+        // A writer killed before it could empty the log (here: a
+        // connection that does not checkpoint) leaves a short log, which
+        // a reader leaves alone, and a long one, which a reader empties.
+        let raw = || {
+            let r = Connection::open(t.path().join(DB)).unwrap();
+            r.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .unwrap();
+            r
+        };
+        raw().execute("UPDATE volumes SET size = 2", []).unwrap();
+        let short = wal_len(t.path());
+        assert!(short > 0 && short < LONG_LOG);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.by_name("v1").unwrap().unwrap().size, 2);
+        drop(c);
+        assert_eq!(wal_len(t.path()), short);
+        let r = raw();
+        for i in 0..200 {
+            r.execute(
+                "INSERT INTO volumes(id, name, size) VALUES(?1, ?1, 1)",
+                [format!("x{i}")],
+            )
+            .unwrap();
+        }
+        drop(r);
+        assert!(wal_len(t.path()) > LONG_LOG);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.total_gib().unwrap(), 202);
+        drop(c);
+        assert_eq!(wal_len(t.path()), 0);
     }
 }
