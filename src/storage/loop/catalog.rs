@@ -19,11 +19,16 @@
 //!   finishes it (removes the image and the row). So no image is ever
 //!   unknown to the catalog, and no directory scan is needed to find
 //!   what a crash left.
-//! - `meta` holds a generation, bumped by triggers in every write
-//!   transaction (the long-running service's cache compares it), and the
-//!   sum of all volume sizes (an O(1) bound for the overcommit warning).
-//! - A trigger refuses a volume whose name is another's id, or whose id is
-//!   another's name, inside the inserting transaction.
+//! - `meta` holds a generation, bumped by triggers in every transaction
+//!   that changes a volume's row (the long-running service's cache of the
+//!   volumes compares it; a change made by hand with `sqlite3` bumps it
+//!   too), and the sum of all volume sizes (an O(1) bound for the
+//!   overcommit warning).
+//! - No volume's name is another's id, nor its id another's name: the
+//!   claim of a name checks it inside the inserting transaction, and so
+//!   does the import of `catalog.json`.
+//! - Every process that opens the catalog parses its schema, so the
+//!   schema holds nothing more: three small triggers.
 //! - A process that wrote empties the log when it closes the catalog
 //!   (see `Drop`), so the next one, alone, opens it without reading a log.
 //!
@@ -53,9 +58,23 @@ pub const MOVED_MARKER: &str =
     "{\"volumes\":\"moved to catalog.db by a newer rexray; downgrade is not supported\"}\n";
 
 /// `user_version` of a database whose schema is made and whose import of
-/// `catalog.json` is committed, and of one whose marker is written too.
+/// `catalog.json` is committed, and of one whose marker is written too
+/// and whose schema is the current one. (2: the marker written, with the
+/// five triggers earlier builds made, removed by `migrate`.)
 const IMPORTED: i64 = 1;
-const READY: i64 = 2;
+const READY: i64 = 3;
+
+/// What earlier builds of this release had in the schema, and this one
+/// does not: checks that the claim of a name makes anyway, and a
+/// generation for snapshots, which no cache holds. Each cost every
+/// process that opens the catalog its parse.
+const OLD_TRIGGERS: &str = "
+DROP TRIGGER IF EXISTS volume_name_is_no_id;
+DROP TRIGGER IF EXISTS snapshot_name_is_no_id;
+DROP TRIGGER IF EXISTS snapshots_ins;
+DROP TRIGGER IF EXISTS snapshots_del;
+DROP TRIGGER IF EXISTS snapshots_upd;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volumes(
@@ -84,12 +103,6 @@ CREATE TABLE IF NOT EXISTS snapshots(
 CREATE INDEX IF NOT EXISTS snapshots_unfinished ON snapshots(state) WHERE state <> 'ready';
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES('generation', 0), ('total_gib', 0);
-CREATE TRIGGER IF NOT EXISTS volume_name_is_no_id BEFORE INSERT ON volumes
-  WHEN EXISTS(SELECT 1 FROM volumes WHERE id = NEW.name OR name = NEW.id)
-  BEGIN SELECT RAISE(ABORT, 'a volume name must never be another volume''s id'); END;
-CREATE TRIGGER IF NOT EXISTS snapshot_name_is_no_id BEFORE INSERT ON snapshots
-  WHEN EXISTS(SELECT 1 FROM snapshots WHERE id = NEW.name OR name = NEW.id)
-  BEGIN SELECT RAISE(ABORT, 'a snapshot name must never be another snapshot''s id'); END;
 CREATE TRIGGER IF NOT EXISTS volumes_ins AFTER INSERT ON volumes BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'generation';
   UPDATE meta SET value = value + NEW.size WHERE key = 'total_gib';
@@ -101,15 +114,6 @@ END;
 CREATE TRIGGER IF NOT EXISTS volumes_upd AFTER UPDATE ON volumes BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'generation';
   UPDATE meta SET value = value + NEW.size - OLD.size WHERE key = 'total_gib';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_ins AFTER INSERT ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_del AFTER DELETE ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_upd AFTER UPDATE ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
 END;
 ";
 
@@ -303,7 +307,12 @@ impl Catalog {
             crate::state::atomic::write(&json, MOVED_MARKER.as_bytes())
                 .map_err(|e| e.context("leaving the downgrade marker in place of catalog.json"))?;
         }
-        conn.execute_batch(&format!("PRAGMA user_version = {READY}"))
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("finishing the import"))?;
+        tx.execute_batch(OLD_TRIGGERS)
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {READY}")))
+            .and_then(|_| tx.commit())
             .map_err(err("finishing the import"))?;
         Ok(())
     }
@@ -326,8 +335,9 @@ impl Catalog {
             .ok()
     }
 
-    /// The generation (bumped by every write), without waiting: `None`
-    /// when another thread or process holds what it would wait for.
+    /// The generation (bumped by every change to a volume's row), without
+    /// waiting: `None` when another thread or process holds what it would
+    /// wait for.
     pub fn generation_now(&self) -> Option<i64> {
         let c = self.probe()?;
         generation(&c).ok()
@@ -681,6 +691,25 @@ fn import_json(
     for r in &old.snapshots {
         insert_snapshot(tx, r, "ready").map_err(fail)?;
     }
+    for (table, what) in [("volumes", "volume"), ("snapshots", "snapshot")] {
+        let clash: Option<(String, String)> = tx
+            .query_row(
+                &format!(
+                    "SELECT a.name, b.name FROM {table} a JOIN {table} b ON a.name = b.id AND a.seq <> b.seq LIMIT 1"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(fail)?;
+        if let Some((named, other)) = clash {
+            return Err(Error::backend(format!(
+                "importing {} into {}: {what} {named} is named after the id of {what} {other}, and a {what} name must never be another {what}'s id; the old catalog is unchanged, fix or restore it and try again",
+                json.display(),
+                db.display()
+            )));
+        }
+    }
     Ok((old.volumes.len(), old.snapshots.len()))
 }
 
@@ -774,5 +803,92 @@ mod tests {
         assert_eq!(c.total_gib().unwrap(), 202);
         drop(c);
         assert_eq!(wal_len(t.path()), 0);
+    }
+
+    /// A catalog an earlier build made (user_version 2, eight triggers)
+    /// loses the five triggers this build does without, once; the three
+    /// it keeps go on counting.
+    #[test]
+    fn the_earlier_schema_is_trimmed_once() {
+        let t = tempfile::tempdir().unwrap();
+        drop(Catalog::open(t.path(), Duration::from_secs(5)).unwrap());
+        let raw = Connection::open(t.path().join(DB)).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER volume_name_is_no_id BEFORE INSERT ON volumes
+               WHEN EXISTS(SELECT 1 FROM volumes WHERE id = NEW.name OR name = NEW.id)
+               BEGIN SELECT RAISE(ABORT, 'a volume name must never be another volume''s id'); END;
+             CREATE TRIGGER snapshot_name_is_no_id BEFORE INSERT ON snapshots
+               WHEN EXISTS(SELECT 1 FROM snapshots WHERE id = NEW.name OR name = NEW.id)
+               BEGIN SELECT RAISE(ABORT, 'a snapshot name must never be another snapshot''s id'); END;
+             CREATE TRIGGER snapshots_ins AFTER INSERT ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             CREATE TRIGGER snapshots_del AFTER DELETE ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             CREATE TRIGGER snapshots_upd AFTER UPDATE ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        let triggers = |c: &Connection| -> Vec<String> {
+            let mut st = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+                .unwrap();
+            let names = st.query_map([], |r| r.get(0)).unwrap();
+            names.map(|n| n.unwrap()).collect()
+        };
+        assert_eq!(triggers(&raw).len(), 8);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            triggers(&raw),
+            ["volumes_del", "volumes_ins", "volumes_upd"]
+        );
+        let version: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, READY);
+        let g = c.generation().unwrap();
+        c.write("test", |tx| {
+            insert_volume(tx, &record("i1", "v1", 3), "ready").map_err(c.sql("test"))?;
+            set_size(tx, "i1", 5).map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert_eq!(c.generation().unwrap(), g + 2);
+        assert_eq!(c.total_gib().unwrap(), 5);
+        c.write("test", |tx| {
+            delete(tx, "volumes", "i1").map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert_eq!(c.total_gib().unwrap(), 0);
+    }
+
+    /// An earlier release's catalog in which a name is another volume's
+    /// id is refused whole, naming both; nothing is imported.
+    #[test]
+    fn an_import_refuses_a_name_that_is_another_id() {
+        let t = tempfile::tempdir().unwrap();
+        let vols = |b_name: &str| {
+            serde_json::json!({"volumes": [
+                {"id": "aaaa", "name": "first", "size": 1},
+                {"id": "bbbb", "name": b_name, "size": 1},
+            ]})
+            .to_string()
+        };
+        std::fs::write(t.path().join(JSON), vols("aaaa")).unwrap();
+        let e = Catalog::open(t.path(), Duration::from_secs(5))
+            .err()
+            .expect("refused");
+        assert!(
+            e.message()
+                .contains("volume aaaa is named after the id of volume first"),
+            "{e}"
+        );
+        assert_ne!(
+            std::fs::read_to_string(t.path().join(JSON)).unwrap(),
+            MOVED_MARKER
+        );
+        std::fs::write(t.path().join(JSON), vols("second")).unwrap();
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.by_name("second").unwrap().unwrap().id, "bbbb");
+        assert_eq!(c.total_gib().unwrap(), 2);
     }
 }
