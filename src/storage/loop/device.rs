@@ -29,24 +29,42 @@ pub(super) struct Owner {
 }
 
 /// Loop devices and the files behind them, read from sysfs.
+///
+/// Every command asks this at least once, so it costs one failed open
+/// per unbound device and an open, a read and a close per bound one.
 pub(super) fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
     let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     let Ok(rd) = std::fs::read_dir("/sys/block") else {
         return map;
     };
+    let mut path = String::with_capacity(64);
+    // A path (at most PATH_MAX) and its newline, or " (deleted)".
+    let mut buf = vec![0u8; 4096 + 16];
     for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let Ok(backing) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
             continue;
         };
-        let backing = backing.trim_end_matches('\n');
-        if backing.ends_with(" (deleted)") {
+        path.clear();
+        path.push_str("/sys/block/");
+        path.push_str(name);
+        path.push_str("/loop/backing_file");
+        // (Only a bound device has the file.)
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // sysfs hands the whole value to the first read.
+        let Ok(n) = f.read(&mut buf) else {
+            continue;
+        };
+        let backing = &buf[..n];
+        let backing = backing.strip_suffix(b"\n").unwrap_or(backing);
+        if backing.is_empty() || backing.ends_with(b" (deleted)") {
             continue;
         }
-        map.entry(PathBuf::from(backing))
+        map.entry(PathBuf::from(std::ffi::OsStr::from_bytes(backing)))
             .or_default()
             .push(PathBuf::from(format!("/dev/{name}")));
     }
