@@ -358,25 +358,35 @@ impl Config {
         // Only variables that can name a key: their first segment is one
         // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...). The
         // directory variables are not keys.
-        let firsts: Vec<String> = KEYS
+        // (A handful of distinct segments among all the spellings: every
+        // short-lived command builds this table.)
+        let mut firsts: Vec<&str> = KEYS
             .iter()
             .flat_map(|d| std::iter::once(&d.key).chain(d.aliases.iter()))
-            .map(|k| {
-                format!(
-                    "{}_",
-                    k.split('.').next().unwrap_or("").to_ascii_uppercase()
-                )
-            })
-            .chain(std::iter::once("REXRAY_".to_string()))
+            .map(|k| k.split('.').next().unwrap_or(""))
+            .chain(std::iter::once("rexray"))
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        let firsts: Vec<String> = firsts
+            .iter()
+            .map(|f| format!("{}_", f.to_ascii_uppercase()))
             .collect();
         let env_norm: HashMap<String, (&String, &String)> = env
             .iter()
-            .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
-            .filter(|(n, _)| {
-                firsts.iter().any(|f| n.starts_with(f.as_str()))
-                    && !n.starts_with("REXRAY_HOME")
-                    && n != "LIBSTORAGE_HOME"
+            .filter(|(k, _)| {
+                // Cheap first: the variable's name starts with one of them
+                // (ignoring case, `-` for `_`).
+                let k = k.as_bytes();
+                firsts.iter().any(|f| {
+                    k.len() >= f.len()
+                        && k.iter()
+                            .zip(f.bytes())
+                            .all(|(&c, f)| c.to_ascii_uppercase() == f || (c == b'-' && f == b'_'))
+                })
             })
+            .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
+            .filter(|(n, _)| !n.starts_with("REXRAY_HOME") && n != "LIBSTORAGE_HOME")
             .collect();
 
         let mut cfg = Config {
