@@ -24,6 +24,12 @@ pub trait StorageDriver: Send + Sync {
     fn name(&self) -> &str;
     /// Every volume, with attachments and attachment state.
     fn list(&self) -> Result<Vec<Volume>>;
+    /// [`list`](Self::list) without what takes one more look at each
+    /// volume's backing store (the loop driver's `allocated` field, a stat
+    /// per image), for an answer that does not show it.
+    fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.list()
+    }
     /// One volume by id.
     fn inspect(&self, id: &str) -> Result<Option<Volume>>;
     /// Create a volume. The caller holds the name lock and has checked
