@@ -177,6 +177,14 @@ impl Volumes {
         Ok(v)
     }
 
+    /// [`list`](Self::list) without the space each volume's backing store
+    /// takes (`fields.allocated`), for an answer that does not show it.
+    pub fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        let mut v = self.driver.list_without_usage()?;
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
     /// Find a volume as `r` says: by exact name, exact id, or (the
     /// operator's CLI) either — refused when the argument is one volume's
     /// id and another's name.

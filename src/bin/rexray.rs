@@ -338,7 +338,13 @@ fn run_volume(cmd: VolumeCmd, cfg: Config, out: &mut String) -> Result<Option<Er
                 out.push_str(&output::volumes_with_path(&rows, format, fmt.quiet));
             } else {
                 let rows: Vec<Volume> = if volumes.is_empty() {
-                    vols.list()?.into_iter().filter(|v| keep(v)).collect()
+                    // A table shows no `allocated` (a stat per image).
+                    let all = if format == Format::Table {
+                        vols.list_without_usage()?
+                    } else {
+                        vols.list()?
+                    };
+                    all.into_iter().filter(|v| keep(v)).collect()
                 } else {
                     // Each named volume by lookup: as fast among 100,000.
                     let mut rows: Vec<Volume> = Vec::new();
