@@ -195,15 +195,20 @@ fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: b
     };
     let owned_by = |uid: u32| format!("is owned by uid {uid}, not root");
     // Known already, or a directory named in one this process found safe
-    // (a process opens a dozen under one home), not through a link: then
-    // everything above it is checked, and only its own owner is left,
-    // which is the open directory's. (Its mode is corrected by the caller.)
+    // (a process opens a dozen under one home) whose path has no link in
+    // it, and not reached through a link itself: then its path names
+    // what it named when its parent was checked (only root can change
+    // any directory on it), everything above it is checked, and only its
+    // own owner is left, which is the open directory's. (Its mode is
+    // corrected by the caller.)
     let known_real = {
         let safe = SAFE.lock().unwrap_or_else(|e| e.into_inner());
         let safe = safe.as_ref();
         let named = dir.parent().zip(dir.file_name()).and_then(|(p, name)| {
-            let plain = !through_link && p.join(name).as_os_str() == dir.as_os_str();
-            plain.then(|| Some(safe?.get(p)?.join(name))).flatten()
+            let plain = !through_link
+                && p.join(name).as_os_str() == dir.as_os_str()
+                && safe?.get(p)?.as_os_str() == p.as_os_str();
+            plain.then(|| dir.to_path_buf())
         });
         safe.and_then(|s| s.get(dir)).cloned().or(named)
     };
@@ -444,13 +449,15 @@ mod tests {
     }
 
     /// The directories under one this process checked are checked by
-    /// what is left (their own owner, and no link), and are known with
-    /// their resolved path afterwards.
+    /// what is left (their own owner, and no link; the whole path again
+    /// when a link is on it), and are known with their resolved path.
     #[test]
     fn directories_under_a_checked_one_keep_every_check() {
         let t = tempfile::tempdir().unwrap();
         let real = t.path().canonicalize().unwrap().join("real");
         own_dir(&real, PRIVATE_DIR, Link::Follow).unwrap();
+        let plain = real.join("plain");
+        own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap();
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         own_dir(&link, PRIVATE_DIR, Link::Follow).unwrap();
@@ -458,13 +465,13 @@ mod tests {
         own_dir(&sub, PRIVATE_DIR, Link::Refuse).unwrap();
         assert!(real.join("sub").is_dir());
         // A link below a checked directory is refused all the same.
-        std::os::unix::fs::symlink(&sub, link.join("sublink")).unwrap();
-        let e = own_dir(&link.join("sublink"), PRIVATE_DIR, Link::Refuse).unwrap_err();
+        std::os::unix::fs::symlink(&plain, real.join("sublink")).unwrap();
+        let e = own_dir(&real.join("sublink"), PRIVATE_DIR, Link::Refuse).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
-        // And its mode is corrected.
-        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
-        own_dir(&sub, PRIVATE_DIR, Link::Refuse).unwrap();
-        assert_eq!(std::fs::metadata(&sub).unwrap().mode() & 0o7777, 0o700);
+        // And a loose mode is corrected.
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777)).unwrap();
+        own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap();
+        assert_eq!(std::fs::metadata(&plain).unwrap().mode() & 0o7777, 0o700);
         if !nix::unistd::geteuid().is_root() {
             // (Only root checks owners, and keeps what it found.)
             assert_eq!(resolved(&link), None);
@@ -472,18 +479,30 @@ mod tests {
         }
         assert_eq!(resolved(&link), Some(real.clone()));
         assert_eq!(resolved(&sub), Some(real.join("sub")));
+        assert_eq!(resolved(&plain), Some(plain.clone()));
         // Another user's directory is refused, below a checked one too,
         // and when it was found safe before.
         let nobody = nix::unistd::Uid::from_raw(65534);
-        let theirs = link.join("theirs");
+        let theirs = real.join("theirs");
         std::fs::create_dir(&theirs).unwrap();
         nix::unistd::chown(&theirs, Some(nobody), None).unwrap();
         let e = own_dir(&theirs, PRIVATE_DIR, Link::Refuse).unwrap_err();
-        let want = format!("{} is owned by uid 65534", real.join("theirs").display());
+        let want = format!("{} is owned by uid 65534", theirs.display());
         assert!(e.to_string().contains(&want), "{e}");
-        nix::unistd::chown(&sub, Some(nobody), None).unwrap();
-        let e = own_dir(&sub, PRIVATE_DIR, Link::Refuse).unwrap_err();
+        nix::unistd::chown(&plain, Some(nobody), None).unwrap();
+        let e = own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap_err();
         assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        // A link on the path is followed again: pointed meanwhile at a
+        // directory another user owns, what is under it is refused, even
+        // a directory of root's.
+        let other = t.path().canonicalize().unwrap().join("other");
+        std::fs::create_dir_all(other.join("fresh")).unwrap();
+        nix::unistd::chown(&other, Some(nobody), None).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        let e = own_dir(&link.join("fresh"), PRIVATE_DIR, Link::Refuse).unwrap_err();
+        let want = format!("{} is owned by uid 65534", other.display());
+        assert!(e.to_string().contains(&want), "{e}");
     }
 
     #[test]
