@@ -615,8 +615,20 @@ fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
 /// (case-insensitive), as the original accepted a flag for every key.
 pub fn key_for_flag(flag: &str) -> Option<&'static KeyDef> {
     let f = flag.trim_start_matches('-');
-    KEYS.iter()
-        .find(|k| keys::flag_name(k.key).eq_ignore_ascii_case(f))
+    // A key's flag (keys::flag_name) is the key without its dots and
+    // dashes, with only the case of ASCII letters changed: ignoring that
+    // case, it is compared here in place (every `--x` of every command
+    // tried each key, building its flag name on the way).
+    KEYS.iter().find(|k| {
+        let key = k.key.chars().filter(|c| *c != '.' && *c != '-');
+        key.map(Some)
+            .chain(std::iter::once(None))
+            .zip(f.chars().map(Some).chain(std::iter::once(None)))
+            .all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(&b),
+                (a, b) => a.is_none() && b.is_none(),
+            })
+    })
 }
 
 #[cfg(test)]
