@@ -13,6 +13,10 @@
 //! file, the installed flexrex), so a link planted where a file goes makes
 //! the write fail instead of landing on the link's target.
 
+/// Crash-safe file writes (temporary file, fsync, rename), for every
+/// layer: the state directory's records and the front-ends' own files.
+pub use crate::state::atomic;
+
 use crate::{Error, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -67,7 +71,13 @@ fn open_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
 /// new mode. `link` says whether a symbolic link at `dir` is followed.
 pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
     let mut created = false;
-    if std::fs::symlink_metadata(dir).is_err() {
+    // The common case first, in one call: an existing directory that is
+    // no link. A missing one is made, then opened the same way.
+    let mut opened = open_dir(dir, true);
+    if opened
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
                 std::fs::DirBuilder::new()
@@ -82,37 +92,35 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::from_io(format!("creating {}", dir.display()), &e)),
         }
+        opened = open_dir(dir, true);
     }
-    let nofollow = if link == Link::Refuse {
-        libc::O_NOFOLLOW
-    } else {
-        0
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow)
-        .open(dir)
-        .map_err(|e| {
-            // With O_DIRECTORY a link answers ENOTDIR, not ELOOP.
-            let link = link == Link::Refuse
-                && (is_loop(&e)
-                    || std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()));
-            if link {
-                Error::system(format!(
-                    "{} is a symbolic link; rexray makes this directory itself and does not follow a link there (remove the link)",
-                    dir.display()
-                ))
-            } else if e.raw_os_error() == Some(libc::ENOTDIR) {
-                Error::system(format!("{} exists and is not a directory", dir.display()))
-            } else {
-                Error::from_io(format!("opening directory {}", dir.display()), &e)
-            }
-        })?;
+    // With O_DIRECTORY a link answers ENOTDIR (ELOOP without it).
+    let maybe_link = |e: &std::io::Error| is_loop(e) || e.raw_os_error() == Some(libc::ENOTDIR);
+    let mut through_link = false;
+    if link == Link::Follow && opened.as_ref().is_err_and(maybe_link) {
+        opened = open_dir(dir, false);
+        through_link = opened.is_ok();
+    }
+    let f = opened.map_err(|e| {
+        let link = link == Link::Refuse
+            && (is_loop(&e)
+                || std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()));
+        if link {
+            Error::system(format!(
+                "{} is a symbolic link; rexray makes this directory itself and does not follow a link there (remove the link)",
+                dir.display()
+            ))
+        } else if e.raw_os_error() == Some(libc::ENOTDIR) {
+            Error::system(format!("{} exists and is not a directory", dir.display()))
+        } else {
+            Error::from_io(format!("opening directory {}", dir.display()), &e)
+        }
+    })?;
     let meta = f
         .metadata()
         .map_err(|e| Error::from_io(format!("stat {}", dir.display()), &e))?;
     if nix::unistd::geteuid().is_root() {
-        refuse_other_users_path(dir)?;
+        refuse_other_users_path(dir, &meta, through_link)?;
     }
     let old = meta.mode() & 0o7777;
     if old != mode {
@@ -142,59 +150,121 @@ pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
     Ok(())
 }
 
+/// Open the directory `dir` for reading; with `no_link`, not through a
+/// symbolic link at its last component.
+fn open_dir(dir: &Path, no_link: bool) -> std::io::Result<File> {
+    let nofollow = if no_link { libc::O_NOFOLLOW } else { 0 };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow)
+        .open(dir)
+}
+
+/// Directories this process found safe (see [`refuse_other_users_path`]),
+/// as named and as resolved, each with its resolved path: every
+/// directory above one is safe too.
+static SAFE: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, PathBuf>>> =
+    std::sync::Mutex::new(None);
+
+/// The resolved path (links followed) of a directory [`own_dir`] checked
+/// in this process, as root, without asking the filesystem again.
+pub fn resolved(dir: &Path) -> Option<PathBuf> {
+    SAFE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()?
+        .get(dir)
+        .cloned()
+}
+
 /// Refuse a directory root keeps its state in when another user could
 /// replace what is in it: it, or a directory above it (links resolved),
 /// is owned by a user other than root, or a directory above it is
-/// writable by every user without the sticky bit. Such a user could swap records, images or mount points
-/// between a check and its use (a `REXRAY_HOME` under `/tmp` that another
-/// user made first, say).
-fn refuse_other_users_path(dir: &Path) -> Result<()> {
-    // Directories this process already found safe, with every directory
-    // above them: a process opens a dozen directories under one home, and
-    // each walk to `/` would repeat the same stats.
-    static SAFE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let safe = |d: &Path| {
-        SAFE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|s| s == d)
-    };
-    if safe(dir) {
-        return Ok(());
-    }
-    let real = dir
-        .canonicalize()
-        .map_err(|e| Error::from_io(format!("resolving {}", dir.display()), &e))?;
-    for d in real.ancestors() {
-        if d != real && safe(d) {
-            break;
-        }
-        let m = std::fs::symlink_metadata(d)
-            .map_err(|e| Error::from_io(format!("stat {}", d.display()), &e))?;
-        let why = if m.uid() != 0 {
-            format!("is owned by uid {}, not root", m.uid())
-        } else if d != real && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
-            // (Its own mode is corrected by the caller.)
-            "is writable by every user (and not sticky)".to_string()
-        } else {
-            continue;
-        };
+/// writable by every user without the sticky bit. Such a user could swap
+/// records, images or mount points between a check and its use (a
+/// `REXRAY_HOME` under `/tmp` that another user made first, say).
+///
+/// `meta` is the open directory's; `through_link` says it was reached
+/// through a symbolic link at its last component.
+fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: bool) -> Result<()> {
+    let refuse = |d: &Path, why: String, real: &Path| {
         let within = if d == real {
             String::new()
         } else {
             format!(", which holds {}", real.display())
         };
-        return Err(Error::system(format!(
+        Err(Error::system(format!(
             "{} {why}{within}: another user could replace what rexray keeps there; refusing to use it as root (`chown root:` it and make it writable by root only, or use a directory of root's)",
             d.display()
-        )));
+        )))
+    };
+    let owned_by = |uid: u32| format!("is owned by uid {uid}, not root");
+    // Known already, or a directory named in one this process found safe
+    // (a process opens a dozen under one home) whose path has no link in
+    // it, and not reached through a link itself: then its path names
+    // what it named when its parent was checked (only root can change
+    // any directory on it), everything above it is checked, and only its
+    // own owner is left, which is the open directory's. (Its mode is
+    // corrected by the caller.)
+    let known_real = {
+        let safe = SAFE.lock().unwrap_or_else(|e| e.into_inner());
+        let safe = safe.as_ref();
+        let named = dir.parent().zip(dir.file_name()).and_then(|(p, name)| {
+            let plain = !through_link
+                && p.join(name).as_os_str() == dir.as_os_str()
+                && safe?.get(p)?.as_os_str() == p.as_os_str();
+            plain.then(|| dir.to_path_buf())
+        });
+        safe.and_then(|s| s.get(dir)).cloned().or(named)
+    };
+    if let Some(real) = known_real {
+        if meta.uid() != 0 {
+            return refuse(&real, owned_by(meta.uid()), &real);
+        }
+        SAFE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Default::default)
+            .insert(dir.to_path_buf(), real);
+        return Ok(());
     }
-    let mut known = SAFE.lock().unwrap_or_else(|e| e.into_inner());
-    for d in real.ancestors().chain([dir]) {
-        if !known.iter().any(|s| s == d) {
-            known.push(d.to_path_buf());
+    let real = dir
+        .canonicalize()
+        .map_err(|e| Error::from_io(format!("resolving {}", dir.display()), &e))?;
+    let known = |d: &Path| {
+        SAFE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.contains_key(d))
+    };
+    for d in real.ancestors() {
+        let m;
+        let m = if d == real {
+            meta
+        } else if known(d) {
+            break;
+        } else {
+            m = std::fs::symlink_metadata(d)
+                .map_err(|e| Error::from_io(format!("stat {}", d.display()), &e))?;
+            &m
+        };
+        if m.uid() != 0 {
+            return refuse(d, owned_by(m.uid()), &real);
+        }
+        if d != real && m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+            // (Its own mode is corrected by the caller.)
+            return refuse(
+                d,
+                "is writable by every user (and not sticky)".into(),
+                &real,
+            );
         }
     }
+    let mut safe = SAFE.lock().unwrap_or_else(|e| e.into_inner());
+    let safe = safe.get_or_insert_with(Default::default);
+    for d in real.ancestors() {
+        safe.entry(d.to_path_buf())
+            .or_insert_with(|| d.to_path_buf());
+    }
+    safe.insert(dir.to_path_buf(), real);
     Ok(())
 }
 
@@ -380,6 +450,63 @@ mod tests {
         assert!(e.to_string().contains("symbolic link"), "{e}");
         own_dir(&l, TRAVERSE_DIR, Link::Follow).unwrap();
         assert_eq!(mode(&d), 0o711);
+    }
+
+    /// The directories under one this process checked are checked by
+    /// what is left (their own owner, and no link; the whole path again
+    /// when a link is on it), and are known with their resolved path.
+    #[test]
+    fn directories_under_a_checked_one_keep_every_check() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().canonicalize().unwrap().join("real");
+        own_dir(&real, PRIVATE_DIR, Link::Follow).unwrap();
+        let plain = real.join("plain");
+        own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        own_dir(&link, PRIVATE_DIR, Link::Follow).unwrap();
+        let sub = link.join("sub");
+        own_dir(&sub, PRIVATE_DIR, Link::Refuse).unwrap();
+        assert!(real.join("sub").is_dir());
+        // A link below a checked directory is refused all the same.
+        std::os::unix::fs::symlink(&plain, real.join("sublink")).unwrap();
+        let e = own_dir(&real.join("sublink"), PRIVATE_DIR, Link::Refuse).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // And a loose mode is corrected.
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o777)).unwrap();
+        own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap();
+        assert_eq!(std::fs::metadata(&plain).unwrap().mode() & 0o7777, 0o700);
+        if !nix::unistd::geteuid().is_root() {
+            // (Only root checks owners, and keeps what it found.)
+            assert_eq!(resolved(&link), None);
+            return;
+        }
+        assert_eq!(resolved(&link), Some(real.clone()));
+        assert_eq!(resolved(&sub), Some(real.join("sub")));
+        assert_eq!(resolved(&plain), Some(plain.clone()));
+        // Another user's directory is refused, below a checked one too,
+        // and when it was found safe before.
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        let theirs = real.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        nix::unistd::chown(&theirs, Some(nobody), None).unwrap();
+        let e = own_dir(&theirs, PRIVATE_DIR, Link::Refuse).unwrap_err();
+        let want = format!("{} is owned by uid 65534", theirs.display());
+        assert!(e.to_string().contains(&want), "{e}");
+        nix::unistd::chown(&plain, Some(nobody), None).unwrap();
+        let e = own_dir(&plain, PRIVATE_DIR, Link::Refuse).unwrap_err();
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        // A link on the path is followed again: pointed meanwhile at a
+        // directory another user owns, what is under it is refused, even
+        // a directory of root's.
+        let other = t.path().canonicalize().unwrap().join("other");
+        std::fs::create_dir_all(other.join("fresh")).unwrap();
+        nix::unistd::chown(&other, Some(nobody), None).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        let e = own_dir(&link.join("fresh"), PRIVATE_DIR, Link::Refuse).unwrap_err();
+        let want = format!("{} is owned by uid 65534", other.display());
+        assert!(e.to_string().contains(&want), "{e}");
     }
 
     #[test]

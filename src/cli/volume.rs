@@ -5,7 +5,7 @@
 use super::{Answer, Notes};
 use crate::model::{AttachmentState, CreateOptions, MountOptions, Volume, VolumeWithPath};
 use crate::output::{self, Format};
-use crate::state::Consumer;
+use crate::volume::Consumer;
 use crate::volume::{Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use clap::{Args, Subcommand};
@@ -229,7 +229,13 @@ fn ls(vols: &Volumes, a: &LsArgs) -> Result<Answer> {
             .collect();
         output::volumes_with_path(&rows, format, a.fmt.quiet)
     } else if a.volumes.is_empty() {
-        let rows: Vec<Volume> = vols.list()?.into_iter().filter(|v| keep(v)).collect();
+        // A table shows no `allocated` (a stat per image).
+        let all = if format == Format::Table {
+            vols.list_without_usage()?
+        } else {
+            vols.list()?
+        };
+        let rows: Vec<Volume> = all.into_iter().filter(|v| keep(v)).collect();
         output::volumes(&rows, format, a.fmt.quiet)
     } else {
         // Each named volume by lookup: as fast among 100,000.

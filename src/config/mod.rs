@@ -368,25 +368,35 @@ impl Config {
         // Only variables that can name a key: their first segment is one
         // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...). The
         // directory variables are not keys.
-        let firsts: Vec<String> = KEYS
+        // (A handful of distinct segments among all the spellings: every
+        // short-lived command builds this table.)
+        let mut firsts: Vec<&str> = KEYS
             .iter()
             .flat_map(|d| std::iter::once(&d.key).chain(d.aliases.iter()))
-            .map(|k| {
-                format!(
-                    "{}_",
-                    k.split('.').next().unwrap_or("").to_ascii_uppercase()
-                )
-            })
-            .chain(std::iter::once("REXRAY_".to_string()))
+            .map(|k| k.split('.').next().unwrap_or(""))
+            .chain(std::iter::once("rexray"))
+            .collect();
+        firsts.sort_unstable();
+        firsts.dedup();
+        let firsts: Vec<String> = firsts
+            .iter()
+            .map(|f| format!("{}_", f.to_ascii_uppercase()))
             .collect();
         let env_norm: HashMap<String, (&String, &String)> = env
             .iter()
-            .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
-            .filter(|(n, _)| {
-                firsts.iter().any(|f| n.starts_with(f.as_str()))
-                    && !n.starts_with("REXRAY_HOME")
-                    && n != "LIBSTORAGE_HOME"
+            .filter(|(k, _)| {
+                // Cheap first: the variable's name starts with one of them
+                // (ignoring case, `-` for `_`).
+                let k = k.as_bytes();
+                firsts.iter().any(|f| {
+                    k.len() >= f.len()
+                        && k.iter()
+                            .zip(f.bytes())
+                            .all(|(&c, f)| c.to_ascii_uppercase() == f || (c == b'-' && f == b'_'))
+                })
             })
+            .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
+            .filter(|(n, _)| !n.starts_with("REXRAY_HOME") && n != "LIBSTORAGE_HOME")
             .collect();
 
         let mut cfg = Config {
@@ -677,8 +687,20 @@ fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
 /// (case-insensitive), as the original accepted a flag for every key.
 pub fn key_for_flag(flag: &str) -> Option<&'static KeyDef> {
     let f = flag.trim_start_matches('-');
-    KEYS.iter()
-        .find(|k| keys::flag_name(k.key).eq_ignore_ascii_case(f))
+    // A key's flag (keys::flag_name) is the key without its dots and
+    // dashes, with only the case of ASCII letters changed: ignoring that
+    // case, it is compared here in place (every `--x` of every command
+    // tried each key, building its flag name on the way).
+    KEYS.iter().find(|k| {
+        let key = k.key.chars().filter(|c| *c != '.' && *c != '-');
+        key.map(Some)
+            .chain(std::iter::once(None))
+            .zip(f.chars().map(Some).chain(std::iter::once(None)))
+            .all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(&b),
+                (a, b) => a.is_none() && b.is_none(),
+            })
+    })
 }
 
 #[cfg(test)]

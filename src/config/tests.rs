@@ -216,6 +216,23 @@ fn flags_for_keys() {
         keys::LOOP_VOLUME_PATH
     );
     assert!(key_for_flag("--nope").is_none());
+    // The same answer as comparing with each key's flag name.
+    for def in KEYS {
+        let flag = keys::flag_name(def.key);
+        for f in [
+            flag.clone(),
+            flag.to_ascii_uppercase(),
+            format!("--{}", flag.to_ascii_lowercase()),
+            format!("{flag}x"),
+            flag[..flag.len() - 1].to_string(),
+        ] {
+            let by_name = KEYS
+                .iter()
+                .find(|k| keys::flag_name(k.key).eq_ignore_ascii_case(f.trim_start_matches('-')))
+                .map(|k| k.key);
+            assert_eq!(key_for_flag(&f).map(|k| k.key), by_name, "{f}");
+        }
+    }
 }
 
 mod props {

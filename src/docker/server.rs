@@ -213,7 +213,7 @@ fn bind_tcp(addr: &str, spec: &Path) -> Result<Endpoint> {
     );
     httpd::ensure_parent(spec)?;
     let content = format!("{url}\n");
-    crate::state::atomic::write(spec, content.as_bytes())?;
+    crate::files::atomic::write(spec, content.as_bytes())?;
     tracing::info!(spec = %spec.display(), url, "wrote the spec file");
     Ok(Endpoint {
         listener: Some(server),

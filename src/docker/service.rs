@@ -241,7 +241,7 @@ fn start(cfg: Config) -> Result<i32> {
     };
     let url_file = url_path(&cfg);
     if let Some(endpoint) = &endpoint {
-        let _ = crate::state::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
+        let _ = crate::files::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
         tracing::warn!(
             pid = std::process::id(),
             url = endpoint.url(),

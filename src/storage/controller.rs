@@ -105,6 +105,12 @@ pub trait Controller: Send + Sync {
     /// Every volume with its attachments (`attachment_state` left 0:
     /// see [`derive_state`]).
     fn list(&self) -> Result<Vec<Volume>>;
+    /// [`list`](Self::list) without what takes one more look at each
+    /// volume's backing store (the loop driver's `allocated` field, a stat
+    /// per image), for an answer that does not show it.
+    fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.list()
+    }
     /// One volume by id, with its attachments.
     fn inspect(&self, id: &str) -> Result<Option<Volume>>;
     /// One volume by exact name (never by id), with its attachments.

@@ -75,7 +75,18 @@ impl Volumes {
 
     /// Every volume.
     pub fn list(&self) -> Result<Vec<Volume>> {
-        let mut v = self.ctl.list()?;
+        self.sorted(self.ctl.list()?)
+    }
+
+    /// [`list`](Self::list) without what takes one more look at each
+    /// volume's backing store (see [`Controller::list_without_usage`]).
+    ///
+    /// [`Controller::list_without_usage`]: crate::storage::controller::Controller::list_without_usage
+    pub fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.sorted(self.ctl.list_without_usage()?)
+    }
+
+    fn sorted(&self, mut v: Vec<Volume>) -> Result<Vec<Volume>> {
         settle_states(v.iter_mut(), Some(self.instance()));
         v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(v)

@@ -19,11 +19,18 @@
 //!   finishes it (removes the image and the row). So no image is ever
 //!   unknown to the catalog, and no directory scan is needed to find
 //!   what a crash left.
-//! - `meta` holds a generation, bumped by triggers in every write
-//!   transaction (the long-running service's cache compares it), and the
-//!   sum of all volume sizes (an O(1) bound for the overcommit warning).
-//! - A trigger refuses a volume whose name is another's id, or whose id is
-//!   another's name, inside the inserting transaction.
+//! - `meta` holds a generation, bumped by triggers in every transaction
+//!   that changes a volume's row (the long-running service's cache of the
+//!   volumes compares it; a change made by hand with `sqlite3` bumps it
+//!   too), and the sum of all volume sizes (an O(1) bound for the
+//!   overcommit warning).
+//! - No volume's name is another's id, nor its id another's name: the
+//!   claim of a name checks it inside the inserting transaction, and so
+//!   does the import of `catalog.json`.
+//! - Every process that opens the catalog parses its schema, so the
+//!   schema holds nothing more: three small triggers.
+//! - A process that wrote empties the log when it closes the catalog
+//!   (see `Drop`), so the next one, alone, opens it without reading a log.
 //!
 //! `catalog.json` (the format of earlier releases) is imported once, under
 //! `catalog.lock`, and replaced by a marker that earlier releases refuse to
@@ -34,7 +41,9 @@ use super::{Record, SnapRecord};
 use crate::{Error, Result};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -50,9 +59,23 @@ pub const MOVED_MARKER: &str =
     "{\"volumes\":\"moved to catalog.db by a newer rexray; downgrade is not supported\"}\n";
 
 /// `user_version` of a database whose schema is made and whose import of
-/// `catalog.json` is committed, and of one whose marker is written too.
+/// `catalog.json` is committed, and of one whose marker is written too
+/// and whose schema is the current one. (2: the marker written, with the
+/// five triggers earlier builds made, removed by `migrate`.)
 const IMPORTED: i64 = 1;
-const READY: i64 = 2;
+const READY: i64 = 3;
+
+/// What earlier builds of this release had in the schema, and this one
+/// does not: checks that the claim of a name makes anyway, and a
+/// generation for snapshots, which no cache holds. Each cost every
+/// process that opens the catalog its parse.
+const OLD_TRIGGERS: &str = "
+DROP TRIGGER IF EXISTS volume_name_is_no_id;
+DROP TRIGGER IF EXISTS snapshot_name_is_no_id;
+DROP TRIGGER IF EXISTS snapshots_ins;
+DROP TRIGGER IF EXISTS snapshots_del;
+DROP TRIGGER IF EXISTS snapshots_upd;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS volumes(
@@ -81,12 +104,6 @@ CREATE TABLE IF NOT EXISTS snapshots(
 CREATE INDEX IF NOT EXISTS snapshots_unfinished ON snapshots(state) WHERE state <> 'ready';
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES('generation', 0), ('total_gib', 0);
-CREATE TRIGGER IF NOT EXISTS volume_name_is_no_id BEFORE INSERT ON volumes
-  WHEN EXISTS(SELECT 1 FROM volumes WHERE id = NEW.name OR name = NEW.id)
-  BEGIN SELECT RAISE(ABORT, 'a volume name must never be another volume''s id'); END;
-CREATE TRIGGER IF NOT EXISTS snapshot_name_is_no_id BEFORE INSERT ON snapshots
-  WHEN EXISTS(SELECT 1 FROM snapshots WHERE id = NEW.name OR name = NEW.id)
-  BEGIN SELECT RAISE(ABORT, 'a snapshot name must never be another snapshot''s id'); END;
 CREATE TRIGGER IF NOT EXISTS volumes_ins AFTER INSERT ON volumes BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'generation';
   UPDATE meta SET value = value + NEW.size WHERE key = 'total_gib';
@@ -98,15 +115,6 @@ END;
 CREATE TRIGGER IF NOT EXISTS volumes_upd AFTER UPDATE ON volumes BEGIN
   UPDATE meta SET value = value + 1 WHERE key = 'generation';
   UPDATE meta SET value = value + NEW.size - OLD.size WHERE key = 'total_gib';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_ins AFTER INSERT ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_del AFTER DELETE ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-END;
-CREATE TRIGGER IF NOT EXISTS snapshots_upd AFTER UPDATE ON snapshots BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
 END;
 ";
 
@@ -122,6 +130,9 @@ pub struct Catalog {
     /// A second connection that never waits (busy timeout 0), for the
     /// service's no-wait cache check.
     probe: OnceLock<Option<Mutex<Connection>>>,
+    /// Whether this process committed a write (then it empties the log
+    /// when it closes the catalog).
+    wrote: AtomicBool,
 }
 
 /// A volume or snapshot row that a killed writer left unfinished.
@@ -152,6 +163,7 @@ impl Catalog {
                 .map_err(|e| Self::error_at(&path, root, lock_timeout, "opening", e))?,
             ),
             probe: OnceLock::new(),
+            wrote: AtomicBool::new(false),
         };
         c.prepare()?;
         Ok(c)
@@ -214,17 +226,15 @@ impl Catalog {
         let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
         conn.busy_timeout(self.lock_timeout)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
-        // No checkpoint (and no removal of -wal and -shm) when a short-lived
-        // process closes: that is a write and an fsync per command, and
-        // the next reader would need space to make them again. SQLite
-        // checkpoints as the log grows.
+        // No checkpoint (and no removal of -wal and -shm) when a process
+        // that only read closes: that would be a write and an fsync per
+        // command, and the next reader would need space to make them
+        // again. A writer empties the log itself (see `Drop`).
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
+        // (Durability is set per write: see `write_as`.)
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
-        let setup = "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;";
-        conn.execute_batch(setup)
             .map_err(|e| Self::error_at(&self.path, &self.root, self.lock_timeout, "opening", e))?;
         if version >= READY {
             return Ok(());
@@ -258,6 +268,9 @@ impl Catalog {
                 path.display()
             )));
         }
+        conn.execute_batch("PRAGMA synchronous = FULL")
+            .map_err(err("making the schema"))?;
+        self.wrote.store(true, Ordering::Relaxed);
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err("making the schema"))?;
@@ -295,7 +308,12 @@ impl Catalog {
             crate::state::atomic::write(&json, MOVED_MARKER.as_bytes())
                 .map_err(|e| e.context("leaving the downgrade marker in place of catalog.json"))?;
         }
-        conn.execute_batch(&format!("PRAGMA user_version = {READY}"))
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("finishing the import"))?;
+        tx.execute_batch(OLD_TRIGGERS)
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {READY}")))
+            .and_then(|_| tx.commit())
             .map_err(err("finishing the import"))?;
         Ok(())
     }
@@ -318,8 +336,9 @@ impl Catalog {
             .ok()
     }
 
-    /// The generation (bumped by every write), without waiting: `None`
-    /// when another thread or process holds what it would wait for.
+    /// The generation (bumped by every change to a volume's row), without
+    /// waiting: `None` when another thread or process holds what it would
+    /// wait for.
     pub fn generation_now(&self) -> Option<i64> {
         let c = self.probe()?;
         generation(&c).ok()
@@ -423,6 +442,7 @@ impl Catalog {
             "PRAGMA synchronous = NORMAL"
         };
         c.execute_batch(sync).map_err(self.err(what))?;
+        self.wrote.store(true, Ordering::Relaxed);
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(self.err(what))?;
@@ -452,13 +472,51 @@ impl Catalog {
     }
 }
 
+/// A log this long (bytes) is emptied by whoever closes the catalog, even
+/// a reader: one left by a writer that was killed, or by the service.
+const LONG_LOG: u64 = 256 << 10;
+
+impl Drop for Catalog {
+    /// A process that wrote moves the log into the database and empties
+    /// it before it goes (durably: the database is synced before the log
+    /// is cut), so that the next process to open the catalog, alone,
+    /// rebuilds the log's index from an empty log rather than reading it
+    /// whole. Never waits: when another process is reading or writing,
+    /// the log stays as it is (it is as safe either way), and the next
+    /// writer to close empties it.
+    fn drop(&mut self) {
+        let wal = self.path.with_extension("db-wal");
+        let long = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > LONG_LOG);
+        if !self.wrote.load(Ordering::Relaxed) && !long() {
+            return;
+        }
+        let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = conn.busy_timeout(Duration::ZERO);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::debug!(catalog = %self.path.display(), error = %e, "the catalog's log was left for the next writer");
+        }
+    }
+}
+
 fn generation(c: &Connection) -> rusqlite::Result<i64> {
     c.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?
         .query_row([], |r| r.get(0))
 }
 
+/// The `fields` column (a JSON object), read in place: most rows hold
+/// `{}`, and `ls` reads 100,000 of them.
+fn fields(r: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<BTreeMap<String, String>> {
+    let text = r.get_ref(col)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(match text {
+        "{}" => BTreeMap::new(),
+        _ => serde_json::from_str(text).unwrap_or_default(),
+    })
+}
+
 fn volume_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
-    let fields: String = r.get(7)?;
+    let fields = fields(r, 7)?;
     Ok(Record {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -467,19 +525,19 @@ fn volume_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         iops: r.get(4)?,
         availability_zone: r.get(5)?,
         created_at: r.get(6)?,
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields,
     })
 }
 
 fn snap_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SnapRecord> {
-    let fields: String = r.get(5)?;
+    let fields = fields(r, 5)?;
     Ok(SnapRecord {
         id: r.get(0)?,
         name: r.get(1)?,
         volume_id: r.get(2)?,
         volume_size: r.get::<_, i64>(3)? as u64,
         created_at: r.get(4)?,
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields,
     })
 }
 
@@ -646,6 +704,25 @@ fn import_json(
     for r in &old.snapshots {
         insert_snapshot(tx, r, "ready").map_err(fail)?;
     }
+    for (table, what) in [("volumes", "volume"), ("snapshots", "snapshot")] {
+        let clash: Option<(String, String)> = tx
+            .query_row(
+                &format!(
+                    "SELECT a.name, b.name FROM {table} a JOIN {table} b ON a.name = b.id AND a.seq <> b.seq LIMIT 1"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(fail)?;
+        if let Some((named, other)) = clash {
+            return Err(Error::backend(format!(
+                "importing {} into {}: {what} {named} is named after the id of {what} {other}, and a {what} name must never be another {what}'s id; the old catalog is unchanged, fix or restore it and try again",
+                json.display(),
+                db.display()
+            )));
+        }
+    }
     Ok((old.volumes.len(), old.snapshots.len()))
 }
 
@@ -674,5 +751,157 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("downgrade is not supported"));
+    }
+
+    fn record(id: &str, name: &str, size: u64) -> Record {
+        Record {
+            id: id.into(),
+            name: name.into(),
+            size,
+            volume_type: String::new(),
+            iops: 0,
+            availability_zone: String::new(),
+            created_at: String::new(),
+            fields: Default::default(),
+        }
+    }
+
+    fn wal_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("catalog.db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// A process that wrote leaves an empty log behind, so that the next
+    /// one, alone, has no log to read; one that only read leaves a short
+    /// log as it found it (emptying it would cost it an fsync).
+    #[test]
+    fn writers_empty_the_log_when_they_close() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        c.write("test", |tx| {
+            insert_volume(tx, &record("i1", "v1", 1), "ready").map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert!(wal_len(t.path()) > 0, "the commit is in the log");
+        drop(c);
+        assert_eq!(wal_len(t.path()), 0);
+        // A writer killed before it could empty the log (here: a
+        // connection that does not checkpoint) leaves a short log, which
+        // a reader leaves alone, and a long one, which a reader empties.
+        let raw = || {
+            let r = Connection::open(t.path().join(DB)).unwrap();
+            r.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+                .unwrap();
+            r
+        };
+        raw().execute("UPDATE volumes SET size = 2", []).unwrap();
+        let short = wal_len(t.path());
+        assert!(short > 0 && short < LONG_LOG);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.by_name("v1").unwrap().unwrap().size, 2);
+        drop(c);
+        assert_eq!(wal_len(t.path()), short);
+        let r = raw();
+        for i in 0..200 {
+            r.execute(
+                "INSERT INTO volumes(id, name, size) VALUES(?1, ?1, 1)",
+                [format!("x{i}")],
+            )
+            .unwrap();
+        }
+        drop(r);
+        assert!(wal_len(t.path()) > LONG_LOG);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.total_gib().unwrap(), 202);
+        drop(c);
+        assert_eq!(wal_len(t.path()), 0);
+    }
+
+    /// A catalog an earlier build made (user_version 2, eight triggers)
+    /// loses the five triggers this build does without, once; the three
+    /// it keeps go on counting.
+    #[test]
+    fn the_earlier_schema_is_trimmed_once() {
+        let t = tempfile::tempdir().unwrap();
+        drop(Catalog::open(t.path(), Duration::from_secs(5)).unwrap());
+        let raw = Connection::open(t.path().join(DB)).unwrap();
+        raw.execute_batch(
+            "CREATE TRIGGER volume_name_is_no_id BEFORE INSERT ON volumes
+               WHEN EXISTS(SELECT 1 FROM volumes WHERE id = NEW.name OR name = NEW.id)
+               BEGIN SELECT RAISE(ABORT, 'a volume name must never be another volume''s id'); END;
+             CREATE TRIGGER snapshot_name_is_no_id BEFORE INSERT ON snapshots
+               WHEN EXISTS(SELECT 1 FROM snapshots WHERE id = NEW.name OR name = NEW.id)
+               BEGIN SELECT RAISE(ABORT, 'a snapshot name must never be another snapshot''s id'); END;
+             CREATE TRIGGER snapshots_ins AFTER INSERT ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             CREATE TRIGGER snapshots_del AFTER DELETE ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             CREATE TRIGGER snapshots_upd AFTER UPDATE ON snapshots BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        let triggers = |c: &Connection| -> Vec<String> {
+            let mut st = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+                .unwrap();
+            let names = st.query_map([], |r| r.get(0)).unwrap();
+            names.map(|n| n.unwrap()).collect()
+        };
+        assert_eq!(triggers(&raw).len(), 8);
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            triggers(&raw),
+            ["volumes_del", "volumes_ins", "volumes_upd"]
+        );
+        let version: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, READY);
+        let g = c.generation().unwrap();
+        c.write("test", |tx| {
+            insert_volume(tx, &record("i1", "v1", 3), "ready").map_err(c.sql("test"))?;
+            set_size(tx, "i1", 5).map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert_eq!(c.generation().unwrap(), g + 2);
+        assert_eq!(c.total_gib().unwrap(), 5);
+        c.write("test", |tx| {
+            delete(tx, "volumes", "i1").map_err(c.sql("test"))
+        })
+        .unwrap();
+        assert_eq!(c.total_gib().unwrap(), 0);
+    }
+
+    /// An earlier release's catalog in which a name is another volume's
+    /// id is refused whole, naming both; nothing is imported.
+    #[test]
+    fn an_import_refuses_a_name_that_is_another_id() {
+        let t = tempfile::tempdir().unwrap();
+        let vols = |b_name: &str| {
+            serde_json::json!({"volumes": [
+                {"id": "aaaa", "name": "first", "size": 1},
+                {"id": "bbbb", "name": b_name, "size": 1},
+            ]})
+            .to_string()
+        };
+        std::fs::write(t.path().join(JSON), vols("aaaa")).unwrap();
+        let e = Catalog::open(t.path(), Duration::from_secs(5))
+            .err()
+            .expect("refused");
+        assert!(
+            e.message()
+                .contains("volume aaaa is named after the id of volume first"),
+            "{e}"
+        );
+        assert_ne!(
+            std::fs::read_to_string(t.path().join(JSON)).unwrap(),
+            MOVED_MARKER
+        );
+        std::fs::write(t.path().join(JSON), vols("second")).unwrap();
+        let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(c.by_name("second").unwrap().unwrap().id, "bbbb");
+        assert_eq!(c.total_gib().unwrap(), 2);
     }
 }

@@ -127,7 +127,7 @@ impl LoopDriver {
         let rec = rec_of(&id);
         tracing::info!(volume = name, source = %src.display(), how, "created a volume from a copy");
         self.warn_overcommit(&rec, "created");
-        Ok(self.to_volume(&rec, &kernel_loops()))
+        Ok(self.to_volume(rec, &kernel_loops()))
     }
 
     pub(super) fn copy_volume(

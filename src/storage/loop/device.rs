@@ -41,24 +41,42 @@ pub(super) struct Owner {
 }
 
 /// Loop devices and the files behind them, read from sysfs.
+///
+/// Every command asks this at least once, so it costs one failed open
+/// per unbound device and an open, a read and a close per bound one.
 pub(super) fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
     let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     let Ok(rd) = std::fs::read_dir("/sys/block") else {
         return map;
     };
+    let mut path = String::with_capacity(64);
+    // A path (at most PATH_MAX) and its newline, or " (deleted)".
+    let mut buf = vec![0u8; 4096 + 16];
     for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("loop") {
-            continue;
-        }
-        let Ok(backing) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
+        let name = e.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
             continue;
         };
-        let backing = backing.trim_end_matches('\n');
-        if backing.ends_with(" (deleted)") {
+        path.clear();
+        path.push_str("/sys/block/");
+        path.push_str(name);
+        path.push_str("/loop/backing_file");
+        // (Only a bound device has the file.)
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // sysfs hands the whole value to the first read.
+        let Ok(n) = f.read(&mut buf) else {
+            continue;
+        };
+        let backing = &buf[..n];
+        let backing = backing.strip_suffix(b"\n").unwrap_or(backing);
+        if backing.is_empty() || backing.ends_with(b" (deleted)") {
             continue;
         }
-        map.entry(PathBuf::from(backing))
+        map.entry(PathBuf::from(std::ffi::OsStr::from_bytes(backing)))
             .or_default()
             .push(PathBuf::from(format!("/dev/{name}")));
     }
@@ -148,14 +166,14 @@ impl LoopDriver {
     }
 
     /// The attachment of volume `id` (none, or one holder), given the
-    /// holder records and the kernel's loop devices.
+    /// device bound to its image, if any, and the holder records when
+    /// read at once (else its own is read).
     pub(super) fn attachment(
         &self,
         id: &str,
+        dev: Option<&Path>,
         owners: Option<&HashMap<String, Owner>>,
-        loops: &HashMap<PathBuf, Vec<PathBuf>>,
     ) -> Option<Attachment> {
-        let dev = loops.get(&self.image(id)).and_then(|d| d.first());
         let owner = match owners {
             Some(all) => all.get(id).cloned().or_else(|| {
                 // An earlier release's record, next to the image.
@@ -173,6 +191,16 @@ impl LoopDriver {
             volume_id: id.to_string(),
             ..Default::default()
         })
+    }
+
+    /// The attachment of `id` as the kernel's loop devices `loops` show it.
+    pub(super) fn attachment_now(
+        &self,
+        id: &str,
+        loops: &HashMap<PathBuf, Vec<PathBuf>>,
+    ) -> Option<Attachment> {
+        let dev = loops.get(&self.image(id)).and_then(|d| d.first());
+        self.attachment(id, dev.map(PathBuf::as_path), None)
     }
 
     fn write_owner(&self, id: &str, who: &InstanceId) -> Result<()> {
@@ -220,7 +248,7 @@ impl LoopDriver {
             )));
         }
         let loops = kernel_loops();
-        let now = self.attachment(id, None, &loops);
+        let now = self.attachment_now(id, &loops);
         match &now {
             Some(a) if a.instance_id.id == who.id => {}
             Some(a) if !force => {
@@ -257,7 +285,7 @@ impl LoopDriver {
         }
         fail::fail_point!("loop::attach-after-owner", |_| crate::crash_here());
         Ok(Attached {
-            volume: self.to_volume(&rec, &loops),
+            volume: self.to_volume(rec, &loops),
             token: img.to_string_lossy().into_owned(),
         })
     }
@@ -268,7 +296,7 @@ impl LoopDriver {
         let rec = self.record(id)?;
         let _lock = self.lock_attach(id)?;
         let loops = kernel_loops();
-        if let Some(a) = self.attachment(id, None, &loops) {
+        if let Some(a) = self.attachment_now(id, &loops) {
             if a.instance_id.id != who.id && !force {
                 return Err(Error::in_use(format!(
                     "volume {} is attached to another instance ({}); detach it there or use --force",
@@ -277,7 +305,7 @@ impl LoopDriver {
             }
         }
         self.remove_owner(id)?;
-        Ok(self.to_volume(&rec, &loops))
+        Ok(self.to_volume(rec, &loops))
     }
 }
 

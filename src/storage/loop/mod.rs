@@ -156,10 +156,14 @@ impl LoopDriver {
         for sub in ["locks", "snapshots", "owners"] {
             own_dir(&root.join(sub), PRIVATE_DIR, Link::Refuse).map_err(ctx)?;
         }
-        // The kernel reports backing files by their resolved path.
-        let root = root
-            .canonicalize()
-            .ctx(|| format!("resolving {}", root.display()))?;
+        // The kernel reports backing files by their resolved path (known
+        // already when the checks above ran as root).
+        let root = match crate::files::resolved(root) {
+            Some(real) => real,
+            None => root
+                .canonicalize()
+                .ctx(|| format!("resolving {}", root.display()))?,
+        };
         let catalog = Catalog::open(&root, lock_timeout)?;
         Ok(LoopDriver {
             root,
@@ -207,44 +211,130 @@ impl LoopDriver {
     }
 
     /// A record as a volume, without asking the kernel about attachments.
-    fn metadata(r: &Record) -> Volume {
-        let mut v = Volume {
-            id: r.id.clone(),
-            name: r.name.clone(),
-            size: r.size,
-            volume_type: r.volume_type.clone(),
-            iops: r.iops,
-            availability_zone: r.availability_zone.clone(),
-            fields: r.fields.clone(),
+    fn metadata(r: Record) -> Volume {
+        let Record {
+            id,
+            name,
+            size,
+            volume_type,
+            iops,
+            availability_zone,
+            created_at,
+            mut fields,
+        } = r;
+        if !created_at.is_empty() {
+            fields.insert("createdAt".into(), created_at);
+        }
+        Volume {
+            id,
+            name,
+            size,
+            volume_type,
+            iops,
+            availability_zone,
+            fields,
             attachment_state: AttachmentState::Unknown as u8,
             ..Default::default()
-        };
-        if !r.created_at.is_empty() {
-            v.fields.insert("createdAt".into(), r.created_at.clone());
         }
+    }
+
+    fn to_volume(&self, r: Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
+        let img = self.image(&r.id);
+        let dev = loops.get(&img).and_then(|d| d.first());
+        let mut v = self.with_attachment(r, dev.map(PathBuf::as_path), None);
+        // Bytes the sparse image takes under volumePath now.
+        v.fields
+            .insert("allocated".into(), allocated(&img).to_string());
         v
     }
 
-    fn to_volume(&self, r: &Record, loops: &HashMap<PathBuf, Vec<PathBuf>>) -> Volume {
-        self.to_volume_with(r, allocated(&self.image(&r.id)), None, loops)
-    }
-
-    /// [`to_volume`](Self::to_volume) with the image's allocated bytes
-    /// already known, and every holder record when read at once.
-    fn to_volume_with(
+    /// A record as a volume, with its holder (if any: see
+    /// [`attachment`](Self::attachment)) and the device `dev` bound to its
+    /// image, without its allocated bytes. The state is the caller's to
+    /// derive (who asks decides "mine").
+    fn with_attachment(
         &self,
-        r: &Record,
-        allocated: u64,
+        r: Record,
+        dev: Option<&Path>,
         owners: Option<&HashMap<String, Owner>>,
-        loops: &HashMap<PathBuf, Vec<PathBuf>>,
     ) -> Volume {
         let mut v = Self::metadata(r);
-        // Bytes the sparse image takes under volumePath now.
-        v.fields.insert("allocated".into(), allocated.to_string());
-        // The state is the caller's to derive (who asks decides "mine").
         v.attachment_state = 0;
-        v.attachments.extend(self.attachment(&r.id, owners, loops));
+        v.attachments.extend(self.attachment(&v.id, dev, owners));
         v
+    }
+
+    /// Every volume with its attachments, in creation order; with
+    /// `usage`, with the bytes its image takes (`allocated`) too.
+    fn list_volumes(&self, usage: bool) -> Result<Vec<Volume>> {
+        let loops = kernel_loops();
+        // The first device of each image in volumePath, by volume id: no
+        // path is made per volume to look it up.
+        let attached: HashMap<&str, &Path> = loops
+            .iter()
+            .filter_map(|(img, devs)| {
+                let name = img.strip_prefix(&self.root).ok()?.to_str()?;
+                Some((name.strip_suffix(".img")?, devs.first()?.as_path()))
+            })
+            .collect();
+        let owners = self.owners();
+        let mut vols = Vec::new();
+        self.catalog.each_volume(|r| {
+            let dev = attached.get(r.id.as_str()).copied();
+            vols.push(self.with_attachment(r, dev, Some(&owners)));
+        })?;
+        if usage {
+            let sizes = self.allocated_of(&vols);
+            for (v, bytes) in vols.iter_mut().zip(sizes) {
+                v.fields.insert("allocated".into(), bytes.to_string());
+            }
+        }
+        Ok(vols)
+    }
+
+    /// The bytes each volume's image takes: one stat per image, relative
+    /// to the directory (no walk of the whole path each time), spread
+    /// over the cores. The bulk of an `ls` among 100,000 volumes, done
+    /// only when the answer shows it.
+    fn allocated_of(&self, vols: &[Volume]) -> Vec<u64> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(&self.root).ok();
+        let stat = |chunk: &[Volume]| -> Vec<u64> {
+            let mut name = String::new();
+            chunk
+                .iter()
+                .map(|v| {
+                    let Some(d) = dir.as_ref() else {
+                        return allocated(&self.image(&v.id));
+                    };
+                    name.clear();
+                    name.push_str(&v.id);
+                    name.push_str(".img");
+                    nix::sys::stat::fstatat(
+                        Some(d.as_raw_fd()),
+                        name.as_str(),
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map(|st| (st.st_blocks as u64).saturating_mul(512))
+                    .unwrap_or(0)
+                })
+                .collect()
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get().min(4))
+            .unwrap_or(1);
+        if threads < 2 || vols.len() < 4096 {
+            return stat(vols);
+        }
+        let per = vols.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = vols.chunks(per).map(|c| s.spawn(move || stat(c))).collect();
+            parts
+                .into_iter()
+                .zip(vols.chunks(per))
+                .flat_map(|(h, c)| h.join().unwrap_or_else(|_| vec![0; c.len()]))
+                .collect()
+        })
     }
 }
 
@@ -254,50 +344,11 @@ impl Controller for LoopDriver {
     }
 
     fn list(&self) -> Result<Vec<Volume>> {
-        let loops = kernel_loops();
-        let owners = self.owners();
-        let mut recs = Vec::new();
-        self.catalog.each_volume(|r| recs.push(r))?;
-        // One stat per image (its allocated bytes), relative to the
-        // directory (no walk of the whole path each time), spread over
-        // the cores: the bulk of an `ls` among 100,000 volumes.
-        let dir = std::fs::File::open(&self.root).ok();
-        let stat = |r: &Record| -> u64 {
-            use std::os::fd::AsRawFd;
-            let Some(d) = dir.as_ref() else {
-                return allocated(&self.image(&r.id));
-            };
-            nix::sys::stat::fstatat(
-                Some(d.as_raw_fd()),
-                format!("{}.img", r.id).as_str(),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map(|st| (st.st_blocks as u64).saturating_mul(512))
-            .unwrap_or(0)
-        };
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get().min(4))
-            .unwrap_or(1);
-        let build = |chunk: &[Record]| -> Vec<Volume> {
-            chunk
-                .iter()
-                .map(|r| self.to_volume_with(r, stat(r), Some(&owners), &loops))
-                .collect()
-        };
-        if threads < 2 || recs.len() < 4096 {
-            return Ok(build(&recs));
-        }
-        let per = recs.len().div_ceil(threads);
-        Ok(std::thread::scope(|s| {
-            let parts: Vec<_> = recs
-                .chunks(per)
-                .map(|c| s.spawn(move || build(c)))
-                .collect();
-            parts
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        }))
+        self.list_volumes(true)
+    }
+
+    fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.list_volumes(false)
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {
@@ -307,7 +358,7 @@ impl Controller for LoopDriver {
         Ok(self
             .catalog
             .by_id(id)?
-            .map(|r| self.to_volume(&r, &kernel_loops())))
+            .map(|r| self.to_volume(r, &kernel_loops())))
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
@@ -373,7 +424,7 @@ impl Controller for LoopDriver {
         let rec = rec_of(&id);
         self.warn_overcommit(&rec, "created");
         // New: no loop device can be bound to it yet.
-        Ok(self.to_volume(&rec, &HashMap::new()))
+        Ok(self.to_volume(rec, &HashMap::new()))
     }
 
     fn remove(&self, id: &str, force: bool) -> Result<()> {
@@ -388,7 +439,7 @@ impl Controller for LoopDriver {
                 devs[0].display()
             )));
         }
-        if let Some(a) = self.attachment(id, None, &loops) {
+        if let Some(a) = self.attachment_now(id, &loops) {
             if !force {
                 return Err(Error::in_use(format!(
                     "volume {} is attached to {}; detach it first",
@@ -521,7 +572,7 @@ impl Controller for LoopDriver {
         Ok(self
             .catalog
             .by_name(name)?
-            .map(|r| self.to_volume(&r, &kernel_loops())))
+            .map(|r| self.to_volume(r, &kernel_loops())))
     }
 
     fn list_metadata(&self) -> Result<Arc<[Volume]>> {
@@ -536,7 +587,7 @@ impl Controller for LoopDriver {
             }
         }
         let mut all = Vec::new();
-        self.catalog.each_volume(|r| all.push(Self::metadata(&r)))?;
+        self.catalog.each_volume(|r| all.push(Self::metadata(r)))?;
         let all: Arc<[Volume]> = all.into();
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, all.clone()));
         Ok(all)
@@ -547,7 +598,7 @@ impl Controller for LoopDriver {
     }
 
     fn lookup_metadata_name(&self, name: &str) -> Result<Option<Volume>> {
-        Ok(self.catalog.by_name(name)?.as_ref().map(Self::metadata))
+        Ok(self.catalog.by_name(name)?.map(Self::metadata))
     }
 
     fn copy(
@@ -643,6 +694,29 @@ mod tests {
             })
             .count();
         assert_eq!(copying, 0);
+    }
+
+    /// A listing without usage is the listing less the `allocated` field
+    /// of each volume (the one stat per image it spares).
+    #[test]
+    fn a_listing_without_usage_lacks_only_the_allocated_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let d = LoopDriver::open(t.path(), "loop", Duration::from_secs(5)).unwrap();
+        let spec = CreateSpec {
+            size: 1,
+            ..Default::default()
+        };
+        for n in ["b", "a", "c"] {
+            d.create(n, &spec).unwrap();
+        }
+        std::fs::write(d.image(&d.lookup_name("a").unwrap().unwrap().id), b"data").unwrap();
+        let mut full = d.list().unwrap();
+        assert!(full.iter().any(|v| v.fields["allocated"] != "0"));
+        for v in &mut full {
+            assert!(v.fields.remove("allocated").is_some());
+        }
+        assert_eq!(d.list_without_usage().unwrap(), full);
+        assert_eq!(full.len(), 3);
     }
 
     /// The reader's cache never outlives a change made through another
