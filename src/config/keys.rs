@@ -316,7 +316,7 @@ pub const KEYS: &[KeyDef] = &[
         default: "",
         ty: KeyType::Str,
         aliases: &[],
-        help: "the libStorage server this node's rexray, flexrex, dvdcli and Docker plugin send controller operations to (unix:///path.sock or tcp://host:port); empty: a server announced in <run>/rexray.spec, else the driver is used directly (embedded)",
+        help: "the libStorage server this node's rexray, flexrex, dvdcli and Docker plugin send controller operations to (unix:///path.sock, tcp://host:port or https://host:port); empty: a server announced in <run>/rexray.spec, else the driver is used directly (embedded)",
     },
     KeyDef {
         key: LIBSTORAGE_EMBEDDED,
