@@ -582,6 +582,9 @@ impl Controller for Client {
     /// The copy is made by the server; `intact` is checked once it is
     /// made (the copy is removed again if it fails), and `prepare` is
     /// skipped: the new image is on the controller's host, not here.
+    /// A size other than the source's is sent as `size`, which only this
+    /// crate's server knows (the original API has none for a copy): a copy
+    /// of the source's size sends the original's body.
     fn copy(
         &self,
         id: &str,
@@ -593,6 +596,12 @@ impl Controller for Client {
         let _ = prepare;
         let mut body = serde_json::Map::new();
         body.insert("volumeName".into(), Value::String(new_name.to_string()));
+        if spec.size > 0 {
+            let src = self.one(id)?.map(|v| v.size);
+            if src != Some(spec.size) {
+                body.insert("size".into(), Value::from(spec.size));
+            }
+        }
         if !spec.fields.is_empty() {
             body.insert(
                 "opts".into(),
