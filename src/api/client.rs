@@ -840,9 +840,22 @@ impl Controller for Client {
         Ok(unsettled(v))
     }
 
+    /// The libStorage API has no resize: refused, naming the server (not
+    /// the server's driver, which may well resize volumes of its own).
+    fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        let _ = (id, size_gib);
+        Err(Error::unsupported(format!(
+            "volumes cannot be resized through the libStorage server at {}: the libStorage API has no resize",
+            self.host
+        )))
+    }
+
     /// The copy is made by the server; `intact` is checked once it is
     /// made (the copy is removed again if it fails), and `prepare` is
     /// skipped: the new image is on the controller's host, not here.
+    /// A size other than the source's is sent as `size`, which only this
+    /// crate's server knows (the original API has none for a copy): a copy
+    /// of the source's size sends the original's body.
     fn copy(
         &self,
         id: &str,
@@ -854,6 +867,12 @@ impl Controller for Client {
         let _ = prepare;
         let mut body = serde_json::Map::new();
         body.insert("volumeName".into(), Value::String(new_name.to_string()));
+        if spec.size > 0 {
+            let src = self.one(id)?.map(|v| v.size);
+            if src != Some(spec.size) {
+                body.insert("size".into(), Value::from(spec.size));
+            }
+        }
         if !spec.fields.is_empty() {
             body.insert(
                 "opts".into(),
@@ -1078,6 +1097,13 @@ mod tests {
             assert!(a.snapshots().unwrap().is_empty());
             let e = a.snapshot(&v.id, "s", &|| Ok(())).unwrap_err();
             assert_eq!(e.kind(), crate::Kind::Unsupported, "{e}");
+            let e = a.resize(&v.id, 3).unwrap_err();
+            assert_eq!(e.kind(), crate::Kind::Unsupported, "{e}");
+            assert!(
+                e.message().contains(&format!("libStorage server at {url}"))
+                    && !e.message().contains("driver cannot"),
+                "{e}"
+            );
             a.remove(&v.id, false).unwrap();
             assert_eq!(
                 a.remove(&v.id, false).unwrap_err().kind(),

@@ -559,17 +559,24 @@ fn volumes_of(
             })
         }
         ("POST", [id]) if call.has("copy") => {
+            // `size` (GiB) is this server's own: the original API has no
+            // size for a copy. Without it the copy has the source's size.
             let body = match wire::parse_body(
                 &call.body,
                 &["volumeName"],
-                &[("volumeName", Type::String), ("opts", Type::Object)],
+                &[
+                    ("volumeName", Type::String),
+                    ("size", Type::Integer),
+                    ("opts", Type::Object),
+                ],
             ) {
                 Ok(b) => b,
                 Err(e) => return Routed::Now(error(&e)),
             };
             let id = id.to_string();
             let new_name = wire::string(&body, "volumeName");
-            let spec = CreateSpec {
+            let size = body.get("size").and_then(Value::as_u64).filter(|s| *s > 0);
+            let mut spec = CreateSpec {
                 fields: wire::opts_fields(&body),
                 ..Default::default()
             };
@@ -578,6 +585,11 @@ fn volumes_of(
                 false,
                 move || {
                     let r = name_free(&services2, &name, &new_name).and_then(|_| {
+                        spec.size = match size {
+                            Some(s) => s,
+                            // A source that is not there: the copy says so.
+                            None => ctrl.inspect(&id)?.map(|v| v.size).unwrap_or(0),
+                        };
                         ctrl.copy(&id, &new_name, &spec, &|| Ok(()), &|img| {
                             fresh_uuid(&new_name, img)
                         })

@@ -547,3 +547,114 @@ fn addresses() {
     let n = server_name();
     assert_eq!(n.split('-').count(), 3, "{n}");
 }
+
+/// A controller with one volume, `src1` (3 GiB), whose copies are made
+/// at the size they are asked for.
+struct Copier {
+    info: ServiceInfo,
+}
+
+impl Controller for Copier {
+    fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+    fn list(&self) -> crate::Result<Vec<Volume>> {
+        Ok(self.inspect("src1")?.into_iter().collect())
+    }
+    fn inspect(&self, id: &str) -> crate::Result<Option<Volume>> {
+        Ok((id == "src1").then(|| Volume {
+            id: "src1".into(),
+            name: "src".into(),
+            size: 3,
+            ..Default::default()
+        }))
+    }
+    fn create(&self, _: &str, _: &CreateSpec) -> crate::Result<Volume> {
+        Err(Error::unsupported("no"))
+    }
+    fn remove(&self, _: &str, _: bool) -> crate::Result<()> {
+        Ok(())
+    }
+    fn attach(&self, _: &str, _: &InstanceId, _: bool, _: Option<&str>) -> crate::Result<Attached> {
+        Err(Error::unsupported("no"))
+    }
+    fn detach(&self, _: &str, _: &InstanceId, _: bool) -> crate::Result<Volume> {
+        Err(Error::unsupported("no"))
+    }
+    fn copy(
+        &self,
+        id: &str,
+        new_name: &str,
+        spec: &CreateSpec,
+        _: &dyn Fn() -> crate::Result<()>,
+        _: crate::storage::Prepare<'_>,
+    ) -> crate::Result<Volume> {
+        let src = self
+            .inspect(id)?
+            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))?;
+        if spec.size < src.size {
+            return Err(Error::invalid(format!(
+                "a copy of volume {} must be at least its size, {} GiB",
+                src.name, src.size
+            )));
+        }
+        Ok(Volume {
+            id: format!("{new_name}-id"),
+            name: new_name.into(),
+            size: spec.size,
+            fields: spec.fields.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+/// A copy without a size has the source's (the original API has no size
+/// for a copy); this server's `size` makes it bigger.
+#[test]
+fn a_copy_has_the_sources_size_unless_asked_for_another() {
+    let cp = Service {
+        name: "cp".into(),
+        ctrl: Arc::new(Copier {
+            info: ServiceInfo {
+                service: "cp".into(),
+                driver: "cp".into(),
+                storage_type: StorageType::Block,
+                next_device: NextDeviceInfo::default(),
+            },
+        }),
+        default_size: 1,
+    };
+    let f = fixture(vec![cp], &[]);
+    let copy = |body: &str| f.send("POST", "/volumes/cp/src1?copy", &[], &[], body);
+    let g = copy(r#"{"volumeName":"c1","opts":{"k":"v"}}"#);
+    assert_eq!(g.status, 201, "{g:?}");
+    assert_eq!(
+        (g.json()["size"].as_u64(), g.json()["fields"]["k"].as_str()),
+        (Some(3), Some("v"))
+    );
+    let g = copy(r#"{"volumeName":"c2","size":5}"#);
+    assert_eq!(
+        (g.status, g.json()["size"].as_u64()),
+        (201, Some(5)),
+        "{g:?}"
+    );
+    let g = copy(r#"{"volumeName":"c3","size":2}"#);
+    assert_eq!(g.status, 500, "{g:?}");
+    assert!(g.text().contains("at least its size"), "{g:?}");
+    let g = copy(r#"{"volumeName":"c4","size":"big"}"#);
+    assert!(
+        g.json()["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("validate req schema"),
+        "{g:?}"
+    );
+    let g = f.send(
+        "POST",
+        "/volumes/cp/nosuch?copy",
+        &[],
+        &[],
+        r#"{"volumeName":"c5"}"#,
+    );
+    assert_eq!(g.status, 404, "{g:?}");
+}

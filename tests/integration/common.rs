@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -28,6 +29,12 @@ pub fn skip(reason: &str) {
         "{test} cannot run in CI: {reason}"
     );
     eprintln!("skipped: {reason}");
+    // The same test skipped in both runs of scripts/test.sh is two skips.
+    let test = if client_mode() {
+        format!("{test} (client mode)")
+    } else {
+        test
+    };
     if let Some(file) = std::env::var_os("REXRAY_TEST_SKIPS") {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -38,6 +45,58 @@ pub fn skip(reason: &str) {
             let _ = writeln!(f, "{test}: {reason}");
         }
     }
+}
+
+/// Whether the tests run in client mode (`REXRAY_TEST_CLIENT_MODE=1`):
+/// every [`Home`] then has a private controller, a `rexray service start`
+/// serving the libStorage API, and every binary the home runs (and
+/// [`Home::volumes`]) is its client. See [`Home::new`].
+pub fn client_mode() -> bool {
+    std::env::var("REXRAY_TEST_CLIENT_MODE").is_ok_and(|v| v == "1")
+}
+
+/// In client mode, record that the running test does not apply there
+/// (for `reason`) and return true: the caller returns at once. Outside
+/// client mode, false. Recorded in `$REXRAY_TEST_NA` (one line per test),
+/// which `scripts/test.sh` reports apart from the passed tests; use as
+/// `if client_mode_na("why") { return; }`.
+pub fn client_mode_na(reason: &str) -> bool {
+    if !client_mode() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    eprintln!("not applicable in client mode: {reason}");
+    if let Some(file) = std::env::var_os("REXRAY_TEST_NA") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)
+        {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+    true
+}
+
+/// The loop driver's fail points that fire in its node side (the loop
+/// device binding, on the node in client mode); every other `loop::` one
+/// fires in the controller side (the catalog and the images: in the
+/// server in client mode).
+pub const NODE_LOOP_FAILPOINTS: &[&str] = &[
+    "loop::attach-before-bind",
+    "loop::attach-after-bind",
+    "loop::detach-after-clear",
+];
+
+/// Whether fail point `fp` fires in the process that holds the backend:
+/// in client mode the home's controller, not the command that sets
+/// `FAILPOINTS` (see [`Home::restart_controller`]).
+pub fn fires_in_controller(fp: &str) -> bool {
+    fp.starts_with("loop::") && !NODE_LOOP_FAILPOINTS.contains(&fp)
 }
 
 /// Skip a test that needs root when not root (a failure under `CI`).
@@ -171,20 +230,78 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Home {
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Client mode: this home's own controller (none for a home that uses
+    /// another home's, see [`Home::sharing_volumes_with`]).
+    pub(crate) ctl: Option<std::sync::Mutex<Controller>>,
 }
 
 impl Home {
     /// A fresh home under /tmp (short paths: unix sockets are limited).
+    ///
+    /// In client mode (see [`client_mode`]) it comes with a private
+    /// controller, started and answering before this returns: `rexray
+    /// service start` with its own REXRAY_HOME (`<home>/ctl`), no Docker
+    /// module, one unix endpoint (`<home>/ctl.sock`), `loop` and `vfs`
+    /// services over the node's own `loop.volumePath` and `vfs.root`
+    /// (their defaults, under the node's lib dir), and `LIBSTORAGE_HOST`
+    /// naming it in the home's environment, so every binary the home runs
+    /// is its client. [`Home::config`] keeps it in step with the node's
+    /// settings; dropping the home stops it before the cleanup.
     pub fn new() -> Home {
         let dir = tempfile::Builder::new()
             .prefix("rxt.")
             .tempdir_in("/tmp")
             .expect("temp dir")
             .keep();
-        Home {
+        let mut h = Home {
             dir,
             env: Vec::new(),
+            ctl: None,
+        };
+        if client_mode() {
+            // The node's state directory as the node makes it (its mount
+            // path is inside): the controller's volume path is inside it
+            // here, which a controller creating it first would make 0755.
+            // (In a real deployment the volume path is shared storage, not
+            // under a node's state directory.)
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(h.lib())
+                .unwrap();
+            let c = Controller::start(&h.dir, controller_yaml(&h.dir, None), String::new());
+            h.env.push(("LIBSTORAGE_HOST".into(), c.url()));
+            h.ctl = Some(std::sync::Mutex::new(c));
         }
+        h
+    }
+
+    /// A second node of `other`'s volumes: a fresh home whose
+    /// `loop.volumePath` is `other`'s, as two hosts that see the same
+    /// shared storage at the same path. In client mode it has no
+    /// controller of its own: it is a client of `other`'s, as a second
+    /// node of one controller is.
+    pub fn sharing_volumes_with(other: &Home) -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix("rxt.")
+            .tempdir_in("/tmp")
+            .expect("temp dir")
+            .keep();
+        let h = Home {
+            dir,
+            env: other
+                .env
+                .iter()
+                .filter(|(k, _)| k == "LIBSTORAGE_HOST")
+                .cloned()
+                .collect(),
+            ctl: None,
+        };
+        h.config(&format!(
+            "loop:\n  volumePath: {}\n",
+            other.lib().join("loop").display()
+        ));
+        h
     }
 
     /// Add an environment variable for every command.
@@ -206,10 +323,48 @@ impl Home {
         self.mount_point(name).join("data")
     }
 
-    /// Write `<etc>/config.yml`.
+    /// Write `<etc>/config.yml`. In client mode the home's controller
+    /// follows the backend's part of it (`loop`, `vfs`, the declared
+    /// `libstorage.server.services`): restarted with them when they change.
     pub fn config(&self, yaml: &str) {
         std::fs::create_dir_all(self.etc()).unwrap();
         std::fs::write(self.etc().join("config.yml"), yaml).unwrap();
+        if let Some(ctl) = &self.ctl {
+            let want = controller_yaml(&self.dir, Some(yaml));
+            let mut c = ctl.lock().unwrap_or_else(|e| e.into_inner());
+            if c.yaml != want {
+                c.stop();
+                c.yaml = want;
+                c.spawn();
+            }
+        }
+    }
+
+    /// Client mode: (re)start this home's controller with `FAILPOINTS`
+    /// set to `fps` ("" for none), e.g. for a fail point that fires in the
+    /// controller ([`fires_in_controller`]). Panics outside client mode.
+    pub fn restart_controller(&self, fps: &str) {
+        let ctl = self.ctl.as_ref().expect("client mode: a home's controller");
+        let mut c = ctl.lock().unwrap_or_else(|e| e.into_inner());
+        c.stop();
+        c.failpoints = fps.to_string();
+        c.spawn();
+    }
+
+    /// Client mode: stop this home's controller (until
+    /// [`restart_controller`](Self::restart_controller)). Panics outside
+    /// client mode.
+    pub fn stop_controller(&self) {
+        let ctl = self.ctl.as_ref().expect("client mode: a home's controller");
+        ctl.lock().unwrap_or_else(|e| e.into_inner()).stop();
+    }
+
+    /// Client mode: the log of this home's controller ("" without one).
+    pub fn controller_log(&self) -> String {
+        match &self.ctl {
+            Some(c) => c.lock().unwrap_or_else(|e| e.into_inner()).log_text(),
+            None => String::new(),
+        }
     }
 
     /// A command for one of the binaries with this home's environment.
@@ -254,6 +409,11 @@ impl Home {
 
     /// The library's workflows for this home, in-process.
     pub fn volumes(&self) -> rexray::volume::Volumes {
+        self.open_volumes().expect("volumes")
+    }
+
+    /// [`volumes`](Self::volumes), or why they cannot be opened.
+    pub fn open_volumes(&self) -> rexray::Result<rexray::volume::Volumes> {
         let mut env: std::collections::HashMap<String, String> = self.env.iter().cloned().collect();
         env.insert(
             "REXRAY_HOME".into(),
@@ -264,7 +424,7 @@ impl Home {
             ..Default::default()
         })
         .expect("config");
-        rexray::volume::Volumes::open(cfg).expect("volumes")
+        rexray::volume::Volumes::open(cfg)
     }
 
     /// Loop devices backed by files under this home.
@@ -286,8 +446,227 @@ impl Default for Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
+        // The controller first: it holds the images' catalog open.
+        if let Some(ctl) = self.ctl.take() {
+            let mut c = ctl.into_inner().unwrap_or_else(|e| e.into_inner());
+            if std::thread::panicking() {
+                let log = c.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                eprintln!(
+                    "controller of {} (log tail):\n{}",
+                    self.dir.display(),
+                    tail.join("\n")
+                );
+            }
+            c.stop();
+        }
         cleanup(&self.dir);
     }
+}
+
+/// Client mode: a home's private controller, a `rexray service start`
+/// serving the libStorage API on `<home>/ctl.sock`, stopped by its PID.
+pub(crate) struct Controller {
+    home: PathBuf,
+    child: Option<std::process::Child>,
+    /// The configuration it runs with (`<home>/ctl/etc/config.yml`).
+    yaml: String,
+    /// Its `FAILPOINTS` ("" for none).
+    failpoints: String,
+}
+
+impl Controller {
+    fn start(home: &Path, yaml: String, failpoints: String) -> Controller {
+        let mut c = Controller {
+            home: home.to_path_buf(),
+            child: None,
+            yaml,
+            failpoints,
+        };
+        c.spawn();
+        c
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.home.join("ctl.sock")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.home.join("ctl.log")
+    }
+
+    /// The `libstorage.host` of its clients.
+    fn url(&self) -> String {
+        format!("unix://{}", self.sock().display())
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Start it with the current settings and wait (bounded) until it
+    /// answers a request.
+    fn spawn(&mut self) {
+        let etc = self.home.join("ctl/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("config.yml"), &self.yaml).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut c = Command::new(bin("rexray"));
+        c.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("REXRAY_HOME", self.home.join("ctl"))
+            .args(["service", "start", "-l", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !self.failpoints.is_empty() {
+            c.env("FAILPOINTS", &self.failpoints);
+        }
+        let mut child = c.spawn().expect("spawn the controller");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("controller exited at start ({st}): {}", self.log_text());
+            }
+            if answers(&self.sock()) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                panic!("controller not answering after 60 s: {}", self.log_text());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, a bounded wait, SIGKILL. Nothing to do when it is not
+    /// running (or already died of a fail point).
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "controller of {} ignored SIGTERM for 30 s: killed",
+                    self.home.display()
+                );
+                signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Whether a libStorage server answers on `sock` (`GET /help/version`).
+fn answers(sock: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    if s.write_all(b"GET /help/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut t = String::new();
+    let _ = s.read_to_string(&mut t);
+    t.starts_with("HTTP/1.1 200")
+}
+
+/// The configuration of `home`'s controller, from the node's
+/// configuration `node` (its `<etc>/config.yml`, if any): the node's
+/// `loop` and `vfs` settings with the node's defaults for their paths, and
+/// the services the node declares plus `loop` and `vfs`.
+fn controller_yaml(home: &Path, node: Option<&str>) -> String {
+    use serde_yaml_ng::{Mapping, Value};
+    // Unreadable settings are the node's to report; the controller keeps
+    // its defaults.
+    let node: Value = node
+        .and_then(|t| serde_yaml_ng::from_str(t).ok())
+        .unwrap_or(Value::Null);
+    // Keys are case-insensitive, as the configuration's own.
+    let get = |v: &Value, k: &str| -> Value {
+        v.as_mapping()
+            .and_then(|m| {
+                m.iter()
+                    .find(|(mk, _)| mk.as_str().is_some_and(|s| s.eq_ignore_ascii_case(k)))
+            })
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null)
+    };
+    let with_default = |section: Value, key: &str, default: PathBuf| -> Value {
+        let mut m = section.as_mapping().cloned().unwrap_or_default();
+        if get(&Value::Mapping(m.clone()), key).is_null() {
+            m.insert(key.into(), default.to_string_lossy().into_owned().into());
+        }
+        Value::Mapping(m)
+    };
+    let lib = home.join("var/lib");
+    let mut services = get(&get(&get(&node, "libstorage"), "server"), "services")
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    for d in ["loop", "vfs"] {
+        if get(&Value::Mapping(services.clone()), d).is_null() {
+            let mut m = Mapping::new();
+            m.insert("driver".into(), d.into());
+            services.insert(d.into(), Value::Mapping(m));
+        }
+    }
+    let mut endpoint = Mapping::new();
+    endpoint.insert(
+        "address".into(),
+        format!("unix://{}", home.join("ctl.sock").display()).into(),
+    );
+    let mut endpoints = Mapping::new();
+    endpoints.insert("ctl".into(), Value::Mapping(endpoint));
+    let mut server = Mapping::new();
+    server.insert("endpoints".into(), Value::Mapping(endpoints));
+    server.insert("services".into(), Value::Mapping(services));
+    let mut libstorage = Mapping::new();
+    libstorage.insert("service".into(), "loop".into());
+    libstorage.insert("server".into(), Value::Mapping(server));
+    let mut docker = Mapping::new();
+    docker.insert("disabled".into(), true.into());
+    let mut modules = Mapping::new();
+    modules.insert("default-docker".into(), Value::Mapping(docker));
+    let mut rexray = Mapping::new();
+    rexray.insert("modules".into(), Value::Mapping(modules));
+    let mut top = Mapping::new();
+    top.insert("rexray".into(), Value::Mapping(rexray));
+    top.insert("libstorage".into(), Value::Mapping(libstorage));
+    top.insert(
+        "loop".into(),
+        with_default(get(&node, "loop"), "volumePath", lib.join("loop")),
+    );
+    top.insert(
+        "vfs".into(),
+        with_default(get(&node, "vfs"), "root", lib.join("vfs")),
+    );
+    serde_yaml_ng::to_string(&Value::Mapping(top)).unwrap()
 }
 
 /// Run a prepared command, with a generous bound so a hung binary fails

@@ -277,6 +277,17 @@ fn flexrex_expand_grows_the_filesystem() {
     let two = (2u64 << 30).to_string();
     let one = (1u64 << 30).to_string();
     let r = flex(&h, &["expandvolume", &o, s(&dmp), &two, &one]);
+    if client_mode() {
+        // A node cannot grow a volume: refused, naming the server, and
+        // nothing changed.
+        r.failure(&["ex1", "libStorage server at unix://", "no resize"]);
+        assert_eq!(fs_bytes(&dmp), before);
+        tear_down(&h, "pv-ex1");
+        assert!(h.mounts().is_empty() && h.loops().is_empty());
+        if client_mode_na("the libStorage API has no resize: expandvolume through a server is refused (checked above)") {
+            return;
+        }
+    }
     assert_eq!(r.success()["volumeNewSize"], 2u64 << 30);
     let r = flex(&h, &["expandfs", &o, &dev, s(&dmp), &two, &one]);
     assert_eq!(r.success()["volumeNewSize"], 2u64 << 30);
@@ -382,11 +393,8 @@ fn flexrex_force_attach_takes_the_volume_from_another_node() {
     let a = Home::new();
     create(&a, "fa1");
     a.rexray(&["volume", "attach", "fa1"]).ok();
-    let b = Home::new();
-    b.config(&format!(
-        "loop:\n  volumePath: {}\n",
-        a.lib().join("loop").display()
-    ));
+    // Node B sees node A's volumes (in client mode: through A's controller).
+    let b = Home::sharing_volumes_with(&a);
     let plain = opts("fa1", "pv-fa1", "rw");
     flex(&b, &["attach", &plain, "node2"]).failure(&["fa1", "another node", "forceAttach"]);
     assert_eq!(
@@ -675,11 +683,8 @@ fn flexrex_force_attach_waits_for_the_other_node_to_let_go() {
     let a = Home::new();
     create(&a, "fw1");
     a.rexray(&["volume", "attach", "fw1"]).ok();
-    let b = Home::new();
-    b.config(&format!(
-        "loop:\n  volumePath: {}\n",
-        a.lib().join("loop").display()
-    ));
+    // Node B sees node A's volumes (in client mode: through A's controller).
+    let b = Home::sharing_volumes_with(&a);
     let forced = json!({
         "volumeID": "fw1",
         "forceAttach": "true",

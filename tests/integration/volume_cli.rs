@@ -236,6 +236,7 @@ fn env_shows_sources() {
     let h2 = Home {
         dir: h.dir.clone(),
         env: vec![(k.into(), "4".into())],
+        ctl: None,
     };
     let l = line(h2.rexray(&["env"]).ok(), k);
     assert!(
