@@ -15,6 +15,7 @@ mod freeze_uuid;
 mod hostile;
 mod libstorage;
 mod managed_plugin;
+mod modules;
 mod mount_safety;
 mod multihost;
 mod names;
