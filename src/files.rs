@@ -13,6 +13,10 @@
 //! file, the installed flexrex), so a link planted where a file goes makes
 //! the write fail instead of landing on the link's target.
 
+/// Crash-safe file writes (temporary file, fsync, rename), for every
+/// layer: the state directory's records and the front-ends' own files.
+pub use crate::state::atomic;
+
 use crate::{Error, Result};
 use std::fs::File;
 use std::os::fd::AsRawFd;

@@ -470,8 +470,10 @@ impl Client {
         if a.status == 404 {
             return Ok(None);
         }
-        let v: Volume = self.decode(&a, &format!("inspecting volume {id}"))?;
-        Ok(Some(unsettled(v)))
+        // The original server answers `null` for a volume it lost track
+        // of mid-change.
+        let v: Option<Volume> = self.decode(&a, &format!("inspecting volume {id}"))?;
+        Ok(v.map(unsettled))
     }
 }
 

@@ -70,7 +70,7 @@ fn write_command_pages(cmd: &clap::Command, name: String, dir: &Path) -> Result<
 /// Man pages are for every user: 0644, replaced, never written through a
 /// link.
 fn write_page(dir: &Path, name: &str, page: &[u8]) -> Result<()> {
-    crate::state::atomic::write_mode(&dir.join(format!("{name}.1")), page, 0o644)
+    crate::files::atomic::write_mode(&dir.join(format!("{name}.1")), page, 0o644)
 }
 
 /// A single man page: name, synopsis, description, options, then every

@@ -5,7 +5,7 @@
 use super::{Answer, Notes};
 use crate::model::{AttachmentState, CreateOptions, MountOptions, Volume, VolumeWithPath};
 use crate::output::{self, Format};
-use crate::state::Consumer;
+use crate::volume::Consumer;
 use crate::volume::{Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use clap::{Args, Subcommand};

@@ -6,7 +6,7 @@
 //! Strict on options: an unknown or bad option fails the request by name.
 
 use crate::model::{CreateOptions, MountOptions, Volume};
-use crate::state::Consumer;
+use crate::volume::Consumer;
 use crate::volume::{CopySource, Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use serde::Serialize;

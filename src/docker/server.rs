@@ -269,7 +269,7 @@ fn bind_tcp(
     );
     httpd::ensure_parent(spec)?;
     let content = format!("{url}\n");
-    crate::state::atomic::write(spec, content.as_bytes())?;
+    crate::files::atomic::write(spec, content.as_bytes())?;
     tracing::info!(module, spec = %spec.display(), url, "wrote the spec file");
     Ok((server, (spec.to_path_buf(), content), url))
 }

@@ -258,7 +258,7 @@ fn start(cfg: Config) -> Result<i32> {
         .iter()
         .map(|e| format!("{}\t{}\t{}\n", e.url(), e.module(), e.service()))
         .collect();
-    let _ = crate::state::atomic::write(&url_file, listing.as_bytes());
+    let _ = crate::files::atomic::write(&url_file, listing.as_bytes());
     for e in &endpoints {
         tracing::warn!(
             pid = std::process::id(),

@@ -16,7 +16,7 @@ pub mod plugin;
 use crate::config::Config;
 use crate::config::{FlagValue, LoadOptions};
 use crate::input::quote;
-use crate::state::Consumer;
+use crate::volume::Consumer;
 use crate::volume::{Created, Unmounted, VolumeRef, Volumes};
 use crate::{Error, Result};
 use args::{Command, Invocation};

@@ -225,7 +225,7 @@ pub fn install(source: &Path, path: &Path, force: bool) -> Result<InstallStatus>
     }
     // Temp file + rename: kubelet's directory watcher never sees a
     // half-written driver.
-    crate::state::atomic::write_mode(path, &want, 0o755)?;
+    crate::files::atomic::write_mode(path, &want, 0o755)?;
     Ok(InstallStatus {
         path: path.to_string_lossy().into_owned(),
         installed: true,
@@ -246,7 +246,7 @@ pub fn uninstall(path: &Path) -> Result<Uninstalled> {
             )))
         }
         Ok(_) => {
-            crate::state::atomic::remove(path)?;
+            crate::files::atomic::remove(path)?;
             true
         }
     };

@@ -10,7 +10,7 @@
 //! consumer `flex:<path>` is in the volume's mount record, and the kernel
 //! shows the device behind the bind.
 
-use crate::state::atomic;
+use crate::files::atomic;
 use crate::{Error, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -146,6 +146,74 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// The two sides of the configured service for this node: the driver
+/// itself (embedded) or a client of a libStorage server (the `libstorage`
+/// driver, as the original named it), and this node's side of the driver.
+pub fn open_sides(
+    cfg: &Config,
+    backend: &Backend,
+) -> Result<(Arc<dyn Controller>, Arc<dyn Executor>)> {
+    match backend {
+        Backend::Embedded => Ok((open_controller(cfg)?, open_executor(cfg)?)),
+        Backend::Remote(url) => remote(cfg, url),
+    }
+}
+
+/// Where a node's controller operations go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// To the driver, in this process.
+    Embedded,
+    /// To the libStorage server at this URL.
+    Remote(String),
+}
+
+/// Where the controller operations of `cfg` go: the server of
+/// `libstorage.host` (unless `libstorage.embedded`), else a server on this
+/// host that announces itself in `<run>/rexray.spec` and answers, else the
+/// driver itself.
+pub fn backend(cfg: &Config) -> Result<Backend> {
+    let host = cfg.string(keys::LIBSTORAGE_HOST).trim();
+    if !host.is_empty() && !cfg.boolean(keys::LIBSTORAGE_EMBEDDED) {
+        crate::api::client::Host::parse(host)
+            .map_err(|e| e.context(format!("reading {}", keys::LIBSTORAGE_HOST)))?;
+        return Ok(Backend::Remote(host.to_string()));
+    }
+    Ok(
+        match crate::api::client::local_server(&crate::api::server::spec_path(cfg)) {
+            Some(url) => Backend::Remote(url),
+            None => Backend::Embedded,
+        },
+    )
+}
+
+/// A client of the server at `url` for the configured service, with this
+/// node's side of the driver the server names.
+fn remote(cfg: &Config, url: &str) -> Result<(Arc<dyn Controller>, Arc<dyn Executor>)> {
+    let timeout = cfg.duration(keys::SERVER_EXE_TIMEOUT) + std::time::Duration::from_secs(10);
+    let connect = |exe: Arc<dyn Executor>| {
+        crate::api::client::Client::connect(url, cfg.service(), Some(exe), timeout)
+            .map_err(|e| e.context(format!("reaching the libStorage server at {url}")))
+    };
+    let mut driver = cfg.driver_name();
+    let mut exe = open_executor_for(cfg, &driver)?;
+    let mut client = connect(exe.clone())?;
+    // The server's service may use another driver than this node's
+    // configuration names: its node side is the one to use.
+    if client.info().driver != driver {
+        driver = client.info().driver.clone();
+        exe = open_executor_for(cfg, &driver)?;
+        client = connect(exe.clone())?;
+    }
+    tracing::debug!(
+        server = url,
+        service = cfg.service(),
+        driver,
+        "client of a libStorage server"
+    );
+    Ok((Arc::new(client), exe))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

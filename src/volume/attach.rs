@@ -29,6 +29,14 @@ impl Volumes {
     /// before is released again.
     pub(super) fn attach_here(&self, v: &Volume, force: bool) -> Result<MountSource> {
         let was_attached = v.state() == AttachmentState::Attached;
+        // Held by this instance and here already: nothing to ask the
+        // controller (some backends record a second attachment for a
+        // second attach, as the original vfs server does).
+        if was_attached {
+            if let Some(here) = self.exe.present(v)? {
+                return Ok(here);
+            }
+        }
         let next = self.exe.next_device()?;
         let a = self
             .ctl

@@ -21,6 +21,8 @@ mod copy;
 mod lookup;
 mod mount;
 
+/// Who uses a volume, as the front-ends name them (see [`crate::state`]).
+pub use crate::state::{kubelet_holder, pv_of_holder, Consumer, KUBELET_HOLDER};
 pub use copy::CopySource;
 pub use lookup::{SnapshotRef, VolumeRef};
 
@@ -74,19 +76,19 @@ impl Volumes {
     /// Open the state directory and the configured service: through the
     /// libStorage server of `libstorage.host`, or of `<run>/rexray.spec`
     /// when a server on this host announces itself there, else the driver
-    /// itself (embedded). See [`backend`].
+    /// itself (embedded). See [`storage::backend`].
     pub fn open(cfg: Config) -> Result<Volumes> {
-        let b = backend(&cfg)?;
+        let b = storage::backend(&cfg)?;
         Self::open_on(cfg, b)
     }
 
     /// [`open`](Self::open), always with the driver itself (the server's
     /// own front-ends).
     pub fn open_embedded(cfg: Config) -> Result<Volumes> {
-        Self::open_on(cfg, Backend::Embedded)
+        Self::open_on(cfg, storage::Backend::Embedded)
     }
 
-    fn open_on(cfg: Config, backend: Backend) -> Result<Volumes> {
+    fn open_on(cfg: Config, backend: storage::Backend) -> Result<Volumes> {
         use crate::files::{own_dir, Link, PRIVATE_DIR, SHARED_DIR, TRAVERSE_DIR};
         let mount_path = cfg.path(keys::MOUNT_PATH);
         // Applications reach their volumes through the mount path: when it
@@ -100,13 +102,7 @@ impl Volumes {
                 e.context(format!("preparing the mount path ({})", keys::MOUNT_PATH))
             })?;
         }
-        let (ctl, exe) = match backend {
-            Backend::Embedded => (
-                storage::open_controller(&cfg)?,
-                storage::open_executor(&cfg)?,
-            ),
-            Backend::Remote(url) => remote(&cfg, &url)?,
-        };
+        let (ctl, exe) = storage::open_sides(&cfg, &backend)?;
         Ok(Volumes::with(cfg, state, ctl, exe, Arc::new(node::Kernel)))
     }
 
@@ -474,61 +470,6 @@ impl Volumes {
         self.tidy();
         Ok(done)
     }
-}
-
-/// Where a node's controller operations go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// To the driver, in this process.
-    Embedded,
-    /// To the libStorage server at this URL.
-    Remote(String),
-}
-
-/// Where the controller operations of `cfg` go: the server of
-/// `libstorage.host` (unless `libstorage.embedded`), else a server on this
-/// host that announces itself in `<run>/rexray.spec` and answers, else the
-/// driver itself.
-pub fn backend(cfg: &Config) -> Result<Backend> {
-    let host = cfg.string(keys::LIBSTORAGE_HOST).trim();
-    if !host.is_empty() && !cfg.boolean(keys::LIBSTORAGE_EMBEDDED) {
-        crate::api::client::Host::parse(host)
-            .map_err(|e| e.context(format!("reading {}", keys::LIBSTORAGE_HOST)))?;
-        return Ok(Backend::Remote(host.to_string()));
-    }
-    Ok(
-        match crate::api::client::local_server(&crate::api::server::spec_path(cfg)) {
-            Some(url) => Backend::Remote(url),
-            None => Backend::Embedded,
-        },
-    )
-}
-
-/// A client of the server at `url` for the configured service, with this
-/// node's side of the driver the server names.
-fn remote(cfg: &Config, url: &str) -> Result<(Arc<dyn Controller>, Arc<dyn Executor>)> {
-    let timeout = cfg.duration(keys::SERVER_EXE_TIMEOUT) + std::time::Duration::from_secs(10);
-    let connect = |exe: Arc<dyn Executor>| {
-        crate::api::client::Client::connect(url, cfg.service(), Some(exe), timeout)
-            .map_err(|e| e.context(format!("reaching the libStorage server at {url}")))
-    };
-    let mut driver = cfg.driver_name();
-    let mut exe = storage::open_executor_for(cfg, &driver)?;
-    let mut client = connect(exe.clone())?;
-    // The server's service may use another driver than this node's
-    // configuration names: its node side is the one to use.
-    if client.info().driver != driver {
-        driver = client.info().driver.clone();
-        exe = storage::open_executor_for(cfg, &driver)?;
-        client = connect(exe.clone())?;
-    }
-    tracing::debug!(
-        server = url,
-        service = cfg.service(),
-        driver,
-        "client of a libStorage server"
-    );
-    Ok((Arc::new(client), exe))
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ struct FakeVol {
 pub(crate) struct FakeDriver {
     node: Arc<FakeNode>,
     me: InstanceId,
+    /// The controller's and the executor's attach/detach steps, in order.
+    steps: Mutex<Vec<&'static str>>,
     content: PathBuf,
     vols: Mutex<BTreeMap<String, FakeVol>>,
     snaps: Mutex<Vec<Snapshot>>,
@@ -194,6 +196,7 @@ impl Controller for FakeDriver {
         force: bool,
         _next_device: Option<&str>,
     ) -> Result<Attached> {
+        self.steps.lock().unwrap().push("controller attach");
         let name = self.with(id, |f| match f.attached_to.as_deref() {
             Some(holder) if holder != who.id && !force => Err(Error::in_use(format!(
                 "fake: {} is attached to {holder}",
@@ -210,6 +213,7 @@ impl Controller for FakeDriver {
         })
     }
     fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
+        self.steps.lock().unwrap().push("controller detach");
         self.with(id, |f| match f.attached_to.as_deref() {
             Some(holder) if holder != who.id && !force => Err(Error::in_use(format!(
                 "fake: {} is attached to {holder}",
@@ -304,6 +308,7 @@ impl Executor for FakeDriver {
         token: &str,
         _timeout: std::time::Duration,
     ) -> Result<MountSource> {
+        self.steps.lock().unwrap().push("executor resolve");
         let dev = FakeDriver::dev(&volume.name);
         assert_eq!(Path::new(token), dev, "the token is the controller's");
         self.with(&volume.id, |f| {
@@ -316,6 +321,7 @@ impl Executor for FakeDriver {
         Ok(MountSource::Device(dev))
     }
     fn release(&self, volume: &Volume, force: bool) -> Result<()> {
+        self.steps.lock().unwrap().push("executor release");
         self.with(&volume.id, |f| {
             if let Some(holder) = f.attached_to.as_deref() {
                 if holder != self.me.id && !force {
@@ -369,6 +375,7 @@ fn world_with(extra: &[(&str, &str)]) -> World {
     let driver = Arc::new(FakeDriver {
         node: node.clone(),
         me: fake_instance(ME),
+        steps: Mutex::default(),
         content: tmp.path().join("content"),
         vols: Mutex::default(),
         snaps: Mutex::default(),
@@ -468,6 +475,43 @@ impl World {
 
 fn docker(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|i| format!("docker:{i}")).collect()
+}
+
+/// The controller records the holder before the node makes a device of
+/// the token; a volume this instance holds and has here is not attached
+/// again; a detach lets go of the device before the hold.
+#[test]
+fn attach_goes_controller_then_node_and_detach_the_other_way() {
+    let w = world();
+    w.create("vol");
+    let steps = || std::mem::take(&mut *w.driver.steps.lock().unwrap());
+    w.vols.attach(VolumeRef::Name("vol"), false).unwrap();
+    assert_eq!(steps(), ["controller attach", "executor resolve"]);
+    w.vols.attach(VolumeRef::Name("vol"), false).unwrap();
+    w.mount("vol", "a").unwrap();
+    assert!(steps().is_empty(), "held and here: nothing to attach");
+    w.unmount("vol", "a").unwrap();
+    assert_eq!(steps(), ["executor release", "controller detach"]);
+    // Held, but its device is gone (a crash after the hold, a reboot):
+    // the controller is asked again, the node binds it again.
+    w.vols.attach(VolumeRef::Name("vol"), false).unwrap();
+    w.node.unplug(&FakeDriver::dev("vol")).unwrap();
+    steps();
+    w.vols.attach(VolumeRef::Name("vol"), false).unwrap();
+    assert_eq!(steps(), ["controller attach", "executor resolve"]);
+    assert!(w.node.device(&FakeDriver::dev("vol")).is_some());
+    // Another instance holds it: refused before the node does anything.
+    w.vols.detach(VolumeRef::Name("vol"), false).unwrap();
+    w.driver.attach_to("id-vol", OTHER);
+    steps();
+    assert_eq!(
+        w.vols
+            .attach(VolumeRef::Name("vol"), false)
+            .unwrap_err()
+            .kind(),
+        Kind::InUse
+    );
+    assert_eq!(steps(), ["controller attach"]);
 }
 
 #[test]

@@ -60,6 +60,7 @@ impl Server {
 
     /// Wait for the server to die by itself (a failpoint), then start it
     /// again without failpoints.
+    #[cfg(feature = "failpoints")]
     fn restart_after_crash(&mut self) {
         let mut svc = self.svc.take().expect("running");
         svc.wait_exit();
