@@ -195,8 +195,13 @@ fn two_docker_modules_serve_their_own_services() {
         assert!(env.contains(&want), "{want} in {env}");
     }
 
-    // The consumers survive a restart of the service, per module.
+    // The consumers survive a restart of the service, per module: no
+    // module's clean-up takes another service's records or mounts.
     svc.restart(&home);
+    assert_eq!(count_mounts_at(&home.mount_point("lv1")), 1);
+    assert_eq!(count_mounts_at(&home.mount_point("vv1")), 1);
+    let records = crate::docker::mount_record(&home);
+    assert_eq!(records.len(), 2, "{records:?}");
     ok(post(
         &l,
         "/VolumeDriver.Unmount",
