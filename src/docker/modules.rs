@@ -208,6 +208,8 @@ impl Neighbours {
         if self.0.is_empty() {
             return Ok(());
         }
+        // This module's volume of that name (its id), looked up once, when
+        // a neighbour has one.
         let mut mine: Option<Option<String>> = None;
         for (module, other) in &self.0 {
             let theirs = match other.lookup_metadata(name) {
@@ -218,10 +220,12 @@ impl Neighbours {
                     continue;
                 }
             };
-            if mine.is_none() {
-                mine = Some(me.lookup_metadata(name)?.map(|v| v.id));
-            }
-            let mine = mine.as_ref().and_then(|m| m.as_deref());
+            let mine = match &mine {
+                Some(m) => m.as_deref(),
+                None => mine
+                    .insert(me.lookup_metadata(name)?.map(|v| v.id))
+                    .as_deref(),
+            };
             if mine.is_none() && !creating {
                 return Ok(());
             }
