@@ -1,7 +1,8 @@
 //! `rexray env`: the effective configuration, each setting with the
-//! environment variable that sets it and where its value came from.
+//! environment variable that sets it and where its value came from, and
+//! every module's own settings and overrides (`rexray.modules.<name>.…`).
 
-use crate::config::{keys, Config};
+use crate::config::{keys, Config, Setting};
 use crate::output::{self, Format};
 use crate::{Error, Result};
 use serde::Serialize;
@@ -34,8 +35,21 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
         ("REXRAY_HOME_RUN", &cfg.dirs.run),
     ]
     .map(|(var, dir)| (var, dir.to_string_lossy().into_owned()));
+    // The modules' own settings and overrides (default-docker's registered
+    // keys are among the settings already).
+    let modules = cfg
+        .module_names()
+        .iter()
+        .map(|m| cfg.module(m))
+        .collect::<Result<Vec<_>>>()?;
     let mut settings: Vec<EnvEntry> = cfg
         .settings()
+        .map(|(k, s): (&str, &Setting)| (k, s))
+        .chain(
+            modules
+                .iter()
+                .flat_map(|m| m.settings().iter().map(|(k, s)| (k.as_str(), s))),
+        )
         .map(|(k, s)| EnvEntry {
             key: k,
             env: keys::env_name(k),

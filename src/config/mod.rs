@@ -10,9 +10,11 @@
 
 pub mod dirs;
 pub mod keys;
+pub mod modules;
 
 pub use dirs::Dirs;
 pub use keys::{KeyDef, KeyType, KEYS};
+pub use modules::{ModuleConfig, DEFAULT_DOCKER};
 
 use crate::input::quote;
 use crate::{Error, Result};
@@ -100,6 +102,9 @@ pub struct Config {
     values: BTreeMap<&'static str, Setting>,
     tree: BTreeMap<String, (String, PathBuf)>,
     service: String,
+    /// `REXRAY_MODULES_…` variables by normalised name (upper case, `-`
+    /// as `_`): a module's own settings, read when the module is.
+    module_env: BTreeMap<String, (String, String)>,
 }
 
 /// Read a YAML file into lower-cased dotted paths → text values.
@@ -241,21 +246,25 @@ pub fn expand_env(s: &str) -> String {
 
 /// Check a value against its key's type; on success returns the normalised text.
 fn validate(def: &KeyDef, value: &str, source: &Source) -> Result<String> {
+    validate_as(def.key, def.ty, value, source)
+}
+
+/// [`validate`] for the key spelt `key` (a module's own spelling of it).
+fn validate_as(key: &str, ty: KeyType, value: &str, source: &Source) -> Result<String> {
     let fail = |why: &str| {
         Err(Error::invalid(format!(
-            "invalid value {} for {} (from {source}): {why}",
+            "invalid value {} for {key} (from {source}): {why}",
             quote(value),
-            def.key
         )))
     };
     let v = value.trim();
-    match def.ty {
+    match ty {
         KeyType::Str => Ok(value.to_string()),
-        KeyType::Bool => match crate::input::boolean(def.key, v) {
+        KeyType::Bool => match crate::input::boolean(key, v) {
             Ok(b) => Ok(b.to_string()),
             Err(_) => fail("expected true or false"),
         },
-        KeyType::SizeGib => match crate::input::size_gib(def.key, v) {
+        KeyType::SizeGib => match crate::input::size_gib(key, v) {
             Ok(n) => Ok(n.to_string()),
             Err(_) => fail(&format!(
                 "expected a whole number of GiB from 1 to {}",
@@ -399,6 +408,11 @@ impl Config {
             .filter(|(n, _)| !n.starts_with("REXRAY_HOME") && n != "LIBSTORAGE_HOME")
             .collect();
 
+        let module_env = env_norm
+            .iter()
+            .filter(|(n, _)| n.starts_with("REXRAY_MODULES_"))
+            .map(|(n, (k, v))| (n.clone(), ((*k).clone(), (*v).clone())))
+            .collect();
         let mut cfg = Config {
             dirs,
             files,
@@ -406,6 +420,7 @@ impl Config {
             values: BTreeMap::new(),
             tree,
             service: String::new(),
+            module_env,
         };
 
         // The service first: it scopes every other lookup.
@@ -509,22 +524,33 @@ impl Config {
         for def in KEYS {
             known.extend(Self::candidates(def, None));
         }
+        let module_known = modules::module_settings();
         let mut out = Vec::new();
         for (k, (_, file)) in &self.tree {
             let scoped = k
                 .strip_prefix("libstorage.server.services.")
                 .and_then(|rest| rest.split_once('.'))
                 .map(|(_, rest)| rest);
+            // rexray.modules.<name>.<setting>
+            let module = k
+                .strip_prefix("rexray.modules.")
+                .and_then(|rest| rest.split_once('.'));
             let ok = known.iter().any(|c| c == k)
                 || matches!(scoped, Some("driver"))
                 || scoped.is_some_and(|r| r.starts_with("auth."))
                 || scoped.is_some_and(|r| known.iter().any(|c| c == r))
                 || k.starts_with("libstorage.server.endpoints.")
-                || k.starts_with("rexray.modules.")
+                || module.is_some_and(|(_, r)| module_known.iter().any(|c| c == r))
                 || k.starts_with("libstorage.host")
                 || k.starts_with("libstorage.embedded");
             if !ok {
-                let hint = closest(k, &known)
+                let near = match module {
+                    Some((name, rest)) => {
+                        closest(rest, &module_known).map(|c| format!("rexray.modules.{name}.{c}"))
+                    }
+                    None => closest(k, &known).map(str::to_string),
+                };
+                let hint = near
                     .map(|c| format!("did you mean {c}? "))
                     .unwrap_or_default();
                 out.push(format!(

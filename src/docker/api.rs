@@ -155,6 +155,25 @@ pub fn ticket(path: &str, body: &[u8]) -> Option<super::queue::Ticket> {
     Some(super::queue::Ticket { names, name_table })
 }
 
+/// The volume name of a request that acts on that volume's mount point
+/// (Create, Remove, Mount, Unmount, Path); `None` for the others and for
+/// a malformed one (it fails by itself).
+pub fn mount_point_of(path: &str, body: &[u8]) -> Option<String> {
+    match path.split('?').next().unwrap_or_default() {
+        "/VolumeDriver.Create"
+        | "/VolumeDriver.Remove"
+        | "/VolumeDriver.Mount"
+        | "/VolumeDriver.Unmount"
+        | "/VolumeDriver.Path" => parse(body).ok()?.name().ok().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The reply to a request to `path` refused with `e` before it ran.
+pub fn refused(path: &str, e: Error) -> Reply {
+    finish(path, Err(e))
+}
+
 /// The reply to a request whose turn did not come within `waited`.
 pub fn busy(name: &str, waited: std::time::Duration) -> Reply {
     Reply::err(&Error::busy(format!(

@@ -1,5 +1,6 @@
-//! The listener: a unix socket under `/run/docker/plugins` or a TCP port
-//! with a spec file, served until told to stop.
+//! The listeners: per Docker module ([`super::modules`]) a unix socket
+//! under `/run/docker/plugins` or a TCP port with a spec file, served until
+//! told to stop.
 //!
 //! HTTP/1.1 is hyper's, on a small tokio runtime: a connection costs a task,
 //! not a thread, so idle keep-alive connections (dockerd keeps them) and
@@ -19,9 +20,10 @@
 //! waited the longest for a request is closed to make room.
 
 use super::api;
-use super::conns::{Conn, LimitKeys, Limits, Registry};
+use super::conns::{Conn, Limits, Registry};
+use super::modules::{Module, Neighbours};
 use super::queue::{Queues, Ticket};
-use crate::config::{keys, Config};
+use crate::config::keys;
 use crate::httpd::{self, Listener};
 use crate::volume::Volumes;
 use crate::{Error, Result};
@@ -43,7 +45,8 @@ pub const WORKERS: usize = 32;
 /// to 2 minutes for a Create or Mount).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(140);
 
-/// Where to listen, from `rexray.modules.default-docker.host`.
+/// Where to listen, from a module's `host`
+/// (`rexray.modules.default-docker.host`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     /// A unix socket path.
@@ -53,13 +56,13 @@ pub enum Listen {
 }
 
 impl Listen {
-    /// Parse `unix:///path` or `tcp://host:port` (scheme case-insensitive).
-    pub fn parse(s: &str) -> Result<Listen> {
+    /// Parse `unix:///path` or `tcp://host:port` (scheme case-insensitive);
+    /// `key` is the setting it comes from, named in errors.
+    pub fn parse(s: &str, key: &str) -> Result<Listen> {
         let s = s.trim();
         let bad = |why: &str| {
             Err(Error::invalid(format!(
-                "invalid {} {}: {why} (use unix:///run/docker/plugins/rexray.sock or tcp://host:port)",
-                keys::DOCKER_HOST,
+                "invalid {key} {}: {why} (use unix:///run/docker/plugins/rexray.sock or tcp://host:port)",
                 crate::input::quote(s)
             )))
         };
@@ -92,13 +95,16 @@ impl Listen {
     }
 }
 
-/// A bound endpoint. Dropping it closes the listener and removes the
-/// socket or spec file it created.
+/// A module's bound endpoint. Dropping it closes the listener and removes
+/// the socket or spec file it created.
 pub struct Endpoint {
+    module: String,
+    service: String,
     listener: Option<Listener>,
     socket: Option<PathBuf>,
     spec: Option<(PathBuf, String)>,
     url: String,
+    limits: Limits,
 }
 
 impl Endpoint {
@@ -107,59 +113,107 @@ impl Endpoint {
         &self.url
     }
 
-    /// Bind what the configuration says.
-    pub fn bind(cfg: &Config) -> Result<Endpoint> {
-        match Listen::parse(cfg.string(keys::DOCKER_HOST))? {
-            Listen::Unix(p) => bind_unix(&p),
-            Listen::Tcp(a) => bind_tcp(&a, &cfg.path(keys::DOCKER_SPEC)),
-        }
+    /// The module it serves.
+    pub fn module(&self) -> &str {
+        &self.module
     }
 
-    /// Serve until `stop` is set, then let the requests in flight finish
-    /// (bounded by [`DRAIN_TIMEOUT`]).
-    pub fn serve(&self, vols: Arc<Volumes>, stop: Arc<AtomicBool>) {
-        let limits = Limits {
-            header: vols.config().duration(keys::DOCKER_HEADER_TIMEOUT),
-            idle: vols.config().duration(keys::DOCKER_IDLE_TIMEOUT),
-            max: vols.config().number(keys::DOCKER_MAX_CONNECTIONS).max(1) as usize,
-            keys: LimitKeys {
-                header: keys::DOCKER_HEADER_TIMEOUT,
-                max: keys::DOCKER_MAX_CONNECTIONS,
-            },
-        }
-        .capped_by_nofile();
-        let listener = self.listener.as_ref().expect("bound").try_clone();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(WORKERS)
-            .thread_name("docker")
-            .enable_all()
-            .build();
-        match (listener, rt) {
-            (Ok(l), Ok(rt)) => {
-                let wait = vols.config().duration(keys::LOCK_TIMEOUT);
-                let state = Arc::new(State {
-                    vols,
-                    cache: api::Cache::default(),
-                    queues: Queues::new(WORKERS, wait),
-                    queue_wait: wait,
-                });
-                rt.block_on(httpd::serve(
-                    vec![l],
-                    state,
-                    Registry::new(limits),
-                    stop,
-                    DRAIN_TIMEOUT,
-                ))
+    /// The service it serves.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Bind what module `m` says.
+    pub fn bind(m: &Module) -> Result<Endpoint> {
+        let (listener, socket, spec, url) = match &m.listen {
+            Listen::Unix(p) => {
+                let l = httpd::bind_unix(p, &m.host_key)?;
+                (l, Some(p.clone()), None, format!("unix://{}", p.display()))
             }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::error!("cannot serve the Docker plugin API: {e}");
+            Listen::Tcp(a) => {
+                let (l, spec, url) = bind_tcp(&m.name, a, &m.spec)?;
+                (l, None, Some(spec), url)
             }
-        }
+        };
+        Ok(Endpoint {
+            module: m.name.clone(),
+            service: m.service().to_string(),
+            listener: Some(listener),
+            socket,
+            spec,
+            url,
+            limits: m.limits.capped_by_nofile(),
+        })
     }
 }
 
-/// What every request is served from.
+/// One module as served: its endpoint, its volumes, and the modules whose
+/// volumes mount at the same place.
+pub struct Served<'a> {
+    /// The bound endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Its volumes.
+    pub vols: Arc<Volumes>,
+    /// Its neighbours.
+    pub neighbours: Neighbours,
+}
+
+/// Serve every module until `stop` is set, then let the requests in
+/// flight finish (bounded by [`DRAIN_TIMEOUT`]). One runtime serves them
+/// all; each module has its own connection registry, queues and kept List
+/// reply, and [`WORKERS`] threads of the blocking pool to itself, so a
+/// module stuck on its backend holds up none of the others.
+pub fn serve(served: Vec<Served<'_>>, stop: Arc<AtomicBool>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(WORKERS * served.len().max(1))
+        .thread_name("docker")
+        .enable_all()
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot serve the Docker plugin API: {e}");
+            return;
+        }
+    };
+    let mut tasks = Vec::new();
+    for s in served {
+        let listener = match s.endpoint.listener.as_ref().expect("bound").try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(
+                    module = s.endpoint.module,
+                    "cannot serve the Docker plugin API: {e}"
+                );
+                continue;
+            }
+        };
+        let wait = s.vols.config().duration(keys::LOCK_TIMEOUT);
+        let state = Arc::new(State {
+            vols: s.vols,
+            cache: api::Cache::default(),
+            queues: Queues::new(WORKERS, wait),
+            queue_wait: wait,
+            neighbours: s.neighbours,
+            module: s.endpoint.module.clone(),
+        });
+        tasks.push(rt.spawn(httpd::serve(
+            vec![listener],
+            state,
+            Registry::new(s.endpoint.limits),
+            stop.clone(),
+            DRAIN_TIMEOUT,
+        )));
+    }
+    rt.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+/// What every request of one module is served from.
 struct State {
     vols: Arc<Volumes>,
     cache: api::Cache,
@@ -167,6 +221,10 @@ struct State {
     queues: Arc<Queues>,
     /// How long they may wait (`rexray.lockTimeout`).
     queue_wait: Duration,
+    /// The modules whose volumes mount at the same place.
+    neighbours: Neighbours,
+    /// The module's name, for the logs.
+    module: String,
 }
 
 impl httpd::Handler for State {
@@ -188,39 +246,32 @@ impl Drop for Endpoint {
         if let Some((p, content)) = &self.spec {
             if std::fs::read_to_string(p).ok().as_deref() == Some(content.as_str()) {
                 let _ = std::fs::remove_file(p);
-                tracing::info!(spec = %p.display(), "removed the spec file");
+                tracing::info!(module = self.module, spec = %p.display(), "removed the spec file");
             }
         }
     }
 }
 
-fn bind_unix(path: &Path) -> Result<Endpoint> {
-    let server = httpd::bind_unix(path, keys::DOCKER_HOST)?;
-    Ok(Endpoint {
-        listener: Some(server),
-        socket: Some(path.to_path_buf()),
-        spec: None,
-        url: format!("unix://{}", path.display()),
-    })
-}
-
-fn bind_tcp(addr: &str, spec: &Path) -> Result<Endpoint> {
+/// Listen on TCP `addr` for module `module` and write the spec file
+/// `spec` with the URL dockerd reaches it by; returns the listener, the
+/// spec file (path, content) and the URL.
+fn bind_tcp(
+    module: &str,
+    addr: &str,
+    spec: &Path,
+) -> Result<(Listener, (PathBuf, String), String)> {
     let (server, url) = httpd::bind_tcp(addr)?;
     let bound = url.trim_start_matches("tcp://").to_string();
     tracing::warn!(
+        module,
         listen = %bound,
         "the Docker plugin API on tcp://{bound} has no authentication: whoever can reach it can create, mount and remove volumes; bind it to a trusted address or firewall it"
     );
     httpd::ensure_parent(spec)?;
     let content = format!("{url}\n");
     crate::files::atomic::write(spec, content.as_bytes())?;
-    tracing::info!(spec = %spec.display(), url, "wrote the spec file");
-    Ok(Endpoint {
-        listener: Some(server),
-        socket: None,
-        spec: Some((spec.to_path_buf(), content)),
-        url,
-    })
+    tracing::info!(module, spec = %spec.display(), url, "wrote the spec file");
+    Ok((server, (spec.to_path_buf(), content), url))
 }
 
 /// Longest wait for a request body still on the wire: a client that sends
@@ -280,6 +331,12 @@ async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Res
             let st = state.clone();
             let work = move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if let Some(name) = api::mount_point_of(&p, &body) {
+                        let creating = p.split('?').next() == Some("/VolumeDriver.Create");
+                        if let Err(e) = st.neighbours.check(&st.vols, &name, creating) {
+                            return api::refused(&p, e);
+                        }
+                    }
                     api::handle_with(&st.vols, Some(&st.cache), &p, &body)
                 }))
                 .unwrap_or_else(|e| panicked(&p, e))
@@ -296,7 +353,7 @@ async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Res
         }
     };
     let status = reply.status;
-    tracing::debug!(endpoint = %path, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
+    tracing::debug!(module = %state.module, endpoint = %path, status, elapsed_us = started.elapsed().as_micros() as u64, "served");
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, api::CONTENT_TYPE)
@@ -310,16 +367,17 @@ mod tests {
 
     #[test]
     fn hosts() {
+        let parse = |s: &str| Listen::parse(s, keys::DOCKER_HOST);
         assert_eq!(
-            Listen::parse("unix:///run/docker/plugins/rexray.sock").unwrap(),
+            parse("unix:///run/docker/plugins/rexray.sock").unwrap(),
             Listen::Unix("/run/docker/plugins/rexray.sock".into())
         );
         assert_eq!(
-            Listen::parse("TCP://:7981").unwrap(),
+            parse("TCP://:7981").unwrap(),
             Listen::Tcp("0.0.0.0:7981".into())
         );
         assert_eq!(
-            Listen::parse("tcp://127.0.0.1:0").unwrap(),
+            parse("tcp://127.0.0.1:0").unwrap(),
             Listen::Tcp("127.0.0.1:0".into())
         );
         for bad in [
@@ -330,7 +388,8 @@ mod tests {
             "tcp://x:port",
             "unix://rel",
         ] {
-            assert!(Listen::parse(bad).is_err(), "{bad}");
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(keys::DOCKER_HOST), "{bad}: {e}");
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `rexray service start|stop|status`: the long-running Docker volume
-//! plugin endpoint, and beside it the libStorage API when
-//! `libstorage.server.endpoints` are configured ([`crate::api::server`]).
+//! plugin endpoints, one per Docker module ([`super::modules`]), and beside
+//! them the libStorage API when `libstorage.server.endpoints` are
+//! configured ([`crate::api::server`]).
 //!
 //! The pid file `<run>/rexray.pid` is held with an exclusive `flock` for
 //! the life of the service: a second start fails while the first runs, a
 //! pid file left by a crash is taken over, and `status` tells "running"
 //! from "stale pid file" without trusting a pid that may have been reused.
 
-use super::server::Endpoint;
+use super::modules::{self, Neighbours};
+use super::server::{Endpoint, Served};
 use crate::config::{keys, Config};
 use crate::error::IoContext;
 use crate::volume::Volumes;
@@ -186,6 +188,8 @@ fn shutdown_signals() -> SigSet {
 
 /// Run the service in the foreground until SIGTERM or SIGINT.
 fn start(cfg: Config) -> Result<i32> {
+    // A bad module is refused before anything changes.
+    let modules = modules::configured(&cfg)?;
     // Connections and volumes each hold descriptors: take all the system
     // allows rather than a login shell's 1024.
     super::conns::raise_nofile_limit();
@@ -203,24 +207,32 @@ fn start(cfg: Config) -> Result<i32> {
         &[url_path(&cfg), crate::api::server::spec_path(&cfg)],
     )?;
     // A service that serves the libStorage API is the controller: its
-    // Docker endpoint uses the drivers itself. Otherwise it is a node like
-    // any other (a client of libstorage.host, when set).
-    let vols = Arc::new(if cfg.server_endpoints().is_empty() {
-        Volumes::open(cfg.clone())?
-    } else {
-        Volumes::open_embedded(cfg.clone())?
-    });
-    match vols.reconcile() {
-        Ok(done) if done.is_empty() => {}
-        Ok(done) => tracing::warn!(
-            "cleaned up {} mount(s) left without consumers: {}",
-            done.len(),
-            done.join(", ")
-        ),
-        Err(e) => tracing::warn!("could not check for mounts left by a crash: {e}"),
+    // Docker modules use the drivers themselves. Otherwise it is a node
+    // like any other (a client of libstorage.host, when set).
+    let serves_api = !cfg.server_endpoints().is_empty();
+    let mut opened: Vec<(String, Arc<Volumes>)> = Vec::new();
+    for m in &modules {
+        opened.push((m.name.clone(), Arc::new(m.open(serves_api)?)));
+    }
+    let neighbours: Vec<Neighbours> = (0..opened.len())
+        .map(|i| Neighbours::of(i, &opened))
+        .collect();
+    for ((name, vols), n) in opened.iter().zip(&neighbours) {
+        match vols.reconcile_beside(&n.volumes()) {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => tracing::warn!(
+                module = %name,
+                "cleaned up {} mount(s) left without consumers: {}",
+                done.len(),
+                done.join(", ")
+            ),
+            Err(e) => {
+                tracing::warn!(module = %name, "could not check for mounts left by a crash: {e}")
+            }
+        }
     }
     // The libStorage API, when endpoints are configured, beside the
-    // Docker endpoint.
+    // Docker endpoints.
     let api = crate::api::server::Server::bind(&cfg)?;
     if let Some(a) = &api {
         tracing::warn!(
@@ -230,21 +242,29 @@ fn start(cfg: Config) -> Result<i32> {
             "rexray service: serving the libStorage API"
         );
     }
-    let endpoint = if cfg.boolean(keys::DOCKER_DISABLED) {
+    // Dropping what is bound so far (an error) removes its sockets.
+    let endpoints = modules
+        .iter()
+        .map(Endpoint::bind)
+        .collect::<Result<Vec<Endpoint>>>()?;
+    if endpoints.is_empty() {
         tracing::warn!(
-            "{} is true: the Docker endpoint is off; waiting for SIGTERM",
+            "{} is true and no other Docker module is configured: no Docker endpoint; waiting for SIGTERM",
             keys::DOCKER_DISABLED
         );
-        None
-    } else {
-        Some(Endpoint::bind(&cfg)?)
-    };
+    }
     let url_file = url_path(&cfg);
-    if let Some(endpoint) = &endpoint {
-        let _ = crate::files::atomic::write(&url_file, format!("{}\n", endpoint.url()).as_bytes());
+    let listing: String = endpoints
+        .iter()
+        .map(|e| format!("{}\t{}\t{}\n", e.url(), e.module(), e.service()))
+        .collect();
+    let _ = crate::files::atomic::write(&url_file, listing.as_bytes());
+    for e in &endpoints {
         tracing::warn!(
             pid = std::process::id(),
-            url = endpoint.url(),
+            module = e.module(),
+            url = e.url(),
+            service = e.service(),
             "rexray service: serving the Docker volume plugin API"
         );
     }
@@ -276,34 +296,82 @@ fn start(cfg: Config) -> Result<i32> {
         }
         None => None,
     };
-    match &endpoint {
-        Some(endpoint) => endpoint.serve(vols, stop.clone()),
-        None => {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+    if endpoints.is_empty() {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
         }
+    } else {
+        let served = endpoints
+            .iter()
+            .zip(opened)
+            .zip(neighbours)
+            .map(|((endpoint, (_, vols)), neighbours)| Served {
+                endpoint,
+                vols,
+                neighbours,
+            })
+            .collect();
+        super::server::serve(served, stop.clone());
     }
     if let Some(api) = api {
         // Closes its endpoints and removes its sockets and spec file.
         drop(api.join());
     }
     let _ = std::fs::remove_file(&url_file);
-    drop(endpoint);
+    drop(endpoints);
     drop(pid);
     tracing::warn!("rexray service stopped");
     Ok(0)
 }
 
+/// A served module as `<run>/rexray.url` lists it.
+struct Listed {
+    url: String,
+    module: String,
+    service: String,
+}
+
+/// The modules the running service serves, from `<run>/rexray.url`
+/// (`url<TAB>module<TAB>service` lines); `None` when it is not there.
+fn listed(cfg: &Config) -> Option<Vec<Listed>> {
+    let text = std::fs::read_to_string(url_path(cfg)).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut f = l.split('\t').map(str::trim);
+                Listed {
+                    url: f.next().unwrap_or_default().to_string(),
+                    module: f.next().unwrap_or_default().to_string(),
+                    service: f.next().unwrap_or_default().to_string(),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The address of the first module, and one line per module.
 fn address(cfg: &Config) -> String {
-    if cfg.boolean(keys::DOCKER_DISABLED) {
+    let modules = match listed(cfg) {
+        Some(m) => m,
+        None if cfg.boolean(keys::DOCKER_DISABLED) => {
+            return "the Docker endpoint is disabled".into();
+        }
+        None => return cfg.string(keys::DOCKER_HOST).to_string(),
+    };
+    let Some(first) = modules.first() else {
         return "the Docker endpoint is disabled".into();
+    };
+    let mut out = first.url.clone();
+    for m in &modules {
+        if !m.module.is_empty() {
+            out.push_str(&format!(
+                "\nmodule {}: {}, service {}",
+                m.module, m.url, m.service
+            ));
+        }
     }
-    std::fs::read_to_string(url_path(cfg))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| cfg.string(keys::DOCKER_HOST).to_string())
+    out
 }
 
 fn status(cfg: &Config, out: &mut String) -> Result<i32> {
@@ -389,9 +457,7 @@ fn daemonize(cfg: &Config, out: &mut String) -> Result<i32> {
                 log_path.display()
             )));
         }
-        if running_pid(cfg)? == Some(child.id() as i32)
-            && (cfg.boolean(keys::DOCKER_DISABLED) || url_path(cfg).exists())
-        {
+        if running_pid(cfg)? == Some(child.id() as i32) && url_path(cfg).exists() {
             out.push_str(&format!(
                 "rexray service started: pid {}, {}\n",
                 child.id(),

@@ -380,10 +380,13 @@ impl Volumes {
     /// another instance or by hand): nothing can mount or unmount them.
     /// Checked again under the volume's lock, so a volume created and
     /// mounted meanwhile keeps its record.
-    fn drop_dangling_records(&self) {
+    /// `others`: the other services sharing this state directory; a
+    /// record of one of their volumes is theirs.
+    fn drop_dangling_records(&self, others: &[&Volumes]) {
         let Ok(ids) = self.state.mount_record_ids() else {
             return;
         };
+        let gone = |v: &Volumes, id: &str| matches!(v.ctl.inspect(id), Ok(None));
         for id in ids {
             if crate::input::volume_id(&id).is_err() {
                 continue;
@@ -391,7 +394,7 @@ impl Volumes {
             let Ok(_lock) = self.state.lock_volume(&id) else {
                 continue;
             };
-            if matches!(self.ctl.inspect(&id), Ok(None)) {
+            if gone(self, &id) && others.iter().all(|o| gone(o, &id)) {
                 tracing::warn!(volume_id = %id, "deleting the mount record of a volume that no longer exists");
                 if let Err(e) = self.state.remove_mount(&id) {
                     tracing::warn!(volume_id = %id, "could not delete the record: {e}");
@@ -418,11 +421,33 @@ impl Volumes {
     /// between the unmount's record drop and the real unmount, or between
     /// the mount and its record). Returns the names cleaned up.
     pub fn reconcile(&self) -> Result<Vec<String>> {
+        self.reconcile_beside(&[])
+    }
+
+    /// [`reconcile`](Self::reconcile) for one of several services that
+    /// share this state directory (the Docker modules of one `rexray
+    /// service`): a mount record is dropped only when none of `others`
+    /// knows its volume either, and a mount point that is also another
+    /// service's volume of the same name is left alone.
+    pub fn reconcile_beside(&self, others: &[&Volumes]) -> Result<Vec<String>> {
         let mounts = self.node.mounts()?;
         let mut done = Vec::new();
         for v in self.list()? {
             let mp = self.mount_point(&v.name);
             if !mounts.iter().any(|m| m.mount_point == mp) {
+                continue;
+            }
+            let shared = others.iter().any(|o| {
+                o.mount_point(&v.name) == mp
+                    && match o.ctl.lookup_metadata_name(&v.name) {
+                        Ok(Some(w)) => w.id != v.id,
+                        Ok(None) => false,
+                        // Cannot tell: leave the mount alone.
+                        Err(_) => true,
+                    }
+            });
+            if shared {
+                tracing::warn!(volume = %v.name, mount_point = %mp.display(), "not cleaning up: another service has a volume of this name mounting there");
                 continue;
             }
             let _lock = self.state.lock_volume(&v.id)?;
@@ -441,7 +466,7 @@ impl Volumes {
                 Err(e) => tracing::warn!(volume = %v.name, "could not clean up: {e}"),
             }
         }
-        self.drop_dangling_records();
+        self.drop_dangling_records(others);
         self.tidy();
         Ok(done)
     }

@@ -17,6 +17,7 @@ mod hostile;
 mod libstorage;
 mod libstorage_security;
 mod managed_plugin;
+mod modules;
 mod mount_safety;
 mod multihost;
 mod names;
