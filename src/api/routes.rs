@@ -385,12 +385,22 @@ fn list_volumes(
     filter: Option<&str>,
 ) -> Result<BTreeMap<String, Volume>> {
     let mut out = BTreeMap::new();
-    for mut v in svc.ctrl.list()? {
-        if let Some(f) = filter {
-            if !v.name.eq_ignore_ascii_case(f) {
-                continue;
+    let all = match filter {
+        // The names from the metadata (kept in memory by the loop driver),
+        // then only the matches in full: a client resolving one name must
+        // not cost a listing of every volume with its attachments.
+        Some(f) => {
+            let mut found = Vec::new();
+            for m in svc.ctrl.list_metadata()?.iter() {
+                if m.name.eq_ignore_ascii_case(f) {
+                    found.extend(svc.ctrl.inspect(&m.id)?);
+                }
             }
+            found
         }
+        None => svc.ctrl.list()?,
+    };
+    for mut v in all {
         if shape(&mut v, mask, who) {
             out.insert(v.id.clone(), v);
         }

@@ -658,3 +658,33 @@ fn a_copy_has_the_sources_size_unless_asked_for_another() {
     );
     assert_eq!(g.status, 404, "{g:?}");
 }
+
+#[test]
+fn a_name_filter_answers_what_the_full_listing_has_for_that_name() {
+    let f = fixture(vec![], &[]);
+    let h = [VM];
+    for name in ["Fvol", "fvol2", "other"] {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        assert_eq!(f.send("POST", "/volumes/vfs", &h, &[], &body).status, 201);
+    }
+    let all = f.get("/volumes/vfs?attachments=1", &h).json();
+    let id = |name: &str| {
+        all.as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v["name"] == name)
+            .map(|(k, _)| k.clone())
+            .unwrap()
+    };
+    // Case-insensitive, as the original; only the matches, each as listed.
+    let one = f
+        .get("/volumes/vfs?attachments=1&filter=(name=fVOL)", &h)
+        .json();
+    assert_eq!(one, json!({ id("Fvol"): all[id("Fvol")] }));
+    let none = f.get("/volumes/vfs?attachments=1&filter=(name=fvo)", &h);
+    assert_eq!((none.status, none.text()), (200, "{}".to_string()));
+    // Every service, through /volumes.
+    let every = f.get("/volumes?filter=(name=OTHER)", &h).json();
+    assert_eq!(every["vfs"].as_object().unwrap().len(), 1);
+    assert_eq!(every["vfs2"], json!({}));
+}
