@@ -26,8 +26,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+    Buffers, ConnectionDetails, Connector, DefaultConnector, LazyBuffers, NextTimeout, Transport,
 };
 
 /// How long a request may take in all (connect, send, answer), unless
@@ -98,6 +99,43 @@ impl Connector for UnixConnector {
     ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
         let stream = UnixStream::connect(&self.0)?;
         Ok(Some(StreamTransport::new(stream, details)))
+    }
+}
+
+/// Where an agent's requests go, looked up at most once per client.
+/// ureq's own resolver looks the host up again for every request, on a
+/// thread of its own when a timeout is set (as ours always is): a thread
+/// and a hosts-file read per request, for an answer that does not change.
+#[derive(Debug)]
+enum Addresses {
+    /// The connector finds the server itself (a unix socket, or TLS over
+    /// the address it was given): nothing to look up.
+    Unused,
+    /// Looked up by ureq's resolver the first time (within the request's
+    /// timeout), then kept.
+    Once(std::sync::OnceLock<Vec<std::net::SocketAddr>>),
+}
+
+impl Resolver for Addresses {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut out = self.empty();
+        match self {
+            Addresses::Unused => out.push(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            Addresses::Once(kept) => match kept.get() {
+                Some(addrs) => addrs.iter().for_each(|a| out.push(*a)),
+                None => {
+                    let found = DefaultResolver::default().resolve(uri, config, timeout)?;
+                    let _ = kept.set(found.to_vec());
+                    return Ok(found);
+                }
+            },
+        }
+        Ok(out)
     }
 }
 
@@ -463,11 +501,7 @@ impl Client {
             .build();
         let (agent, base) = match &parsed {
             Host::Unix(p) => (
-                ureq::Agent::with_parts(
-                    config,
-                    UnixConnector(p.clone()),
-                    ureq::unversioned::resolver::DefaultResolver::default(),
-                ),
+                ureq::Agent::with_parts(config, UnixConnector(p.clone()), Addresses::Unused),
                 "http://localhost".to_string(),
             ),
             _ => match tls {
@@ -479,7 +513,7 @@ impl Client {
                             tls,
                             failure: failure.clone(),
                         },
-                        ureq::unversioned::resolver::DefaultResolver::default(),
+                        Addresses::Unused,
                     ),
                     format!("http://{a}"),
                 ),
@@ -487,7 +521,14 @@ impl Client {
                     let (Host::Tcp(a) | Host::Tls(a)) = &parsed else {
                         unreachable!("a unix host is handled above")
                     };
-                    (ureq::Agent::new_with_config(config), format!("http://{a}"))
+                    (
+                        ureq::Agent::with_parts(
+                            config,
+                            DefaultConnector::default(),
+                            Addresses::Once(Default::default()),
+                        ),
+                        format!("http://{a}"),
+                    )
                 }
             },
         };
