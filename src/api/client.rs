@@ -621,8 +621,24 @@ impl Client {
         who: Option<&InstanceId>,
         devices: bool,
     ) -> Result<Answer> {
+        self.send_with(method, path, body, who, devices, None)
+    }
+
+    /// [`send`](Self::send) with one more header.
+    fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        who: Option<&InstanceId>,
+        devices: bool,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut hs: Vec<(&str, String)> = vec![(headers::TX, Tx::new().header())];
+        if let Some((k, v)) = extra {
+            hs.push((k, v.to_string()));
+        }
         if let Some(a) = &self.authorization {
             hs.push(("Authorization", a.clone()));
         }
@@ -757,11 +773,20 @@ impl Client {
 
     /// Every volume, `attachments` as the mask.
     fn volumes(&self, mask: u32, name: Option<&str>) -> Result<Vec<Volume>> {
+        self.volumes_with(mask, name, None)
+    }
+
+    fn volumes_with(
+        &self,
+        mask: u32,
+        name: Option<&str>,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Result<Vec<Volume>> {
         let mut path = format!("{}?attachments={mask}", self.vols());
         if let Some(n) = name {
             path.push_str(&format!("&filter={}", seg(&format!("(name={n})"))));
         }
-        let a = self.send("GET", &path, None, None, true)?;
+        let a = self.send_with("GET", &path, None, None, true, extra)?;
         let m: BTreeMap<String, Volume> = self.decode(&a, "listing volumes")?;
         Ok(m.into_values().map(unsettled).collect())
     }
@@ -792,6 +817,10 @@ impl Controller for Client {
 
     fn list(&self) -> Result<Vec<Volume>> {
         self.volumes(1, None)
+    }
+
+    fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.volumes_with(1, None, Some((headers::USAGE, headers::USAGE_OMIT)))
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {

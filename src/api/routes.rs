@@ -55,6 +55,9 @@ pub struct Call {
     pub instance_ids: Vec<String>,
     /// Every `Libstorage-Localdevices` value.
     pub local_devices: Vec<String>,
+    /// `Rexray-Usage: omit`: a listing may leave out each volume's
+    /// allocated bytes.
+    pub omit_usage: bool,
     /// The body.
     pub body: Vec<u8>,
     /// `http://<Host>` for the absolute URLs of `GET /`.
@@ -383,6 +386,7 @@ fn list_volumes(
     mask: Attachments,
     who: Option<&InstanceId>,
     filter: Option<&str>,
+    omit_usage: bool,
 ) -> Result<BTreeMap<String, Volume>> {
     let mut out = BTreeMap::new();
     let all = match filter {
@@ -398,6 +402,7 @@ fn list_volumes(
             }
             found
         }
+        None if omit_usage => svc.ctrl.list_without_usage()?,
         None => svc.ctrl.list()?,
     };
     for mut v in all {
@@ -427,11 +432,12 @@ fn volumes_all(services: &Arc<Services>, callers: Callers, call: &Call) -> Route
         }
     }
     let filter = name_filter(call);
+    let omit_usage = call.omit_usage;
     let services = services.clone();
     later(Vec::new(), false, move || {
         let mut out = BTreeMap::new();
         for (name, svc) in services.iter() {
-            match list_volumes(svc, mask, whos.get(name), filter.as_deref()) {
+            match list_volumes(svc, mask, whos.get(name), filter.as_deref(), omit_usage) {
                 Ok(m) => {
                     out.insert(name.clone(), m);
                 }
@@ -467,9 +473,10 @@ fn volumes_of(
                 return Routed::Now(error(&ErrorBody::missing_instance_id(&name)));
             }
             let filter = name_filter(call);
+            let omit_usage = call.omit_usage;
             later(Vec::new(), false, move || {
                 let svc = &services2[&name];
-                match list_volumes(svc, mask, who.as_ref(), filter.as_deref()) {
+                match list_volumes(svc, mask, who.as_ref(), filter.as_deref(), omit_usage) {
                     Ok(m) => json(200, &m),
                     Err(e) => error(&ErrorBody::from_error(&e, None)),
                 }

@@ -415,6 +415,10 @@ async fn serve_one(api: Arc<Api>, rq: Request<Incoming>, conn: &Conn) -> Respons
             .collect(),
         instance_ids: all(headers::INSTANCE_ID),
         local_devices: all(headers::LOCAL_DEVICES),
+        omit_usage: parts.headers.get(headers::USAGE).is_some_and(|v| {
+            v.as_bytes()
+                .eq_ignore_ascii_case(headers::USAGE_OMIT.as_bytes())
+        }),
         body: body.to_vec(),
         base_url: format!(
             "{}://{host}",
