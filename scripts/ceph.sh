@@ -2,7 +2,8 @@
 # A single-node Ceph cluster under one directory, for the tests and for
 # trying the rbd and s3fs drivers:
 #
-#   scripts/ceph.sh start DIR   start it; prints DIR/ceph.conf
+#   scripts/ceph.sh start DIR   start it (a new one, or again the one in
+#                               DIR, its data kept); prints DIR/ceph.conf
 #   scripts/ceph.sh stop DIR    stop what `start DIR` started
 #
 # One monitor, one manager and one bluestore OSD on a sparse file, all on
@@ -175,11 +176,15 @@ start() {
       fi
     done
   fi
+  if [ -f "$CONF" ] && [ -f "$DIR/keyring" ] && [ -d "$DIR/mon/mon.a/store.db" ] && [ -f "$DIR/osd/osd.0/whoami" ]; then
+    restart
+    return
+  fi
   port_free "$MON_PORT" || die "port $MON_PORT (monitor) is taken; set CEPH_MON_PORT"
   if [ "${CEPH_RGW:-0}" = 1 ]; then
     port_free "$RGW_PORT" || die "port $RGW_PORT (radosgw) is taken; set CEPH_RGW_PORT"
   fi
-  # A fresh cluster every time: what an earlier one left is removed.
+  # A new cluster: what a half-made one left is removed.
   rm -rf "$DIR/mon" "$DIR/mgr" "$DIR/osd" "$DIR/run" "$DIR/log" "$DIR/crash" "$DIR/rgw" \
     "$DIR/keyring" "$DIR/monmap" "$DIR/s3.env" "$CONF"
   mkdir -p "$DIR/mon/mon.a" "$DIR/mgr/mgr.x" "$DIR/osd/osd.0" "$DIR/run" "$DIR/log" "$DIR/crash" "$DIR/rgw"
@@ -249,6 +254,29 @@ EOF
   fi
 
   say "waiting for HEALTH_OK (at most ${TIMEOUT}s)"
+  if [ "${CEPH_MGR:-1}" != 0 ]; then
+    until_ok "HEALTH_OK with every PG active+clean" healthy
+  else
+    until_ok "HEALTH_OK" sh -c "timeout 30 ceph -c '$CONF' health | grep -q HEALTH_OK"
+  fi
+  say "ready after $(($(date +%s) - deadline + TIMEOUT))s"
+  echo "$CONF"
+}
+
+# Start the daemons of the cluster already in DIR again (its data kept).
+restart() {
+  deadline=$(($(date +%s) + TIMEOUT))
+  say "restarting the cluster in $DIR"
+  ceph-mon -c "$CONF" -i a 2>>"$DIR/log/setup.log" || die "ceph-mon did not start (see $DIR/log)"
+  until_ok "the monitor answering" ceph_ mon stat
+  ceph-osd -c "$CONF" -i 0 2>>"$DIR/log/setup.log" || die "ceph-osd did not start (see $DIR/log)"
+  if [ "${CEPH_MGR:-1}" != 0 ]; then
+    ceph-mgr -c "$CONF" -i x 2>>"$DIR/log/setup.log" || die "ceph-mgr did not start (see $DIR/log)"
+  fi
+  if [ -f "$DIR/s3.env" ]; then
+    radosgw -c "$CONF" -n client.rgw.a 2>>"$DIR/log/setup.log" || die "radosgw did not start (see $DIR/log)"
+  fi
+  until_ok "the OSD up" sh -c "timeout 30 ceph -c '$CONF' osd stat --format json | grep -q '\"num_up_osds\":1'"
   if [ "${CEPH_MGR:-1}" != 0 ]; then
     until_ok "HEALTH_OK with every PG active+clean" healthy
   else

@@ -29,6 +29,9 @@ use serde::Deserialize;
 /// The prefix of the advisory locks this driver takes.
 pub const LOCK_PREFIX: &str = "rexray:";
 const GIB: u64 = 1 << 30;
+/// The prefix of the image metadata keys that hold a volume's fields
+/// (`fsType`, ...).
+const META_PREFIX: &str = "rexray.";
 
 /// The rbd driver's controller side.
 pub struct RbdDriver {
@@ -301,6 +304,17 @@ impl Controller for RbdDriver {
         };
         let locks = self.locks(image)?;
         let mut v = self.volume(&info.name, info.size, &locks);
+        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
+        let meta: std::collections::BTreeMap<String, String> = if meta.trim().is_empty() {
+            Default::default()
+        } else {
+            parse("rbd image-meta list", &meta)?
+        };
+        for (k, val) in meta {
+            if let Some(k) = k.strip_prefix(META_PREFIX) {
+                v.fields.insert(k.to_string(), val);
+            }
+        }
         if !info.create_timestamp.is_empty() {
             v.fields
                 .insert("createTimestamp".into(), info.create_timestamp.clone());
@@ -335,6 +349,13 @@ impl Controller for RbdDriver {
             "layering",
             &self.spec(name),
         ])?;
+        for (k, v) in &spec.fields {
+            let key = format!("{META_PREFIX}{k}");
+            if let Err(e) = self.rbd(&["image-meta", "set", &self.spec(name), &key, v]) {
+                let _ = self.rbd(&["rm", "--no-progress", &self.spec(name)]);
+                return Err(e);
+            }
+        }
         tracing::info!(
             volume = name,
             pool = self.pool,
