@@ -271,6 +271,50 @@ impl RbdExecutor {
         }
     }
 
+    /// Whether another instance holds the volume now (this node was
+    /// fenced, if it had the image open).
+    fn taken_over(&self, volume: &Volume) -> bool {
+        !volume.attachments.is_empty()
+            && !volume
+                .attachments
+                .iter()
+                .any(|a| a.instance_id.id.eq_ignore_ascii_case(&self.me.id))
+    }
+
+    /// Abort the FUSE connection of a fenced rbd-fuse: its client is on
+    /// the blocklist and would retry forever, so every read, write and
+    /// the unmount of the filesystem on it would hang; aborted, they fail
+    /// at once and the node can let go.
+    fn abort_fuse(&self, image: &str) {
+        let mnt = self.mount_dir(image);
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let Some(minor) = info.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && Path::new(&unescape(f[4])) == mnt)
+                .then(|| f[2].split_once(':').map(|(_, m)| m.to_string()))
+                .flatten()
+        }) else {
+            return;
+        };
+        let conns = Path::new("/sys/fs/fuse/connections");
+        if std::fs::read_dir(conns).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = nix::mount::mount(
+                Some("fusectl"),
+                conns,
+                Some("fusectl"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+        }
+        let abort = conns.join(&minor).join("abort");
+        match std::fs::write(&abort, b"1") {
+            Ok(()) => tracing::warn!(volume = image, "another instance took this volume over and fenced this node: aborted its rbd-fuse connection"),
+            Err(e) => tracing::warn!(volume = image, error = %e, "could not abort the rbd-fuse connection of a fenced volume"),
+        }
+    }
+
     fn fuse_loops(&self, image: &str) -> Vec<PathBuf> {
         loops_backed_by(&self.fuse_file(image))
     }
@@ -356,6 +400,9 @@ impl Executor for RbdExecutor {
 
     fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
         let image = self.image(volume)?;
+        if self.method == Method::Fuse && self.taken_over(volume) {
+            self.abort_fuse(image);
+        }
         Ok(match self.method {
             Method::Fuse => self.fuse_loops(image).into_iter().next(),
             _ => self.mapped(image)?,
@@ -408,6 +455,11 @@ impl Executor for RbdExecutor {
                 let dev = loopdev::attach(&f).map_err(|e| {
                     Error::from_io(format!("binding {} to a loop device", file.display()), &e)
                 })?;
+                // Direct I/O: a write of a fenced node must fail at once, not
+                // sit in the FUSE file's page cache and be lost later.
+                if let Err(e) = loopdev::set_direct_io(&dev, true) {
+                    tracing::warn!(volume = image, device = %dev.display(), error = %e, "no direct I/O on the loop device: writes after a fence may fail only at writeback");
+                }
                 tracing::info!(volume = image, device = %dev.display(), method = self.method.as_str(), "attached an rbd image");
                 Ok(MountSource::Device(dev))
             }
