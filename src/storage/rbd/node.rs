@@ -217,6 +217,10 @@ impl RbdExecutor {
             cmd.arg("rbd-fuse")
                 .arg("-c")
                 .arg(&self.ceph.conf)
+                // No librbd write-back cache: a write is acknowledged once
+                // the OSD has it, so a fenced node's writes fail at once
+                // (the cache would acknowledge them and lose them later).
+                .arg("--rbd_cache=false")
                 .args(["-p", &self.pool, "-r", image])
                 .arg(&mnt)
                 .arg("-f")
@@ -484,7 +488,7 @@ impl Executor for RbdExecutor {
                     loopdev::detach(&dev)
                         .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
                 }
-                let deadline = Instant::now() + Duration::from_secs(2);
+                let deadline = Instant::now() + Duration::from_secs(10);
                 while !self.fuse_loops(image).is_empty() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
