@@ -98,11 +98,12 @@ impl Cluster {
     }
 }
 
-/// The directory of the shared cluster (stopped at exit).
-static SHARED_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// The directory of the shared cluster (stopped at exit), and whether
+/// this process made it (then it is removed too).
+static SHARED_DIR: OnceLock<(PathBuf, bool)> = OnceLock::new();
 
 extern "C" fn stop_shared_cluster() {
-    if let Some(dir) = SHARED_DIR.get() {
+    if let Some((dir, ours)) = SHARED_DIR.get() {
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")
@@ -110,6 +111,9 @@ extern "C" fn stop_shared_cluster() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+        if *ours {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -137,15 +141,18 @@ fn cluster() -> Option<&'static Cluster> {
     Some(CLUSTER.get_or_init(|| {
         // scripts/test.sh names the directory, so its trap stops the
         // cluster even when this process is killed.
-        let dir = match std::env::var_os("REXRAY_CEPH_DIR") {
-            Some(d) => PathBuf::from(d),
-            None => tempfile::Builder::new()
-                .prefix("rxceph.")
-                .tempdir_in("/tmp")
-                .unwrap()
-                .keep(),
+        let (dir, ours) = match std::env::var_os("REXRAY_CEPH_DIR") {
+            Some(d) => (PathBuf::from(d), false),
+            None => (
+                tempfile::Builder::new()
+                    .prefix("rxceph.")
+                    .tempdir_in("/tmp")
+                    .unwrap()
+                    .keep(),
+                true,
+            ),
         };
-        let _ = SHARED_DIR.set(dir.clone());
+        let _ = SHARED_DIR.set((dir.clone(), ours));
         // SAFETY: registers a plain function with no arguments.
         unsafe { libc::atexit(stop_shared_cluster) };
         Cluster::start(
