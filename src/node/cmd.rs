@@ -4,7 +4,7 @@
 use crate::{Error, Result};
 use std::ffi::OsStr;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -28,6 +28,15 @@ pub fn find(program: &str, package: &str) -> Result<PathBuf> {
     })
 }
 
+/// A command for the tool at `path` (absolute, from [`find`]): no shell,
+/// stdin from /dev/null, the C locale. For tools that outlive the call or
+/// whose output is read as it comes; [`run`] for the rest.
+pub fn command_at(path: &Path) -> Command {
+    let mut c = Command::new(path);
+    c.stdin(Stdio::null()).env("LC_ALL", "C");
+    c
+}
+
 /// Run `program` with `args`, killing it if it runs past `timeout`.
 pub fn run<S: AsRef<OsStr>>(
     program: &str,
@@ -36,12 +45,10 @@ pub fn run<S: AsRef<OsStr>>(
     timeout: Duration,
 ) -> Result<Output> {
     let path = find(program, package)?;
-    let mut child = Command::new(&path)
+    let mut child = command_at(&path)
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("LC_ALL", "C")
         .spawn()
         .map_err(|e| Error::from_io(format!("starting {}", path.display()), &e))?;
     let out_t = drain(child.stdout.take());

@@ -186,7 +186,13 @@ fn fuse_processes_under(dir: &Path) -> Vec<u32> {
         let zombie = state
             .rsplit_once(')')
             .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-        if !zombie && cmd.starts_with("rbd-fuse\0") && cmd.contains(&*dir.to_string_lossy()) {
+        if !zombie
+            && cmd
+                .split('\0')
+                .next()
+                .is_some_and(|a| a.rsplit('/').next() == Some("rbd-fuse"))
+            && cmd.contains(&*dir.to_string_lossy())
+        {
             out.push(pid);
         }
     }

@@ -459,7 +459,7 @@ fn external_commands_use_absolute_paths_and_no_shell() {
     // binary (current_exe) for `service start -d`.
     assert_eq!(
         spawns,
-        ["docker/service.rs:exe);", "node/cmd.rs:&path)"],
+        ["docker/service.rs:exe);", "node/cmd.rs:path);"],
         "a new spawn site: route it through node::cmd::run"
     );
 }

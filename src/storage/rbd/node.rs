@@ -20,7 +20,6 @@ use crate::storage::loopdev;
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How this node attaches images.
@@ -49,13 +48,8 @@ impl Method {
     pub fn detect(test_module: bool) -> Method {
         let modprobe = |m: &str| {
             test_module
-                && std::process::Command::new("modprobe")
-                    .arg(m)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
+                && crate::node::cmd::run("modprobe", "kmod", &[m], Duration::from_secs(10))
+                    .is_ok_and(|o| o.status.success())
         };
         if Path::new("/sys/bus/rbd").exists()
             || (modprobe("rbd") && Path::new("/sys/bus/rbd").exists())
@@ -214,8 +208,8 @@ impl RbdExecutor {
             let log = self.fuse_dir.join(format!("{}.{image}.log", self.pool));
             let logf = std::fs::File::create(&log).ctx(|| format!("creating {}", log.display()))?;
             let mut cmd = self.ceph.command("setsid");
-            cmd.arg("rbd-fuse")
-                .arg("-c")
+            cmd.arg(crate::node::cmd::find("rbd-fuse", "rbd-fuse")?)
+                .arg("--conf")
                 .arg(&self.ceph.conf)
                 // No librbd write-back cache: a write is acknowledged once
                 // the OSD has it, so a fenced node's writes fail at once
