@@ -173,9 +173,9 @@ fn bad_modules_are_refused_by_key() {
         let c = load(t.path(), yaml, &[], vec![]).unwrap();
         c.docker_modules().unwrap_err().to_string()
     };
-    let e = refused("rexray:\n  modules:\n    m:\n      type: csi\n");
+    let e = refused("rexray:\n  modules:\n    m:\n      type: nfs\n");
     assert!(
-        e.contains("rexray.modules.m.type") && e.contains("\"csi\"") && e.contains("docker"),
+        e.contains("rexray.modules.m.type") && e.contains("\"nfs\"") && e.contains("docker, csi"),
         "{e}"
     );
     let e = refused("rexray:\n  modules:\n    m:\n      host: unix:///tmp/m.sock\n");
@@ -243,4 +243,40 @@ fn unknown_module_keys_warn_with_a_hint() {
         "{:?}",
         c.warnings
     );
+}
+
+#[test]
+fn csi_modules_listen_where_host_or_csi_endpoint_says() {
+    let t = tempfile::tempdir().unwrap();
+    let c = load(
+        t.path(),
+        "rexray:\n  modules:\n    k8s:\n      type: csi\n      host: unix:///tmp/k8s-csi.sock\n",
+        &[],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        c.docker_modules()
+            .unwrap()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["default-docker"]
+    );
+    let csi = c.csi_modules().unwrap();
+    assert_eq!(csi.len(), 1);
+    assert_eq!(csi[0].kind, "csi");
+    assert_eq!(csi[0].host, "unix:///tmp/k8s-csi.sock");
+    // Without a host: none, unless $CSI_ENDPOINT names one (read when the
+    // module is resolved; not set in this test process).
+    if std::env::var_os(CSI_ENDPOINT_VAR).is_none() {
+        let c = load(
+            t.path(),
+            "rexray:\n  modules:\n    k8s:\n      type: csi\n",
+            &[],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.csi_modules().unwrap()[0].host, "");
+    }
 }
