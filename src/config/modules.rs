@@ -248,25 +248,24 @@ impl Config {
         // default socket: kubelet finds a CSI driver where its registrar
         // says, so the operator names it.
         let csi_host = if kind == "csi" {
-            let env = std::env::var(CSI_ENDPOINT_VAR)
-                .ok()
-                .filter(|v| !v.trim().is_empty());
-            Some(match (env, self.module_value(&name, "host")) {
-                (Some(v), None) => {
-                    let v = v.trim();
-                    let value = if v.contains("://") {
-                        v.to_string()
-                    } else {
-                        format!("unix://{v}")
-                    };
-                    let source = Source::Env(CSI_ENDPOINT_VAR.into());
-                    own("host", Setting { value, source }, true)
-                }
-                _ => {
-                    let s = self.own_setting(&name, "host", KeyType::Str, "")?;
-                    own("host", s, true)
-                }
-            })
+            Some(
+                match (self.csi_endpoint.clone(), self.module_value(&name, "host")) {
+                    (Some(v), None) => {
+                        let v = v.trim();
+                        let value = if v.contains("://") {
+                            v.to_string()
+                        } else {
+                            format!("unix://{v}")
+                        };
+                        let source = Source::Env(CSI_ENDPOINT_VAR.into());
+                        own("host", Setting { value, source }, true)
+                    }
+                    _ => {
+                        let s = self.own_setting(&name, "host", KeyType::Str, "")?;
+                        own("host", s, true)
+                    }
+                },
+            )
         } else {
             None
         };

@@ -267,16 +267,18 @@ fn csi_modules_listen_where_host_or_csi_endpoint_says() {
     assert_eq!(csi.len(), 1);
     assert_eq!(csi[0].kind, "csi");
     assert_eq!(csi[0].host, "unix:///tmp/k8s-csi.sock");
-    // Without a host: none, unless $CSI_ENDPOINT names one (read when the
-    // module is resolved; not set in this test process).
-    if std::env::var_os(CSI_ENDPOINT_VAR).is_none() {
-        let c = load(
-            t.path(),
-            "rexray:\n  modules:\n    k8s:\n      type: csi\n",
-            &[],
-            vec![],
-        )
-        .unwrap();
-        assert_eq!(c.csi_modules().unwrap()[0].host, "");
-    }
+    // Without a host: none, unless $CSI_ENDPOINT names one (a path or a
+    // unix:// address).
+    let yaml = "rexray:\n  modules:\n    k8s:\n      type: csi\n";
+    let c = load(t.path(), yaml, &[], vec![]).unwrap();
+    assert_eq!(c.csi_modules().unwrap()[0].host, "");
+    let c = load(t.path(), yaml, &[("CSI_ENDPOINT", "/csi/csi.sock")], vec![]).unwrap();
+    let m = &c.csi_modules().unwrap()[0];
+    assert_eq!(m.host, "unix:///csi/csi.sock");
+    assert!(
+        m.settings()
+            .iter()
+            .any(|(k, s)| k == "rexray.modules.k8s.host"
+                && s.source.to_string() == "env:CSI_ENDPOINT")
+    );
 }
