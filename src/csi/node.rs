@@ -79,11 +79,17 @@ impl Csi {
         // Something other than this volume at the staging path: refused
         // before anything changes.
         if let Some(m) = node.mounts_at(&staging).map_err(status)?.first() {
+            // Ours: the volume's filesystem, whether or not its own mount
+            // point is still mounted (a service start unmounts it when a
+            // crash left the staging bind without a record).
             let ours = node
                 .mounts_at(&mp)
                 .map_err(status)?
                 .first()
-                .is_some_and(|s| s.dev == m.dev);
+                .is_some_and(|s| s.dev == m.dev)
+                || Self::device(&v)
+                    .and_then(|d| node.device_numbers(&d).ok())
+                    .is_some_and(|n| n == m.dev);
             if !ours {
                 return Err(Status::already_exists(format!(
                     "{} already has another filesystem mounted ({} from {}); refusing to stage volume {} there",
@@ -307,7 +313,9 @@ fn bind_once(
             m.source
         )));
     }
-    node.bind_beneath(mp, content, staging, false)
+    node.bind_beneath(mp, content, staging, false)?;
+    fail::fail_point!("csi::after-stage-bind", |_| crate::crash_here());
+    Ok(())
 }
 
 #[tonic::async_trait]

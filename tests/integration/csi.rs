@@ -30,17 +30,23 @@ struct Csi {
     node: NodeClient<Channel>,
     sock: PathBuf,
     // Dropped before the home: stops the service.
-    _svc: Service,
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    svc: Service,
 }
 
 fn start(home: &Home, extra_yaml: &str) -> Csi {
+    start_with(home, extra_yaml, &[])
+}
+
+/// [`start`] with more environment for the service (`FAILPOINTS`).
+fn start_with(home: &Home, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
     let sock = home.dir.join("csi.sock");
     home.config(&format!(
         "libstorage:\n  service: loop\nrexray:\n  modules:\n    kube:\n      type: csi\n      host: unix://{}\n{extra_yaml}",
         sock.display()
     ));
     let docker = format!("unix://{}", home.dir.join("docker.sock").display());
-    let svc = Service::start(home, &docker, &[]);
+    let svc = Service::start(home, &docker, env);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,7 +58,7 @@ fn start(home: &Home, extra_yaml: &str) -> Csi {
         node: NodeClient::new(ch),
         rt,
         sock,
-        _svc: svc,
+        svc,
     }
 }
 
@@ -899,4 +905,64 @@ fn csi_modes_and_sockets() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("not a socket"), "{}", o.stderr);
     assert_eq!(std::fs::read(&sock).unwrap(), b"not a socket");
+}
+
+/// kubelet's retries finish what a service killed mid-call left: a crash
+/// at every step of NodeStageVolume (attach, format, mount, the staging
+/// bind, the record), then between NodeStage and NodePublish. The retry
+/// after a restart stages it once (no stacked mounts, one loop device),
+/// and the volume is released cleanly at the end.
+#[cfg(feature = "failpoints")]
+#[test]
+fn kubelet_retries_finish_what_a_crashed_service_left() {
+    require_root!();
+    let home = Home::new();
+    let staging = home.dir.join("k/staging/crash");
+    let target = home.dir.join("k/pods/crash/mount");
+    let mut fps: Vec<&str> = MOUNT_FAILPOINTS.to_vec();
+    fps.push("csi::after-stage-bind");
+    for (i, fp) in fps.iter().enumerate() {
+        let name = format!("pvc-crash-{i}");
+        let set = format!("{fp}=return");
+        let mut c = start_with(&home, "", &[("FAILPOINTS", &set)]);
+        let id = c.create(create_req(&name, GIB)).unwrap().volume_id;
+        assert_ne!(c.stage(&id, &staging, mount_cap("")), Code::Ok, "{fp}");
+        c.svc.wait_exit();
+        drop(c);
+        let mut c = start(&home, "");
+        assert_eq!(c.stage(&id, &staging, mount_cap("")), Code::Ok, "{fp}");
+        assert_eq!(count_mounts_at(&staging), 1, "{fp}");
+        assert_eq!(count_mounts_at(&home.mount_point(&name)), 1, "{fp}");
+        assert_eq!(home.loops().len(), 1, "{fp}");
+        assert_eq!(
+            c.publish(&id, &staging, &target, mount_cap(""), false),
+            Code::Ok,
+            "{fp}"
+        );
+        std::fs::write(target.join("f"), fp).unwrap();
+        assert_eq!(c.unpublish(&id, &target), Code::Ok, "{fp}");
+        assert_eq!(c.unstage(&id, &staging), Code::Ok, "{fp}");
+        assert!(mounts(&home).is_empty(), "{fp}: {:?}", mounts(&home));
+        assert!(home.loops().is_empty(), "{fp}");
+        assert_eq!(c.delete(&id), Code::Ok, "{fp}");
+    }
+    // Killed between NodeStage and NodePublish: the publish after the
+    // restart finds the staged volume.
+    let mut c = start(&home, "");
+    let id = c.create(create_req("pvc-between", GIB)).unwrap().volume_id;
+    assert_eq!(c.stage(&id, &staging, mount_cap("")), Code::Ok);
+    crate::docker::sigkill(c.svc.pid());
+    c.svc.wait_exit();
+    drop(c);
+    let mut c = start(&home, "");
+    assert_eq!(
+        c.publish(&id, &staging, &target, mount_cap(""), false),
+        Code::Ok
+    );
+    assert_eq!(count_mounts_at(&target), 1);
+    assert_eq!(c.unpublish(&id, &target), Code::Ok);
+    assert_eq!(c.unstage(&id, &staging), Code::Ok);
+    assert!(mounts(&home).is_empty());
+    assert!(home.loops().is_empty());
+    assert_eq!(c.delete(&id), Code::Ok);
 }
