@@ -277,6 +277,12 @@ impl Config {
             if default {
                 return Ok(self.string(key).to_string());
             }
+            // The Docker endpoint's settings mean nothing to a csi module
+            // (`disabled` aside): not listed unless set.
+            if kind == "csi" && setting != "disabled" && self.module_value(&name, setting).is_none()
+            {
+                return Ok(default_value);
+            }
             let s = self.own_setting(&name, setting, registered(key).ty, &default_value)?;
             Ok(own(setting, s, true))
         };

@@ -204,8 +204,17 @@ impl Csi {
     }
 }
 
-/// The deadline a gRPC call carries (`grpc-timeout`), if any.
+/// How long a call may work: the deadline it carries (`grpc-timeout`),
+/// less a tenth (at most a second) so that the answer, DEADLINE_EXCEEDED,
+/// reaches the caller before its deadline does (gRPC would otherwise
+/// cancel the call, and the caller would not know the work goes on).
 fn deadline<T>(req: &tonic::Request<T>) -> Option<Duration> {
+    let d = grpc_timeout(req)?;
+    Some(d.saturating_sub((d / 10).min(Duration::from_secs(1))))
+}
+
+/// The `grpc-timeout` of a call, if any.
+fn grpc_timeout<T>(req: &tonic::Request<T>) -> Option<Duration> {
     let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (n, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = n.parse().ok()?;

@@ -966,3 +966,58 @@ fn kubelet_retries_finish_what_a_crashed_service_left() {
     assert!(home.loops().is_empty());
     assert_eq!(c.delete(&id), Code::Ok);
 }
+
+/// A call for a volume another call is working on is ABORTED at once
+/// (never queued), and a call's deadline ends it with DEADLINE_EXCEEDED
+/// while the work goes on: kubelet's retry then finds it done.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_busy_volume_is_aborted_and_a_deadline_ends_the_call() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start_with(
+        &home,
+        "",
+        &[("FAILPOINTS", "volume::mount-after-attach=sleep(3000)")],
+    );
+    let id = c.create(create_req("pvc-busy", GIB)).unwrap().volume_id;
+    let staging = home.dir.join("k/staging/busy");
+    let mut req = tonic::Request::new(NodeStageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.to_string_lossy().into(),
+        volume_capability: Some(mount_cap("")),
+        ..Default::default()
+    });
+    req.set_timeout(std::time::Duration::from_millis(1000));
+    let n = &mut c.node;
+    assert_eq!(
+        code(c.rt.block_on(n.node_stage_volume(req))),
+        Code::DeadlineExceeded
+    );
+    // The stage goes on; a second call for the volume is refused.
+    assert_eq!(c.stage(&id, &staging, mount_cap("")), Code::Aborted);
+    assert_eq!(c.unstage(&id, &staging), Code::Aborted);
+    // Other volumes are not held up by it.
+    let other = c.create(create_req("pvc-other", GIB)).unwrap().volume_id;
+    // kubelet retries (bounded): the stage finishes and the retry is OK.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match c.stage(&id, &staging, mount_cap("")) {
+            Code::Ok => break,
+            Code::Aborted => {}
+            other => panic!("retry: {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(count_mounts_at(&staging), 1);
+    assert_eq!(c.unstage(&id, &staging), Code::Ok);
+    assert!(mounts(&home).is_empty());
+    assert!(home.loops().is_empty());
+    for v in [&id, &other] {
+        assert_eq!(c.delete(v), Code::Ok);
+    }
+}
