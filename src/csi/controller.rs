@@ -590,7 +590,12 @@ impl Controller for Csi {
             Ok(ControllerGetVolumeResponse {
                 volume: Some(volume(csi, &v, None)),
                 status: Some(controller_get_volume_response::VolumeStatus {
-                    published_node_ids: Vec::new(),
+                    // The nodes it is attached to.
+                    published_node_ids: v
+                        .attachments
+                        .iter()
+                        .map(|a| a.instance_id.id.clone())
+                        .collect(),
                     volume_condition: Some(VolumeCondition {
                         abnormal: false,
                         message: "the volume exists".into(),

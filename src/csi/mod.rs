@@ -105,6 +105,8 @@ pub struct Csi {
     vols: Arc<Volumes>,
     mode: Mode,
     busy: Arc<Mutex<HashSet<String>>>,
+    /// Calls whose work has not ended (a stop waits for them).
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A claim on some keys (volume ids, names, paths) for one call; released
@@ -112,10 +114,13 @@ pub struct Csi {
 struct Claim {
     busy: Arc<Mutex<HashSet<String>>>,
     keys: Vec<String>,
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        self.active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         for k in &self.keys {
             b.remove(k);
@@ -130,7 +135,13 @@ impl Csi {
             vols,
             mode,
             busy: Arc::default(),
+            active: Arc::default(),
         }
+    }
+
+    /// The calls whose work has not ended.
+    fn active(&self) -> usize {
+        self.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the driver's volumes live on one node (loop files, vfs
@@ -167,9 +178,12 @@ impl Csi {
         for k in &keys {
             b.insert(k.clone());
         }
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Claim {
             busy: self.busy.clone(),
             keys,
+            active: self.active.clone(),
         })
     }
 

@@ -140,6 +140,14 @@ impl Csi {
                 .release_hold(VolumeRef::Id(&v.id), &|h| h == holder, &|_| false)
                 .map_err(status)?;
         }
+        if !rec.consumers.contains(&key) && !rec.holds.contains(&holder) {
+            // A retry after a crash between dropping the record and the
+            // unmount (or a stage killed before its record): a mount of
+            // the volume that no consumer uses is released here.
+            self.vols
+                .release_unused(VolumeRef::Id(&v.id))
+                .map_err(status)?;
+        }
         tracing::info!(volume = %v.name, staging = %staging.display(), "csi: unstaged");
         Ok(())
     }

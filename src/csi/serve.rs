@@ -215,10 +215,13 @@ impl Servers {
         Ok(Servers { rt, servers })
     }
 
-    /// Serve until `stop` is set, then let the calls in flight finish
-    /// (bounded by `grace`).
+    /// Serve until `stop` is set, then let the work of the calls in
+    /// flight finish (bounded by `grace`) and close every connection: a
+    /// client that keeps an idle connection open (kubelet does) does not
+    /// hold the stop up.
     pub fn serve(self, stop: Arc<AtomicBool>, grace: Duration) {
         let Servers { rt, servers } = self;
+        let csis: Vec<Csi> = servers.iter().map(|(_, c, _)| c.clone()).collect();
         let mut running = Vec::new();
         for (path, csi, incoming) in servers {
             let stop = stop.clone();
@@ -243,10 +246,20 @@ impl Servers {
             }));
         }
         rt.block_on(async {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let end = tokio::time::Instant::now() + grace;
+            while csis.iter().any(|c| c.active() > 0) && tokio::time::Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for s in &running {
+                s.abort();
+            }
             for s in running {
                 let _ = s.await;
             }
         });
-        rt.shutdown_timeout(grace);
+        rt.shutdown_timeout(Duration::from_secs(1));
     }
 }

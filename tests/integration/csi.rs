@@ -30,7 +30,6 @@ struct Csi {
     node: NodeClient<Channel>,
     sock: PathBuf,
     // Dropped before the home: stops the service.
-    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     svc: Service,
 }
 
@@ -886,8 +885,10 @@ fn csi_modes_and_sockets() {
         Code::Ok
     );
     let sock = c.sock.clone();
+    // SIGTERM with the client's connection still open: the service
+    // stops, and removes its socket.
+    assert_eq!(c.svc.stop(), Some(0));
     drop(c);
-    // The service removes its socket when it stops.
     assert!(!sock.exists());
     // A stale socket (nothing serves it) is replaced; a file that is not
     // a socket is refused, and nothing starts.
