@@ -249,6 +249,32 @@ fn start(cfg: Config) -> Result<i32> {
             }
         }
     }
+    // A csi module's mounts left by a crash, unless a Docker module of the
+    // same service and mount path has just looked at them.
+    for (m, vols) in csi_modules.iter().zip(&csi_opened) {
+        let same = |d: &Volumes| {
+            d.config()
+                .service()
+                .eq_ignore_ascii_case(vols.config().service())
+                && d.config().path(keys::MOUNT_PATH) == vols.config().path(keys::MOUNT_PATH)
+        };
+        if opened.iter().any(|(_, d)| same(d)) {
+            continue;
+        }
+        let others: Vec<&Volumes> = opened.iter().map(|(_, d)| d.as_ref()).collect();
+        match vols.reconcile_beside(&others) {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => tracing::warn!(
+                module = %m.name,
+                "cleaned up {} mount(s) left without consumers: {}",
+                done.len(),
+                done.join(", ")
+            ),
+            Err(e) => {
+                tracing::warn!(module = %m.name, "could not check for mounts left by a crash: {e}")
+            }
+        }
+    }
     // The libStorage API, when endpoints are configured, beside the
     // Docker endpoints.
     let api = crate::api::server::Server::bind(&cfg)?;

@@ -1026,3 +1026,32 @@ fn a_busy_volume_is_aborted_and_a_deadline_ends_the_call() {
         assert_eq!(c.delete(v), Code::Ok);
     }
 }
+
+/// A csi-only service (no Docker module, as the Kubernetes manifests run
+/// it) cleans up at start the mount a stage killed before its record left.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_csi_only_service_cleans_up_a_crashed_stage_at_start() {
+    require_root!();
+    let home = Home::new();
+    let no_docker = "    default-docker:\n      disabled: true\n";
+    let staging = home.dir.join("k/staging/alone");
+    let mut c = start_with(
+        &home,
+        no_docker,
+        &[("FAILPOINTS", "volume::mount-after-mount=return")],
+    );
+    let id = c.create(create_req("pvc-alone", GIB)).unwrap().volume_id;
+    assert_ne!(c.stage(&id, &staging, mount_cap("")), Code::Ok);
+    c.svc.wait_exit();
+    drop(c);
+    let mp = home.mount_point("pvc-alone");
+    assert_eq!(count_mounts_at(&mp), 1, "left by the crash");
+    let mut c = start(&home, no_docker);
+    assert_eq!(count_mounts_at(&mp), 0, "cleaned up at start");
+    assert!(home.loops().is_empty());
+    assert_eq!(c.stage(&id, &staging, mount_cap("")), Code::Ok);
+    assert_eq!(c.unstage(&id, &staging), Code::Ok);
+    assert!(mounts(&home).is_empty());
+    assert_eq!(c.delete(&id), Code::Ok);
+}
