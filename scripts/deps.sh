@@ -11,6 +11,9 @@ need_pkgs=(
 )
 if [ "${REXRAY_TEST_DEPS:-}" = "all" ]; then
   need_pkgs+=(docker.io busybox-static hyperfine curl jq)
+  # The Ceph stage (scripts/ceph.sh, tests/integration/ceph.rs): a real
+  # single-node cluster, RBD through rbd-fuse and S3 through s3fs.
+  need_pkgs+=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse radosgw s3fs fuse3 uuid-runtime iproute2)
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -21,8 +24,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   if [ ${#missing[@]} -gt 0 ]; then
     echo "+ apt-get install ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    apt-get -o DPkg::Lock::Timeout=600 update -q >&2
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2
   fi
 fi
 

@@ -26,8 +26,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+    Buffers, ConnectionDetails, Connector, DefaultConnector, LazyBuffers, NextTimeout, Transport,
 };
 
 /// How long a request may take in all (connect, send, answer), unless
@@ -98,6 +99,43 @@ impl Connector for UnixConnector {
     ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
         let stream = UnixStream::connect(&self.0)?;
         Ok(Some(StreamTransport::new(stream, details)))
+    }
+}
+
+/// Where an agent's requests go, looked up at most once per client.
+/// ureq's own resolver looks the host up again for every request, on a
+/// thread of its own when a timeout is set (as ours always is): a thread
+/// and a hosts-file read per request, for an answer that does not change.
+#[derive(Debug)]
+enum Addresses {
+    /// The connector finds the server itself (a unix socket, or TLS over
+    /// the address it was given): nothing to look up.
+    Unused,
+    /// Looked up by ureq's resolver the first time (within the request's
+    /// timeout), then kept.
+    Once(std::sync::OnceLock<Vec<std::net::SocketAddr>>),
+}
+
+impl Resolver for Addresses {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut out = self.empty();
+        match self {
+            Addresses::Unused => out.push(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            Addresses::Once(kept) => match kept.get() {
+                Some(addrs) => addrs.iter().for_each(|a| out.push(*a)),
+                None => {
+                    let found = DefaultResolver::default().resolve(uri, config, timeout)?;
+                    let _ = kept.set(found.to_vec());
+                    return Ok(found);
+                }
+            },
+        }
+        Ok(out)
     }
 }
 
@@ -463,11 +501,7 @@ impl Client {
             .build();
         let (agent, base) = match &parsed {
             Host::Unix(p) => (
-                ureq::Agent::with_parts(
-                    config,
-                    UnixConnector(p.clone()),
-                    ureq::unversioned::resolver::DefaultResolver::default(),
-                ),
+                ureq::Agent::with_parts(config, UnixConnector(p.clone()), Addresses::Unused),
                 "http://localhost".to_string(),
             ),
             _ => match tls {
@@ -479,7 +513,7 @@ impl Client {
                             tls,
                             failure: failure.clone(),
                         },
-                        ureq::unversioned::resolver::DefaultResolver::default(),
+                        Addresses::Unused,
                     ),
                     format!("http://{a}"),
                 ),
@@ -487,7 +521,14 @@ impl Client {
                     let (Host::Tcp(a) | Host::Tls(a)) = &parsed else {
                         unreachable!("a unix host is handled above")
                     };
-                    (ureq::Agent::new_with_config(config), format!("http://{a}"))
+                    (
+                        ureq::Agent::with_parts(
+                            config,
+                            DefaultConnector::default(),
+                            Addresses::Once(Default::default()),
+                        ),
+                        format!("http://{a}"),
+                    )
                 }
             },
         };
@@ -580,8 +621,24 @@ impl Client {
         who: Option<&InstanceId>,
         devices: bool,
     ) -> Result<Answer> {
+        self.send_with(method, path, body, who, devices, None)
+    }
+
+    /// [`send`](Self::send) with one more header.
+    fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        who: Option<&InstanceId>,
+        devices: bool,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Result<Answer> {
         let url = format!("{}{path}", self.base);
         let mut hs: Vec<(&str, String)> = vec![(headers::TX, Tx::new().header())];
+        if let Some((k, v)) = extra {
+            hs.push((k, v.to_string()));
+        }
         if let Some(a) = &self.authorization {
             hs.push(("Authorization", a.clone()));
         }
@@ -716,11 +773,20 @@ impl Client {
 
     /// Every volume, `attachments` as the mask.
     fn volumes(&self, mask: u32, name: Option<&str>) -> Result<Vec<Volume>> {
+        self.volumes_with(mask, name, None)
+    }
+
+    fn volumes_with(
+        &self,
+        mask: u32,
+        name: Option<&str>,
+        extra: Option<(&'static str, &'static str)>,
+    ) -> Result<Vec<Volume>> {
         let mut path = format!("{}?attachments={mask}", self.vols());
         if let Some(n) = name {
             path.push_str(&format!("&filter={}", seg(&format!("(name={n})"))));
         }
-        let a = self.send("GET", &path, None, None, true)?;
+        let a = self.send_with("GET", &path, None, None, true, extra)?;
         let m: BTreeMap<String, Volume> = self.decode(&a, "listing volumes")?;
         Ok(m.into_values().map(unsettled).collect())
     }
@@ -751,6 +817,10 @@ impl Controller for Client {
 
     fn list(&self) -> Result<Vec<Volume>> {
         self.volumes(1, None)
+    }
+
+    fn list_without_usage(&self) -> Result<Vec<Volume>> {
+        self.volumes_with(1, None, Some((headers::USAGE, headers::USAGE_OMIT)))
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {

@@ -23,6 +23,13 @@ pub const LOCAL_DEVICES: &str = "Libstorage-Localdevices";
 pub const TX: &str = "Libstorage-Tx";
 /// `Libstorage-Servername` (responses).
 pub const SERVER_NAME: &str = "Libstorage-Servername";
+/// `Rexray-Usage: omit` (requests; this server's own): list volumes
+/// without the bytes each one's backing store takes, which cost a `stat`
+/// per volume and which the table of `rexray volume ls` does not show.
+/// The original server ignores the header and answers in full.
+pub const USAGE: &str = "Rexray-Usage";
+/// The value of [`USAGE`] that asks for less.
+pub const USAGE_OMIT: &str = "omit";
 
 /// A header value the original would refuse; `what` is the original's
 /// message (`invalid InstanceID`, `invalid LocalDevices`, `invalid

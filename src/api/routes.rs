@@ -55,6 +55,9 @@ pub struct Call {
     pub instance_ids: Vec<String>,
     /// Every `Libstorage-Localdevices` value.
     pub local_devices: Vec<String>,
+    /// `Rexray-Usage: omit`: a listing may leave out each volume's
+    /// allocated bytes.
+    pub omit_usage: bool,
     /// The body.
     pub body: Vec<u8>,
     /// `http://<Host>` for the absolute URLs of `GET /`.
@@ -383,14 +386,26 @@ fn list_volumes(
     mask: Attachments,
     who: Option<&InstanceId>,
     filter: Option<&str>,
+    omit_usage: bool,
 ) -> Result<BTreeMap<String, Volume>> {
     let mut out = BTreeMap::new();
-    for mut v in svc.ctrl.list()? {
-        if let Some(f) = filter {
-            if !v.name.eq_ignore_ascii_case(f) {
-                continue;
+    let all = match filter {
+        // The names from the metadata (kept in memory by the loop driver),
+        // then only the matches in full: a client resolving one name must
+        // not cost a listing of every volume with its attachments.
+        Some(f) => {
+            let mut found = Vec::new();
+            for m in svc.ctrl.list_metadata()?.iter() {
+                if m.name.eq_ignore_ascii_case(f) {
+                    found.extend(svc.ctrl.inspect(&m.id)?);
+                }
             }
+            found
         }
+        None if omit_usage => svc.ctrl.list_without_usage()?,
+        None => svc.ctrl.list()?,
+    };
+    for mut v in all {
         if shape(&mut v, mask, who) {
             out.insert(v.id.clone(), v);
         }
@@ -417,11 +432,12 @@ fn volumes_all(services: &Arc<Services>, callers: Callers, call: &Call) -> Route
         }
     }
     let filter = name_filter(call);
+    let omit_usage = call.omit_usage;
     let services = services.clone();
     later(Vec::new(), false, move || {
         let mut out = BTreeMap::new();
         for (name, svc) in services.iter() {
-            match list_volumes(svc, mask, whos.get(name), filter.as_deref()) {
+            match list_volumes(svc, mask, whos.get(name), filter.as_deref(), omit_usage) {
                 Ok(m) => {
                     out.insert(name.clone(), m);
                 }
@@ -457,9 +473,10 @@ fn volumes_of(
                 return Routed::Now(error(&ErrorBody::missing_instance_id(&name)));
             }
             let filter = name_filter(call);
+            let omit_usage = call.omit_usage;
             later(Vec::new(), false, move || {
                 let svc = &services2[&name];
-                match list_volumes(svc, mask, who.as_ref(), filter.as_deref()) {
+                match list_volumes(svc, mask, who.as_ref(), filter.as_deref(), omit_usage) {
                     Ok(m) => json(200, &m),
                     Err(e) => error(&ErrorBody::from_error(&e, None)),
                 }

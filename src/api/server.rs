@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub const MAX_BODY: usize = 1 << 20;
 
 /// Longest wait for a request body still on the wire.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an idle server checks whether to give freed memory back.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where an endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,9 @@ pub struct Api {
     exe_timeout: Duration,
     server_name: String,
     auth: super::auth::Auth,
+    /// Requests served and in flight, for [`release_memory_when_idle`].
+    served: AtomicU64,
+    in_flight: AtomicUsize,
 }
 
 impl Api {
@@ -151,6 +157,8 @@ impl Api {
             exe_timeout: cfg.duration(keys::SERVER_EXE_TIMEOUT),
             server_name: server_name(),
             auth: Default::default(),
+            served: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -407,6 +415,10 @@ async fn serve_one(api: Arc<Api>, rq: Request<Incoming>, conn: &Conn) -> Respons
             .collect(),
         instance_ids: all(headers::INSTANCE_ID),
         local_devices: all(headers::LOCAL_DEVICES),
+        omit_usage: parts.headers.get(headers::USAGE).is_some_and(|v| {
+            v.as_bytes()
+                .eq_ignore_ascii_case(headers::USAGE_OMIT.as_bytes())
+        }),
         body: body.to_vec(),
         base_url: format!(
             "{}://{host}",
@@ -428,7 +440,50 @@ impl httpd::Handler for Api {
         rq: Request<Incoming>,
         conn: Arc<Conn>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>> {
-        Box::pin(async move { serve_one(self, rq, &conn).await })
+        Box::pin(async move {
+            let _busy = InFlight::new(&self);
+            serve_one(self.clone(), rq, &conn).await
+        })
+    }
+}
+
+/// A request in flight, counted until it is answered (or dropped).
+struct InFlight<'a>(&'a Api);
+
+impl<'a> InFlight<'a> {
+    fn new(api: &'a Api) -> InFlight<'a> {
+        api.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(api)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Give the memory freed after a burst back to the system once the server
+/// is idle (no request in flight, some served since the last check). The
+/// allocator keeps what a burst of connections and volume lists freed in
+/// its arenas otherwise, and a controller mostly waits.
+async fn release_memory_when_idle(api: Arc<Api>) {
+    let mut seen = 0;
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let served = api.served.load(Ordering::Relaxed);
+        if served == seen || api.in_flight.load(Ordering::Relaxed) != 0 {
+            continue;
+        }
+        seen = served;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free pages of glibc's own heap.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
@@ -544,13 +599,17 @@ impl Server {
             .enable_all()
             .build();
         match (listeners, rt) {
-            (Ok(l), Ok(rt)) => rt.block_on(httpd::serve(
-                l,
-                self.api.clone(),
-                Registry::new(self.limits),
-                stop,
-                DRAIN_TIMEOUT,
-            )),
+            (Ok(l), Ok(rt)) => {
+                let trim = rt.spawn(release_memory_when_idle(self.api.clone()));
+                rt.block_on(httpd::serve(
+                    l,
+                    self.api.clone(),
+                    Registry::new(self.limits),
+                    stop,
+                    DRAIN_TIMEOUT,
+                ));
+                trim.abort();
+            }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot serve the libStorage API: {e}");
             }

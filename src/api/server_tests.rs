@@ -74,6 +74,17 @@ impl Got {
 
 impl Fixture {
     fn send(&self, method: &str, target: &str, iid: &[&str], ld: &[&str], body: &str) -> Got {
+        self.send_usage(method, target, iid, ld, body, false)
+    }
+    fn send_usage(
+        &self,
+        method: &str,
+        target: &str,
+        iid: &[&str],
+        ld: &[&str],
+        body: &str,
+        omit_usage: bool,
+    ) -> Got {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let call = Call {
             method: method.into(),
@@ -88,6 +99,7 @@ impl Fixture {
                 .collect(),
             instance_ids: iid.iter().map(|s| s.to_string()).collect(),
             local_devices: ld.iter().map(|s| s.to_string()).collect(),
+            omit_usage,
             body: body.as_bytes().to_vec(),
             base_url: "http://127.0.0.1:7980".into(),
         };
@@ -559,6 +571,13 @@ impl Controller for Copier {
         &self.info
     }
     fn list(&self) -> crate::Result<Vec<Volume>> {
+        let mut all = self.list_without_usage()?;
+        for v in &mut all {
+            v.fields.insert("allocated".into(), "4096".into());
+        }
+        Ok(all)
+    }
+    fn list_without_usage(&self) -> crate::Result<Vec<Volume>> {
         Ok(self.inspect("src1")?.into_iter().collect())
     }
     fn inspect(&self, id: &str) -> crate::Result<Option<Volume>> {
@@ -608,11 +627,27 @@ impl Controller for Copier {
     }
 }
 
-/// A copy without a size has the source's (the original API has no size
-/// for a copy); this server's `size` makes it bigger.
+/// `Rexray-Usage: omit` lists without each volume's allocated bytes;
+/// without it (as the original client asks) the listing is in full.
 #[test]
-fn a_copy_has_the_sources_size_unless_asked_for_another() {
-    let cp = Service {
+fn a_listing_may_omit_usage() {
+    let f = fixture(vec![copier()], &[]);
+    for target in ["/volumes/cp", "/volumes"] {
+        let full = f.get(target, &[]).json();
+        let lean = f.send_usage("GET", target, &[], &[], "", true).json();
+        let (full, lean) = if target == "/volumes" {
+            (full["cp"].clone(), lean["cp"].clone())
+        } else {
+            (full, lean)
+        };
+        assert_eq!(full["src1"]["fields"]["allocated"], "4096", "{full}");
+        assert!(lean["src1"]["fields"].get("allocated").is_none(), "{lean}");
+        assert_eq!(lean["src1"]["name"], "src");
+    }
+}
+
+fn copier() -> Service {
+    Service {
         name: "cp".into(),
         ctrl: Arc::new(Copier {
             info: ServiceInfo {
@@ -623,8 +658,14 @@ fn a_copy_has_the_sources_size_unless_asked_for_another() {
             },
         }),
         default_size: 1,
-    };
-    let f = fixture(vec![cp], &[]);
+    }
+}
+
+/// A copy without a size has the source's (the original API has no size
+/// for a copy); this server's `size` makes it bigger.
+#[test]
+fn a_copy_has_the_sources_size_unless_asked_for_another() {
+    let f = fixture(vec![copier()], &[]);
     let copy = |body: &str| f.send("POST", "/volumes/cp/src1?copy", &[], &[], body);
     let g = copy(r#"{"volumeName":"c1","opts":{"k":"v"}}"#);
     assert_eq!(g.status, 201, "{g:?}");
@@ -657,4 +698,34 @@ fn a_copy_has_the_sources_size_unless_asked_for_another() {
         r#"{"volumeName":"c5"}"#,
     );
     assert_eq!(g.status, 404, "{g:?}");
+}
+
+#[test]
+fn a_name_filter_answers_what_the_full_listing_has_for_that_name() {
+    let f = fixture(vec![], &[]);
+    let h = [VM];
+    for name in ["Fvol", "fvol2", "other"] {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        assert_eq!(f.send("POST", "/volumes/vfs", &h, &[], &body).status, 201);
+    }
+    let all = f.get("/volumes/vfs?attachments=1", &h).json();
+    let id = |name: &str| {
+        all.as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v["name"] == name)
+            .map(|(k, _)| k.clone())
+            .unwrap()
+    };
+    // Case-insensitive, as the original; only the matches, each as listed.
+    let one = f
+        .get("/volumes/vfs?attachments=1&filter=(name=fVOL)", &h)
+        .json();
+    assert_eq!(one, json!({ id("Fvol"): all[id("Fvol")] }));
+    let none = f.get("/volumes/vfs?attachments=1&filter=(name=fvo)", &h);
+    assert_eq!((none.status, none.text()), (200, "{}".to_string()));
+    // Every service, through /volumes.
+    let every = f.get("/volumes?filter=(name=OTHER)", &h).json();
+    assert_eq!(every["vfs"].as_object().unwrap().len(), 1);
+    assert_eq!(every["vfs2"], json!({}));
 }

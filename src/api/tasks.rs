@@ -87,6 +87,12 @@ impl Tasks {
     /// or the error.
     pub fn finish(&self, id: u64, reply: &Reply) {
         let mut g = self.lock();
+        if self.keep.is_zero() {
+            // Not listed once finished: the result (a whole volume list,
+            // maybe) need not be parsed just to be dropped.
+            g.tasks.remove(&id);
+            return;
+        }
         if let Some((t, done)) = g.tasks.get_mut(&id) {
             let body: Option<Value> = serde_json::from_slice(&reply.body).ok();
             if reply.status < 300 {

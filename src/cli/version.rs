@@ -22,6 +22,9 @@ pub struct VersionInfo {
     pub formed: String,
     /// Storage drivers compiled in.
     pub drivers: Vec<String>,
+    /// How the rbd driver attaches images on this host (kernel RBD,
+    /// rbd-nbd or rbd-fuse plus a loop device).
+    pub rbd_attach: String,
 }
 
 /// This build's version facts.
@@ -43,6 +46,9 @@ pub fn version_info() -> VersionInfo {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        rbd_attach: crate::storage::rbd::node::Method::detect(false)
+            .as_str()
+            .to_string(),
     }
 }
 
@@ -51,14 +57,15 @@ pub fn version_info() -> VersionInfo {
 pub(crate) fn render(v: &VersionInfo, format: &str) -> Result<String> {
     match format.to_ascii_lowercase().as_str() {
         "text" | "tmpl" | "" => Ok(format!(
-            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\n",
+            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\nRbdAttach: {}\n",
             v.binary,
             v.sem_ver,
             v.os_arch,
             v.branch,
             v.commit,
             v.formed,
-            v.drivers.join(", ")
+            v.drivers.join(", "),
+            v.rbd_attach
         )),
         f => Ok(output::structured(v, f.parse()?)),
     }
@@ -78,6 +85,7 @@ mod tests {
             branch: "main".into(),
             formed: "2024-01-02T03:04:05Z".into(),
             drivers: vec!["loop".into(), "vfs".into()],
+            rbd_attach: "fuse (rbd-fuse + loop device)".into(),
         }
     }
 
@@ -88,7 +96,7 @@ mod tests {
             text,
             "REX-Ray (rexray-rs)\n-------------------\nBinary: /usr/bin/rexray\nSemVer: 1.2.3\n\
              OsArch: linux-x86_64\nBranch: main\nCommit: abc123\nFormed: 2024-01-02T03:04:05Z\n\
-             Drivers: loop, vfs\n"
+             Drivers: loop, vfs\nRbdAttach: fuse (rbd-fuse + loop device)\n"
         );
         for f in ["TEXT", "tmpl", ""] {
             assert_eq!(render(&facts(), f).unwrap(), text, "{f:?}");

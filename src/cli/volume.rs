@@ -337,21 +337,30 @@ fn unmount(vols: &Volumes, a: &UnmountArgs, notes: &mut Notes) -> Result<Answer>
     let who = consumer(a.consumer.as_deref());
     volume_table(&a.fmt, &a.volumes, notes, |n, notes| {
         let r = VolumeRef::operator(n);
-        match vols.unmount(r, who)? {
-            Unmounted::StillUsed(k) => notes.line(format_args!(
-                "volume {n} stays mounted: {k} other consumer(s) still use it"
-            )),
-            Unmounted::Released => {
-                if let Some(rec) = vols.mount_record(r)?.filter(|rec| !rec.holds.is_empty()) {
-                    let held: Vec<&str> = rec.holds.iter().map(String::as_str).collect();
-                    notes.line(format_args!(
-                        "volume {n} stays attached: held by {} until its detach",
-                        held.join(", ")
-                    ));
-                }
+        let released = match vols.unmount(r, who)? {
+            Unmounted::StillUsed(k) => {
+                notes.line(format_args!(
+                    "volume {n} stays mounted: {k} other consumer(s) still use it"
+                ));
+                false
+            }
+            Unmounted::Released => true,
+        };
+        // One lookup for the note and the row.
+        let v = vols.find(r)?;
+        if released {
+            if let Some(rec) = vols
+                .mount_record_of(&v)?
+                .filter(|rec| !rec.holds.is_empty())
+            {
+                let held: Vec<&str> = rec.holds.iter().map(String::as_str).collect();
+                notes.line(format_args!(
+                    "volume {n} stays attached: held by {} until its detach",
+                    held.join(", ")
+                ));
             }
         }
-        vols.find(r)
+        Ok(v)
     })
 }
 

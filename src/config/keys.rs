@@ -74,6 +74,10 @@ pub const FORMAT_TIMEOUT: &str = "libstorage.device.formatTimeout";
 pub const LOOP_VOLUME_PATH: &str = "loop.volumePath";
 pub const LOOP_PREALLOCATE: &str = "loop.preallocate";
 pub const VFS_ROOT: &str = "vfs.root";
+pub const RBD_DEFAULT_POOL: &str = "rbd.defaultPool";
+pub const RBD_CEPH_ARGS: &str = "rbd.cephArgs";
+pub const RBD_TEST_MODULE: &str = "rbd.testModule";
+pub const RBD_TIMEOUT: &str = "rbd.timeout";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const CSI_MODE: &str = "rexray.csi.mode";
 pub const CSI_MAX_VOLUMES: &str = "rexray.csi.maxVolumesPerNode";
@@ -270,6 +274,34 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Path,
         aliases: &[],
         help: "where the vfs driver keeps volume directories",
+    },
+    KeyDef {
+        key: RBD_DEFAULT_POOL,
+        default: "rbd",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the Ceph pool the rbd driver keeps its images in",
+    },
+    KeyDef {
+        key: RBD_CEPH_ARGS,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "arguments for the Ceph tools (e.g. --conf /etc/ceph/ceph.conf --id rexray); files and ids only, never a key (default: the CEPH_ARGS environment variable)",
+    },
+    KeyDef {
+        key: RBD_TEST_MODULE,
+        default: "true",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "try loading the rbd (then nbd) kernel module before choosing how a node attaches images",
+    },
+    KeyDef {
+        key: RBD_TIMEOUT,
+        default: "30s",
+        ty: KeyType::Duration,
+        aliases: &[],
+        help: "how long one call of the Ceph tools may take before the cluster is reported unreachable",
     },
     KeyDef {
         key: DOCKER_HOST,

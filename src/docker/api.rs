@@ -520,9 +520,13 @@ fn list(vols: &Volumes, all: Arc<[Volume]>, cache: Option<&Cache>) -> Result<Rep
         #[serde(rename = "Volumes")]
         volumes: Vec<DockerVolume<'a>>,
     }
+    // By name in every mode: a driver's catalog is in name order, but a
+    // libStorage server answers in id order.
+    let mut by_name: Vec<&Volume> = all.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
     let out = List {
-        volumes: all
-            .iter()
+        volumes: by_name
+            .into_iter()
             .map(|v| {
                 let path = key
                     .binary_search_by(|(n, _)| n.as_str().cmp(&v.name))

@@ -61,6 +61,7 @@ impl Default for LoopConfig {
 nix::ioctl_write_int_bad!(loop_set_fd, 0x4C00);
 nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 nix::ioctl_none_bad!(loop_set_capacity, 0x4C07);
+nix::ioctl_write_int_bad!(loop_set_direct_io, 0x4C08);
 nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
 nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
 
@@ -161,6 +162,16 @@ pub fn detach(dev: &Path) -> std::io::Result<()> {
     let d = open_rw(dev)?;
     // SAFETY: an argument-less ioctl on a descriptor we own.
     unsafe { loop_clr_fd(d.as_raw_fd()) }?;
+    Ok(())
+}
+
+/// Have `dev` read and write its backing file with direct I/O
+/// (LOOP_SET_DIRECT_IO), so a write fails when the backing file's write
+/// fails, instead of landing in the page cache and failing later unseen.
+pub fn set_direct_io(dev: &Path, on: bool) -> std::io::Result<()> {
+    let d = open_rw(dev)?;
+    // SAFETY: ioctl with an integer argument on a descriptor we own.
+    unsafe { loop_set_direct_io(d.as_raw_fd(), libc::c_int::from(on)) }?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod r#loop;
 pub mod loopdev;
+pub mod rbd;
 pub mod vfs;
 
 use crate::config::{keys, Config};
@@ -72,7 +73,7 @@ pub fn instance_id(cfg: &Config, driver: &str) -> InstanceId {
 }
 
 /// The names of the drivers this build has.
-pub const DRIVERS: &[&str] = &["loop", "vfs"];
+pub const DRIVERS: &[&str] = &["loop", "vfs", "rbd"];
 
 fn unknown_driver(cfg: &Config, driver: &str) -> Error {
     Error::invalid(format!(
@@ -97,6 +98,11 @@ pub fn open_controller(cfg: &Config) -> Result<Arc<dyn Controller>> {
         )),
         "vfs" => Ok(Arc::new(vfs::VfsDriver::open(
             &cfg.path(keys::VFS_ROOT),
+            cfg.service(),
+        )?)),
+        "rbd" => Ok(Arc::new(rbd::RbdDriver::new(
+            rbd_tools(cfg)?,
+            cfg.string(keys::RBD_DEFAULT_POOL),
             cfg.service(),
         )?)),
         other => Err(unknown_driver(cfg, other)),
@@ -127,8 +133,23 @@ pub fn open_executor_for(cfg: &Config, driver: &str) -> Result<Arc<dyn Executor>
             &cfg.path(keys::VFS_ROOT),
             instance_id(cfg, "vfs"),
         )?)),
+        "rbd" => Ok(Arc::new(rbd::node::RbdExecutor::new(
+            rbd_tools(cfg)?,
+            cfg.string(keys::RBD_DEFAULT_POOL),
+            instance_id(cfg, "rbd"),
+            &cfg.dirs.run,
+            cfg.boolean(keys::RBD_TEST_MODULE),
+        ))),
         other => Err(unknown_driver(cfg, other)),
     }
+}
+
+/// How the rbd driver reaches its cluster (`rbd.cephArgs`, `rbd.timeout`).
+fn rbd_tools(cfg: &Config) -> Result<rbd::cli::Ceph> {
+    rbd::cli::Ceph::new(
+        cfg.string(keys::RBD_CEPH_ARGS),
+        cfg.duration(keys::RBD_TIMEOUT),
+    )
 }
 
 /// A fresh random volume id: 16 hex digits from the kernel's random pool.

@@ -378,6 +378,12 @@ impl Volumes {
     /// The mount record of a volume (for tests and diagnostics).
     pub fn mount_record(&self, r: VolumeRef<'_>) -> Result<Option<MountRecord>> {
         let v = self.find(r)?;
+        self.mount_record_of(&v)
+    }
+
+    /// The mount record of a volume already found: no second lookup (a
+    /// request to the server in client mode).
+    pub fn mount_record_of(&self, v: &Volume) -> Result<Option<MountRecord>> {
         self.state.load_mount(&v.id)
     }
 

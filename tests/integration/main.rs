@@ -2,6 +2,7 @@
 //! as root, on real loop devices, filesystems and mounts.
 
 mod catalog;
+mod ceph;
 mod client_mode;
 mod common;
 #[cfg(feature = "failpoints")]

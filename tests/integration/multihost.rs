@@ -79,8 +79,8 @@ impl Drop for Server {
 
 /// A node: a home whose controller operations go to the server, in a
 /// mount namespace of its own.
-struct Node {
-    home: Home,
+pub(crate) struct Node {
+    pub(crate) home: Home,
     ns: PathBuf,
 }
 
@@ -92,6 +92,11 @@ impl Node {
             server.sock.display(),
             server.shared.display()
         ));
+        Node::in_namespace(home)
+    }
+
+    /// `home` as a node in a mount namespace of its own.
+    pub(crate) fn in_namespace(home: Home) -> Node {
         // A persistent namespace is a bind mount of /proc/PID/ns/mnt on a
         // file, which needs a parent mount that is not shared: the node's
         // directory, bound onto itself and made private.
@@ -112,7 +117,7 @@ impl Node {
     }
 
     /// A command of this node, run inside its mount namespace.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let inner = self.home.command(program);
         let mut c = Command::new("nsenter");
         c.arg(format!("--mount={}", self.ns.display()))
@@ -129,11 +134,11 @@ impl Node {
         c
     }
 
-    fn rexray(&self, args: &[&str]) -> Out {
+    pub(crate) fn rexray(&self, args: &[&str]) -> Out {
         run_cmd(self.command("rexray").args(args))
     }
 
-    fn rexray_env(&self, env: &[(&str, &str)], args: &[&str]) -> Out {
+    pub(crate) fn rexray_env(&self, env: &[(&str, &str)], args: &[&str]) -> Out {
         let mut c = self.command("rexray");
         for (k, v) in env {
             c.env(k, v);
@@ -142,7 +147,7 @@ impl Node {
     }
 
     /// Run a shell line inside this node's namespace.
-    fn sh(&self, line: &str) -> Out {
+    pub(crate) fn sh(&self, line: &str) -> Out {
         run_cmd(Command::new("nsenter").args([
             &format!("--mount={}", self.ns.display()),
             "--",
@@ -153,7 +158,7 @@ impl Node {
     }
 
     /// Mount points in this node's namespace under its home.
-    fn mounts(&self) -> Vec<String> {
+    pub(crate) fn mounts(&self) -> Vec<String> {
         let out = self.sh("cat /proc/self/mountinfo");
         out.ok()
             .lines()

@@ -168,14 +168,14 @@ fn package_metadata_and_contents() {
         );
     }
     assert!(v["formed"].as_str().unwrap().ends_with('Z'), "{v}");
-    assert_eq!(v["drivers"], serde_json::json!(["loop", "vfs"]));
+    assert_eq!(v["drivers"], serde_json::json!(["loop", "vfs", "rbd"]));
     let text = run_cmd(Command::new(&rexray).arg("version"));
     for line in [
         "SemVer: ",
         "Branch: ",
         "Commit: ",
         "Formed: ",
-        "Drivers: loop, vfs",
+        "Drivers: loop, vfs, rbd",
     ] {
         assert!(text.ok().contains(line), "{line} missing: {}", text.stdout);
     }

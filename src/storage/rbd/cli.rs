@@ -1,0 +1,201 @@
+//! Running the Ceph tools (`rbd`, `ceph`) with a bounded wait.
+//!
+//! The cluster's arguments (`rbd.cephArgs`, else the caller's `CEPH_ARGS`)
+//! reach the tools through their `CEPH_ARGS` environment variable, never
+//! on a command line that `ps` shows; only files and ids are accepted
+//! there (a keyring file, not a key).
+
+use crate::{Error, Kind, Result};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the Ceph tools reach the cluster.
+#[derive(Debug, Clone)]
+pub struct Ceph {
+    /// `CEPH_ARGS` for every tool (empty: the tools' defaults).
+    args: String,
+    /// The configuration file, for messages and for `rbd-fuse -c`.
+    pub conf: PathBuf,
+    /// How long one call may take.
+    pub timeout: Duration,
+}
+
+/// Options that carry a secret: refused in `rbd.cephArgs`.
+const SECRET_OPTIONS: &[&str] = &["--key", "--secret"];
+
+impl Ceph {
+    /// From `rbd.cephArgs` (`configured`), else the environment's
+    /// `CEPH_ARGS`; the conf is the one they name, else `CEPH_CONF`, else
+    /// `/etc/ceph/ceph.conf`.
+    pub fn new(configured: &str, timeout: Duration) -> Result<Ceph> {
+        let args = if configured.trim().is_empty() {
+            std::env::var("CEPH_ARGS").unwrap_or_default()
+        } else {
+            configured.trim().to_string()
+        };
+        let mut conf = None;
+        let mut words = args.split_whitespace();
+        while let Some(w) = words.next() {
+            let (opt, inline) = match w.split_once('=') {
+                Some((o, v)) if o.starts_with('-') => (o, Some(v.to_string())),
+                _ => (w, None),
+            };
+            if SECRET_OPTIONS.contains(&opt) {
+                return Err(Error::invalid(format!(
+                    "rbd.cephArgs (or CEPH_ARGS) has {opt}: give the Ceph key in a keyring file (--keyring FILE, mode 0600) and the user with --id, never the key itself"
+                )));
+            }
+            if opt == "-c" || opt == "--conf" {
+                conf = inline.or_else(|| words.next().map(str::to_string));
+            }
+        }
+        let conf = conf
+            .or_else(|| std::env::var("CEPH_CONF").ok().filter(|c| !c.is_empty()))
+            .unwrap_or_else(|| "/etc/ceph/ceph.conf".into());
+        Ok(Ceph {
+            args,
+            conf: PathBuf::from(conf),
+            timeout,
+        })
+    }
+
+    /// A command for `prog` with the cluster's arguments in its
+    /// environment.
+    pub fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new(prog);
+        c.env("CEPH_ARGS", &self.args)
+            .env("CEPH_CONF", &self.conf)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `prog args`, wait at most the timeout, and return its stdout.
+    /// A timeout or a failure is an error naming the cluster and the step.
+    pub fn run(&self, prog: &str, args: &[&str]) -> Result<String> {
+        let mut cmd = self.command(prog);
+        cmd.args(args);
+        self.run_cmd(cmd, &format!("{prog} {}", args.join(" ")))
+    }
+
+    /// [`run`](Self::run) of a prepared command; `shown` names it.
+    pub fn run_cmd(&self, mut cmd: Command, shown: &str) -> Result<String> {
+        let what = shown.to_string();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (install the Ceph client tools: ceph-common, rbd-fuse)"
+            } else {
+                ""
+            };
+            Error::from_io(format!("running {what}{hint}"), &e)
+        })?;
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let t_out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(self.unreachable(&what));
+                }
+            }
+        };
+        let stdout = t_out.join().unwrap_or_default();
+        let stderr = t_err.join().unwrap_or_default();
+        if status.success() {
+            return Ok(stdout);
+        }
+        Err(self.failed(&what, &stderr))
+    }
+
+    /// The error for a call that did not finish in time.
+    pub fn unreachable(&self, what: &str) -> Error {
+        Error::backend(format!(
+            "the Ceph cluster of {} did not answer within {} ({what}): is it running and reachable from this host?",
+            self.conf.display(),
+            humantime::format_duration(self.timeout)
+        ))
+    }
+
+    fn failed(&self, what: &str, stderr: &str) -> Error {
+        // The tools' own message, without their timestamped log lines.
+        let msg: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("20") && !l.contains("did not load config"))
+            .collect();
+        let msg = if msg.is_empty() {
+            stderr.lines().last().unwrap_or("").trim().to_string()
+        } else {
+            msg.join("; ")
+        };
+        let kind = if msg.contains("No such file or directory") || msg.contains("(2)") {
+            Kind::NotFound
+        } else if msg.contains("(16)") || msg.contains("busy") {
+            Kind::InUse
+        } else if msg.contains("(17)") || msg.contains("exists") {
+            Kind::AlreadyExists
+        } else {
+            Kind::Backend
+        };
+        Error::new(
+            kind,
+            format!("{what} failed (cluster of {}): {msg}", self.conf.display()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_comes_from_the_arguments_and_keys_are_refused() {
+        let c = Ceph::new("--conf /x/ceph.conf --id rexray", Duration::from_secs(1)).unwrap();
+        assert_eq!(c.conf, PathBuf::from("/x/ceph.conf"));
+        let c = Ceph::new("-c=/y.conf", Duration::from_secs(1)).unwrap();
+        assert_eq!(c.conf, PathBuf::from("/y.conf"));
+        let e = Ceph::new("--id a --key AQBsecret==", Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        assert!(e.message().contains("keyring"), "{e}");
+    }
+
+    #[test]
+    fn a_call_that_hangs_is_cut_off_naming_the_cluster() {
+        let c = Ceph::new("--conf /x/ceph.conf", Duration::from_millis(100)).unwrap();
+        let t = Instant::now();
+        let e = c.run("sleep", &["5"]).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(4));
+        assert!(
+            e.message().contains("/x/ceph.conf") && e.message().contains("did not answer"),
+            "{e}"
+        );
+        let e = c
+            .run(
+                "sh",
+                &[
+                    "-c",
+                    "echo 'rbd: error opening image x: (2) No such file or directory' >&2; exit 2",
+                ],
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::NotFound, "{e}");
+    }
+}

@@ -1,0 +1,541 @@
+//! The rbd driver's node side: how an image becomes a block device here.
+//!
+//! - `krbd`: the kernel RBD client (`rbd device map`), when `/sys/bus/rbd`
+//!   exists (after `modprobe rbd` when `rbd.testModule`).
+//! - `nbd`: `rbd device map -t nbd` (the `rbd-nbd` daemon), when the nbd
+//!   module is there and `rbd-nbd` is installed.
+//! - `fuse`: one `rbd-fuse` process per attached image, in its own session,
+//!   mounted at `<run>/rbd-fuse/<pool>.<image>` with its PID in
+//!   `<run>/rbd-fuse/<pool>.<image>.pid`, and a loop device on the image
+//!   file the mount shows. Needs no kernel module beyond fuse and loop.
+//!
+//! Release undoes exactly what attach made: the unmap, or the loop device,
+//! the FUSE mount and the process whose PID was recorded.
+
+use super::cli::Ceph;
+use crate::error::IoContext;
+use crate::model::{InstanceId, MountSource, Volume};
+use crate::storage::controller::Executor;
+use crate::storage::loopdev;
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// How this node attaches images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The kernel RBD client.
+    Krbd,
+    /// rbd-nbd.
+    Nbd,
+    /// rbd-fuse plus a loop device.
+    Fuse,
+}
+
+impl Method {
+    /// The name logs and `rexray env` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Krbd => "krbd (rbd device map)",
+            Method::Nbd => "nbd (rbd-nbd)",
+            Method::Fuse => "fuse (rbd-fuse + loop device)",
+        }
+    }
+
+    /// What this host offers: kernel RBD, else nbd, else rbd-fuse.
+    /// `test_module` tries `modprobe` first.
+    pub fn detect(test_module: bool) -> Method {
+        let modprobe = |m: &str| {
+            test_module
+                && std::process::Command::new("modprobe")
+                    .arg(m)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+        };
+        if Path::new("/sys/bus/rbd").exists()
+            || (modprobe("rbd") && Path::new("/sys/bus/rbd").exists())
+        {
+            return Method::Krbd;
+        }
+        let has_nbd_tool = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("rbd-nbd").is_file()));
+        if has_nbd_tool && (Path::new("/sys/module/nbd").exists() || modprobe("nbd")) {
+            return Method::Nbd;
+        }
+        Method::Fuse
+    }
+}
+
+/// The rbd node side.
+pub struct RbdExecutor {
+    ceph: Ceph,
+    pool: String,
+    me: InstanceId,
+    method: Method,
+    /// `<run>/rbd-fuse`.
+    fuse_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+struct Mapped {
+    #[serde(default)]
+    pool: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    device: String,
+}
+
+/// How long a released rbd-fuse process may take to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+impl RbdExecutor {
+    /// The node side for `pool`, with `run` as this instance's run dir.
+    pub fn new(
+        ceph: Ceph,
+        pool: &str,
+        me: InstanceId,
+        run: &Path,
+        test_module: bool,
+    ) -> RbdExecutor {
+        let method = Method::detect(test_module);
+        tracing::debug!(method = method.as_str(), "rbd attach method");
+        RbdExecutor {
+            ceph,
+            pool: pool.to_string(),
+            me,
+            method,
+            fuse_dir: run.join("rbd-fuse"),
+        }
+    }
+
+    /// How this node attaches images.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    fn image<'a>(&self, v: &'a Volume) -> Result<&'a str> {
+        v.id.strip_prefix(self.pool.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .filter(|i| crate::input::volume_name(i).is_ok())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "volume id {} is not an image of pool {}",
+                    v.id, self.pool
+                ))
+            })
+    }
+
+    fn device_type(&self) -> &'static str {
+        match self.method {
+            Method::Nbd => "nbd",
+            _ => "krbd",
+        }
+    }
+
+    /// The kernel (or nbd) device of `image`, if mapped here.
+    fn mapped(&self, image: &str) -> Result<Option<PathBuf>> {
+        let out = self.ceph.run(
+            "rbd",
+            &[
+                "device",
+                "list",
+                "-t",
+                self.device_type(),
+                "--format",
+                "json",
+            ],
+        )?;
+        let list: Vec<Mapped> = serde_json::from_str(out.trim()).unwrap_or_default();
+        Ok(list
+            .into_iter()
+            .find(|m| m.pool == self.pool && m.name == image && !m.device.is_empty())
+            .map(|m| PathBuf::from(m.device)))
+    }
+
+    fn mount_dir(&self, image: &str) -> PathBuf {
+        self.fuse_dir.join(format!("{}.{image}", self.pool))
+    }
+
+    fn pid_file(&self, image: &str) -> PathBuf {
+        self.fuse_dir.join(format!("{}.{image}.pid", self.pool))
+    }
+
+    /// The image file the FUSE mount shows.
+    fn fuse_file(&self, image: &str) -> PathBuf {
+        self.mount_dir(image).join(image)
+    }
+
+    /// The recorded rbd-fuse PID of `image`, if that process still runs
+    /// rbd-fuse on its mount point.
+    fn fuse_pid(&self, image: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_file(image))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mnt = self.mount_dir(image);
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| Path::new(a) == mnt);
+        (ours && alive(pid)).then_some(pid)
+    }
+
+    fn is_mounted(dir: &Path) -> bool {
+        std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|t| Path::new(&unescape(t)) == dir)
+            })
+        })
+    }
+
+    /// Start rbd-fuse for `image` and wait for its image file.
+    fn start_fuse(&self, image: &str, deadline: Instant) -> Result<()> {
+        let mnt = self.mount_dir(image);
+        if let Some(pid) = self.fuse_pid(image) {
+            if !Self::is_mounted(&mnt) {
+                // A process a killed attach left without its mount.
+                stop_pid(pid, Duration::from_secs(2));
+            }
+        }
+        if !Self::is_mounted(&mnt) {
+            use crate::files::{own_dir, Link, PRIVATE_DIR};
+            own_dir(&self.fuse_dir, PRIVATE_DIR, Link::Refuse)
+                .map_err(|e| e.context("preparing the rbd-fuse directory"))?;
+            std::fs::create_dir_all(&mnt).ctx(|| format!("creating {}", mnt.display()))?;
+            let log = self.fuse_dir.join(format!("{}.{image}.log", self.pool));
+            let logf = std::fs::File::create(&log).ctx(|| format!("creating {}", log.display()))?;
+            let mut cmd = self.ceph.command("setsid");
+            cmd.arg("rbd-fuse")
+                .arg("-c")
+                .arg(&self.ceph.conf)
+                // No librbd write-back cache: a write is acknowledged once
+                // the OSD has it, so a fenced node's writes fail at once
+                // (the cache would acknowledge them and lose them later).
+                .arg("--rbd_cache=false")
+                .args(["-p", &self.pool, "-r", image])
+                .arg(&mnt)
+                .arg("-f")
+                .stdout(
+                    logf.try_clone()
+                        .ctx(|| format!("opening {}", log.display()))?,
+                )
+                .stderr(logf);
+            let child = cmd.spawn().map_err(|e| {
+                Error::from_io("starting rbd-fuse (install the rbd-fuse package)", &e)
+            })?;
+            let pid = child.id();
+            crate::state::atomic::write(&self.pid_file(image), format!("{pid}\n").as_bytes())?;
+            tracing::info!(volume = image, pid, mount = %mnt.display(), "started rbd-fuse");
+            // The child is reaped when it exits while this process runs.
+            std::thread::spawn(move || {
+                let mut child = child;
+                let _ = child.wait();
+            });
+        }
+        let file = self.fuse_file(image);
+        loop {
+            if Self::is_mounted(&mnt) && file.is_file() {
+                return Ok(());
+            }
+            let gone = self.fuse_pid(image).is_none();
+            if gone || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(
+                    self.fuse_dir.join(format!("{}.{image}.log", self.pool)),
+                )
+                .unwrap_or_default();
+                if let Some(pid) = self.fuse_pid(image) {
+                    stop_pid(pid, Duration::from_secs(2));
+                }
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+                return Err(Error::backend(format!(
+                    "rbd-fuse for volume {image} {} (cluster of {}){}",
+                    if gone {
+                        "exited"
+                    } else {
+                        "did not show the image in time"
+                    },
+                    self.ceph.conf.display(),
+                    log.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether another instance holds the volume now (this node was
+    /// fenced, if it had the image open).
+    fn taken_over(&self, volume: &Volume) -> bool {
+        !volume.attachments.is_empty()
+            && !volume
+                .attachments
+                .iter()
+                .any(|a| a.instance_id.id.eq_ignore_ascii_case(&self.me.id))
+    }
+
+    /// Abort the FUSE connection of a fenced rbd-fuse: its client is on
+    /// the blocklist and would retry forever, so every read, write and
+    /// the unmount of the filesystem on it would hang; aborted, they fail
+    /// at once and the node can let go.
+    fn abort_fuse(&self, image: &str) {
+        let mnt = self.mount_dir(image);
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let Some(minor) = info.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && Path::new(&unescape(f[4])) == mnt)
+                .then(|| f[2].split_once(':').map(|(_, m)| m.to_string()))
+                .flatten()
+        }) else {
+            return;
+        };
+        let conns = Path::new("/sys/fs/fuse/connections");
+        if std::fs::read_dir(conns).is_ok_and(|mut d| d.next().is_none()) {
+            let _ = nix::mount::mount(
+                Some("fusectl"),
+                conns,
+                Some("fusectl"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+        }
+        let abort = conns.join(&minor).join("abort");
+        match std::fs::write(&abort, b"1") {
+            Ok(()) => tracing::warn!(volume = image, "another instance took this volume over and fenced this node: aborted its rbd-fuse connection"),
+            Err(e) => tracing::warn!(volume = image, error = %e, "could not abort the rbd-fuse connection of a fenced volume"),
+        }
+    }
+
+    fn fuse_loops(&self, image: &str) -> Vec<PathBuf> {
+        loops_backed_by(&self.fuse_file(image))
+    }
+}
+
+/// Whether `pid` runs (a zombie counts as gone).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next())
+            .is_some_and(|c| c != 'Z'),
+        Err(_) => false,
+    }
+}
+
+/// TERM `pid`, wait up to `wait`, then KILL it.
+fn stop_pid(pid: i32, wait: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = kill(p, Signal::SIGTERM);
+    if !wait_gone(pid, wait) {
+        let _ = kill(p, Signal::SIGKILL);
+        wait_gone(pid, Duration::from_secs(2));
+    }
+}
+
+fn wait_gone(pid: i32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// `\040` and friends of /proc/self/mountinfo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let n = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(n);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The loop devices whose backing file is `file`.
+fn loops_backed_by(file: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(b) = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) else {
+            continue;
+        };
+        if Path::new(b.trim_end_matches('\n')) == file {
+            out.push(PathBuf::from(format!("/dev/{name}")));
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Executor for RbdExecutor {
+    fn instance_id(&self) -> &InstanceId {
+        &self.me
+    }
+
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
+        let image = self.image(volume)?;
+        if self.method == Method::Fuse && self.taken_over(volume) {
+            self.abort_fuse(image);
+        }
+        Ok(match self.method {
+            Method::Fuse => self.fuse_loops(image).into_iter().next(),
+            _ => self.mapped(image)?,
+        }
+        .map(MountSource::Device))
+    }
+
+    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {
+        let image = self.image(volume)?;
+        let want = format!("{}/{image}", self.pool);
+        if token != want {
+            return Err(Error::backend(format!(
+                "volume {}: the controller attached {token}, but this node uses pool {} (rbd.defaultPool): nodes and controller must name the same pool",
+                volume.name, self.pool
+            )));
+        }
+        if let Some(src) = self.present(volume)? {
+            return Ok(src);
+        }
+        let deadline = Instant::now() + timeout;
+        match self.method {
+            Method::Krbd | Method::Nbd => {
+                let out = self
+                    .ceph
+                    .run("rbd", &["device", "map", "-t", self.device_type(), &want])
+                    .map_err(|e| e.context(format!("mapping volume {image}")))?;
+                let dev = out.trim().lines().last().unwrap_or("").trim().to_string();
+                if !dev.starts_with("/dev/") {
+                    return Err(Error::backend(format!(
+                        "rbd device map of volume {image} answered {out:?}, not a device"
+                    )));
+                }
+                tracing::info!(
+                    volume = image,
+                    device = dev,
+                    method = self.method.as_str(),
+                    "mapped an rbd image"
+                );
+                Ok(MountSource::Device(PathBuf::from(dev)))
+            }
+            Method::Fuse => {
+                self.start_fuse(image, deadline)?;
+                fail::fail_point!("rbd::attach-after-fuse", |_| crate::crash_here());
+                let file = self.fuse_file(image);
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&file)
+                    .ctx(|| format!("opening {}", file.display()))?;
+                let dev = loopdev::attach(&f).map_err(|e| {
+                    Error::from_io(format!("binding {} to a loop device", file.display()), &e)
+                })?;
+                // Direct I/O: a write of a fenced node must fail at once, not
+                // sit in the FUSE file's page cache and be lost later.
+                if let Err(e) = loopdev::set_direct_io(&dev, true) {
+                    tracing::warn!(volume = image, device = %dev.display(), error = %e, "no direct I/O on the loop device: writes after a fence may fail only at writeback");
+                }
+                tracing::info!(volume = image, device = %dev.display(), method = self.method.as_str(), "attached an rbd image");
+                Ok(MountSource::Device(dev))
+            }
+        }
+    }
+
+    fn release(&self, volume: &Volume, force: bool) -> Result<()> {
+        let _ = force; // what is here is this node's own, whoever holds the image now
+        let image = self.image(volume)?;
+        match self.method {
+            Method::Krbd | Method::Nbd => {
+                if let Some(dev) = self.mapped(image)? {
+                    let dev = dev.to_string_lossy().into_owned();
+                    self.ceph
+                        .run("rbd", &["device", "unmap", "-t", self.device_type(), &dev])
+                        .map_err(|e| e.context(format!("unmapping volume {image}")))?;
+                }
+                Ok(())
+            }
+            Method::Fuse => {
+                for dev in self.fuse_loops(image) {
+                    loopdev::detach(&dev)
+                        .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !self.fuse_loops(image).is_empty() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if let Some(dev) = self.fuse_loops(image).first() {
+                    return Err(Error::in_use(format!(
+                        "volume {image} is still in use as {} (mounted or open); it will detach when released",
+                        dev.display()
+                    )));
+                }
+                fail::fail_point!("rbd::detach-after-loop", |_| crate::crash_here());
+                let mnt = self.mount_dir(image);
+                if Self::is_mounted(&mnt) {
+                    nix::mount::umount(&mnt).map_err(|e| {
+                        Error::from_io(
+                            format!("unmounting {}", mnt.display()),
+                            &std::io::Error::from(e),
+                        )
+                    })?;
+                }
+                if let Some(pid) = self.fuse_pid(image) {
+                    if !wait_gone(pid, EXIT_WAIT) {
+                        stop_pid(pid, Duration::from_secs(2));
+                    }
+                }
+                let _ = std::fs::remove_file(self.pid_file(image));
+                let _ =
+                    std::fs::remove_file(self.fuse_dir.join(format!("{}.{image}.log", self.pool)));
+                let _ = std::fs::remove_dir(&mnt);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_read() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_pid_0_is_not() {
+        assert!(alive(std::process::id() as i32));
+        assert!(!alive(0));
+    }
+}

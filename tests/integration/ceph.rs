@@ -1,0 +1,416 @@
+//! The `rbd` driver against a real single-node Ceph cluster
+//! (`scripts/ceph.sh`): one cluster per test process, started at the
+//! first test that needs it and stopped when the process exits (and by
+//! `scripts/test.sh`'s trap). `REXRAY_SKIP_CEPH=1` skips these tests
+//! (recorded as skipped; under CI a skip fails).
+//!
+//! Every test names its volumes after itself, so tests share the cluster
+//! without meeting.
+
+use crate::common::*;
+use crate::multihost::Node;
+use crate::require_root;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A cluster started by `scripts/ceph.sh start DIR`.
+struct Cluster {
+    dir: PathBuf,
+    conf: PathBuf,
+    /// Settings for `ceph.sh` (ports, no manager).
+    env: Vec<(String, String)>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph.sh")
+}
+
+/// A free TCP port of 127.0.0.1 (for a monitor: two clusters, or a
+/// developer's own, never meet on 3300).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Start a cluster in `dir` with `env` for the script; panics with the
+    /// script's output when it fails.
+    fn start(dir: &Path, env: Vec<(String, String)>) -> Cluster {
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            conf: PathBuf::new(),
+            env,
+        };
+        c.conf = c.up();
+        c
+    }
+
+    fn up(&self) -> PathBuf {
+        let mut cmd = Command::new("bash");
+        cmd.arg(script()).arg("start").arg(&self.dir);
+        cmd.env_remove("CEPH_ARGS").env_remove("CEPH_CONF");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let o = run_cmd(&mut cmd);
+        assert_eq!(o.code, 0, "scripts/ceph.sh start failed: {o:#?}");
+        PathBuf::from(o.stdout.trim())
+    }
+
+    fn stop(&self) {
+        let o = run_cmd(
+            Command::new("bash")
+                .arg(script())
+                .arg("stop")
+                .arg(&self.dir),
+        );
+        assert_eq!(o.code, 0, "scripts/ceph.sh stop failed: {o:#?}");
+    }
+
+    /// `rbd.cephArgs` for this cluster.
+    fn args(&self) -> String {
+        format!("--conf {}", self.conf.display())
+    }
+
+    /// Run a Ceph tool against this cluster.
+    fn tool(&self, prog: &str, args: &[&str]) -> Out {
+        run_cmd(
+            Command::new(prog)
+                .env_remove("CEPH_ARGS")
+                .env("CEPH_CONF", &self.conf)
+                .args(args),
+        )
+    }
+
+    /// A home whose service is the rbd driver on this cluster; `extra`:
+    /// more `rbd.*` lines.
+    fn home(&self, extra: &str) -> Home {
+        let h = Home::new();
+        h.config(&format!(
+            "libstorage:\n  service: rbd\nrbd:\n  cephArgs: {}\n{extra}",
+            self.args()
+        ));
+        h
+    }
+}
+
+/// The directory of the shared cluster (stopped at exit), and whether
+/// this process made it (then it is removed too).
+static SHARED_DIR: OnceLock<(PathBuf, bool)> = OnceLock::new();
+
+extern "C" fn stop_shared_cluster() {
+    if let Some((dir, ours)) = SHARED_DIR.get() {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if *ours {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Whether the Ceph tests run here: not with `REXRAY_SKIP_CEPH=1`, and
+/// only as root (the test is recorded as skipped otherwise).
+fn enabled() -> bool {
+    if std::env::var("REXRAY_SKIP_CEPH").is_ok_and(|v| v == "1") {
+        skip("REXRAY_SKIP_CEPH=1: the Ceph tests are off");
+        return false;
+    }
+    if !is_root() {
+        skip("needs root (a Ceph cluster, FUSE, loop devices and mount)");
+        return false;
+    }
+    true
+}
+
+/// The cluster of this test process, started at the first call; `None`
+/// (the test recorded as skipped) when the Ceph tests do not run here.
+fn cluster() -> Option<&'static Cluster> {
+    if !enabled() {
+        return None;
+    }
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    Some(CLUSTER.get_or_init(|| {
+        // scripts/test.sh names the directory, so its trap stops the
+        // cluster even when this process is killed.
+        let (dir, ours) = match std::env::var_os("REXRAY_CEPH_DIR") {
+            Some(d) => (PathBuf::from(d), false),
+            None => (
+                tempfile::Builder::new()
+                    .prefix("rxceph.")
+                    .tempdir_in("/tmp")
+                    .unwrap()
+                    .keep(),
+                true,
+            ),
+        };
+        let _ = SHARED_DIR.set((dir.clone(), ours));
+        // SAFETY: registers a plain function with no arguments.
+        unsafe { libc::atexit(stop_shared_cluster) };
+        Cluster::start(
+            &dir,
+            vec![("CEPH_MON_PORT".into(), free_port().to_string())],
+        )
+    }))
+}
+
+/// The path a `volume mount` printed (last column of its one row).
+fn mounted_path(out: &str) -> String {
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// rbd-fuse processes whose command line names `dir`.
+fn fuse_processes_under(dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && cmd.starts_with("rbd-fuse\0") && cmd.contains(&*dir.to_string_lossy()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Create, list, inspect, mount, write, unmount, mount again and read,
+/// snapshot, a volume from the snapshot, resize, remove: through the CLI
+/// (the library for what the CLI has no command for), on real RBD images.
+#[test]
+fn rbd_volume_lifecycle() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let h = c.home("");
+    let v = "life1";
+    let out = h.rexray(&["volume", "create", v, "--size", "1", "-f", "json"]);
+    let made: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(made[0]["id"], "rbd.life1", "{made}");
+    assert_eq!(made[0]["size"], 1);
+    // The image is in Ceph, made for kernel clients too (layering only).
+    let info = c.tool("rbd", &["info", "--format", "json", "rbd/life1"]);
+    let info: serde_json::Value = serde_json::from_str(info.ok()).unwrap();
+    assert_eq!(info["size"], 1u64 << 30);
+    assert_eq!(info["features"], serde_json::json!(["layering"]));
+    let e = h
+        .rexray(&["volume", "create", "bad@name"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("invalid volume name"), "{e}");
+    assert!(h.volume_names().contains(&v.to_string()));
+    let ls = h.rexray(&["volume", "ls", v]);
+    assert!(ls.ok().contains("available"), "{ls:?}");
+
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    assert!(path.ends_with("/life1/data"), "{path}");
+    std::fs::write(Path::new(&path).join("f"), "first").unwrap();
+    // Held in Ceph by this instance.
+    let locks = c.tool("rbd", &["lock", "ls", "--format", "json", "rbd/life1"]);
+    assert!(locks.ok().contains("rexray:"), "{locks:?}");
+    assert!(h.rexray(&["volume", "ls", v]).ok().contains("attached"));
+    assert_eq!(fuse_processes_under(&h.dir).len(), 1);
+    h.rexray(&["volume", "unmount", v]).ok();
+    assert!(
+        mounts_under(&h.dir).is_empty(),
+        "{:?}",
+        mounts_under(&h.dir)
+    );
+    assert!(loops_under(&h.dir).is_empty());
+    assert!(fuse_processes_under(&h.dir).is_empty());
+    let locks = c.tool("rbd", &["lock", "ls", "--format", "json", "rbd/life1"]);
+    assert!(!locks.ok().contains("rexray:"), "{locks:?}");
+
+    // Again: the data is there (and the filesystem was not made again).
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&path).join("f")).unwrap(),
+        "first"
+    );
+    let snap = h.rexray(&["snapshot", "create", v, "s1", "-f", "json"]);
+    let snap: serde_json::Value = serde_json::from_str(snap.ok()).unwrap();
+    assert_eq!(snap[0]["id"], "rbd.life1@s1", "{snap}");
+    std::fs::write(Path::new(&path).join("f"), "second").unwrap();
+    h.rexray(&["volume", "unmount", v]).ok();
+    assert!(h.rexray(&["snapshot", "ls"]).ok().contains("s1"));
+
+    // A volume from the snapshot has the data of the snapshot.
+    let vols = h.volumes();
+    vols.create_from(
+        "life2",
+        &Default::default(),
+        &rexray::volume::CopySource::SnapshotName("s1".into()),
+    )
+    .unwrap();
+    let p2 = mounted_path(h.rexray(&["volume", "mount", "life2"]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&p2).join("f")).unwrap(),
+        "first"
+    );
+    h.rexray(&["volume", "unmount", "life2"]).ok();
+
+    // Grow (unmounted), then the filesystem sees it at the next mount.
+    let (grown, bytes) = vols
+        .resize(rexray::volume::VolumeRef::Name(v), 2 << 30)
+        .unwrap();
+    assert_eq!((grown.size, bytes), (2, 2 << 30));
+    assert!(h
+        .rexray(&["volume", "ls", v, "-f", "json"])
+        .ok()
+        .contains("\"size\":2"));
+
+    // A volume with a snapshot is not removed; without, it is.
+    let e = h.rexray(&["volume", "rm", v]).fails(1).to_string();
+    assert!(e.contains("snapshots"), "{e}");
+    h.rexray(&["snapshot", "rm", "s1"]).ok();
+    h.rexray(&["volume", "rm", v]).ok();
+    h.rexray(&["volume", "rm", "life2"]).ok();
+    assert!(!h.volume_names().iter().any(|n| n.starts_with("life")));
+    let ls = c.tool("rbd", &["ls", "--format", "json"]);
+    assert!(!ls.ok().contains("life"), "{ls:?}");
+}
+
+/// Node A mounts and writes; node B is refused naming A; B with preempt
+/// takes the volume over and reads A's synced data; A is fenced: its
+/// further writes fail instead of reaching the image.
+#[test]
+fn rbd_preempt_fences_the_old_holder() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let a = Node::in_namespace(c.home(""));
+    let b = Node::in_namespace(c.home(""));
+    let v = "fence1";
+    a.rexray(&["volume", "create", v, "--size", "1"]).ok();
+    let pa = mounted_path(a.rexray(&["volume", "mount", v]).ok());
+    a.sh(&format!("echo from-a > {pa}/token && sync")).ok();
+    assert!(b.rexray(&["volume", "ls", v]).ok().contains("unavailable"));
+
+    let e = b.rexray(&["volume", "mount", v]).fails(1).to_string();
+    let a_id = format!("{}", a.home.lib().display());
+    assert!(e.contains("attached to") && e.contains(&a_id), "{e}");
+    assert!(b.mounts().is_empty());
+    let e = b.rexray(&["volume", "rm", v]).fails(1).to_string();
+    assert!(e.contains("attached") || e.contains("in use"), "{e}");
+
+    let out = b.rexray_env(
+        &[(
+            "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_MOUNT_PREEMPT",
+            "true",
+        )],
+        &["volume", "mount", v],
+    );
+    let pb = mounted_path(out.ok());
+    assert_eq!(b.sh(&format!("cat {pb}/token")).ok().trim(), "from-a");
+    assert!(b.rexray(&["volume", "ls", v]).ok().contains("attached"));
+    // The old holder's client is on the blocklist, and its writes fail.
+    let bl = c.tool("ceph", &["osd", "blocklist", "ls"]);
+    assert!(
+        bl.stdout.contains("127.0.0.1") || bl.stderr.contains("127.0.0.1"),
+        "{bl:?}"
+    );
+    let w = a.sh(&format!(
+        "dd if=/dev/urandom of={pa}/late bs=64k count=4 conv=fsync 2>&1"
+    ));
+    assert_ne!(w.code, 0, "a fenced node wrote: {w:?}");
+    // B's data is untouched by A's attempt.
+    b.sh(&format!("echo from-b >> {pb}/token && sync")).ok();
+    assert_eq!(b.sh(&format!("cat {pb}/token")).ok(), "from-a\nfrom-b\n");
+    // A lets go of what it has here; B's hold stays.
+    a.rexray(&["volume", "unmount", v]).ok();
+    assert!(a.mounts().is_empty(), "{:?}", a.mounts());
+    assert!(fuse_processes_under(&a.home.dir).is_empty());
+    assert!(b.rexray(&["volume", "ls", v]).ok().contains("attached"));
+    b.rexray(&["volume", "unmount", v]).ok();
+    assert!(b.mounts().is_empty());
+    assert!(fuse_processes_under(&b.home.dir).is_empty());
+    b.rexray(&["volume", "rm", v]).ok();
+}
+
+/// The cluster stops: every call ends within its bound with an error that
+/// names the cluster; nothing is left attached; started again, the data
+/// is all there.
+#[test]
+fn rbd_cluster_down_is_a_clear_bounded_error() {
+    require_root!();
+    if !enabled() {
+        return;
+    }
+    // A cluster of its own (no manager): this one is stopped.
+    let dir = tempfile::Builder::new()
+        .prefix("rxceph.")
+        .tempdir_in("/tmp")
+        .unwrap()
+        .keep();
+    struct Stop<'a>(&'a Cluster);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.stop();
+            let _ = std::fs::remove_dir_all(&self.0.dir);
+        }
+    }
+    let c = Cluster::start(
+        &dir,
+        vec![
+            ("CEPH_MON_PORT".into(), free_port().to_string()),
+            ("CEPH_MGR".into(), "0".into()),
+        ],
+    );
+    let _stop = Stop(&c);
+    let h = c.home("  timeout: 5s\n");
+    h.rexray(&["volume", "create", "down1", "--size", "1"]).ok();
+    let p = mounted_path(h.rexray(&["volume", "mount", "down1"]).ok());
+    std::fs::write(Path::new(&p).join("f"), "kept").unwrap();
+    h.rexray(&["volume", "unmount", "down1"]).ok();
+
+    c.stop();
+    for args in [
+        &["volume", "ls"][..],
+        &["volume", "mount", "down1"][..],
+        &["volume", "create", "down2", "--size", "1"][..],
+    ] {
+        let t = std::time::Instant::now();
+        let o = h.rexray(args);
+        let took = t.elapsed();
+        assert_ne!(o.code, 0, "{args:?} succeeded with the cluster down: {o:?}");
+        assert!(
+            o.stderr.contains("did not answer") && o.stderr.contains(&*c.conf.to_string_lossy()),
+            "{args:?}: {o:?}"
+        );
+        println!("{args:?} failed after {took:?} (rbd.timeout 5s)");
+    }
+    assert!(
+        mounts_under(&h.dir).is_empty(),
+        "{:?}",
+        mounts_under(&h.dir)
+    );
+    assert!(loops_under(&h.dir).is_empty());
+    assert!(fuse_processes_under(&h.dir).is_empty());
+
+    c.up();
+    assert_eq!(h.volume_names(), vec!["down1".to_string()]);
+    let p = mounted_path(h.rexray(&["volume", "mount", "down1"]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&p).join("f")).unwrap(),
+        "kept"
+    );
+    h.rexray(&["volume", "unmount", "down1"]).ok();
+    h.rexray(&["volume", "rm", "down1"]).ok();
+}
