@@ -1,4 +1,6 @@
-// Embeds the commit and build date shown by `rexray version`.
+// Embeds the commit and build date shown by `rexray version`, and compiles
+// the CSI protocol (proto/csi.proto) into Rust with a pure-Rust protobuf
+// compiler: building needs no protoc.
 use std::process::Command;
 
 fn git(args: &[&str]) -> String {
@@ -12,7 +14,24 @@ fn git(args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// proto/csi.proto → $OUT_DIR/csi.v1.rs (messages, servers and clients).
+fn csi() {
+    println!("cargo:rerun-if-changed=proto/csi.proto");
+    let fds = match protox::compile(["csi.proto"], ["proto"]) {
+        Ok(f) => f,
+        Err(e) => panic!("compiling proto/csi.proto: {e}"),
+    };
+    if let Err(e) = tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)
+    {
+        panic!("generating the CSI code: {e}");
+    }
+}
+
 fn main() {
+    csi();
     let commit = git(&["rev-parse", "--short=12", "HEAD"]);
     // "HEAD" when built from a detached checkout (a tag in CI).
     let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]);

@@ -99,7 +99,7 @@ async fn client(sock: String, i: usize, requests: usize, calls: Vec<Vec<u8>>) ->
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() < 6 || (args.len() - 4) % 2 != 0 {
+    if args.len() < 6 || !(args.len() - 4).is_multiple_of(2) {
         eprintln!("usage: docker_load SOCKET CLIENTS REQUESTS ENDPOINT BODY [ENDPOINT BODY ...]");
         std::process::exit(2);
     }

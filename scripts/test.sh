@@ -66,8 +66,8 @@ cargo test --features failpoints --test integration -- --test-threads=1 docker::
 # home gets a private controller (`rexray service start` serving the
 # libStorage API) and its binaries, Docker plugin included, are its
 # clients (tests/integration/common.rs `client_mode`).
-step "cargo test: client mode (flexrex, dvdcli)"
-REXRAY_TEST_CLIENT_MODE=1 cargo test --features failpoints --test integration -- --test-threads="${TEST_THREADS:-2}" client_mode:: flexrex:: dvdcli:: 2>&1 | tee -a "$log"
+step "cargo test: client mode (flexrex, dvdcli, CSI)"
+REXRAY_TEST_CLIENT_MODE=1 cargo test --features failpoints --test integration -- --test-threads="${TEST_THREADS:-2}" client_mode:: flexrex:: dvdcli:: csi:: 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 step "cargo test: client mode (Docker plugin tests, private dockerd)"
 REXRAY_TEST_CLIENT_MODE=1 cargo test --features failpoints --test integration -- --test-threads=1 docker:: managed_plugin::dockerd 2>&1 | tee -a "$log"

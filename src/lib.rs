@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod csi;
 pub mod docker;
 pub mod dvdi;
 pub mod error;

@@ -126,6 +126,30 @@ pub const DVDCLI: Spelling = Spelling {
     twice: "--volumeopts key {key} is given twice: give each key once",
 };
 
+/// A CSI CreateVolume's `parameters` (a StorageClass's): the create
+/// options Docker users know, case-insensitive. The copy source comes in
+/// the request's content source instead, and the keys Kubernetes reserves
+/// (`csi.storage.k8s.io/…`) are dropped before parsing.
+pub const CSI: Spelling = Spelling {
+    keys: &[
+        key("size", Opt::Size),
+        key("iops", Opt::Iops),
+        key("volumeType", Opt::VolumeType),
+        Key {
+            name: "type",
+            opt: Opt::VolumeType,
+            rank: 1,
+        },
+        key("availabilityZone", Opt::AvailabilityZone),
+        key("fsType", Opt::FsType),
+        key("encrypted", Opt::Encrypted),
+    ],
+    fold_case: true,
+    field: "parameter {}",
+    unknown: "unknown parameter {key}: valid parameters are {keys} (case-insensitive)",
+    twice: "parameter {key} is given twice: give each key once",
+};
+
 /// `rexray volume create`'s flags (the argument parser has already
 /// refused unknown and repeated flags).
 pub const CLI: Spelling = Spelling {

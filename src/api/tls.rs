@@ -72,7 +72,10 @@ impl KnownHost {
             .filter(|c| *c != ':')
             .collect::<String>()
             .to_ascii_lowercase();
-        if fp.is_empty() || fp.len() % 2 != 0 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+        if fp.is_empty()
+            || !fp.len().is_multiple_of(2)
+            || !fp.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(Error::invalid(format!(
                 "invalid known host {}: the fingerprint is not hex",
                 crate::input::quote(l)

@@ -79,6 +79,8 @@ pub const RBD_CEPH_ARGS: &str = "rbd.cephArgs";
 pub const RBD_TEST_MODULE: &str = "rbd.testModule";
 pub const RBD_TIMEOUT: &str = "rbd.timeout";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
+pub const CSI_MODE: &str = "rexray.csi.mode";
+pub const CSI_MAX_VOLUMES: &str = "rexray.csi.maxVolumesPerNode";
 pub const DOCKER_SPEC: &str = "rexray.modules.default-docker.spec";
 pub const DOCKER_DISABLED: &str = "rexray.modules.default-docker.disabled";
 pub const DOCKER_HEADER_TIMEOUT: &str = "rexray.modules.default-docker.headerTimeout";
@@ -342,6 +344,20 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Count(1_000_000),
         aliases: &[],
         help: "connections the Docker endpoint keeps open at once; at the limit the one idle the longest is closed",
+    },
+    KeyDef {
+        key: CSI_MODE,
+        default: "all",
+        ty: KeyType::OneOf(&["controller", "node", "all"]),
+        aliases: &[],
+        help: "which CSI services the csi modules serve: controller (one per cluster), node (one per node) or all (both, and Identity always)",
+    },
+    KeyDef {
+        key: CSI_MAX_VOLUMES,
+        default: "",
+        ty: KeyType::OptUint,
+        aliases: &[],
+        help: "the most volumes the scheduler may place on this node through CSI (NodeGetInfo); empty or 0: no limit",
     },
     KeyDef {
         key: LIBSTORAGE_HOST,

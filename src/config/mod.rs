@@ -105,6 +105,8 @@ pub struct Config {
     /// `REXRAY_MODULES_…` variables by normalised name (upper case, `-`
     /// as `_`): a module's own settings, read when the module is.
     module_env: BTreeMap<String, (String, String)>,
+    /// `CSI_ENDPOINT`, where a csi module without a host listens.
+    csi_endpoint: Option<String>,
 }
 
 /// Read a YAML file into lower-cased dotted paths → text values.
@@ -413,6 +415,10 @@ impl Config {
             .filter(|(n, _)| n.starts_with("REXRAY_MODULES_"))
             .map(|(n, (k, v))| (n.clone(), ((*k).clone(), (*v).clone())))
             .collect();
+        let csi_endpoint = env
+            .get(modules::CSI_ENDPOINT_VAR)
+            .filter(|v| !v.trim().is_empty())
+            .cloned();
         let mut cfg = Config {
             dirs,
             files,
@@ -421,6 +427,7 @@ impl Config {
             tree,
             service: String::new(),
             module_env,
+            csi_endpoint,
         };
 
         // The service first: it scopes every other lookup.

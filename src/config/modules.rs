@@ -31,8 +31,13 @@ use std::time::Duration;
 /// The module that serves today's single Docker endpoint.
 pub const DEFAULT_DOCKER: &str = "default-docker";
 
-/// The module types served.
-pub const TYPES: &[&str] = &["docker"];
+/// The module types served: Docker volume plugin endpoints, and CSI
+/// endpoints (see [`crate::csi`]).
+pub const TYPES: &[&str] = &["docker", "csi"];
+
+/// The environment variable a `csi` module's endpoint comes from when it
+/// sets no `host` (as the CSI sidecars and the original name it).
+pub const CSI_ENDPOINT_VAR: &str = "CSI_ENDPOINT";
 
 /// A module's own settings (the rest of its keys override global ones).
 const OWN: &[&str] = &[
@@ -238,6 +243,32 @@ impl Config {
             },
         )?;
         let desc = own("desc", desc, false);
+        // A csi module listens where its host says, else where
+        // $CSI_ENDPOINT says (as the CSI sidecars name it); it has no
+        // default socket: kubelet finds a CSI driver where its registrar
+        // says, so the operator names it.
+        let csi_host = if kind == "csi" {
+            Some(
+                match (self.csi_endpoint.clone(), self.module_value(&name, "host")) {
+                    (Some(v), None) => {
+                        let v = v.trim();
+                        let value = if v.contains("://") {
+                            v.to_string()
+                        } else {
+                            format!("unix://{v}")
+                        };
+                        let source = Source::Env(CSI_ENDPOINT_VAR.into());
+                        own("host", Setting { value, source }, true)
+                    }
+                    _ => {
+                        let s = self.own_setting(&name, "host", KeyType::Str, "")?;
+                        own("host", s, true)
+                    }
+                },
+            )
+        } else {
+            None
+        };
         // default-docker's own keys are registered; the others' defaults
         // are the same keys' defaults, their socket and spec file named
         // after the module.
@@ -246,14 +277,23 @@ impl Config {
             if default {
                 return Ok(self.string(key).to_string());
             }
+            // The Docker endpoint's settings mean nothing to a csi module
+            // (`disabled` aside): not listed unless set.
+            if kind == "csi" && setting != "disabled" && self.module_value(&name, setting).is_none()
+            {
+                return Ok(default_value);
+            }
             let s = self.own_setting(&name, setting, registered(key).ty, &default_value)?;
             Ok(own(setting, s, true))
         };
-        let host = take(
-            "host",
-            keys::DOCKER_HOST,
-            format!("unix:///run/docker/plugins/{name}.sock"),
-        )?;
+        let host = match csi_host {
+            Some(h) => h,
+            None => take(
+                "host",
+                keys::DOCKER_HOST,
+                format!("unix:///run/docker/plugins/{name}.sock"),
+            )?,
+        };
         let spec = take(
             "spec",
             keys::DOCKER_SPEC,
@@ -342,9 +382,30 @@ impl Config {
         })
     }
 
-    /// The modules `rexray service start` serves: every module not
-    /// `disabled`, each of a type served (`docker`) and a valid name.
+    /// The Docker modules `rexray service start` serves (see
+    /// [`served_modules`](Self::served_modules)).
     pub fn docker_modules(&self) -> Result<Vec<ModuleConfig>> {
+        Ok(self
+            .served_modules()?
+            .into_iter()
+            .filter(|m| m.kind == "docker")
+            .collect())
+    }
+
+    /// The CSI modules `rexray service start` serves (see
+    /// [`served_modules`](Self::served_modules)).
+    pub fn csi_modules(&self) -> Result<Vec<ModuleConfig>> {
+        Ok(self
+            .served_modules()?
+            .into_iter()
+            .filter(|m| m.kind == "csi")
+            .collect())
+    }
+
+    /// The modules `rexray service start` serves: every module not
+    /// `disabled`, each of a type served (`docker`, `csi`) and a valid
+    /// name.
+    pub fn served_modules(&self) -> Result<Vec<ModuleConfig>> {
         let mut out = Vec::new();
         for name in self.module_names() {
             if self.module_disabled(&name)? {
@@ -360,12 +421,12 @@ impl Config {
                     .unwrap_or_default();
                 return Err(Error::invalid(if m.kind.is_empty() {
                     format!(
-                        "module {name} has no type: set {key} to docker (or {} to true)",
+                        "module {name} has no type: set {key} to docker or csi (or {} to true)",
                         m.key("disabled")
                     )
                 } else {
                     format!(
-                        "unknown module type {} for {key}{source}: the types served are {}; set it to docker, or {} to true",
+                        "unknown module type {} for {key}{source}: the types served are {}; set it to one of them, or {} to true",
                         quote(&m.kind),
                         TYPES.join(", "),
                         m.key("disabled")

@@ -190,6 +190,20 @@ fn shutdown_signals() -> SigSet {
 fn start(cfg: Config) -> Result<i32> {
     // A bad module is refused before anything changes.
     let modules = modules::configured(&cfg)?;
+    let csi_modules = crate::csi::configured(&cfg)?;
+    for c in &csi_modules {
+        if let Some(d) = modules
+            .iter()
+            .find(|d| matches!(&d.listen, super::server::Listen::Unix(p) if *p == c.path))
+        {
+            return Err(Error::invalid(format!(
+                "{} and {} both name unix://{}: the Docker module and the csi module each need their own socket",
+                d.host_key,
+                c.config.key("host"),
+                c.path.display()
+            )));
+        }
+    }
     // Connections and volumes each hold descriptors: take all the system
     // allows rather than a login shell's 1024.
     super::conns::raise_nofile_limit();
@@ -214,6 +228,10 @@ fn start(cfg: Config) -> Result<i32> {
     for m in &modules {
         opened.push((m.name.clone(), Arc::new(m.open(serves_api)?)));
     }
+    let mut csi_opened: Vec<Arc<Volumes>> = Vec::new();
+    for m in &csi_modules {
+        csi_opened.push(Arc::new(m.open(serves_api)?));
+    }
     let neighbours: Vec<Neighbours> = (0..opened.len())
         .map(|i| Neighbours::of(i, &opened))
         .collect();
@@ -228,6 +246,32 @@ fn start(cfg: Config) -> Result<i32> {
             ),
             Err(e) => {
                 tracing::warn!(module = %name, "could not check for mounts left by a crash: {e}")
+            }
+        }
+    }
+    // A csi module's mounts left by a crash, unless a Docker module of the
+    // same service and mount path has just looked at them.
+    for (m, vols) in csi_modules.iter().zip(&csi_opened) {
+        let same = |d: &Volumes| {
+            d.config()
+                .service()
+                .eq_ignore_ascii_case(vols.config().service())
+                && d.config().path(keys::MOUNT_PATH) == vols.config().path(keys::MOUNT_PATH)
+        };
+        if opened.iter().any(|(_, d)| same(d)) {
+            continue;
+        }
+        let others: Vec<&Volumes> = opened.iter().map(|(_, d)| d.as_ref()).collect();
+        match vols.reconcile_beside(&others) {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => tracing::warn!(
+                module = %m.name,
+                "cleaned up {} mount(s) left without consumers: {}",
+                done.len(),
+                done.join(", ")
+            ),
+            Err(e) => {
+                tracing::warn!(module = %m.name, "could not check for mounts left by a crash: {e}")
             }
         }
     }
@@ -247,16 +291,35 @@ fn start(cfg: Config) -> Result<i32> {
         .iter()
         .map(Endpoint::bind)
         .collect::<Result<Vec<Endpoint>>>()?;
+    let mut csi_endpoints = csi_modules
+        .iter()
+        .map(crate::csi::Endpoint::bind)
+        .collect::<Result<Vec<_>>>()?;
     if endpoints.is_empty() {
         tracing::warn!(
-            "{} is true and no other Docker module is configured: no Docker endpoint; waiting for SIGTERM",
-            keys::DOCKER_DISABLED
+            "{} is true and no other Docker module is configured: no Docker endpoint{}",
+            keys::DOCKER_DISABLED,
+            if csi_endpoints.is_empty() {
+                "; waiting for SIGTERM"
+            } else {
+                ""
+            }
         );
     }
     let url_file = url_path(&cfg);
     let listing: String = endpoints
         .iter()
         .map(|e| format!("{}\t{}\t{}\n", e.url(), e.module(), e.service()))
+        .chain(csi_endpoints.iter().map(|e| {
+            let m = e.module();
+            format!(
+                "{}\t{}\t{} (csi, {})\n",
+                m.url(),
+                m.name,
+                m.service(),
+                m.mode.as_str()
+            )
+        }))
         .collect();
     let _ = crate::files::atomic::write(&url_file, listing.as_bytes());
     for e in &endpoints {
@@ -266,6 +329,17 @@ fn start(cfg: Config) -> Result<i32> {
             url = e.url(),
             service = e.service(),
             "rexray service: serving the Docker volume plugin API"
+        );
+    }
+    for e in &csi_endpoints {
+        let m = e.module();
+        tracing::warn!(
+            pid = std::process::id(),
+            module = %m.name,
+            url = %m.url(),
+            service = m.service(),
+            mode = m.mode.as_str(),
+            "rexray service: serving CSI"
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -296,6 +370,21 @@ fn start(cfg: Config) -> Result<i32> {
         }
         None => None,
     };
+    let csi = if csi_endpoints.is_empty() {
+        None
+    } else {
+        let stop = stop.clone();
+        let served: Vec<_> = csi_endpoints.iter_mut().zip(csi_opened).collect();
+        // The listeners move into the server; the endpoints stay here and
+        // remove their sockets when dropped.
+        let servers = crate::csi::Servers::new(served)?;
+        Some(
+            std::thread::Builder::new()
+                .name("csi".into())
+                .spawn(move || servers.serve(stop, STOP_TIMEOUT))
+                .ctx(|| "starting the CSI thread")?,
+        )
+    };
     if endpoints.is_empty() {
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100));
@@ -312,6 +401,9 @@ fn start(cfg: Config) -> Result<i32> {
             })
             .collect();
         super::server::serve(served, stop.clone());
+    }
+    if let Some(csi) = csi {
+        drop(csi.join());
     }
     if let Some(api) = api {
         // Closes its endpoints and removes its sockets and spec file.

@@ -90,6 +90,29 @@ pub trait Node: Send + Sync {
         let _ = mp;
         self.bind(dir, target, read_only)
     }
+    /// [`bind`](Self::bind) with mount flags a caller asked for (`ro`,
+    /// `nosuid`, `nodev`, `noexec`, `noatime`, ...; see [`bind_flags`]).
+    /// Unknown flags are refused before anything is mounted. The default
+    /// honours only `ro`; the real kernel applies them all.
+    fn bind_with_flags(
+        &self,
+        source: &Path,
+        target: &Path,
+        read_only: bool,
+        flags: &[String],
+    ) -> Result<()> {
+        let f = bind_flags(flags)?;
+        self.bind(source, target, read_only || f.contains(MsFlags::MS_RDONLY))
+    }
+    /// Make sure a regular file exists at `path` (the target a block
+    /// device is bound onto); a link or a directory there is refused.
+    fn ensure_file(&self, path: &Path) -> Result<()> {
+        ensure_file(path)
+    }
+    /// The space and inodes of the filesystem holding `path`.
+    fn usage(&self, path: &Path) -> Result<Usage> {
+        usage(path)
+    }
     /// Unmount every mount stacked at `target`; not mounted is success.
     fn unmount_all(&self, target: &Path) -> Result<()>;
     /// The directory handed out for `volume` mounted at `mp`, checked now
@@ -177,6 +200,15 @@ impl Node for Kernel {
     }
     fn bind_beneath(&self, mp: &Path, dir: &Path, target: &Path, read_only: bool) -> Result<()> {
         bind_beneath(mp, dir, target, read_only)
+    }
+    fn bind_with_flags(
+        &self,
+        source: &Path,
+        target: &Path,
+        read_only: bool,
+        flags: &[String],
+    ) -> Result<()> {
+        bind_with_flags(source, target, read_only, flags)
     }
     fn unmount_all(&self, target: &Path) -> Result<()> {
         unmount_all(target)
@@ -455,6 +487,136 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The flags of a bind's remount for mount options a caller asked for
+/// (a CSI volume capability's `mount_flags`): `ro`/`rw`, `nosuid`/`suid`,
+/// `nodev`/`dev`, `noexec`/`exec`, `noatime`, `nodiratime`, `relatime`,
+/// `strictatime`, and `defaults`/`bind` (nothing). Anything else (a
+/// filesystem's own option) is refused by name: a bind cannot apply it.
+pub fn bind_flags(flags: &[String]) -> Result<MsFlags> {
+    let mut f = MsFlags::empty();
+    for raw in flags {
+        for opt in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            match opt {
+                "ro" => f |= MsFlags::MS_RDONLY,
+                "nosuid" => f |= MsFlags::MS_NOSUID,
+                "nodev" => f |= MsFlags::MS_NODEV,
+                "noexec" => f |= MsFlags::MS_NOEXEC,
+                "noatime" => f |= MsFlags::MS_NOATIME,
+                "nodiratime" => f |= MsFlags::MS_NODIRATIME,
+                "relatime" => f |= MsFlags::MS_RELATIME,
+                "strictatime" => f |= MsFlags::MS_STRICTATIME,
+                "rw" | "suid" | "dev" | "exec" | "defaults" | "bind" | "rbind" => {}
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unsupported mount flag {}: a bind mount takes ro, rw, nosuid, nodev, noexec, noatime, nodiratime, relatime, strictatime",
+                        crate::input::quote(other)
+                    )))
+                }
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Bind `source` on `target`, then remount the bind with `flags` (see
+/// [`bind_flags`]) and read-only when asked. A remount that fails undoes
+/// the bind.
+pub fn bind_with_flags(
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+    flags: &[String],
+) -> Result<()> {
+    let mut f = bind_flags(flags)?;
+    if read_only {
+        f |= MsFlags::MS_RDONLY;
+    }
+    if f.is_empty() {
+        return bind(source, target, false);
+    }
+    bind(source, target, false)?;
+    let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | f;
+    if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+        let _ = nix::mount::umount2(target, MntFlags::empty());
+        return Err(Error::from_io(
+            format!(
+                "remounting the bind of {} on {} with {}",
+                source.display(),
+                target.display(),
+                flags.join(",")
+            ),
+            &std::io::Error::from(e),
+        ));
+    }
+    Ok(())
+}
+
+/// Make sure a regular file exists at `path` (its directory too); a link,
+/// a directory or a device there is refused.
+pub fn ensure_file(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Error::system(format!(
+            "{} exists and is not a regular file; refusing to bind a device onto it",
+            path.display()
+        ))),
+        Err(_) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::from_io(format!("creating {}", dir.display()), &e))?;
+            }
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map(drop)
+                .map_err(|e| Error::from_io(format!("creating {}", path.display()), &e))
+        }
+    }
+}
+
+/// Space and inodes of a filesystem, as statvfs reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes in all.
+    pub total_bytes: u64,
+    /// Bytes free for unprivileged writers.
+    pub available_bytes: u64,
+    /// Bytes used.
+    pub used_bytes: u64,
+    /// Inodes in all.
+    pub total_inodes: u64,
+    /// Inodes free for unprivileged writers.
+    pub available_inodes: u64,
+    /// Inodes used.
+    pub used_inodes: u64,
+}
+
+/// [`Usage`] of the filesystem holding `path`.
+pub fn usage(path: &Path) -> Result<Usage> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(|e| {
+        Error::from_io(
+            format!("reading the usage of {}", path.display()),
+            &std::io::Error::from(e),
+        )
+    })?;
+    let frag = s.fragment_size() as u64;
+    let total = s.blocks() as u64 * frag;
+    let free = s.blocks_free() as u64 * frag;
+    let avail = s.blocks_available() as u64 * frag;
+    let files = s.files() as u64;
+    let ffree = s.files_free() as u64;
+    Ok(Usage {
+        total_bytes: total,
+        available_bytes: avail,
+        used_bytes: total.saturating_sub(free),
+        total_inodes: files,
+        available_inodes: s.files_available() as u64,
+        used_inodes: files.saturating_sub(ffree),
+    })
 }
 
 /// Unmount every mount stacked at `target`. Not mounted is success.

@@ -44,6 +44,8 @@ pub enum Consumer<'a> {
     Flex(&'a Path),
     /// The CLI's `--consumer` name.
     Cli(&'a str),
+    /// A staging path kubelet stages a volume at, through a CSI endpoint.
+    Csi(&'a Path),
 }
 
 /// The prefix of the holder id of kubelet's attach (through flexrex).
@@ -70,7 +72,7 @@ pub fn pv_of_holder(h: &str) -> Option<&str> {
 }
 
 /// The prefixes of the namespaced consumer ids.
-pub const CONSUMER_NAMESPACES: &[&str] = &["docker:", "flex:", "cli:"];
+pub const CONSUMER_NAMESPACES: &[&str] = &["docker:", "flex:", "cli:", "csi:"];
 
 impl Consumer<'_> {
     /// The id recorded for this consumer; the id given is checked first.
@@ -81,6 +83,11 @@ impl Consumer<'_> {
             Consumer::Cli(name) => format!("cli:{}", crate::input::consumer(name)?),
             Consumer::Flex(path) => {
                 let k = format!("flex:{}", path.display());
+                crate::input::consumer(&k)?;
+                k
+            }
+            Consumer::Csi(path) => {
+                let k = format!("csi:{}", path.display());
                 crate::input::consumer(&k)?;
                 k
             }

@@ -213,6 +213,11 @@ pub trait Controller: Send + Sync {
         let _ = id;
         None
     }
+    /// The bytes free for new volumes, when the backend can tell (a CSI
+    /// GetCapacity answer).
+    fn available_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Remove what killed writers left (a full scan, at a server's start).
     fn tidy(&self) {}
     /// The driver's in-memory answers, when it keeps them.

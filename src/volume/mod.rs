@@ -364,6 +364,11 @@ impl Volumes {
         Ok((v, bytes))
     }
 
+    /// The bytes the backend has free for new volumes, when it can tell.
+    pub fn available_bytes(&self) -> Option<u64> {
+        self.ctl.available_bytes()
+    }
+
     /// Whether an error means "the volume does not exist". Only lookups
     /// make such errors: a missing file or tool is a system error.
     pub fn is_not_found(e: &Error) -> bool {

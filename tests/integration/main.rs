@@ -7,6 +7,7 @@ mod client_mode;
 mod common;
 #[cfg(feature = "failpoints")]
 mod crash;
+mod csi;
 mod docker;
 mod dvdcli;
 mod errors;

@@ -370,10 +370,25 @@ fn bad_modules_are_refused_before_anything_changes() {
         assert!(!sock.exists() && !dsock.exists());
         o
     };
+    let o = start("rexray:\n  modules:\n    m1:\n      type: nfs\n");
+    let e = o.fails(1);
+    assert!(
+        e.contains("unknown module type \"nfs\" for rexray.modules.m1.type"),
+        "{e}"
+    );
+    // A csi module needs a socket: its host or CSI_ENDPOINT.
     let o = start("rexray:\n  modules:\n    m1:\n      type: csi\n");
     let e = o.fails(1);
     assert!(
-        e.contains("unknown module type \"csi\" for rexray.modules.m1.type"),
+        e.contains("rexray.modules.m1.host") && e.contains("CSI_ENDPOINT"),
+        "{e}"
+    );
+    let o = start(&format!(
+        "rexray:\n  modules:\n    m1:\n      type: csi\n      host: {host}\n"
+    ));
+    let e = o.fails(1);
+    assert!(
+        e.contains("rexray.modules.default-docker.host and rexray.modules.m1.host"),
         "{e}"
     );
     let o = start("rexray:\n  modules:\n    m1:\n      desc: no type\n");

@@ -286,3 +286,231 @@ fn unit_file_exec_start_serves_the_socket() {
         assert!(!home.dir.join("var/run/rexray.pid").exists());
     }
 }
+
+/// Every document of the CSI manifests (`packaging/kubernetes/csi/*.yaml`),
+/// with the file it is in.
+fn csi_manifests() -> Vec<(String, serde_yaml_ng::Value)> {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/csi");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let v = serde_yaml_ng::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if !v.is_null() {
+                out.push((f.file_name().unwrap().to_string_lossy().into_owned(), v));
+            }
+        }
+    }
+    out
+}
+
+/// The string at `path` (keys and sequence indexes) in `v`.
+fn at<'a>(v: &'a serde_yaml_ng::Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = match p.parse::<usize>() {
+            Ok(i) => cur.get(i)?,
+            Err(_) => cur.get(*p)?,
+        };
+    }
+    cur.as_str()
+}
+
+/// The containers of a workload.
+fn containers(v: &serde_yaml_ng::Value) -> Vec<serde_yaml_ng::Value> {
+    v["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn args(c: &serde_yaml_ng::Value) -> Vec<String> {
+    c["args"]
+        .as_sequence()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_of(c: &serde_yaml_ng::Value, name: &str) -> Option<String> {
+    c["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+#[test]
+fn csi_manifests_parse_name_the_driver_and_agree_on_the_socket() {
+    let docs = csi_manifests();
+    let kind = |k: &str| -> Vec<&serde_yaml_ng::Value> {
+        docs.iter()
+            .filter(|(_, v)| at(v, &["kind"]) == Some(k))
+            .map(|(_, v)| v)
+            .collect()
+    };
+    for k in [
+        "CSIDriver",
+        "DaemonSet",
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "StorageClass",
+        "VolumeSnapshotClass",
+        "ConfigMap",
+    ] {
+        assert!(!kind(k).is_empty(), "no {k} in packaging/kubernetes/csi");
+    }
+    for (file, v) in &docs {
+        assert!(at(v, &["apiVersion"]).is_some(), "{file}: no apiVersion");
+        assert!(at(v, &["metadata", "name"]).is_some(), "{file}: no name");
+    }
+    let name = rexray::csi::DRIVER_NAME;
+    assert_eq!(at(kind("CSIDriver")[0], &["metadata", "name"]), Some(name));
+    assert_eq!(
+        kind("CSIDriver")[0]["spec"]["attachRequired"].as_bool(),
+        Some(false)
+    );
+    assert_eq!(at(kind("StorageClass")[0], &["provisioner"]), Some(name));
+    assert_eq!(at(kind("VolumeSnapshotClass")[0], &["driver"]), Some(name));
+
+    // The rexray container of a workload, its socket, and every sidecar
+    // pointed at that socket.
+    let check = |w: &serde_yaml_ng::Value, mode: &str, sidecars: &[&str]| -> String {
+        let cs = containers(w);
+        let rexray = cs
+            .iter()
+            .find(|c| at(c, &["name"]) == Some("rexray"))
+            .expect("a rexray container");
+        assert_eq!(env_of(rexray, "REXRAY_CSI_MODE").as_deref(), Some(mode));
+        let endpoint = env_of(rexray, "CSI_ENDPOINT").expect("CSI_ENDPOINT");
+        let sock = endpoint.strip_prefix("unix://").expect("a unix socket");
+        for s in sidecars {
+            let c = cs
+                .iter()
+                .find(|c| at(c, &["image"]).is_some_and(|i| i.contains(&format!("/{s}:"))))
+                .unwrap_or_else(|| panic!("no {s} sidecar"));
+            assert!(
+                args(c).contains(&format!("--csi-address={sock}")),
+                "{s}: {:?} does not name {sock}",
+                args(c)
+            );
+            // The sidecar sees the socket's directory.
+            let dir = std::path::Path::new(sock).parent().unwrap();
+            assert!(
+                c["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|m| at(m, &["mountPath"]).map(std::path::Path::new) == Some(dir)),
+                "{s} does not mount {}",
+                dir.display()
+            );
+        }
+        sock.to_string()
+    };
+    let node = kind("DaemonSet")[0];
+    let sock = check(
+        node,
+        "node",
+        &["csi-node-driver-registrar", "livenessprobe"],
+    );
+    assert_eq!(sock, format!("/var/lib/kubelet/plugins/{name}/csi.sock"));
+    let registrar = containers(node)
+        .into_iter()
+        .find(|c| at(c, &["image"]).is_some_and(|i| i.contains("registrar")))
+        .unwrap();
+    assert!(args(&registrar).contains(&format!("--kubelet-registration-path={sock}")));
+    // kubelet's directory with Bidirectional propagation, so kubelet and
+    // the pods see the mounts.
+    let rexray = containers(node)
+        .into_iter()
+        .find(|c| at(c, &["name"]) == Some("rexray"))
+        .unwrap();
+    assert!(rexray["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| at(m, &["mountPath"]) == Some("/var/lib/kubelet")
+            && at(m, &["mountPropagation"]) == Some("Bidirectional")));
+    assert_eq!(
+        rexray["securityContext"]["privileged"].as_bool(),
+        Some(true)
+    );
+    check(
+        kind("Deployment")[0],
+        "controller",
+        &[
+            "csi-provisioner",
+            "csi-resizer",
+            "csi-snapshotter",
+            "livenessprobe",
+        ],
+    );
+
+    // Service accounts and roles referred to exist.
+    let names = |k: &str| -> Vec<String> {
+        kind(k)
+            .iter()
+            .filter_map(|v| at(v, &["metadata", "name"]).map(String::from))
+            .collect()
+    };
+    for w in kind("DaemonSet").into_iter().chain(kind("Deployment")) {
+        let sa = at(w, &["spec", "template", "spec", "serviceAccountName"]).unwrap();
+        assert!(names("ServiceAccount").contains(&sa.to_string()), "{sa}");
+        let cm = w["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|v| at(v, &["configMap", "name"]))
+            .unwrap();
+        assert!(names("ConfigMap").contains(&cm.to_string()), "{cm}");
+    }
+    for b in kind("ClusterRoleBinding") {
+        let r = at(b, &["roleRef", "name"]).unwrap();
+        assert!(names("ClusterRole").contains(&r.to_string()), "{r}");
+    }
+    for b in kind("RoleBinding") {
+        let r = at(b, &["roleRef", "name"]).unwrap();
+        assert!(names("Role").contains(&r.to_string()), "{r}");
+    }
+
+    // The configuration the pods get is one rexray reads: one csi module,
+    // listening where CSI_ENDPOINT says.
+    let cm = kind("ConfigMap")[0];
+    let yml = at(cm, &["data", "config.yml"]).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("etc")).unwrap();
+    std::fs::write(home.path().join("etc/config.yml"), yml).unwrap();
+    let env: std::collections::HashMap<String, String> = [
+        (
+            "REXRAY_HOME".to_string(),
+            home.path().to_string_lossy().into_owned(),
+        ),
+        ("CSI_ENDPOINT".to_string(), format!("unix://{sock}")),
+    ]
+    .into();
+    let cfg = rexray::config::Config::load(rexray::config::LoadOptions {
+        env: Some(env),
+        ..Default::default()
+    })
+    .unwrap();
+    let csi = rexray::csi::configured(&cfg).unwrap();
+    assert_eq!(csi.len(), 1);
+    assert_eq!(csi[0].path, std::path::Path::new(&sock));
+    assert!(cfg.docker_modules().unwrap().is_empty());
+}

@@ -60,7 +60,7 @@ fn actor(c: &Ctx, kind: Kind, k: usize) -> (Held, usize) {
     let mut ops = 0;
     for round in 0..ROUNDS {
         // The last round, even actors keep what they took.
-        let keep = round == ROUNDS - 1 && k % 2 == 0;
+        let keep = round == ROUNDS - 1 && k.is_multiple_of(2);
         match kind {
             Kind::Rexray => {
                 let v = vol(k + round);

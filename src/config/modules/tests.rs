@@ -173,9 +173,9 @@ fn bad_modules_are_refused_by_key() {
         let c = load(t.path(), yaml, &[], vec![]).unwrap();
         c.docker_modules().unwrap_err().to_string()
     };
-    let e = refused("rexray:\n  modules:\n    m:\n      type: csi\n");
+    let e = refused("rexray:\n  modules:\n    m:\n      type: nfs\n");
     assert!(
-        e.contains("rexray.modules.m.type") && e.contains("\"csi\"") && e.contains("docker"),
+        e.contains("rexray.modules.m.type") && e.contains("\"nfs\"") && e.contains("docker, csi"),
         "{e}"
     );
     let e = refused("rexray:\n  modules:\n    m:\n      host: unix:///tmp/m.sock\n");
@@ -242,5 +242,43 @@ fn unknown_module_keys_warn_with_a_hint() {
             .any(|w| w.contains("did you mean rexray.modules.m.libstorage.service?")),
         "{:?}",
         c.warnings
+    );
+}
+
+#[test]
+fn csi_modules_listen_where_host_or_csi_endpoint_says() {
+    let t = tempfile::tempdir().unwrap();
+    let c = load(
+        t.path(),
+        "rexray:\n  modules:\n    k8s:\n      type: csi\n      host: unix:///tmp/k8s-csi.sock\n",
+        &[],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        c.docker_modules()
+            .unwrap()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["default-docker"]
+    );
+    let csi = c.csi_modules().unwrap();
+    assert_eq!(csi.len(), 1);
+    assert_eq!(csi[0].kind, "csi");
+    assert_eq!(csi[0].host, "unix:///tmp/k8s-csi.sock");
+    // Without a host: none, unless $CSI_ENDPOINT names one (a path or a
+    // unix:// address).
+    let yaml = "rexray:\n  modules:\n    k8s:\n      type: csi\n";
+    let c = load(t.path(), yaml, &[], vec![]).unwrap();
+    assert_eq!(c.csi_modules().unwrap()[0].host, "");
+    let c = load(t.path(), yaml, &[("CSI_ENDPOINT", "/csi/csi.sock")], vec![]).unwrap();
+    let m = &c.csi_modules().unwrap()[0];
+    assert_eq!(m.host, "unix:///csi/csi.sock");
+    assert!(
+        m.settings()
+            .iter()
+            .any(|(k, s)| k == "rexray.modules.k8s.host"
+                && s.source.to_string() == "env:CSI_ENDPOINT")
     );
 }

@@ -517,6 +517,10 @@ impl Controller for LoopDriver {
         }
     }
 
+    fn available_bytes(&self) -> Option<u64> {
+        Some(space::free_bytes(&self.root))
+    }
+
     fn space_note(&self, id: &str) -> Option<String> {
         let r = self.catalog.by_id(id).ok()??;
         let sp = self.space();

@@ -1,0 +1,503 @@
+//! The Node service: stage (attach, format only if blank, mount), publish
+//! (bind onto the pod's path), and their reverses; stats and expansion.
+//!
+//! NodeStageVolume of a filesystem volume is the workflow's mount with the
+//! staging path as consumer (`csi:<staging path>`): the volume is mounted
+//! at `<mount.path>/<name>` as for every front-end, and the directory
+//! handed out is bound onto the staging path under the volume's lock,
+//! with the consumer's record. A raw block volume is held attached for
+//! the staging path instead (nothing is mounted). NodePublishVolume binds
+//! the staging path (or the device, for a block volume) onto the target.
+
+use super::proto::node_server::Node;
+use super::proto::*;
+use super::{bytes, check_capability, deadline, is_block, missing, status, Csi};
+use crate::config::keys;
+use crate::model::{AttachmentState, MountOptions, Volume as RexVolume};
+use crate::volume::{Consumer, VolumeRef};
+use crate::Kind;
+use std::path::{Path, PathBuf};
+use tonic::{Request, Response, Status};
+
+/// The holder id of a raw block volume staged at `staging`.
+fn block_holder(staging: &Path) -> String {
+    format!("csi:{}", staging.display())
+}
+
+/// A path from a request: absolute, or INVALID_ARGUMENT.
+fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
+    if p.is_empty() {
+        return Err(missing(field));
+    }
+    let pb = PathBuf::from(p);
+    if !pb.is_absolute() || p.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be an absolute path"
+        )));
+    }
+    Ok(pb)
+}
+
+impl Csi {
+    /// The volume `id` names, or NOT_FOUND.
+    fn volume_here(&self, id: &str) -> Result<RexVolume, Status> {
+        if crate::input::volume_id(id).is_err() {
+            return Err(Status::not_found(format!("volume {id} not found")));
+        }
+        self.vols
+            .lookup(VolumeRef::Id(id))
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("volume {id} not found")))
+    }
+
+    /// The device of a volume attached to this node.
+    fn device(v: &RexVolume) -> Option<PathBuf> {
+        (v.state() == AttachmentState::Attached)
+            .then(|| v.attachments.first().map(|a| a.device_name.clone()))
+            .flatten()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    }
+
+    fn stage(&self, r: NodeStageVolumeRequest, staging: PathBuf) -> Result<(), Status> {
+        let cap = r.volume_capability.as_ref().expect("checked");
+        let v = self.volume_here(&r.volume_id)?;
+        let node = self.vols.node();
+        if is_block(cap) {
+            self.vols
+                .hold(VolumeRef::Id(&v.id), &block_holder(&staging), false)
+                .map_err(status)?;
+            return Ok(());
+        }
+        let fs_type = match &cap.access_type {
+            Some(volume_capability::AccessType::Mount(m)) if !m.fs_type.is_empty() => {
+                Some(crate::options::fs_type("fs_type", &m.fs_type).map_err(status)?)
+            }
+            _ => None,
+        };
+        let mp = self.vols.mount_point(&v.name);
+        // Something other than this volume at the staging path: refused
+        // before anything changes.
+        if let Some(m) = node.mounts_at(&staging).map_err(status)?.first() {
+            // Ours: the volume's filesystem, whether or not its own mount
+            // point is still mounted (a service start unmounts it when a
+            // crash left the staging bind without a record).
+            let ours = node
+                .mounts_at(&mp)
+                .map_err(status)?
+                .first()
+                .is_some_and(|s| s.dev == m.dev)
+                || Self::device(&v)
+                    .and_then(|d| node.device_numbers(&d).ok())
+                    .is_some_and(|n| n == m.dev);
+            if !ours {
+                return Err(Status::already_exists(format!(
+                    "{} already has another filesystem mounted ({} from {}); refusing to stage volume {} there",
+                    staging.display(),
+                    m.fs_type,
+                    m.source,
+                    v.name
+                )));
+            }
+        }
+        let mo = MountOptions {
+            fs_type,
+            overwrite_fs: false,
+            force_attach: false,
+        };
+        self.vols
+            .mount_and(
+                VolumeRef::Id(&v.id),
+                Consumer::Csi(&staging),
+                &mo,
+                &|v, mp, content| bind_once(self, v, mp, content, &staging),
+            )
+            .map_err(status)?;
+        tracing::info!(volume = %v.name, staging = %staging.display(), "csi: staged");
+        Ok(())
+    }
+
+    fn unstage(&self, id: &str, staging: PathBuf) -> Result<(), Status> {
+        let v = self.volume_here(id)?;
+        let node = self.vols.node();
+        let key = Consumer::Csi(&staging).key().map_err(status)?;
+        let holder = block_holder(&staging);
+        let rec = self
+            .vols
+            .mount_record(VolumeRef::Id(&v.id))
+            .map_err(status)?
+            .unwrap_or_default();
+        if !node.mounts_at(&staging).map_err(status)?.is_empty() {
+            node.unmount_all(&staging).map_err(status)?;
+        }
+        if rec.consumers.contains(&key) {
+            self.vols
+                .unmount(VolumeRef::Id(&v.id), Consumer::Csi(&staging))
+                .map_err(status)?;
+        }
+        if rec.holds.contains(&holder) {
+            self.vols
+                .release_hold(VolumeRef::Id(&v.id), &|h| h == holder, &|_| false)
+                .map_err(status)?;
+        }
+        if !rec.consumers.contains(&key) && !rec.holds.contains(&holder) {
+            // A retry after a crash between dropping the record and the
+            // unmount (or a stage killed before its record): a mount of
+            // the volume that no consumer uses is released here.
+            self.vols
+                .release_unused(VolumeRef::Id(&v.id))
+                .map_err(status)?;
+        }
+        tracing::info!(volume = %v.name, staging = %staging.display(), "csi: unstaged");
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        r: NodePublishVolumeRequest,
+        staging: PathBuf,
+        target: PathBuf,
+    ) -> Result<(), Status> {
+        let cap = r.volume_capability.as_ref().expect("checked");
+        let v = self.volume_here(&r.volume_id)?;
+        let node = self.vols.node();
+        let read_only = r.readonly
+            || cap.access_mode.as_ref().is_some_and(|m| {
+                m.mode == volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32
+            });
+        if is_block(cap) {
+            let dev = Self::device(&v).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "volume {} is not staged on this node (not attached here); NodeStageVolume first",
+                    v.name
+                ))
+            })?;
+            if let Some(m) = node.mounts_at(&target).map_err(status)?.first() {
+                return if m.read_only == read_only {
+                    Ok(())
+                } else {
+                    Err(incompatible(&target, &v))
+                };
+            }
+            node.ensure_file(&target).map_err(status)?;
+            node.bind_with_flags(&dev, &target, read_only, &[])
+                .map_err(status)?;
+            return Ok(());
+        }
+        let flags = match &cap.access_type {
+            Some(volume_capability::AccessType::Mount(m)) => m.mount_flags.clone(),
+            _ => Vec::new(),
+        };
+        let staged = node
+            .mounts_at(&staging)
+            .map_err(status)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "volume {} is not staged at {}; NodeStageVolume first",
+                    v.name,
+                    staging.display()
+                ))
+            })?;
+        if let Some(m) = node.mounts_at(&target).map_err(status)?.first() {
+            return if m.dev == staged.dev && m.read_only == read_only {
+                Ok(())
+            } else {
+                Err(incompatible(&target, &v))
+            };
+        }
+        node.ensure_dir(&target).map_err(status)?;
+        node.bind_with_flags(&staging, &target, read_only, &flags)
+            .map_err(status)?;
+        tracing::info!(volume = %v.name, target = %target.display(), read_only, "csi: published");
+        Ok(())
+    }
+
+    fn unpublish(&self, id: &str, target: PathBuf) -> Result<(), Status> {
+        let v = self.volume_here(id)?;
+        let node = self.vols.node();
+        if !node.mounts_at(&target).map_err(status)?.is_empty() {
+            node.unmount_all(&target).map_err(status)?;
+        }
+        // The spec has the plugin remove the target it made.
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&target);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&target);
+            }
+            _ => {}
+        }
+        tracing::info!(volume = %v.name, target = %target.display(), "csi: unpublished");
+        Ok(())
+    }
+
+    fn stats(&self, id: &str, path: PathBuf) -> Result<NodeGetVolumeStatsResponse, Status> {
+        let v = self.volume_here(id)?;
+        let node = self.vols.node();
+        let md = std::fs::metadata(&path)
+            .map_err(|_| Status::not_found(format!("{} does not exist", path.display())))?;
+        let mounted = !node.mounts_at(&path).map_err(status)?.is_empty();
+        let condition = VolumeCondition {
+            abnormal: !mounted,
+            message: if mounted {
+                "mounted".into()
+            } else {
+                format!("volume {} is not mounted at {}", v.name, path.display())
+            },
+        };
+        if !md.is_dir() {
+            // A raw block volume's target: its size.
+            return Ok(NodeGetVolumeStatsResponse {
+                usage: vec![VolumeUsage {
+                    available: 0,
+                    total: bytes(v.size),
+                    used: 0,
+                    unit: volume_usage::Unit::Bytes as i32,
+                }],
+                volume_condition: Some(condition),
+            });
+        }
+        let u = node.usage(&path).map_err(status)?;
+        let i = |n: u64| n.min(i64::MAX as u64) as i64;
+        Ok(NodeGetVolumeStatsResponse {
+            usage: vec![
+                VolumeUsage {
+                    available: i(u.available_bytes),
+                    total: i(u.total_bytes),
+                    used: i(u.used_bytes),
+                    unit: volume_usage::Unit::Bytes as i32,
+                },
+                VolumeUsage {
+                    available: i(u.available_inodes),
+                    total: i(u.total_inodes),
+                    used: i(u.used_inodes),
+                    unit: volume_usage::Unit::Inodes as i32,
+                },
+            ],
+            volume_condition: Some(condition),
+        })
+    }
+}
+
+/// ALREADY_EXISTS: the target holds a publication that differs.
+fn incompatible(target: &Path, v: &RexVolume) -> Status {
+    Status::already_exists(format!(
+        "{} is already published with other options (or holds another mount); volume {} was not published again",
+        target.display(),
+        v.name
+    ))
+}
+
+/// Bind `content` (the directory every front-end hands out, inside the
+/// volume mounted at `mp`) onto `staging`, unless it is there already.
+fn bind_once(
+    csi: &Csi,
+    v: &RexVolume,
+    mp: &Path,
+    content: &Path,
+    staging: &Path,
+) -> crate::Result<()> {
+    let node = csi.vols.node();
+    let src = node.mounts_at(mp)?.into_iter().next().ok_or_else(|| {
+        crate::Error::system(format!(
+            "volume {} is not mounted at {} after mounting it",
+            v.name,
+            mp.display()
+        ))
+    })?;
+    node.ensure_dir(staging)?;
+    let here = node.mounts_at(staging)?;
+    if here.iter().any(|m| m.dev == src.dev) {
+        return Ok(());
+    }
+    if let Some(m) = here.first() {
+        return Err(crate::Error::exists(format!(
+            "{} already has another filesystem mounted ({} from {})",
+            staging.display(),
+            m.fs_type,
+            m.source
+        )));
+    }
+    node.bind_beneath(mp, content, staging, false)?;
+    fail::fail_point!("csi::after-stage-bind", |_| crate::crash_here());
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Node for Csi {
+    async fn node_stage_volume(
+        &self,
+        req: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let staging = path_of("staging_target_path", &r.staging_target_path)?;
+        let cap = r
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| missing("volume_capability"))?;
+        check_capability(cap)?;
+        let key = format!("volume {}", r.volume_id);
+        self.run(d, vec![key], move |csi| csi.stage(r, staging))
+            .await?;
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let staging = path_of("staging_target_path", &r.staging_target_path)?;
+        let key = format!("volume {}", r.volume_id);
+        self.run(d, vec![key], move |csi| csi.unstage(&r.volume_id, staging))
+            .await?;
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let staging = path_of("staging_target_path", &r.staging_target_path)?;
+        let target = path_of("target_path", &r.target_path)?;
+        let cap = r
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| missing("volume_capability"))?;
+        check_capability(cap)?;
+        let key = format!("path {}", target.display());
+        self.run(d, vec![key], move |csi| csi.publish(r, staging, target))
+            .await?;
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let target = path_of("target_path", &r.target_path)?;
+        let key = format!("path {}", target.display());
+        self.run(d, vec![key], move |csi| csi.unpublish(&r.volume_id, target))
+            .await?;
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let path = path_of("volume_path", &r.volume_path)?;
+        self.run(d, Vec::new(), move |csi| csi.stats(&r.volume_id, path))
+            .await
+            .map(Response::new)
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let path = path_of("volume_path", &r.volume_path)?;
+        let block = r.volume_capability.as_ref().is_some_and(is_block);
+        let key = format!("volume {}", r.volume_id);
+        self.run(d, vec![key], move |csi| {
+            let v = csi.volume_here(&r.volume_id)?;
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(Status::not_found(format!(
+                    "{} does not exist",
+                    path.display()
+                )));
+            }
+            if block {
+                return Ok(NodeExpandVolumeResponse {
+                    capacity_bytes: bytes(v.size),
+                });
+            }
+            let want = r
+                .capacity_range
+                .as_ref()
+                .map(|c| c.required_bytes.max(0) as u64)
+                .unwrap_or(0)
+                .max(v.size.saturating_mul(super::GIB));
+            // Growing to the current size grows the filesystem mounted
+            // here to the volume's size.
+            let (_, b) =
+                csi.vols
+                    .resize(VolumeRef::Id(&v.id), want)
+                    .map_err(|e| match e.kind() {
+                        Kind::InvalidInput => Status::out_of_range(e.to_string()),
+                        _ => status(e),
+                    })?;
+            Ok(NodeExpandVolumeResponse {
+                capacity_bytes: b.min(i64::MAX as u64) as i64,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _req: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        use node_service_capability::rpc::Type as T;
+        let caps = [
+            T::StageUnstageVolume,
+            T::GetVolumeStats,
+            T::ExpandVolume,
+            T::VolumeCondition,
+        ]
+        .into_iter()
+        .map(|t| NodeServiceCapability {
+            r#type: Some(node_service_capability::Type::Rpc(
+                node_service_capability::Rpc { r#type: t as i32 },
+            )),
+        })
+        .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse {
+            capabilities: caps,
+        }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _req: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        let max = self.vols.config().number(keys::CSI_MAX_VOLUMES);
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.vols.instance().id.clone(),
+            max_volumes_per_node: max.min(i64::MAX as u64) as i64,
+            accessible_topology: self.node_local().then(|| self.topology()),
+        }))
+    }
+}
