@@ -16,7 +16,7 @@
 //! - `probe`: N Identity Probe calls (the round trip alone, a baseline).
 //!
 //! Only the named call is timed. Any failed call stops the run (exit 1).
-//! Prints one JSON line: op, n, p50/p99/mean latency in milliseconds.
+//! Prints one JSON line: op, n, p50/p99/mean/max latency in milliseconds.
 
 use rexray::csi::proto::controller_client::ControllerClient;
 use rexray::csi::proto::identity_client::IdentityClient;
@@ -230,9 +230,10 @@ async fn main_async(args: &[String]) -> Result<(), Failure> {
     lat.sort();
     let mean = lat.iter().map(|d| d.as_secs_f64()).sum::<f64>() / n as f64 * 1000.0;
     println!(
-        "{{\"op\":\"{op}\",\"n\":{n},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"mean_ms\":{mean:.3}}}",
+        "{{\"op\":\"{op}\",\"n\":{n},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"mean_ms\":{mean:.3},\"max_ms\":{:.3}}}",
         quantile(&lat, 0.5),
         quantile(&lat, 0.99),
+        quantile(&lat, 1.0),
     );
     Ok(())
 }
