@@ -15,10 +15,11 @@
 # The CLI side is timed by the same kind of loop (bash's EPOCHREALTIME
 # around each command; only the named command timed, the rest untimed),
 # and the two sides of each comparison run in alternating rounds
-# (BENCH_ROUNDS, default 3); each round's ratio is printed.
+# (BENCH_ROUNDS, default 5); each round's ratio is printed, then the
+# median over the rounds (a burst of load elsewhere skews one round).
 #
 # usage: scripts/bench-csi.sh [dir with release rexray and examples/csi_bench]
-#        BENCH_ROUNDS=3, BENCH_RUNS=20 (stage and mount per round; create
+#        BENCH_ROUNDS=5, BENCH_RUNS=20 (stage and mount per round; create
 #        and publish run 5x as many)
 # Run as root (loop devices, mount). Everything happens under a temporary
 # directory, removed at the end with exactly what the run made (its
@@ -38,7 +39,7 @@ fi
 r="$bin/rexray"
 cb="$bin/examples/csi_bench"
 [ -x "$r" ] && [ -x "$cb" ] || { echo "error: need $r and $cb (cargo build --release --bins --example csi_bench)" >&2; exit 2; }
-rounds="${BENCH_ROUNDS:-3}"
+rounds="${BENCH_ROUNDS:-5}"
 runs="${BENCH_RUNS:-20}"
 many=$(( runs * 5 ))
 
@@ -129,6 +130,8 @@ csi stage 2 ws >/dev/null
 g() { jq -r ".$2" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 stage_rows=(); create_rows=(); publish_rows=()
+r_stage50=(); r_stagemean=(); r_create99=(); publish50=()
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 for k in $(seq "$rounds"); do
   echo "== round $k of $rounds" >&2
   if [ $(( k % 2 )) -eq 1 ]; then
@@ -139,6 +142,10 @@ for k in $(seq "$rounds"); do
     v=$(csi create "$many" "cv$k"); c=$(cli_create "$k")
   fi
   p=$(csi probe "$many" "pr$k"); u=$(csi publish "$many" "pu$k")
+  r_stage50+=("$(ratio "$(g "$s" p50_ms)" "$(g "$m" p50_ms)")")
+  r_stagemean+=("$(ratio "$(g "$s" mean_ms)" "$(g "$m" mean_ms)")")
+  r_create99+=("$(ratio "$(g "$v" p99_ms)" "$(g "$c" p99_ms)")")
+  publish50+=("$(g "$u" p50_ms)")
   stage_rows+=("| NodeStageVolume, blank 1 GiB ext4, p50 / mean | \`volume mount\` $(g "$m" p50_ms) / $(g "$m" mean_ms) ms | $(g "$s" p50_ms) / $(g "$s" mean_ms) ms | $(ratio "$(g "$s" p50_ms)" "$(g "$m" p50_ms)")x / $(ratio "$(g "$s" mean_ms)" "$(g "$m" mean_ms)")x (target <= 1.1x) |")
   publish_rows+=("| NodePublishVolume p50 / p99 | Identity Probe $(g "$p" p50_ms) / $(g "$p" p99_ms) ms | $(g "$u" p50_ms) / $(g "$u" p99_ms) ms | p50 $(g "$u" p50_ms) ms (target <= 2 ms) |")
   create_rows+=("| CreateVolume 1 GiB, p50 / p99 / max | \`volume create\` $(g "$c" p50_ms) / $(g "$c" p99_ms) / $(g "$c" max_ms) ms | $(g "$v" p50_ms) / $(g "$v" p99_ms) / $(g "$v" max_ms) ms | p99 $(ratio "$(g "$v" p99_ms)" "$(g "$c" p99_ms)")x (target <= 1.2x) |")
@@ -150,3 +157,5 @@ echo
 echo "| figure | baseline (same run) | measured | ratio / target |"
 echo "|---|---|---|---|"
 printf '%s\n' "${stage_rows[@]}" "${publish_rows[@]}" "${create_rows[@]}"
+echo
+echo "Medians over the $rounds rounds: NodeStageVolume $(median "${r_stage50[@]}")x (p50) / $(median "${r_stagemean[@]}")x (mean) \`volume mount\` (target <= 1.1x); NodePublishVolume p50 $(median "${publish50[@]}") ms (target <= 2 ms); CreateVolume p99 $(median "${r_create99[@]}")x \`volume create\` (target <= 1.2x)"
