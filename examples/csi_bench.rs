@@ -217,8 +217,13 @@ async fn main_async(args: &[String]) -> Result<(), Failure> {
     if n == 0 {
         return Err("N: at least 1".into());
     }
+    if !["create", "stage", "publish", "probe"].contains(&op.as_str()) {
+        return Err(format!("unknown operation {op:?} (create, stage, publish, probe)").into());
+    }
     let sock = PathBuf::from(sock.strip_prefix("unix://").unwrap_or(sock));
-    let ch = channel(sock).await?;
+    let ch = channel(sock.clone())
+        .await
+        .map_err(|e| format!("connect to {}: {e}", sock.display()))?;
     let mut b = Bench {
         id: IdentityClient::new(ch.clone()),
         ctl: ControllerClient::new(ch.clone()),

@@ -25,6 +25,7 @@
 # directory, removed at the end with exactly what the run made (its
 # mounts and loop devices by path, the service by PID).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 [ "$(id -u)" -eq 0 ] || { echo "error: run as root (loop devices, mount)" >&2; exit 1; }
@@ -102,7 +103,7 @@ cli_create() { # round
   : >"$work/t"
   for i in $(seq "$many"); do
     t0=$EPOCHREALTIME
-    "$r" volume create -q --size 1 "cc$1-$i" >/dev/null 2>>"$work/cli.err"
+    "$r" volume create -q --size 1 "cc$1-$i" >/dev/null
     t1=$EPOCHREALTIME
     elapsed_ms "$t0" "$t1" >>"$work/t"
   done
@@ -111,13 +112,13 @@ cli_create() { # round
 cli_mount() { # round
   : >"$work/t"
   for i in $(seq "$runs"); do
-    "$r" volume create -q --size 1 "cm$1-$i" >/dev/null 2>>"$work/cli.err"
+    "$r" volume create -q --size 1 "cm$1-$i" >/dev/null
     t0=$EPOCHREALTIME
-    "$r" volume mount -q "cm$1-$i" >/dev/null 2>>"$work/cli.err"
+    "$r" volume mount -q "cm$1-$i" >/dev/null
     t1=$EPOCHREALTIME
     elapsed_ms "$t0" "$t1" >>"$work/t"
-    "$r" volume unmount -q "cm$1-$i" >/dev/null 2>>"$work/cli.err"
-    "$r" volume rm -q "cm$1-$i" >/dev/null 2>>"$work/cli.err"
+    "$r" volume unmount -q "cm$1-$i" >/dev/null
+    "$r" volume rm -q "cm$1-$i" >/dev/null
   done
   stats "$work/t" "volume mount"
 }
