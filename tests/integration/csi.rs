@@ -834,9 +834,12 @@ fn docker_and_csi_share_a_volume_and_keep_both_consumers() {
     let mut c = start(&home, "");
     let v = c.create(create_req("shared", GIB)).unwrap();
     let id = v.volume_id.clone();
-    // The operator (or Docker) mounts it first.
-    home.rexray(&["volume", "mount", "shared"]).ok();
-    let data = home.data("shared");
+    // A container mounts it first, through the Docker plugin.
+    let sock = home.dir.join("docker.sock");
+    let mount = r#"{"Name":"shared","ID":"c0ffee"}"#;
+    let m = crate::docker::ok(crate::docker::post(&sock, "/VolumeDriver.Mount", mount));
+    let data = PathBuf::from(m["Mountpoint"].as_str().unwrap());
+    assert_eq!(data, home.data("shared"));
     std::fs::write(data.join("a"), b"docker").unwrap();
     // Then kubelet stages and publishes it on the same node.
     let staging = home.dir.join("k/staging/shared");
@@ -855,15 +858,15 @@ fn docker_and_csi_share_a_volume_and_keep_both_consumers() {
         cons.contains(&format!("csi:{}", staging.display())),
         "{cons:?}"
     );
-    // CSI lets go: the operator's mount stays.
+    // CSI lets go: the container's mount stays.
     assert_eq!(c.unpublish(&id, &target), Code::Ok);
     assert_eq!(c.unstage(&id, &staging), Code::Ok);
     assert_eq!(count_mounts_at(&home.mount_point("shared")), 1);
     assert_eq!(std::fs::read(data.join("a")).unwrap(), b"docker");
     assert_eq!(home.loops().len(), 1);
-    // And the other way round: staged again, the operator unmounts.
+    // And the other way round: staged again, the container goes.
     assert_eq!(c.stage(&id, &staging, mount_cap("")), Code::Ok);
-    home.rexray(&["volume", "unmount", "shared"]).ok();
+    crate::docker::ok(crate::docker::post(&sock, "/VolumeDriver.Unmount", mount));
     assert_eq!(count_mounts_at(&staging), 1);
     assert_eq!(std::fs::read(staging.join("a")).unwrap(), b"docker");
     assert_eq!(c.unstage(&id, &staging), Code::Ok);
