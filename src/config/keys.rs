@@ -78,6 +78,12 @@ pub const RBD_DEFAULT_POOL: &str = "rbd.defaultPool";
 pub const RBD_CEPH_ARGS: &str = "rbd.cephArgs";
 pub const RBD_TEST_MODULE: &str = "rbd.testModule";
 pub const RBD_TIMEOUT: &str = "rbd.timeout";
+pub const S3FS_ENDPOINT: &str = "s3fs.endpoint";
+pub const S3FS_REGION: &str = "s3fs.region";
+pub const S3FS_ACCESS_KEY: &str = "s3fs.accessKey";
+pub const S3FS_SECRET_KEY: &str = "s3fs.secretKey";
+pub const S3FS_OPTIONS: &str = "s3fs.options";
+pub const S3FS_CMD: &str = "s3fs.cmd";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const CSI_MODE: &str = "rexray.csi.mode";
 pub const CSI_MAX_VOLUMES: &str = "rexray.csi.maxVolumesPerNode";
@@ -116,7 +122,7 @@ pub const SERVER_AUTH_DISABLED: &str = "libstorage.server.auth.disabled";
 pub const CLIENT_AUTH_TOKEN: &str = "libstorage.client.auth.token";
 
 /// Keys whose values are secrets: `rexray env` does not print them.
-pub const SECRETS: &[&str] = &[SERVER_AUTH_KEY, CLIENT_AUTH_TOKEN];
+pub const SECRETS: &[&str] = &[SERVER_AUTH_KEY, CLIENT_AUTH_TOKEN, S3FS_SECRET_KEY];
 
 /// Every key the configuration knows.
 pub const KEYS: &[KeyDef] = &[
@@ -302,6 +308,48 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Duration,
         aliases: &[],
         help: "how long one call of the Ceph tools may take before the cluster is reported unreachable",
+    },
+    KeyDef {
+        key: S3FS_ENDPOINT,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the S3 endpoint the s3fs driver keeps its buckets on (http://host:port)",
+    },
+    KeyDef {
+        key: S3FS_REGION,
+        default: "us-east-1",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the region requests to the S3 endpoint are signed for",
+    },
+    KeyDef {
+        key: S3FS_ACCESS_KEY,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the S3 access key id (default: the AWS_ACCESS_KEY_ID environment variable)",
+    },
+    KeyDef {
+        key: S3FS_SECRET_KEY,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the S3 secret access key (default: the AWS_SECRET_ACCESS_KEY environment variable); nodes give it to s3fs in a 0600 file",
+    },
+    KeyDef {
+        key: S3FS_OPTIONS,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "more s3fs mount options, comma-separated (e.g. use_cache=/var/cache/s3fs)",
+    },
+    KeyDef {
+        key: S3FS_CMD,
+        default: "s3fs",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the s3fs program nodes mount buckets with (looked up in PATH)",
     },
     KeyDef {
         key: DOCKER_HOST,

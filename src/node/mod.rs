@@ -785,8 +785,8 @@ pub fn content_dir(volume: &str, mp: &Path, rel: &str, create: bool) -> Result<P
 }
 
 /// Whether a volume is in the root layout: files at the root of its
-/// filesystem beside `lost+found` and `first` (the first component of
-/// `mount.rootPath`). Earlier releases bound the root onto kubelet's paths,
+/// filesystem beside `lost+found`, `first` (the first component of
+/// `mount.rootPath`) and the s3fs driver's holder record. Earlier releases bound the root onto kubelet's paths,
 /// so pods filled volumes there; such a volume is handed out from its root
 /// to every front-end, so that nothing it holds seems to vanish.
 pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
@@ -795,7 +795,7 @@ pub fn root_layout(mp: &Path, first: &str) -> Result<bool> {
     for e in rd {
         let e = e.map_err(|e| Error::from_io(format!("reading {}", mp.display()), &e))?;
         let n = e.file_name();
-        if n != "lost+found" && n != first {
+        if n != "lost+found" && n != first && n != crate::storage::s3fs::HOLDER_OBJECT {
             return Ok(true);
         }
     }

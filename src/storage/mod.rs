@@ -5,6 +5,7 @@ pub mod controller;
 pub mod r#loop;
 pub mod loopdev;
 pub mod rbd;
+pub mod s3fs;
 pub mod vfs;
 
 use crate::config::{keys, Config};
@@ -73,7 +74,7 @@ pub fn instance_id(cfg: &Config, driver: &str) -> InstanceId {
 }
 
 /// The names of the drivers this build has.
-pub const DRIVERS: &[&str] = &["loop", "vfs", "rbd"];
+pub const DRIVERS: &[&str] = &["loop", "vfs", "rbd", "s3fs"];
 
 fn unknown_driver(cfg: &Config, driver: &str) -> Error {
     Error::invalid(format!(
@@ -105,6 +106,7 @@ pub fn open_controller(cfg: &Config) -> Result<Arc<dyn Controller>> {
             cfg.string(keys::RBD_DEFAULT_POOL),
             cfg.service(),
         )?)),
+        "s3fs" => Ok(Arc::new(s3fs::S3fsDriver::new(s3(cfg)?, cfg.service()))),
         other => Err(unknown_driver(cfg, other)),
     }
 }
@@ -140,6 +142,13 @@ pub fn open_executor_for(cfg: &Config, driver: &str) -> Result<Arc<dyn Executor>
             &cfg.dirs.run,
             cfg.boolean(keys::RBD_TEST_MODULE),
         ))),
+        "s3fs" => Ok(Arc::new(s3fs::node::S3fsExecutor::new(
+            s3(cfg)?,
+            instance_id(cfg, "s3fs"),
+            &cfg.dirs.run,
+            cfg.string(keys::S3FS_CMD),
+            cfg.string(keys::S3FS_OPTIONS),
+        ))),
         other => Err(unknown_driver(cfg, other)),
     }
 }
@@ -149,6 +158,26 @@ fn rbd_tools(cfg: &Config) -> Result<rbd::cli::Ceph> {
     rbd::cli::Ceph::new(
         cfg.string(keys::RBD_CEPH_ARGS),
         cfg.duration(keys::RBD_TIMEOUT),
+    )
+}
+
+/// The S3 endpoint of the s3fs driver (`s3fs.*`; the keys default to
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+fn s3(cfg: &Config) -> Result<s3fs::S3> {
+    let or_env = |key: &str, var: &str| {
+        let v = cfg.string(key);
+        if v.is_empty() {
+            std::env::var(var).unwrap_or_default()
+        } else {
+            v.to_string()
+        }
+    };
+    s3fs::S3::new(
+        cfg.string(keys::S3FS_ENDPOINT),
+        cfg.string(keys::S3FS_REGION),
+        &or_env(keys::S3FS_ACCESS_KEY, "AWS_ACCESS_KEY_ID"),
+        &or_env(keys::S3FS_SECRET_KEY, "AWS_SECRET_ACCESS_KEY"),
+        std::time::Duration::from_secs(30),
     )
 }
 

@@ -98,6 +98,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `(endpoint, access key, secret key)` of the radosgw S3 user
+    /// (`DIR/s3.env`).
+    fn s3(&self) -> (String, String, String) {
+        let env = std::fs::read_to_string(self.dir.join("s3.env"))
+            .expect("the cluster was started with radosgw (DIR/s3.env)");
+        let get = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_string()
+        };
+        (
+            get("S3_ENDPOINT"),
+            get("AWS_ACCESS_KEY_ID"),
+            get("AWS_SECRET_ACCESS_KEY"),
+        )
+    }
+
+    /// A home whose service is the s3fs driver on this cluster's
+    /// radosgw, with the credentials in the environment.
+    fn s3_home(&self) -> Home {
+        let (endpoint, ak, sk) = self.s3();
+        let h = Home::new()
+            .with_env("AWS_ACCESS_KEY_ID", &ak)
+            .with_env("AWS_SECRET_ACCESS_KEY", &sk);
+        h.config(&format!(
+            "libstorage:\n  service: s3fs\ns3fs:\n  endpoint: {endpoint}\n"
+        ));
+        h
+    }
+}
+
 /// The directory of the shared cluster (stopped at exit), and whether
 /// this process made it (then it is removed too).
 static SHARED_DIR: OnceLock<(PathBuf, bool)> = OnceLock::new();
@@ -155,9 +188,14 @@ fn cluster() -> Option<&'static Cluster> {
         let _ = SHARED_DIR.set((dir.clone(), ours));
         // SAFETY: registers a plain function with no arguments.
         unsafe { libc::atexit(stop_shared_cluster) };
+        // With radosgw, for the s3fs driver.
         Cluster::start(
             &dir,
-            vec![("CEPH_MON_PORT".into(), free_port().to_string())],
+            vec![
+                ("CEPH_MON_PORT".into(), free_port().to_string()),
+                ("CEPH_RGW".into(), "1".into()),
+                ("CEPH_RGW_PORT".into(), free_port().to_string()),
+            ],
         )
     }))
 }
@@ -173,6 +211,11 @@ fn mounted_path(out: &str) -> String {
 
 /// rbd-fuse processes whose command line names `dir`.
 fn fuse_processes_under(dir: &Path) -> Vec<u32> {
+    processes_under("rbd-fuse", dir)
+}
+
+/// Live processes of program `prog` whose command line names `dir`.
+fn processes_under(prog: &str, dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -190,7 +233,7 @@ fn fuse_processes_under(dir: &Path) -> Vec<u32> {
             && cmd
                 .split('\0')
                 .next()
-                .is_some_and(|a| a.rsplit('/').next() == Some("rbd-fuse"))
+                .is_some_and(|a| a.rsplit('/').next() == Some(prog))
             && cmd.contains(&*dir.to_string_lossy())
         {
             out.push(pid);
@@ -419,4 +462,64 @@ fn rbd_cluster_down_is_a_clear_bounded_error() {
     );
     h.rexray(&["volume", "unmount", "down1"]).ok();
     h.rexray(&["volume", "rm", "down1"]).ok();
+}
+
+/// The s3fs driver on radosgw: create (bad bucket names refused), list,
+/// mount (s3fs, credentials only in a 0600 file), write, remove refused
+/// while mounted, unmount (no s3fs left), mount again and read, remove.
+#[test]
+fn s3fs_volume_lifecycle() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let h = c.s3_home();
+    let (_, _, secret) = c.s3();
+    for bad in ["bk", "Upper1", "under_score"] {
+        let e = h.rexray(&["volume", "create", bad]).fails(1).to_string();
+        assert!(e.contains("invalid bucket name"), "{bad}: {e}");
+    }
+    assert!(!h.volume_names().iter().any(|n| n == "bk"));
+    let v = "s3life1";
+    let out = h.rexray(&["volume", "create", v, "-f", "json"]);
+    let made: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(made[0]["id"], v, "{made}");
+    // Buckets have no size (0, which JSON leaves out).
+    assert_eq!(made[0]["size"].as_u64().unwrap_or(0), 0, "{made}");
+    let e = h.rexray(&["volume", "create", v]).fails(1).to_string();
+    assert!(e.contains("already exists"), "{e}");
+    assert!(h.volume_names().contains(&v.to_string()));
+    assert!(h.rexray(&["volume", "ls", v]).ok().contains("available"));
+
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    assert!(path.ends_with("/s3life1/data"), "{path}");
+    std::fs::write(Path::new(&path).join("f"), "first").unwrap();
+    assert!(h.rexray(&["volume", "ls", v]).ok().contains("attached"));
+    let procs = processes_under("s3fs", &h.dir);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", procs[0])).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&secret));
+    let passwd = h.dir.join("var/run/s3fs/passwd");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&passwd).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", passwd.display());
+
+    let e = h.rexray(&["volume", "rm", v]).fails(1).to_string();
+    assert!(e.contains("unmount"), "{e}");
+    h.rexray(&["volume", "unmount", v]).ok();
+    assert!(
+        mounts_under(&h.dir).is_empty(),
+        "{:?}",
+        mounts_under(&h.dir)
+    );
+    assert!(processes_under("s3fs", &h.dir).is_empty());
+    assert!(h.rexray(&["volume", "ls", v]).ok().contains("available"));
+
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&path).join("f")).unwrap(),
+        "first"
+    );
+    h.rexray(&["volume", "unmount", v]).ok();
+    assert!(processes_under("s3fs", &h.dir).is_empty());
+    h.rexray(&["volume", "rm", v]).ok();
+    assert!(!h.volume_names().contains(&v.to_string()));
 }

@@ -168,14 +168,17 @@ fn package_metadata_and_contents() {
         );
     }
     assert!(v["formed"].as_str().unwrap().ends_with('Z'), "{v}");
-    assert_eq!(v["drivers"], serde_json::json!(["loop", "vfs", "rbd"]));
+    assert_eq!(
+        v["drivers"],
+        serde_json::json!(["loop", "vfs", "rbd", "s3fs"])
+    );
     let text = run_cmd(Command::new(&rexray).arg("version"));
     for line in [
         "SemVer: ",
         "Branch: ",
         "Commit: ",
         "Formed: ",
-        "Drivers: loop, vfs, rbd",
+        "Drivers: loop, vfs, rbd, s3fs",
     ] {
         assert!(text.ok().contains(line), "{line} missing: {}", text.stdout);
     }

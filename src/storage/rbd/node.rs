@@ -181,7 +181,8 @@ impl RbdExecutor {
         (ours && alive(pid)).then_some(pid)
     }
 
-    fn is_mounted(dir: &Path) -> bool {
+    /// Whether `dir` is a mount point (of /proc/self/mountinfo).
+    pub(crate) fn is_mounted(dir: &Path) -> bool {
         std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
             m.lines().any(|l| {
                 l.split(' ')
@@ -319,7 +320,7 @@ impl RbdExecutor {
 }
 
 /// Whether `pid` runs (a zombie counts as gone).
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s
             .rsplit_once(')')
@@ -330,7 +331,7 @@ fn alive(pid: i32) -> bool {
 }
 
 /// TERM `pid`, wait up to `wait`, then KILL it.
-fn stop_pid(pid: i32, wait: Duration) {
+pub(crate) fn stop_pid(pid: i32, wait: Duration) {
     use nix::sys::signal::{kill, Signal};
     let p = nix::unistd::Pid::from_raw(pid);
     let _ = kill(p, Signal::SIGTERM);
@@ -340,7 +341,8 @@ fn stop_pid(pid: i32, wait: Duration) {
     }
 }
 
-fn wait_gone(pid: i32, wait: Duration) -> bool {
+/// Wait up to `wait` for `pid` to be gone; whether it is.
+pub(crate) fn wait_gone(pid: i32, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     while alive(pid) {
         if Instant::now() >= deadline {

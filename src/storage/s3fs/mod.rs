@@ -1,0 +1,546 @@
+//! The `s3fs` driver: a volume is a bucket on an S3 endpoint
+//! (`s3fs.endpoint`, any S3 service: AWS, Ceph radosgw, MinIO), reached
+//! over the S3 REST API with Signature Version 4 ([`sigv4`]).
+//!
+//! - Volume id and name are the bucket's name; buckets have no size, so
+//!   a volume's size is 0.
+//! - Who holds a volume is recorded in the bucket itself, as the object
+//!   [`HOLDER_OBJECT`] whose content is the holder's instance id, so every
+//!   node and the controller see the same holder. Attaching a bucket
+//!   another instance holds is refused unless forced; there is no fencing
+//!   (S3 has no client to cut off), so force only moves the record.
+//! - The node side ([`node::S3fsExecutor`]) mounts the bucket with
+//!   s3fs-fuse; there is no device and nothing is formatted.
+
+pub mod node;
+pub mod sigv4;
+
+use super::controller::{Attached, Controller, NextDeviceInfo, ServiceInfo, StorageType};
+use crate::model::{Attachment, CreateSpec, InstanceId, Volume};
+use crate::{Error, Kind, Result};
+use std::time::Duration;
+
+/// The object in a bucket that names the instance holding it.
+pub const HOLDER_OBJECT: &str = ".rexray-holder";
+
+/// Check a bucket name by S3's rules (3–63 characters of lower-case
+/// letters, digits, `-` and `.`, starting and ending with a letter or
+/// digit, not an IP address); the error says why.
+pub fn bucket_name(name: &str) -> Result<&str> {
+    let fail = |why: &str| {
+        Err(Error::invalid(format!(
+            "invalid bucket name {name:?} for the s3fs driver: {why} (bucket names have 3 to 63 characters: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit)"
+        )))
+    };
+    if name.len() < 3 {
+        return fail("it is shorter than 3 characters");
+    }
+    if name.len() > 63 {
+        return fail("it is longer than 63 characters");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        return fail(&format!("it has the character {c:?}"));
+    }
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !edge(name.chars().next()) || !edge(name.chars().last()) {
+        return fail("it must start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return fail("it has two dots in a row");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return fail("it is an IP address");
+    }
+    Ok(name)
+}
+
+/// An S3 endpoint and the credentials for it.
+#[derive(Clone)]
+pub struct S3 {
+    /// `http(s)://host[:port]`, without a trailing slash.
+    pub endpoint: String,
+    host: String,
+    /// The signing region.
+    pub region: String,
+    /// The access key id.
+    pub access_key: String,
+    /// The secret access key.
+    pub secret_key: String,
+    agent: ureq::Agent,
+}
+
+/// What an S3 request answered.
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The `<Code>` of an S3 error answer.
+    fn code(&self) -> String {
+        tag_values(&self.body, "Code")
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+}
+
+/// The text of every `<tag>…</tag>` of `xml`, in order (S3's answers
+/// are flat enough for this).
+fn tag_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(xml_unescape(&after[..j]));
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+impl S3 {
+    /// A client of `endpoint` (`http://host:port`; `https` needs a TLS
+    /// build of the HTTP client and is refused here with a clear error).
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        access_key: &str,
+        secret_key: &str,
+        timeout: Duration,
+    ) -> Result<S3> {
+        let endpoint = endpoint.trim().trim_end_matches('/');
+        let what = crate::config::keys::S3FS_ENDPOINT;
+        if endpoint.is_empty() {
+            return Err(Error::invalid(format!(
+                "{what} is not set: the s3fs driver needs the URL of an S3 endpoint (e.g. http://127.0.0.1:7480)"
+            )));
+        }
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            return Err(Error::invalid(format!(
+                "{what} {endpoint:?}: only http:// endpoints are supported (put a TLS-terminating proxy on this host in front of an https endpoint)"
+            )));
+        };
+        let host = rest.split('/').next().unwrap_or_default().to_string();
+        if host.is_empty() || rest.contains('/') {
+            return Err(Error::invalid(format!(
+                "{what} {endpoint:?}: expected http://host[:port] with no path"
+            )));
+        }
+        if access_key.is_empty() || secret_key.is_empty() {
+            return Err(Error::invalid(
+                "the s3fs driver has no credentials: set s3fs.accessKey and s3fs.secretKey, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            ));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("rexray-rs/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(S3 {
+            endpoint: endpoint.to_string(),
+            host,
+            region: if region.is_empty() {
+                "us-east-1"
+            } else {
+                region
+            }
+            .to_string(),
+            access_key: access_key.to_string(),
+            secret_key: secret_key.to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        })
+    }
+
+    /// Send a signed path-style request for `bucket`/`key` (either may be
+    /// empty).
+    fn send(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer> {
+        let mut path = String::from("/");
+        if !bucket.is_empty() {
+            path.push_str(&sigv4::uri_encode(bucket, false));
+            if !key.is_empty() {
+                path.push('/');
+                path.push_str(&sigv4::uri_encode(key, true));
+            }
+        }
+        let q = sigv4::canonical_query(query);
+        let date = sigv4::amz_date_now();
+        let hash = sigv4::sha256_hex(body);
+        let creds = sigv4::Credentials {
+            access_key: &self.access_key,
+            secret_key: &self.secret_key,
+            region: &self.region,
+        };
+        let auth = sigv4::authorization(
+            &creds,
+            method,
+            &path,
+            &q,
+            &[
+                ("host", &self.host),
+                ("x-amz-content-sha256", &hash),
+                ("x-amz-date", &date),
+            ],
+            &hash,
+            &date,
+        );
+        let url = if q.is_empty() {
+            format!("{}{path}", self.endpoint)
+        } else {
+            format!("{}{path}?{q}", self.endpoint)
+        };
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("x-amz-content-sha256", &hash)
+            .header("x-amz-date", &date)
+            .header("authorization", auth)
+            .body(body)
+            .map_err(|e| Error::invalid(format!("S3 request {method} {url}: {e}")))?;
+        let unreachable = |e: ureq::Error| {
+            Error::backend(format!(
+                "the S3 endpoint {} did not answer {method} {path}: {e}",
+                self.endpoint
+            ))
+        };
+        let resp = self.agent.run(req).map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(unreachable)?;
+        Ok(Answer { status, body })
+    }
+
+    /// The error an answer stands for.
+    fn error(&self, a: &Answer, what: &str) -> Error {
+        let code = a.code();
+        let msg = format!(
+            "{what}: the S3 endpoint {} answered {} {code}",
+            self.endpoint, a.status
+        );
+        match (a.status, code.as_str()) {
+            (404, _) => Error::not_found(msg),
+            (409, "BucketNotEmpty") => Error::in_use(msg),
+            (409, _) => Error::exists(msg),
+            (400, _) => Error::invalid(msg),
+            _ => Error::backend(msg),
+        }
+    }
+
+    fn must(&self, a: Answer, what: &str) -> Result<Answer> {
+        if a.ok() {
+            Ok(a)
+        } else {
+            Err(self.error(&a, what))
+        }
+    }
+
+    /// `(name, creation date)` of every bucket.
+    fn buckets(&self) -> Result<Vec<(String, String)>> {
+        let a = self.send("GET", "", "", &[], b"")?;
+        let a = self.must(a, "listing buckets")?;
+        let names = tag_values(&a.body, "Name");
+        let dates = tag_values(&a.body, "CreationDate");
+        Ok(names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, dates.get(i).cloned().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Whether `bucket` exists.
+    fn exists(&self, bucket: &str) -> Result<bool> {
+        let a = self.send("HEAD", bucket, "", &[], b"")?;
+        match a.status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.error(&a, &format!("looking up bucket {bucket}"))),
+        }
+    }
+
+    /// The content of object `key`, or `None`.
+    fn get(&self, bucket: &str, key: &str) -> Result<Option<String>> {
+        let a = self.send("GET", bucket, key, &[], b"")?;
+        match a.status {
+            200..=299 => Ok(Some(a.body)),
+            404 => Ok(None),
+            _ => Err(self.error(&a, &format!("reading {bucket}/{key}"))),
+        }
+    }
+
+    fn put(&self, bucket: &str, key: &str, body: &[u8]) -> Result<()> {
+        let a = self.send("PUT", bucket, key, &[], body)?;
+        self.must(a, &format!("writing {bucket}/{key}")).map(|_| ())
+    }
+
+    fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let a = self.send("DELETE", bucket, key, &[], b"")?;
+        if a.ok() || a.status == 404 {
+            Ok(())
+        } else {
+            Err(self.error(&a, &format!("removing {bucket}/{key}")))
+        }
+    }
+
+    /// Every object key of `bucket`.
+    fn keys(&self, bucket: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let a = self.send("GET", bucket, "", &[("marker", &marker)], b"")?;
+            let a = self.must(a, &format!("listing the objects of bucket {bucket}"))?;
+            let keys = tag_values(&a.body, "Key");
+            let more = tag_values(&a.body, "IsTruncated")
+                .first()
+                .map(String::as_str)
+                == Some("true");
+            let last = keys.last().cloned();
+            out.extend(keys);
+            match (more, last) {
+                (true, Some(l)) => marker = l,
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// The s3fs driver's controller side.
+pub struct S3fsDriver {
+    s3: S3,
+    info: ServiceInfo,
+}
+
+impl S3fsDriver {
+    /// The driver for the endpoint of `s3`.
+    pub fn new(s3: S3, service: &str) -> S3fsDriver {
+        S3fsDriver {
+            s3,
+            info: ServiceInfo {
+                service: if service.is_empty() { "s3fs" } else { service }.to_string(),
+                driver: "s3fs".into(),
+                storage_type: StorageType::Object,
+                next_device: NextDeviceInfo {
+                    ignore: true,
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    fn holder(&self, bucket: &str) -> Result<Option<String>> {
+        Ok(self
+            .s3
+            .get(bucket, HOLDER_OBJECT)?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()))
+    }
+
+    fn volume(&self, bucket: &str, created: &str, holder: Option<&str>) -> Volume {
+        let mut v = Volume {
+            id: bucket.to_string(),
+            name: bucket.to_string(),
+            size: 0,
+            volume_type: "s3fs".into(),
+            ..Default::default()
+        };
+        v.fields.insert("endpoint".into(), self.s3.endpoint.clone());
+        if !created.is_empty() {
+            v.fields
+                .insert("createTimestamp".into(), created.to_string());
+        }
+        if let Some(h) = holder {
+            v.attachments.push(Attachment {
+                instance_id: InstanceId {
+                    id: h.to_string(),
+                    driver: "s3fs".into(),
+                    service: self.info.service.clone(),
+                },
+                status: "attached".into(),
+                volume_id: bucket.to_string(),
+                ..Default::default()
+            });
+        }
+        v
+    }
+
+    fn must_volume(&self, id: &str) -> Result<Volume> {
+        self.inspect(id)?
+            .ok_or_else(|| Error::not_found(format!("volume {id} not found")))
+    }
+}
+
+impl Controller for S3fsDriver {
+    fn info(&self) -> &ServiceInfo {
+        &self.info
+    }
+
+    fn list(&self) -> Result<Vec<Volume>> {
+        let mut out = Vec::new();
+        for (b, created) in self.s3.buckets()? {
+            let h = self.holder(&b)?;
+            out.push(self.volume(&b, &created, h.as_deref()));
+        }
+        Ok(out)
+    }
+
+    fn list_metadata(&self) -> Result<std::sync::Arc<[Volume]>> {
+        Ok(self
+            .s3
+            .buckets()?
+            .iter()
+            .map(|(b, c)| self.volume(b, c, None))
+            .collect::<Vec<_>>()
+            .into())
+    }
+
+    fn inspect(&self, id: &str) -> Result<Option<Volume>> {
+        if bucket_name(id).is_err() || !self.s3.exists(id)? {
+            return Ok(None);
+        }
+        let h = self.holder(id)?;
+        Ok(Some(self.volume(id, "", h.as_deref())))
+    }
+
+    fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        let _ = spec; // a bucket has no size or filesystem
+        bucket_name(name)?;
+        if self.s3.exists(name)? {
+            return Err(Error::exists(format!("volume {name} already exists")));
+        }
+        let body = if self.s3.region == "us-east-1" {
+            String::new()
+        } else {
+            format!(
+                "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.s3.region
+            )
+        };
+        let a = self.s3.send("PUT", name, "", &[], body.as_bytes())?;
+        self.s3
+            .must(a, &format!("creating bucket {name}"))
+            .map_err(|e| {
+                if e.kind() == Kind::AlreadyExists {
+                    Error::exists(format!(
+                        "volume {name} already exists (bucket names are shared by every user of the endpoint): {}",
+                        e.message()
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        tracing::info!(
+            volume = name,
+            endpoint = self.s3.endpoint,
+            "created a bucket"
+        );
+        let mut v = self.must_volume(name)?;
+        v.fields.insert("createdAt".into(), super::now_rfc3339());
+        Ok(v)
+    }
+
+    fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let v = self.must_volume(id)?;
+        if let (Some(a), false) = (v.attachments.first(), force) {
+            return Err(Error::in_use(format!(
+                "volume {id} is attached to {}; detach it first, or remove it with force",
+                a.instance_id.id
+            )));
+        }
+        for k in self.s3.keys(id)? {
+            self.s3.delete(id, &k)?;
+        }
+        let a = self.s3.send("DELETE", id, "", &[], b"")?;
+        self.s3.must(a, &format!("removing bucket {id}"))?;
+        tracing::info!(volume = id, "removed a bucket and its objects");
+        Ok(())
+    }
+
+    fn attach(
+        &self,
+        id: &str,
+        who: &InstanceId,
+        force: bool,
+        _next_device: Option<&str>,
+    ) -> Result<Attached> {
+        let v = self.must_volume(id)?;
+        if let Some(a) = v.attachments.first() {
+            let holder = &a.instance_id.id;
+            if !holder.eq_ignore_ascii_case(&who.id) && !force {
+                return Err(Error::in_use(format!(
+                    "volume {id} is attached to {holder}; detach it there first, or attach with force (preempt) to take it over"
+                )));
+            }
+        }
+        self.s3
+            .put(id, HOLDER_OBJECT, format!("{}\n", who.id).as_bytes())?;
+        Ok(Attached {
+            volume: self.must_volume(id)?,
+            token: id.to_string(),
+        })
+    }
+
+    fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
+        let v = self.must_volume(id)?;
+        if let Some(a) = v.attachments.first() {
+            if !a.instance_id.id.eq_ignore_ascii_case(&who.id) && !force {
+                return Err(Error::in_use(format!(
+                    "volume {id} is attached to {}; detach it there, or with force",
+                    a.instance_id.id
+                )));
+            }
+            self.s3.delete(id, HOLDER_OBJECT)?;
+        }
+        self.must_volume(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_follow_the_s3_rules() {
+        for ok in ["abc", "my-bucket.1", "0ab"] {
+            bucket_name(ok).unwrap();
+        }
+        for bad in ["bk", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1"] {
+            let e = bucket_name(bad).unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput, "{bad}");
+            assert!(e.message().contains("invalid bucket name"), "{e}");
+        }
+        assert!(bucket_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn xml_values_are_read_in_order() {
+        let x = "<R><Bucket><Name>a</Name></Bucket><Bucket><Name>b&amp;c</Name></Bucket></R>";
+        assert_eq!(tag_values(x, "Name"), ["a", "b&c"]);
+        assert!(tag_values(x, "Key").is_empty());
+    }
+}

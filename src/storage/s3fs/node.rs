@@ -1,0 +1,236 @@
+//! The s3fs node side: a volume's bucket is mounted with s3fs-fuse under
+//! `<run>/s3fs/<bucket>` (one FUSE process per bucket, its PID in
+//! `<bucket>.pid`), and that directory is what the node binds to the
+//! volume's mount point. The credentials are in `<run>/s3fs/passwd`
+//! (mode 0600), never on a command line.
+
+use super::S3;
+use crate::error::IoContext;
+use crate::model::{InstanceId, MountSource, Volume};
+use crate::storage::controller::Executor;
+use crate::storage::rbd::node::{alive, stop_pid, wait_gone, RbdExecutor};
+use crate::{Error, Result};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long an unmounted s3fs process may take to exit.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The s3fs node side.
+pub struct S3fsExecutor {
+    s3: S3,
+    me: InstanceId,
+    /// `<run>/s3fs`.
+    dir: PathBuf,
+    /// The s3fs program (`s3fs.cmd`).
+    cmd: String,
+    /// More mount options (`s3fs.options`).
+    options: String,
+}
+
+impl S3fsExecutor {
+    /// The node side for the endpoint of `s3`, with `run` as this
+    /// instance's run dir.
+    pub fn new(s3: S3, me: InstanceId, run: &Path, cmd: &str, options: &str) -> S3fsExecutor {
+        S3fsExecutor {
+            s3,
+            me,
+            dir: run.join("s3fs"),
+            cmd: if cmd.is_empty() { "s3fs" } else { cmd }.to_string(),
+            options: options.trim().trim_matches(',').to_string(),
+        }
+    }
+
+    fn bucket<'a>(&self, v: &'a Volume) -> Result<&'a str> {
+        super::bucket_name(&v.id)
+    }
+
+    fn mount_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.join(bucket)
+    }
+
+    fn pid_file(&self, bucket: &str) -> PathBuf {
+        self.dir.join(format!("{bucket}.pid"))
+    }
+
+    fn log_file(&self, bucket: &str) -> PathBuf {
+        self.dir.join(format!("{bucket}.log"))
+    }
+
+    fn passwd_file(&self) -> PathBuf {
+        self.dir.join("passwd")
+    }
+
+    /// The recorded s3fs PID of `bucket`, if that process still runs s3fs
+    /// on its mount point.
+    fn fuse_pid(&self, bucket: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_file(bucket))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mnt = self.mount_dir(bucket);
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| Path::new(a) == mnt);
+        (ours && alive(pid)).then_some(pid)
+    }
+
+    /// Write the credentials for s3fs, mode 0600 (s3fs refuses others).
+    fn write_passwd(&self) -> Result<()> {
+        let p = self.passwd_file();
+        let tmp = self.dir.join(".passwd.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .ctx(|| format!("creating {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .ctx(|| format!("setting the mode of {}", tmp.display()))?;
+        f.write_all(format!("{}:{}\n", self.s3.access_key, self.s3.secret_key).as_bytes())
+            .and_then(|_| f.sync_all())
+            .ctx(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &p).ctx(|| format!("renaming {}", p.display()))
+    }
+
+    /// Start s3fs for `bucket` and wait until its mount is there.
+    fn start(&self, bucket: &str, deadline: Instant) -> Result<()> {
+        let mnt = self.mount_dir(bucket);
+        if let Some(pid) = self.fuse_pid(bucket) {
+            // A process a killed attach left without its mount.
+            stop_pid(pid, Duration::from_secs(2));
+        }
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        own_dir(&self.dir, PRIVATE_DIR, Link::Refuse)
+            .map_err(|e| e.context("preparing the s3fs directory"))?;
+        self.write_passwd()?;
+        std::fs::create_dir_all(&mnt).ctx(|| format!("creating {}", mnt.display()))?;
+        let log = self.log_file(bucket);
+        let logf = std::fs::File::create(&log).ctx(|| format!("creating {}", log.display()))?;
+        let s3fs = crate::node::cmd::find(&self.cmd, "s3fs")?;
+        let mut opts = format!(
+            "passwd_file={},url={},endpoint={},use_path_request_style",
+            self.passwd_file().display(),
+            self.s3.endpoint,
+            self.s3.region
+        );
+        if !self.options.is_empty() {
+            opts.push(',');
+            opts.push_str(&self.options);
+        }
+        let mut cmd =
+            crate::node::cmd::command_at(&crate::node::cmd::find("setsid", "util-linux")?);
+        cmd.arg(&s3fs)
+            .arg(bucket)
+            .arg(&mnt)
+            .arg("-f")
+            .arg("-o")
+            .arg(&opts)
+            .stdout(
+                logf.try_clone()
+                    .ctx(|| format!("opening {}", log.display()))?,
+            )
+            .stderr(logf);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::from_io("starting s3fs (install the s3fs package)", &e))?;
+        let pid = child.id();
+        crate::state::atomic::write(&self.pid_file(bucket), format!("{pid}\n").as_bytes())?;
+        tracing::info!(volume = bucket, pid, mount = %mnt.display(), "started s3fs");
+        // The child is reaped when it exits while this process runs.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        loop {
+            if RbdExecutor::is_mounted(&mnt) {
+                return Ok(());
+            }
+            let gone = self.fuse_pid(bucket).is_none();
+            if gone || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                if let Some(pid) = self.fuse_pid(bucket) {
+                    stop_pid(pid, Duration::from_secs(2));
+                }
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(&mnt);
+                return Err(Error::backend(format!(
+                    "s3fs for volume {bucket} {} (endpoint {}){}",
+                    if gone {
+                        "exited without mounting the bucket"
+                    } else {
+                        "did not mount the bucket in time"
+                    },
+                    self.s3.endpoint,
+                    log.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Executor for S3fsExecutor {
+    fn instance_id(&self) -> &InstanceId {
+        &self.me
+    }
+
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
+        let mnt = self.mount_dir(self.bucket(volume)?);
+        Ok(RbdExecutor::is_mounted(&mnt).then_some(MountSource::Directory(mnt)))
+    }
+
+    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {
+        let bucket = self.bucket(volume)?;
+        if token != bucket {
+            return Err(Error::backend(format!(
+                "volume {}: the controller attached {token:?}, not bucket {bucket}",
+                volume.name
+            )));
+        }
+        if let Some(src) = self.present(volume)? {
+            return Ok(src);
+        }
+        self.start(bucket, Instant::now() + timeout)?;
+        fail::fail_point!("s3fs::attach-after-mount", |_| crate::crash_here());
+        Ok(MountSource::Directory(self.mount_dir(bucket)))
+    }
+
+    fn release(&self, volume: &Volume, _force: bool) -> Result<()> {
+        let bucket = self.bucket(volume)?;
+        let mnt = self.mount_dir(bucket);
+        if RbdExecutor::is_mounted(&mnt) {
+            let out = crate::node::cmd::run(
+                "fusermount",
+                "fuse3",
+                &[std::ffi::OsStr::new("-u"), mnt.as_os_str()],
+                Duration::from_secs(30),
+            )?;
+            if !out.status.success() {
+                return Err(Error::in_use(format!(
+                    "volume {bucket}: fusermount -u {} failed: {} (still mounted or open?)",
+                    mnt.display(),
+                    out.stderr.trim()
+                )));
+            }
+        }
+        if let Some(pid) = self.fuse_pid(bucket) {
+            if !wait_gone(pid, EXIT_WAIT) {
+                stop_pid(pid, Duration::from_secs(2));
+            }
+        }
+        let _ = std::fs::remove_file(self.pid_file(bucket));
+        let _ = std::fs::remove_file(self.log_file(bucket));
+        let _ = std::fs::remove_dir(&mnt);
+        Ok(())
+    }
+}
