@@ -20,6 +20,8 @@ use crate::storage::loopdev;
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How this node attaches images.
@@ -201,6 +203,10 @@ impl RbdExecutor {
                 stop_pid(pid, Duration::from_secs(2));
             }
         }
+        // Set when the process started here exits: its end is known from
+        // its exit, never guessed from /proc (whose command line reads
+        // empty while `setsid` execs rbd-fuse).
+        let mut exited: Option<Arc<AtomicBool>> = None;
         if !Self::is_mounted(&mnt) {
             use crate::files::{own_dir, Link, PRIVATE_DIR};
             own_dir(&self.fuse_dir, PRIVATE_DIR, Link::Refuse)
@@ -231,9 +237,12 @@ impl RbdExecutor {
             crate::state::atomic::write(&self.pid_file(image), format!("{pid}\n").as_bytes())?;
             tracing::info!(volume = image, pid, mount = %mnt.display(), "started rbd-fuse");
             // The child is reaped when it exits while this process runs.
+            let flag = Arc::new(AtomicBool::new(false));
+            exited = Some(flag.clone());
             std::thread::spawn(move || {
                 let mut child = child;
                 let _ = child.wait();
+                flag.store(true, Ordering::SeqCst);
             });
         }
         let file = self.fuse_file(image);
@@ -241,7 +250,10 @@ impl RbdExecutor {
             if Self::is_mounted(&mnt) && file.is_file() {
                 return Ok(());
             }
-            let gone = self.fuse_pid(image).is_none();
+            let gone = match &exited {
+                Some(f) => f.load(Ordering::SeqCst),
+                None => self.fuse_pid(image).is_none(),
+            };
             if gone || Instant::now() >= deadline {
                 let log = std::fs::read_to_string(
                     self.fuse_dir.join(format!("{}.{image}.log", self.pool)),

@@ -13,6 +13,8 @@ use crate::{Error, Result};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an unmounted s3fs process may take to exit.
@@ -142,16 +144,21 @@ impl S3fsExecutor {
         let pid = child.id();
         crate::state::atomic::write(&self.pid_file(bucket), format!("{pid}\n").as_bytes())?;
         tracing::info!(volume = bucket, pid, mount = %mnt.display(), "started s3fs");
-        // The child is reaped when it exits while this process runs.
+        // The child is reaped when it exits while this process runs; its
+        // end is known from its exit, never guessed from /proc (whose
+        // command line reads empty while `setsid` execs s3fs).
+        let exited = Arc::new(AtomicBool::new(false));
+        let flag = exited.clone();
         std::thread::spawn(move || {
             let mut child = child;
             let _ = child.wait();
+            flag.store(true, Ordering::SeqCst);
         });
         loop {
             if RbdExecutor::is_mounted(&mnt) {
                 return Ok(());
             }
-            let gone = self.fuse_pid(bucket).is_none();
+            let gone = exited.load(Ordering::SeqCst);
             if gone || Instant::now() >= deadline {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 if let Some(pid) = self.fuse_pid(bucket) {
