@@ -170,17 +170,7 @@ impl RbdExecutor {
     /// The recorded rbd-fuse PID of `image`, if that process still runs
     /// rbd-fuse on its mount point.
     fn fuse_pid(&self, image: &str) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_file(image))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mnt = self.mount_dir(image);
-        let ours = String::from_utf8_lossy(&cmdline)
-            .split('\0')
-            .any(|a| Path::new(a) == mnt);
-        (ours && alive(pid)).then_some(pid)
+        helper_pid(&self.pid_file(image), &self.mount_dir(image))
     }
 
     /// Whether `dir` is a mount point (of /proc/self/mountinfo).
@@ -329,6 +319,22 @@ impl RbdExecutor {
     fn fuse_loops(&self, image: &str) -> Vec<PathBuf> {
         loops_backed_by(&self.fuse_file(image))
     }
+}
+
+/// The PID recorded in `pid_file`, if that process is alive and serves
+/// the FUSE mount point `mnt` (its command line names it): a PID reused by
+/// another process is never taken for the helper.
+pub(crate) fn helper_pid(pid_file: &Path, mnt: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .any(|a| Path::new(a) == mnt);
+    (ours && alive(pid)).then_some(pid)
 }
 
 /// Whether `pid` runs (a zombie counts as gone).

@@ -8,7 +8,7 @@ use super::S3;
 use crate::error::IoContext;
 use crate::model::{InstanceId, MountSource, Volume};
 use crate::storage::controller::Executor;
-use crate::storage::rbd::node::{alive, stop_pid, wait_gone, RbdExecutor};
+use crate::storage::rbd::node::{helper_pid, stop_pid, wait_gone, RbdExecutor};
 use crate::{Error, Result};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -68,17 +68,7 @@ impl S3fsExecutor {
     /// The recorded s3fs PID of `bucket`, if that process still runs s3fs
     /// on its mount point.
     fn fuse_pid(&self, bucket: &str) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_file(bucket))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mnt = self.mount_dir(bucket);
-        let ours = String::from_utf8_lossy(&cmdline)
-            .split('\0')
-            .any(|a| Path::new(a) == mnt);
-        (ours && alive(pid)).then_some(pid)
+        helper_pid(&self.pid_file(bucket), &self.mount_dir(bucket))
     }
 
     /// Write the credentials for s3fs, mode 0600 (s3fs refuses others).
