@@ -16,6 +16,9 @@
 //! can only read a reply late, never early, so latencies are not
 //! understated.
 
+#[path = "common/load.rs"]
+mod load;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -112,39 +115,7 @@ fn main() {
     let clients: usize = args[2].parse().unwrap_or_else(|_| usage());
     let requests: usize = args[3].parse().unwrap_or_else(|_| usage());
     let paths: Vec<String> = args[4..].to_vec();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (mut all, errors, wall) = rt.block_on(async {
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..clients)
-            .map(|i| tokio::spawn(client(addr.clone(), i, requests, paths.clone())))
-            .collect();
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (l, e) = t.await.expect("client");
-            all.extend(l);
-            errors += e;
-        }
-        (all, errors, start.elapsed())
+    load::run_and_report(clients, |i| {
+        client(addr.clone(), i, requests, paths.clone())
     });
-    all.sort_unstable();
-    let pct = |p: f64| {
-        if all.is_empty() {
-            0
-        } else {
-            all[((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1]
-        }
-    };
-    println!(
-        "{{\"requests\":{},\"errors\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{},\"wall_ms\":{}}}",
-        all.len() + errors,
-        errors,
-        pct(0.50),
-        pct(0.99),
-        all.last().copied().unwrap_or(0),
-        wall.as_millis()
-    );
 }
