@@ -95,16 +95,14 @@ impl Module {
         format!("unix://{}", self.path.display())
     }
 
-    /// Open its volumes (as a Docker module's: see
-    /// [`crate::docker::modules::Module::open`]).
+    /// Open its volumes ([`Volumes::open_for_module`]).
     pub fn open(&self, serves_api: bool) -> Result<Volumes> {
-        let cfg = self.config.config.clone();
-        let opened = if serves_api && !self.config.overrides(keys::LIBSTORAGE_HOST) {
-            Volumes::open_embedded(cfg)
-        } else {
-            Volumes::open(cfg)
-        };
-        opened.map_err(|e| {
+        Volumes::open_for_module(
+            self.config.config.clone(),
+            serves_api,
+            self.config.overrides(keys::LIBSTORAGE_HOST),
+        )
+        .map_err(|e| {
             e.context(format!(
                 "opening csi module {} (service {})",
                 self.name,

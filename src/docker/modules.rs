@@ -111,18 +111,14 @@ impl Module {
         self.config.service()
     }
 
-    /// Open its volumes. A service that serves the libStorage API is the
-    /// controller: its modules use the drivers themselves, unless one names
-    /// a server of its own (`rexray.modules.<name>.libstorage.host`).
-    /// Otherwise each is a node like any other (see [`Volumes::open`]).
+    /// Open its volumes ([`Volumes::open_for_module`]).
     pub fn open(&self, serves_api: bool) -> Result<Volumes> {
-        let cfg = self.config.config.clone();
-        let opened = if serves_api && !self.config.overrides(keys::LIBSTORAGE_HOST) {
-            Volumes::open_embedded(cfg)
-        } else {
-            Volumes::open(cfg)
-        };
-        opened.map_err(|e| {
+        Volumes::open_for_module(
+            self.config.config.clone(),
+            serves_api,
+            self.config.overrides(keys::LIBSTORAGE_HOST),
+        )
+        .map_err(|e| {
             e.context(format!(
                 "opening Docker module {} (service {})",
                 self.name,

@@ -88,6 +88,19 @@ impl Volumes {
         Self::open_on(cfg, storage::Backend::Embedded)
     }
 
+    /// The volumes of a module of `rexray service start` (Docker or CSI).
+    /// A service that serves the libStorage API is the controller: its
+    /// modules use the drivers themselves, unless one names a server of
+    /// its own (`own_host`: `rexray.modules.<name>.libstorage.host`).
+    /// Otherwise each is a node like any other ([`open`](Self::open)).
+    pub fn open_for_module(cfg: Config, serves_api: bool, own_host: bool) -> Result<Volumes> {
+        if serves_api && !own_host {
+            Self::open_embedded(cfg)
+        } else {
+            Self::open(cfg)
+        }
+    }
+
     fn open_on(cfg: Config, backend: storage::Backend) -> Result<Volumes> {
         use crate::files::{own_dir, Link, PRIVATE_DIR, SHARED_DIR, TRAVERSE_DIR};
         let mount_path = cfg.path(keys::MOUNT_PATH);
