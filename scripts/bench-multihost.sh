@@ -47,20 +47,11 @@ ctl="$work/ctl"    # the controller's home
 node="$work/node"  # the node's home; the volumes live under its lib dir
 sock="$work/ctl.sock"
 pid=""
+source scripts/bench-lib.sh
 cleanup() {
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_child "$pid"
   # Exactly what this run made: mounts under $work, loops backed by files under $work.
-  { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  for f in /sys/block/loop*/loop/backing_file; do
-    [ -e "$f" ] || continue
-    case "$(cat "$f")" in "$work"/*) losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")" 2>/dev/null || true ;; esac
-  done
-  rm -rf "$work"
+  release_work "$work"
 }
 trap cleanup EXIT
 

@@ -32,14 +32,10 @@ runs="${BENCH_RUNS:-20}"
 batch=10000
 
 work="$(mktemp -d /tmp/rxscale.XXXXXX)"
+source scripts/bench-lib.sh
 cleanup() {
   # Exactly what this run made: mounts under $work, loops backed by files under $work.
-  { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  for f in /sys/block/loop*/loop/backing_file; do
-    [ -e "$f" ] || continue
-    case "$(cat "$f")" in "$work"/*) losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")" 2>/dev/null || true ;; esac
-  done
-  rm -rf "$work"
+  release_work "$work"
 }
 trap cleanup EXIT
 

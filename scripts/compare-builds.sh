@@ -26,14 +26,10 @@ rounds="${3:-3}"
 runs="${BENCH_RUNS:-100}"
 
 work="$(mktemp -d /tmp/rxcompare.XXXXXX)"
+source "$(dirname "$0")/bench-lib.sh"
 cleanup() {
   # Exactly what this run made: mounts under $work, loops on its images.
-  { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  for f in /sys/block/loop*/loop/backing_file; do
-    [ -e "$f" ] || continue
-    case "$(cat "$f")" in "$work"/*) losetup -d "/dev/$(basename "$(dirname "$(dirname "$f")")")" 2>/dev/null || true ;; esac
-  done
-  rm -rf "$work"
+  release_work "$work"
 }
 trap cleanup EXIT
 
