@@ -38,6 +38,9 @@ pub struct RbdDriver {
     ceph: Ceph,
     pool: String,
     info: ServiceInfo,
+    /// Where a new copy is shown through rbd-fuse to get a filesystem
+    /// UUID of its own (none: copies keep their source's).
+    scratch: Option<std::path::PathBuf>,
 }
 
 /// One entry of `rbd ls -l --format json`: an image or a snapshot.
@@ -108,7 +111,49 @@ impl RbdDriver {
                     ..Default::default()
                 },
             },
+            scratch: None,
         })
+    }
+
+    /// This driver, showing new copies through rbd-fuse under `dir` to
+    /// give their filesystems UUIDs of their own.
+    pub fn with_scratch_dir(mut self, dir: &std::path::Path) -> RbdDriver {
+        self.scratch = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Let `prepare` change the new image `image` (a copy) before it is
+    /// published: shown as a file through rbd-fuse in the scratch
+    /// directory. A copy that cannot be shown keeps its source's UUID
+    /// (said in the log); one whose `prepare` failed is removed.
+    fn prepare_copy(&self, image: &str, prepare: Prepare<'_>) -> Result<()> {
+        let Some(dir) = &self.scratch else {
+            return Ok(());
+        };
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        let shown = own_dir(dir, PRIVATE_DIR, Link::Refuse)
+            .map_err(|e| e.context("preparing the rbd scratch directory"))
+            .and_then(|_| {
+                node::Scratch::new(self.ceph.clone(), &self.pool, dir).with_image_file(
+                    image,
+                    self.ceph.timeout,
+                    prepare,
+                )
+            });
+        match shown {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                tracing::warn!(
+                    volume = image,
+                    "the new volume keeps its source's filesystem UUID: it could not be shown through rbd-fuse: {why}"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.rbd(&["rm", "--no-progress", &self.spec(image)]);
+                Err(e.context(format!("preparing the new volume {image}")))
+            }
+        }
     }
 
     fn id_of(&self, image: &str) -> String {
@@ -422,9 +467,11 @@ impl Controller for RbdDriver {
                 )));
             }
             self.fence(image, &others)?;
+            fail::fail_point!("rbd::fence-after-blocklist", |_| crate::crash_here());
             for l in &others {
                 self.unlock(image, l)?;
             }
+            fail::fail_point!("rbd::fence-before-lock", |_| crate::crash_here());
         }
         if own.is_empty() {
             self.rbd(&["lock", "add", &self.spec(image), &mine])
@@ -437,6 +484,7 @@ impl Controller for RbdDriver {
                         e
                     }
                 })?;
+            fail::fail_point!("rbd::attach-after-lock", |_| crate::crash_here());
         }
         Ok(Attached {
             volume: self.must_volume(id)?,
@@ -447,6 +495,7 @@ impl Controller for RbdDriver {
     fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
         let image = self.must_image(id)?;
         let mine = format!("{LOCK_PREFIX}{}", who.id);
+        fail::fail_point!("rbd::detach-before-unlock", |_| crate::crash_here());
         for l in self.locks(image)? {
             if !same(&l.id, &mine) && !force {
                 return Err(Error::in_use(format!(
@@ -478,7 +527,7 @@ impl Controller for RbdDriver {
         new_name: &str,
         spec: &CreateSpec,
         intact: &dyn Fn() -> Result<()>,
-        _prepare: Prepare<'_>,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
         let image = self.must_image(id)?;
         let src = self.must_volume(id)?;
@@ -498,6 +547,7 @@ impl Controller for RbdDriver {
         if spec.size > src.size {
             self.resize(&self.id_of(new_name), spec.size)?;
         }
+        self.prepare_copy(new_name, prepare)?;
         self.must_volume(&self.id_of(new_name))
     }
 
@@ -557,7 +607,7 @@ impl Controller for RbdDriver {
         snap_id: &str,
         new_name: &str,
         spec: &CreateSpec,
-        _prepare: Prepare<'_>,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
         let (image, snap) = self.snap_of(snap_id)?;
         self.check_new(new_name)?;
@@ -573,9 +623,9 @@ impl Controller for RbdDriver {
         let v = self.must_volume(&self.id_of(new_name))?;
         if spec.size > v.size {
             self.resize(&v.id, spec.size)?;
-            return self.must_volume(&v.id);
         }
-        Ok(v)
+        self.prepare_copy(new_name, prepare)?;
+        self.must_volume(&v.id)
     }
 }
 
