@@ -375,6 +375,39 @@ mod tests {
         assert!(!needs_fsck("tune2fs 1.47.0 (5-Feb-2023)"));
     }
 
+    /// An ext4 without `metadata_csum_seed`, mounted since its last check
+    /// (what a copy of a used volume is): tune2fs refuses until e2fsck -f
+    /// has run, which regenerate_uuid does.
+    #[test]
+    fn an_ext4_that_needs_a_check_first_gets_its_new_uuid() {
+        let tools = ["mkfs.ext4", "debugfs", "tune2fs", "e2fsck", "blkid"];
+        if tools.iter().any(|t| cmd::find(t, "e2fsprogs").is_err()) {
+            eprintln!("skipped: e2fsprogs is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let t = Duration::from_secs(30);
+        let run = |prog: &str, args: &[&str]| {
+            let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            argv.push(img.as_os_str());
+            let o = cmd::run(prog, "e2fsprogs", &argv, t).unwrap();
+            assert!(o.status.success(), "{prog}: {}", o.stderr);
+        };
+        run("mkfs.ext4", &["-q", "-F", "-O", "^metadata_csum_seed"]);
+        // Last mounted after its last check, as if it had been in use.
+        run("debugfs", &["-w", "-R", "ssv mtime 2000000000"]);
+        let before = fs_uuid(&img, t).unwrap();
+        match regenerate_uuid(&img, "ext4", t).unwrap() {
+            NewUuid::Changed(u) => assert_ne!(Some(u), before),
+            kept => panic!("{kept:?}"),
+        }
+    }
+
     #[test]
     fn a_refused_grow_keeps_its_errno() {
         let dev = Path::new("/dev/loop9");
