@@ -178,6 +178,43 @@ fn rbd_crash_matrix_unmount() {
     }
 }
 
+/// Killed at each step of a remove: the next remove removes the image
+/// (or finds it gone), and no lock, mount or rbd-fuse is left.
+#[test]
+fn rbd_crash_matrix_remove() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    for (i, fp) in [
+        "volume::remove-before-driver",
+        "volume::remove-after-driver",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let h = c.home("");
+        let _helpers = Helpers(&h.dir);
+        let v = format!("crr{i}");
+        h.rexray(&["volume", "create", &v, "--size", "1"]).ok();
+        h.rexray(&["volume", "mount", &v]).ok();
+        h.rexray(&["volume", "unmount", &v]).ok();
+        killed(&with_fp(&h, fp, &["volume", "rm", &v]), fp);
+        let again = h.rexray(&["volume", "rm", &v]);
+        assert!(
+            again.code == 0 || again.stderr.contains("not found"),
+            "{fp}: {again:#?}"
+        );
+        assert!(!h.volume_names().contains(&v), "{fp}");
+        let ls = c.tool("rbd", &["ls", "--format", "json"]);
+        assert!(!ls.ok().contains(&format!("\"{v}\"")), "{fp}: {ls:?}");
+        nothing_left(&h.dir, fp);
+        row(
+            "rbd remove",
+            fp,
+            "next remove (or not-found): image gone, nothing left here",
+        );
+    }
+}
+
 /// Node B's preempt killed at each step of the takeover (after the
 /// blocklist, after the old lock went, after its own lock): B's next
 /// preempt takes the volume with A's data and one lock, B's; A's unmount
