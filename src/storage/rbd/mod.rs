@@ -181,8 +181,19 @@ impl RbdDriver {
     }
 
     fn ls(&self) -> Result<Vec<LsEntry>> {
-        let out = self.rbd(&["ls", "-l", "--format", "json", "-p", &self.pool])?;
-        parse("rbd ls", &out)
+        // `rbd ls -l` opens every image it lists, and an image removed in
+        // between fails the whole listing: list again.
+        let mut tries = 0;
+        loop {
+            match self.rbd(&["ls", "-l", "--format", "json", "-p", &self.pool]) {
+                Ok(out) => return parse("rbd ls", &out),
+                Err(e) if tries < 5 && removed_while_listed(e.message()) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn locks(&self, image: &str) -> Result<Vec<LockEntry>> {
@@ -319,6 +330,14 @@ impl RbdDriver {
         image_name("snapshot", snap).map_err(|_| bad())?;
         Ok((img, snap))
     }
+}
+
+/// Whether `rbd ls -l` failed on an image that went away while it
+/// listed.
+fn removed_while_listed(msg: &str) -> bool {
+    msg.contains("error opening")
+        && !msg.contains("error opening pool")
+        && msg.contains("(2) No such file or directory")
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -637,6 +656,17 @@ mod tests {
     fn drv() -> RbdDriver {
         let ceph = Ceph::new("--conf /nonexistent/ceph.conf", Duration::from_secs(1)).unwrap();
         RbdDriver::new(ceph, "rbd", "").unwrap()
+    }
+
+    #[test]
+    fn a_listing_that_met_a_removal_is_recognised() {
+        assert!(removed_while_listed(
+            "rbd ls -l --format json -p rbd failed (cluster of /c/ceph.conf): rbd: error opening uuxfs: (2) No such file or directory; rbd: listing images failed: (2) No such file or directory"
+        ));
+        assert!(!removed_while_listed(
+            "rbd: error opening pool 'nopool': (2) No such file or directory"
+        ));
+        assert!(!removed_while_listed("did not answer"));
     }
 
     #[test]
