@@ -17,16 +17,21 @@ struct EnvEntry<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct All<'a> {
     directories: BTreeMap<&'a str, String>,
     files: Vec<String>,
     settings: Vec<EnvEntry<'a>>,
+    /// How this host attaches rbd images (without loading a module).
+    rbd_attach: &'static str,
 }
 
 /// `rexray env -f <format>`: `KEY=value  # source` lines a shell can
-/// read (the directories first, then every setting by variable name), or
-/// the same facts and the files read as JSON or YAML.
+/// read (the directories first, then every setting by variable name, then
+/// a comment saying how this host attaches rbd images), or the same facts
+/// and the files read as JSON or YAML.
 pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
+    let rbd_attach = crate::storage::rbd::node::Method::detect(false).short_name();
     let dirs = [
         ("REXRAY_HOME", &cfg.dirs.home),
         ("REXRAY_HOME_ETC", &cfg.dirs.etc),
@@ -71,7 +76,8 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
             let settings = settings
                 .iter()
                 .map(|e| format!("{}={}  # {}\n", e.env, shell_quote(e.value), e.source));
-            Ok(dirs.chain(settings).collect())
+            let rbd = std::iter::once(format!("# rbd attach: {rbd_attach}\n"));
+            Ok(dirs.chain(settings).chain(rbd).collect())
         }
         f => {
             let fmt: Format = f.parse()?;
@@ -86,6 +92,7 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
                     .map(|f| f.to_string_lossy().into_owned())
                     .collect(),
                 settings,
+                rbd_attach,
             };
             Ok(output::structured(&all, fmt))
         }
@@ -151,6 +158,13 @@ mod tests {
             lines.contains(&"REXRAY_LOGLEVEL=debug  # env:REXRAY_LOGLEVEL"),
             "{text}"
         );
+        let rbd = lines.last().unwrap();
+        assert!(
+            ["krbd", "rbd-nbd", "rbd-fuse+loop"]
+                .contains(&rbd.strip_prefix("# rbd attach: ").unwrap()),
+            "{rbd}"
+        );
+        let lines = &lines[..lines.len() - 1];
         let vars: Vec<&str> = lines[5..]
             .iter()
             .map(|l| l.split_once('=').unwrap().0)
@@ -183,6 +197,7 @@ mod tests {
         assert_eq!(level["key"], keys::LOG_LEVEL);
         assert_eq!(level["value"], "debug");
         assert_eq!(level["source"], "env:REXRAY_LOGLEVEL");
+        assert!(all["rbdAttach"].is_string(), "{all}");
         assert!(render(&cfg, "yaml").unwrap().contains("directories:"));
     }
 

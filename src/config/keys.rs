@@ -84,6 +84,10 @@ pub const S3FS_ACCESS_KEY: &str = "s3fs.accessKey";
 pub const S3FS_SECRET_KEY: &str = "s3fs.secretKey";
 pub const S3FS_OPTIONS: &str = "s3fs.options";
 pub const S3FS_CMD: &str = "s3fs.cmd";
+pub const S3FS_HOST_NAME: &str = "s3fs.hostName";
+pub const S3FS_MAX_RETRIES: &str = "s3fs.maxRetries";
+pub const S3FS_DISABLE_PATH_STYLE: &str = "s3fs.disablePathStyle";
+pub const S3FS_TAG: &str = "s3fs.tag";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const CSI_MODE: &str = "rexray.csi.mode";
 pub const CSI_MAX_VOLUMES: &str = "rexray.csi.maxVolumesPerNode";
@@ -350,6 +354,34 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Str,
         aliases: &[],
         help: "the s3fs program nodes mount buckets with (looked up in PATH)",
+    },
+    KeyDef {
+        key: S3FS_HOST_NAME,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the host name in this node's instance id for the s3fs driver (default: the system's host name)",
+    },
+    KeyDef {
+        key: S3FS_MAX_RETRIES,
+        default: "10",
+        ty: KeyType::OptUint,
+        aliases: &[],
+        help: "how often a failed S3 request (no answer, or a 5xx) is retried, and s3fs's retries=; 0 to 100",
+    },
+    KeyDef {
+        key: S3FS_DISABLE_PATH_STYLE,
+        default: "false",
+        ty: KeyType::Bool,
+        aliases: &[],
+        help: "virtual-hosted-style requests instead of path-style; not supported: true is refused",
+    },
+    KeyDef {
+        key: S3FS_TAG,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "the original's bucket tag; not supported: a value is refused",
     },
     KeyDef {
         key: DOCKER_HOST,

@@ -218,6 +218,18 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
         Ok((after.filter(|a| Some(a) != before.as_ref()), said))
     };
     let (mut after, mut said) = run()?;
+    if after.is_none() && fs_type != "xfs" && needs_fsck(&said) {
+        // tune2fs changes the UUID of a filesystem with metadata
+        // checksums only right after a full check.
+        tracing::debug!(image = %image.display(), "checking the filesystem before changing its UUID");
+        if let Err(why) = fsck(image, timeout)? {
+            return Ok(NewUuid::Kept(format!(
+                "tune2fs asked for a checked filesystem ({}) and e2fsck -f -p failed: {why}",
+                said.trim()
+            )));
+        }
+        (after, said) = run()?;
+    }
     if after.is_none() && fs_type == "xfs" && said.contains("log") {
         tracing::debug!(image = %image.display(), "replaying the XFS log before changing the UUID");
         if let Err(why) = replay_xfs_log(image, timeout)? {
@@ -233,6 +245,32 @@ pub fn regenerate_uuid(image: &Path, fs_type: &str, timeout: Duration) -> Result
         Some(u) => NewUuid::Changed(u),
         None => NewUuid::Kept(format!("{prog} left the UUID unchanged: {}", said.trim())),
     })
+}
+
+/// Whether tune2fs refused for want of a freshly checked filesystem.
+fn needs_fsck(said: &str) -> bool {
+    said.contains("freshly checked") || said.contains("e2fsck -f")
+}
+
+/// `e2fsck -f -p` of the ext filesystem in `image` (unattached): `Ok(Err(why))`
+/// when it found what it may not fix by itself; `Err` when it ran past
+/// `timeout`.
+fn fsck(image: &Path, timeout: Duration) -> Result<std::result::Result<(), String>> {
+    let out = cmd::run(
+        "e2fsck",
+        "e2fsprogs",
+        &["-f".as_ref(), "-p".as_ref(), image.as_os_str()],
+        timeout,
+    )?;
+    // 0: clean; 1: errors corrected; anything else needs a person.
+    match out.status.code() {
+        Some(0 | 1) => Ok(Ok(())),
+        c => Ok(Err(format!(
+            "exit status {}: {}",
+            c.map_or("signal".to_string(), |c| c.to_string()),
+            out.stderr.trim()
+        ))),
+    }
 }
 
 /// Replay the log of the XFS in `image` by mounting it once (with
@@ -328,6 +366,47 @@ pub fn describe(probe: &Probe, tags: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tune2fs_asking_for_a_check_is_recognised() {
+        assert!(needs_fsck(
+            "This operation requires a freshly checked filesystem.\n\nPlease run e2fsck -f on the filesystem."
+        ));
+        assert!(!needs_fsck("tune2fs 1.47.0 (5-Feb-2023)"));
+    }
+
+    /// An ext4 without `metadata_csum_seed`, mounted since its last check
+    /// (what a copy of a used volume is): tune2fs refuses until e2fsck -f
+    /// has run, which regenerate_uuid does.
+    #[test]
+    fn an_ext4_that_needs_a_check_first_gets_its_new_uuid() {
+        let tools = ["mkfs.ext4", "debugfs", "tune2fs", "e2fsck", "blkid"];
+        if tools.iter().any(|t| cmd::find(t, "e2fsprogs").is_err()) {
+            eprintln!("skipped: e2fsprogs is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let t = Duration::from_secs(30);
+        let run = |prog: &str, args: &[&str]| {
+            let mut argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+            argv.push(img.as_os_str());
+            let o = cmd::run(prog, "e2fsprogs", &argv, t).unwrap();
+            assert!(o.status.success(), "{prog}: {}", o.stderr);
+        };
+        run("mkfs.ext4", &["-q", "-F", "-O", "^metadata_csum_seed"]);
+        // Last mounted after its last check, as if it had been in use.
+        run("debugfs", &["-w", "-R", "ssv mtime 2000000000"]);
+        let before = fs_uuid(&img, t).unwrap();
+        match regenerate_uuid(&img, "ext4", t).unwrap() {
+            NewUuid::Changed(u) => assert_ne!(Some(u), before),
+            kept => panic!("{kept:?}"),
+        }
+    }
 
     #[test]
     fn a_refused_grow_keeps_its_errno() {

@@ -101,11 +101,14 @@ pub fn open_controller(cfg: &Config) -> Result<Arc<dyn Controller>> {
             &cfg.path(keys::VFS_ROOT),
             cfg.service(),
         )?)),
-        "rbd" => Ok(Arc::new(rbd::RbdDriver::new(
-            rbd_tools(cfg)?,
-            cfg.string(keys::RBD_DEFAULT_POOL),
-            cfg.service(),
-        )?)),
+        "rbd" => Ok(Arc::new(
+            rbd::RbdDriver::new(
+                rbd_tools(cfg)?,
+                cfg.string(keys::RBD_DEFAULT_POOL),
+                cfg.service(),
+            )?
+            .with_scratch_dir(&cfg.dirs.run.join("rbd-scratch")),
+        )),
         "s3fs" => Ok(Arc::new(s3fs::S3fsDriver::new(s3(cfg)?, cfg.service()))),
         other => Err(unknown_driver(cfg, other)),
     }
@@ -144,7 +147,7 @@ pub fn open_executor_for(cfg: &Config, driver: &str) -> Result<Arc<dyn Executor>
         ))),
         "s3fs" => Ok(Arc::new(s3fs::node::S3fsExecutor::new(
             s3(cfg)?,
-            instance_id(cfg, "s3fs"),
+            s3fs_instance_id(cfg),
             &cfg.dirs.run,
             cfg.string(keys::S3FS_CMD),
             cfg.string(keys::S3FS_OPTIONS),
@@ -161,9 +164,25 @@ fn rbd_tools(cfg: &Config) -> Result<rbd::cli::Ceph> {
     )
 }
 
+/// This node's instance id for the s3fs driver: `s3fs.hostName`, when
+/// set, stands for the system's host name.
+fn s3fs_instance_id(cfg: &Config) -> InstanceId {
+    let mut id = instance_id(cfg, "s3fs");
+    let host = cfg.string(keys::S3FS_HOST_NAME).trim();
+    if !host.is_empty() {
+        id.id = format!("{host}:{}", cfg.dirs.lib.display());
+    }
+    id
+}
+
 /// The S3 endpoint of the s3fs driver (`s3fs.*`; the keys default to
 /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
 fn s3(cfg: &Config) -> Result<s3fs::S3> {
+    s3fs::check_settings(
+        cfg.number(keys::S3FS_MAX_RETRIES),
+        cfg.boolean(keys::S3FS_DISABLE_PATH_STYLE),
+        cfg.string(keys::S3FS_TAG),
+    )?;
     let or_env = |key: &str, var: &str| {
         let v = cfg.string(key);
         if v.is_empty() {
@@ -179,6 +198,7 @@ fn s3(cfg: &Config) -> Result<s3fs::S3> {
         &or_env(keys::S3FS_SECRET_KEY, "AWS_SECRET_ACCESS_KEY"),
         std::time::Duration::from_secs(30),
     )
+    .map(|s| s.with_max_retries(cfg.number(keys::S3FS_MAX_RETRIES) as u32))
 }
 
 /// A fresh random volume id: 16 hex digits from the kernel's random pool.

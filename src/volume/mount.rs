@@ -336,13 +336,14 @@ impl Volumes {
             self.detach_here(&current, false)
                 .map_err(|e| e.context(step("detach")))?;
             fail::fail_point!("volume::unmount-after-detach", |_| crate::crash_here());
-        } else if current.state() == AttachmentState::Unavailable {
-            // Another instance took the volume over: what this node still
-            // has of it (an rbd-fuse process and its loop device) is this
-            // node's own to let go of. A driver whose devices are shared
-            // (loop) refuses, and the device stays for its new holder.
+        } else {
+            // Another instance took the volume over (and may have let go
+            // of it since): what this node still has of it (an rbd-fuse
+            // process and its loop device, an s3fs mount) is this node's
+            // own to let go of. A driver whose devices are shared (loop)
+            // refuses, and the device stays for its new holder.
             if let Err(e) = self.exe.release(&current, false) {
-                tracing::debug!(volume = %v.name, error = %e, "not releasing a volume another instance holds");
+                tracing::debug!(volume = %v.name, error = %e, "not releasing a volume this instance does not hold");
             }
         }
         Ok(())

@@ -38,6 +38,9 @@ pub struct RbdDriver {
     ceph: Ceph,
     pool: String,
     info: ServiceInfo,
+    /// Where a new copy is shown through rbd-fuse to get a filesystem
+    /// UUID of its own (none: copies keep their source's).
+    scratch: Option<std::path::PathBuf>,
 }
 
 /// One entry of `rbd ls -l --format json`: an image or a snapshot.
@@ -108,7 +111,49 @@ impl RbdDriver {
                     ..Default::default()
                 },
             },
+            scratch: None,
         })
+    }
+
+    /// This driver, showing new copies through rbd-fuse under `dir` to
+    /// give their filesystems UUIDs of their own.
+    pub fn with_scratch_dir(mut self, dir: &std::path::Path) -> RbdDriver {
+        self.scratch = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Let `prepare` change the new image `image` (a copy) before it is
+    /// published: shown as a file through rbd-fuse in the scratch
+    /// directory. A copy that cannot be shown keeps its source's UUID
+    /// (said in the log); one whose `prepare` failed is removed.
+    fn prepare_copy(&self, image: &str, prepare: Prepare<'_>) -> Result<()> {
+        let Some(dir) = &self.scratch else {
+            return Ok(());
+        };
+        use crate::files::{own_dir, Link, PRIVATE_DIR};
+        let shown = own_dir(dir, PRIVATE_DIR, Link::Refuse)
+            .map_err(|e| e.context("preparing the rbd scratch directory"))
+            .and_then(|_| {
+                node::Scratch::new(self.ceph.clone(), &self.pool, dir).with_image_file(
+                    image,
+                    self.ceph.timeout,
+                    prepare,
+                )
+            });
+        match shown {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                tracing::warn!(
+                    volume = image,
+                    "the new volume keeps its source's filesystem UUID: it could not be shown through rbd-fuse: {why}"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.rbd(&["rm", "--no-progress", &self.spec(image)]);
+                Err(e.context(format!("preparing the new volume {image}")))
+            }
+        }
     }
 
     fn id_of(&self, image: &str) -> String {
@@ -136,8 +181,19 @@ impl RbdDriver {
     }
 
     fn ls(&self) -> Result<Vec<LsEntry>> {
-        let out = self.rbd(&["ls", "-l", "--format", "json", "-p", &self.pool])?;
-        parse("rbd ls", &out)
+        // `rbd ls -l` opens every image it lists, and an image removed in
+        // between fails the whole listing: list again.
+        let mut tries = 0;
+        loop {
+            match self.rbd(&["ls", "-l", "--format", "json", "-p", &self.pool]) {
+                Ok(out) => return parse("rbd ls", &out),
+                Err(e) if tries < 5 && removed_while_listed(e.message()) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * tries));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn locks(&self, image: &str) -> Result<Vec<LockEntry>> {
@@ -274,6 +330,14 @@ impl RbdDriver {
         image_name("snapshot", snap).map_err(|_| bad())?;
         Ok((img, snap))
     }
+}
+
+/// Whether `rbd ls -l` failed on an image that went away while it
+/// listed.
+fn removed_while_listed(msg: &str) -> bool {
+    msg.contains("error opening")
+        && !msg.contains("error opening pool")
+        && msg.contains("(2) No such file or directory")
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -422,9 +486,11 @@ impl Controller for RbdDriver {
                 )));
             }
             self.fence(image, &others)?;
+            fail::fail_point!("rbd::fence-after-blocklist", |_| crate::crash_here());
             for l in &others {
                 self.unlock(image, l)?;
             }
+            fail::fail_point!("rbd::fence-before-lock", |_| crate::crash_here());
         }
         if own.is_empty() {
             self.rbd(&["lock", "add", &self.spec(image), &mine])
@@ -437,6 +503,7 @@ impl Controller for RbdDriver {
                         e
                     }
                 })?;
+            fail::fail_point!("rbd::attach-after-lock", |_| crate::crash_here());
         }
         Ok(Attached {
             volume: self.must_volume(id)?,
@@ -447,6 +514,7 @@ impl Controller for RbdDriver {
     fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
         let image = self.must_image(id)?;
         let mine = format!("{LOCK_PREFIX}{}", who.id);
+        fail::fail_point!("rbd::detach-before-unlock", |_| crate::crash_here());
         for l in self.locks(image)? {
             if !same(&l.id, &mine) && !force {
                 return Err(Error::in_use(format!(
@@ -478,7 +546,7 @@ impl Controller for RbdDriver {
         new_name: &str,
         spec: &CreateSpec,
         intact: &dyn Fn() -> Result<()>,
-        _prepare: Prepare<'_>,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
         let image = self.must_image(id)?;
         let src = self.must_volume(id)?;
@@ -498,6 +566,7 @@ impl Controller for RbdDriver {
         if spec.size > src.size {
             self.resize(&self.id_of(new_name), spec.size)?;
         }
+        self.prepare_copy(new_name, prepare)?;
         self.must_volume(&self.id_of(new_name))
     }
 
@@ -557,7 +626,7 @@ impl Controller for RbdDriver {
         snap_id: &str,
         new_name: &str,
         spec: &CreateSpec,
-        _prepare: Prepare<'_>,
+        prepare: Prepare<'_>,
     ) -> Result<Volume> {
         let (image, snap) = self.snap_of(snap_id)?;
         self.check_new(new_name)?;
@@ -573,9 +642,9 @@ impl Controller for RbdDriver {
         let v = self.must_volume(&self.id_of(new_name))?;
         if spec.size > v.size {
             self.resize(&v.id, spec.size)?;
-            return self.must_volume(&v.id);
         }
-        Ok(v)
+        self.prepare_copy(new_name, prepare)?;
+        self.must_volume(&v.id)
     }
 }
 
@@ -587,6 +656,17 @@ mod tests {
     fn drv() -> RbdDriver {
         let ceph = Ceph::new("--conf /nonexistent/ceph.conf", Duration::from_secs(1)).unwrap();
         RbdDriver::new(ceph, "rbd", "").unwrap()
+    }
+
+    #[test]
+    fn a_listing_that_met_a_removal_is_recognised() {
+        assert!(removed_while_listed(
+            "rbd ls -l --format json -p rbd failed (cluster of /c/ceph.conf): rbd: error opening uuxfs: (2) No such file or directory; rbd: listing images failed: (2) No such file or directory"
+        ));
+        assert!(!removed_while_listed(
+            "rbd: error opening pool 'nopool': (2) No such file or directory"
+        ));
+        assert!(!removed_while_listed("did not answer"));
     }
 
     #[test]

@@ -45,6 +45,16 @@ impl Method {
         }
     }
 
+    /// The short name `rexray env` shows: `krbd`, `rbd-nbd` or
+    /// `rbd-fuse+loop`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Method::Krbd => "krbd",
+            Method::Nbd => "rbd-nbd",
+            Method::Fuse => "rbd-fuse+loop",
+        }
+    }
+
     /// What this host offers: kernel RBD, else nbd, else rbd-fuse.
     /// `test_module` tries `modprobe` first.
     pub fn detect(test_module: bool) -> Method {
@@ -89,6 +99,8 @@ struct Mapped {
 
 /// How long a released rbd-fuse process may take to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How long a detached loop device on an rbd-fuse image may take to go.
+const LOOP_GONE_WAIT: Duration = Duration::from_secs(30);
 
 impl RbdExecutor {
     /// The node side for `pool`, with `run` as this instance's run dir.
@@ -319,6 +331,74 @@ impl RbdExecutor {
     fn fuse_loops(&self, image: &str) -> Vec<PathBuf> {
         loops_backed_by(&self.fuse_file(image))
     }
+
+    /// Unmount the rbd-fuse mount of `image` and end its process (once
+    /// nothing uses the image file).
+    fn stop_fuse(&self, image: &str) -> Result<()> {
+        let mnt = self.mount_dir(image);
+        if Self::is_mounted(&mnt) {
+            nix::mount::umount(&mnt).map_err(|e| {
+                Error::from_io(
+                    format!("unmounting {}", mnt.display()),
+                    &std::io::Error::from(e),
+                )
+            })?;
+        }
+        if let Some(pid) = self.fuse_pid(image) {
+            if !wait_gone(pid, EXIT_WAIT) {
+                stop_pid(pid, Duration::from_secs(2));
+            }
+        }
+        fail::fail_point!("rbd::detach-after-fuse", |_| crate::crash_here());
+        let _ = std::fs::remove_file(self.pid_file(image));
+        let _ = std::fs::remove_file(self.fuse_dir.join(format!("{}.{image}.log", self.pool)));
+        let _ = std::fs::remove_dir(&mnt);
+        Ok(())
+    }
+}
+
+/// A new image shown as a file for a moment, through rbd-fuse in a
+/// scratch directory of the controller (no loop device, no lock): how a
+/// copy gets a filesystem UUID of its own before it is published.
+pub(crate) struct Scratch {
+    fuse: RbdExecutor,
+}
+
+impl Scratch {
+    /// rbd-fuse mounts of `pool` under `dir`.
+    pub(crate) fn new(ceph: Ceph, pool: &str, dir: &Path) -> Scratch {
+        Scratch {
+            fuse: RbdExecutor {
+                ceph,
+                pool: pool.to_string(),
+                me: InstanceId::default(),
+                method: Method::Fuse,
+                fuse_dir: dir.to_path_buf(),
+            },
+        }
+    }
+
+    /// Call `f` with the file of `image`, then unmount it. `Ok(Err(why))`
+    /// when the image could not be shown (nothing was called).
+    pub(crate) fn with_image_file(
+        &self,
+        image: &str,
+        timeout: Duration,
+        f: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<std::result::Result<(), String>> {
+        // What a killed earlier call left of this image goes first.
+        if let Err(e) = self.fuse.stop_fuse(image) {
+            return Ok(Err(e.to_string()));
+        }
+        if let Err(e) = self.fuse.start_fuse(image, Instant::now() + timeout) {
+            let _ = self.fuse.stop_fuse(image);
+            return Ok(Err(e.to_string()));
+        }
+        let r = f(&self.fuse.fuse_file(image));
+        let stopped = self.fuse.stop_fuse(image);
+        r?;
+        stopped.map(Ok)
+    }
 }
 
 /// The PID recorded in `pid_file`, if that process is alive and serves
@@ -479,6 +559,7 @@ impl Executor for RbdExecutor {
                     tracing::warn!(volume = image, device = %dev.display(), error = %e, "no direct I/O on the loop device: writes after a fence may fail only at writeback");
                 }
                 tracing::info!(volume = image, device = %dev.display(), method = self.method.as_str(), "attached an rbd image");
+                fail::fail_point!("rbd::attach-after-loop", |_| crate::crash_here());
                 Ok(MountSource::Device(dev))
             }
         }
@@ -502,36 +583,22 @@ impl Executor for RbdExecutor {
                     loopdev::detach(&dev)
                         .map_err(|e| Error::from_io(format!("detaching {}", dev.display()), &e))?;
                 }
-                let deadline = Instant::now() + Duration::from_secs(10);
+                // The kernel lets go of a detached loop device once its
+                // last opener does; under load that takes seconds.
+                let deadline = Instant::now() + LOOP_GONE_WAIT;
                 while !self.fuse_loops(image).is_empty() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 if let Some(dev) = self.fuse_loops(image).first() {
                     return Err(Error::in_use(format!(
-                        "volume {image} is still in use as {} (mounted or open); it will detach when released",
+                        "volume {image}: its loop device {} was still open {}s after it was detached (a mount or a process outside rexray holds it; `fuser -vm {}` names it); the rbd-fuse process stays until it is closed, then unmount or detach the volume again",
+                        dev.display(),
+                        LOOP_GONE_WAIT.as_secs(),
                         dev.display()
                     )));
                 }
                 fail::fail_point!("rbd::detach-after-loop", |_| crate::crash_here());
-                let mnt = self.mount_dir(image);
-                if Self::is_mounted(&mnt) {
-                    nix::mount::umount(&mnt).map_err(|e| {
-                        Error::from_io(
-                            format!("unmounting {}", mnt.display()),
-                            &std::io::Error::from(e),
-                        )
-                    })?;
-                }
-                if let Some(pid) = self.fuse_pid(image) {
-                    if !wait_gone(pid, EXIT_WAIT) {
-                        stop_pid(pid, Duration::from_secs(2));
-                    }
-                }
-                let _ = std::fs::remove_file(self.pid_file(image));
-                let _ =
-                    std::fs::remove_file(self.fuse_dir.join(format!("{}.{image}.log", self.pool)));
-                let _ = std::fs::remove_dir(&mnt);
-                Ok(())
+                self.stop_fuse(image)
             }
         }
     }

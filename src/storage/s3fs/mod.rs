@@ -69,7 +69,50 @@ pub struct S3 {
     pub access_key: String,
     /// The secret access key.
     pub secret_key: String,
+    /// How often a request that got no answer, or a 5xx, is retried
+    /// (`s3fs.maxRetries`).
+    pub max_retries: u32,
     agent: ureq::Agent,
+}
+
+/// The most retries `s3fs.maxRetries` may ask for.
+pub const MAX_RETRIES: u64 = 100;
+
+/// Refuse the original's s3fs settings this driver does not implement,
+/// and a retry count out of bounds, naming the key.
+pub fn check_settings(max_retries: u64, disable_path_style: bool, tag: &str) -> Result<()> {
+    use crate::config::keys;
+    if max_retries > MAX_RETRIES {
+        return Err(Error::invalid(format!(
+            "{} is {max_retries}: at most {MAX_RETRIES} retries are allowed",
+            keys::S3FS_MAX_RETRIES
+        )));
+    }
+    if disable_path_style {
+        return Err(Error::invalid(format!(
+            "{} true is not supported: this driver and s3fs address buckets path-style (http://endpoint/bucket); leave it false",
+            keys::S3FS_DISABLE_PATH_STYLE
+        )));
+    }
+    if !tag.trim().is_empty() {
+        return Err(Error::invalid(format!(
+            "{} {tag:?} is not supported: buckets are not tagged or filtered by tag here; leave it empty",
+            keys::S3FS_TAG
+        )));
+    }
+    Ok(())
+}
+
+/// The wait before retry `attempt` (1, 2, ...): 100 ms more each time,
+/// at most 1 s.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis((100 * u64::from(attempt)).min(1000))
+}
+
+/// Whether an answer of `status` is worth asking again (the endpoint is
+/// busy or briefly unwell; 501 never changes).
+fn retryable(status: u16) -> bool {
+    (500..600).contains(&status) && status != 501
 }
 
 /// What an S3 request answered.
@@ -164,12 +207,20 @@ impl S3 {
             .to_string(),
             access_key: access_key.to_string(),
             secret_key: secret_key.to_string(),
+            max_retries: 0,
             agent: ureq::Agent::new_with_config(config),
         })
     }
 
-    /// Send a signed path-style request for `bucket`/`key` (either may be
-    /// empty).
+    /// This client, retrying a request that got no answer or a 5xx up to
+    /// `n` times (a request that timed out is not sent again).
+    pub fn with_max_retries(mut self, n: u32) -> S3 {
+        self.max_retries = n;
+        self
+    }
+
+    /// [`send_once`](Self::send_once), again after a short wait while the
+    /// endpoint is unreachable or answers 5xx, up to `max_retries` times.
     fn send(
         &self,
         method: &str,
@@ -178,6 +229,32 @@ impl S3 {
         query: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer> {
+        let mut attempt = 0;
+        loop {
+            let r = self.send_once(method, bucket, key, query, body);
+            let again = match &r {
+                Ok(a) => retryable(a.status),
+                Err((_, timed_out)) => !timed_out,
+            };
+            if !again || attempt >= self.max_retries {
+                return r.map_err(|(e, _)| e);
+            }
+            attempt += 1;
+            tracing::debug!(method, bucket, attempt, "retrying an S3 request");
+            std::thread::sleep(retry_delay(attempt));
+        }
+    }
+
+    /// Send a signed path-style request for `bucket`/`key` (either may be
+    /// empty) once. An error comes with whether the request timed out.
+    fn send_once(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::result::Result<Answer, (Error, bool)> {
         let mut path = String::from("/");
         if !bucket.is_empty() {
             path.push_str(&sigv4::uri_encode(bucket, false));
@@ -219,12 +296,21 @@ impl S3 {
             .header("x-amz-date", &date)
             .header("authorization", auth)
             .body(body)
-            .map_err(|e| Error::invalid(format!("S3 request {method} {url}: {e}")))?;
+            .map_err(|e| {
+                (
+                    Error::invalid(format!("S3 request {method} {url}: {e}")),
+                    true,
+                )
+            })?;
         let unreachable = |e: ureq::Error| {
-            Error::backend(format!(
-                "the S3 endpoint {} did not answer {method} {path}: {e}",
-                self.endpoint
-            ))
+            let timed_out = matches!(e, ureq::Error::Timeout(_));
+            (
+                Error::backend(format!(
+                    "the S3 endpoint {} did not answer {method} {path}: {e}",
+                    self.endpoint
+                )),
+                timed_out,
+            )
         };
         let resp = self.agent.run(req).map_err(unreachable)?;
         let status = resp.status().as_u16();
@@ -499,6 +585,7 @@ impl Controller for S3fsDriver {
         }
         self.s3
             .put(id, HOLDER_OBJECT, format!("{}\n", who.id).as_bytes())?;
+        fail::fail_point!("s3fs::attach-after-holder", |_| crate::crash_here());
         Ok(Attached {
             volume: self.must_volume(id)?,
             token: id.to_string(),
@@ -542,5 +629,56 @@ mod tests {
         let x = "<R><Bucket><Name>a</Name></Bucket><Bucket><Name>b&amp;c</Name></Bucket></R>";
         assert_eq!(tag_values(x, "Name"), ["a", "b&c"]);
         assert!(tag_values(x, "Key").is_empty());
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused_by_key() {
+        check_settings(10, false, "").unwrap();
+        check_settings(0, false, " ").unwrap();
+        check_settings(100, false, "").unwrap();
+        let e = check_settings(101, false, "").unwrap_err();
+        assert_eq!(e.kind(), Kind::InvalidInput);
+        assert!(e.message().contains("s3fs.maxRetries"), "{e}");
+        let e = check_settings(10, true, "").unwrap_err();
+        assert!(e.message().contains("s3fs.disablePathStyle"), "{e}");
+        let e = check_settings(10, false, "t1").unwrap_err();
+        assert!(e.message().contains("s3fs.tag"), "{e}");
+    }
+
+    #[test]
+    fn busy_answers_are_retried_with_a_growing_bounded_wait() {
+        assert!(retryable(500) && retryable(503) && retryable(504));
+        assert!(!retryable(501) && !retryable(404) && !retryable(200));
+        assert_eq!(retry_delay(1), Duration::from_millis(100));
+        assert_eq!(retry_delay(3), Duration::from_millis(300));
+        assert_eq!(retry_delay(50), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_is_retried_max_retries_times() {
+        // A port nothing listens on: connection refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s3 = S3::new(
+            &format!("http://127.0.0.1:{port}"),
+            "",
+            "ak",
+            "sk",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .with_max_retries(2);
+        let t = std::time::Instant::now();
+        let e = s3.buckets().unwrap_err();
+        assert!(e.message().contains("did not answer"), "{e}");
+        // Two waits: 100 ms + 200 ms.
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -111,6 +111,13 @@ impl S3fsExecutor {
             self.s3.endpoint,
             self.s3.region
         );
+        let own_retries = self
+            .options
+            .split(',')
+            .any(|o| o.trim().starts_with("retries="));
+        if !own_retries {
+            opts.push_str(&format!(",retries={}", self.s3.max_retries.max(1)));
+        }
         if !self.options.is_empty() {
             opts.push(',');
             opts.push_str(&self.options);
@@ -219,6 +226,7 @@ impl Executor for S3fsExecutor {
                     out.stderr.trim()
                 )));
             }
+            fail::fail_point!("s3fs::detach-after-unmount", |_| crate::crash_here());
         }
         if let Some(pid) = self.fuse_pid(bucket) {
             if !wait_gone(pid, EXIT_WAIT) {

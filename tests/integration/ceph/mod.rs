@@ -7,6 +7,11 @@
 //! Every test names its volumes after itself, so tests share the cluster
 //! without meeting.
 
+mod copies;
+#[cfg(feature = "failpoints")]
+mod crash;
+mod settings;
+
 use crate::common::*;
 use crate::multihost::Node;
 use crate::require_root;
