@@ -468,6 +468,28 @@ fn csi_manifests_parse_name_the_driver_and_agree_on_the_socket() {
         ],
     );
 
+    // Both run on the host's network: an instance id is the host name
+    // (plus the state directory), and the controller names nodes by the
+    // node plugin's id (ControllerPublishVolume, topology). Their
+    // livenessprobes then need ports of their own.
+    let mut ports = Vec::new();
+    for w in [kind("DaemonSet")[0], kind("Deployment")[0]] {
+        assert_eq!(
+            w["spec"]["template"]["spec"]["hostNetwork"].as_bool(),
+            Some(true)
+        );
+        let probe = containers(w)
+            .into_iter()
+            .find(|c| at(c, &["image"]).is_some_and(|i| i.contains("/livenessprobe:")))
+            .unwrap();
+        let port = args(&probe)
+            .iter()
+            .find_map(|a| a.strip_prefix("--health-port=").map(String::from))
+            .unwrap_or_else(|| "9808".into());
+        ports.push(port);
+    }
+    assert_ne!(ports[0], ports[1], "{ports:?}");
+
     // external-attacher may read and patch VolumeAttachments and their
     // status, and its role is bound to the controller's service account.
     let attacher = kind("ClusterRole")
