@@ -272,8 +272,8 @@ impl Csi {
             return Ok(());
         }
         match self.vols.remove(VolumeRef::Id(id)) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == Kind::NotFound => Ok(()),
+            Ok(_) => self.forget_publications(id),
+            Err(e) if e.kind() == Kind::NotFound => self.forget_publications(id),
             Err(e) => Err(status(e)),
         }
     }

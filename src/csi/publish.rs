@@ -64,6 +64,11 @@ impl Csi {
         crate::state::atomic::write(&p, &bytes).map_err(status)
     }
 
+    /// Drop the publication records of a volume that is gone.
+    pub(super) fn forget_publications(&self, id: &str) -> Result<(), Status> {
+        self.save_publications(id, &[])
+    }
+
     /// The instance a node id names, or NOT_FOUND for a node this
     /// controller cannot attach to (a node-local driver's only node is
     /// this one).
