@@ -353,6 +353,12 @@ fn service_json(
             None => return Err(error(&ErrorBody::missing_instance_id(&svc.name))),
         }
     }
+    if call.has("extensions") {
+        s.rexray = Some(wire::Extensions {
+            available_bytes: svc.ctrl.available_bytes(),
+            resize: true,
+        });
+    }
     Ok(s)
 }
 
@@ -616,6 +622,33 @@ fn volumes_of(
                 },
             )
         }
+        ("POST", [id]) if call.has("resize") => {
+            // This server's own (see `GET /services/{svc}?extensions`):
+            // the original API has no resize.
+            let body = match wire::parse_body(
+                &call.body,
+                &["size"],
+                &[("size", Type::Integer), ("opts", Type::Object)],
+            ) {
+                Ok(b) => b,
+                Err(e) => return Routed::Now(error(&e)),
+            };
+            let Some(size) = body.get("size").and_then(Value::as_u64).filter(|s| *s > 0) else {
+                return Routed::Now(error(&ErrorBody::from_error(
+                    &crate::Error::invalid("size must be a positive number of GiB"),
+                    None,
+                )));
+            };
+            let id = id.to_string();
+            later(vec![vol_key(&name, &id)], false, move || {
+                let r = ctrl.resize(&id, size).and_then(|_| {
+                    ctrl.inspect(&id)?
+                        .ok_or_else(|| crate::Error::not_found(format!("volume {id} not found")))
+                        .map(|v| json(200, &settled(v, who.as_ref())))
+                });
+                reply_of(r, &id)
+            })
+        }
         ("POST", [id]) if call.has("snapshot") => {
             let body = match wire::parse_body(
                 &call.body,
@@ -643,7 +676,9 @@ fn volumes_of(
         }
         (_, [_, _, ..]) => Routed::Now(not_found(call.path.trim_start_matches('/'))),
         ("POST", [_]) => Routed::Now(error(&ErrorBody {
-            message: "a POST to a volume needs one of ?attach, ?detach, ?copy or ?snapshot".into(),
+            message:
+                "a POST to a volume needs one of ?attach, ?detach, ?copy, ?snapshot or ?resize"
+                    .into(),
             status: 405,
             error: Value::Null,
         })),

@@ -32,6 +32,24 @@ pub struct Service {
     pub instance: Option<Instance>,
     /// The driver.
     pub driver: Driver,
+    /// What this server offers beyond the original API, answered only to
+    /// `GET /services/{svc}?extensions` (an original server ignores the
+    /// query and answers without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rexray: Option<Extensions>,
+}
+
+/// The extensions of this crate's server (`"rexray"` in a service reply).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extensions {
+    /// The bytes the service's backend has free for new volumes, when it
+    /// can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    /// `POST /volumes/{svc}/{id}?resize` with `{"size": GiB}` is served.
+    #[serde(default)]
+    pub resize: bool,
 }
 
 /// The driver part of [`Service`].
@@ -94,6 +112,7 @@ impl Service {
                     pattern: info.next_device.pattern.clone(),
                 },
             },
+            rexray: None,
         }
     }
     /// Back to a [`ServiceInfo`] (an unknown type reads as block).

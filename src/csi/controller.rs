@@ -1,8 +1,8 @@
 //! The Controller service: volumes and snapshots, by the workflows.
 //!
 //! Volume ids are rexray's volume ids; names are CSI's names (kubelet's
-//! `pvc-…`), which are valid rexray names. Node-local drivers attach in
-//! NodeStage, so ControllerPublish is not offered.
+//! `pvc-…`), which are valid rexray names. ControllerPublish and
+//! ControllerUnpublish are in [`super::publish`].
 
 use super::proto::controller_server::Controller;
 use super::proto::*;
@@ -144,7 +144,7 @@ fn plausible_id(id: &str) -> bool {
 }
 
 impl Csi {
-    fn lookup_id(&self, id: &str) -> Result<Option<RexVolume>, Status> {
+    pub(super) fn lookup_id(&self, id: &str) -> Result<Option<RexVolume>, Status> {
         if !plausible_id(id) {
             return Ok(None);
         }
@@ -272,8 +272,8 @@ impl Csi {
             return Ok(());
         }
         match self.vols.remove(VolumeRef::Id(id)) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == Kind::NotFound => Ok(()),
+            Ok(_) => self.forget_publications(id),
+            Err(e) if e.kind() == Kind::NotFound => self.forget_publications(id),
             Err(e) => Err(status(e)),
         }
     }
@@ -316,6 +316,34 @@ impl Controller for Csi {
         self.run(d, vec![key], move |csi| csi.delete_volume_now(&id))
             .await?;
         Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        req: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        super::publish::check_publish(&r)?;
+        let key = format!("volume {}", r.volume_id);
+        self.run(d, vec![key], move |csi| csi.publish_now(r))
+            .await
+            .map(Response::new)
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        req: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let d = deadline(&req);
+        let r = req.into_inner();
+        if r.volume_id.is_empty() {
+            return Err(missing("volume_id"));
+        }
+        let key = format!("volume {}", r.volume_id);
+        self.run(d, vec![key], move |csi| csi.unpublish_now(r))
+            .await?;
+        Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }
 
     async fn validate_volume_capabilities(
@@ -396,9 +424,14 @@ impl Controller for Csi {
         }
         parameters(&r.parameters)?;
         let csi = self.clone();
-        let avail = tokio::task::spawn_blocking(move || csi.vols.available_bytes())
+        let avail = tokio::task::spawn_blocking(move || csi.vols.capacity())
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e.kind() {
+                // A libStorage server that cannot be asked.
+                Kind::Unsupported => Status::failed_precondition(e.to_string()),
+                _ => status(e),
+            })?;
         Ok(Response::new(GetCapacityResponse {
             available_capacity: avail.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(0),
             maximum_volume_size: Some(bytes(crate::input::MAX_SIZE_GIB)),
@@ -413,6 +446,7 @@ impl Controller for Csi {
         use controller_service_capability::rpc::Type as T;
         let caps = [
             T::CreateDeleteVolume,
+            T::PublishUnpublishVolume,
             T::ListVolumes,
             T::GetCapacity,
             T::CreateDeleteSnapshot,

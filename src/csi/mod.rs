@@ -13,6 +13,14 @@
 //! the staged volume onto a pod's path, statvfs) goes through
 //! [`crate::node`].
 //!
+//! ControllerPublishVolume attaches a volume to a node through the
+//! driver's controller (the hold the driver records) and hands the node
+//! the attach token (`attachToken` in the publish context); NodeStage then
+//! resolves the token instead of attaching, and no node step releases the
+//! controller's hold: ControllerUnpublishVolume does. Without a publish
+//! context (a cluster that skips the attach step) NodeStage attaches by
+//! itself, as every front-end does.
+//!
 //! `rexray.csi.mode` says which services a csi module serves: `controller`
 //! (one per cluster, beside the sidecars), `node` (one per node, beside
 //! kubelet) or `all` (both; a single-node cluster, or node-local drivers
@@ -30,6 +38,7 @@
 mod controller;
 mod identity;
 mod node;
+mod publish;
 mod serve;
 
 pub use serve::{configured, Endpoint, Module, Servers};

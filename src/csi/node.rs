@@ -2,7 +2,9 @@
 //! (bind onto the pod's path), and their reverses; stats and expansion.
 //!
 //! NodeStageVolume of a filesystem volume is the workflow's mount with the
-//! staging path as consumer (`csi:<staging path>`): the volume is mounted
+//! staging path as consumer (`csi:<staging path>`), attached by the node
+//! itself or, given a publish context, through the controller's attach
+//! token (see [`super::publish`]): the volume is mounted
 //! at `<mount.path>/<name>` as for every front-end, and the directory
 //! handed out is bound onto the staging path under the volume's lock,
 //! with the consumer's record. A raw block volume is held attached for
@@ -63,10 +65,18 @@ impl Csi {
         let cap = r.volume_capability.as_ref().expect("checked");
         let v = self.volume_here(&r.volume_id)?;
         let node = self.vols.node();
+        let token = r
+            .publish_context
+            .get(super::publish::ATTACH_TOKEN)
+            .filter(|t| !t.is_empty())
+            .map(String::as_str);
         if is_block(cap) {
-            self.vols
-                .hold(VolumeRef::Id(&v.id), &block_holder(&staging), false)
-                .map_err(status)?;
+            let holder = block_holder(&staging);
+            match token {
+                Some(t) => self.vols.hold_published(VolumeRef::Id(&v.id), &holder, t),
+                None => self.vols.hold(VolumeRef::Id(&v.id), &holder, false),
+            }
+            .map_err(status)?;
             return Ok(());
         }
         let fs_type = match &cap.access_type {
@@ -106,10 +116,11 @@ impl Csi {
             force_attach: false,
         };
         self.vols
-            .mount_and(
+            .mount_published(
                 VolumeRef::Id(&v.id),
                 Consumer::Csi(&staging),
                 &mo,
+                token,
                 &|v, mp, content| bind_once(self, v, mp, content, &staging),
             )
             .map_err(status)?;

@@ -62,6 +62,12 @@ pub fn kubelet_holder(pv_or_volume_name: Option<&str>) -> String {
     }
 }
 
+/// The holder id a node records when it stages a volume that a CSI
+/// controller attached to it (ControllerPublishVolume): the attachment is
+/// the controller's, so no step on the node releases it (the node lets go
+/// of its device only); ControllerUnpublishVolume does, and drops this.
+pub const PUBLISHED_HOLDER: &str = "csi:published";
+
 /// The PV name of a kubelet holder id (`""` for plain `flexrex`), or
 /// `None` for other holders.
 pub fn pv_of_holder(h: &str) -> Option<&str> {

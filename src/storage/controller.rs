@@ -218,6 +218,12 @@ pub trait Controller: Send + Sync {
     fn available_bytes(&self) -> Option<u64> {
         None
     }
+    /// [`available_bytes`](Self::available_bytes), or an error when the
+    /// backend cannot be asked at all (a libStorage server without this
+    /// crate's extensions): unknown (`None`) is an answer, this is not.
+    fn capacity(&self) -> Result<Option<u64>> {
+        Ok(self.available_bytes())
+    }
     /// Remove what killed writers left (a full scan, at a server's start).
     fn tidy(&self) {}
     /// The driver's in-memory answers, when it keeps them.

@@ -3,14 +3,14 @@
 
 use super::{Unmounted, VolumeRef, Volumes};
 use crate::config::keys;
-use crate::model::{AttachmentState, MountSource, Volume};
-use crate::state::MountRecord;
+use crate::model::{AttachmentState, InstanceId, MountSource, Volume};
+use crate::state::{MountRecord, PUBLISHED_HOLDER};
 use crate::{Error, Result};
 
 impl Volumes {
     /// Attach a volume to this instance without mounting it.
     pub fn attach(&self, r: VolumeRef<'_>, force: bool) -> Result<Volume> {
-        self.attach_held(r, force, None)
+        self.attach_held(r, force, None, None)
     }
 
     /// Attach a volume for `holder`, who will mount it later (kubelet's
@@ -19,7 +19,92 @@ impl Volumes {
     /// with [`release_hold`](Self::release_hold).
     pub fn hold(&self, r: VolumeRef<'_>, holder: &str, force: bool) -> Result<Volume> {
         crate::input::consumer(holder)?;
-        self.attach_held(r, force, Some(holder))
+        self.attach_held(r, force, Some(holder), None)
+    }
+
+    /// [`hold`](Self::hold) of a volume a CSI controller attached to this
+    /// instance, with the attach token it answered: see
+    /// [`mount_published`](Self::mount_published).
+    pub fn hold_published(&self, r: VolumeRef<'_>, holder: &str, token: &str) -> Result<Volume> {
+        crate::input::consumer(holder)?;
+        self.attach_held(r, false, Some(holder), Some(token))
+    }
+
+    /// The CSI controller's publish (ControllerPublishVolume): record
+    /// instance `who` (a node, not necessarily this one) as the volume's
+    /// holder and return the volume and the attach token that node
+    /// resolves. Nothing is attached on this host. Publishing again to the
+    /// same instance answers the same token; a volume another instance
+    /// holds is refused (InUse).
+    pub fn publish_to(&self, r: VolumeRef<'_>, who: &InstanceId) -> Result<(Volume, String)> {
+        let (v, _lock) = self.find_and_lock(r, "publishing")?;
+        let a = self.ctl.attach(&v.id, who, false, None)?;
+        Ok((a.volume, a.token))
+    }
+
+    /// The CSI controller's unpublish (ControllerUnpublishVolume): release
+    /// instance `who`'s hold. A volume `who` does not hold succeeds. When
+    /// `who` is this instance, a volume still staged or mounted here is
+    /// refused (InUse: never pull a mounted device away), and the device
+    /// this node resolved is let go of before the hold.
+    pub fn unpublish_from(&self, r: VolumeRef<'_>, who: &InstanceId) -> Result<()> {
+        let (v, _lock) = self.find_and_lock(r, "unpublishing")?;
+        let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
+        let me = who.id.eq_ignore_ascii_case(&self.instance().id);
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if me {
+            let staged: Vec<&String> = rec
+                .consumers
+                .iter()
+                .chain(rec.holds.iter().filter(|h| *h != PUBLISHED_HOLDER))
+                .collect();
+            if !staged.is_empty() {
+                return Err(Error::in_use(format!(
+                    "cannot unpublish volume {} from node {}: it is still staged or used there ({}); NodeUnstageVolume first",
+                    v.name,
+                    who.id,
+                    staged
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let mp = self.mount_point(&v.name);
+            let mounted = self.node.mounts_at(&mp)?.into_iter().next();
+            let mounted = match mounted {
+                Some(m) => Some(m.mount_point),
+                None if current.state() == AttachmentState::Attached => self
+                    .device_mounts(&current)?
+                    .into_iter()
+                    .next()
+                    .map(|m| m.mount_point),
+                None => None,
+            };
+            if let Some(at) = mounted {
+                return Err(Error::in_use(format!(
+                    "cannot unpublish volume {} from node {}: it is mounted at {}; unmount it first",
+                    v.name,
+                    who.id,
+                    at.display()
+                )));
+            }
+        }
+        let held = current
+            .attachments
+            .iter()
+            .any(|a| a.instance_id.id.eq_ignore_ascii_case(&who.id));
+        if held {
+            if me {
+                self.exe.release(&current, false)?;
+            }
+            fail::fail_point!("volume::unpublish-before-detach", |_| crate::crash_here());
+            self.ctl.detach(&v.id, who, false)?;
+        }
+        if me && rec.holds.remove(PUBLISHED_HOLDER) {
+            self.state.save_mount(&v.id, &rec)?;
+        }
+        Ok(())
     }
 
     /// Attach `v` (as just looked up) to this node: the controller records
@@ -64,11 +149,20 @@ impl Volumes {
         Ok(())
     }
 
-    fn attach_held(&self, r: VolumeRef<'_>, force: bool, holder: Option<&str>) -> Result<Volume> {
+    fn attach_held(
+        &self,
+        r: VolumeRef<'_>,
+        force: bool,
+        holder: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Volume> {
         let (v, _lock) = self.find_and_lock(r, "attaching")?;
         let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let was_attached = current.state() == AttachmentState::Attached;
-        let src = self.attach_here(&current, force)?;
+        let src = match token {
+            Some(t) => self.resolve_published(&current, t)?,
+            None => self.attach_here(&current, force)?,
+        };
         if let MountSource::Device(dev) = &src {
             if let Err(e) = self
                 .node
@@ -162,6 +256,7 @@ impl Volumes {
                 Some(pv) => {
                     format!("kubelet for {pv} (attached through flexrex; its detach releases it)")
                 }
+                None if h == PUBLISHED_HOLDER => "a CSI controller (published to this node; ControllerUnpublishVolume releases it)".to_string(),
                 None => format!("{h} (its detach releases it)"),
             })
             .collect();

@@ -22,7 +22,7 @@ mod lookup;
 mod mount;
 
 /// Who uses a volume, as the front-ends name them (see [`crate::state`]).
-pub use crate::state::{kubelet_holder, pv_of_holder, Consumer, KUBELET_HOLDER};
+pub use crate::state::{kubelet_holder, pv_of_holder, Consumer, KUBELET_HOLDER, PUBLISHED_HOLDER};
 pub use copy::CopySource;
 pub use lookup::{SnapshotRef, VolumeRef};
 
@@ -307,7 +307,7 @@ impl Volumes {
         let mp = self.mount_point(&v.name);
         if !self.node.mounts_at(&mp)?.is_empty() {
             tracing::warn!(volume = %v.name, "cleaning up a mount that no consumer holds");
-            self.release(&v, false)?;
+            self.release(&v, mount::Keep::Nothing)?;
         }
         let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         if let Some(a) = current.attachments.first() {
@@ -380,6 +380,12 @@ impl Volumes {
     /// The bytes the backend has free for new volumes, when it can tell.
     pub fn available_bytes(&self) -> Option<u64> {
         self.ctl.available_bytes()
+    }
+
+    /// [`available_bytes`](Self::available_bytes), or why the backend
+    /// cannot be asked (see [`Controller::capacity`]).
+    pub fn capacity(&self) -> Result<Option<u64>> {
+        self.ctl.capacity()
     }
 
     /// Whether an error means "the volume does not exist". Only lookups
@@ -483,9 +489,9 @@ impl Volumes {
             if !rec.consumers.is_empty() || self.node.mounts_at(&mp)?.is_empty() {
                 continue;
             }
-            let held = !rec.holds.is_empty();
-            tracing::warn!(volume = %v.name, mount_point = %mp.display(), detach = !held, "unmounting a mount no consumer holds (left by a crash)");
-            match self.release(&v, held) {
+            let keep = mount::Keep::for_record(&rec);
+            tracing::warn!(volume = %v.name, mount_point = %mp.display(), keep = ?keep, "unmounting a mount no consumer holds (left by a crash)");
+            match self.release(&v, keep) {
                 Ok(()) => done.push(v.name.clone()),
                 Err(e) => tracing::warn!(volume = %v.name, "could not clean up: {e}"),
             }

@@ -5,7 +5,7 @@ use super::{Unmounted, VolumeRef, Volumes};
 use crate::config::keys;
 use crate::model::{AttachmentState, FsType, MountOptions, MountSource, Volume};
 use crate::node;
-use crate::state::{Consumer, MountRecord};
+use crate::state::{Consumer, MountRecord, PUBLISHED_HOLDER};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,27 @@ impl Volumes {
         opts: &MountOptions,
         then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
     ) -> Result<(Volume, PathBuf)> {
+        self.mount_published(r, consumer, opts, None, then)
+    }
+
+    /// [`mount_and`](Self::mount_and) of a volume that a CSI controller
+    /// attached to this instance (ControllerPublishVolume) when `token`,
+    /// the attach token it answered, is given: the node resolves the token
+    /// itself instead of asking the controller to attach, and records
+    /// [`PUBLISHED_HOLDER`] before anything else, so that no release on
+    /// this node (an unmount, a crash's clean-up at start) detaches what
+    /// the controller attached. A volume the controller does not hold for
+    /// this instance is refused. Without a token, a volume this call
+    /// attaches itself drops a [`PUBLISHED_HOLDER`] left from an earlier
+    /// publication (the controller no longer holds it for us).
+    pub fn mount_published(
+        &self,
+        r: VolumeRef<'_>,
+        consumer: Consumer<'_>,
+        opts: &MountOptions,
+        token: Option<&str>,
+        then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
+    ) -> Result<(Volume, PathBuf)> {
         let consumer = consumer.key()?;
         let (v, _lock) = self.find_and_lock(r, "mounting")?;
         // What we looked up may have changed while we waited for the lock.
@@ -48,7 +69,10 @@ impl Volumes {
             .ok_or_else(|| Error::not_found(format!("volume {} was removed", v.name)))?;
         let mp = self.mount_point(&v.name);
         let was_attached = v.state() == AttachmentState::Attached;
-        let source = self.attach_for_mount(&v, &mp, opts)?;
+        let source = match token {
+            Some(t) => self.resolve_published(&v, t)?,
+            None => self.attach_for_mount(&v, &mp, opts)?,
+        };
         let (device, fs_type) = self
             .mount_attached(&v, &mp, &source, opts)
             .map_err(|e| self.undo_attach(&v, &mp, was_attached, e))?;
@@ -57,7 +81,8 @@ impl Volumes {
         let path = self
             .hand_out(&v, &mp, then)
             .map_err(|e| self.undo_mount(&v, &rec, was_attached, e))?;
-        if rec.consumers.insert(consumer) || rec.volume_id.is_empty() {
+        let stale = token.is_none() && !was_attached && rec.holds.remove(PUBLISHED_HOLDER);
+        if rec.consumers.insert(consumer) || rec.volume_id.is_empty() || stale {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
             rec.device = device.to_string_lossy().into_owned();
@@ -68,6 +93,31 @@ impl Volumes {
         fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
         let v = self.inspect(&v.id)?.unwrap_or(v);
         Ok((v, path))
+    }
+
+    /// The source of a volume the controller published to this instance
+    /// with attach token `token`: [`PUBLISHED_HOLDER`] is recorded first,
+    /// then the executor resolves the token (no call to the controller).
+    pub(super) fn resolve_published(&self, v: &Volume, token: &str) -> Result<MountSource> {
+        if v.state() != AttachmentState::Attached {
+            return Err(Error::in_use(format!(
+                "volume {} is not published to this node ({}): ControllerPublishVolume attaches it first",
+                v.name,
+                self.instance().id
+            )));
+        }
+        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        if rec.holds.insert(PUBLISHED_HOLDER.to_string()) {
+            if rec.volume_id.is_empty() {
+                rec.volume_id = v.id.clone();
+                rec.name = v.name.clone();
+            }
+            self.state.save_mount(&v.id, &rec)?;
+        }
+        fail::fail_point!("volume::published-before-resolve", |_| crate::crash_here());
+        self.exe
+            .resolve(v, token, self.cfg.duration(keys::ATTACH_TIMEOUT))
+            .map_err(|e| e.context(mounting(v, "attach")))
     }
 
     /// Attach `v` to this instance for a mount at `mp`. With preempt
@@ -229,8 +279,12 @@ impl Volumes {
         if !rec.consumers.is_empty() {
             return e;
         }
-        let keep_attached = was_attached || !rec.holds.is_empty();
-        match self.release(v, keep_attached) {
+        let keep = if was_attached {
+            Keep::Attached
+        } else {
+            Keep::for_record(rec)
+        };
+        match self.release(v, keep) {
             Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
                 e.map_message(|m| format!(
                     "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
@@ -308,20 +362,20 @@ impl Volumes {
             return Ok(Unmounted::StillUsed(rec.consumers.len()));
         }
         fail::fail_point!("volume::unmount-after-record", |_| crate::crash_here());
-        self.release(v, !rec.holds.is_empty())?;
+        self.release(v, Keep::for_record(&rec))?;
         Ok(Unmounted::Released)
     }
 
-    /// Unmount our mount point and, unless `keep_attached`, detach the
-    /// volume from this instance.
-    pub(super) fn release(&self, v: &Volume, keep_attached: bool) -> Result<()> {
+    /// Unmount our mount point and detach the volume from this instance,
+    /// as far as `keep` allows.
+    pub(super) fn release(&self, v: &Volume, keep: Keep) -> Result<()> {
         let mp = self.mount_point(&v.name);
         let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
         self.node
             .unmount_all(&mp)
             .map_err(|e| e.context(step("unmount")))?;
         fail::fail_point!("volume::unmount-after-unmount", |_| crate::crash_here());
-        if keep_attached {
+        if keep == Keep::Attached {
             return Ok(());
         }
         let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
@@ -332,6 +386,15 @@ impl Volumes {
                     v.name,
                     m.mount_point.display()
                 )));
+            }
+            if keep == Keep::ControllerHold {
+                // The controller attached it to this node: the node lets
+                // go of its device; the hold stays until the controller
+                // unpublishes the volume.
+                self.exe
+                    .release(&current, false)
+                    .map_err(|e| e.context(step("release the device")))?;
+                return Ok(());
             }
             self.detach_here(&current, false)
                 .map_err(|e| e.context(step("detach")))?;
@@ -398,4 +461,29 @@ impl Volumes {
 /// The context of an error in mount step `what` of volume `v`.
 fn mounting(v: &Volume, what: &str) -> String {
     format!("mounting volume {} ({what})", v.name)
+}
+
+/// What a release leaves attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Nothing: unmount, then detach (the device here and the hold).
+    Nothing,
+    /// The hold a CSI controller made ([`PUBLISHED_HOLDER`]): unmount and
+    /// let go of the device on this node, but leave the hold.
+    ControllerHold,
+    /// Everything: a holder keeps the device attached; unmount only.
+    Attached,
+}
+
+impl Keep {
+    /// What a record's holds keep.
+    pub(super) fn for_record(rec: &MountRecord) -> Keep {
+        if rec.holds.iter().any(|h| h != PUBLISHED_HOLDER) {
+            Keep::Attached
+        } else if rec.holds.contains(PUBLISHED_HOLDER) {
+            Keep::ControllerHold
+        } else {
+            Keep::Nothing
+        }
+    }
 }

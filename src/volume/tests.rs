@@ -1140,3 +1140,78 @@ fn a_freeze_left_by_a_crashed_copy_is_thawed_by_reconcile() {
     // The mount in use stays.
     assert_eq!(w.mounts_at("vol"), 1);
 }
+
+/// A volume the controller published to this node (CSI
+/// ControllerPublishVolume): staging resolves the token without asking
+/// the controller, and no release on the node (the last unmount, a
+/// Docker unmount, the clean-up after a crash) releases the controller's
+/// hold; only unpublishing does, and not while the volume is used here.
+#[test]
+fn a_published_volume_keeps_the_controllers_hold_until_unpublished() {
+    let w = world();
+    w.create("vol");
+    let steps = || std::mem::take(&mut *w.driver.steps.lock().unwrap());
+    let staging = Path::new("/k/staging/vol");
+    let me = w.vols.instance().clone();
+    let stage = |token: &str| {
+        w.vols.mount_published(
+            VolumeRef::Name("vol"),
+            Consumer::Csi(staging),
+            &MountOptions::default(),
+            Some(token),
+            &|_, _, _| Ok(()),
+        )
+    };
+    // Not published: a token is refused, nothing attached.
+    let e = stage("/dev/fake-vol").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    let (_, token) = w.vols.publish_to(VolumeRef::Name("vol"), &me).unwrap();
+    assert_eq!(steps(), ["controller attach"]);
+    stage(&token).unwrap();
+    assert_eq!(steps(), ["executor resolve"], "no second controller attach");
+    assert_eq!(w.mounts_at("vol"), 1);
+    // Used here: not unpublished.
+    let e = w
+        .vols
+        .unpublish_from(VolumeRef::Name("vol"), &me)
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    // A Docker mount and unmount beside it, then the last unmount: the
+    // device goes, the hold stays.
+    w.mount("vol", "a").unwrap();
+    w.unmount("vol", "a").unwrap();
+    w.vols
+        .unmount(VolumeRef::Name("vol"), Consumer::Csi(staging))
+        .unwrap();
+    assert_eq!(steps(), ["executor release"]);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    // Killed after the mount, before its record: the clean-up unmounts,
+    // and the hold stays.
+    stage(&token).unwrap();
+    let v = w.vols.find(VolumeRef::Name("vol")).unwrap();
+    w.record(&v, &[], &[PUBLISHED_HOLDER]);
+    steps();
+    assert_eq!(w.vols.reconcile().unwrap(), ["vol"]);
+    assert_eq!(w.mounts_at("vol"), 0);
+    assert_eq!(w.state_of("vol"), AttachmentState::Attached);
+    assert!(!steps().contains(&"controller detach"));
+    // A remove is refused while the controller holds it.
+    let e = w.vols.remove(VolumeRef::Name("vol")).unwrap_err();
+    assert!(e.message().contains("CSI controller"), "{e}");
+    // Unpublished: released, the record gone; again: nothing to do.
+    w.vols.unpublish_from(VolumeRef::Name("vol"), &me).unwrap();
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    assert!(w
+        .vols
+        .mount_record(VolumeRef::Name("vol"))
+        .unwrap()
+        .is_none());
+    w.vols.unpublish_from(VolumeRef::Name("vol"), &me).unwrap();
+    // A node mount of its own afterwards detaches as usual.
+    w.mount("vol", "b").unwrap();
+    w.unmount("vol", "b").unwrap();
+    assert_eq!(w.state_of("vol"), AttachmentState::Available);
+    w.vols.remove(VolumeRef::Name("vol")).unwrap();
+}

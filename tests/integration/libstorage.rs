@@ -816,3 +816,132 @@ fn a_bad_endpoint_fails_the_start() {
     assert!(!plugin.exists());
     assert!(!spec(&home).exists());
 }
+
+/// This server's extensions: `GET /services/{svc}?extensions` answers
+/// `"rexray": {"availableBytes", "resize"}` (and only when asked: the
+/// plain reply stays the original's), `POST /volumes/{svc}/{id}?resize`
+/// hands the resize to the service's driver.
+#[test]
+fn resize_extension_is_offered_only_when_asked() {
+    let s = server();
+    let plain = http(
+        &s.unix,
+        "GET",
+        "/services/vfs",
+        &[("Libstorage-Tx", TX)],
+        None,
+    );
+    plain.expect(200);
+    assert!(plain.json().get("rexray").is_none(), "{plain:?}");
+    let ext = http(
+        &s.unix,
+        "GET",
+        "/services/vfs?extensions",
+        &[("Libstorage-Tx", TX)],
+        None,
+    );
+    ext.expect(200);
+    let x = ext.json();
+    assert_eq!(x["rexray"]["resize"], true, "{x}");
+    assert_eq!(x["name"], "vfs");
+    // A resize without a size is refused, naming it; the driver's refusal
+    // (vfs directories have no size) comes back as the driver says it.
+    let c = Client::connect(
+        &format!("unix://{}", s.home.dir.join("ls.sock").display()),
+        "vfs",
+        None,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let spec = rexray::model::CreateSpec {
+        size: 1,
+        ..Default::default()
+    };
+    let v = c.create("grow1", &spec).unwrap();
+    let bad = http(
+        &s.unix,
+        "POST",
+        &format!("/volumes/vfs/{}?resize", v.id),
+        &[("Libstorage-Tx", TX), ("Libstorage-Instanceid", VM)],
+        Some("{}"),
+    );
+    // The schema check's answer, in the original's shape (500).
+    assert_eq!(bad.status, 500, "{bad:?}");
+    assert!(bad.body.contains("size"), "{bad:?}");
+    let e = c.resize(&v.id, 2).unwrap_err();
+    assert!(e.to_string().contains("vfs"), "{e}");
+    assert!(c.capacity().is_ok());
+    c.remove(&v.id, false).unwrap();
+}
+
+/// A server that answers as the original REX-Ray 0.11 does (no
+/// extensions: it ignores `?extensions`): the client refuses a resize
+/// before sending it, and cannot tell the free space (CSI GetCapacity
+/// answers FAILED_PRECONDITION then).
+#[test]
+fn against_an_original_server_resize_is_refused_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("orig.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+            log.lock().unwrap().push(format!("{method} {path}"));
+            let one = r#"{"name":"vfs","driver":{"name":"vfs","type":"object","nextDevice":{"ignore":true,"prefix":"","pattern":""}}}"#;
+            let (status, answer) = match (method, path.split('?').next().unwrap()) {
+                ("GET", "/services") => (200, VFS.to_string()),
+                ("GET", "/services/vfs") => (200, one.to_string()),
+                _ => (404, r#"{"message":"not found","status":404}"#.to_string()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nLibstorage-Servername: original\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    let c = Client::connect(
+        &format!("unix://{}", sock.display()),
+        "vfs",
+        None,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    seen.lock().unwrap().clear();
+    let e = c.resize("vfs-000", 2).unwrap_err();
+    assert_eq!(e.kind(), rexray::Kind::Unsupported, "{e}");
+    assert!(e.to_string().contains("no resize"), "{e}");
+    let e = c.capacity().unwrap_err();
+    assert_eq!(e.kind(), rexray::Kind::Unsupported, "{e}");
+    assert_eq!(c.available_bytes(), None);
+    let calls = seen.lock().unwrap().clone();
+    assert!(!calls.is_empty(), "the extensions are asked for");
+    assert!(
+        calls.iter().all(|c| c.starts_with("GET /services/vfs")),
+        "only the service was asked, nothing was sent to a volume: {calls:?}"
+    );
+}

@@ -384,9 +384,11 @@ fn csi_manifests_parse_name_the_driver_and_agree_on_the_socket() {
     }
     let name = rexray::csi::DRIVER_NAME;
     assert_eq!(at(kind("CSIDriver")[0], &["metadata", "name"]), Some(name));
+    // The controller attaches (ControllerPublishVolume), through
+    // external-attacher.
     assert_eq!(
         kind("CSIDriver")[0]["spec"]["attachRequired"].as_bool(),
-        Some(false)
+        Some(true)
     );
     assert_eq!(at(kind("StorageClass")[0], &["provisioner"]), Some(name));
     assert_eq!(at(kind("VolumeSnapshotClass")[0], &["driver"]), Some(name));
@@ -461,8 +463,86 @@ fn csi_manifests_parse_name_the_driver_and_agree_on_the_socket() {
             "csi-provisioner",
             "csi-resizer",
             "csi-snapshotter",
+            "csi-attacher",
             "livenessprobe",
         ],
+    );
+
+    // Both run on the host's network: an instance id is the host name
+    // (plus the state directory), and the controller names nodes by the
+    // node plugin's id (ControllerPublishVolume, topology). Their
+    // livenessprobes then need ports of their own.
+    let mut ports = Vec::new();
+    for w in [kind("DaemonSet")[0], kind("Deployment")[0]] {
+        assert_eq!(
+            w["spec"]["template"]["spec"]["hostNetwork"].as_bool(),
+            Some(true)
+        );
+        let probe = containers(w)
+            .into_iter()
+            .find(|c| at(c, &["image"]).is_some_and(|i| i.contains("/livenessprobe:")))
+            .unwrap();
+        let port = args(&probe)
+            .iter()
+            .find_map(|a| a.strip_prefix("--health-port=").map(String::from))
+            .unwrap_or_else(|| "9808".into());
+        ports.push(port);
+    }
+    assert_ne!(ports[0], ports[1], "{ports:?}");
+
+    // external-attacher may read and patch VolumeAttachments and their
+    // status, and its role is bound to the controller's service account.
+    let attacher = kind("ClusterRole")
+        .into_iter()
+        .find(|r| {
+            r["rules"].as_sequence().unwrap().iter().any(|rule| {
+                rule["resources"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.as_str() == Some("volumeattachments/status"))
+            })
+        })
+        .expect("a role for external-attacher");
+    let allows = |res: &str, verb: &str| {
+        attacher["rules"].as_sequence().unwrap().iter().any(|rule| {
+            rule["resources"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|x| x.as_str() == Some(res))
+                && rule["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.as_str() == Some(verb))
+        })
+    };
+    for (res, verb) in [
+        ("volumeattachments", "watch"),
+        ("volumeattachments", "patch"),
+        ("volumeattachments/status", "patch"),
+        ("persistentvolumes", "get"),
+        ("csinodes", "get"),
+    ] {
+        assert!(allows(res, verb), "external-attacher may not {verb} {res}");
+    }
+    let attacher_name = at(attacher, &["metadata", "name"]).unwrap();
+    let sa = at(
+        kind("Deployment")[0],
+        &["spec", "template", "spec", "serviceAccountName"],
+    )
+    .unwrap();
+    assert!(
+        kind("ClusterRoleBinding").iter().any(|b| {
+            at(b, &["roleRef", "name"]) == Some(attacher_name)
+                && b["subjects"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|s| at(s, &["name"]) == Some(sa))
+        }),
+        "external-attacher's role is not bound to {sa}"
     );
 
     // Service accounts and roles referred to exist.
