@@ -1,12 +1,17 @@
 //! `dvdcli`: the CLI Mesos' mesos-module-dvdi and docker/volume isolator
 //! exec. stdout carries only the answer; one error line goes to stderr.
 //! Exit codes: 0 success, 1 error, 2 usage error.
+//!
+//! Its own C `main` ([`rexray::cli::start`] says why and what it keeps of
+//! Rust's start-up).
 
-use rexray::dvdi::{self, args};
-use std::io::Write;
-use std::process::ExitCode;
+// (Under `cargo test` the harness brings its own `main`.)
+#![cfg_attr(not(test), no_main)]
 
-fn run() -> rexray::Result<ExitCode> {
+#[cfg(not(test))]
+fn run() -> rexray::Result<u8> {
+    use rexray::dvdi::{self, args};
+    use std::io::Write;
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     // Lossy, so a non-UTF-8 argument is refused by name instead of panicking.
@@ -19,7 +24,7 @@ fn run() -> rexray::Result<ExitCode> {
         Ok(inv) => inv,
         Err(e) => {
             eprintln!("dvdcli: usage error: {e} (see `dvdcli help`)");
-            return Ok(ExitCode::from(2));
+            return Ok(2);
         }
     };
     let out = match inv.command {
@@ -40,19 +45,22 @@ fn run() -> rexray::Result<ExitCode> {
         .and_then(|_| stdout.flush())
         .is_err()
     {
-        return Ok(ExitCode::from(1));
+        return Ok(1);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
-fn main() -> ExitCode {
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    rexray::cli::start();
     rexray::cli::reset_inherited_signals();
     rexray::cli::quiet_panics();
     match rexray::cli::catch_panics(run) {
-        Ok(code) => code,
+        Ok(code) => code.into(),
         Err(e) => {
             eprintln!("dvdcli: error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            e.exit_code() as u8 as libc::c_int
         }
     }
 }

@@ -15,7 +15,7 @@ mod volume;
 
 pub use flags::{load_config, take_key_flags};
 pub use process::{
-    catch_panics, level_filter, log_to_stderr, quiet_panics, reset_inherited_signals,
+    catch_panics, level_filter, log_to_stderr, quiet_panics, reset_inherited_signals, start,
 };
 pub use version::{version_info, VersionInfo};
 
@@ -27,7 +27,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -138,27 +137,41 @@ impl Notes<'_> {
 /// The whole `rexray` run over `argv` (the program name first): parse it,
 /// run the command, print its answer, and turn an error — a panic too —
 /// into one `rexray: error: …` line and its exit code. A usage error is
-/// clap's message and exit code 2.
-pub fn main(argv: Vec<OsString>) -> ExitCode {
+/// clap's message and exit code 2. Returns the exit code.
+pub fn main(argv: Vec<OsString>) -> u8 {
     reset_inherited_signals();
     quiet_panics();
     match catch_panics(|| run(argv)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rexray: error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            e.exit_code() as u8
         }
     }
 }
 
-fn run(argv: Vec<OsString>) -> Result<ExitCode> {
+fn run(argv: Vec<OsString>) -> Result<u8> {
     #[cfg(feature = "failpoints")]
     let _scenario = fail::FailScenario::setup();
     let (args, key_flags) = take_key_flags(utf8_args(argv)?);
-    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
+    let cli = parse(args);
     let answer = execute(cli, key_flags, &mut Notes(&mut std::io::stderr()))?;
     print(&answer.out);
-    Ok(ExitCode::from(answer.code))
+    Ok(answer.code)
+}
+
+/// [`Cli::parse_from`], but the command tree (a few hundred arguments,
+/// each with its help text) is left to the end of the process instead of
+/// freed piece by piece before the command even starts.
+fn parse(args: Vec<String>) -> Cli {
+    use clap::FromArgMatches;
+    let mut cmd = std::mem::ManuallyDrop::new(Cli::command());
+    let mut matches = cmd
+        .try_get_matches_from_mut(args)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    std::mem::forget(matches);
+    cli
 }
 
 /// argv as text, or an error naming the argument that is not.

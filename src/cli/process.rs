@@ -36,6 +36,45 @@ pub fn log_to_stderr(program: &'static str, level: &str) {
     let _ = program;
 }
 
+/// What Rust's own start-up does that the binaries need, for a `main`
+/// of their own (`#![no_main]`, which spares every short-lived command
+/// the rest of it: the main thread's guard page and stack-overflow
+/// handlers, its name): descriptors 0, 1 and 2 open (on `/dev/null` when
+/// a parent closed them, so no file this process opens takes their place
+/// and receives its output) and SIGPIPE ignored (a write to a closed pipe or
+/// socket is an error to handle, not the end of the process).
+pub fn start() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: polling three descriptors in a local array; opening
+    // /dev/null with a static NUL-terminated path; setting a signal's
+    // disposition to "ignore" (no handler runs).
+    unsafe {
+        if libc::poll(fds.as_mut_ptr(), 3, 0) == -1 {
+            // (poll refused: ask each descriptor.)
+            for f in &mut fds {
+                let closed = libc::fcntl(f.fd, libc::F_GETFD) == -1;
+                f.revents = if closed { libc::POLLNVAL } else { 0 };
+            }
+        }
+        // In order, so each open takes the lowest free descriptor: the
+        // closed one.
+        for f in &fds {
+            if f.revents & libc::POLLNVAL != 0
+                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) == -1
+            {
+                // Better no command than one writing its answer into a
+                // file it opened.
+                libc::abort();
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 /// Undo signal dispositions a parent may have passed down: with SIGCHLD
 /// ignored the kernel reaps children at once, so waiting for mkfs or for
 /// the freeze guard would fail ("No child processes").

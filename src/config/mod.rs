@@ -328,6 +328,21 @@ fn validate_as(key: &str, ty: KeyType, value: &str, source: &Source) -> Result<S
     }
 }
 
+/// The first segments of every key and alias (and `rexray`), upper case
+/// with `_` appended: a variable that starts with none of them names no
+/// key. Written out, so that no command derives them at start-up.
+const ENV_PREFIXES: &[&str] = &[
+    "DOCKER_",
+    "LIBSTORAGE_",
+    "LINUX_",
+    "LOOP_",
+    "RBD_",
+    "REXRAY_",
+    "S3FS_",
+    "VFS_",
+    "VOLUME_",
+];
+
 impl Config {
     /// Load the configuration.
     pub fn load(opts: LoadOptions) -> Result<Config> {
@@ -377,22 +392,10 @@ impl Config {
 
         // The env lookup table: upper case with '-' folded to '_'.
         // Only variables that can name a key: their first segment is one
-        // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...). The
-        // directory variables are not keys.
-        // (A handful of distinct segments among all the spellings: every
-        // short-lived command builds this table.)
-        let mut firsts: Vec<&str> = KEYS
-            .iter()
-            .flat_map(|d| std::iter::once(&d.key).chain(d.aliases.iter()))
-            .map(|k| k.split('.').next().unwrap_or(""))
-            .chain(std::iter::once("rexray"))
-            .collect();
-        firsts.sort_unstable();
-        firsts.dedup();
-        let firsts: Vec<String> = firsts
-            .iter()
-            .map(|f| format!("{}_", f.to_ascii_uppercase()))
-            .collect();
+        // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...; the
+        // test `env_prefixes_are_the_keys_first_segments` derives them
+        // from the keys). The directory variables are not keys.
+        let firsts = ENV_PREFIXES;
         let env_norm: HashMap<String, (&String, &String)> = env
             .iter()
             .filter(|(k, _)| {
@@ -400,6 +403,7 @@ impl Config {
                 // (ignoring case, `-` for `_`).
                 let k = k.as_bytes();
                 firsts.iter().any(|f| {
+                    let f: &str = f;
                     k.len() >= f.len()
                         && k.iter()
                             .zip(f.bytes())

@@ -314,3 +314,19 @@ fn server_endpoints_services_and_per_service_settings() {
     let e = load(t.path(), &[], vec![]).unwrap_err();
     assert!(e.message().contains(keys::SERVER_EXE_TIMEOUT), "{e}");
 }
+
+/// The prefixes an environment variable must start with to name a key
+/// are exactly the first segments of the keys and their aliases.
+#[test]
+fn env_prefixes_are_the_keys_first_segments() {
+    let mut firsts: Vec<String> = KEYS
+        .iter()
+        .flat_map(|d| std::iter::once(&d.key).chain(d.aliases.iter()))
+        .map(|k| k.split('.').next().unwrap_or(""))
+        .chain(std::iter::once("rexray"))
+        .map(|f| format!("{}_", f.to_ascii_uppercase()))
+        .collect();
+    firsts.sort_unstable();
+    firsts.dedup();
+    assert_eq!(firsts, ENV_PREFIXES);
+}

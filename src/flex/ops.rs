@@ -67,7 +67,12 @@ impl Flex {
         match call {
             Call::Init => Ok(init()),
             Call::GetVolumeName(o) => {
-                let v = self.vols.find(VolumeRef::Name(&o.volume_id))?;
+                // The name needs no attachment state (no scan of the
+                // kernel's loop devices); `find` words a miss.
+                let v = match self.vols.lookup_metadata(&o.volume_id)? {
+                    Some(v) => v,
+                    None => self.vols.find(VolumeRef::Name(&o.volume_id))?,
+                };
                 Ok(Reply {
                     volume_name: Some(v.name),
                     ..Reply::success()

@@ -150,13 +150,17 @@ fn bad_input_changes_nothing() {
     require_root!();
     let h = Home::new();
     h.rexray(&["volume", "create", "good", "--size", "1"]).ok();
-    // Every write to the catalog bumps its generation.
+    // Every row of the catalog, as text.
     let catalog = || {
         let c = rusqlite::Connection::open(h.lib().join("loop/catalog.db")).unwrap();
-        let g: i64 = c
-            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
-                r.get(0)
-            })
+        let g: String = c
+            .query_row(
+                "SELECT coalesce((SELECT group_concat(seq || id || name || size || created_at || fields || state, ',') FROM volumes), '')
+                     || '|' || coalesce((SELECT group_concat(seq || id || name || state, ',') FROM snapshots), '')
+                     || '|' || coalesce((SELECT group_concat(key || value, ',') FROM meta), '')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let n: i64 = c
             .query_row("SELECT count(*) FROM volumes", [], |r| r.get(0))

@@ -19,16 +19,20 @@
 //!   finishes it (removes the image and the row). So no image is ever
 //!   unknown to the catalog, and no directory scan is needed to find
 //!   what a crash left.
-//! - `meta` holds a generation, bumped by triggers in every transaction
-//!   that changes a volume's row (the long-running service's cache of the
-//!   volumes compares it; a change made by hand with `sqlite3` bumps it
-//!   too), and the sum of all volume sizes (an O(1) bound for the
-//!   overcommit warning).
+//! - The generation the long-running service's cache of the volumes
+//!   compares is SQLite's `PRAGMA data_version` on a connection of its
+//!   own that never writes: it changes with every commit, by this process
+//!   or another (a change made by hand with `sqlite3` too).
+//! - `meta` holds the sum of all volume sizes (an O(1) bound for the
+//!   overcommit warning), kept by the statements that insert, delete or
+//!   resize a volume's row (a size changed by hand leaves it behind until
+//!   the next migration recounts it).
 //! - No volume's name is another's id, nor its id another's name: the
 //!   claim of a name checks it inside the inserting transaction, and so
 //!   does the import of `catalog.json`.
 //! - Every process that opens the catalog parses its schema, so the
-//!   schema holds nothing more: three small triggers.
+//!   schema holds nothing more: no triggers (they were a third of the
+//!   parse).
 //! - A process that wrote empties the log when it closes the catalog
 //!   (see `Drop`), so the next one, alone, opens it without reading a log.
 //!
@@ -60,21 +64,27 @@ pub const MOVED_MARKER: &str =
 
 /// `user_version` of a database whose schema is made and whose import of
 /// `catalog.json` is committed, and of one whose marker is written too
-/// and whose schema is the current one. (2: the marker written, with the
-/// five triggers earlier builds made, removed by `migrate`.)
+/// and whose schema is the current one. (2 and 3: the marker written,
+/// with the eight or three triggers earlier builds made, removed by
+/// `migrate`.)
 const IMPORTED: i64 = 1;
-const READY: i64 = 3;
+const READY: i64 = 4;
 
 /// What earlier builds of this release had in the schema, and this one
-/// does not: checks that the claim of a name makes anyway, and a
-/// generation for snapshots, which no cache holds. Each cost every
-/// process that opens the catalog its parse.
+/// does not: checks that the claim of a name makes anyway, a generation
+/// and a total kept by triggers. Each cost every process that opens the
+/// catalog its parse. The total is counted again.
 const OLD_TRIGGERS: &str = "
 DROP TRIGGER IF EXISTS volume_name_is_no_id;
 DROP TRIGGER IF EXISTS snapshot_name_is_no_id;
 DROP TRIGGER IF EXISTS snapshots_ins;
 DROP TRIGGER IF EXISTS snapshots_del;
 DROP TRIGGER IF EXISTS snapshots_upd;
+DROP TRIGGER IF EXISTS volumes_ins;
+DROP TRIGGER IF EXISTS volumes_del;
+DROP TRIGGER IF EXISTS volumes_upd;
+DELETE FROM meta WHERE key = 'generation';
+UPDATE meta SET value = (SELECT coalesce(sum(size), 0) FROM volumes) WHERE key = 'total_gib';
 ";
 
 const SCHEMA: &str = "
@@ -103,19 +113,7 @@ CREATE TABLE IF NOT EXISTS snapshots(
 );
 CREATE INDEX IF NOT EXISTS snapshots_unfinished ON snapshots(state) WHERE state <> 'ready';
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta VALUES('generation', 0), ('total_gib', 0);
-CREATE TRIGGER IF NOT EXISTS volumes_ins AFTER INSERT ON volumes BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-  UPDATE meta SET value = value + NEW.size WHERE key = 'total_gib';
-END;
-CREATE TRIGGER IF NOT EXISTS volumes_del AFTER DELETE ON volumes BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-  UPDATE meta SET value = value - OLD.size WHERE key = 'total_gib';
-END;
-CREATE TRIGGER IF NOT EXISTS volumes_upd AFTER UPDATE ON volumes BEGIN
-  UPDATE meta SET value = value + 1 WHERE key = 'generation';
-  UPDATE meta SET value = value + NEW.size - OLD.size WHERE key = 'total_gib';
-END;
+INSERT OR IGNORE INTO meta VALUES('total_gib', 0);
 ";
 
 const VOLUME_COLS: &str = "id, name, size, type, iops, availability_zone, created_at, fields";
@@ -127,8 +125,9 @@ pub struct Catalog {
     path: PathBuf,
     lock_timeout: Duration,
     conn: Mutex<Connection>,
-    /// A second connection that never waits (busy timeout 0), for the
-    /// service's no-wait cache check.
+    /// A second connection that never writes (so its `data_version`
+    /// changes with every commit, this process's too) and never waits
+    /// (busy timeout 0), for the service's cache checks.
     probe: OnceLock<Option<Mutex<Connection>>>,
     /// Whether this process committed a write (then it empties the log
     /// when it closes the catalog).
@@ -336,17 +335,26 @@ impl Catalog {
             .ok()
     }
 
-    /// The generation (bumped by every change to a volume's row), without
-    /// waiting: `None` when another thread or process holds what it would
-    /// wait for.
+    /// The generation (changed by every commit), without waiting: `None`
+    /// when another thread or process holds what it would wait for.
     pub fn generation_now(&self) -> Option<i64> {
         let c = self.probe()?;
         generation(&c).ok()
     }
 
-    /// The generation, waiting as any read does.
+    /// The generation, waiting (up to the lock timeout) as any read does.
     pub fn generation(&self) -> Result<i64> {
-        generation(&self.conn()).map_err(self.err("reading the generation"))
+        let deadline = std::time::Instant::now() + self.lock_timeout;
+        loop {
+            if let Some(g) = self.generation_now() {
+                return Ok(g);
+            }
+            if std::time::Instant::now() >= deadline {
+                // Say why, from the connection that waits.
+                return generation(&self.conn()).map_err(self.err("reading the generation"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The sum of all volume sizes, in GiB.
@@ -499,8 +507,7 @@ impl Drop for Catalog {
 }
 
 fn generation(c: &Connection) -> rusqlite::Result<i64> {
-    c.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?
-        .query_row([], |r| r.get(0))
+    c.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 /// The `fields` column (a JSON object), read in place: most rows hold
@@ -578,8 +585,23 @@ pub fn snapshot_taken(tx: &Transaction<'_>, s: &str) -> rusqlite::Result<bool> {
         .exists([s])
 }
 
+/// Add `gib` (negative: take) to the total of all volume sizes.
+fn add_to_total(tx: &Transaction<'_>, gib: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'total_gib'")?
+        .execute([gib])?;
+    Ok(())
+}
+
+/// The size of the volume row `id` (any state).
+fn size_of(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached("SELECT size FROM volumes WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()
+}
+
 /// Insert a volume row in `state`.
 pub fn insert_volume(tx: &Transaction<'_>, r: &Record, state: &str) -> rusqlite::Result<()> {
+    add_to_total(tx, r.size as i64)?;
     tx.prepare_cached(&format!(
         "INSERT INTO volumes({VOLUME_COLS}, state) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))?
@@ -632,6 +654,11 @@ pub fn set_state(
 
 /// Delete a row.
 pub fn delete(tx: &Transaction<'_>, table: &str, id: &str) -> rusqlite::Result<()> {
+    if table == "volumes" {
+        if let Some(old) = size_of(tx, id)? {
+            add_to_total(tx, -old)?;
+        }
+    }
     tx.prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))?
         .execute([id])?;
     Ok(())
@@ -639,6 +666,9 @@ pub fn delete(tx: &Transaction<'_>, table: &str, id: &str) -> rusqlite::Result<(
 
 /// Set a volume's size.
 pub fn set_size(tx: &Transaction<'_>, id: &str, gib: u64) -> rusqlite::Result<()> {
+    if let Some(old) = size_of(tx, id)? {
+        add_to_total(tx, gib as i64 - old)?;
+    }
     tx.prepare_cached("UPDATE volumes SET size = ?2 WHERE id = ?1")?
         .execute(params![id, gib as i64])?;
     Ok(())
@@ -813,14 +843,15 @@ mod tests {
         drop(r);
         assert!(wal_len(t.path()) > LONG_LOG);
         let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
-        assert_eq!(c.total_gib().unwrap(), 202);
+        assert!(c.by_name("x199").unwrap().is_some());
         drop(c);
         assert_eq!(wal_len(t.path()), 0);
     }
 
-    /// A catalog an earlier build made (user_version 2, eight triggers)
-    /// loses the five triggers this build does without, once; the three
-    /// it keeps go on counting.
+    /// A catalog an earlier build made (user_version 2, eight triggers; 3
+    /// had the last three) loses them all, once, and its total is
+    /// counted again; from then on the statements keep the total, and
+    /// every commit changes the generation.
     #[test]
     fn the_earlier_schema_is_trimmed_once() {
         let t = tempfile::tempdir().unwrap();
@@ -839,6 +870,18 @@ mod tests {
                UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
              CREATE TRIGGER snapshots_upd AFTER UPDATE ON snapshots BEGIN
                UPDATE meta SET value = value + 1 WHERE key = 'generation'; END;
+             INSERT INTO meta VALUES('generation', 0);
+             CREATE TRIGGER volumes_ins AFTER INSERT ON volumes BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation';
+               UPDATE meta SET value = value + NEW.size WHERE key = 'total_gib'; END;
+             CREATE TRIGGER volumes_del AFTER DELETE ON volumes BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation';
+               UPDATE meta SET value = value - OLD.size WHERE key = 'total_gib'; END;
+             CREATE TRIGGER volumes_upd AFTER UPDATE ON volumes BEGIN
+               UPDATE meta SET value = value + 1 WHERE key = 'generation';
+               UPDATE meta SET value = value + NEW.size - OLD.size WHERE key = 'total_gib'; END;
+             INSERT INTO volumes(id, name, size) VALUES('i0', 'v0', 2);
+             UPDATE meta SET value = 7 WHERE key = 'total_gib';
              PRAGMA user_version = 2;",
         )
         .unwrap();
@@ -851,27 +894,34 @@ mod tests {
         };
         assert_eq!(triggers(&raw).len(), 8);
         let c = Catalog::open(t.path(), Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            triggers(&raw),
-            ["volumes_del", "volumes_ins", "volumes_upd"]
-        );
+        assert!(triggers(&raw).is_empty());
         let version: i64 = raw
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, READY);
+        assert_eq!(c.total_gib().unwrap(), 2, "counted again");
         let g = c.generation().unwrap();
         c.write("test", |tx| {
             insert_volume(tx, &record("i1", "v1", 3), "ready").map_err(c.sql("test"))?;
-            set_size(tx, "i1", 5).map_err(c.sql("test"))
+            set_size(tx, "i1", 5).map_err(c.sql("test"))?;
+            set_size(tx, "none", 9).map_err(c.sql("test"))
         })
         .unwrap();
-        assert_eq!(c.generation().unwrap(), g + 2);
-        assert_eq!(c.total_gib().unwrap(), 5);
+        let g2 = c.generation().unwrap();
+        assert_ne!(g2, g, "its own commit changes the generation");
+        assert_eq!(c.generation_now(), Some(g2));
+        assert_eq!(c.total_gib().unwrap(), 7);
         c.write("test", |tx| {
-            delete(tx, "volumes", "i1").map_err(c.sql("test"))
+            delete(tx, "volumes", "i1").map_err(c.sql("test"))?;
+            delete(tx, "volumes", "none").map_err(c.sql("test"))
         })
         .unwrap();
-        assert_eq!(c.total_gib().unwrap(), 0);
+        assert_eq!(c.total_gib().unwrap(), 2);
+        // Another connection's commit changes it too.
+        let g3 = c.generation().unwrap();
+        raw.execute("UPDATE volumes SET name = 'w0' WHERE id = 'i0'", [])
+            .unwrap();
+        assert_ne!(c.generation().unwrap(), g3);
     }
 
     /// An earlier release's catalog in which a name is another volume's

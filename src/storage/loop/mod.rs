@@ -762,8 +762,8 @@ mod tests {
             assert!(reader.lookup_metadata_name(&v.id).unwrap().is_none());
         }
         // A change made by another process straight in the database (no
-        // driver involved) is seen too: the generation is bumped by the
-        // database's triggers, not by the driver.
+        // driver involved) is seen too: the generation is SQLite's count
+        // of commits, not the driver's.
         let last = want.last().unwrap().clone();
         let renamed = format!("{}x", &last[..last.len() - 1]);
         let c = rusqlite::Connection::open(t.path().join("catalog.db")).unwrap();
