@@ -23,6 +23,16 @@ use std::time::Duration;
 /// How long a detach waits for a device someone else holds open for a
 /// moment (a probe) to be released before it reports the device in use.
 const DETACH_SETTLE: Duration = Duration::from_secs(2);
+/// How long a cleared device that no mount uses may take to go away.
+const DETACH_SETTLE_UNMOUNTED: Duration = Duration::from_secs(15);
+
+/// Whether a mount in this namespace uses `dev` (unknown counts as yes:
+/// the short wait then applies).
+fn mounted_somewhere(dev: &Path) -> bool {
+    crate::node::mountinfo::device_numbers(dev)
+        .and_then(crate::node::mountinfo::mounts_of)
+        .map_or(true, |m| !m.is_empty())
+}
 
 /// Who holds a volume.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -416,8 +426,17 @@ impl Executor for LoopExecutor {
         // passing reader (a probe, a `blkid` of someone else) lets go in
         // moments, a mount elsewhere never. Wait a bounded moment, then
         // report it rather than pretend.
-        let deadline = std::time::Instant::now() + DETACH_SETTLE;
-        while kernel_loops().contains_key(&img) && std::time::Instant::now() < deadline {
+        // A device mounted nowhere is held only by openers on their way
+        // out (a process being killed, the last user of a lazily unmounted
+        // filesystem): on a loaded host those take longer, so wait longer.
+        let start = std::time::Instant::now();
+        while let Some(still) = kernel_loops().get(&img) {
+            let waited = start.elapsed();
+            if waited >= DETACH_SETTLE_UNMOUNTED
+                || (waited >= DETACH_SETTLE && mounted_somewhere(&still[0]))
+            {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         if let Some(still) = kernel_loops().get(&img) {
