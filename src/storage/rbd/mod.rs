@@ -57,6 +57,22 @@ pub struct RbdDriver {
     /// and only the lock can have changed in between. Dropped when this
     /// driver resizes or removes the image.
     seen: std::sync::Mutex<BTreeMap<String, Seen>>,
+    /// The locks of each image as this driver last read or set them,
+    /// reused for [`LOCKS_FOR`] by the lookups and the attach of one
+    /// operation (`lock add` itself is atomic in Ceph: a change made
+    /// meanwhile by another instance makes it fail, not succeed twice).
+    held: std::sync::Mutex<BTreeMap<String, (std::time::Instant, Vec<LockEntry>)>>,
+    /// Index writes still running (see [`RbdDriver::index_set`]).
+    pending: std::sync::Mutex<Vec<std::process::Child>>,
+}
+
+/// How long a read (or change) of an image's lock is reused.
+const LOCKS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for RbdDriver {
+    fn drop(&mut self) {
+        self.settle_pending();
+    }
 }
 
 /// How long a lookup's size and fields are reused (the holder is always
@@ -83,7 +99,7 @@ struct LsEntry {
 }
 
 /// One entry of `rbd lock ls --format json`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct LockEntry {
     id: String,
     locker: String,
@@ -128,6 +144,8 @@ impl RbdDriver {
             .map_err(|e| e.context(format!("reading {}", crate::config::keys::RBD_DEFAULT_POOL)))?;
         Ok(RbdDriver {
             seen: Default::default(),
+            held: Default::default(),
+            pending: Default::default(),
             ceph,
             pool: pool.to_string(),
             info: ServiceInfo {
@@ -173,7 +191,59 @@ impl RbdDriver {
 
     fn locks(&self, image: &str) -> Result<Vec<LockEntry>> {
         let out = self.rbd(&["lock", "ls", "--format", "json", &self.spec(image)])?;
-        parse("rbd lock ls", &out)
+        let locks: Vec<LockEntry> = parse("rbd lock ls", &out)?;
+        self.set_held(image, &locks);
+        Ok(locks)
+    }
+
+    /// The locks of `image`, as read or set within [`LOCKS_FOR`], else
+    /// read now.
+    fn recent_locks(&self, image: &str) -> Result<Vec<LockEntry>> {
+        {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, l)) = held.get(image) {
+                if at.elapsed() < LOCKS_FOR {
+                    return Ok(l.clone());
+                }
+            }
+        }
+        self.locks(image)
+    }
+
+    fn set_held(&self, image: &str, locks: &[LockEntry]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, (at, _)| at.elapsed() < LOCKS_FOR);
+        held.insert(
+            image.to_string(),
+            (std::time::Instant::now(), locks.to_vec()),
+        );
+    }
+
+    fn forget_held(&self, image: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(image);
+    }
+
+    /// Wait for the index writes still running (bounded by the timeout;
+    /// one that overruns is stopped).
+    fn settle_pending(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + self.ceph.timeout;
+        for mut c in pending.drain(..) {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Ok(None) => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// The holders index: `None` when the pool has no index object (no
@@ -189,22 +259,35 @@ impl RbdDriver {
         }
     }
 
-    /// Record `lock_id` as the holder of `image` in the index. The index
-    /// only speeds up listings: a failure is logged, not returned (the
-    /// listing then reads the lock).
+    /// Record `lock_id` as the holder of `image` in the index, after the
+    /// lock was taken. The write runs on while the caller goes on (the
+    /// attach does not wait for it; the next index change or the end of
+    /// this driver does): until it lands, a listing finds the lock without
+    /// a key and reads the lock. The index only speeds up listings, so a
+    /// failure is logged, not returned.
     fn index_set(&self, image: &str, lock_id: &str) {
-        if let Err(e) = self.ceph.run(
-            "rados",
-            &[
-                "-p",
-                &self.pool,
-                "setomapval",
-                HOLDERS_OBJECT,
-                image,
-                lock_id,
-            ],
-        ) {
-            tracing::warn!(volume = image, error = %e, "could not record the holder in the index; listings read the lock instead");
+        self.settle_pending();
+        let mut cmd = self.ceph.command("rados");
+        cmd.args([
+            "-p",
+            &self.pool,
+            "setomapval",
+            HOLDERS_OBJECT,
+            image,
+            lock_id,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        match cmd.spawn() {
+            Ok(c) => self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c),
+            Err(e) => {
+                tracing::warn!(volume = image, error = %e, "could not record the holder in the index; listings read the lock instead")
+            }
         }
     }
 
@@ -212,6 +295,7 @@ impl RbdDriver {
     /// then leaves a lock without a key, which listings read from the
     /// lock). A missing object or key is no error.
     fn index_clear(&self, image: &str) -> Result<()> {
+        self.settle_pending();
         match self.ceph.run(
             "rados",
             &["-p", &self.pool, "rmomapkey", HOLDERS_OBJECT, image],
@@ -576,7 +660,7 @@ impl Controller for RbdDriver {
         };
         // The holder always; the size and fields beside it unless a
         // lookup of this operation found them already: one round.
-        let (locks, found) = both(|| self.locks(image), || self.info_and_meta(image));
+        let (locks, found) = both(|| self.recent_locks(image), || self.info_and_meta(image));
         let Some((info, meta)) = found? else {
             return Ok(None);
         };
@@ -584,6 +668,7 @@ impl Controller for RbdDriver {
             Ok(l) => l,
             Err(e) if e.kind() == Kind::NotFound => {
                 self.forget(image);
+                self.forget_held(image);
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -664,6 +749,7 @@ impl Controller for RbdDriver {
             )));
         }
         self.forget(image);
+        self.forget_held(image);
         let open = self.watchers(image)?;
         if !open.is_empty() {
             return Err(Error::in_use(format!(
@@ -698,12 +784,9 @@ impl Controller for RbdDriver {
         let image = self.must_image(id)?;
         let token = self.spec(image);
         let mine = format!("{LOCK_PREFIX}{}", who.id);
-        // One round: the lock, the size and fields of the volume to
-        // return, and the index key gone before the lock may change.
-        let ((locks, cleared), found) = both(
-            || both(|| self.locks(image), || self.index_clear(image)),
-            || self.info_and_meta(image),
-        );
+        // The lock, the size and the fields of the volume to return: what
+        // this operation's lookup just read, else one round of calls.
+        let (locks, found) = both(|| self.recent_locks(image), || self.info_and_meta(image));
         let not_found = || Error::not_found(format!("volume {id} not found"));
         let (info, meta) = found?.ok_or_else(not_found)?;
         let locks = locks.map_err(|e| {
@@ -713,27 +796,29 @@ impl Controller for RbdDriver {
                 e
             }
         })?;
-        cleared?;
         let (own, others): (Vec<_>, Vec<_>) = locks.into_iter().partition(|l| same(&l.id, &mine));
         if !others.is_empty() {
             let holder = self.holder_of(&others[0]).id;
             if !force {
-                // Nothing changed: the index names the holder again.
-                self.index_set(image, &others[0].id);
                 return Err(Error::in_use(format!(
                     "volume {image} is attached to {holder}; detach it there first, or attach with force (preempt) to take it over (the old holder is fenced)"
                 )));
             }
+            // The key goes before the lock changes hands.
+            self.index_clear(image)?;
             self.fence(image, &others)?;
             for l in &others {
                 self.unlock(image, l)?;
             }
+            self.forget_held(image);
         }
         let held = match own.into_iter().next() {
             Some(l) => l,
             None => {
+                // A stale key of a free image is overwritten just after.
                 self.rbd(&["lock", "add", &self.spec(image), &mine])
                     .map_err(|e| {
+                        self.forget_held(image);
                         if e.kind() == Kind::InUse {
                             Error::in_use(format!(
                                 "volume {image} was attached by another instance at the same time; try again"
@@ -749,6 +834,7 @@ impl Controller for RbdDriver {
                 }
             }
         };
+        self.set_held(image, std::slice::from_ref(&held));
         self.index_set(image, &held.id);
         // The volume as it is now: this instance its only holder.
         Ok(Attached {
@@ -778,6 +864,7 @@ impl Controller for RbdDriver {
         for l in &locks {
             self.unlock(image, l)?;
         }
+        self.set_held(image, &[]);
         self.must_volume(id)
     }
 
