@@ -14,11 +14,13 @@
 //!   [`HOLDERS_OBJECT`] (`<image>` → `rexray:<instance id>`), lets a
 //!   listing read every holder in one `rados listomapvals` beside one
 //!   `rbd ls -l` instead of one `rbd lock ls` per locked image. The lock
-//!   stays the truth: a key is removed before the lock changes and
-//!   written after, a key of an image that `rbd ls -l` shows unlocked is
-//!   ignored (stale), and a locked image without a key (or a pool without
-//!   the object) is read with `rbd lock ls`. Everything but the listing
-//!   (inspect, attach, detach, remove) reads the lock itself.
+//!   stays the truth: a key is removed before a lock is released or taken
+//!   over and written after a lock is taken, a key of an image that
+//!   `rbd ls -l` shows unlocked is ignored (stale), and a locked image
+//!   without a key (or a pool without the object) is read with `rbd lock
+//!   ls`. Everything but the listing (inspect, attach, detach, remove)
+//!   reads the lock itself (or the read of it this operation made less
+//!   than a second ago).
 //! - Images are made with the `layering` feature only (what kernel RBD
 //!   clients map, and no exclusive-lock to compete with the advisory
 //!   lock).
