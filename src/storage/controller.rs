@@ -266,6 +266,15 @@ pub trait Executor: Send + Sync {
     /// up to `timeout` for it to appear (and, for the loop driver, binding
     /// the image to a loop device). Resolving twice answers the same source.
     fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource>;
+    /// After the controller grew the volume: make what this node has of it
+    /// show the new size (a loop device over a FUSE image file learns it
+    /// with LOOP_SET_CAPACITY), before the filesystem on it is grown.
+    /// Nothing of the volume here, or a device that follows by itself
+    /// (kernel rbd): nothing to do.
+    fn grown(&self, volume: &Volume) -> Result<()> {
+        let _ = volume;
+        Ok(())
+    }
     /// Undo [`resolve`](Self::resolve) on this node before the controller
     /// releases the hold. Releasing what is not here succeeds; a device
     /// another instance has taken over since is left alone unless `force`.

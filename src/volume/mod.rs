@@ -358,6 +358,9 @@ impl Volumes {
             v.size * GIB
         };
         fail::fail_point!("volume::resize-after-driver", |_| crate::crash_here());
+        self.exe
+            .grown(&v)
+            .map_err(|e| e.context(step("the device here learns the new size")))?;
         let mp = self.mount_point(&v.name);
         if let Some(m) = self.node.mounts_at(&mp)?.into_iter().next() {
             if let Some(dev) = self.local_device(&v)? {

@@ -320,6 +320,13 @@ impl Executor for FakeDriver {
         })?;
         Ok(MountSource::Device(dev))
     }
+    fn grown(&self, volume: &Volume) -> Result<()> {
+        let dev = FakeDriver::dev(&volume.name);
+        if self.node.device(&dev).is_some() {
+            self.node.note(format!("grown {}", dev.display()));
+        }
+        Ok(())
+    }
     fn release(&self, volume: &Volume, force: bool) -> Result<()> {
         self.steps.lock().unwrap().push("executor release");
         self.with(&volume.id, |f| {
@@ -923,7 +930,11 @@ fn resize_grows_a_mounted_filesystem_and_paths_read_the_node() {
     w.node.take_calls();
     let (v, bytes) = w.vols.resize(VolumeRef::Name("vol"), 30 << 30).unwrap();
     assert_eq!((v.size, bytes), (30, 30 << 30));
-    assert_eq!(w.calls_like("grow"), vec!["grow /dev/fake-vol"]);
+    // The device here learns the new size first, then the filesystem grows.
+    assert_eq!(
+        w.calls_like("grow"),
+        vec!["grown /dev/fake-vol", "grow /dev/fake-vol"]
+    );
     assert!(w.vols.node().is_mounted(&w.mp("vol")).unwrap());
     assert_eq!(
         w.vols

@@ -10,6 +10,17 @@
 //!   first — every client address of its lock and of the image's watchers
 //!   goes on the OSD blocklist, so its writes fail instead of landing —
 //!   then takes the lock over.
+//! - An index of the holders, the omap of the pool object
+//!   [`HOLDERS_OBJECT`] (`<image>` → `rexray:<instance id>`), lets a
+//!   listing read every holder in one `rados listomapvals` beside one
+//!   `rbd ls -l` instead of one `rbd lock ls` per locked image. The lock
+//!   stays the truth: a key is removed before a lock is released or taken
+//!   over and written after a lock is taken, a key of an image that
+//!   `rbd ls -l` shows unlocked is ignored (stale), and a locked image
+//!   without a key (or a pool without the object) is read with `rbd lock
+//!   ls`. Everything but the listing (inspect, attach, detach, remove)
+//!   reads the lock itself (or the read of it this operation made less
+//!   than a second ago).
 //! - Images are made with the `layering` feature only (what kernel RBD
 //!   clients map, and no exclusive-lock to compete with the advisory
 //!   lock).
@@ -25,6 +36,7 @@ use crate::model::{Attachment, CreateSpec, InstanceId, Snapshot, Volume};
 use crate::{Error, Kind, Result};
 use cli::Ceph;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// The prefix of the advisory locks this driver takes.
 pub const LOCK_PREFIX: &str = "rexray:";
@@ -32,6 +44,9 @@ const GIB: u64 = 1 << 30;
 /// The prefix of the image metadata keys that hold a volume's fields
 /// (`fsType`, ...).
 const META_PREFIX: &str = "rexray.";
+/// The pool object whose omap indexes the holders: `<image>` →
+/// `rexray:<instance id>` (the lock's id).
+pub const HOLDERS_OBJECT: &str = "rexray.holders";
 
 /// The rbd driver's controller side.
 pub struct RbdDriver {
@@ -41,6 +56,39 @@ pub struct RbdDriver {
     /// Where a new copy is shown through rbd-fuse to get a filesystem
     /// UUID of its own (none: copies keep their source's).
     scratch: Option<std::path::PathBuf>,
+    /// What the last lookups found of each image (size, create time,
+    /// fields), reused for [`SEEN_FOR`]: one operation looks a volume up
+    /// several times (find, again under its lock, attach, the answer),
+    /// and only the lock can have changed in between. Dropped when this
+    /// driver resizes or removes the image.
+    seen: std::sync::Mutex<BTreeMap<String, Seen>>,
+    /// The locks of each image as this driver last read or set them,
+    /// reused for [`LOCKS_FOR`] by the lookups and the attach of one
+    /// operation (`lock add` itself is atomic in Ceph: a change made
+    /// meanwhile by another instance makes it fail, not succeed twice).
+    held: std::sync::Mutex<BTreeMap<String, (std::time::Instant, Vec<LockEntry>)>>,
+    /// Index writes still running (see [`RbdDriver::index_set`]).
+    pending: std::sync::Mutex<Vec<std::process::Child>>,
+}
+
+/// How long a read (or change) of an image's lock is reused.
+const LOCKS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Drop for RbdDriver {
+    fn drop(&mut self) {
+        self.settle_pending();
+    }
+}
+
+/// How long a lookup's size and fields are reused (the holder is always
+/// read again).
+const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at: std::time::Instant,
+    info: Info,
+    meta: BTreeMap<String, String>,
 }
 
 /// One entry of `rbd ls -l --format json`: an image or a snapshot.
@@ -56,7 +104,7 @@ struct LsEntry {
 }
 
 /// One entry of `rbd lock ls --format json`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct LockEntry {
     id: String,
     locker: String,
@@ -75,7 +123,7 @@ struct Watcher {
     address: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Info {
     name: String,
     size: u64,
@@ -100,6 +148,9 @@ impl RbdDriver {
         image_name("pool", pool)
             .map_err(|e| e.context(format!("reading {}", crate::config::keys::RBD_DEFAULT_POOL)))?;
         Ok(RbdDriver {
+            seen: Default::default(),
+            held: Default::default(),
+            pending: Default::default(),
             ceph,
             pool: pool.to_string(),
             info: ServiceInfo {
@@ -198,7 +249,133 @@ impl RbdDriver {
 
     fn locks(&self, image: &str) -> Result<Vec<LockEntry>> {
         let out = self.rbd(&["lock", "ls", "--format", "json", &self.spec(image)])?;
-        parse("rbd lock ls", &out)
+        let locks: Vec<LockEntry> = parse("rbd lock ls", &out)?;
+        self.set_held(image, &locks);
+        Ok(locks)
+    }
+
+    /// The locks of `image`, as read or set within [`LOCKS_FOR`], else
+    /// read now.
+    fn recent_locks(&self, image: &str) -> Result<Vec<LockEntry>> {
+        {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, l)) = held.get(image) {
+                if at.elapsed() < LOCKS_FOR {
+                    return Ok(l.clone());
+                }
+            }
+        }
+        self.locks(image)
+    }
+
+    fn set_held(&self, image: &str, locks: &[LockEntry]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, (at, _)| at.elapsed() < LOCKS_FOR);
+        held.insert(
+            image.to_string(),
+            (std::time::Instant::now(), locks.to_vec()),
+        );
+    }
+
+    fn forget_held(&self, image: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(image);
+    }
+
+    /// Wait for the index writes still running (bounded by the timeout;
+    /// one that overruns is stopped).
+    fn settle_pending(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + self.ceph.timeout;
+        for mut c in pending.drain(..) {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(2))
+                    }
+                    Ok(None) => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The holders index: `None` when the pool has no index object (no
+    /// attach wrote one yet, or it was removed).
+    fn index(&self) -> Result<Option<BTreeMap<String, String>>> {
+        match self
+            .ceph
+            .run("rados", &["-p", &self.pool, "listomapvals", HOLDERS_OBJECT])
+        {
+            Ok(out) => Ok(Some(parse_omap_dump(&out))),
+            Err(e) if e.kind() == Kind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record `lock_id` as the holder of `image` in the index, after the
+    /// lock was taken. The write runs on while the caller goes on (the
+    /// attach does not wait for it; the next index change or the end of
+    /// this driver does): until it lands, a listing finds the lock without
+    /// a key and reads the lock. The index only speeds up listings, so a
+    /// failure is logged, not returned.
+    fn index_set(&self, image: &str, lock_id: &str) {
+        self.settle_pending();
+        let mut cmd = self.ceph.command("rados");
+        cmd.args([
+            "-p",
+            &self.pool,
+            "setomapval",
+            HOLDERS_OBJECT,
+            image,
+            lock_id,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        match cmd.spawn() {
+            Ok(c) => self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(c),
+            Err(e) => {
+                tracing::warn!(volume = image, error = %e, "could not record the holder in the index; listings read the lock instead")
+            }
+        }
+    }
+
+    /// Remove `image` from the index (before its lock changes: a crash
+    /// then leaves a lock without a key, which listings read from the
+    /// lock). A missing object or key is no error.
+    fn index_clear(&self, image: &str) -> Result<()> {
+        self.settle_pending();
+        match self.ceph.run(
+            "rados",
+            &["-p", &self.pool, "rmomapkey", HOLDERS_OBJECT, image],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Kind::NotFound => Ok(()),
+            Err(e) => Err(e.context(format!("clearing the holder index of volume {image}"))),
+        }
+    }
+
+    /// Image metadata `rexray.*` of `image`, prefix removed.
+    fn meta(&self, image: &str) -> Result<BTreeMap<String, String>> {
+        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
+        let meta: BTreeMap<String, String> = if meta.trim().is_empty() {
+            Default::default()
+        } else {
+            parse("rbd image-meta list", &meta)?
+        };
+        Ok(meta
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(META_PREFIX)?.to_string(), v)))
+            .collect())
     }
 
     fn watchers(&self, image: &str) -> Result<Vec<String>> {
@@ -240,17 +417,127 @@ impl RbdDriver {
         v
     }
 
-    fn volumes(&self, entries: &[LsEntry], with_holders: bool) -> Result<Vec<Volume>> {
-        let mut out = Vec::new();
-        for e in entries.iter().filter(|e| e.snapshot.is_none()) {
-            let locks = if with_holders && e.lock_type.is_some() {
-                self.locks(&e.image)?
-            } else {
-                Vec::new()
-            };
-            out.push(self.volume(&e.image, e.size, &locks));
+    /// The size and fields of `image` a recent lookup found.
+    fn seen(&self, image: &str) -> Option<(Info, BTreeMap<String, String>)> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, s| s.at.elapsed() < SEEN_FOR);
+        seen.get(image).map(|s| (s.info.clone(), s.meta.clone()))
+    }
+
+    fn remember(&self, image: &str, info: &Info, meta: &BTreeMap<String, String>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.insert(
+            image.to_string(),
+            Seen {
+                at: std::time::Instant::now(),
+                info: info.clone(),
+                meta: meta.clone(),
+            },
+        );
+    }
+
+    fn forget(&self, image: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.remove(image);
+    }
+
+    /// The size and fields of `image` (`None`: no such image), from a
+    /// recent lookup, else asked (two calls at once).
+    fn info_and_meta(&self, image: &str) -> Result<Option<(Info, BTreeMap<String, String>)>> {
+        if let Some(s) = self.seen(image) {
+            return Ok(Some(s));
         }
-        Ok(out)
+        let (info, meta) = both(|| self.info_of(image), || self.meta(image));
+        let Some(info) = info? else {
+            return Ok(None);
+        };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == Kind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.remember(image, &info, &meta);
+        Ok(Some((info, meta)))
+    }
+
+    /// The volume of `info` with its holders and fields.
+    fn full_volume(
+        &self,
+        info: &Info,
+        locks: &[LockEntry],
+        meta: BTreeMap<String, String>,
+    ) -> Volume {
+        let mut v = self.volume(&info.name, info.size, locks);
+        v.fields.extend(meta);
+        if !info.create_timestamp.is_empty() {
+            v.fields
+                .insert("createTimestamp".into(), info.create_timestamp.clone());
+        }
+        v
+    }
+
+    /// The volumes of `entries`; with `index`, the holders of locked
+    /// images from it (`Some(None)`: the pool has no index), a locked
+    /// image without a key read with `rbd lock ls`.
+    fn volumes(
+        &self,
+        entries: &[LsEntry],
+        index: Option<Option<&BTreeMap<String, String>>>,
+    ) -> Result<Vec<Volume>> {
+        let images: Vec<&LsEntry> = entries.iter().filter(|e| e.snapshot.is_none()).collect();
+        let Some(index) = index else {
+            return Ok(images
+                .iter()
+                .map(|e| self.volume(&e.image, e.size, &[]))
+                .collect());
+        };
+        // Locked images the index does not name: their locks, read
+        // concurrently (a few at a time).
+        let unknown: Vec<&str> = images
+            .iter()
+            .filter(|e| e.lock_type.is_some() && index.and_then(|i| i.get(&e.image)).is_none())
+            .map(|e| e.image.as_str())
+            .collect();
+        let mut read: BTreeMap<&str, Vec<LockEntry>> = BTreeMap::new();
+        for chunk in unknown.chunks(4) {
+            let got: Vec<Result<Vec<LockEntry>>> = std::thread::scope(|s| {
+                let hs: Vec<_> = chunk.iter().map(|i| s.spawn(|| self.locks(i))).collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::backend("a lock lookup panicked")))
+                    })
+                    .collect()
+            });
+            for (i, r) in chunk.iter().zip(got) {
+                match r {
+                    Ok(l) => {
+                        read.insert(i, l);
+                    }
+                    // Removed since the listing.
+                    Err(e) if e.kind() == Kind::NotFound => {
+                        read.insert(i, Vec::new());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(images
+            .iter()
+            .map(|e| {
+                let locks = match (&e.lock_type, index.and_then(|i| i.get(&e.image))) {
+                    // Unlocked: no holder, whatever a (stale) key says.
+                    (None, _) => Vec::new(),
+                    (Some(_), Some(id)) => vec![LockEntry {
+                        id: id.clone(),
+                        locker: String::new(),
+                        address: String::new(),
+                    }],
+                    (Some(_), None) => read.remove(e.image.as_str()).unwrap_or_default(),
+                };
+                self.volume(&e.image, e.size, &locks)
+            })
+            .collect())
     }
 
     /// `rbd info` of an image, or `None` when it does not exist.
@@ -267,23 +554,34 @@ impl RbdDriver {
             .ok_or_else(|| Error::not_found(format!("volume {id} not found")))
     }
 
-    /// A new image's name, checked free (and not another volume's id).
+    /// A new image's name: valid, and not another volume's id (`<pool>.<image>`
+    /// of an image that exists). Whether the name is free is left to
+    /// `rbd create` (or `rbd cp`), which refuses an existing image: no
+    /// listing of the pool.
     fn check_new(&self, name: &str) -> Result<()> {
         image_name("volume", name)?;
-        let all = self.ls()?;
-        if all.iter().any(|e| e.snapshot.is_none() && e.image == name) {
-            return Err(Error::exists(format!("volume {name} already exists")));
+        if let Some(image) = self.image_of(name) {
+            if self.info_of(image)?.is_some() {
+                let id = self.id_of(image);
+                return super::refuse_name_that_is_an_id(
+                    "volume",
+                    name,
+                    std::iter::once((id.as_str(), image)),
+                );
+            }
         }
-        let ids: Vec<(String, String)> = all
-            .iter()
-            .filter(|e| e.snapshot.is_none())
-            .map(|e| (self.id_of(&e.image), e.image.clone()))
-            .collect();
-        super::refuse_name_that_is_an_id(
-            "volume",
-            name,
-            ids.iter().map(|(i, n)| (i.as_str(), n.as_str())),
-        )
+        Ok(())
+    }
+
+    /// The error of an image made over an existing one, said plainly.
+    fn exists(name: &str) -> impl Fn(Error) -> Error + '_ {
+        move |e| {
+            if e.kind() == Kind::AlreadyExists {
+                Error::exists(format!("volume {name} already exists"))
+            } else {
+                e
+            }
+        }
     }
 
     /// Put every client address of the old holder on the blocklist, so
@@ -344,46 +642,104 @@ fn same(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// Run `a` and `b` at the same time (two Ceph calls in one round trip).
+fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|s| {
+        let hb = s.spawn(b);
+        let ra = a();
+        let rb = match hb.join() {
+            Ok(r) => r,
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        (ra, rb)
+    })
+}
+
+/// The keys and values of `rados listomapvals`, which prints each key on
+/// a line, then `value (N bytes) :`, then a hex dump of the value
+/// (`00000000  72 65 78 ... |rex...|`), then the end offset and a blank
+/// line.
+fn parse_omap_dump(out: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut lines = out.lines().peekable();
+    while let Some(key) = lines.next() {
+        if key.is_empty() {
+            continue;
+        }
+        let Some(len) = lines
+            .peek()
+            .and_then(|l| l.strip_prefix("value ("))
+            .and_then(|l| l.split_once(' '))
+            .and_then(|(n, _)| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        lines.next();
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let Some(l) = lines.next() else { break };
+            // The offset, then up to 16 two-digit bytes, then `|ascii|`.
+            for w in l.split_whitespace().skip(1) {
+                if w.len() != 2 || bytes.len() >= len {
+                    break;
+                }
+                match u8::from_str_radix(w, 16) {
+                    Ok(b) => bytes.push(b),
+                    Err(_) => break,
+                }
+            }
+        }
+        if bytes.len() == len {
+            map.insert(
+                key.to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            );
+        }
+    }
+    map
+}
+
 impl Controller for RbdDriver {
     fn info(&self) -> &ServiceInfo {
         &self.info
     }
 
     fn list(&self) -> Result<Vec<Volume>> {
-        let entries = self.ls()?;
-        self.volumes(&entries, true)
+        // One `rbd ls -l` and one read of the index, side by side.
+        let (entries, index) = both(|| self.ls(), || self.index());
+        let entries = entries?;
+        let index = index.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the holder index; reading each lock");
+            None
+        });
+        self.volumes(&entries, Some(index.as_ref()))
     }
 
     fn list_metadata(&self) -> Result<std::sync::Arc<[Volume]>> {
         let entries = self.ls()?;
-        Ok(self.volumes(&entries, false)?.into())
+        Ok(self.volumes(&entries, None)?.into())
     }
 
     fn inspect(&self, id: &str) -> Result<Option<Volume>> {
         let Some(image) = self.image_of(id) else {
             return Ok(None);
         };
-        let Some(info) = self.info_of(image)? else {
+        // The holder always; the size and fields beside it unless a
+        // lookup of this operation found them already: one round.
+        let (locks, found) = both(|| self.recent_locks(image), || self.info_and_meta(image));
+        let Some((info, meta)) = found? else {
             return Ok(None);
         };
-        let locks = self.locks(image)?;
-        let mut v = self.volume(&info.name, info.size, &locks);
-        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
-        let meta: std::collections::BTreeMap<String, String> = if meta.trim().is_empty() {
-            Default::default()
-        } else {
-            parse("rbd image-meta list", &meta)?
-        };
-        for (k, val) in meta {
-            if let Some(k) = k.strip_prefix(META_PREFIX) {
-                v.fields.insert(k.to_string(), val);
+        let locks = match locks {
+            Ok(l) => l,
+            Err(e) if e.kind() == Kind::NotFound => {
+                self.forget(image);
+                self.forget_held(image);
+                return Ok(None);
             }
-        }
-        if !info.create_timestamp.is_empty() {
-            v.fields
-                .insert("createTimestamp".into(), info.create_timestamp.clone());
-        }
-        Ok(Some(v))
+            Err(e) => return Err(e),
+        };
+        Ok(Some(self.full_volume(&info, &locks, meta)))
     }
 
     fn lookup_name(&self, name: &str) -> Result<Option<Volume>> {
@@ -412,13 +768,29 @@ impl Controller for RbdDriver {
             "--image-feature",
             "layering",
             &self.spec(name),
-        ])?;
-        for (k, v) in &spec.fields {
-            let key = format!("{META_PREFIX}{k}");
-            if let Err(e) = self.rbd(&["image-meta", "set", &self.spec(name), &key, v]) {
-                let _ = self.rbd(&["rm", "--no-progress", &self.spec(name)]);
-                return Err(e);
-            }
+        ])
+        .map_err(Self::exists(name))?;
+        // The fields, all at once (one call each).
+        let set: Vec<Result<String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = spec
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    let key = format!("{META_PREFIX}{k}");
+                    let spec = self.spec(name);
+                    s.spawn(move || self.rbd(&["image-meta", "set", &spec, &key, v]))
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::backend("image-meta set panicked")))
+                })
+                .collect()
+        });
+        if let Some(Err(e)) = set.into_iter().find(Result::is_err) {
+            let _ = self.rbd(&["rm", "--no-progress", &self.spec(name)]);
+            return Err(e);
         }
         tracing::info!(
             volume = name,
@@ -426,7 +798,9 @@ impl Controller for RbdDriver {
             size,
             "created an rbd image"
         );
-        let mut v = self.must_volume(&self.id_of(name))?;
+        // What was just made, without asking again: no holder yet.
+        let mut v = self.volume(name, spec.size.max(1) * GIB, &[]);
+        v.fields.extend(spec.fields.clone());
         v.fields.insert("createdAt".into(), now_rfc3339());
         Ok(v)
     }
@@ -440,6 +814,8 @@ impl Controller for RbdDriver {
                 a.instance_id.id
             )));
         }
+        self.forget(image);
+        self.forget_held(image);
         let open = self.watchers(image)?;
         if !open.is_empty() {
             return Err(Error::in_use(format!(
@@ -447,6 +823,7 @@ impl Controller for RbdDriver {
                 open.join(", ")
             )));
         }
+        self.index_clear(image)?;
         for l in self.locks(image)? {
             self.unlock(image, &l)?;
         }
@@ -471,12 +848,20 @@ impl Controller for RbdDriver {
         _next_device: Option<&str>,
     ) -> Result<Attached> {
         let image = self.must_image(id)?;
-        if self.info_of(image)?.is_none() {
-            return Err(Error::not_found(format!("volume {id} not found")));
-        }
         let token = self.spec(image);
         let mine = format!("{LOCK_PREFIX}{}", who.id);
-        let locks = self.locks(image)?;
+        // The lock, the size and the fields of the volume to return: what
+        // this operation's lookup just read, else one round of calls.
+        let (locks, found) = both(|| self.recent_locks(image), || self.info_and_meta(image));
+        let not_found = || Error::not_found(format!("volume {id} not found"));
+        let (info, meta) = found?.ok_or_else(not_found)?;
+        let locks = locks.map_err(|e| {
+            if e.kind() == Kind::NotFound {
+                not_found()
+            } else {
+                e
+            }
+        })?;
         let (own, others): (Vec<_>, Vec<_>) = locks.into_iter().partition(|l| same(&l.id, &mine));
         if !others.is_empty() {
             let holder = self.holder_of(&others[0]).id;
@@ -485,28 +870,44 @@ impl Controller for RbdDriver {
                     "volume {image} is attached to {holder}; detach it there first, or attach with force (preempt) to take it over (the old holder is fenced)"
                 )));
             }
+            // The key goes before the lock changes hands.
+            self.index_clear(image)?;
             self.fence(image, &others)?;
             fail::fail_point!("rbd::fence-after-blocklist", |_| crate::crash_here());
             for l in &others {
                 self.unlock(image, l)?;
             }
             fail::fail_point!("rbd::fence-before-lock", |_| crate::crash_here());
+            self.forget_held(image);
         }
-        if own.is_empty() {
-            self.rbd(&["lock", "add", &self.spec(image), &mine])
-                .map_err(|e| {
-                    if e.kind() == Kind::InUse {
-                        Error::in_use(format!(
-                            "volume {image} was attached by another instance at the same time; try again"
-                        ))
-                    } else {
-                        e
-                    }
-                })?;
-            fail::fail_point!("rbd::attach-after-lock", |_| crate::crash_here());
-        }
+        let held = match own.into_iter().next() {
+            Some(l) => l,
+            None => {
+                // A stale key of a free image is overwritten just after.
+                self.rbd(&["lock", "add", &self.spec(image), &mine])
+                    .map_err(|e| {
+                        self.forget_held(image);
+                        if e.kind() == Kind::InUse {
+                            Error::in_use(format!(
+                                "volume {image} was attached by another instance at the same time; try again"
+                            ))
+                        } else {
+                            e
+                        }
+                    })?;
+                fail::fail_point!("rbd::attach-after-lock", |_| crate::crash_here());
+                LockEntry {
+                    id: mine.clone(),
+                    locker: String::new(),
+                    address: String::new(),
+                }
+            }
+        };
+        self.set_held(image, std::slice::from_ref(&held));
+        self.index_set(image, &held.id);
+        // The volume as it is now: this instance its only holder.
         Ok(Attached {
-            volume: self.must_volume(id)?,
+            volume: self.full_volume(&info, &[held], meta),
             token,
         })
     }
@@ -514,21 +915,32 @@ impl Controller for RbdDriver {
     fn detach(&self, id: &str, who: &InstanceId, force: bool) -> Result<Volume> {
         let image = self.must_image(id)?;
         let mine = format!("{LOCK_PREFIX}{}", who.id);
+        // The index key goes before the lock (a crash between leaves a
+        // lock without a key, read from the lock).
+        let (locks, cleared) = both(|| self.locks(image), || self.index_clear(image));
+        let locks = locks?;
+        cleared?;
         fail::fail_point!("rbd::detach-before-unlock", |_| crate::crash_here());
-        for l in self.locks(image)? {
+        for l in &locks {
             if !same(&l.id, &mine) && !force {
+                // Nothing changed: the index names the holder again.
+                self.index_set(image, &l.id);
                 return Err(Error::in_use(format!(
                     "volume {image} is attached to {}; detach it there, or with force",
-                    self.holder_of(&l).id
+                    self.holder_of(l).id
                 )));
             }
-            self.unlock(image, &l)?;
         }
+        for l in &locks {
+            self.unlock(image, l)?;
+        }
+        self.set_held(image, &[]);
         self.must_volume(id)
     }
 
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
         let image = self.must_image(id)?;
+        self.forget(image);
         let size = format!("{size_gib}G");
         self.rbd(&[
             "resize",
@@ -558,7 +970,8 @@ impl Controller for RbdDriver {
             "layering",
             &self.spec(image),
             &self.spec(new_name),
-        ])?;
+        ])
+        .map_err(Self::exists(new_name))?;
         if let Err(e) = intact() {
             let _ = self.rbd(&["rm", "--no-progress", &self.spec(new_name)]);
             return Err(e);
@@ -638,7 +1051,8 @@ impl Controller for RbdDriver {
             "layering",
             &from,
             &self.spec(new_name),
-        ])?;
+        ])
+        .map_err(Self::exists(new_name))?;
         let v = self.must_volume(&self.id_of(new_name))?;
         if spec.size > v.size {
             self.resize(&v.id, spec.size)?;
@@ -686,5 +1100,77 @@ mod tests {
             ""
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_holder_index_is_read_from_the_omap_dump() {
+        let out = "life1\nvalue (15 bytes) :\n00000000  72 65 78 72 61 79 3a 2f  61 2f 62 20 7c 20 63     |rexray:/a/b | c|\n0000000f\n\nv2\nvalue (20 bytes) :\n00000000  72 65 78 72 61 79 3a 6e  6f 64 65 2d 61 2d 31 32  |rexray:node-a-12|\n00000010  33 34 35 36                                       |3456|\n00000014\n\nempty\nvalue (0 bytes) :\n\n";
+        let m = parse_omap_dump(out);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m["life1"], "rexray:/a/b | c");
+        assert_eq!(m["v2"], "rexray:node-a-123456");
+        assert_eq!(m["empty"], "");
+        assert!(parse_omap_dump("").is_empty());
+    }
+
+    fn entry(image: &str, locked: bool) -> LsEntry {
+        LsEntry {
+            image: image.into(),
+            size: GIB,
+            snapshot: None,
+            lock_type: locked.then(|| "exclusive".to_string()),
+        }
+    }
+
+    #[test]
+    fn a_listing_trusts_a_key_only_for_a_locked_image() {
+        let d = drv();
+        let index: BTreeMap<String, String> = [
+            ("held".to_string(), "rexray:node-a".to_string()),
+            ("stale".to_string(), "rexray:node-b".to_string()),
+        ]
+        .into();
+        let vols = d
+            .volumes(
+                &[
+                    entry("held", true),
+                    entry("stale", false),
+                    entry("free", false),
+                ],
+                Some(Some(&index)),
+            )
+            .unwrap();
+        let holders: Vec<(String, Vec<String>)> = vols
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    v.attachments
+                        .iter()
+                        .map(|a| a.instance_id.id.clone())
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            holders,
+            vec![
+                ("held".to_string(), vec!["node-a".to_string()]),
+                ("stale".to_string(), vec![]),
+                ("free".to_string(), vec![]),
+            ]
+        );
+        // Without holders asked for, no lookups at all.
+        let vols = d.volumes(&[entry("held", true)], None).unwrap();
+        assert!(vols[0].attachments.is_empty());
+    }
+
+    #[test]
+    fn a_locked_image_without_a_key_is_read_from_its_lock() {
+        // The cluster of drv() does not exist: the fallback lookup is
+        // made, and its failure is the listing's.
+        let d = drv();
+        let e = d.volumes(&[entry("locked", true)], Some(None)).unwrap_err();
+        assert!(e.message().contains("lock ls"), "{e}");
     }
 }

@@ -565,6 +565,25 @@ impl Executor for RbdExecutor {
         }
     }
 
+    fn grown(&self, volume: &Volume) -> Result<()> {
+        // Kernel rbd and rbd-nbd devices follow a resize by themselves.
+        if self.method != Method::Fuse {
+            return Ok(());
+        }
+        let image = self.image(volume)?;
+        let file = self.fuse_file(image);
+        for dev in self.fuse_loops(image) {
+            // rbd-fuse shows the image's new size at once; the loop device
+            // keeps its old capacity until told.
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            loopdev::set_capacity(&dev).map_err(|e| {
+                Error::from_io(format!("updating the capacity of {}", dev.display()), &e)
+            })?;
+            tracing::info!(volume = image, device = %dev.display(), bytes = size, "the loop device over rbd-fuse has the image's new size");
+        }
+        Ok(())
+    }
+
     fn release(&self, volume: &Volume, force: bool) -> Result<()> {
         let _ = force; // what is here is this node's own, whoever holds the image now
         let image = self.image(volume)?;

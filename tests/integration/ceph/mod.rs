@@ -528,3 +528,161 @@ fn s3fs_volume_lifecycle() {
     h.rexray(&["volume", "rm", v]).ok();
     assert!(!h.volume_names().contains(&v.to_string()));
 }
+
+/// The holders of `volume ls -f json`: name → instance ids.
+fn holders(h: &Home) -> std::collections::BTreeMap<String, Vec<String>> {
+    let out = h.rexray(&["volume", "ls", "-f", "json"]);
+    let vols: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    vols.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let ids = v["attachments"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|a| a["instanceID"]["id"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (v["name"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
+/// `volume ls` reads the holders from the index in the pool object
+/// `rexray.holders` (written at attach, removed at detach), and the lock
+/// stays the truth: a key of an unlocked image (stale) is ignored, a
+/// locked image without a key (or a pool without the object) is read from
+/// its lock, and a key that disagrees with the lock never lets an attach
+/// through; a takeover rewrites it.
+#[test]
+fn rbd_holder_index_is_read_by_volume_ls_and_the_lock_decides() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    // A pool of its own: this test removes the index object.
+    let pool = "rxidx";
+    c.tool("ceph", &["osd", "pool", "create", pool, "8", "8"])
+        .ok();
+    c.tool("rbd", &["pool", "init", pool]).ok();
+    struct Drop_<'a>(&'a Cluster, &'a str);
+    impl Drop for Drop_<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.tool(
+                "ceph",
+                &[
+                    "osd",
+                    "pool",
+                    "rm",
+                    self.1,
+                    self.1,
+                    "--yes-i-really-really-mean-it",
+                ],
+            );
+        }
+    }
+    let _pool = Drop_(c, pool);
+    let h = c.home(&format!("  defaultPool: {pool}\n"));
+    let rados = |args: &[&str]| {
+        let mut a = vec!["-p", pool];
+        a.extend_from_slice(args);
+        c.tool("rados", &a)
+    };
+    for v in ["ix1", "ix2", "ix3"] {
+        h.rexray(&["volume", "create", v, "--size", "1"]).ok();
+    }
+    h.rexray(&["volume", "attach", "ix1"]).ok();
+    let me = holders(&h)["ix1"].clone();
+    assert_eq!(me.len(), 1, "{me:?}");
+    assert!(me[0].contains(&*h.lib().to_string_lossy()), "{me:?}");
+    // The index names this instance; the listing agrees with the lock.
+    let idx = rados(&["listomapvals", "rexray.holders"]);
+    assert!(idx.ok().contains("ix1"), "{idx:?}");
+    assert_eq!(holders(&h)["ix2"], Vec::<String>::new());
+
+    // A stale key (no lock): ignored.
+    rados(&["setomapval", "rexray.holders", "ix2", "rexray:ghost"]).ok();
+    assert_eq!(holders(&h)["ix2"], Vec::<String>::new());
+    // A lock without a key: read from the lock.
+    c.tool(
+        "rbd",
+        &["lock", "add", &format!("{pool}/ix3"), "rexray:other"],
+    )
+    .ok();
+    assert_eq!(holders(&h)["ix3"], vec!["other".to_string()]);
+    // No index object at all: every holder from its lock.
+    rados(&["rm", "rexray.holders"]).ok();
+    let all = holders(&h);
+    assert_eq!(all["ix1"], me);
+    assert_eq!(all["ix2"], Vec::<String>::new());
+    assert_eq!(all["ix3"], vec!["other".to_string()]);
+
+    // A key that disagrees with the lock: the listing shows the image
+    // held (the caveat: by the key's holder), and the lock decides an
+    // attach: refused, naming the lock's holder.
+    rados(&["setomapval", "rexray.holders", "ix3", "rexray:ghost"]).ok();
+    assert_eq!(holders(&h)["ix3"].len(), 1);
+    let e = h.rexray(&["volume", "attach", "ix3"]).fails(1).to_string();
+    assert!(e.contains("attached to other"), "{e}");
+    // A takeover rewrites the key.
+    h.rexray(&["volume", "attach", "ix3", "--force"]).ok();
+    assert_eq!(holders(&h)["ix3"], me);
+    let idx = rados(&["listomapvals", "rexray.holders"]);
+    assert!(!idx.ok().contains("ghost"), "{idx:?}");
+
+    // Detach removes the key and the lock.
+    for v in ["ix1", "ix3"] {
+        h.rexray(&["volume", "detach", v]).ok();
+    }
+    let idx = rados(&["listomapkeys", "rexray.holders"]);
+    assert!(
+        !idx.ok().contains("ix1") && !idx.ok().contains("ix3"),
+        "{idx:?}"
+    );
+    assert!(holders(&h).values().all(Vec::is_empty));
+    assert!(fuse_processes_under(&h.dir).is_empty());
+    for v in ["ix1", "ix2", "ix3"] {
+        h.rexray(&["volume", "rm", v]).ok();
+    }
+}
+
+/// Growing a volume mounted through rbd-fuse and a loop device: the loop
+/// device learns the image's new size (LOOP_SET_CAPACITY) and the XFS on
+/// it grows online; the data stays.
+#[test]
+fn rbd_resize_grows_a_mounted_xfs_online() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let h = c.home("");
+    let v = "grow1";
+    h.rexray(&["volume", "create", v, "--size", "1", "--fsType", "xfs"])
+        .ok();
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    std::fs::write(Path::new(&path).join("f"), "kept").unwrap();
+    let total = |p: &str| {
+        let s = nix::sys::statvfs::statvfs(p).unwrap();
+        s.blocks() as u64 * s.fragment_size() as u64
+    };
+    let before = total(&path);
+    assert!(before < 1 << 30, "{before}");
+    let (grown, bytes) = h
+        .volumes()
+        .resize(rexray::volume::VolumeRef::Name(v), 3 << 30)
+        .unwrap();
+    assert_eq!((grown.size, bytes), (3, 3 << 30));
+    let loops = loops_under(&h.dir);
+    assert_eq!(loops.len(), 1, "{loops:?}");
+    let after = total(&path);
+    assert!(
+        after > 2 << 30,
+        "the filesystem did not grow: {before} -> {after}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&path).join("f")).unwrap(),
+        "kept"
+    );
+    h.rexray(&["volume", "unmount", v]).ok();
+    assert!(loops_under(&h.dir).is_empty());
+    assert!(fuse_processes_under(&h.dir).is_empty());
+    h.rexray(&["volume", "rm", v]).ok();
+}
