@@ -32,6 +32,9 @@ const GIB: u64 = 1 << 30;
 /// The prefix of the image metadata keys that hold a volume's fields
 /// (`fsType`, ...).
 const META_PREFIX: &str = "rexray.";
+/// The image-meta prefix of the volume's own facts (type, IOPS, zone,
+/// creation time); checked before [`META_PREFIX`], which it extends.
+const META_VOLUME: &str = "rexray.volume.";
 
 /// The rbd driver's controller side.
 pub struct RbdDriver {
@@ -311,7 +314,17 @@ impl Controller for RbdDriver {
             parse("rbd image-meta list", &meta)?
         };
         for (k, val) in meta {
-            if let Some(k) = k.strip_prefix(META_PREFIX) {
+            if let Some(k) = k.strip_prefix(META_VOLUME) {
+                match k {
+                    "type" => v.volume_type = val,
+                    "iops" => v.iops = val.parse().unwrap_or(0),
+                    "availabilityZone" => v.availability_zone = val,
+                    "createdAt" => {
+                        v.fields.insert("createdAt".into(), val);
+                    }
+                    _ => {}
+                }
+            } else if let Some(k) = k.strip_prefix(META_PREFIX) {
                 v.fields.insert(k.to_string(), val);
             }
         }
@@ -339,6 +352,11 @@ impl Controller for RbdDriver {
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the rbd driver cannot encrypt volumes: create it without the encrypted option (encrypt below Ceph, e.g. OSDs on dm-crypt)",
+            ));
+        }
         self.check_new(name)?;
         let size = format!("{}G", spec.size.max(1));
         self.rbd(&[
@@ -349,9 +367,26 @@ impl Controller for RbdDriver {
             "layering",
             &self.spec(name),
         ])?;
+        // What Ceph does not keep for an image: the volume's type, IOPS,
+        // zone and creation time (RFC 3339, as every driver answers it)
+        // under `rexray.volume.`, the caller's fields under `rexray.`.
+        let created_at = now_rfc3339();
+        let iops = spec.iops.to_string();
+        let mut meta: Vec<(String, &str)> = vec![(format!("{META_VOLUME}createdAt"), &created_at)];
+        for (k, v) in [
+            ("type", spec.volume_type.as_str()),
+            ("iops", if spec.iops > 0 { iops.as_str() } else { "" }),
+            ("availabilityZone", spec.availability_zone.as_str()),
+        ] {
+            if !v.is_empty() {
+                meta.push((format!("{META_VOLUME}{k}"), v));
+            }
+        }
         for (k, v) in &spec.fields {
-            let key = format!("{META_PREFIX}{k}");
-            if let Err(e) = self.rbd(&["image-meta", "set", &self.spec(name), &key, v]) {
+            meta.push((format!("{META_PREFIX}{k}"), v));
+        }
+        for (key, v) in &meta {
+            if let Err(e) = self.rbd(&["image-meta", "set", &self.spec(name), key, v]) {
                 let _ = self.rbd(&["rm", "--no-progress", &self.spec(name)]);
                 return Err(e);
             }
@@ -362,9 +397,7 @@ impl Controller for RbdDriver {
             size,
             "created an rbd image"
         );
-        let mut v = self.must_volume(&self.id_of(name))?;
-        v.fields.insert("createdAt".into(), now_rfc3339());
-        Ok(v)
+        self.must_volume(&self.id_of(name))
     }
 
     fn remove(&self, id: &str, force: bool) -> Result<()> {
