@@ -255,15 +255,16 @@ impl Flex {
         // Refuse before touching anything when the path holds something
         // other than this volume's mount.
         if let Some(m) = self.vols.node().mounts_at(path)?.first() {
-            // Ours: the volume's filesystem, whether or not its own mount
-            // point is still mounted (a service start unmounts it when a
-            // crash left the path's bind without a record).
+            // Ours: the volume's filesystem (the path binds its mount or a
+            // directory in it), whether or not its own mount point is
+            // still mounted (a service start unmounts it when a crash left
+            // the path's bind without a record).
             let ours = self
                 .vols
                 .node()
                 .mounts_at(&mp)?
                 .first()
-                .is_some_and(|s| s.dev == m.dev && s.root == m.root)
+                .is_some_and(|s| s.dev == m.dev && Path::new(&m.root).starts_with(&s.root))
                 || self
                     .device_of(&v)
                     .filter(|d| !d.is_empty())

@@ -479,9 +479,19 @@ impl Home {
         loops_under(&self.dir)
     }
 
-    /// Mounts under this home.
+    /// Mounts under this home, apart from what a Ceph driver's attach
+    /// mounts in the run dir (rbd-fuse's images, s3fs's buckets: see
+    /// [`attached`](Self::attached)): its volumes' mounts and binds, on
+    /// every driver.
     pub fn mounts(&self) -> Vec<PathBuf> {
-        mounts_under(&self.dir)
+        let mut v = mounts_under(&self.dir);
+        let attach_dir = match test_driver() {
+            TestDriver::Loop => return v,
+            TestDriver::Rbd => self.dir.join("var/run/rbd-fuse"),
+            TestDriver::S3fs => self.dir.join("var/run/s3fs"),
+        };
+        v.retain(|p| !p.starts_with(&attach_dir));
+        v
     }
 }
 

@@ -95,7 +95,7 @@ fn mesos_module_dvdi_seed_options() {
     // and formatted xfs.
     let out = module(&h, &module_mount_line("test12345", SEED_OPTS, false));
     assert_eq!(out.ok(), want, "stdout is exactly the path: {out:#?}");
-    assert_eq!(fstype(&h.mount_point("test12345")), "xfs");
+    assert_eq!(fstype(&h.mount_point("test12345")), mounted_fs("xfs"));
     let v = volume_json(&h, "test12345");
     assert_eq!(v["size"], 5, "{v}");
     assert_eq!(v["iops"], 150, "{v}");
@@ -118,7 +118,7 @@ fn mesos_module_dvdi_seed_options() {
     // overwritefs=true: the data is still there.
     let out = module(&h, &module_mount_line("test12345", SEED_OPTS, true));
     assert_eq!(out.ok(), want);
-    assert_eq!(fstype(&h.mount_point("test12345")), "xfs");
+    assert_eq!(fstype(&h.mount_point("test12345")), mounted_fs("xfs"));
     assert_eq!(
         std::fs::read_to_string(h.data("test12345").join("token")).unwrap(),
         "kept"
@@ -191,7 +191,7 @@ fn docker_volume_isolator_mounts_per_container_unmounts_once() {
         assert_eq!(dvdcli(&h, &mount).ok(), want);
     }
     assert_eq!(count_mounts_at(&h.mount_point("iso1")), 1);
-    assert_eq!(fstype(&h.mount_point("iso1")), "ext4");
+    assert_eq!(fstype(&h.mount_point("iso1")), mounted_fs("ext4"));
     // Flags after or before the sub-command, spelled either way.
     assert_eq!(
         dvdcli(
@@ -355,7 +355,7 @@ fn parallel_processes_end_consistent() {
         let name = format!("--volumename={n}");
         dvdcli(&h, &["mount", "--volumedriver=rexray", &name]).ok();
         assert_eq!(count_mounts_at(&h.mount_point(n)), 1);
-        assert_eq!(fstype(&h.mount_point(n)), "xfs");
+        assert_eq!(fstype(&h.mount_point(n)), mounted_fs("xfs"));
     }
     assert_eq!(h.attached().len(), 2);
     for n in ["par0", "par1"] {
@@ -1053,7 +1053,7 @@ fn rexray_service_as_a_foreign_plugin() {
     ];
     let out = dvdcli(&h, &mount);
     assert_eq!(out.ok(), format!("{}\n", svc_home.data("fx1").display()));
-    assert_eq!(fstype(&svc_home.mount_point("fx1")), "xfs");
+    assert_eq!(fstype(&svc_home.mount_point("fx1")), mounted_fs("xfs"));
     std::fs::write(svc_home.data("fx1").join("token"), "kept").unwrap();
     // Mount again (the docker/volume isolator does, per container): same path, one mount.
     assert_eq!(

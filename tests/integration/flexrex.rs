@@ -259,6 +259,14 @@ fn flexrex_read_only_mount_rejects_writes() {
 #[test]
 fn flexrex_expand_grows_the_filesystem() {
     require_root!();
+    if driver_na_on(&[TestDriver::S3fs], "a bucket has no size to expand")
+        || driver_na_on(
+            &[TestDriver::Rbd],
+            "growing a mounted rbd volume (through rbd-fuse and its loop device) is not done yet",
+        )
+    {
+        return;
+    }
     let h = Home::new();
     create(&h, "ex1");
     // xfs: growing a mounted ext4 needs CAP_SYS_RESOURCE, which test
@@ -422,7 +430,11 @@ fn flexrex_force_attach_takes_the_volume_from_another_node() {
     assert_eq!(v[0]["attachmentState"], 4, "node A lost it: {v}");
     flex(&b, &["detach", "pv-fa1", "node2"]).success();
     flex(&b, &["detach", "pv-fa1", "node2"]).success();
-    assert!(a.attached().is_empty(), "{:?}", a.attached());
+    // On Ceph node A keeps what it made here (rbd: fenced, its writes
+    // fail; s3fs: S3 has no fencing) until it lets go itself.
+    if test_driver() == TestDriver::Loop {
+        assert!(a.attached().is_empty(), "{:?}", a.attached());
+    }
 }
 
 #[test]
@@ -443,10 +455,16 @@ fn flexrex_panic_still_replies_and_crash_converges() {
         &[("FAILPOINTS", "volume::mount-after-attach=panic")],
     );
     r.failure(&["internal error"]);
-    // Killed right after formatting: kubelet gets no reply and retries.
+    // Killed right after formatting (after mounting on s3fs, which
+    // formats nothing): kubelet gets no reply and retries.
+    let fp = if fires_for_driver("volume::mount-after-format") {
+        "volume::mount-after-format=return"
+    } else {
+        "volume::mount-after-mount=return"
+    };
     let mut c = h.command("flexrex");
     c.env_remove("PATH")
-        .env("FAILPOINTS", "volume::mount-after-format=return")
+        .env("FAILPOINTS", fp)
         .args(["mountdevice", s(&dmp), &dev, &o]);
     let killed = run_cmd(&mut c);
     assert_ne!(killed.code, 0);

@@ -439,7 +439,13 @@ impl Controller for S3fsDriver {
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
-        let _ = spec; // a bucket has no size or filesystem
+        // A bucket has no size or filesystem; encryption is the
+        // endpoint's (server-side), not asked per volume here.
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the s3fs driver cannot encrypt volumes: create it without the encrypted option (use the S3 endpoint's server-side encryption)",
+            ));
+        }
         bucket_name(name)?;
         if self.s3.exists(name)? {
             return Err(Error::exists(format!("volume {name} already exists")));
