@@ -681,7 +681,11 @@ fn flexrex_older_argv_forms() {
             .args(["-n", "-o", "FSTYPE", "--mountpoint"])
             .arg(&dir),
     );
-    assert_eq!(fs.stdout.trim(), "xfs", "fsType from the options");
+    assert_eq!(
+        fs.stdout.trim(),
+        mounted_fs("xfs"),
+        "fsType from the options"
+    );
     flex(&h, &["unmount", s(&dir)]).success();
     // The last user is gone: unmounted, still attached for kubelet.
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());

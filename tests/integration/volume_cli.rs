@@ -71,6 +71,8 @@ fn create_mount_share_unmount_remove() {
     let out = h.rexray(&["volume", "rm", "vol1"]);
     assert_eq!(out.ok(), "vol1\n");
     assert!(h.rexray(&["volume", "ls", "-q"]).ok().is_empty());
+    // Gone from the backend too (image file, rbd image, bucket).
+    assert!(h.leftovers().is_empty(), "{:?}", h.leftovers());
     assert!(h.mounts().is_empty() && h.attached().is_empty());
 }
 

@@ -265,6 +265,33 @@ impl RbdDriver {
         }
     }
 
+    /// Add what the image's metadata keeps of volume `v` (see
+    /// [`META_VOLUME`], [`META_PREFIX`]).
+    fn read_meta(&self, image: &str, v: &mut Volume) -> Result<()> {
+        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
+        let meta: std::collections::BTreeMap<String, String> = if meta.trim().is_empty() {
+            Default::default()
+        } else {
+            parse("rbd image-meta list", &meta)?
+        };
+        for (k, val) in meta {
+            if let Some(k) = k.strip_prefix(META_VOLUME) {
+                match k {
+                    "type" => v.volume_type = val,
+                    "iops" => v.iops = val.parse().unwrap_or(0),
+                    "availabilityZone" => v.availability_zone = val,
+                    "createdAt" => {
+                        v.fields.insert("createdAt".into(), val);
+                    }
+                    _ => {}
+                }
+            } else if let Some(k) = k.strip_prefix(META_PREFIX) {
+                v.fields.insert(k.to_string(), val);
+            }
+        }
+        Ok(())
+    }
+
     fn snap_id(&self, image: &str, snap: &str) -> String {
         format!("{}@{snap}", self.id_of(image))
     }
@@ -307,27 +334,7 @@ impl Controller for RbdDriver {
         };
         let locks = self.locks(image)?;
         let mut v = self.volume(&info.name, info.size, &locks);
-        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
-        let meta: std::collections::BTreeMap<String, String> = if meta.trim().is_empty() {
-            Default::default()
-        } else {
-            parse("rbd image-meta list", &meta)?
-        };
-        for (k, val) in meta {
-            if let Some(k) = k.strip_prefix(META_VOLUME) {
-                match k {
-                    "type" => v.volume_type = val,
-                    "iops" => v.iops = val.parse().unwrap_or(0),
-                    "availabilityZone" => v.availability_zone = val,
-                    "createdAt" => {
-                        v.fields.insert("createdAt".into(), val);
-                    }
-                    _ => {}
-                }
-            } else if let Some(k) = k.strip_prefix(META_PREFIX) {
-                v.fields.insert(k.to_string(), val);
-            }
-        }
+        self.read_meta(image, &mut v)?;
         if !info.create_timestamp.is_empty() {
             v.fields
                 .insert("createTimestamp".into(), info.create_timestamp.clone());
@@ -346,9 +353,14 @@ impl Controller for RbdDriver {
         if image_name("volume", name).is_err() {
             return Ok(None);
         }
-        Ok(self
-            .info_of(name)?
-            .map(|i| self.volume(&i.name, i.size, &[])))
+        // Docker's Get shows the volume's type, IOPS, zone, fields and
+        // creation time: they are in the image's metadata.
+        let Some(i) = self.info_of(name)? else {
+            return Ok(None);
+        };
+        let mut v = self.volume(&i.name, i.size, &[]);
+        self.read_meta(&i.name, &mut v)?;
+        Ok(Some(v))
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
