@@ -35,6 +35,11 @@ pub fn skip(reason: &str) {
     } else {
         test
     };
+    // And in each driver's run.
+    let test = match test_driver() {
+        TestDriver::Loop => test,
+        d => format!("{test} ({})", d.name()),
+    };
     if let Some(file) = std::env::var_os("REXRAY_TEST_SKIPS") {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
