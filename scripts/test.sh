@@ -35,8 +35,9 @@ log="$(mktemp)"
 # Tests that cannot run here record themselves (tests/integration/common.rs
 # `skip`); under CI they fail instead.
 REXRAY_TEST_SKIPS="$(mktemp)"
-# Tests that do not apply in client mode record themselves there
-# (`client_mode_na`): reported apart, never counted as passed.
+# Tests that do not apply in client mode, or to a Ceph driver, record
+# themselves there (`client_mode_na`, `driver_na`): reported apart, never
+# counted as passed.
 REXRAY_TEST_NA="$(mktemp)"
 export REXRAY_TEST_SKIPS REXRAY_TEST_NA
 # The Ceph stage's cluster (scripts/ceph.sh) is stopped here too, even
@@ -55,8 +56,28 @@ step "Ceph (rbd, s3fs): real single-node cluster"
 if [ "${REXRAY_SKIP_CEPH:-}" = 1 ]; then
   echo "Ceph stage: skipped (REXRAY_SKIP_CEPH=1)" >&2
 fi
+ceph_start=$(date +%s)
 cargo test --features failpoints --test integration -- --test-threads="${TEST_THREADS:-2}" ceph:: 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+# The front-end tests again on each Ceph driver: every test home gets a
+# pool (rbd) or a radosgw user (s3fs) of its own on the same cluster
+# (tests/integration/common.rs `REXRAY_TEST_DRIVER`). Filters are
+# substrings: `docker::` also matches `crash::docker::` and
+# `modules::docker::`, which are skipped here (they are loop tests).
+if [ "${REXRAY_SKIP_CEPH:-}" != 1 ]; then
+  for d in rbd s3fs; do
+    step "Ceph: front-end tests on the $d driver (CLI, FlexVolume, dvdcli)"
+    REXRAY_TEST_DRIVER=$d cargo test --features failpoints --test integration -- \
+      --test-threads="${TEST_THREADS:-2}" --skip crash:: --skip docker:: \
+      flexrex:: dvdcli:: volume_cli:: 2>&1 | sed "s/^\(test .*\) \.\.\. /\1 [$d] ... /" | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+    step "Ceph: Docker plugin tests on the $d driver (private dockerd)"
+    REXRAY_TEST_DRIVER=$d cargo test --features failpoints --test integration -- \
+      --test-threads=1 --skip crash:: --skip modules:: docker:: 2>&1 | sed "s/^\(test .*\) \.\.\. /\1 [$d] ... /" | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  done
+fi
+echo "Ceph stage: $(( $(date +%s) - ceph_start )) s" >&2
 # The Docker tests run a private dockerd and containers: alone, so their
 # mount namespaces never overlap another test's mounts.
 step "cargo test: Docker plugin tests (private dockerd)"
@@ -95,13 +116,13 @@ if [ "$skipped" -gt 0 ]; then
   sort -u "$REXRAY_TEST_SKIPS" >&2
 fi
 na=$(sort -u "$REXRAY_TEST_NA" | grep -c . || true)
-# A test not applicable in client mode returned early too.
+# A test not applicable in client mode or to a driver returned early too.
 passed=$((passed - na))
 if [ "$na" -gt 0 ]; then
-  step "not applicable in client mode: $na (not counted as passed)"
+  step "not applicable in client mode or to a driver: $na (not counted as passed)"
   sort -u "$REXRAY_TEST_NA" >&2
 fi
 
 step "done in $(( $(date +%s) - start )) s"
-echo "tests: $passed passed, $failed failed, $skipped skipped, $na not applicable in client mode"
+echo "tests: $passed passed, $failed failed, $skipped skipped, $na not applicable (client mode, driver)"
 exit "$rc"

@@ -55,6 +55,24 @@ pub fn volume_id(id: &str) -> Result<&str> {
     })
 }
 
+/// Check a snapshot id as given by a caller: a name, or
+/// `<volume id>@<snapshot name>` as the rbd driver makes them
+/// (`<pool>.<image>@<snap>`), each side in the names' alphabet.
+pub fn snapshot_id(id: &str) -> Result<&str> {
+    let ok = match id.split_once('@') {
+        Some((vol, snap)) => volume_name(vol).is_ok() && volume_name(snap).is_ok(),
+        None => volume_name(id).is_ok(),
+    };
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::invalid(format!(
+            "invalid snapshot id {}: ids use [a-zA-Z0-9_.-], and at most one @ between a volume id and a snapshot name",
+            quote(id)
+        )))
+    }
+}
+
 /// Parse a size in GiB: a positive whole number up to [`MAX_SIZE_GIB`].
 /// `field` names the option or key in the error.
 pub fn size_gib(field: &str, value: &str) -> Result<u64> {
@@ -235,6 +253,17 @@ mod tests {
             "{e}"
         );
         assert_eq!(name_of("snapshot", "s1").unwrap(), "s1");
+    }
+
+    #[test]
+    fn snapshot_ids_may_name_their_volume() {
+        for ok in ["snap1", "rbd.vol1@s1", "rxt-1-2.v@snap.0"] {
+            assert_eq!(snapshot_id(ok).unwrap(), ok);
+        }
+        for bad in ["a@b@c", "@s", "v@", "a/b@s", "v@s p", ""] {
+            let e = snapshot_id(bad).unwrap_err();
+            assert!(e.message().contains("invalid snapshot id"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -296,7 +296,12 @@ impl Spelling {
                 quote(typed)
             )));
         }
-        crate::input::volume_name(value).map_err(|e| e.context(self.field(typed)))?;
+        // A snapshot id may name its volume (`<pool>.<image>@<snap>`).
+        match make(String::new()) {
+            CopySource::SnapshotId(_) => crate::input::snapshot_id(value),
+            _ => crate::input::volume_name(value),
+        }
+        .map_err(|e| e.context(self.field(typed)))?;
         Ok(Some((typed, make(value.to_string()))))
     }
 }

@@ -78,10 +78,15 @@ pub fn handle_with(vols: &Volumes, cache: Option<&Cache>, path: &str, body: &[u8
         "/VolumeDriver.Mount" => parse(body).and_then(|r| mount(vols, &r)),
         "/VolumeDriver.Unmount" => parse(body).and_then(|r| unmount(vols, &r)),
         "/VolumeDriver.Path" => parse(body).and_then(|r| path_of(vols, &r)),
-        "/VolumeDriver.Get" if cache.is_some() => parse(body).and_then(|r| {
-            let all = vols.list_metadata()?;
-            get(vols, &r, Some(&all))
-        }),
+        // From the whole list only when the driver keeps it in memory
+        // (loop); one lookup otherwise (rbd: the image's metadata, which
+        // its list leaves out).
+        "/VolumeDriver.Get" if cache.is_some() && vols.keeps_metadata() => {
+            parse(body).and_then(|r| {
+                let all = vols.list_metadata()?;
+                get(vols, &r, Some(&all))
+            })
+        }
         "/VolumeDriver.Get" => parse(body).and_then(|r| get(vols, &r, None)),
         other => {
             let mut r = Reply::err(&Error::not_found(format!(

@@ -116,10 +116,26 @@ impl Flex {
         Ok(())
     }
 
-    fn device_of(v: &Volume) -> Option<String> {
-        (v.state() == AttachmentState::Attached)
-            .then(|| v.attachments.first().map(|a| a.device_name.clone()))
-            .flatten()
+    /// The device of `v` when it is attached to this node: the one its
+    /// attachment names, else the one this node has for it (drivers whose
+    /// backend cannot know the node's device, as rbd's); "" for a volume
+    /// with no device (s3fs).
+    fn device_of(&self, v: &Volume) -> Option<String> {
+        if v.state() != AttachmentState::Attached {
+            return None;
+        }
+        let named = v
+            .attachments
+            .first()
+            .map(|a| a.device_name.clone())
+            .unwrap_or_default();
+        if !named.is_empty() {
+            return Some(named);
+        }
+        Some(match self.vols.device_here(v) {
+            Ok(Some(d)) => d.to_string_lossy().into_owned(),
+            _ => String::new(),
+        })
     }
 
     fn attach(&self, opts: &Options, node: Option<&str>) -> Result<Reply> {
@@ -192,7 +208,7 @@ impl Flex {
         };
         tracing::info!(volume = %v.name, node = node.unwrap_or(""), "attached");
         Ok(Reply {
-            device: Some(Self::device_of(&attached).unwrap_or_default()),
+            device: Some(self.device_of(&attached).unwrap_or_default()),
             ..Reply::success()
         })
     }
@@ -211,7 +227,7 @@ impl Flex {
                 false,
             )?;
         }
-        let Some(dev) = Self::device_of(&v) else {
+        let Some(dev) = self.device_of(&v) else {
             return Err(Error::in_use(format!(
                 "volume {} is not attached to this node: it is attached to another node ({}); attach takes it only with forceAttach",
                 v.name,
@@ -244,16 +260,18 @@ impl Flex {
         // Refuse before touching anything when the path holds something
         // other than this volume's mount.
         if let Some(m) = self.vols.node().mounts_at(path)?.first() {
-            // Ours: the volume's filesystem, whether or not its own mount
-            // point is still mounted (a service start unmounts it when a
-            // crash left the path's bind without a record).
+            // Ours: the volume's filesystem (the path binds its mount or a
+            // directory in it), whether or not its own mount point is
+            // still mounted (a service start unmounts it when a crash left
+            // the path's bind without a record).
             let ours = self
                 .vols
                 .node()
                 .mounts_at(&mp)?
                 .first()
-                .is_some_and(|s| s.dev == m.dev && s.root == m.root)
-                || Self::device_of(&v)
+                .is_some_and(|s| s.dev == m.dev && Path::new(&m.root).starts_with(&s.root))
+                || self
+                    .device_of(&v)
                     .filter(|d| !d.is_empty())
                     .and_then(|d| self.vols.node().device_numbers(Path::new(&d)).ok())
                     .is_some_and(|n| n == m.dev);
@@ -400,7 +418,7 @@ impl Flex {
     /// The attached volume whose filesystem a mount shows.
     fn volume_mounted_at(&self, here: &[node::Mount]) -> Result<Option<Volume>> {
         for v in self.vols.list()? {
-            if let Some(dev) = Self::device_of(&v).filter(|d| !d.is_empty()) {
+            if let Some(dev) = self.device_of(&v).filter(|d| !d.is_empty()) {
                 if let Ok(n) = self.vols.node().device_numbers(Path::new(&dev)) {
                     if here.iter().any(|m| m.dev == n) {
                         return Ok(Some(v));
@@ -429,7 +447,7 @@ impl Flex {
                 self.vols
                     .list()?
                     .into_iter()
-                    .find(|v| Self::device_of(v).as_deref() == Some(name)),
+                    .find(|v| self.device_of(v).as_deref() == Some(name)),
                 &|h: &str| pv_of_holder(h).is_some(),
             ),
             None => (None, &|_: &str| false),

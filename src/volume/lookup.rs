@@ -37,6 +37,13 @@ impl Volumes {
         self.ctl.list_metadata()
     }
 
+    /// Whether the driver keeps [`list_metadata`](Self::list_metadata)
+    /// in memory (the loop driver's catalog), so a front-end may answer
+    /// one volume from the whole list.
+    pub fn keeps_metadata(&self) -> bool {
+        self.ctl.cache().is_some()
+    }
+
     /// [`list_metadata`](Self::list_metadata) when the driver holds it in
     /// memory and current; never blocks (see
     /// [`MetadataCache::cached_metadata`]).

@@ -201,7 +201,12 @@ impl Volumes {
     }
 
     /// The block device of `v` on this host, if one is here now (whoever
-    /// holds the volume).
+    /// holds the volume): the loop device of a loop image or of an rbd
+    /// image behind rbd-fuse; none for a volume with no device (s3fs).
+    pub fn device_here(&self, v: &Volume) -> Result<Option<PathBuf>> {
+        self.local_device(v)
+    }
+
     fn local_device(&self, v: &Volume) -> Result<Option<PathBuf>> {
         Ok(match self.exe.present(v)? {
             Some(MountSource::Device(d)) => Some(d),

@@ -35,6 +35,11 @@ pub fn skip(reason: &str) {
     } else {
         test
     };
+    // And in each driver's run.
+    let test = match test_driver() {
+        TestDriver::Loop => test,
+        d => format!("{test} ({})", d.name()),
+    };
     if let Some(file) = std::env::var_os("REXRAY_TEST_SKIPS") {
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -188,6 +193,10 @@ pub const MOUNT_FAILPOINTS: &[&str] = &[
     "volume::mount-after-record",
 ];
 
+/// The Ceph drivers' own fail points of a mount (see
+/// [`fires_for_driver`]): killed there, the next mount finishes the job.
+pub const CEPH_MOUNT_FAILPOINTS: &[&str] = &["rbd::attach-after-fuse", "s3fs::attach-after-mount"];
+
 /// A path as an argument of a command line.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -233,6 +242,9 @@ pub struct Home {
     /// Client mode: this home's own controller (none for a home that uses
     /// another home's, see [`Home::sharing_volumes_with`]).
     pub(crate) ctl: Option<std::sync::Mutex<Controller>>,
+    /// `REXRAY_TEST_DRIVER=rbd|s3fs`: the home's share of the test
+    /// cluster (see [`Home::new`]); none for the loop driver.
+    pub(crate) backend: Option<Backend>,
 }
 
 impl Home {
@@ -248,6 +260,30 @@ impl Home {
     /// is its client. [`Home::config`] keeps it in step with the node's
     /// settings; dropping the home stops it before the cleanup.
     pub fn new() -> Home {
+        let mut h = Home::plain();
+        match test_driver() {
+            TestDriver::Loop => {}
+            d => {
+                assert!(
+                    !client_mode(),
+                    "REXRAY_TEST_DRIVER={} does not run in client mode",
+                    d.name()
+                );
+                let backend = Backend::make(d);
+                for (k, v) in &backend.env {
+                    h.env.push((k.clone(), v.clone()));
+                }
+                h.backend = Some(backend);
+                h.config("");
+            }
+        }
+        h
+    }
+
+    /// A fresh home of the loop driver whatever `REXRAY_TEST_DRIVER`
+    /// says (for tests that configure their own backend, as the Ceph
+    /// tests do); in client mode with its controller as [`Home::new`]'s.
+    pub fn plain() -> Home {
         let dir = tempfile::Builder::new()
             .prefix("rxt.")
             .tempdir_in("/tmp")
@@ -257,6 +293,7 @@ impl Home {
             dir,
             env: Vec::new(),
             ctl: None,
+            backend: None,
         };
         if client_mode() {
             // The node's state directory as the node makes it (its mount
@@ -287,15 +324,22 @@ impl Home {
             .tempdir_in("/tmp")
             .expect("temp dir")
             .keep();
+        let backend = other.backend.as_ref().map(Backend::shared);
         let h = Home {
             dir,
             env: other
                 .env
                 .iter()
-                .filter(|(k, _)| k == "LIBSTORAGE_HOST")
+                .filter(|(k, _)| {
+                    k == "LIBSTORAGE_HOST"
+                        || backend
+                            .as_ref()
+                            .is_some_and(|b| b.env.iter().any(|(bk, _)| bk == k))
+                })
                 .cloned()
                 .collect(),
             ctl: None,
+            backend,
         };
         h.config(&format!(
             "loop:\n  volumePath: {}\n",
@@ -326,9 +370,17 @@ impl Home {
     /// Write `<etc>/config.yml`. In client mode the home's controller
     /// follows the backend's part of it (`loop`, `vfs`, the declared
     /// `libstorage.server.services`): restarted with them when they change.
+    ///
+    /// With `REXRAY_TEST_DRIVER=rbd|s3fs` the driver's settings are added
+    /// to it (its section, and `libstorage.service` unless `yaml` names
+    /// one); text that is not a YAML mapping is written as it is.
     pub fn config(&self, yaml: &str) {
         std::fs::create_dir_all(self.etc()).unwrap();
-        std::fs::write(self.etc().join("config.yml"), yaml).unwrap();
+        let text = match &self.backend {
+            Some(b) => b.merge(yaml),
+            None => yaml.to_string(),
+        };
+        std::fs::write(self.etc().join("config.yml"), text).unwrap();
         if let Some(ctl) = &self.ctl {
             let want = controller_yaml(&self.dir, Some(yaml));
             let mut c = ctl.lock().unwrap_or_else(|e| e.into_inner());
@@ -432,9 +484,19 @@ impl Home {
         loops_under(&self.dir)
     }
 
-    /// Mounts under this home.
+    /// Mounts under this home, apart from what a Ceph driver's attach
+    /// mounts in the run dir (rbd-fuse's images, s3fs's buckets: see
+    /// [`attached`](Self::attached)): its volumes' mounts and binds, on
+    /// every driver.
     pub fn mounts(&self) -> Vec<PathBuf> {
-        mounts_under(&self.dir)
+        let mut v = mounts_under(&self.dir);
+        let attach_dir = match test_driver() {
+            TestDriver::Loop => return v,
+            TestDriver::Rbd => self.dir.join("var/run/rbd-fuse"),
+            TestDriver::S3fs => self.dir.join("var/run/s3fs"),
+        };
+        v.retain(|p| !p.starts_with(&attach_dir));
+        v
     }
 }
 
@@ -462,6 +524,10 @@ impl Drop for Home {
             c.stop();
         }
         cleanup(&self.dir);
+        // The home's pool or radosgw user, after its mounts are gone.
+        if let Some(b) = self.backend.take() {
+            b.remove();
+        }
     }
 }
 
@@ -759,4 +825,461 @@ pub fn cleanup(dir: &Path) {
 /// The backing-file → device map of this home's volumes, for assertions.
 pub fn count_mounts_at(p: &Path) -> usize {
     mounts_under(p).iter().filter(|m| m.as_path() == p).count()
+}
+
+/// The storage driver the front-end tests run on
+/// (`REXRAY_TEST_DRIVER=loop|rbd|s3fs`, loop when unset): every [`Home`]
+/// made by [`Home::new`] uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestDriver {
+    Loop,
+    /// RBD images in a pool of the home's own on the test cluster.
+    Rbd,
+    /// Buckets of a radosgw user (and tenant) of the home's own.
+    S3fs,
+}
+
+impl TestDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            TestDriver::Loop => "loop",
+            TestDriver::Rbd => "rbd",
+            TestDriver::S3fs => "s3fs",
+        }
+    }
+}
+
+/// The driver of this test run (`REXRAY_TEST_DRIVER`); an unknown name
+/// fails the test.
+pub fn test_driver() -> TestDriver {
+    match std::env::var("REXRAY_TEST_DRIVER").as_deref() {
+        Err(_) | Ok("") | Ok("loop") => TestDriver::Loop,
+        Ok("rbd") => TestDriver::Rbd,
+        Ok("s3fs") => TestDriver::S3fs,
+        Ok(other) => panic!("REXRAY_TEST_DRIVER={other:?}: expected loop, rbd or s3fs"),
+    }
+}
+
+/// Append `line` to the file `$var` names, if any.
+fn record(var: &str, line: &str) {
+    if let Some(file) = std::env::var_os(var) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(file)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// Under a driver other than loop, record that the running test does not
+/// apply to it (for `reason`) and return true: the caller returns at
+/// once. Recorded in `$REXRAY_TEST_NA` as [`client_mode_na`] does, never
+/// counted as passed; use as `if driver_na("why") { return; }`.
+pub fn driver_na(reason: &str) -> bool {
+    driver_na_on(&[TestDriver::Rbd, TestDriver::S3fs], reason)
+}
+
+/// [`driver_na`] for the drivers `on` only.
+pub fn driver_na_on(on: &[TestDriver], reason: &str) -> bool {
+    let d = test_driver();
+    if !on.contains(&d) {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    eprintln!("not applicable to the {} driver: {reason}", d.name());
+    record(
+        "REXRAY_TEST_NA",
+        &format!("{test} ({}): {reason}", d.name()),
+    );
+    true
+}
+
+/// Whether fail point `fp` is on the path of this run's driver: a
+/// driver's own (`loop::`, `rbd::`, `s3fs::`) only on it, and the
+/// device's steps (wait, format) not on s3fs, which has none.
+pub fn fires_for_driver(fp: &str) -> bool {
+    let d = test_driver();
+    for (prefix, owner) in [
+        ("loop::", TestDriver::Loop),
+        ("rbd::", TestDriver::Rbd),
+        ("s3fs::", TestDriver::S3fs),
+    ] {
+        if fp.starts_with(prefix) {
+            return d == owner;
+        }
+    }
+    let device_steps = [
+        "volume::mount-after-wait",
+        "node::before-mkfs",
+        "node::after-mkfs",
+        "volume::mount-after-format",
+    ];
+    !(d == TestDriver::S3fs && device_steps.contains(&fp))
+}
+
+/// A home's share of the test cluster under `REXRAY_TEST_DRIVER=rbd|s3fs`:
+/// for rbd a pool (`rxt-<pid>-<n>`), for s3fs a radosgw user in a tenant
+/// of its own (so its bucket names meet no other home's); made by
+/// [`Home::new`], removed with everything in it when the home is dropped.
+pub(crate) struct Backend {
+    driver: TestDriver,
+    /// The pool, or the user (and its tenant).
+    pub name: String,
+    /// The driver's configuration section.
+    section: serde_yaml_ng::Mapping,
+    /// The home's environment for it (s3fs: the user's keys).
+    env: Vec<(String, String)>,
+    /// Made by this home (a second node's share is not removed by it).
+    owned: bool,
+}
+
+fn test_cluster(d: TestDriver) -> &'static crate::cluster::Cluster {
+    crate::cluster::cluster().unwrap_or_else(|| {
+        panic!(
+            "REXRAY_TEST_DRIVER={} needs the test Ceph cluster (root, REXRAY_SKIP_CEPH unset)",
+            d.name()
+        )
+    })
+}
+
+impl Backend {
+    fn make(d: TestDriver) -> Backend {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let c = test_cluster(d);
+        let conf = c.conf.to_string_lossy().into_owned();
+        let mut section = serde_yaml_ng::Mapping::new();
+        let env = Vec::new();
+        let name = match d {
+            TestDriver::Rbd => {
+                let pool = format!("rxt-{}-{n}", std::process::id());
+                c.tool("ceph", &["osd", "pool", "create", &pool, "8", "8"])
+                    .ok();
+                c.tool(
+                    "ceph",
+                    &["osd", "pool", "application", "enable", &pool, "rbd"],
+                )
+                .ok();
+                c.tool("rbd", &["pool", "init", &pool]).ok();
+                section.insert("cephArgs".into(), c.args().into());
+                section.insert("defaultPool".into(), pool.clone().into());
+                pool
+            }
+            TestDriver::S3fs => {
+                let user = format!("rxt{}x{n}", std::process::id());
+                let o = c.tool(
+                    "radosgw-admin",
+                    &[
+                        "-c",
+                        &conf,
+                        "user",
+                        "create",
+                        "--uid",
+                        &user,
+                        "--tenant",
+                        &user,
+                        "--display-name",
+                        &user,
+                    ],
+                );
+                let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap();
+                let key = &v["keys"][0];
+                section.insert("endpoint".into(), c.s3().0.into());
+                // In the file, so the library's in-process workflows
+                // (Home::volumes) have them too.
+                section.insert(
+                    "accessKey".into(),
+                    key["access_key"].as_str().unwrap().into(),
+                );
+                section.insert(
+                    "secretKey".into(),
+                    key["secret_key"].as_str().unwrap().into(),
+                );
+                user
+            }
+            TestDriver::Loop => unreachable!("the loop driver needs no backend"),
+        };
+        Backend {
+            driver: d,
+            name,
+            section,
+            env,
+            owned: true,
+        }
+    }
+
+    /// The same share for a second node (not removed by it).
+    fn shared(&self) -> Backend {
+        Backend {
+            driver: self.driver,
+            name: self.name.clone(),
+            section: self.section.clone(),
+            env: self.env.clone(),
+            owned: false,
+        }
+    }
+
+    /// `yaml` with the driver's settings added: `libstorage.service`
+    /// unless it names one, and the keys of the driver's section it does
+    /// not set. Text that is not a mapping is returned as it is.
+    fn merge(&self, yaml: &str) -> String {
+        use serde_yaml_ng::{Mapping, Value};
+        let mut top = match serde_yaml_ng::from_str::<Value>(yaml) {
+            Ok(Value::Null) => Mapping::new(),
+            Ok(Value::Mapping(m)) => m,
+            _ => return yaml.to_string(),
+        };
+        // Keys are case-insensitive, as the configuration's own.
+        fn entry<'a>(m: &'a mut Mapping, k: &str) -> &'a mut Value {
+            let found = m
+                .keys()
+                .find(|mk| mk.as_str().is_some_and(|s| s.eq_ignore_ascii_case(k)))
+                .cloned();
+            let key = found.unwrap_or_else(|| k.into());
+            m.entry(key).or_insert(Value::Null)
+        }
+        let ls = entry(&mut top, "libstorage");
+        if ls.is_null() {
+            *ls = Value::Mapping(Mapping::new());
+        }
+        if let Value::Mapping(ls) = ls {
+            let svc = entry(ls, "service");
+            if svc.is_null() {
+                *svc = self.driver.name().into();
+            }
+        }
+        let sec = entry(&mut top, self.driver.name());
+        if sec.is_null() {
+            *sec = Value::Mapping(Mapping::new());
+        }
+        if let Value::Mapping(sec) = sec {
+            for (k, v) in &self.section {
+                let e = entry(sec, k.as_str().unwrap());
+                if e.is_null() {
+                    *e = v.clone();
+                }
+            }
+        }
+        serde_yaml_ng::to_string(&Value::Mapping(top)).unwrap()
+    }
+
+    /// The volumes in it, as the backend lists them: rbd images of the
+    /// pool, buckets of the user.
+    fn volumes(&self) -> Vec<String> {
+        let c = test_cluster(self.driver);
+        let conf = c.conf.to_string_lossy().into_owned();
+        let o = match self.driver {
+            TestDriver::Rbd => c.tool("rbd", &["ls", "--format", "json", "-p", &self.name]),
+            _ => c.tool(
+                "radosgw-admin",
+                &[
+                    "-c", &conf, "bucket", "list", "--uid", &self.name, "--tenant", &self.name,
+                ],
+            ),
+        };
+        let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap_or_default();
+        let mut out: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Remove the pool, or the user with its buckets (made by this home
+    /// only). Failures are reported, not raised: this runs in a drop.
+    fn remove(self) {
+        if !self.owned {
+            return;
+        }
+        let c = test_cluster(self.driver);
+        let conf = c.conf.to_string_lossy().into_owned();
+        let o = match self.driver {
+            TestDriver::Rbd => c.tool(
+                "ceph",
+                &[
+                    "osd",
+                    "pool",
+                    "rm",
+                    &self.name,
+                    &self.name,
+                    "--yes-i-really-really-mean-it",
+                ],
+            ),
+            _ => c.tool(
+                "radosgw-admin",
+                &[
+                    "-c",
+                    &conf,
+                    "user",
+                    "rm",
+                    "--uid",
+                    &self.name,
+                    "--tenant",
+                    &self.name,
+                    "--purge-data",
+                ],
+            ),
+        };
+        if o.code != 0 {
+            eprintln!("removing the test backend {}: {o:?}", self.name);
+        }
+    }
+}
+
+impl Home {
+    /// What this home's volumes hold attached here: loop devices (loop;
+    /// rbd, whose images are attached through rbd-fuse and a loop
+    /// device), s3fs mounts of buckets in the run dir (s3fs, which
+    /// attaches nothing else; the volumes' mount points are binds of them).
+    pub fn attached(&self) -> Vec<PathBuf> {
+        match test_driver() {
+            TestDriver::S3fs => {
+                let run = self.dir.join("var/run/s3fs");
+                let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                text.lines()
+                    .filter(|l| {
+                        l.split(" - ")
+                            .nth(1)
+                            .is_some_and(|r| r.starts_with("fuse.s3fs "))
+                    })
+                    .filter_map(|l| l.split(' ').nth(4))
+                    .map(|p| PathBuf::from(unescape(p)))
+                    .filter(|p| p.starts_with(&run))
+                    .collect()
+            }
+            _ => self.loops(),
+        }
+    }
+
+    /// The volumes left in this home's backend: loop image files, rbd
+    /// images of its pool, buckets of its user.
+    pub fn leftovers(&self) -> Vec<String> {
+        match &self.backend {
+            Some(b) => b.volumes(),
+            None => {
+                let mut v: Vec<String> = std::fs::read_dir(self.lib().join("loop"))
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| n.ends_with(".img"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                v.sort();
+                v
+            }
+        }
+    }
+}
+
+/// The filesystem type a volume mounted with `fs` shows in the mount
+/// table on this run's driver: `fs` itself on a block device, s3fs's
+/// FUSE mount on s3fs (which has no device and makes no filesystem).
+pub fn mounted_fs(fs: &str) -> &str {
+    match test_driver() {
+        TestDriver::S3fs => "fuse.s3fs",
+        _ => fs,
+    }
+}
+
+/// The source a mounted volume shows in the mount table on this run's
+/// driver starts with this: a loop device (loop; rbd through rbd-fuse),
+/// or "s3fs".
+pub fn mounted_source() -> &'static str {
+    match test_driver() {
+        TestDriver::S3fs => "s3fs",
+        _ => "/dev/loop",
+    }
+}
+
+impl Home {
+    /// Write `bytes` at the start of volume `id`'s data behind the
+    /// driver's back (as a stray tool would): the loop image file, or the
+    /// first object of the rbd image. Panics on s3fs (no block data).
+    pub fn write_volume_head(&self, id: &str, bytes: &[u8]) {
+        match &self.backend {
+            None => {
+                use std::io::Write;
+                let img = self.lib().join("loop").join(format!("{id}.img"));
+                let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+                f.write_all(bytes).unwrap();
+            }
+            Some(b) => {
+                let tmp = self.dir.join("head.bin");
+                std::fs::write(&tmp, bytes).unwrap();
+                let (pool, obj) = b.first_object(id);
+                test_cluster(b.driver)
+                    .tool("rados", &["-p", &pool, "put", &obj, s(&tmp)])
+                    .ok();
+                std::fs::remove_file(&tmp).unwrap();
+            }
+        }
+    }
+
+    /// The first `n` bytes of volume `id`'s data (see
+    /// [`write_volume_head`](Self::write_volume_head)).
+    pub fn read_volume_head(&self, id: &str, n: usize) -> Vec<u8> {
+        let mut out = match &self.backend {
+            None => std::fs::read(self.lib().join("loop").join(format!("{id}.img"))).unwrap(),
+            Some(b) => {
+                let tmp = self.dir.join("head.bin");
+                let (pool, obj) = b.first_object(id);
+                test_cluster(b.driver)
+                    .tool("rados", &["-p", &pool, "get", &obj, s(&tmp)])
+                    .ok();
+                let v = std::fs::read(&tmp).unwrap();
+                std::fs::remove_file(&tmp).unwrap();
+                v
+            }
+        };
+        out.resize(n, 0);
+        out
+    }
+}
+
+impl Backend {
+    /// The pool and first data object of rbd volume `id` (`<pool>.<image>`).
+    fn first_object(&self, id: &str) -> (String, String) {
+        assert_eq!(
+            self.driver,
+            TestDriver::Rbd,
+            "s3fs volumes have no block data"
+        );
+        let image = id
+            .strip_prefix(&format!("{}.", self.name))
+            .unwrap_or_else(|| panic!("{id} is not a volume of pool {}", self.name));
+        let o = test_cluster(self.driver).tool(
+            "rbd",
+            &[
+                "info",
+                "--format",
+                "json",
+                &format!("{}/{image}", self.name),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(o.ok()).unwrap();
+        let prefix = v["block_name_prefix"].as_str().unwrap();
+        (self.name.clone(), format!("{prefix}.0000000000000000"))
+    }
+}
+
+/// Whether `dev` is what an attach answers on this run's driver: a loop
+/// device (loop; rbd through rbd-fuse), nothing on s3fs (no device).
+pub fn is_attach_device(dev: &str) -> bool {
+    match test_driver() {
+        TestDriver::S3fs => dev.is_empty(),
+        _ => dev.starts_with("/dev/loop"),
+    }
 }

@@ -4,6 +4,7 @@
 mod catalog;
 mod ceph;
 mod client_mode;
+mod cluster;
 mod common;
 #[cfg(feature = "failpoints")]
 mod crash;

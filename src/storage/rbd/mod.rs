@@ -47,6 +47,9 @@ const META_PREFIX: &str = "rexray.";
 /// The pool object whose omap indexes the holders: `<image>` →
 /// `rexray:<instance id>` (the lock's id).
 pub const HOLDERS_OBJECT: &str = "rexray.holders";
+/// The image-meta prefix of the volume's own facts (type, IOPS, zone,
+/// creation time); checked before [`META_PREFIX`], which it extends.
+const META_VOLUME: &str = "rexray.volume.";
 
 /// The rbd driver's controller side.
 pub struct RbdDriver {
@@ -468,7 +471,7 @@ impl RbdDriver {
         meta: BTreeMap<String, String>,
     ) -> Volume {
         let mut v = self.volume(&info.name, info.size, locks);
-        v.fields.extend(meta);
+        apply_meta(&mut v, meta);
         if !info.create_timestamp.is_empty() {
             v.fields
                 .insert("createTimestamp".into(), info.create_timestamp.clone());
@@ -630,6 +633,27 @@ impl RbdDriver {
     }
 }
 
+/// Put an image's metadata (keys without [`META_PREFIX`]) on its
+/// volume: the volume's own facts (under `volume.`) in their places, the
+/// caller's fields as fields.
+fn apply_meta(v: &mut Volume, meta: impl IntoIterator<Item = (String, String)>) {
+    let own = META_VOLUME.strip_prefix(META_PREFIX).unwrap_or(META_VOLUME);
+    for (k, val) in meta {
+        match k.strip_prefix(own) {
+            Some("type") => v.volume_type = val,
+            Some("iops") => v.iops = val.parse().unwrap_or(0),
+            Some("availabilityZone") => v.availability_zone = val,
+            Some("createdAt") => {
+                v.fields.insert("createdAt".into(), val);
+            }
+            Some(_) => {}
+            None => {
+                v.fields.insert(k, val);
+            }
+        }
+    }
+}
+
 /// Whether `rbd ls -l` failed on an image that went away while it
 /// listed.
 fn removed_while_listed(msg: &str) -> bool {
@@ -753,12 +777,20 @@ impl Controller for RbdDriver {
         if image_name("volume", name).is_err() {
             return Ok(None);
         }
-        Ok(self
-            .info_of(name)?
-            .map(|i| self.volume(&i.name, i.size, &[])))
+        // Docker's Get shows the volume's type, IOPS, zone, fields and
+        // creation time: they are in the image's metadata.
+        let Some((info, meta)) = self.info_and_meta(name)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.full_volume(&info, &[], meta)))
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the rbd driver cannot encrypt volumes: create it without the encrypted option (encrypt below Ceph, e.g. OSDs on dm-crypt)",
+            ));
+        }
         self.check_new(name)?;
         let size = format!("{}G", spec.size.max(1));
         self.rbd(&[
@@ -770,15 +802,31 @@ impl Controller for RbdDriver {
             &self.spec(name),
         ])
         .map_err(Self::exists(name))?;
-        // The fields, all at once (one call each).
+        // What Ceph does not keep for an image: the volume's type, IOPS,
+        // zone and creation time (RFC 3339, as every driver answers it)
+        // under `rexray.volume.`, the caller's fields under `rexray.`;
+        // all at once (one call each).
+        let created_at = now_rfc3339();
+        let iops = spec.iops.to_string();
+        let mut meta: Vec<(String, &str)> = vec![(format!("{META_VOLUME}createdAt"), &created_at)];
+        for (k, v) in [
+            ("type", spec.volume_type.as_str()),
+            ("iops", if spec.iops > 0 { iops.as_str() } else { "" }),
+            ("availabilityZone", spec.availability_zone.as_str()),
+        ] {
+            if !v.is_empty() {
+                meta.push((format!("{META_VOLUME}{k}"), v));
+            }
+        }
+        for (k, v) in &spec.fields {
+            meta.push((format!("{META_PREFIX}{k}"), v));
+        }
         let set: Vec<Result<String>> = std::thread::scope(|s| {
-            let hs: Vec<_> = spec
-                .fields
+            let hs: Vec<_> = meta
                 .iter()
-                .map(|(k, v)| {
-                    let key = format!("{META_PREFIX}{k}");
+                .map(|(key, v)| {
                     let spec = self.spec(name);
-                    s.spawn(move || self.rbd(&["image-meta", "set", &spec, &key, v]))
+                    s.spawn(move || self.rbd(&["image-meta", "set", &spec, key, v]))
                 })
                 .collect();
             hs.into_iter()
@@ -800,8 +848,12 @@ impl Controller for RbdDriver {
         );
         // What was just made, without asking again: no holder yet.
         let mut v = self.volume(name, spec.size.max(1) * GIB, &[]);
-        v.fields.extend(spec.fields.clone());
-        v.fields.insert("createdAt".into(), now_rfc3339());
+        apply_meta(
+            &mut v,
+            meta.into_iter().filter_map(|(k, val)| {
+                Some((k.strip_prefix(META_PREFIX)?.to_string(), val.to_string()))
+            }),
+        );
         Ok(v)
     }
 

@@ -57,6 +57,15 @@ pub fn bucket_name(name: &str) -> Result<&str> {
     Ok(name)
 }
 
+/// An S3 time (`2026-12-05T07:30:00.000Z`) as the volumes' creation
+/// times are answered (RFC 3339 to the second, UTC: `…T07:30:00Z`).
+fn rfc3339(t: &str) -> String {
+    match t.split_once('.') {
+        Some((secs, rest)) if rest.ends_with('Z') => format!("{secs}Z"),
+        _ => t.to_string(),
+    }
+}
+
 /// An S3 endpoint and the credentials for it.
 #[derive(Clone)]
 pub struct S3 {
@@ -459,6 +468,8 @@ impl S3fsDriver {
         if !created.is_empty() {
             v.fields
                 .insert("createTimestamp".into(), created.to_string());
+            // The bucket's creation time (ISO 8601, UTC) is the volume's.
+            v.fields.insert("createdAt".into(), rfc3339(created));
         }
         if let Some(h) = holder {
             v.attachments.push(Attachment {
@@ -514,7 +525,13 @@ impl Controller for S3fsDriver {
     }
 
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
-        let _ = spec; // a bucket has no size or filesystem
+        // A bucket has no size or filesystem; encryption is the
+        // endpoint's (server-side), not asked per volume here.
+        if spec.encrypted {
+            return Err(Error::unsupported(
+                "the s3fs driver cannot encrypt volumes: create it without the encrypted option (use the S3 endpoint's server-side encryption)",
+            ));
+        }
         bucket_name(name)?;
         if self.s3.exists(name)? {
             return Err(Error::exists(format!("volume {name} already exists")));
@@ -546,7 +563,9 @@ impl Controller for S3fsDriver {
             "created a bucket"
         );
         let mut v = self.must_volume(name)?;
-        v.fields.insert("createdAt".into(), super::now_rfc3339());
+        v.fields
+            .entry("createdAt".into())
+            .or_insert_with(super::now_rfc3339);
         Ok(v)
     }
 
