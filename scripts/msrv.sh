@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks, offline, that no locked dependency needs a newer Rust than the
+# Checks, from the locked manifests, that no locked dependency needs a newer Rust than the
 # `rust-version` Cargo.toml declares: the highest `rust-version` among the
 # packages a build compiles (normal and build dependencies, every target
 # platform) must not exceed ours. The tests' own dependencies
@@ -13,6 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The manifests of every locked package, for every platform (a fresh
+# machine has only those its own builds fetched).
+cargo fetch --locked --quiet
 meta="$(cargo metadata --format-version 1 --locked --offline)"
 
 jq -r '
