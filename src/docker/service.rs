@@ -54,7 +54,11 @@ pub struct StartArgs {
 pub fn run(cmd: ServiceCmd, cfg: Config, out: &mut String) -> Result<i32> {
     match cmd {
         ServiceCmd::Start(a) if a.daemon => daemonize(&cfg, out),
-        ServiceCmd::Start(_) => start(cfg),
+        ServiceCmd::Start(_) => {
+            // Many operations in one process: drivers read afresh.
+            crate::storage::rbd::long_running();
+            start(cfg)
+        }
         ServiceCmd::Stop => stop(&cfg, out),
         ServiceCmd::Status => status(&cfg, out),
     }

@@ -74,6 +74,21 @@ pub struct RbdDriver {
     pending: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
+/// Whether one operation reuses its own lookups ([`SEEN_FOR`],
+/// [`LOCKS_FOR`]): yes in the short-lived binaries, whose process is one
+/// operation; no in a long-running service, where another process may
+/// change an image between two requests (see [`long_running`]).
+static REUSE_LOOKUPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// This process serves many operations: every lookup asks Ceph.
+pub fn long_running() {
+    REUSE_LOOKUPS.store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn reuse_lookups() -> bool {
+    REUSE_LOOKUPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long a read (or change) of an image's lock is reused.
 const LOCKS_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -260,7 +275,7 @@ impl RbdDriver {
     /// The locks of `image`, as read or set within [`LOCKS_FOR`], else
     /// read now.
     fn recent_locks(&self, image: &str) -> Result<Vec<LockEntry>> {
-        {
+        if reuse_lookups() {
             let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((at, l)) = held.get(image) {
                 if at.elapsed() < LOCKS_FOR {
@@ -422,6 +437,9 @@ impl RbdDriver {
 
     /// The size and fields of `image` a recent lookup found.
     fn seen(&self, image: &str) -> Option<(Info, BTreeMap<String, String>)> {
+        if !reuse_lookups() {
+            return None;
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.retain(|_, s| s.at.elapsed() < SEEN_FOR);
         seen.get(image).map(|s| (s.info.clone(), s.meta.clone()))
@@ -936,17 +954,37 @@ impl Controller for RbdDriver {
             Some(l) => l,
             None => {
                 // A stale key of a free image is overwritten just after.
-                self.rbd(&["lock", "add", &self.spec(image), &mine])
-                    .map_err(|e| {
+                match self.rbd(&["lock", "add", &self.spec(image), &mine]) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        // The lock this operation read earlier is stale:
+                        // read it again. Taken by this instance meanwhile
+                        // (another call of this node, which waited for
+                        // the same volume), it is ours; by another, refused.
                         self.forget_held(image);
-                        if e.kind() == Kind::InUse {
-                            Error::in_use(format!(
-                                "volume {image} was attached by another instance at the same time; try again"
-                            ))
-                        } else {
-                            e
+                        let now = self.locks(image).map_err(|_| e.clone())?;
+                        if let Some(l) = now.iter().find(|l| same(&l.id, &mine)) {
+                            tracing::debug!(
+                                volume = image,
+                                "lock taken by this instance meanwhile"
+                            );
+                            let l = l.clone();
+                            self.set_held(image, std::slice::from_ref(&l));
+                            self.index_set(image, &l.id);
+                            return Ok(Attached {
+                                volume: self.full_volume(&info, &[l], meta),
+                                token,
+                            });
                         }
-                    })?;
+                        if let Some(l) = now.first() {
+                            return Err(Error::in_use(format!(
+                                "volume {image} was attached by {} at the same time; detach it there first, or attach with force (preempt) to take it over",
+                                self.holder_of(l).id
+                            )));
+                        }
+                        return Err(e);
+                    }
+                }
                 fail::fail_point!("rbd::attach-after-lock", |_| crate::crash_here());
                 LockEntry {
                     id: mine.clone(),
