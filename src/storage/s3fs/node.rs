@@ -10,8 +10,7 @@ use crate::model::{InstanceId, MountSource, Volume};
 use crate::storage::controller::Executor;
 use crate::storage::rbd::node::{helper_pid, stop_pid, wait_gone, RbdExecutor};
 use crate::{Error, Result};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -72,22 +71,23 @@ impl S3fsExecutor {
     }
 
     /// Write the credentials for s3fs, mode 0600 (s3fs refuses others).
+    /// Concurrent calls each write their own temporary file and rename it
+    /// over the old one (same content, so either wins); a file already
+    /// holding these credentials is left alone, and temporaries a killed
+    /// writer left (with the secret in them) are removed first.
     fn write_passwd(&self) -> Result<()> {
         let p = self.passwd_file();
-        let tmp = self.dir.join(".passwd.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx(|| format!("creating {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .ctx(|| format!("setting the mode of {}", tmp.display()))?;
-        f.write_all(format!("{}:{}\n", self.s3.access_key, self.s3.secret_key).as_bytes())
-            .and_then(|_| f.sync_all())
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &p).ctx(|| format!("renaming {}", p.display()))
+        let want = format!("{}:{}\n", self.s3.access_key, self.s3.secret_key);
+        crate::files::sweep_temporaries(&self.dir);
+        if let Ok(m) = std::fs::symlink_metadata(&p) {
+            if m.is_file()
+                && m.permissions().mode() & 0o7777 == crate::files::PRIVATE_FILE
+                && std::fs::read(&p).is_ok_and(|b| b == want.as_bytes())
+            {
+                return Ok(());
+            }
+        }
+        crate::state::atomic::write_volatile(&p, want.as_bytes())
     }
 
     /// Start s3fs for `bucket` and wait until its mount is there.
@@ -237,5 +237,57 @@ impl Executor for S3fsExecutor {
         let _ = std::fs::remove_file(self.log_file(bucket));
         let _ = std::fs::remove_dir(&mnt);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(run: &Path, secret: &str) -> S3fsExecutor {
+        let s3 = S3::new(
+            "http://127.0.0.1:1",
+            "",
+            "ak",
+            secret,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        S3fsExecutor::new(s3, InstanceId::default(), run, "", "")
+    }
+
+    #[test]
+    fn concurrent_writers_of_the_credentials_all_succeed() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = run.path().join("s3fs");
+        std::fs::create_dir(&dir).unwrap();
+        // Writers that each find the file missing or stale race on it.
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..16)
+                .map(|i| {
+                    let run = run.path();
+                    s.spawn(move || {
+                        let e = executor(run, if i % 2 == 0 { "sk" } else { "sk2" });
+                        for _ in 0..20 {
+                            e.write_passwd().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        });
+        let e = executor(run.path(), "sk");
+        e.write_passwd().unwrap();
+        assert_eq!(std::fs::read_to_string(e.passwd_file()).unwrap(), "ak:sk\n");
+        let m = std::fs::metadata(e.passwd_file()).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600);
+        // Nothing but the file is left.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["passwd"]);
     }
 }
