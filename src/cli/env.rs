@@ -24,6 +24,9 @@ struct All<'a> {
     settings: Vec<EnvEntry<'a>>,
     /// How this host attaches rbd images (without loading a module).
     rbd_attach: &'static str,
+    /// How the rbd driver reaches Ceph (`rbd.library`): librbd or the
+    /// tools.
+    rbd_library: String,
 }
 
 /// `rexray env -f <format>`: `KEY=value  # source` lines a shell can
@@ -32,6 +35,10 @@ struct All<'a> {
 /// and the files read as JSON or YAML.
 pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
     let rbd_attach = crate::storage::rbd::node::Method::detect(false).short_name();
+    let rbd_library = match crate::storage::rbd::lib::Mode::parse(cfg.string(keys::RBD_LIBRARY)) {
+        Ok(m) => m.describe(),
+        Err(e) => e.message().to_string(),
+    };
     let dirs = [
         ("REXRAY_HOME", &cfg.dirs.home),
         ("REXRAY_HOME_ETC", &cfg.dirs.etc),
@@ -76,7 +83,10 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
             let settings = settings
                 .iter()
                 .map(|e| format!("{}={}  # {}\n", e.env, shell_quote(e.value), e.source));
-            let rbd = std::iter::once(format!("# rbd attach: {rbd_attach}\n"));
+            let rbd = [
+                format!("# rbd library: {rbd_library}\n"),
+                format!("# rbd attach: {rbd_attach}\n"),
+            ];
             Ok(dirs.chain(settings).chain(rbd).collect())
         }
         f => {
@@ -93,6 +103,7 @@ pub(crate) fn render(cfg: &Config, format: &str) -> Result<String> {
                     .collect(),
                 settings,
                 rbd_attach,
+                rbd_library,
             };
             Ok(output::structured(&all, fmt))
         }
@@ -164,7 +175,9 @@ mod tests {
                 .contains(&rbd.strip_prefix("# rbd attach: ").unwrap()),
             "{rbd}"
         );
-        let lines = &lines[..lines.len() - 1];
+        let library = lines[lines.len() - 2];
+        assert!(library.starts_with("# rbd library: "), "{library}");
+        let lines = &lines[..lines.len() - 2];
         let vars: Vec<&str> = lines[5..]
             .iter()
             .map(|l| l.split_once('=').unwrap().0)

@@ -25,6 +25,9 @@ pub struct VersionInfo {
     /// How the rbd driver attaches images on this host (kernel RBD,
     /// rbd-nbd or rbd-fuse plus a loop device).
     pub rbd_attach: String,
+    /// How the rbd driver reaches Ceph by default here: librbd (loaded
+    /// at run time) or the tools (`rbd.library`).
+    pub rbd_library: String,
 }
 
 /// This build's version facts.
@@ -49,6 +52,7 @@ pub fn version_info() -> VersionInfo {
         rbd_attach: crate::storage::rbd::node::Method::detect(false)
             .as_str()
             .to_string(),
+        rbd_library: crate::storage::rbd::lib::Mode::Auto.describe(),
     }
 }
 
@@ -57,7 +61,7 @@ pub fn version_info() -> VersionInfo {
 pub(crate) fn render(v: &VersionInfo, format: &str) -> Result<String> {
     match format.to_ascii_lowercase().as_str() {
         "text" | "tmpl" | "" => Ok(format!(
-            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\nRbdAttach: {}\n",
+            "REX-Ray (rexray-rs)\n-------------------\nBinary: {}\nSemVer: {}\nOsArch: {}\nBranch: {}\nCommit: {}\nFormed: {}\nDrivers: {}\nRbdAttach: {}\nRbdLibrary: {}\n",
             v.binary,
             v.sem_ver,
             v.os_arch,
@@ -65,7 +69,8 @@ pub(crate) fn render(v: &VersionInfo, format: &str) -> Result<String> {
             v.commit,
             v.formed,
             v.drivers.join(", "),
-            v.rbd_attach
+            v.rbd_attach,
+            v.rbd_library
         )),
         f => Ok(output::structured(v, f.parse()?)),
     }
@@ -86,6 +91,7 @@ mod tests {
             formed: "2024-01-02T03:04:05Z".into(),
             drivers: vec!["loop".into(), "vfs".into()],
             rbd_attach: "fuse (rbd-fuse + loop device)".into(),
+            rbd_library: "tools (rbd.library off)".into(),
         }
     }
 
@@ -96,7 +102,7 @@ mod tests {
             text,
             "REX-Ray (rexray-rs)\n-------------------\nBinary: /usr/bin/rexray\nSemVer: 1.2.3\n\
              OsArch: linux-x86_64\nBranch: main\nCommit: abc123\nFormed: 2024-01-02T03:04:05Z\n\
-             Drivers: loop, vfs\nRbdAttach: fuse (rbd-fuse + loop device)\n"
+             Drivers: loop, vfs\nRbdAttach: fuse (rbd-fuse + loop device)\nRbdLibrary: tools (rbd.library off)\n"
         );
         for f in ["TEXT", "tmpl", ""] {
             assert_eq!(render(&facts(), f).unwrap(), text, "{f:?}");

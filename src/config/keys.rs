@@ -78,6 +78,7 @@ pub const RBD_DEFAULT_POOL: &str = "rbd.defaultPool";
 pub const RBD_CEPH_ARGS: &str = "rbd.cephArgs";
 pub const RBD_TEST_MODULE: &str = "rbd.testModule";
 pub const RBD_TIMEOUT: &str = "rbd.timeout";
+pub const RBD_LIBRARY: &str = "rbd.library";
 pub const S3FS_ENDPOINT: &str = "s3fs.endpoint";
 pub const S3FS_REGION: &str = "s3fs.region";
 pub const S3FS_ACCESS_KEY: &str = "s3fs.accessKey";
@@ -312,6 +313,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Duration,
         aliases: &[],
         help: "how long one call of the Ceph tools may take before the cluster is reported unreachable",
+    },
+    KeyDef {
+        key: RBD_LIBRARY,
+        default: "auto",
+        ty: KeyType::OneOf(&["auto", "off"]),
+        aliases: &[],
+        help: "how the rbd driver reaches Ceph: auto (librbd and librados, loaded at run time, when the host has them; else the rbd and rados tools) or off (the tools only)",
     },
     KeyDef {
         key: S3FS_ENDPOINT,

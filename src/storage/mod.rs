@@ -156,12 +156,16 @@ pub fn open_executor_for(cfg: &Config, driver: &str) -> Result<Arc<dyn Executor>
     }
 }
 
-/// How the rbd driver reaches its cluster (`rbd.cephArgs`, `rbd.timeout`).
+/// How the rbd driver reaches its cluster (`rbd.cephArgs`, `rbd.timeout`),
+/// and whether through librbd (`rbd.library`).
 fn rbd_tools(cfg: &Config) -> Result<rbd::cli::Ceph> {
-    rbd::cli::Ceph::new(
+    let mode = rbd::lib::Mode::parse(cfg.string(keys::RBD_LIBRARY))
+        .map_err(|e| e.context(format!("reading {}", keys::RBD_LIBRARY)))?;
+    Ok(rbd::cli::Ceph::new(
         cfg.string(keys::RBD_CEPH_ARGS),
         cfg.duration(keys::RBD_TIMEOUT),
-    )
+    )?
+    .with_library(mode))
 }
 
 /// This node's instance id for the s3fs driver: `s3fs.hostName`, when

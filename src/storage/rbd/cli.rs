@@ -20,6 +20,9 @@ pub struct Ceph {
     pub conf: PathBuf,
     /// How long one call may take.
     pub timeout: Duration,
+    /// Whether the driver's hot calls go through librbd and librados
+    /// ([`super::lib`]) rather than the tools.
+    pub library: bool,
 }
 
 /// Options that carry a secret: refused in `rbd.cephArgs`.
@@ -60,7 +63,21 @@ impl Ceph {
             args,
             conf: PathBuf::from(conf),
             timeout,
+            library: false,
         })
+    }
+
+    /// These settings, reaching Ceph as `mode` (`rbd.library`) says: the
+    /// libraries when they load (and the mode allows), else the tools.
+    pub fn with_library(mut self, mode: super::lib::Mode) -> Ceph {
+        self.library = mode.uses_library();
+        super::lib::log_choice(mode);
+        self
+    }
+
+    /// The cluster's arguments (`CEPH_ARGS` of the tools).
+    pub fn args(&self) -> &str {
+        &self.args
     }
 
     /// A command for `prog` with the cluster's arguments in its

@@ -28,6 +28,7 @@
 //!   `rbd map`, else `rbd-nbd`, else `rbd-fuse` plus a loop device.
 
 pub mod cli;
+pub mod lib;
 pub mod node;
 
 use super::controller::{Attached, Controller, NextDeviceInfo, ServiceInfo, StorageType};
@@ -54,6 +55,9 @@ const META_VOLUME: &str = "rexray.volume.";
 /// The rbd driver's controller side.
 pub struct RbdDriver {
     ceph: Ceph,
+    /// librbd and librados, when `rbd.library` chose them and they load:
+    /// the lookups, create, locks and the holder index go through them.
+    lib: Option<lib::Rbd>,
     pool: String,
     info: ServiceInfo,
     /// Where a new copy is shown through rbd-fuse to get a filesystem
@@ -166,6 +170,11 @@ impl RbdDriver {
         image_name("pool", pool)
             .map_err(|e| e.context(format!("reading {}", crate::config::keys::RBD_DEFAULT_POOL)))?;
         Ok(RbdDriver {
+            lib: if ceph.library {
+                lib::Rbd::new(&ceph)
+            } else {
+                None
+            },
             seen: Default::default(),
             held: Default::default(),
             pending: Default::default(),
@@ -266,8 +275,21 @@ impl RbdDriver {
     }
 
     fn locks(&self, image: &str) -> Result<Vec<LockEntry>> {
-        let out = self.rbd(&["lock", "ls", "--format", "json", &self.spec(image)])?;
-        let locks: Vec<LockEntry> = parse("rbd lock ls", &out)?;
+        let locks: Vec<LockEntry> = match &self.lib {
+            Some(lib) => lib
+                .lockers(&self.pool, image)?
+                .into_iter()
+                .map(|l| LockEntry {
+                    id: l.id,
+                    locker: l.locker,
+                    address: l.address,
+                })
+                .collect(),
+            None => {
+                let out = self.rbd(&["lock", "ls", "--format", "json", &self.spec(image)])?;
+                parse("rbd lock ls", &out)?
+            }
+        };
         self.set_held(image, &locks);
         Ok(locks)
     }
@@ -325,6 +347,9 @@ impl RbdDriver {
     /// The holders index: `None` when the pool has no index object (no
     /// attach wrote one yet, or it was removed).
     fn index(&self) -> Result<Option<BTreeMap<String, String>>> {
+        if let Some(lib) = &self.lib {
+            return lib.omap(&self.pool, HOLDERS_OBJECT);
+        }
         match self
             .ceph
             .run("rados", &["-p", &self.pool, "listomapvals", HOLDERS_OBJECT])
@@ -342,6 +367,13 @@ impl RbdDriver {
     /// a key and reads the lock. The index only speeds up listings, so a
     /// failure is logged, not returned.
     fn index_set(&self, image: &str, lock_id: &str) {
+        if let Some(lib) = &self.lib {
+            // One round trip of this process's connection: done now.
+            if let Err(e) = lib.omap_set(&self.pool, HOLDERS_OBJECT, image, lock_id) {
+                tracing::warn!(volume = image, error = %e, "could not record the holder in the index; listings read the lock instead");
+            }
+            return;
+        }
         self.settle_pending();
         let mut cmd = self.ceph.command("rados");
         cmd.args([
@@ -372,10 +404,17 @@ impl RbdDriver {
     /// lock). A missing object or key is no error.
     fn index_clear(&self, image: &str) -> Result<()> {
         self.settle_pending();
-        match self.ceph.run(
-            "rados",
-            &["-p", &self.pool, "rmomapkey", HOLDERS_OBJECT, image],
-        ) {
+        let cleared = match &self.lib {
+            Some(lib) => lib.omap_rm(&self.pool, HOLDERS_OBJECT, image),
+            None => self
+                .ceph
+                .run(
+                    "rados",
+                    &["-p", &self.pool, "rmomapkey", HOLDERS_OBJECT, image],
+                )
+                .map(|_| ()),
+        };
+        match cleared {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == Kind::NotFound => Ok(()),
             Err(e) => Err(e.context(format!("clearing the holder index of volume {image}"))),
@@ -384,11 +423,17 @@ impl RbdDriver {
 
     /// Image metadata `rexray.*` of `image`, prefix removed.
     fn meta(&self, image: &str) -> Result<BTreeMap<String, String>> {
-        let meta = self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
-        let meta: BTreeMap<String, String> = if meta.trim().is_empty() {
-            Default::default()
-        } else {
-            parse("rbd image-meta list", &meta)?
+        let meta: BTreeMap<String, String> = match &self.lib {
+            Some(lib) => lib.metadata(&self.pool, image)?,
+            None => {
+                let meta =
+                    self.rbd(&["image-meta", "list", "--format", "json", &self.spec(image)])?;
+                if meta.trim().is_empty() {
+                    Default::default()
+                } else {
+                    parse("rbd image-meta list", &meta)?
+                }
+            }
         };
         Ok(meta
             .into_iter()
@@ -563,6 +608,17 @@ impl RbdDriver {
 
     /// `rbd info` of an image, or `None` when it does not exist.
     fn info_of(&self, image: &str) -> Result<Option<Info>> {
+        if let Some(lib) = &self.lib {
+            return match lib.stat(&self.pool, image) {
+                Ok((size, create_timestamp)) => Ok(Some(Info {
+                    name: image.to_string(),
+                    size,
+                    create_timestamp,
+                })),
+                Err(e) if e.kind() == Kind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
         match self.rbd(&["info", "--format", "json", &self.spec(image)]) {
             Ok(out) => Ok(Some(parse("rbd info", &out)?)),
             Err(e) if e.kind() == Kind::NotFound => Ok(None),
@@ -614,6 +670,11 @@ impl RbdDriver {
             .chain(self.watchers(image)?)
             .filter(|a| !a.is_empty())
             .collect();
+        // Never this process's own connection (it took the old lock when
+        // the old holder's request came through this same service).
+        if let Some((_, own)) = self.lib.as_ref().and_then(lib::Rbd::own_client) {
+            addrs.retain(|a| !lib::same_client_addr(a, &own));
+        }
         addrs.sort();
         addrs.dedup();
         for a in &addrs {
@@ -630,7 +691,13 @@ impl RbdDriver {
     }
 
     fn unlock(&self, image: &str, l: &LockEntry) -> Result<()> {
-        match self.rbd(&["lock", "rm", &self.spec(image), &l.id, &l.locker]) {
+        let removed = match &self.lib {
+            Some(lib) => lib.unlock(&self.pool, image, &l.id, &l.locker),
+            None => self
+                .rbd(&["lock", "rm", &self.spec(image), &l.id, &l.locker])
+                .map(|_| ()),
+        };
+        match removed {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == Kind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -811,14 +878,25 @@ impl Controller for RbdDriver {
         }
         self.check_new(name)?;
         let size = format!("{}G", spec.size.max(1));
-        self.rbd(&[
-            "create",
-            "--size",
-            &size,
-            "--image-feature",
-            "layering",
-            &self.spec(name),
-        ])
+        match &self.lib {
+            // The image `rbd create --image-feature layering` makes.
+            Some(lib) => lib.create(
+                &self.pool,
+                name,
+                spec.size.max(1) * GIB,
+                lib::FEATURE_LAYERING,
+            ),
+            None => self
+                .rbd(&[
+                    "create",
+                    "--size",
+                    &size,
+                    "--image-feature",
+                    "layering",
+                    &self.spec(name),
+                ])
+                .map(|_| ()),
+        }
         .map_err(Self::exists(name))?;
         // What Ceph does not keep for an image: the volume's type, IOPS,
         // zone and creation time (RFC 3339, as every driver answers it)
@@ -839,21 +917,32 @@ impl Controller for RbdDriver {
         for (k, v) in &spec.fields {
             meta.push((format!("{META_PREFIX}{k}"), v));
         }
-        let set: Vec<Result<String>> = std::thread::scope(|s| {
-            let hs: Vec<_> = meta
+        let set: Vec<Result<String>> = if let Some(lib) = &self.lib {
+            // One open of the image, the keys set one after the other.
+            let pairs: Vec<(String, String)> = meta
                 .iter()
-                .map(|(key, v)| {
-                    let spec = self.spec(name);
-                    s.spawn(move || self.rbd(&["image-meta", "set", &spec, key, v]))
-                })
+                .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::backend("image-meta set panicked")))
-                })
-                .collect()
-        });
+            vec![lib
+                .set_metadata(&self.pool, name, &pairs)
+                .map(|_| String::new())]
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = meta
+                    .iter()
+                    .map(|(key, v)| {
+                        let spec = self.spec(name);
+                        s.spawn(move || self.rbd(&["image-meta", "set", &spec, key, v]))
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::backend("image-meta set panicked")))
+                    })
+                    .collect()
+            })
+        };
         if let Some(Err(e)) = set.into_iter().find(Result::is_err) {
             let _ = self.rbd(&["rm", "--no-progress", &self.spec(name)]);
             return Err(e);
@@ -954,7 +1043,13 @@ impl Controller for RbdDriver {
             Some(l) => l,
             None => {
                 // A stale key of a free image is overwritten just after.
-                match self.rbd(&["lock", "add", &self.spec(image), &mine]) {
+                let added = match &self.lib {
+                    Some(lib) => lib.lock(&self.pool, image, &mine),
+                    None => self
+                        .rbd(&["lock", "add", &self.spec(image), &mine])
+                        .map(|_| ()),
+                };
+                match added {
                     Ok(_) => {}
                     Err(e) => {
                         // The lock this operation read earlier is stale:
