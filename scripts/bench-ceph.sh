@@ -13,8 +13,10 @@
 #     of them attached, against `rbd ls -l --format json` of the same
 #     pool; target at most 1.5x.
 #
-# Medians of BENCH_RUNS (10) runs; the two sides of the first figure
-# alternate run by run, so both see the same load.
+# Each rexray figure twice: as configured by default (rbd.library auto:
+# librbd when the host has it) and with rbd.library off (the Ceph tools).
+# Medians of BENCH_RUNS (10) runs; the sides of the first figure
+# alternate run by run, so all see the same load.
 #
 # usage: scripts/bench-ceph.sh [dir with rexray]   (default: a release build)
 # Run as root (Ceph daemons, FUSE, loop devices, mount).
@@ -64,6 +66,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 echo "== create + attach + mount, $runs runs each side" >&2
 : >"$work/hand.ns"
 : >"$work/rexray.ns"
+: >"$work/tools.ns"
 for i in $(seq "$runs"); do
   img="hand$i" f="$work/run/fuse$i" m="$work/run/mnt$i"
   mkdir -p "$f" "$m"
@@ -88,9 +91,20 @@ for i in $(seq "$runs"); do
   echo $(( t1 - t0 )) >>"$work/rexray.ns"
   "$r" volume unmount -q "$v" >/dev/null
   "$r" volume rm -q "$v" >/dev/null
+
+  # The same with rbd.library off: the Ceph tools only.
+  v="rt$i"
+  t0=$(now)
+  RBD_LIBRARY=off "$r" volume create -q --size 1 "$v" >/dev/null
+  RBD_LIBRARY=off "$r" volume mount -q "$v" >/dev/null
+  t1=$(now)
+  echo $(( t1 - t0 )) >>"$work/tools.ns"
+  RBD_LIBRARY=off "$r" volume unmount -q "$v" >/dev/null
+  RBD_LIBRARY=off "$r" volume rm -q "$v" >/dev/null
 done
 hand=$(median <"$work/hand.ns")
 rx=$(median <"$work/rexray.ns")
+rt=$(median <"$work/tools.ns")
 
 # --- volume ls -------------------------------------------------------------
 echo "== $images images, $attached attached" >&2
@@ -99,9 +113,10 @@ for i in $(seq "$attached"); do
   "$r" volume attach -q "$(printf 'ls%04g' "$i")" >/dev/null
 done
 hyperfine -N --style basic --warmup 2 --runs "$runs" --export-json "$work/ls.json" \
-  "rbd ls -l --format json -p rbd" "$r volume ls" >/dev/null 2>&1
+  "rbd ls -l --format json -p rbd" "$r volume ls" "env RBD_LIBRARY=off $r volume ls" >/dev/null 2>&1
 ls_rbd=$(jq -r '.results[0].median' "$work/ls.json")
 ls_rx=$(jq -r '.results[1].median' "$work/ls.json")
+ls_rt=$(jq -r '.results[2].median' "$work/ls.json")
 n=$("$r" volume ls -f json | jq length)
 held=$("$r" volume ls -f json | jq '[.[] | select(.attachments != null and (.attachments | length) > 0)] | length')
 [ "$n" -eq "$images" ] && [ "$held" -eq "$attached" ] || {
@@ -116,6 +131,8 @@ echo
 echo "| figure | rexray | by hand / rbd | ratio | target |"
 echo "|---|---|---|---|---|"
 awk -v a="$rx" -v b="$hand" 'BEGIN { printf "| create + attach + mount (1 GiB, ext4) | %.0f ms | %.0f ms | %.2fx | <= 1.2x |\n", a / 1e6, b / 1e6, a / b }'
+awk -v a="$rt" -v b="$hand" 'BEGIN { printf "| the same, rbd.library off (tools) | %.0f ms | %.0f ms | %.2fx | |\n", a / 1e6, b / 1e6, a / b }'
 awk -v a="$ls_rx" -v b="$ls_rbd" -v n="$images" 'BEGIN { printf "| volume ls of %d images | %.0f ms | %.0f ms | %.2fx | <= 1.5x |\n", n, a * 1e3, b * 1e3, a / b }'
+awk -v a="$ls_rt" -v b="$ls_rbd" 'BEGIN { printf "| the same, rbd.library off (tools) | %.0f ms | %.0f ms | %.2fx | |\n", a * 1e3, b * 1e3, a / b }'
 echo
 echo "medians of $runs runs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"

@@ -259,6 +259,18 @@ impl Drop for Conn {
     }
 }
 
+/// Close this process's connections before the libraries' own static
+/// destructors run (registered at `dlopen`, so run after this): a
+/// connection left open at exit makes them crash. One still in use by a
+/// call that overran is left alone.
+extern "C" fn shut_down_at_exit() {
+    let Some(all) = CONNS.get() else { return };
+    let Ok(mut all) = all.try_lock() else { return };
+    let conns: Vec<Arc<Conn>> = all.drain().map(|(_, c)| c).collect();
+    drop(all);
+    drop(conns);
+}
+
 /// The key of one connection: the cluster's arguments, conf and timeout.
 type Key = (String, String, Duration);
 
@@ -433,6 +445,11 @@ impl Rbd {
         }
         let c = Arc::new(connect(&self.ceph)?);
         all.insert(self.key(), c.clone());
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a plain function with no arguments.
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(shut_down_at_exit);
+        });
         Ok(c)
     }
 

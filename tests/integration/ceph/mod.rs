@@ -499,3 +499,125 @@ fn rbd_resize_grows_a_mounted_xfs_online() {
     assert!(fuse_processes_under(&h.dir).is_empty());
     h.rexray(&["volume", "rm", v]).ok();
 }
+
+/// `rbd.library: off` (the tools) and the default (librbd, loaded at run
+/// time, when the host has it) make the same images with the same
+/// metadata, and each reads and releases the other's locks: a lifecycle
+/// through the tools, with the library's instance beside it.
+#[test]
+fn rbd_library_and_tools_make_the_same_volumes() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let lib = c.home("");
+    let tools = c.home("  library: off\n");
+    let env = |h: &Home| {
+        h.rexray(&["env"])
+            .ok()
+            .lines()
+            .find_map(|l| l.strip_prefix("# rbd library: ").map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert_eq!(env(&tools), "tools (rbd.library off)");
+    assert!(env(&lib).starts_with("librbd "), "{}", env(&lib));
+
+    for (h, v) in [(&lib, "same1"), (&tools, "same2")] {
+        h.rexray(&[
+            "volume",
+            "create",
+            v,
+            "--size",
+            "1",
+            "--volumeType",
+            "gold",
+            "--iops",
+            "7",
+        ])
+        .ok();
+    }
+    let info = |v: &str| {
+        let out = c.tool("rbd", &["info", "--format", "json", &format!("rbd/{v}")]);
+        let mut j: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+        let o = j.as_object_mut().unwrap();
+        for k in [
+            "name",
+            "id",
+            "block_name_prefix",
+            "create_timestamp",
+            "access_timestamp",
+            "modify_timestamp",
+        ] {
+            o.remove(k);
+        }
+        j
+    };
+    assert_eq!(info("same1"), info("same2"));
+    assert_eq!(info("same1")["features"], serde_json::json!(["layering"]));
+    let meta_keys = |v: &str| {
+        let out = c.tool(
+            "rbd",
+            &[
+                "image-meta",
+                "list",
+                "--format",
+                "json",
+                &format!("rbd/{v}"),
+            ],
+        );
+        let m: std::collections::BTreeMap<String, String> = serde_json::from_str(out.ok()).unwrap();
+        m.into_iter()
+            .filter(|(k, _)| k != "rexray.volume.createdAt")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(meta_keys("same1"), meta_keys("same2"));
+    assert!(!meta_keys("same1").is_empty());
+    // Each reads what the other made, the same way.
+    let inspect = |h: &Home, v: &str| {
+        let out = h.rexray(&["volume", "inspect", v, "-f", "json"]);
+        let mut j: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+        j[0]["fields"]
+            .as_object_mut()
+            .unwrap()
+            .remove("createTimestamp");
+        j[0]["fields"].as_object_mut().unwrap().remove("createdAt");
+        j[0]["name"] = "x".into();
+        j[0]["id"] = "x".into();
+        j
+    };
+    assert_eq!(inspect(&lib, "same1"), inspect(&tools, "same2"));
+    assert_eq!(inspect(&tools, "same1"), inspect(&lib, "same2"));
+
+    // The tools' lifecycle: mount, write, unmount, mount again and read.
+    let p = mounted_path(tools.rexray(&["volume", "mount", "same2"]).ok());
+    std::fs::write(Path::new(&p).join("f"), "tools").unwrap();
+    // The library's instance sees the tools' lock and is refused.
+    let e = lib
+        .rexray(&["volume", "mount", "same2"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("attached to"), "{e}");
+    tools.rexray(&["volume", "unmount", "same2"]).ok();
+    let p = mounted_path(lib.rexray(&["volume", "mount", "same2"]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&p).join("f")).unwrap(),
+        "tools"
+    );
+    // And the other way round.
+    let e = tools
+        .rexray(&["volume", "mount", "same2"])
+        .fails(1)
+        .to_string();
+    assert!(e.contains("attached to"), "{e}");
+    assert!(tools
+        .rexray(&["volume", "ls", "same2"])
+        .ok()
+        .contains("unavailable"));
+    lib.rexray(&["volume", "unmount", "same2"]).ok();
+    let locks = c.tool("rbd", &["lock", "ls", "--format", "json", "rbd/same2"]);
+    assert!(!locks.ok().contains("rexray:"), "{locks:?}");
+    for v in ["same1", "same2"] {
+        tools.rexray(&["volume", "rm", v]).ok();
+    }
+    assert!(mounts_under(&lib.dir).is_empty() && mounts_under(&tools.dir).is_empty());
+    assert!(fuse_processes_under(&lib.dir).is_empty());
+    assert!(fuse_processes_under(&tools.dir).is_empty());
+}
