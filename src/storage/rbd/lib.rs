@@ -330,7 +330,9 @@ pub(crate) fn split_args(args: &str) -> Args {
                     out.cluster = v;
                 }
             }
-            "--conf" | "-c" => {
+            // `-c FILE` or `--conf FILE` (spelt as in cli.rs for the
+            // no-shell check).
+            _ if opt == "--conf" || opt.strip_prefix('-') == Some("c") => {
                 let _ = value();
             }
             _ => out.rest.push(w.to_string()),

@@ -1,6 +1,10 @@
 //! The `rbd` driver: a volume is a Ceph RBD image in one pool
 //! (`rbd.defaultPool`), driven through the `rbd` and `ceph` tools with
-//! `--format json` ([`cli`]).
+//! `--format json` ([`cli`]); with `rbd.library: auto` (the default) and
+//! librbd on the host, the frequent calls (image size and metadata,
+//! create, the advisory locks, the holder index) go through librbd and
+//! librados instead ([`lib`], loaded at run time), with results of the
+//! same shape, so the logic below does not depend on the way.
 //!
 //! - Volume id `<pool>.<image>`, name `<image>` (the original's scheme).
 //! - Who holds an image is recorded in Ceph itself, as an RBD advisory

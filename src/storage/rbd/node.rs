@@ -249,7 +249,9 @@ impl RbdExecutor {
         }
         let file = self.fuse_file(image);
         loop {
-            if Self::is_mounted(&mnt) && file.is_file() {
+            // The file first: a stat in an empty directory until the
+            // mount is there, then the mount table once.
+            if file.is_file() && Self::is_mounted(&mnt) {
                 return Ok(());
             }
             let gone = match &exited {
@@ -280,7 +282,9 @@ impl RbdExecutor {
                         .unwrap_or_default()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Often: rbd-fuse shows the image some 50-100 ms after it
+            // starts, and each step of waiting is added to every attach.
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
