@@ -257,6 +257,9 @@ fn tls_problem(e: &ureq::Error) -> Option<String> {
             "its certificate is not valid yet (check the clocks)".to_string()
         }
         T::InvalidCertificate(c) => format!("its certificate was refused: {c:?}"),
+        T::InvalidMessage(_) => format!(
+            "the TLS handshake failed: {tls} (does it serve plain http? then write http://)"
+        ),
         other => format!("the TLS handshake failed: {other}"),
     };
     Some(why)
@@ -363,7 +366,7 @@ impl S3 {
             let r = self.send_once(method, bucket, key, query, body);
             let again = match &r {
                 Ok(a) => retryable(a.status),
-                Err((_, timed_out)) => !timed_out,
+                Err((_, pointless)) => !pointless,
             };
             if !again || attempt >= self.max_retries {
                 return r.map_err(|(e, _)| e);
@@ -375,7 +378,8 @@ impl S3 {
     }
 
     /// Send a signed path-style request for `bucket`/`key` (either may be
-    /// empty) once. An error comes with whether the request timed out.
+    /// empty) once. An error comes with whether sending it again is
+    /// pointless (it timed out, or TLS refused the endpoint).
     fn send_once(
         &self,
         method: &str,
@@ -849,6 +853,42 @@ mod tests {
             e.message().contains("s3fs.caFile") && e.message().contains("only for https"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tls_failure_is_named_and_not_retried() {
+        // A plain-http server behind an https URL: the handshake fails.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut served = 0;
+            for c in l.incoming().take(1) {
+                use std::io::Write;
+                let mut c = c.unwrap();
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                served += 1;
+            }
+            served
+        });
+        let ep = format!("https://127.0.0.1:{port}");
+        let s3 = S3::new(&ep, "", "ak", "sk", Duration::from_secs(5), None)
+            .unwrap()
+            .with_max_retries(3);
+        let t = std::time::Instant::now();
+        let e = s3.buckets().unwrap_err();
+        assert!(
+            e.message().contains(&ep)
+                && e.message().contains("failed TLS verification")
+                && e.message().contains("plain http"),
+            "{e}"
+        );
+        // Once: no retry waits.
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(server.join().unwrap(), 1);
     }
 
     #[test]
