@@ -319,7 +319,7 @@ pub const KEYS: &[KeyDef] = &[
         default: "",
         ty: KeyType::Str,
         aliases: &[],
-        help: "the S3 endpoint the s3fs driver keeps its buckets on (http://host:port)",
+        help: "the S3 endpoint the s3fs driver keeps its buckets on (http://host:port or https://host:port)",
     },
     KeyDef {
         key: S3FS_REGION,
