@@ -280,10 +280,11 @@ start() {
       until_ok "radosgw answering https" curl -fsS -o /dev/null --cacert "$DIR/tls/ca.pem" "https://127.0.0.1:$RGW_HTTPS_PORT/"
     fi
     local ak sk
-    ak=$(head -c 64 /dev/urandom | tr -dc 'A-Z0-9' | head -c 20)
-    sk=$(head -c 128 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 40)
-    [ ${#ak} -ge 16 ] || ak=REXRAYTESTACCESSKEY0
-    [ ${#sk} -ge 30 ] || sk=$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 40)
+    # 20 and 40 random hex digits (a filter of random bytes through tr
+    # kept too few characters to rely on).
+    ak=$(od -An -tx1 -N10 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F')
+    sk=$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')
+    [ ${#ak} -eq 20 ] && [ ${#sk} -eq 40 ] || die "could not read random keys from /dev/urandom"
     timeout 60 radosgw-admin -c "$CONF" user create --uid=rexray --display-name=rexray \
       --access-key="$ak" --secret-key="$sk" >/dev/null 2>>"$DIR/log/setup.log" \
       || die "radosgw-admin user create failed (see $DIR/log)"
