@@ -9,7 +9,11 @@
 # One monitor, one manager and one bluestore OSD on a sparse file, all on
 # 127.0.0.1 only, cephx on, every file (data, logs, sockets, pid files)
 # under DIR, the `rbd` pool created and initialised. With CEPH_RGW=1 it
-# also starts radosgw and writes an S3 user to DIR/s3.env (mode 0600).
+# also starts radosgw and writes an S3 user to DIR/s3.env (mode 0600);
+# with CEPH_RGW_HTTPS=1 radosgw serves HTTPS too, on CEPH_RGW_HTTPS_PORT
+# (7443), with a certificate for 127.0.0.1 signed by a CA made for this
+# cluster (openssl, under DIR/tls): DIR/s3.env then also names the https
+# endpoint (S3_HTTPS_ENDPOINT) and that CA (S3_CA_FILE, PEM).
 # Waits for HEALTH_OK at most CEPH_TIMEOUT seconds (default 180).
 #
 # Other settings: CEPH_MON_PORT (3300), CEPH_RGW_PORT (7480), CEPH_MGR=0
@@ -35,6 +39,8 @@ CONF=$DIR/ceph.conf
 TIMEOUT=${CEPH_TIMEOUT:-180}
 MON_PORT=${CEPH_MON_PORT:-3300}
 RGW_PORT=${CEPH_RGW_PORT:-7480}
+RGW_HTTPS_PORT=${CEPH_RGW_HTTPS_PORT:-7443}
+HTTPS=${CEPH_RGW_HTTPS:-0}
 export CEPH_CONF=$CONF
 unset CEPH_ARGS
 
@@ -59,7 +65,7 @@ ours() {
 }
 
 install_packages() {
-  local pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse radosgw s3fs fuse3 uuid-runtime iproute2 curl)
+  local pkgs=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse radosgw s3fs fuse3 uuid-runtime iproute2 curl openssl)
   local missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -160,9 +166,35 @@ osd op num shards = 2
 admin socket = \$run_dir/\$cluster-\$name.\$pid.\$cctid.asok
 
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT$(https_frontend)
 rgw data = $DIR/rgw
 EOF
+}
+
+# The beast options of the HTTPS endpoint (none without CEPH_RGW_HTTPS=1).
+https_frontend() {
+  [ "$HTTPS" = 1 ] || return 0
+  printf ' ssl_endpoint=127.0.0.1:%s ssl_certificate=%s ssl_private_key=%s' \
+    "$RGW_HTTPS_PORT" "$DIR/tls/rgw.crt" "$DIR/tls/rgw.key"
+}
+
+# A CA of this cluster (DIR/tls/ca.pem) and radosgw's certificate for
+# 127.0.0.1 and localhost, signed by it (valid 10 years; keys mode 0600).
+make_tls() {
+  local t=$DIR/tls
+  mkdir -p "$t"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=rexray-rs test CA $(basename "$DIR")" \
+      -keyout "$t/ca.key" -out "$t/ca.pem" 2>>"$DIR/log/setup.log"
+    openssl req -new -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$t/rgw.key" -out "$t/rgw.csr" 2>>"$DIR/log/setup.log"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >"$t/rgw.ext"
+    openssl x509 -req -in "$t/rgw.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 3650 -extfile "$t/rgw.ext" -out "$t/rgw.crt" 2>>"$DIR/log/setup.log"
+  ) || die "making the TLS certificates failed (see $DIR/log/setup.log)"
+  chmod 644 "$t/ca.pem" "$t/rgw.crt"
+  rm -f "$t/rgw.csr" "$t/rgw.ext" "$t/ca.srl"
 }
 
 start() {
@@ -183,9 +215,12 @@ start() {
   port_free "$MON_PORT" || die "port $MON_PORT (monitor) is taken; set CEPH_MON_PORT"
   if [ "${CEPH_RGW:-0}" = 1 ]; then
     port_free "$RGW_PORT" || die "port $RGW_PORT (radosgw) is taken; set CEPH_RGW_PORT"
+    if [ "$HTTPS" = 1 ]; then
+      port_free "$RGW_HTTPS_PORT" || die "port $RGW_HTTPS_PORT (radosgw https) is taken; set CEPH_RGW_HTTPS_PORT"
+    fi
   fi
   # A new cluster: what a half-made one left is removed.
-  rm -rf "$DIR/mon" "$DIR/mgr" "$DIR/osd" "$DIR/run" "$DIR/log" "$DIR/crash" "$DIR/rgw" \
+  rm -rf "$DIR/mon" "$DIR/mgr" "$DIR/osd" "$DIR/run" "$DIR/log" "$DIR/crash" "$DIR/rgw" "$DIR/tls" \
     "$DIR/keyring" "$DIR/monmap" "$DIR/s3.env" "$CONF"
   mkdir -p "$DIR/mon/mon.a" "$DIR/mgr/mgr.x" "$DIR/osd/osd.0" "$DIR/run" "$DIR/log" "$DIR/crash" "$DIR/rgw"
   chmod 700 "$DIR"
@@ -193,6 +228,10 @@ start() {
   local fsid
   fsid=$(uuidgen)
   write_conf "$fsid"
+  if [ "${CEPH_RGW:-0}" = 1 ] && [ "$HTTPS" = 1 ]; then
+    say "TLS certificates for radosgw (a CA of this cluster)"
+    make_tls
+  fi
 
   say "keys (cephx)"
   local kr=$DIR/keyring
@@ -237,11 +276,15 @@ start() {
     say "radosgw on 127.0.0.1:$RGW_PORT"
     radosgw -c "$CONF" -n client.rgw.a 2>>"$DIR/log/setup.log" || die "radosgw did not start (see $DIR/log)"
     until_ok "radosgw answering" curl -fsS -o /dev/null "http://127.0.0.1:$RGW_PORT/"
+    if [ "$HTTPS" = 1 ]; then
+      until_ok "radosgw answering https" curl -fsS -o /dev/null --cacert "$DIR/tls/ca.pem" "https://127.0.0.1:$RGW_HTTPS_PORT/"
+    fi
     local ak sk
-    ak=$(head -c 64 /dev/urandom | tr -dc 'A-Z0-9' | head -c 20)
-    sk=$(head -c 128 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 40)
-    [ ${#ak} -ge 16 ] || ak=REXRAYTESTACCESSKEY0
-    [ ${#sk} -ge 30 ] || sk=$(head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 40)
+    # 20 and 40 random hex digits (a filter of random bytes through tr
+    # kept too few characters to rely on).
+    ak=$(od -An -tx1 -N10 /dev/urandom | tr -d ' \n' | tr 'a-f' 'A-F')
+    sk=$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')
+    [ ${#ak} -eq 20 ] && [ ${#sk} -eq 40 ] || die "could not read random keys from /dev/urandom"
     timeout 60 radosgw-admin -c "$CONF" user create --uid=rexray --display-name=rexray \
       --access-key="$ak" --secret-key="$sk" >/dev/null 2>>"$DIR/log/setup.log" \
       || die "radosgw-admin user create failed (see $DIR/log)"
@@ -251,6 +294,9 @@ AWS_ACCESS_KEY_ID=$ak
 AWS_SECRET_ACCESS_KEY=$sk
 EOF
     )
+    if [ "$HTTPS" = 1 ]; then
+      printf 'S3_HTTPS_ENDPOINT=https://127.0.0.1:%s\nS3_CA_FILE=%s\n' "$RGW_HTTPS_PORT" "$DIR/tls/ca.pem" >>"$DIR/s3.env"
+    fi
   fi
 
   say "waiting for HEALTH_OK (at most ${TIMEOUT}s)"

@@ -12,8 +12,9 @@ need_pkgs=(
 if [ "${REXRAY_TEST_DEPS:-}" = "all" ]; then
   need_pkgs+=(docker.io busybox-static hyperfine curl jq)
   # The Ceph stage (scripts/ceph.sh, tests/integration/ceph.rs): a real
-  # single-node cluster, RBD through rbd-fuse and S3 through s3fs.
-  need_pkgs+=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse radosgw s3fs fuse3 uuid-runtime iproute2)
+  # single-node cluster, RBD through rbd-fuse and S3 through s3fs (openssl
+  # makes the certificates of its https radosgw endpoint).
+  need_pkgs+=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse radosgw s3fs fuse3 uuid-runtime iproute2 openssl)
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

@@ -15,7 +15,8 @@ mod volume;
 
 pub use flags::{load_config, take_key_flags};
 pub use process::{
-    catch_panics, level_filter, log_to_stderr, quiet_panics, reset_inherited_signals, start,
+    catch_panics, deferred, level_filter, log_to_stderr, quiet_panics, reset_inherited_signals,
+    start,
 };
 pub use version::{version_info, VersionInfo};
 

@@ -18,22 +18,137 @@ pub fn level_filter(level: &str) -> tracing_subscriber::filter::LevelFilter {
 
 /// Send logs to stderr at `level`.
 pub fn log_to_stderr(program: &'static str, level: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level_filter(level))
-        .with_target(false)
-        .without_time()
-        .with_ansi(false)
-        .fmt_fields(tracing_subscriber::fmt::format::DefaultFields::new())
-        .event_format(
-            tracing_subscriber::fmt::format()
+    let _ = program;
+    deferred(level_filter(level), || {
+        Some(tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
                 .with_target(false)
                 .without_time()
-                .with_level(true)
-                .compact(),
-        )
-        .try_init();
-    let _ = program;
+                .with_ansi(false)
+                .fmt_fields(tracing_subscriber::fmt::format::DefaultFields::new())
+                .event_format(
+                    tracing_subscriber::fmt::format()
+                        .with_target(false)
+                        .without_time()
+                        .with_level(true)
+                        .compact(),
+                )
+                .finish(),
+        ))
+    });
+}
+
+/// Install, as the global subscriber, one that filters by `level` itself
+/// and builds the real one (`make`: the formatter, its registry, the log
+/// file it writes) only when the first event or span at that level comes.
+/// Most short calls log nothing at the default level, and the registry
+/// alone is a few percent of such a call. `make` answering `None` (a log
+/// file that cannot be opened) drops every event.
+pub fn deferred<F>(level: tracing::level_filters::LevelFilter, make: F)
+where
+    F: FnOnce() -> Option<tracing::Dispatch> + Send + Sync + 'static,
+{
+    let _ = tracing::subscriber::set_global_default(Deferred {
+        level,
+        make: std::sync::Mutex::new(Some(Box::new(make))),
+        inner: std::sync::OnceLock::new(),
+    });
+}
+
+type MakeDispatch = Box<dyn FnOnce() -> Option<tracing::Dispatch> + Send + Sync>;
+
+/// See [`deferred`].
+struct Deferred {
+    level: tracing::level_filters::LevelFilter,
+    make: std::sync::Mutex<Option<MakeDispatch>>,
+    inner: std::sync::OnceLock<Option<tracing::Dispatch>>,
+}
+
+impl Deferred {
+    fn inner(&self) -> Option<&tracing::Dispatch> {
+        thread_local!(static MAKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if let Some(d) = self.inner.get() {
+            return d.as_ref();
+        }
+        // An event from `make` itself (the log directory's checks) would
+        // wait for the very initialisation it is part of: it is dropped,
+        // as it was before any subscriber.
+        if MAKING.get() {
+            return None;
+        }
+        MAKING.set(true);
+        let d = self.inner.get_or_init(|| {
+            let make = self.make.lock().unwrap_or_else(|e| e.into_inner()).take();
+            make.and_then(|m| m())
+        });
+        MAKING.set(false);
+        d.as_ref()
+    }
+}
+
+impl tracing::Subscriber for Deferred {
+    fn register_callsite(
+        &self,
+        m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if self.enabled(m) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(self.level)
+    }
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        *m.level() <= self.level
+    }
+    fn new_span(&self, a: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        match self.inner() {
+            Some(d) => d.new_span(a),
+            // Never entered anywhere: no subscriber records it.
+            None => tracing::span::Id::from_u64(u64::MAX),
+        }
+    }
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        if let Some(d) = self.inner() {
+            d.record(span, values)
+        }
+    }
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        if let Some(d) = self.inner() {
+            d.record_follows_from(span, follows)
+        }
+    }
+    fn event(&self, e: &tracing::Event<'_>) {
+        if let Some(d) = self.inner() {
+            d.event(e)
+        }
+    }
+    fn enter(&self, span: &tracing::span::Id) {
+        if let Some(d) = self.inner() {
+            d.enter(span)
+        }
+    }
+    fn exit(&self, span: &tracing::span::Id) {
+        if let Some(d) = self.inner() {
+            d.exit(span)
+        }
+    }
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        match self.inner() {
+            Some(d) => d.clone_span(id),
+            None => id.clone(),
+        }
+    }
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        match self.inner() {
+            Some(d) => d.try_close(id),
+            None => false,
+        }
+    }
 }
 
 /// What Rust's own start-up does that the binaries need, for a `main`
@@ -127,5 +242,92 @@ pub fn catch_panics<T>(f: impl FnOnce() -> Result<T> + std::panic::UnwindSafe) -
                 "internal error (a bug, please report it): {what}"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn subscriber(made: Arc<AtomicUsize>, buf: Buf, level: &str) -> Deferred {
+        let make: MakeDispatch = Box::new(move || {
+            made.fetch_add(1, Ordering::SeqCst);
+            // An event while the real subscriber is being made is dropped,
+            // not a deadlock.
+            tracing::warn!("from make");
+            Some(tracing::Dispatch::new(
+                tracing_subscriber::fmt()
+                    .with_writer(move || buf.clone())
+                    .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+                    .with_ansi(false)
+                    .finish(),
+            ))
+        });
+        Deferred {
+            level: level_filter(level),
+            make: Mutex::new(Some(make)),
+            inner: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn the_real_subscriber_is_made_at_the_first_event_it_would_print() {
+        let (made, buf) = (Arc::new(AtomicUsize::new(0)), Buf::default());
+        let d = subscriber(made.clone(), buf.clone(), "warn");
+        tracing::subscriber::with_default(d, || {
+            tracing::info!("below the level");
+            tracing::debug!("below the level");
+            assert_eq!(made.load(Ordering::SeqCst), 0);
+            tracing::warn!("first warning");
+            tracing::error!("an error");
+            tracing::info!("below the level");
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            out.contains("first warning") && out.contains("an error"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("below the level") && !out.contains("from make"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_made_drops_events() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let m = made.clone();
+        let d = Deferred {
+            level: level_filter("info"),
+            make: Mutex::new(Some(Box::new(move || {
+                m.fetch_add(1, Ordering::SeqCst);
+                None
+            }))),
+            inner: std::sync::OnceLock::new(),
+        };
+        tracing::subscriber::with_default(d, || {
+            tracing::info!("one");
+            tracing::warn!("two");
+            let s = tracing::info_span!("span");
+            let _g = s.enter();
+            tracing::info!("three");
+        });
+        assert_eq!(made.load(Ordering::SeqCst), 1);
     }
 }

@@ -75,14 +75,36 @@ impl Dirs {
         dirs
     }
 
-    /// Replace `{home}`, `{etc}`, `{lib}`, `{log}`, `{run}` in a default.
+    /// Replace `{home}`, `{etc}`, `{lib}`, `{log}`, `{run}` in a default
+    /// (one pass: every command expands a dozen defaults at start-up).
     pub fn expand(&self, s: &str) -> String {
-        let d = |p: &Path| p.to_string_lossy().into_owned();
-        s.replace("{lib}", &d(&self.lib))
-            .replace("{etc}", &d(&self.etc))
-            .replace("{log}", &d(&self.log))
-            .replace("{run}", &d(&self.run))
-            .replace("{home}", &d(&self.home))
+        let mut out = String::with_capacity(s.len() + 32);
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            let dir = [
+                ("{lib}", &self.lib),
+                ("{etc}", &self.etc),
+                ("{log}", &self.log),
+                ("{run}", &self.run),
+                ("{home}", &self.home),
+            ]
+            .into_iter()
+            .find(|(k, _)| tail.starts_with(k));
+            match dir {
+                Some((k, d)) => {
+                    out.push_str(&d.to_string_lossy());
+                    rest = &tail[k.len()..];
+                }
+                None => {
+                    out.push('{');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -100,5 +122,18 @@ mod tests {
         assert_eq!(d.lib, PathBuf::from("/x/var/lib"));
         assert_eq!(d.log, PathBuf::from("/x/var/log"));
         assert_eq!(d.run, PathBuf::from("/x/var/run"));
+    }
+
+    #[test]
+    fn defaults_expand_every_directory_once_and_leave_other_braces() {
+        let d = Dirs::for_home(Path::new("/x"));
+        assert_eq!(
+            d.expand("{lib}/a:{etc}:{log}:{run}:{home}/b"),
+            "/x/var/lib/a:/x/etc:/x/var/log:/x/var/run:/x/b"
+        );
+        assert_eq!(d.expand("{x}{lib"), "{x}{lib");
+        assert_eq!(d.expand("{{run}}"), "{/x/var/run}");
+        assert_eq!(d.expand(""), "");
+        assert_eq!(d.expand("plain"), "plain");
     }
 }

@@ -89,6 +89,7 @@ pub const S3FS_HOST_NAME: &str = "s3fs.hostName";
 pub const S3FS_MAX_RETRIES: &str = "s3fs.maxRetries";
 pub const S3FS_DISABLE_PATH_STYLE: &str = "s3fs.disablePathStyle";
 pub const S3FS_TAG: &str = "s3fs.tag";
+pub const S3FS_CA_FILE: &str = "s3fs.caFile";
 pub const DOCKER_HOST: &str = "rexray.modules.default-docker.host";
 pub const CSI_MODE: &str = "rexray.csi.mode";
 pub const CSI_MAX_VOLUMES: &str = "rexray.csi.maxVolumesPerNode";
@@ -326,7 +327,7 @@ pub const KEYS: &[KeyDef] = &[
         default: "",
         ty: KeyType::Str,
         aliases: &[],
-        help: "the S3 endpoint the s3fs driver keeps its buckets on (http://host:port)",
+        help: "the S3 endpoint the s3fs driver keeps its buckets on (http://host:port or https://host:port)",
     },
     KeyDef {
         key: S3FS_REGION,
@@ -390,6 +391,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::Str,
         aliases: &[],
         help: "the original's bucket tag; not supported: a value is refused",
+    },
+    KeyDef {
+        key: S3FS_CA_FILE,
+        default: "",
+        ty: KeyType::Str,
+        aliases: &[],
+        help: "PEM file of CA certificates trusted for an https s3fs.endpoint besides the system's (absolute path; e.g. a private CA's)",
     },
     KeyDef {
         key: DOCKER_HOST,

@@ -123,17 +123,21 @@ pub fn execute(call: Call, cfg: Config) -> Reply {
 /// Send logs to `file`, creating its directory. If it cannot be opened,
 /// log nowhere: stderr is part of the reply.
 fn log_to_file(file: &Path, level: &str) {
-    if let Some(dir) = file.parent().filter(|d| !d.is_dir()) {
-        let _ = crate::files::own_dir(dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse);
-    }
-    // 0600, never through a link or into a file with another name.
-    let Ok(f) = crate::files::open_private(file, true, "log file") else {
-        return;
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(f))
-        .with_max_level(crate::cli::level_filter(level))
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
+    let file = file.to_path_buf();
+    crate::cli::deferred(crate::cli::level_filter(level), move || {
+        if let Some(dir) = file.parent().filter(|d| !d.is_dir()) {
+            let _ =
+                crate::files::own_dir(dir, crate::files::PRIVATE_DIR, crate::files::Link::Refuse);
+        }
+        // 0600, never through a link or into a file with another name.
+        let f = crate::files::open_private(&file, true, "log file").ok()?;
+        Some(tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(std::sync::Mutex::new(f))
+                .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+                .with_ansi(false)
+                .with_target(false)
+                .finish(),
+        ))
+    });
 }

@@ -195,12 +195,14 @@ fn s3(cfg: &Config) -> Result<s3fs::S3> {
             v.to_string()
         }
     };
+    let ca_file = cfg.string(keys::S3FS_CA_FILE).trim();
     s3fs::S3::new(
         cfg.string(keys::S3FS_ENDPOINT),
         cfg.string(keys::S3FS_REGION),
         &or_env(keys::S3FS_ACCESS_KEY, "AWS_ACCESS_KEY_ID"),
         &or_env(keys::S3FS_SECRET_KEY, "AWS_SECRET_ACCESS_KEY"),
         std::time::Duration::from_secs(30),
+        (!ca_file.is_empty()).then(|| std::path::Path::new(ca_file)),
     )
     .map(|s| s.with_max_retries(cfg.number(keys::S3FS_MAX_RETRIES) as u32))
 }

@@ -94,22 +94,52 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The value of `key` in `DIR/s3.env` ("" when missing).
+    fn s3_env(&self, key: &str) -> String {
+        let env = std::fs::read_to_string(self.dir.join("s3.env"))
+            .expect("the cluster was started with radosgw (DIR/s3.env)");
+        env.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// `(endpoint, access key, secret key)` of the radosgw S3 user
     /// (`DIR/s3.env`).
     pub fn s3(&self) -> (String, String, String) {
-        let env = std::fs::read_to_string(self.dir.join("s3.env"))
-            .expect("the cluster was started with radosgw (DIR/s3.env)");
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-                .unwrap_or_default()
-                .to_string()
-        };
         (
-            get("S3_ENDPOINT"),
-            get("AWS_ACCESS_KEY_ID"),
-            get("AWS_SECRET_ACCESS_KEY"),
+            self.s3_env("S3_ENDPOINT"),
+            self.s3_env("AWS_ACCESS_KEY_ID"),
+            self.s3_env("AWS_SECRET_ACCESS_KEY"),
         )
+    }
+
+    /// `(https endpoint, the PEM file of the CA that signed its
+    /// certificate)` of radosgw (`CEPH_RGW_HTTPS=1`).
+    pub fn s3_https(&self) -> (String, PathBuf) {
+        let (ep, ca) = (self.s3_env("S3_HTTPS_ENDPOINT"), self.s3_env("S3_CA_FILE"));
+        assert!(
+            ep.starts_with("https://") && !ca.is_empty(),
+            "the cluster was started without CEPH_RGW_HTTPS=1 (DIR/s3.env has no https endpoint)"
+        );
+        (ep, PathBuf::from(ca))
+    }
+
+    /// A home whose service is the s3fs driver on this cluster's radosgw
+    /// over https, trusting `ca_file` (`s3fs.caFile`) when given.
+    pub fn s3_https_home(&self, ca_file: Option<&Path>) -> Home {
+        let (_, ak, sk) = self.s3();
+        let (endpoint, _) = self.s3_https();
+        let h = Home::plain()
+            .with_env("AWS_ACCESS_KEY_ID", &ak)
+            .with_env("AWS_SECRET_ACCESS_KEY", &sk);
+        let ca = ca_file
+            .map(|p| format!("  caFile: {}\n", p.display()))
+            .unwrap_or_default();
+        h.config(&format!(
+            "libstorage:\n  service: s3fs\ns3fs:\n  endpoint: {endpoint}\n{ca}"
+        ));
+        h
     }
 
     /// A home whose service is the s3fs driver on this cluster's
@@ -183,13 +213,15 @@ pub fn cluster() -> Option<&'static Cluster> {
         let _ = SHARED_DIR.set((dir.clone(), ours));
         // SAFETY: registers a plain function with no arguments.
         unsafe { libc::atexit(stop_shared_cluster) };
-        // With radosgw, for the s3fs driver.
+        // With radosgw, for the s3fs driver, over http and https.
         Cluster::start(
             &dir,
             vec![
                 ("CEPH_MON_PORT".into(), free_port().to_string()),
                 ("CEPH_RGW".into(), "1".into()),
                 ("CEPH_RGW_PORT".into(), free_port().to_string()),
+                ("CEPH_RGW_HTTPS".into(), "1".into()),
+                ("CEPH_RGW_HTTPS_PORT".into(), free_port().to_string()),
             ],
         )
     }))

@@ -735,6 +735,27 @@ fn controller_yaml(home: &Path, node: Option<&str>) -> String {
     serde_yaml_ng::to_string(&Value::Mapping(top)).unwrap()
 }
 
+/// Run `rexray ARGS` of `h` with fail point `fp` set to fire (a build
+/// with the `failpoints` feature: the crash matrices).
+#[cfg(feature = "failpoints")]
+pub fn with_fp(h: &Home, fp: &str, args: &[&str]) -> Out {
+    run_cmd(
+        h.command("rexray")
+            .env("FAILPOINTS", format!("{fp}=return"))
+            .args(args),
+    )
+}
+
+/// Assert that `o` is a process its fail point `fp` killed (SIGKILL).
+#[cfg(feature = "failpoints")]
+#[track_caller]
+pub fn killed(o: &Out, fp: &str) {
+    assert_eq!(
+        o.code, -1,
+        "{fp}: expected the process to die by SIGKILL: {o:#?}"
+    );
+}
+
 /// Run a prepared command, with a generous bound so a hung binary fails
 /// the test instead of hanging CI.
 pub fn run_cmd(c: &mut Command) -> Out {

@@ -6,21 +6,6 @@
 use crate::common::*;
 use crate::require_root;
 
-fn with_fp(h: &Home, fp: &str, args: &[&str]) -> Out {
-    run_cmd(
-        h.command("rexray")
-            .env("FAILPOINTS", format!("{fp}=return"))
-            .args(args),
-    )
-}
-
-fn killed(o: &Out, fp: &str) {
-    assert_eq!(
-        o.code, -1,
-        "{fp}: expected the process to die by SIGKILL: {o:#?}"
-    );
-}
-
 fn image_count(h: &Home) -> usize {
     std::fs::read_dir(h.lib().join("loop"))
         .unwrap()

@@ -110,6 +110,9 @@ fn every_file_and_directory_the_tools_make_is_private() {
     h.rexray(&["service", "stop"]).ok();
     let f = h.run("flexrex", &["init"]);
     assert!(f.stdout.contains("Success"), "{f:#?}");
+    // A failure is logged (warn): that makes flexrex's log file.
+    let f = h.run("flexrex", &["getvolumename", "{bad"]);
+    assert!(f.stdout.contains("Failure"), "{f:#?}");
     let flex_path = flexrex.to_string_lossy().into_owned();
     h.rexray(&["flexrex", "install", "--path", &flex_path]).ok();
     h.run(
@@ -335,6 +338,9 @@ fn log_files_are_never_written_through_a_link() {
     );
     let f = h.run("flexrex", &["init"]);
     assert!(f.stdout.contains("Success"), "{f:#?}");
+    // A failure is logged (warn): that makes flexrex's log file.
+    let f = h.run("flexrex", &["getvolumename", "{bad"]);
+    assert!(f.stdout.contains("Failure"), "{f:#?}");
     assert_eq!(f.stderr, "");
     unchanged(&v);
 }

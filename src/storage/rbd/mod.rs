@@ -1165,8 +1165,19 @@ impl Controller for RbdDriver {
             let _ = self.rbd(&["rm", "--no-progress", &self.spec(new_name)]);
             return Err(e);
         }
-        if spec.size > src.size {
-            self.resize(&self.id_of(new_name), spec.size)?;
+        // The copy's own facts, as create writes them, beside the resize.
+        let (set, grown) = both(
+            || set_copy_meta(self, new_name, spec),
+            || {
+                if spec.size > src.size {
+                    self.resize(&self.id_of(new_name), spec.size)?;
+                }
+                Ok(())
+            },
+        );
+        if let Err(e) = set.and(grown) {
+            let _ = self.rbd(&["rm", "--no-progress", &self.spec(new_name)]);
+            return Err(e);
         }
         self.prepare_copy(new_name, prepare)?;
         self.must_volume(&self.id_of(new_name))
@@ -1242,13 +1253,69 @@ impl Controller for RbdDriver {
             &self.spec(new_name),
         ])
         .map_err(Self::exists(new_name))?;
-        let v = self.must_volume(&self.id_of(new_name))?;
-        if spec.size > v.size {
-            self.resize(&v.id, spec.size)?;
+        // The new volume's own facts, as create writes them, beside the
+        // resize.
+        let id = self.id_of(new_name);
+        let (set, grown) = both(
+            || set_copy_meta(self, new_name, spec),
+            || {
+                // Its size without caching its fields (being written).
+                let size = self.info_of(new_name)?.map_or(0, |i| i.size.div_ceil(GIB));
+                if spec.size > size {
+                    self.resize(&id, spec.size)?;
+                }
+                Ok(())
+            },
+        );
+        if let Err(e) = set.and(grown) {
+            let _ = self.rbd(&["rm", "--no-progress", &self.spec(new_name)]);
+            return Err(e);
         }
         self.prepare_copy(new_name, prepare)?;
-        self.must_volume(&v.id)
+        self.must_volume(&id)
     }
+}
+
+/// Write on `image`, a new copy or a volume made from a snapshot, what
+/// [`RbdDriver::create`] writes: its creation time and the type, IOPS,
+/// zone and fields `spec` asks for (the source's, which `rbd cp` copies,
+/// stay for what it leaves unset); all at once (one call each).
+fn set_copy_meta(d: &RbdDriver, image: &str, spec: &CreateSpec) -> Result<()> {
+    let iops = spec.iops.to_string();
+    let mut meta = vec![(format!("{META_VOLUME}createdAt"), now_rfc3339())];
+    for (k, v) in [
+        ("type", spec.volume_type.as_str()),
+        ("iops", if spec.iops > 0 { iops.as_str() } else { "" }),
+        ("availabilityZone", spec.availability_zone.as_str()),
+    ] {
+        if !v.is_empty() {
+            meta.push((format!("{META_VOLUME}{k}"), v.to_string()));
+        }
+    }
+    for (k, v) in &spec.fields {
+        meta.push((format!("{META_PREFIX}{k}"), v.clone()));
+    }
+    if let Some(lib) = &d.lib {
+        // One open of the image, the keys set one after the other.
+        return lib.set_metadata(&d.pool, image, &meta);
+    }
+    let target = d.spec(image);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = meta
+            .iter()
+            .map(|(key, v)| {
+                let target = &target;
+                s.spawn(move || d.rbd(&["image-meta", "set", target, key, v]))
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::backend("image-meta set panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })
+    .map(|_| ())
 }
 
 #[cfg(test)]

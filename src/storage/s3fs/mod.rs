@@ -18,6 +18,7 @@ pub mod sigv4;
 use super::controller::{Attached, Controller, NextDeviceInfo, ServiceInfo, StorageType};
 use crate::model::{Attachment, CreateSpec, InstanceId, Volume};
 use crate::{Error, Kind, Result};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The object in a bucket that names the instance holding it.
@@ -72,6 +73,9 @@ pub struct S3 {
     /// `http(s)://host[:port]`, without a trailing slash.
     pub endpoint: String,
     host: String,
+    /// The PEM file of the CA certificates trusted for an https endpoint
+    /// besides the system's (`s3fs.caFile`).
+    pub ca_file: Option<PathBuf>,
     /// The signing region.
     pub region: String,
     /// The access key id.
@@ -166,15 +170,112 @@ fn xml_unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The certificates of the PEM file `p` (`s3fs.caFile`), each checked
+/// to be usable as a trust anchor.
+fn ca_certs(p: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
+    let key = crate::config::keys::S3FS_CA_FILE;
+    let pem = std::fs::read(p)
+        .map_err(|e| Error::from_io(format!("reading {key} {}", p.display()), &e))?;
+    let mut out = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        let item = item.map_err(|e| Error::invalid(format!("{key} {}: {e}", p.display())))?;
+        if let ureq::tls::PemItem::Certificate(c) = item {
+            let mut store = rustls::RootCertStore::empty();
+            store
+                .add(rustls::pki_types::CertificateDer::from(c.der()))
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "{key} {}: a certificate cannot be a trust anchor: {e}",
+                        p.display()
+                    ))
+                })?;
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(format!(
+            "{key} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            p.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The TLS settings of an https client: the system's trusted CAs (its
+/// certificate store, as `openssl`, curl and s3fs read it:
+/// `SSL_CERT_FILE`, `/etc/ssl/certs`; Mozilla's CA list when the system
+/// has none) plus those of `ca_file`. Certificates are always verified.
+fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let system = rustls_native_certs::load_native_certs();
+    let mut roots: Vec<Certificate<'static>> = system
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    let extra = match ca_file {
+        Some(p) => ca_certs(p)?,
+        None => Vec::new(),
+    };
+    let roots = if roots.is_empty() && extra.is_empty() {
+        tracing::debug!(errors = ?system.errors, "no system CA certificates: trusting Mozilla's CA list");
+        RootCerts::WebPki
+    } else {
+        roots.extend(extra);
+        RootCerts::from(roots)
+    };
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(roots)
+        .build())
+}
+
+/// What TLS found wrong with an https endpoint (its certificate, most
+/// often), when `e` is a TLS failure.
+fn tls_problem(e: &ureq::Error) -> Option<String> {
+    let tls = match e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    }?;
+    use rustls::{CertificateError as C, Error as T};
+    let ca = crate::config::keys::S3FS_CA_FILE;
+    let why = match tls {
+        T::InvalidCertificate(C::UnknownIssuer) => format!(
+            "its certificate is not signed by a trusted CA (unknown issuer): set {ca} to the PEM file of the CA that signed it, or add that CA to the system's store"
+        ),
+        T::InvalidCertificate(C::BadSignature) => format!(
+            "its certificate's signature does not verify with the trusted CAs (bad signature): check {ca}"
+        ),
+        T::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            "its certificate is not valid for the endpoint's host name (not valid for name): use the name or address the certificate was made for".to_string()
+        }
+        T::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "its certificate has expired".to_string()
+        }
+        T::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "its certificate is not valid yet (check the clocks)".to_string()
+        }
+        T::InvalidCertificate(c) => format!("its certificate was refused: {c:?}"),
+        T::InvalidMessage(_) => format!(
+            "the TLS handshake failed: {tls} (does it serve plain http? then write http://)"
+        ),
+        other => format!("the TLS handshake failed: {other}"),
+    };
+    Some(why)
+}
+
 impl S3 {
-    /// A client of `endpoint` (`http://host:port`; `https` needs a TLS
-    /// build of the HTTP client and is refused here with a clear error).
+    /// A client of `endpoint` (`http://host:port` or `https://host:port`);
+    /// an https endpoint's certificate must be signed by a CA of the
+    /// system's store or of `ca_file` (PEM).
     pub fn new(
         endpoint: &str,
         region: &str,
         access_key: &str,
         secret_key: &str,
         timeout: Duration,
+        ca_file: Option<&Path>,
     ) -> Result<S3> {
         let endpoint = endpoint.trim().trim_end_matches('/');
         let what = crate::config::keys::S3FS_ENDPOINT;
@@ -183,31 +284,53 @@ impl S3 {
                 "{what} is not set: the s3fs driver needs the URL of an S3 endpoint (e.g. http://127.0.0.1:7480)"
             )));
         }
-        let Some(rest) = endpoint.strip_prefix("http://") else {
+        let (https, rest) = if let Some(r) = endpoint.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = endpoint.strip_prefix("http://") {
+            (false, r)
+        } else {
             return Err(Error::invalid(format!(
-                "{what} {endpoint:?}: only http:// endpoints are supported (put a TLS-terminating proxy on this host in front of an https endpoint)"
+                "{what} {endpoint:?}: expected an http:// or https:// URL"
             )));
         };
         let host = rest.split('/').next().unwrap_or_default().to_string();
         if host.is_empty() || rest.contains('/') {
             return Err(Error::invalid(format!(
-                "{what} {endpoint:?}: expected http://host[:port] with no path"
+                "{what} {endpoint:?}: expected http(s)://host[:port] with no path"
             )));
+        }
+        let ca = crate::config::keys::S3FS_CA_FILE;
+        if let Some(p) = ca_file {
+            if !p.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "{ca} {}: expected an absolute path",
+                    p.display()
+                )));
+            }
+            if !https {
+                return Err(Error::invalid(format!(
+                    "{ca} is set but {what} {endpoint:?} is not https: a CA file is only for https endpoints"
+                )));
+            }
         }
         if access_key.is_empty() || secret_key.is_empty() {
             return Err(Error::invalid(
                 "the s3fs driver has no credentials: set s3fs.accessKey and s3fs.secretKey, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
             ));
         }
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_global(Some(timeout))
-            .user_agent(concat!("rexray-rs/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("rexray-rs/", env!("CARGO_PKG_VERSION")));
+        if https {
+            config = config.https_only(true).tls_config(tls_config(ca_file)?);
+        }
+        let config = config.build();
         Ok(S3 {
             endpoint: endpoint.to_string(),
             host,
+            ca_file: ca_file.map(Path::to_path_buf),
             region: if region.is_empty() {
                 "us-east-1"
             } else {
@@ -243,7 +366,7 @@ impl S3 {
             let r = self.send_once(method, bucket, key, query, body);
             let again = match &r {
                 Ok(a) => retryable(a.status),
-                Err((_, timed_out)) => !timed_out,
+                Err((_, pointless)) => !pointless,
             };
             if !again || attempt >= self.max_retries {
                 return r.map_err(|(e, _)| e);
@@ -255,7 +378,8 @@ impl S3 {
     }
 
     /// Send a signed path-style request for `bucket`/`key` (either may be
-    /// empty) once. An error comes with whether the request timed out.
+    /// empty) once. An error comes with whether sending it again is
+    /// pointless (it timed out, or TLS refused the endpoint).
     fn send_once(
         &self,
         method: &str,
@@ -312,6 +436,16 @@ impl S3 {
                 )
             })?;
         let unreachable = |e: ureq::Error| {
+            if let Some(why) = tls_problem(&e) {
+                // Never better when asked again: not retried.
+                return (
+                    Error::backend(format!(
+                        "the S3 endpoint {} failed TLS verification ({method} {path}): {why}",
+                        self.endpoint
+                    )),
+                    true,
+                );
+            }
             let timed_out = matches!(e, ureq::Error::Timeout(_));
             (
                 Error::backend(format!(
@@ -674,6 +808,90 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_and_ca_files_are_checked_naming_the_key() {
+        let new = |ep: &str, ca: Option<&Path>| {
+            S3::new(ep, "", "ak", "sk", Duration::from_secs(1), ca).map(|_| ())
+        };
+        new("http://127.0.0.1:7480", None).unwrap();
+        new("https://s3.example.com", None).unwrap();
+        new("https://127.0.0.1:7443/", None).unwrap();
+        for bad in ["ftp://h", "127.0.0.1:7480", "https://h/bucket", "https://"] {
+            let e = new(bad, None).unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput, "{bad}");
+            assert!(e.message().contains("s3fs.endpoint"), "{bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = new("https://h", Some(&missing)).unwrap_err();
+        assert!(
+            e.message().contains("s3fs.caFile") && e.message().contains("missing.pem"),
+            "{e}"
+        );
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "no certificate here\n").unwrap();
+        let e = new("https://h", Some(&junk)).unwrap_err();
+        assert!(e.message().contains("holds no PEM certificate"), "{e}");
+        let e = new("https://h", Some(Path::new("ca.pem"))).unwrap_err();
+        assert!(e.message().contains("absolute"), "{e}");
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, p.self_signed(&key).unwrap().pem()).unwrap();
+        let s3 = S3::new(
+            "https://h",
+            "",
+            "ak",
+            "sk",
+            Duration::from_secs(1),
+            Some(&ca),
+        )
+        .unwrap();
+        assert_eq!(s3.ca_file.as_deref(), Some(ca.as_path()));
+        let e = new("http://h", Some(&ca)).unwrap_err();
+        assert!(
+            e.message().contains("s3fs.caFile") && e.message().contains("only for https"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tls_failure_is_named_and_not_retried() {
+        // A plain-http server behind an https URL: the handshake fails.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut served = 0;
+            for c in l.incoming().take(1) {
+                use std::io::Write;
+                let mut c = c.unwrap();
+                let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                served += 1;
+            }
+            served
+        });
+        let ep = format!("https://127.0.0.1:{port}");
+        let s3 = S3::new(&ep, "", "ak", "sk", Duration::from_secs(5), None)
+            .unwrap()
+            .with_max_retries(3);
+        let t = std::time::Instant::now();
+        let e = s3.buckets().unwrap_err();
+        assert!(
+            e.message().contains(&ep)
+                && e.message().contains("failed TLS verification")
+                && e.message().contains("plain http"),
+            "{e}"
+        );
+        // Once: no retry waits.
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(server.join().unwrap(), 1);
+    }
+
+    #[test]
     fn an_unreachable_endpoint_is_retried_max_retries_times() {
         // A port nothing listens on: connection refused at once.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -687,6 +905,7 @@ mod tests {
             "ak",
             "sk",
             Duration::from_secs(5),
+            None,
         )
         .unwrap()
         .with_max_retries(2);

@@ -129,12 +129,18 @@ impl S3fsExecutor {
             .arg(&mnt)
             .arg("-f")
             .arg("-o")
-            .arg(&opts)
-            .stdout(
-                logf.try_clone()
-                    .ctx(|| format!("opening {}", log.display()))?,
-            )
-            .stderr(logf);
+            .arg(&opts);
+        if let Some(ca) = &self.s3.ca_file {
+            // s3fs has no CA option: on a certificate its libcurl does not
+            // trust (the system's store), it asks again trusting the
+            // bundle CURL_CA_BUNDLE names, so either CA list admits one.
+            cmd.env("CURL_CA_BUNDLE", ca);
+        }
+        cmd.stdout(
+            logf.try_clone()
+                .ctx(|| format!("opening {}", log.display()))?,
+        )
+        .stderr(logf);
         let child = cmd
             .spawn()
             .map_err(|e| Error::from_io("starting s3fs (install the s3fs package)", &e))?;
@@ -251,6 +257,7 @@ mod tests {
             "ak",
             secret,
             Duration::from_secs(1),
+            None,
         )
         .unwrap();
         S3fsExecutor::new(s3, InstanceId::default(), run, "", "")

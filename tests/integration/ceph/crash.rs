@@ -11,22 +11,6 @@ use crate::multihost::Node;
 use crate::require_root;
 use std::path::Path;
 
-/// Run `rexray ARGS` of `h` with fail point `fp` set to fire.
-fn with_fp(h: &Home, fp: &str, args: &[&str]) -> Out {
-    run_cmd(
-        h.command("rexray")
-            .env("FAILPOINTS", format!("{fp}=return"))
-            .args(args),
-    )
-}
-
-fn killed(o: &Out, fp: &str) {
-    assert_eq!(
-        o.code, -1,
-        "{fp}: expected the process to die by SIGKILL: {o:#?}"
-    );
-}
-
 /// Stops, when dropped, the FUSE helpers a failed test left under `dir`
 /// (by PID: only those whose command line names the test's home).
 struct Helpers<'a>(&'a Path);
@@ -80,6 +64,19 @@ fn nothing_left(dir: &Path, what: &str) {
     }
 }
 
+/// Mount `v` again: the token written before the kill reads back; then
+/// unmount and remove it, and nothing of the home is left.
+fn token_intact_then_removed(h: &Home, v: &str, fp: &str) {
+    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&path).join("token")).unwrap(),
+        fp
+    );
+    h.rexray(&["volume", "unmount", v]).ok();
+    h.rexray(&["volume", "rm", v]).ok();
+    nothing_left(&h.dir, fp);
+}
+
 /// One row of the printed matrix.
 fn row(op: &str, fp: &str, outcome: &str) {
     println!("| {op} | `{fp}` | {outcome} |");
@@ -121,14 +118,7 @@ fn rbd_crash_matrix_mount() {
         h.rexray(&["volume", "unmount", &v]).ok();
         nothing_left(&h.dir, fp);
         assert!(locks(c, &v).is_empty(), "{fp}: {:?}", locks(c, &v));
-        let path = mounted_path(h.rexray(&["volume", "mount", &v]).ok());
-        assert_eq!(
-            std::fs::read_to_string(Path::new(&path).join("token")).unwrap(),
-            *fp
-        );
-        h.rexray(&["volume", "unmount", &v]).ok();
-        h.rexray(&["volume", "rm", &v]).ok();
-        nothing_left(&h.dir, fp);
+        token_intact_then_removed(&h, &v, fp);
         row(
             "rbd mount",
             fp,
@@ -162,14 +152,7 @@ fn rbd_crash_matrix_unmount() {
         h.rexray(&["volume", "unmount", &v]).ok();
         nothing_left(&h.dir, fp);
         assert!(locks(c, &v).is_empty(), "{fp}: {:?}", locks(c, &v));
-        let path = mounted_path(h.rexray(&["volume", "mount", &v]).ok());
-        assert_eq!(
-            std::fs::read_to_string(Path::new(&path).join("token")).unwrap(),
-            *fp
-        );
-        h.rexray(&["volume", "unmount", &v]).ok();
-        h.rexray(&["volume", "rm", &v]).ok();
-        nothing_left(&h.dir, fp);
+        token_intact_then_removed(&h, &v, fp);
         row(
             "rbd unmount",
             fp,
@@ -364,14 +347,7 @@ fn s3fs_crash_matrix() {
         h.rexray(&["volume", "unmount", &v]).ok();
         nothing_left(&h.dir, fp);
         assert!(h.rexray(&["volume", "ls", &v]).ok().contains("available"));
-        let path = mounted_path(h.rexray(&["volume", "mount", &v]).ok());
-        assert_eq!(
-            std::fs::read_to_string(Path::new(&path).join("token")).unwrap(),
-            *fp
-        );
-        h.rexray(&["volume", "unmount", &v]).ok();
-        h.rexray(&["volume", "rm", &v]).ok();
-        nothing_left(&h.dir, fp);
+        token_intact_then_removed(&h, &v, fp);
         row(
             "s3fs unmount",
             fp,

@@ -11,6 +11,7 @@ use crate::cluster::*;
 mod copies;
 #[cfg(feature = "failpoints")]
 mod crash;
+mod s3https;
 mod settings;
 
 use crate::common::*;
