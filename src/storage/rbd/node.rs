@@ -353,6 +353,14 @@ impl RbdExecutor {
                 stop_pid(pid, Duration::from_secs(2));
             }
         }
+        // A FUSE mount outlives its process ("transport endpoint is not
+        // connected"): one still there now (its process was stopped, or
+        // its connection aborted after a fence raced the unmount above)
+        // is only a name, and goes.
+        if Self::is_mounted(&mnt) {
+            tracing::warn!(volume = image, mount = %mnt.display(), "the rbd-fuse mount was still there after its process ended; detached it");
+            let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+        }
         fail::fail_point!("rbd::detach-after-fuse", |_| crate::crash_here());
         let _ = std::fs::remove_file(self.pid_file(image));
         let _ = std::fs::remove_file(self.fuse_dir.join(format!("{}.{image}.log", self.pool)));
