@@ -332,10 +332,16 @@ fn s3fs_volume_lifecycle() {
     assert!(processes_under("s3fs", &h.dir).is_empty());
     assert!(h.rexray(&["volume", "ls", v]).ok().contains("available"));
 
+    s3_reads_back_then_removed(&h, v, "first");
+}
+
+/// Mount s3fs volume `v` of `h` again: its file `f` reads `content`; then
+/// unmount (no s3fs process left) and remove it.
+pub(super) fn s3_reads_back_then_removed(h: &Home, v: &str, content: &str) {
     let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
     assert_eq!(
         std::fs::read_to_string(Path::new(&path).join("f")).unwrap(),
-        "first"
+        content
     );
     h.rexray(&["volume", "unmount", v]).ok();
     assert!(processes_under("s3fs", &h.dir).is_empty());

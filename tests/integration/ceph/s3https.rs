@@ -58,15 +58,7 @@ fn s3fs_https_volume_lifecycle() {
     );
     plain.rexray(&["volume", "unmount", v]).ok();
 
-    let path = mounted_path(h.rexray(&["volume", "mount", v]).ok());
-    assert_eq!(
-        std::fs::read_to_string(Path::new(&path).join("f")).unwrap(),
-        "over tls"
-    );
-    h.rexray(&["volume", "unmount", v]).ok();
-    assert!(processes_under("s3fs", &h.dir).is_empty());
-    h.rexray(&["volume", "rm", v]).ok();
-    assert!(!h.volume_names().contains(&v.to_string()));
+    super::s3_reads_back_then_removed(&h, v, "over tls");
     assert!(!plain.volume_names().contains(&v.to_string()));
 }
 
