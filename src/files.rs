@@ -163,15 +163,39 @@ fn open_dir(dir: &Path, no_link: bool) -> std::io::Result<File> {
 /// Directories this process found safe (see [`refuse_other_users_path`]),
 /// as named and as resolved, each with its resolved path: every
 /// directory above one is safe too.
-static SAFE: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, PathBuf>>> =
-    std::sync::Mutex::new(None);
+static SAFE: std::sync::Mutex<Safe> = std::sync::Mutex::new(Safe(Vec::new()));
+
+/// The paths of [`SAFE`]: a process checks about a dozen, so a list
+/// compared byte by byte costs less than hashing each path.
+struct Safe(Vec<(PathBuf, PathBuf)>);
+
+impl Safe {
+    fn get(&self, dir: &Path) -> Option<&PathBuf> {
+        let d = dir.as_os_str();
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_os_str() == d)
+            .map(|(_, v)| v)
+    }
+    fn contains_key(&self, dir: &Path) -> bool {
+        self.get(dir).is_some()
+    }
+    /// Record `dir` → `real`; `keep` leaves an existing entry as it is.
+    fn insert(&mut self, dir: &Path, real: PathBuf, keep: bool) {
+        let d = dir.as_os_str();
+        match self.0.iter_mut().find(|(k, _)| k.as_os_str() == d) {
+            Some(_) if keep => {}
+            Some((_, v)) => *v = real,
+            None => self.0.push((dir.to_path_buf(), real)),
+        }
+    }
+}
 
 /// The resolved path (links followed) of a directory [`own_dir`] checked
 /// in this process, as root, without asking the filesystem again.
 pub fn resolved(dir: &Path) -> Option<PathBuf> {
     SAFE.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .as_ref()?
         .get(dir)
         .cloned()
 }
@@ -207,14 +231,13 @@ fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: b
     // corrected by the caller.)
     let known_real = {
         let safe = SAFE.lock().unwrap_or_else(|e| e.into_inner());
-        let safe = safe.as_ref();
         let named = dir.parent().zip(dir.file_name()).and_then(|(p, name)| {
             let plain = !through_link
                 && p.join(name).as_os_str() == dir.as_os_str()
-                && safe?.get(p)?.as_os_str() == p.as_os_str();
+                && safe.get(p)?.as_os_str() == p.as_os_str();
             plain.then(|| dir.to_path_buf())
         });
-        safe.and_then(|s| s.get(dir)).cloned().or(named)
+        safe.get(dir).cloned().or(named)
     };
     if let Some(real) = known_real {
         if meta.uid() != 0 {
@@ -222,8 +245,7 @@ fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: b
         }
         SAFE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(Default::default)
-            .insert(dir.to_path_buf(), real);
+            .insert(dir, real, false);
         return Ok(());
     }
     let real = dir
@@ -232,8 +254,7 @@ fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: b
     let known = |d: &Path| {
         SAFE.lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|s| s.contains_key(d))
+            .contains_key(d)
     };
     for d in real.ancestors() {
         let m;
@@ -259,12 +280,10 @@ fn refuse_other_users_path(dir: &Path, meta: &std::fs::Metadata, through_link: b
         }
     }
     let mut safe = SAFE.lock().unwrap_or_else(|e| e.into_inner());
-    let safe = safe.get_or_insert_with(Default::default);
     for d in real.ancestors() {
-        safe.entry(d.to_path_buf())
-            .or_insert_with(|| d.to_path_buf());
+        safe.insert(d, d.to_path_buf(), true);
     }
-    safe.insert(dir.to_path_buf(), real);
+    safe.insert(dir, real, false);
     Ok(())
 }
 

@@ -364,7 +364,7 @@ impl Section {
         let get = |k: &str| {
             let s = cfg.setting(k);
             (!matches!(s.source, crate::config::Source::Default) && !s.value.trim().is_empty())
-                .then(|| s.value.clone())
+                .then(|| s.value.to_string())
         };
         Section {
             key: get(keys::SERVER_AUTH_KEY),

@@ -201,7 +201,7 @@ impl std::error::Error for Untrusted {}
 /// the default path exists; `None` when left at a default that does not.
 fn configured_file(cfg: &Config, key: &str) -> Result<Option<PathBuf>> {
     let s = cfg.setting(key);
-    let p = PathBuf::from(&s.value);
+    let p = PathBuf::from(s.value.as_ref());
     if p.exists() {
         return Ok(Some(p));
     }

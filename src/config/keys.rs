@@ -611,7 +611,7 @@ pub const KEYS: &[KeyDef] = &[
     },
     KeyDef {
         key: SERVER_AUTH_ALG,
-        default: "HS256",
+        default: "hs256",
         ty: KeyType::OneOf(&["hs256", "hs384", "hs512"]),
         aliases: &[],
         help: "signing algorithm of the bearer tokens",
@@ -655,7 +655,15 @@ pub const KEYS: &[KeyDef] = &[
 
 /// Find a key definition by canonical spelling (case-insensitive).
 pub fn find(key: &str) -> Option<&'static KeyDef> {
-    KEYS.iter().find(|k| k.key.eq_ignore_ascii_case(key))
+    index(key).map(|i| &KEYS[i])
+}
+
+/// The position of a registered key in [`KEYS`] (any case): the code's own
+/// constants are found by their exact spelling first.
+pub fn index(key: &str) -> Option<usize> {
+    KEYS.iter()
+        .position(|k| k.key == key)
+        .or_else(|| KEYS.iter().position(|k| k.key.eq_ignore_ascii_case(key)))
 }
 
 /// The environment variable name for a key path: upper case, `.` and `-`

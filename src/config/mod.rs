@@ -18,6 +18,7 @@ pub use modules::{ModuleConfig, DEFAULT_DOCKER};
 
 use crate::input::quote;
 use crate::{Error, Result};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -62,10 +63,30 @@ impl Source {
 /// One effective setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
-    /// The value as text (validated for its key's type).
-    pub value: String,
+    /// The value as text (validated for its key's type); a default is
+    /// borrowed, not copied.
+    pub value: Cow<'static, str>,
     /// Where it came from.
     pub source: Source,
+}
+
+/// The settings of the registered keys, one slot per key in [`KEYS`]
+/// order: a lookup is a position, not a map's search (every command reads
+/// a few dozen settings, and makes all of them at start).
+#[derive(Debug, Clone)]
+struct Values(Vec<Option<Setting>>);
+
+impl Values {
+    fn get(&self, key: &str) -> Option<&Setting> {
+        self.0.get(keys::index(key)?)?.as_ref()
+    }
+    fn get_mut(&mut self, key: &str) -> Option<&mut Setting> {
+        self.0.get_mut(keys::index(key)?)?.as_mut()
+    }
+    fn insert(&mut self, key: &str, s: Setting) {
+        let i = keys::index(key).unwrap_or_else(|| panic!("unregistered config key {key}"));
+        self.0[i] = Some(s);
+    }
 }
 
 /// A value set on the command line for a key.
@@ -99,7 +120,7 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Warnings (unknown keys, ...) for the caller to log.
     pub warnings: Vec<String>,
-    values: BTreeMap<&'static str, Setting>,
+    values: Values,
     tree: BTreeMap<String, (String, PathBuf)>,
     service: String,
     /// `REXRAY_MODULES_…` variables by normalised name (upper case, `-`
@@ -343,14 +364,48 @@ const ENV_PREFIXES: &[&str] = &[
     "VOLUME_",
 ];
 
+/// Whether an environment variable's name starts with one of
+/// [`ENV_PREFIXES`] (ignoring case, `-` for `_`).
+fn names_a_key(name: &str) -> bool {
+    let k = name.as_bytes();
+    ENV_PREFIXES.iter().any(|f| {
+        k.len() >= f.len()
+            && k.iter()
+                .zip(f.bytes())
+                .all(|(&c, f)| c.to_ascii_uppercase() == f || (c == b'-' && f == b'_'))
+    })
+}
+
+/// Whether the configuration reads an environment variable.
+fn env_relevant(name: &str) -> bool {
+    names_a_key(name) || name == "HOME" || name == modules::CSI_ENDPOINT_VAR
+}
+
 impl Config {
     /// Load the configuration.
     pub fn load(opts: LoadOptions) -> Result<Config> {
-        let env: HashMap<String, String> = match opts.env {
-            Some(e) => e,
-            None => std::env::vars().collect(),
+        // Only the variables that can matter are copied: those that can
+        // name a key (which covers the directory variables), HOME and
+        // CSI_ENDPOINT; a name that is not UTF-8 names none of them.
+        let env: Vec<(String, String)> = match opts.env {
+            Some(e) => e.into_iter().filter(|(k, _)| env_relevant(k)).collect(),
+            None => {
+                let mut out = Vec::new();
+                for (k, v) in std::env::vars_os() {
+                    let Some(k) = k.to_str().filter(|k| env_relevant(k)) else {
+                        continue;
+                    };
+                    let v = v.into_string().map_err(|_| {
+                        Error::invalid(format!(
+                            "environment variable {k} is not valid UTF-8; set it to a UTF-8 value or unset it"
+                        ))
+                    })?;
+                    out.push((k.to_string(), v));
+                }
+                out
+            }
         };
-        let get = |k: &str| env.get(k).cloned();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let dirs = Dirs::from_env(&get);
 
         // Files: -c replaces the search; otherwise <etc>/rexray.yml, else
@@ -395,21 +450,9 @@ impl Config {
         // some key starts with (REXRAY_, LIBSTORAGE_, LOOP_, ...; the
         // test `env_prefixes_are_the_keys_first_segments` derives them
         // from the keys). The directory variables are not keys.
-        let firsts = ENV_PREFIXES;
         let env_norm: HashMap<String, (&String, &String)> = env
             .iter()
-            .filter(|(k, _)| {
-                // Cheap first: the variable's name starts with one of them
-                // (ignoring case, `-` for `_`).
-                let k = k.as_bytes();
-                firsts.iter().any(|f| {
-                    let f: &str = f;
-                    k.len() >= f.len()
-                        && k.iter()
-                            .zip(f.bytes())
-                            .all(|(&c, f)| c.to_ascii_uppercase() == f || (c == b'-' && f == b'_'))
-                })
-            })
+            .filter(|(k, _)| names_a_key(k))
             .map(|(k, v)| (k.to_ascii_uppercase().replace('-', "_"), (k, v)))
             .filter(|(n, _)| !n.starts_with("REXRAY_HOME") && n != "LIBSTORAGE_HOME")
             .collect();
@@ -419,15 +462,12 @@ impl Config {
             .filter(|(n, _)| n.starts_with("REXRAY_MODULES_"))
             .map(|(n, (k, v))| (n.clone(), ((*k).clone(), (*v).clone())))
             .collect();
-        let csi_endpoint = env
-            .get(modules::CSI_ENDPOINT_VAR)
-            .filter(|v| !v.trim().is_empty())
-            .cloned();
+        let csi_endpoint = get(modules::CSI_ENDPOINT_VAR).filter(|v| !v.trim().is_empty());
         let mut cfg = Config {
             dirs,
             files,
             warnings: Vec::new(),
-            values: BTreeMap::new(),
+            values: Values(vec![None; KEYS.len()]),
             tree,
             service: String::new(),
             module_env,
@@ -446,18 +486,18 @@ impl Config {
         cfg.values.insert(
             service_def.key,
             Setting {
-                value: service.clone(),
+                value: service.clone().into(),
                 source: svc.source,
             },
         );
         cfg.service = service;
-        for def in KEYS {
+        let svc = cfg.service.clone();
+        for (i, def) in KEYS.iter().enumerate() {
             if def.key == keys::SERVICE {
                 continue;
             }
-            let svc = cfg.service.clone();
             let s = cfg.resolve(def, Some(&svc), &opts.flags, &env_norm)?;
-            cfg.values.insert(def.key, s);
+            cfg.values.0[i] = Some(s);
         }
         cfg.warnings = cfg.unknown_keys();
         Ok(cfg)
@@ -520,10 +560,20 @@ impl Config {
         let (value, source) = match found {
             Some(f) => f,
             None if def.default.contains('{') => (self.dirs.expand(def.default), Source::Default),
-            None => (def.default.to_string(), Source::Default),
+            // A default is valid and in its canonical form already (the
+            // test `defaults_are_valid_as_they_are` checks every one).
+            None => {
+                return Ok(Setting {
+                    value: Cow::Borrowed(def.default),
+                    source: Source::Default,
+                })
+            }
         };
         let value = validate(def, &value, &source)?;
-        Ok(Setting { value, source })
+        Ok(Setting {
+            value: value.into(),
+            source,
+        })
     }
 
     /// File keys that no registered key or known section accounts for.
@@ -575,8 +625,9 @@ impl Config {
 
     /// The effective setting of a registered key.
     pub fn setting(&self, key: &str) -> &Setting {
-        let def = keys::find(key).unwrap_or_else(|| panic!("unregistered config key {key}"));
-        &self.values[def.key]
+        self.values
+            .get(key)
+            .unwrap_or_else(|| panic!("unregistered config key {key}"))
     }
     /// A string value.
     pub fn string(&self, key: &str) -> &str {
@@ -669,7 +720,7 @@ impl Config {
         for def in KEYS {
             if def.key == keys::SERVICE {
                 if let Some(s) = cfg.values.get_mut(def.key) {
-                    s.value = svc.clone();
+                    s.value = svc.clone().into();
                 }
                 continue;
             }
@@ -692,7 +743,13 @@ impl Config {
     }
     /// Every effective setting, sorted by key.
     pub fn settings(&self) -> impl Iterator<Item = (&'static str, &Setting)> {
-        self.values.iter().map(|(k, v)| (*k, v))
+        let mut out: Vec<(&'static str, &Setting)> = KEYS
+            .iter()
+            .zip(&self.values.0)
+            .filter_map(|(d, s)| Some((d.key, s.as_ref()?)))
+            .collect();
+        out.sort_by_key(|(k, _)| *k);
+        out.into_iter()
     }
 }
 

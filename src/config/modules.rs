@@ -190,11 +190,11 @@ impl Config {
     ) -> Result<Setting> {
         match self.module_value(module, setting) {
             Some((v, source)) => Ok(Setting {
-                value: validate_as(&module_key(module, setting), ty, &v, &source)?,
+                value: validate_as(&module_key(module, setting), ty, &v, &source)?.into(),
                 source,
             }),
             None => Ok(Setting {
-                value: default.to_string(),
+                value: default.to_string().into(),
                 source: Source::Default,
             }),
         }
@@ -222,7 +222,7 @@ impl Config {
             if listed || s.source != Source::Default {
                 settings.push((module_key(&name, setting), s.clone()));
             }
-            s.value
+            s.value.into_owned()
         };
         let default = name == DEFAULT_DOCKER;
         let kind = self.own_setting(
@@ -258,7 +258,14 @@ impl Config {
                             format!("unix://{v}")
                         };
                         let source = Source::Env(CSI_ENDPOINT_VAR.into());
-                        own("host", Setting { value, source }, true)
+                        own(
+                            "host",
+                            Setting {
+                                value: value.into(),
+                                source,
+                            },
+                            true,
+                        )
                     }
                     _ => {
                         let s = self.own_setting(&name, "host", KeyType::Str, "")?;
@@ -331,7 +338,7 @@ impl Config {
                 settings.push((
                     key,
                     Setting {
-                        value: service.clone(),
+                        value: service.clone().into(),
                         source: source.clone(),
                     },
                 ));
@@ -343,7 +350,7 @@ impl Config {
                 c.values.insert(
                     keys::SERVICE,
                     Setting {
-                        value: c.service.clone(),
+                        value: c.service.clone().into(),
                         source,
                     },
                 );
@@ -358,7 +365,10 @@ impl Config {
                     continue;
                 };
                 let value = validate_as(&module_key(&name, spelling), def.ty, &v, &source)?;
-                let s = Setting { value, source };
+                let s = Setting {
+                    value: value.into(),
+                    source,
+                };
                 settings.push((module_key(&name, def.key), s.clone()));
                 config.values.insert(def.key, s);
                 overridden.push(def.key);

@@ -235,6 +235,52 @@ fn flags_for_keys() {
     }
 }
 
+#[test]
+fn defaults_are_valid_as_they_are() {
+    // `resolve` takes a default without a directory placeholder as it is.
+    for def in KEYS.iter().filter(|d| !d.default.contains('{')) {
+        assert_eq!(
+            validate(def, def.default, &Source::Default).as_deref().ok(),
+            Some(def.default),
+            "{}",
+            def.key
+        );
+    }
+}
+
+#[test]
+fn keys_are_found_in_any_case() {
+    for (i, def) in KEYS.iter().enumerate() {
+        assert_eq!(keys::index(def.key), Some(i));
+        assert_eq!(keys::index(&def.key.to_ascii_uppercase()), Some(i));
+    }
+    assert_eq!(keys::index("no.such.key"), None);
+}
+
+#[test]
+fn only_the_variables_that_can_matter_are_read() {
+    assert!(env_relevant("REXRAY_LOGLEVEL"));
+    assert!(env_relevant("rexray-loglevel"));
+    assert!(env_relevant("LOOP_VOLUMEPATH"));
+    assert!(env_relevant("HOME"));
+    assert!(env_relevant("CSI_ENDPOINT"));
+    assert!(!env_relevant("PATH"));
+    assert!(!env_relevant("REXRAY"));
+    // The settings are the same with unrelated variables around.
+    let t = tempfile::tempdir().unwrap();
+    let a = load(t.path(), &[("LOOP_SIZE", "3")], vec![]).unwrap();
+    let b = load(
+        t.path(),
+        &[("LOOP_SIZE", "3"), ("PATH", "/bin"), ("TERM", "xterm")],
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        a.settings().collect::<Vec<_>>(),
+        b.settings().collect::<Vec<_>>()
+    );
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
