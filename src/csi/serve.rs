@@ -232,7 +232,7 @@ impl Servers {
                             .then(|| ControllerServer::new(csi.clone())),
                     )
                     .add_optional_service(mode.node().then(|| NodeServer::new(csi.clone())));
-                let stream = tokio_stream::wrappers::UnixListenerStream::new(incoming);
+                let stream = accepted(incoming, path.clone());
                 let shutdown = async move {
                     while !stop.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -260,4 +260,39 @@ impl Servers {
         });
         rt.shutdown_timeout(Duration::from_secs(1));
     }
+}
+
+/// A failed `accept` (out of descriptors, out of memory) is retried this
+/// long after.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The connections of `listener`, for tonic. tonic moves on to the next
+/// `accept` as soon as one fails, so a failure that lasts (the process's
+/// descriptors used up by connections that stay open) would spin a core:
+/// each failure is logged (the first, then every 600th) and followed by a
+/// pause, while the connections already open are served.
+fn accepted(
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    use tokio_stream::StreamExt;
+    let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio_stream::wrappers::UnixListenerStream::new(listener).then(move |r| {
+        let (failures, path) = (failures.clone(), path.clone());
+        async move {
+            if let Err(e) = &r {
+                let n = failures.fetch_add(1, Ordering::Relaxed);
+                if n % 600 == 0 {
+                    tracing::warn!(
+                        socket = %path.display(),
+                        failures = n + 1,
+                        "accepting a csi connection failed: {e}; pausing {} ms after each failure (raise the open-files limit if it says too many open files)",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            r
+        }
+    })
 }

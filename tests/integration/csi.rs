@@ -62,7 +62,7 @@ fn start_with(home: &Home, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
 }
 
 /// A gRPC channel over a unix socket.
-async fn channel(sock: PathBuf) -> Channel {
+pub(crate) async fn channel(sock: PathBuf) -> Channel {
     tonic::transport::Endpoint::try_from("http://csi.invalid")
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {

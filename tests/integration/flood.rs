@@ -444,3 +444,84 @@ fn a_unix_socket_flood_of_stalled_connections_starves_no_one_and_times_out() {
     flood_then_timeouts(&svc, &Addr::Unix(sock));
     assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
 }
+
+/// The service's CPU time so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name (in parentheses, which may hold spaces):
+    // state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_csi_socket_flood_past_the_descriptor_limit_pauses_instead_of_spinning() {
+    crate::require_root!();
+    raise_own_nofile(FLOOD as u64 + 512);
+    let home = Home::new();
+    let csi = home.dir.join("csi.sock");
+    home.config(&format!(
+        "libstorage:\n  service: loop\nrexray:\n  modules:\n    kube:\n      type: csi\n      host: unix://{}\n",
+        csi.display()
+    ));
+    let (host, _) = unix_host(&home);
+    let mut svc = Svc::start(&home, &host, &[]);
+    assert_eq!(svc.nofile(), "1024");
+    // Idle connections until the service has used up its descriptors and
+    // more wait in the listen queue (or no more can be made).
+    let mut conns = Vec::new();
+    for _ in 0..FLOOD {
+        match connect_unix(&csi, Instant::now() + Duration::from_secs(2)) {
+            Some(s) => conns.push(s),
+            None => break,
+        }
+    }
+    assert!(conns.len() > 1024, "only {} connections made", conns.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while svc.fds() < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the service never ran out of descriptors ({} open): {}",
+            svc.fds(),
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Out of descriptors with connections waiting: a loop that retried at
+    // once would burn a whole core (about 100 ticks a second).
+    let before = cpu_ticks(svc.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(svc.pid()) - before;
+    assert!(
+        used < 60,
+        "the service used {used} ticks of CPU in 2 s while out of descriptors"
+    );
+    assert!(svc.fds() <= 1024);
+    assert!(
+        svc.log_text().contains("accepting a csi connection failed"),
+        "{}",
+        svc.log_text()
+    );
+    // The flood gone, the endpoint serves again.
+    drop(conns);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = tokio::time::timeout(Duration::from_secs(30), crate::csi::channel(csi.clone()))
+            .await
+            .expect("connecting to the csi socket within 30 s");
+        let mut id = rexray::csi::proto::identity_client::IdentityClient::new(ch);
+        let probe = tokio::time::timeout(
+            Duration::from_secs(30),
+            id.probe(rexray::csi::proto::ProbeRequest {}),
+        )
+        .await
+        .expect("a probe answered within 30 s");
+        assert!(probe.is_ok(), "{probe:?}");
+    });
+    drop(rt);
+    assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
+}
