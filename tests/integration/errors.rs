@@ -470,3 +470,38 @@ fn a_device_with_conflicting_signatures_is_left_alone() {
     );
     assert_eq!(digest(&img), before, "not one byte written");
 }
+
+#[test]
+fn an_environment_variable_that_is_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let h = Home::new();
+    let bad = OsStr::from_bytes(b"info\xff");
+    // One the configuration reads: a clear error naming it, no panic.
+    let out = run_cmd(
+        h.command("rexray")
+            .env("REXRAY_LOGLEVEL", bad)
+            .args(["volume", "ls"]),
+    );
+    let e = out.fails(1);
+    assert!(
+        e.contains("REXRAY_LOGLEVEL is not valid UTF-8") && !e.contains("panicked"),
+        "{e}"
+    );
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    // flexrex answers kubelet in JSON on stdout, and nothing on stderr.
+    let out = run_cmd(h.command("flexrex").env("REXRAY_LOGLEVEL", bad).arg("init"));
+    assert!(out.stderr.is_empty(), "{out:#?}");
+    assert!(
+        out.stdout.contains("\"status\":\"Failure\"")
+            && out.stdout.contains("REXRAY_LOGLEVEL is not valid UTF-8"),
+        "{out:#?}"
+    );
+    // One it does not read is no concern of it.
+    let out = run_cmd(
+        h.command("rexray")
+            .env("SOME_OTHER_VAR", bad)
+            .args(["volume", "ls"]),
+    );
+    out.ok();
+}
