@@ -35,6 +35,7 @@
 //! (DEADLINE_EXCEEDED; the work then finishes in the background and a
 //! retry finds it done).
 
+mod conns;
 mod controller;
 mod identity;
 mod node;

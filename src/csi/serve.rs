@@ -1,5 +1,6 @@
 //! The csi modules' sockets and their gRPC servers.
 
+use super::conns::{CallsLayer, Conns, Tracked};
 use super::proto::controller_server::ControllerServer;
 use super::proto::identity_server::IdentityServer;
 use super::proto::node_server::NodeServer;
@@ -187,7 +188,7 @@ impl Drop for Endpoint {
 /// The gRPC servers of the csi endpoints, ready to serve.
 pub struct Servers {
     rt: tokio::runtime::Runtime,
-    servers: Vec<(PathBuf, Csi, tokio::net::UnixListener)>,
+    servers: Vec<(PathBuf, Csi, tokio::net::UnixListener, Arc<Conns>)>,
 }
 
 impl Servers {
@@ -208,7 +209,12 @@ impl Servers {
                 tokio::net::UnixListener::from_std(listener)
                     .map_err(|e| Error::from_io(format!("serving {}", path.display()), &e))?
             };
-            servers.push((path, Csi::new(vols, ep.module.mode), incoming));
+            let conns = Conns::new(
+                path.display().to_string(),
+                ep.module.config.max_connections,
+                &ep.module.config.key("maxConnections"),
+            );
+            servers.push((path, Csi::new(vols, ep.module.mode), incoming, conns));
         }
         Ok(Servers { rt, servers })
     }
@@ -219,20 +225,21 @@ impl Servers {
     /// hold the stop up.
     pub fn serve(self, stop: Arc<AtomicBool>, grace: Duration) {
         let Servers { rt, servers } = self;
-        let csis: Vec<Csi> = servers.iter().map(|(_, c, _)| c.clone()).collect();
+        let csis: Vec<Csi> = servers.iter().map(|(_, c, _, _)| c.clone()).collect();
         let mut running = Vec::new();
-        for (path, csi, incoming) in servers {
+        for (path, csi, incoming, conns) in servers {
             let stop = stop.clone();
             let mode = csi.mode;
             running.push(rt.spawn(async move {
                 let router = tonic::transport::Server::builder()
+                    .layer(CallsLayer)
                     .add_service(IdentityServer::new(csi.clone()))
                     .add_optional_service(
                         mode.controller()
                             .then(|| ControllerServer::new(csi.clone())),
                     )
                     .add_optional_service(mode.node().then(|| NodeServer::new(csi.clone())));
-                let stream = accepted(incoming, path.clone());
+                let stream = accepted(incoming, path.clone(), conns);
                 let shutdown = async move {
                     while !stop.load(Ordering::SeqCst) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -266,33 +273,52 @@ impl Servers {
 /// long after.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The connections of `listener`, for tonic. tonic moves on to the next
-/// `accept` as soon as one fails, so a failure that lasts (the process's
-/// descriptors used up by connections that stay open) would spin a core:
-/// each failure is logged (the first, then every 600th) and followed by a
-/// pause, while the connections already open are served.
+/// Connections closed to make room whose tasks have not ended yet, beyond
+/// which accepting waits for them.
+const CLOSING_SLACK: usize = 16;
+
+/// The connections of `listener`, for tonic, each admitted by `conns`
+/// (which may close another to make room, or refuse it). tonic moves on
+/// to the next `accept` as soon as one fails, so a failure that lasts (the
+/// process's descriptors used up) would spin a core: each failure is
+/// logged (the first, then every 600th) and followed by a pause, while the
+/// connections already open are served.
 fn accepted(
     listener: tokio::net::UnixListener,
     path: PathBuf,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    conns: Arc<Conns>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Tracked<tokio::net::UnixStream>>> {
     use tokio_stream::StreamExt;
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    tokio_stream::wrappers::UnixListenerStream::new(listener).then(move |r| {
-        let (failures, path) = (failures.clone(), path.clone());
-        async move {
-            if let Err(e) = &r {
-                let n = failures.fetch_add(1, Ordering::Relaxed);
-                if n % 600 == 0 {
-                    tracing::warn!(
-                        socket = %path.display(),
-                        failures = n + 1,
-                        "accepting a csi connection failed: {e}; pausing {} ms after each failure (raise the open-files limit if it says too many open files)",
-                        ACCEPT_BACKOFF.as_millis()
-                    );
+    tokio_stream::wrappers::UnixListenerStream::new(listener)
+        .then(move |r| {
+            let (failures, path, conns) = (failures.clone(), path.clone(), conns.clone());
+            async move {
+                match r {
+                    Ok(s) => {
+                        // Connections closed to make room have not ended
+                        // yet: let them go before taking more (bounded).
+                        let end = tokio::time::Instant::now() + Duration::from_secs(1);
+                        while conns.closing() > CLOSING_SLACK && tokio::time::Instant::now() < end {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        conns.admit(s).map(Ok)
+                    }
+                    Err(e) => {
+                        let n = failures.fetch_add(1, Ordering::Relaxed);
+                        if n.is_multiple_of(600) {
+                            tracing::warn!(
+                                socket = %path.display(),
+                                failures = n + 1,
+                                "accepting a csi connection failed: {e}; pausing {} ms after each failure (raise the open-files limit if it says too many open files)",
+                                ACCEPT_BACKOFF.as_millis()
+                            );
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        Some(Err(e))
+                    }
                 }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
-            r
-        }
-    })
+        })
+        .filter_map(|r| r)
 }

@@ -111,7 +111,7 @@ fn block_cap() -> VolumeCapability {
     }
 }
 
-fn create_req(name: &str, required: i64) -> CreateVolumeRequest {
+pub(crate) fn create_req(name: &str, required: i64) -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: name.into(),
         capacity_range: Some(CapacityRange {

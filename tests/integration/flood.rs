@@ -456,8 +456,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 #[test]
-fn a_csi_socket_flood_past_the_descriptor_limit_pauses_instead_of_spinning() {
+fn a_csi_socket_flood_of_idle_connections_evicts_itself_and_spares_calls_in_flight() {
     crate::require_root!();
+    use rexray::csi::proto::controller_client::ControllerClient;
     raise_own_nofile(FLOOD as u64 + 512);
     let home = Home::new();
     let csi = home.dir.join("csi.sock");
@@ -466,62 +467,79 @@ fn a_csi_socket_flood_past_the_descriptor_limit_pauses_instead_of_spinning() {
         csi.display()
     ));
     let (host, _) = unix_host(&home);
-    let mut svc = Svc::start(&home, &host, &[]);
+    // Each commit of the catalog takes 2 s (with the failpoints build), so
+    // a create is in flight while the flood comes.
+    let mut svc = Svc::start(
+        &home,
+        &host,
+        &[("FAILPOINTS", "loop::catalog-before-commit=sleep(2000)")],
+    );
     assert_eq!(svc.nofile(), "1024");
-    // Idle connections until the service has used up its descriptors and
-    // more wait in the listen queue (or no more can be made).
+    // The cap: the open-files limit less the descriptors kept for calls.
+    let cap = 1024 - 128;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let early = rt.block_on(crate::csi::channel(csi.clone()));
+    let busy = rt.spawn(async move {
+        ControllerClient::new(early)
+            .create_volume(crate::csi::create_req("busy", 1 << 30))
+            .await
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Connections that send nothing, more than the cap and the limit.
     let mut conns = Vec::new();
-    for _ in 0..FLOOD {
+    let mut most = 0;
+    for i in 0..FLOOD {
         match connect_unix(&csi, Instant::now() + Duration::from_secs(2)) {
             Some(s) => conns.push(s),
             None => break,
         }
+        if i % 100 == 0 {
+            most = most.max(svc.fds());
+        }
     }
-    assert!(conns.len() > 1024, "only {} connections made", conns.len());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while svc.fds() < 1000 {
-        assert!(
-            Instant::now() < deadline,
-            "the service never ran out of descriptors ({} open): {}",
-            svc.fds(),
-            svc.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Out of descriptors with connections waiting: a loop that retried at
-    // once would burn a whole core (about 100 ticks a second).
+    assert_eq!(conns.len(), FLOOD, "a connection could not be made");
+    most = most.max(svc.fds());
+    assert!(
+        most <= cap + OTHER_FDS,
+        "the service held {most} descriptors (cap {cap})"
+    );
+    // Nothing spins.
     let before = cpu_ticks(svc.pid());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(svc.pid()) - before;
-    assert!(
-        used < 60,
-        "the service used {used} ticks of CPU in 2 s while out of descriptors"
-    );
-    assert!(svc.fds() <= 1024);
-    assert!(
-        svc.log_text().contains("accepting a csi connection failed"),
-        "{}",
-        svc.log_text()
-    );
-    // The flood gone, the endpoint serves again.
-    drop(conns);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    assert!(used < 60, "the service used {used} ticks of CPU in 2 s");
+    // A client that comes now is served (a flood connection makes room),
+    // and the call in flight on the early connection was not cut.
     rt.block_on(async {
         let ch = tokio::time::timeout(Duration::from_secs(30), crate::csi::channel(csi.clone()))
             .await
             .expect("connecting to the csi socket within 30 s");
-        let mut id = rexray::csi::proto::identity_client::IdentityClient::new(ch);
-        let probe = tokio::time::timeout(
-            Duration::from_secs(30),
-            id.probe(rexray::csi::proto::ProbeRequest {}),
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            ControllerClient::new(ch).create_volume(crate::csi::create_req("late", 1 << 30)),
         )
         .await
-        .expect("a probe answered within 30 s");
-        assert!(probe.is_ok(), "{probe:?}");
+        .expect("a create answered within 60 s");
+        assert!(r.is_ok(), "{r:?}");
+        let r = tokio::time::timeout(Duration::from_secs(60), busy)
+            .await
+            .expect("the early create answered within 60 s")
+            .unwrap();
+        assert!(r.is_ok(), "the call in flight failed: {r:?}");
     });
+    let log = svc.log_text();
+    assert!(
+        log.contains("closed the connection waiting the longest"),
+        "{log}"
+    );
+    drop(conns);
     drop(rt);
     assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
+    for v in ["busy", "late"] {
+        home.rexray(&["volume", "rm", v]).ok();
+    }
 }
