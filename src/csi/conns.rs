@@ -56,20 +56,7 @@ impl Conns {
     /// more than the open-files limit leaves after the descriptors kept
     /// for the calls.
     pub fn new(socket: String, max: u64, key: &str) -> Arc<Conns> {
-        let mut max = max.max(1);
-        if let Ok((soft, _)) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        {
-            let room = soft
-                .saturating_sub(crate::docker::conns::RESERVED_FDS)
-                .max(16);
-            if max > room {
-                tracing::warn!(
-                    "{key} is {max} but the open-files limit is {soft}: serving at most {room} connections on {socket}; raise LimitNOFILE (ulimit -n) to allow more"
-                );
-                max = room;
-            }
-        }
+        let max = crate::docker::conns::capped_by_nofile(max.max(1), key);
         Arc::new(Conns {
             socket,
             max: max as usize,

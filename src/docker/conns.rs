@@ -49,6 +49,23 @@ pub const RESERVED_FDS: u64 = 128;
 /// waits for them before accepting more.
 const CLOSING_SLACK: usize = 16;
 
+/// `max` connections (set by `key`, named in the warning), but no more
+/// than the open-files limit leaves after [`RESERVED_FDS`].
+pub fn capped_by_nofile(max: u64, key: &str) -> u64 {
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let room = soft.saturating_sub(RESERVED_FDS).max(16);
+        if max > room {
+            tracing::warn!(
+                "{key} is {max} but the open-files limit is {soft}: serving at most {room} connections; raise LimitNOFILE (ulimit -n) to allow more"
+            );
+            return room;
+        }
+    }
+    max
+}
+
 /// The configured limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -75,19 +92,7 @@ impl Limits {
     /// The cap actually used: `max`, but no more than the open-files limit
     /// leaves after [`RESERVED_FDS`].
     pub fn capped_by_nofile(mut self) -> Limits {
-        if let Ok((soft, _)) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        {
-            let room = soft.saturating_sub(RESERVED_FDS).max(16);
-            if (self.max as u64) > room {
-                tracing::warn!(
-                    "{} is {} but the open-files limit is {soft}: serving at most {room} connections; raise LimitNOFILE (ulimit -n) to allow more",
-                    self.keys.max,
-                    self.max
-                );
-                self.max = room as usize;
-            }
-        }
+        self.max = capped_by_nofile(self.max as u64, self.keys.max) as usize;
         self
     }
 
