@@ -117,33 +117,38 @@ pub fn read_known_hosts(p: &Path) -> Result<Vec<KnownHost>> {
     Ok(out)
 }
 
-/// Whether `certs` (the server's chain) is trusted for `host` by `known`:
-/// `Ok` when a line for the host has the fingerprint of one of them,
-/// else why not.
+/// Whether `certs` (the server's chain, its own certificate first) is
+/// trusted for `host` by `known`: `Ok(0)` when a line for the host has the
+/// fingerprint of the server's own certificate; `Ok(i)` when it has that
+/// of the issuer `certs[i]` — which only says what the chain must lead to:
+/// anyone can present a public CA certificate after their own, so the
+/// caller must then check that the chain really is signed by it. Else why
+/// not.
 pub fn check_known(
     host: &str,
     certs: &[&[u8]],
     known: &[KnownHost],
-) -> std::result::Result<(), Untrusted> {
+) -> std::result::Result<usize, Untrusted> {
     let fps: Vec<String> = certs.iter().map(|c| fingerprint(c)).collect();
     let mine: Vec<&KnownHost> = known
         .iter()
-        .filter(|k| k.host.eq_ignore_ascii_case(host))
+        .filter(|k| k.host.eq_ignore_ascii_case(host) && k.alg == "sha256")
         .collect();
-    if mine
+    // The server's own certificate first: pinned, it is enough.
+    if let Some(i) = fps
         .iter()
-        .any(|k| k.alg == "sha256" && fps.contains(&k.fingerprint))
+        .position(|fp| mine.iter().any(|k| &k.fingerprint == fp))
     {
-        return Ok(());
+        return Ok(i);
     }
     let presented = fps.first().cloned().unwrap_or_default();
-    if mine.is_empty() {
-        Err(Untrusted::Unknown {
+    if known.iter().any(|k| k.host.eq_ignore_ascii_case(host)) {
+        Err(Untrusted::Changed {
             host: host.to_string(),
             fingerprint: presented,
         })
     } else {
-        Err(Untrusted::Changed {
+        Err(Untrusted::Unknown {
             host: host.to_string(),
             fingerprint: presented,
         })
@@ -419,9 +424,37 @@ impl ServerCertVerifier for Verifier {
                 let chain: Vec<&[u8]> = std::iter::once(end_entity.as_ref())
                     .chain(intermediates.iter().map(|c| c.as_ref()))
                     .collect();
-                check_known(&self.host, &chain, &known)
-                    .map(|()| ServerCertVerified::assertion())
-                    .map_err(untrusted)
+                match check_known(&self.host, &chain, &known).map_err(untrusted)? {
+                    0 => Ok(ServerCertVerified::assertion()),
+                    // A pinned issuer (a CA's line, as the original
+                    // allows): the chain must be signed up to it, and the
+                    // name valid, as with a CA file holding it alone.
+                    i => {
+                        let mut anchor = rustls::RootCertStore::empty();
+                        anchor
+                            .add(intermediates[i - 1].clone())
+                            .map_err(|e| rustls::Error::General(e.to_string()))?;
+                        rustls::client::WebPkiServerVerifier::builder_with_provider(
+                            Arc::new(anchor),
+                            self.provider.clone(),
+                        )
+                        .build()
+                        .map_err(|e| rustls::Error::General(e.to_string()))?
+                        .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                        .map_err(|e| {
+                            untrusted(Untrusted::Chain {
+                                why: format!(
+                                    "its chain does not lead to the issuer pinned in known_hosts ({})",
+                                    match e {
+                                        rustls::Error::InvalidCertificate(c) => format!("{c:?}"),
+                                        e => e.to_string(),
+                                    }
+                                ),
+                                fingerprint: fingerprint(end_entity),
+                            })
+                        })
+                    }
+                }
             }
         }
     }
@@ -728,10 +761,11 @@ mod tests {
             .unwrap()
             .unwrap();
         let known = vec![good.clone()];
-        assert_eq!(check_known("srv", &[cert], &known), Ok(()));
-        assert_eq!(check_known("SRV", &[cert], &known), Ok(()));
-        // An intermediate's fingerprint counts too, as the original's.
-        assert_eq!(check_known("srv", &[other, cert], &known), Ok(()));
+        assert_eq!(check_known("srv", &[cert], &known), Ok(0));
+        assert_eq!(check_known("SRV", &[cert], &known), Ok(0));
+        // An issuer's line is found too, by its place in the chain (the
+        // verifier then checks the chain's signatures up to it).
+        assert_eq!(check_known("srv", &[other, cert], &known), Ok(1));
         assert_eq!(
             check_known("srv", &[other], &known),
             Err(Untrusted::Changed {

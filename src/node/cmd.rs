@@ -5,7 +5,7 @@ use crate::{Error, Result};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// What a finished command left behind.
@@ -45,46 +45,68 @@ pub fn run<S: AsRef<OsStr>>(
     timeout: Duration,
 ) -> Result<Output> {
     let path = find(program, package)?;
-    let mut child = command_at(&path)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::from_io(format!("starting {}", path.display()), &e))?;
+    let mut cmd = command_at(&path);
+    cmd.args(args);
+    match output_within(cmd, timeout) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(Error::system(format!(
+            "{} did not finish within {} and was stopped",
+            path.display(),
+            humantime::format_duration(timeout)
+        ))),
+        Err(e) => Err(Error::from_io(format!("running {}", path.display()), &e)),
+    }
+}
+
+/// Run a prepared command with its stdout and stderr captured, waiting at
+/// most `timeout` for it to exit: `Ok(None)` when it ran past that and was
+/// killed. The exit is noticed at once (no polling), and the child is
+/// never reaped before it is killed, so the kill cannot reach another
+/// process that was given its pid. An error: it could not be started.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<Option<Output>> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let out_t = drain(child.stdout.take());
     let err_t = drain(child.stderr.take());
-    // Wait in a thread so the exit is noticed at once; on timeout the
-    // child (ours, by pid) is killed and reaped by that thread.
-    let pid = child.id();
+    let status = wait_within(&mut child, timeout)?;
+    let (stdout, stderr) = (
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+    );
+    Ok(status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    }))
+}
+
+/// Wait at most `timeout` for `child` to exit, else kill it: `Ok(None)`
+/// when it was killed. Either way it is reaped. The exit is noticed at
+/// once (no polling), and the child is not reaped before the kill, so the
+/// kill cannot reach another process given its pid.
+pub fn wait_within(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    if let Some(st) = child.try_wait()? {
+        return Ok(Some(st));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
+        // WNOWAIT: told of the exit, the child stays a zombie (its pid
+        // ours) until `child.wait()` below reaps it.
+        while waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            == Err(nix::errno::Errno::EINTR)
+        {}
+        let _ = tx.send(());
     });
-    let status = match rx.recv_timeout(timeout) {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(Error::from_io(
-                format!("waiting for {}", path.display()),
-                &e,
-            ))
-        }
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            return Err(Error::system(format!(
-                "{} did not finish within {} and was stopped",
-                path.display(),
-                humantime::format_duration(timeout)
-            )));
-        }
-    };
-    Ok(Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    })
+    let timed_out = matches!(
+        rx.recv_timeout(timeout),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+    );
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    Ok((!timed_out).then_some(status))
 }
 
 /// Read all of a tool's output stream in a thread of its own, so that a
@@ -112,5 +134,31 @@ mod tests {
         assert!(e.to_string().contains("did not finish"), "{e}");
         let e = run("no-such-tool-x", "pkg-x", &["a"], Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("apt-get install pkg-x"), "{e}");
+    }
+
+    #[test]
+    fn the_exit_is_noticed_at_once_and_a_timeout_kills_and_reaps() {
+        // A quick tool answers long before its bound (no polling step).
+        let t = std::time::Instant::now();
+        let o = output_within(
+            command_at(&find("true", "coreutils").unwrap()),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(o.status.success());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        // Past the bound: killed (not left to run for its 30 s).
+        let mut c = command_at(&find("sh", "dash").unwrap());
+        c.args(["-c", "echo started; exec sleep 30"]);
+        let t = std::time::Instant::now();
+        assert!(output_within(c, Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        // A tool that fails to start is an error of its own.
+        let e =
+            output_within(Command::new("/nonexistent/tool"), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 }

@@ -28,8 +28,9 @@ impl Pki {
 }
 
 /// `ca.pem`; `server.{pem,key}` for 127.0.0.1 and localhost signed by it;
-/// `client.{pem,key}` signed by it; `other-ca.pem`, a CA that signed
-/// nothing here; `self.{pem,key}`, a self-signed server certificate.
+/// `client.{pem,key}` signed by it; `chain.pem`, the server's certificate
+/// followed by the CA's; `other-ca.pem`, a CA that signed nothing here;
+/// `self.{pem,key}`, a self-signed server certificate.
 fn pki(dir: PathBuf) -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -60,6 +61,7 @@ fn pki(dir: PathBuf) -> Pki {
     p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
     write("server.pem", cert.pem());
+    write("chain.pem", format!("{}{}", cert.pem(), ca_cert.pem()));
     write("server.key", key.serialize_pem());
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -462,6 +464,89 @@ fn the_client_trusts_only_the_configured_server() {
     );
     // Refusals sent nothing.
     assert_eq!(names(&s), vec!["by-fingerprint", "good"]);
+}
+
+/// A known_hosts line may pin the CA that signed the server's
+/// certificate; then the chain must really be signed up to it. A
+/// man-in-the-middle presenting his own certificate followed by that
+/// (public) CA certificate is refused before anything is sent.
+#[test]
+fn a_pinned_issuer_is_trusted_only_through_its_signatures() {
+    let tls = "  tls:\n    certFile: $PKI/chain.pem\n    keyFile: $PKI/server.key\n";
+    let s = server(tls, AUTH);
+    let tok = ("LIBSTORAGE_CLIENT_AUTH_TOKEN", token("carol"));
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(s.pki.path("ca.pem")).unwrap();
+    let (home, _) = client_cfg(&[]);
+    let kh = home.dir.join("known_hosts");
+    std::fs::write(
+        &kh,
+        format!("{}\n", rexray::api::tls::KnownHost::line("127.0.0.1", &ca)),
+    )
+    .unwrap();
+    let by_fp = [
+        ("LIBSTORAGE_TLS_VERIFYPEERS", "true".to_string()),
+        (
+            "LIBSTORAGE_TLS_KNOWNHOSTS",
+            kh.to_string_lossy().into_owned(),
+        ),
+        tok.clone(),
+    ];
+    // The real server: its chain leads to the pinned CA.
+    let c = connect(&format!("tcp://{}", s.addr), &by_fp).unwrap();
+    c.create("through-the-ca", &Default::default()).unwrap();
+
+    // The impostor: a self-signed certificate for 127.0.0.1, then the CA's.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let chain = vec![
+        rustls::pki_types::CertificateDer::from_pem_file(s.pki.path("self.pem")).unwrap(),
+        ca.clone(),
+    ];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(s.pki.path("self.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let impostor = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Handshake, then whatever the client sends, until it goes.
+        loop {
+            match conn.complete_io(&mut tcp) {
+                Ok((0, 0)) | Err(_) => break,
+                Ok(_) => {}
+            }
+            match conn.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    let e = connect(&format!("tcp://{addr}"), &by_fp).unwrap_err();
+    assert!(
+        e.message()
+            .contains("does not lead to the issuer pinned in known_hosts"),
+        "{e}"
+    );
+    let got = impostor.join().unwrap();
+    assert!(
+        got.is_empty(),
+        "the impostor received {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(names(&s), vec!["through-the-ca"]);
 }
 
 #[test]

@@ -332,9 +332,13 @@ pub struct LoopExecutor {
 impl LoopExecutor {
     /// The node side for images under `root`, as instance `me`.
     pub fn new(root: &Path, me: InstanceId, lock_timeout: Duration) -> Result<LoopExecutor> {
-        let root = root
-            .canonicalize()
-            .ctx(|| format!("resolving loop.volumePath {}", root.display()))?;
+        // (Resolved already when this process checked it as root.)
+        let root = match crate::files::resolved(root) {
+            Some(real) => real,
+            None => root
+                .canonicalize()
+                .ctx(|| format!("resolving loop.volumePath {}", root.display()))?,
+        };
         Ok(LoopExecutor {
             root,
             me,

@@ -6,10 +6,9 @@
 //! there (a keyring file, not a key).
 
 use crate::{Error, Kind, Result};
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// How the Ceph tools reach the cluster.
 #[derive(Debug, Clone)]
@@ -101,49 +100,21 @@ impl Ceph {
     }
 
     /// [`run`](Self::run) of a prepared command; `shown` names it.
-    pub fn run_cmd(&self, mut cmd: Command, shown: &str) -> Result<String> {
+    pub fn run_cmd(&self, cmd: Command, shown: &str) -> Result<String> {
         let what = shown.to_string();
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (install the Ceph client tools: ceph-common, rbd-fuse)"
-            } else {
-                ""
-            };
-            Error::from_io(format!("running {what}{hint}"), &e)
-        })?;
-        let mut out = child.stdout.take().expect("piped");
-        let mut err = child.stderr.take().expect("piped");
-        let t_out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(self.unreachable(&what));
-                }
+        match crate::node::cmd::output_within(cmd, self.timeout) {
+            Ok(Some(out)) if out.status.success() => Ok(out.stdout),
+            Ok(Some(out)) => Err(self.failed(&what, &out.stderr)),
+            Ok(None) => Err(self.unreachable(&what)),
+            Err(e) => {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    " (install the Ceph client tools: ceph-common, rbd-fuse)"
+                } else {
+                    ""
+                };
+                Err(Error::from_io(format!("running {what}{hint}"), &e))
             }
-        };
-        let stdout = t_out.join().unwrap_or_default();
-        let stderr = t_err.join().unwrap_or_default();
-        if status.success() {
-            return Ok(stdout);
         }
-        Err(self.failed(&what, &stderr))
     }
 
     /// The error for a call that did not finish in time.
@@ -201,7 +172,7 @@ mod tests {
     #[test]
     fn a_call_that_hangs_is_cut_off_naming_the_cluster() {
         let c = Ceph::new("--conf /x/ceph.conf", Duration::from_millis(100)).unwrap();
-        let t = Instant::now();
+        let t = std::time::Instant::now();
         let e = c.run("sleep", &["5"]).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(4));
         assert!(

@@ -332,19 +332,8 @@ impl RbdDriver {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = std::time::Instant::now() + self.ceph.timeout;
         for mut c in pending.drain(..) {
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(2))
-                    }
-                    Ok(None) => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                }
-            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = crate::node::cmd::wait_within(&mut c, left);
         }
     }
 

@@ -82,7 +82,12 @@ pub struct RbdExecutor {
     ceph: Ceph,
     pool: String,
     me: InstanceId,
-    method: Method,
+    /// How this node attaches images: found out when first needed (a
+    /// call that never reaches the node side, such as a lookup, never
+    /// runs `modprobe`).
+    method: std::sync::OnceLock<Method>,
+    /// Whether finding it out may load the rbd or nbd module.
+    test_module: bool,
     /// `<run>/rbd-fuse`.
     fuse_dir: PathBuf,
 }
@@ -111,20 +116,23 @@ impl RbdExecutor {
         run: &Path,
         test_module: bool,
     ) -> RbdExecutor {
-        let method = Method::detect(test_module);
-        tracing::debug!(method = method.as_str(), "rbd attach method");
         RbdExecutor {
             ceph,
             pool: pool.to_string(),
             me,
-            method,
+            method: std::sync::OnceLock::new(),
+            test_module,
             fuse_dir: run.join("rbd-fuse"),
         }
     }
 
     /// How this node attaches images.
     pub fn method(&self) -> Method {
-        self.method
+        *self.method.get_or_init(|| {
+            let m = Method::detect(self.test_module);
+            tracing::debug!(method = m.as_str(), "rbd attach method");
+            m
+        })
     }
 
     fn image<'a>(&self, v: &'a Volume) -> Result<&'a str> {
@@ -140,7 +148,7 @@ impl RbdExecutor {
     }
 
     fn device_type(&self) -> &'static str {
-        match self.method {
+        match self.method() {
             Method::Nbd => "nbd",
             _ => "krbd",
         }
@@ -384,7 +392,8 @@ impl Scratch {
                 ceph,
                 pool: pool.to_string(),
                 me: InstanceId::default(),
-                method: Method::Fuse,
+                method: Method::Fuse.into(),
+                test_module: false,
                 fuse_dir: dir.to_path_buf(),
             },
         }
@@ -510,10 +519,10 @@ impl Executor for RbdExecutor {
 
     fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
         let image = self.image(volume)?;
-        if self.method == Method::Fuse && self.taken_over(volume) {
+        if self.method() == Method::Fuse && self.taken_over(volume) {
             self.abort_fuse(image);
         }
-        Ok(match self.method {
+        Ok(match self.method() {
             Method::Fuse => self.fuse_loops(image).into_iter().next(),
             _ => self.mapped(image)?,
         }
@@ -533,7 +542,7 @@ impl Executor for RbdExecutor {
             return Ok(src);
         }
         let deadline = Instant::now() + timeout;
-        match self.method {
+        match self.method() {
             Method::Krbd | Method::Nbd => {
                 let out = self
                     .ceph
@@ -548,7 +557,7 @@ impl Executor for RbdExecutor {
                 tracing::info!(
                     volume = image,
                     device = dev,
-                    method = self.method.as_str(),
+                    method = self.method().as_str(),
                     "mapped an rbd image"
                 );
                 Ok(MountSource::Device(PathBuf::from(dev)))
@@ -570,7 +579,7 @@ impl Executor for RbdExecutor {
                 if let Err(e) = loopdev::set_direct_io(&dev, true) {
                     tracing::warn!(volume = image, device = %dev.display(), error = %e, "no direct I/O on the loop device: writes after a fence may fail only at writeback");
                 }
-                tracing::info!(volume = image, device = %dev.display(), method = self.method.as_str(), "attached an rbd image");
+                tracing::info!(volume = image, device = %dev.display(), method = self.method().as_str(), "attached an rbd image");
                 fail::fail_point!("rbd::attach-after-loop", |_| crate::crash_here());
                 Ok(MountSource::Device(dev))
             }
@@ -579,7 +588,7 @@ impl Executor for RbdExecutor {
 
     fn grown(&self, volume: &Volume) -> Result<()> {
         // Kernel rbd and rbd-nbd devices follow a resize by themselves.
-        if self.method != Method::Fuse {
+        if self.method() != Method::Fuse {
             return Ok(());
         }
         let image = self.image(volume)?;
@@ -599,7 +608,7 @@ impl Executor for RbdExecutor {
     fn release(&self, volume: &Volume, force: bool) -> Result<()> {
         let _ = force; // what is here is this node's own, whoever holds the image now
         let image = self.image(volume)?;
-        match self.method {
+        match self.method() {
             Method::Krbd | Method::Nbd => {
                 if let Some(dev) = self.mapped(image)? {
                     let dev = dev.to_string_lossy().into_owned();
@@ -643,6 +652,19 @@ mod tests {
     fn mountinfo_escapes_are_read() {
         assert_eq!(unescape("/a\\040b"), "/a b");
         assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn the_attach_method_is_found_out_only_when_needed() {
+        // Opening the node side (every flexrex or dvdcli call does) runs
+        // no modprobe; a call that maps or lists devices finds out once.
+        let ceph = Ceph::new("--conf /x/ceph.conf", Duration::from_secs(1)).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        // (test_module off: the test loads no kernel module.)
+        let exe = RbdExecutor::new(ceph, "rbd", InstanceId::default(), t.path(), false);
+        assert!(exe.method.get().is_none());
+        let m = exe.method();
+        assert_eq!(exe.method.get(), Some(&m));
     }
 
     #[test]
