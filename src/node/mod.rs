@@ -480,13 +480,38 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     )
     .map_err(err)?;
     if read_only {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept_flags(target);
         if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
             let _ = nix::mount::umount2(target, MntFlags::empty());
             return Err(err(e));
         }
     }
     Ok(())
+}
+
+/// The flags a fresh bind at `target` inherited from its source (nosuid,
+/// nodev, noexec, read-only, the atime mode), to be named again in its
+/// remount: a bind's remount sets every one of them anew, so one that
+/// names only `ro` would drop the nosuid and nodev of the volume's mount.
+fn kept_flags(target: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(target) else {
+        return MsFlags::empty();
+    };
+    let had = st.flags();
+    [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| had.contains(*st))
+    .fold(MsFlags::empty(), |f, (_, m)| f | m)
 }
 
 /// The flags of a bind's remount for mount options a caller asked for
@@ -537,7 +562,7 @@ pub fn bind_with_flags(
         return bind(source, target, false);
     }
     bind(source, target, false)?;
-    let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | f;
+    let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | f | kept_flags(target);
     if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
         let _ = nix::mount::umount2(target, MntFlags::empty());
         return Err(Error::from_io(

@@ -757,6 +757,32 @@ fn kubelet_read_only_and_raw_block() {
     );
     let e = std::fs::write(target.join("x"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // The volume's mount is nosuid and nodev; its read-only bind too (a
+    // remount naming only `ro` would have dropped them).
+    let opts = |p: &std::path::Path| {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
+            .last()
+            .unwrap_or_else(|| panic!("no mount at {}", p.display()))
+            .to_string();
+        line.split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    for p in [&staging, &target] {
+        let o = opts(p);
+        assert!(
+            o.contains(&"nosuid".into()) && o.contains(&"nodev".into()),
+            "{}: {o:?}",
+            p.display()
+        );
+    }
+    assert!(opts(&target).contains(&"ro".into()));
     // Mount flags of the capability apply to the bind.
     let mut noexec = mount_cap("");
     if let Some(volume_capability::AccessType::Mount(m)) = &mut noexec.access_type {
@@ -773,6 +799,7 @@ fn kubelet_read_only_and_raw_block() {
         .find(|l| l.split(' ').nth(4) == Some(t2.to_str().unwrap()))
         .unwrap();
     assert!(line.contains("noexec") && line.contains("nosuid"), "{line}");
+    assert!(opts(&t2).contains(&"nodev".into()), "{line}");
     // A flag a bind cannot apply: refused before anything is mounted.
     if let Some(volume_capability::AccessType::Mount(m)) = &mut noexec.access_type {
         m.mount_flags = vec!["data=journal".into()];
