@@ -73,6 +73,19 @@ pub fn snapshot_id(id: &str) -> Result<&str> {
     }
 }
 
+/// The bytes of a size of `gib` GiB, refused past [`MAX_SIZE_GIB`]: what
+/// a driver checks whatever front-end or request the size came from (a
+/// multiplication that wrapped would make an image of 0 bytes and record
+/// an absurd size).
+pub fn gib_bytes(gib: u64) -> Result<u64> {
+    if gib > MAX_SIZE_GIB {
+        return Err(Error::invalid(format!(
+            "invalid size {gib} GiB: the largest size is {MAX_SIZE_GIB} GiB"
+        )));
+    }
+    Ok(gib << 30)
+}
+
 /// Parse a size in GiB: a positive whole number up to [`MAX_SIZE_GIB`].
 /// `field` names the option or key in the error.
 pub fn size_gib(field: &str, value: &str) -> Result<u64> {
@@ -243,6 +256,16 @@ pub fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sizes_past_the_largest_have_no_bytes() {
+        assert_eq!(gib_bytes(1).unwrap(), 1 << 30);
+        assert_eq!(gib_bytes(MAX_SIZE_GIB).unwrap(), MAX_SIZE_GIB << 30);
+        for n in [MAX_SIZE_GIB + 1, 1 << 34, u64::MAX] {
+            let e = gib_bytes(n).unwrap_err();
+            assert!(e.to_string().contains("largest size"), "{e}");
+        }
+    }
 
     #[test]
     fn a_snapshot_name_is_called_one() {

@@ -598,7 +598,10 @@ fn volumes_of(
             };
             let id = id.to_string();
             let new_name = wire::string(&body, "volumeName");
-            let size = body.get("size").and_then(Value::as_u64).filter(|s| *s > 0);
+            let size = match body_size(&body) {
+                Ok(s) => s,
+                Err(r) => return Routed::Now(r),
+            };
             let mut spec = CreateSpec {
                 fields: wire::opts_fields(&body),
                 ..Default::default()
@@ -633,11 +636,15 @@ fn volumes_of(
                 Ok(b) => b,
                 Err(e) => return Routed::Now(error(&e)),
             };
-            let Some(size) = body.get("size").and_then(Value::as_u64).filter(|s| *s > 0) else {
-                return Routed::Now(error(&ErrorBody::from_error(
-                    &crate::Error::invalid("size must be a positive number of GiB"),
-                    None,
-                )));
+            let size = match body_size(&body) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return Routed::Now(error(&ErrorBody::from_error(
+                        &crate::Error::invalid("size must be a positive number of GiB"),
+                        None,
+                    )))
+                }
+                Err(r) => return Routed::Now(r),
             };
             let id = id.to_string();
             later(vec![vol_key(&name, &id)], false, move || {
@@ -715,19 +722,35 @@ fn name_free(services: &Services, own: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn create_spec(svc: &Service, body: &Map<String, Value>) -> CreateSpec {
-    CreateSpec {
-        size: body
-            .get("size")
-            .and_then(Value::as_u64)
-            .filter(|s| *s > 0)
-            .unwrap_or(svc.default_size),
+/// The `size` of a request's body, in GiB: `None` when absent or 0 (the
+/// service's default, as the original has it); refused when negative or
+/// past the largest size, before anything is done.
+fn body_size(body: &Map<String, Value>) -> std::result::Result<Option<u64>, Reply> {
+    let max = crate::input::MAX_SIZE_GIB;
+    match body.get("size") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(0) => Ok(None),
+            Some(n) if n <= max => Ok(Some(n)),
+            _ => Err(error(&ErrorBody::from_error(
+                &crate::Error::invalid(format!(
+                    "invalid size {v}: a size is a whole number of GiB, at most {max}"
+                )),
+                None,
+            ))),
+        },
+    }
+}
+
+fn create_spec(svc: &Service, body: &Map<String, Value>) -> std::result::Result<CreateSpec, Reply> {
+    Ok(CreateSpec {
+        size: body_size(body)?.unwrap_or(svc.default_size),
         iops: body.get("iops").and_then(Value::as_i64).unwrap_or(0),
         volume_type: wire::string(body, "type"),
         availability_zone: wire::string(body, "availabilityZone"),
         encrypted: wire::boolean(body, "encrypted"),
         fields: wire::opts_fields(body),
-    }
+    })
 }
 
 const CREATE_TYPES: &[(&str, Type)] = &[
@@ -747,7 +770,10 @@ fn create(services: &Arc<Services>, svc: &Service, call: &Call) -> Routed {
         Err(e) => return Routed::Now(error(&e)),
     };
     let vol = wire::string(&body, "name");
-    let spec = create_spec(svc, &body);
+    let spec = match create_spec(svc, &body) {
+        Ok(s) => s,
+        Err(r) => return Routed::Now(r),
+    };
     let (name, ctrl, services) = (svc.name.clone(), svc.ctrl.clone(), services.clone());
     later(vec![name_key(&vol)], true, move || {
         let r = name_free(&services, &name, &vol)
@@ -871,7 +897,10 @@ fn snapshot_routes(services: &Arc<Services>, svc: &Service, call: &Call, rest: &
                 Err(e) => return Routed::Now(error(&e)),
             };
             let vol = wire::string(&body, "name");
-            let spec = create_spec(svc, &body);
+            let spec = match create_spec(svc, &body) {
+                Ok(s) => s,
+                Err(r) => return Routed::Now(r),
+            };
             let id = id.to_string();
             let services = services.clone();
             later(vec![name_key(&vol)], true, move || {

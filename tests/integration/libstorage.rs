@@ -868,6 +868,35 @@ fn resize_extension_is_offered_only_when_asked() {
     // The schema check's answer, in the original's shape (500).
     assert_eq!(bad.status, 500, "{bad:?}");
     assert!(bad.body.contains("size"), "{bad:?}");
+    // A size past the largest (whose bytes would not fit in 64 bits) is
+    // refused before a driver sees it: resize and create alike.
+    let huge = 1u64 << 34;
+    for (path, body) in [
+        (
+            format!("/volumes/vfs/{}?resize", v.id),
+            format!("{{\"size\":{huge}}}"),
+        ),
+        (
+            "/volumes/vfs".to_string(),
+            format!("{{\"name\":\"huge\",\"size\":{huge}}}"),
+        ),
+        (
+            "/volumes/vfs".to_string(),
+            "{\"name\":\"negative\",\"size\":-1}".to_string(),
+        ),
+    ] {
+        let r = http(
+            &s.unix,
+            "POST",
+            &path,
+            &[("Libstorage-Tx", TX), ("Libstorage-Instanceid", VM)],
+            Some(&body),
+        );
+        assert!(r.status >= 400, "{path} {body}: {r:?}");
+        assert!(r.body.contains("invalid size"), "{r:?}");
+    }
+    let names: Vec<String> = c.list().unwrap().into_iter().map(|v| v.name).collect();
+    assert_eq!(names, vec!["grow1"]);
     let e = c.resize(&v.id, 2).unwrap_err();
     assert!(e.to_string().contains("vfs"), "{e}");
     assert!(c.capacity().is_ok());

@@ -368,10 +368,7 @@ impl Controller for LoopDriver {
                 "the loop driver cannot encrypt volumes: create it without the encrypted option",
             ));
         }
-        let bytes = spec
-            .size
-            .checked_mul(GIB)
-            .ok_or_else(|| Error::invalid(format!("size {} GiB is too large", spec.size)))?;
+        let bytes = crate::input::gib_bytes(spec.size)?;
         let created_at = now_rfc3339();
         let rec_of = |id: &str| Record {
             id: id.to_string(),
@@ -538,6 +535,7 @@ impl Controller for LoopDriver {
     }
 
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
+        let bytes = crate::input::gib_bytes(size_gib)?;
         let rec = self.record(id)?;
         if size_gib < rec.size {
             return Err(Error::invalid(format!(
@@ -547,7 +545,6 @@ impl Controller for LoopDriver {
         }
         let _attach = self.lock_attach(id)?;
         let img = self.image(id);
-        let bytes = size_gib * GIB;
         let f = open_image(&img, true)?;
         if self.preallocate {
             self.allocate(&f, &img, &rec.name, bytes)

@@ -870,15 +870,11 @@ impl Controller for RbdDriver {
             ));
         }
         self.check_new(name)?;
+        let bytes = crate::input::gib_bytes(spec.size.max(1))?;
         let size = format!("{}G", spec.size.max(1));
         match &self.lib {
             // The image `rbd create --image-feature layering` makes.
-            Some(lib) => lib.create(
-                &self.pool,
-                name,
-                spec.size.max(1) * GIB,
-                lib::FEATURE_LAYERING,
-            ),
+            Some(lib) => lib.create(&self.pool, name, bytes, lib::FEATURE_LAYERING),
             None => self
                 .rbd(&[
                     "create",
@@ -947,7 +943,7 @@ impl Controller for RbdDriver {
             "created an rbd image"
         );
         // What was just made, without asking again: no holder yet.
-        let mut v = self.volume(name, spec.size.max(1) * GIB, &[]);
+        let mut v = self.volume(name, bytes, &[]);
         apply_meta(
             &mut v,
             meta.into_iter().filter_map(|(k, val)| {
@@ -1118,6 +1114,7 @@ impl Controller for RbdDriver {
 
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {
         let image = self.must_image(id)?;
+        let bytes = crate::input::gib_bytes(size_gib)?;
         self.forget(image);
         let size = format!("{size_gib}G");
         self.rbd(&[
@@ -1127,7 +1124,7 @@ impl Controller for RbdDriver {
             &size,
             &self.spec(image),
         ])?;
-        Ok(size_gib * GIB)
+        Ok(bytes)
     }
 
     fn copy(
