@@ -219,11 +219,17 @@ impl<'de> serde::de::Visitor<'de> for NoRepeats {
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut out = serde_json::Map::new();
+        // Each key as compared (folded when keys are case-insensitive) →
+        // as given: one lookup per key, so a body of many keys costs
+        // linear time, not quadratic.
+        let mut seen = std::collections::HashMap::<String, String>::new();
         while let Some(k) = map.next_key::<String>()? {
-            let before = out
-                .keys()
-                .find(|o| crate::options::same_key(o, &k, self.fold_case));
-            if let Some(before) = before {
+            let compared = if self.fold_case {
+                k.to_ascii_lowercase()
+            } else {
+                k.clone()
+            };
+            if let Some(before) = seen.get(&compared) {
                 let how = if *before == k {
                     String::new()
                 } else {
@@ -235,6 +241,7 @@ impl<'de> serde::de::Visitor<'de> for NoRepeats {
                 )));
             }
             let v = map.next_value_seed(self)?;
+            seen.insert(compared, k.clone());
             out.insert(k, v);
         }
         Ok(out.into())
@@ -343,6 +350,21 @@ mod tests {
 #[cfg(test)]
 mod repeated_key_tests {
     use super::*;
+
+    #[test]
+    fn a_body_of_many_keys_is_checked_in_one_pass() {
+        // A megabyte of distinct keys (the Docker endpoint's body limit):
+        // each key looked up once, not compared with every earlier one
+        // (which took minutes of a worker thread), and a repeat at the
+        // very end still found.
+        let keys: Vec<String> = (0..120_000).map(|i| format!("\"k{i:06}\":0")).collect();
+        let body = format!("{{{}}}", keys.join(","));
+        let v = json_without_repeated_keys(body.as_bytes(), true).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 120_000);
+        let body = format!("{{{},\"K000007\":1}}", keys.join(","));
+        let e = json_without_repeated_keys(body.as_bytes(), true).unwrap_err();
+        assert!(e.to_string().contains("\"K000007\" is given twice"), "{e}");
+    }
 
     #[test]
     fn repeated_keys_are_refused_by_name() {
