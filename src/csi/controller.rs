@@ -137,10 +137,15 @@ fn page(n: usize, max_entries: i32, token: &str) -> Result<(usize, usize, String
     Ok((start, end, next))
 }
 
-/// Whether `id` can be a volume (or snapshot) id at all; one that cannot
-/// names nothing.
+/// Whether `id` can be a volume id at all; one that cannot names nothing.
 fn plausible_id(id: &str) -> bool {
     crate::input::volume_id(id).is_ok()
+}
+
+/// Whether `id` can be a snapshot id at all (rbd's are
+/// `<pool>.<image>@<snap>`); one that cannot names nothing.
+fn plausible_snapshot_id(id: &str) -> bool {
+    crate::input::snapshot_id(id).is_ok()
 }
 
 impl Csi {
@@ -208,7 +213,7 @@ impl Csi {
                 if s.snapshot_id.is_empty() {
                     return Err(missing("volume_content_source.snapshot.snapshot_id"));
                 }
-                if !plausible_id(&s.snapshot_id) {
+                if !plausible_snapshot_id(&s.snapshot_id) {
                     return Err(Status::not_found(format!(
                         "snapshot {} not found",
                         s.snapshot_id
@@ -272,7 +277,14 @@ impl Csi {
             return Ok(());
         }
         match self.vols.remove(VolumeRef::Id(id)) {
-            Ok(_) => self.forget_publications(id),
+            Ok(Some(_)) => self.forget_publications(id),
+            // Reporting success would have the CO forget a volume whose
+            // data stays; say why it stays instead (as CreateVolume does
+            // for create.disable).
+            Ok(None) => Err(Status::failed_precondition(format!(
+                "{} is set: volumes are not removed",
+                crate::config::keys::REMOVE_DISABLE
+            ))),
             Err(e) if e.kind() == Kind::NotFound => self.forget_publications(id),
             Err(e) => Err(status(e)),
         }
@@ -532,7 +544,7 @@ impl Controller for Csi {
         }
         let key = format!("snapshot {id}");
         self.run(d, vec![key], move |csi| {
-            if !plausible_id(&id) {
+            if !plausible_snapshot_id(&id) {
                 return Ok(());
             }
             match csi.vols.remove_snapshot(VolumeRef::Id(&id)) {
@@ -645,6 +657,18 @@ impl Controller for Csi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_ids_of_every_driver_are_plausible() {
+        // rbd's `<pool>.<image>@<snap>` names a snapshot, not nothing.
+        for id in ["snap1", "rbd.img@s1", "0123456789abcdef"] {
+            assert!(plausible_snapshot_id(id), "{id}");
+        }
+        for id in ["", "a/b", "..", "a@b@c", "@s", "img@"] {
+            assert!(!plausible_snapshot_id(id), "{id}");
+        }
+        assert!(!plausible_id("rbd.img@s1"));
+    }
 
     #[test]
     fn capacity_ranges_round_up_to_gib_and_respect_the_limit() {

@@ -741,6 +741,26 @@ fn kubelet_sequence_stage_publish_twice_and_back() {
     assert!(home.volume_names().is_empty());
 }
 
+/// With remove.disable, DeleteVolume says the volume stays
+/// (FAILED_PRECONDITION), as CreateVolume does for create.disable: an OK
+/// would have the CO forget a volume whose data is still there.
+#[test]
+fn a_disabled_remove_is_refused_not_reported_done() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start_with(
+        &home,
+        "",
+        &[(
+            "LIBSTORAGE_INTEGRATION_VOLUME_OPERATIONS_REMOVE_DISABLE",
+            "true",
+        )],
+    );
+    let v = c.create(create_req("kept", GIB)).unwrap();
+    assert_eq!(c.delete(&v.volume_id), Code::FailedPrecondition);
+    assert_eq!(home.volume_names(), vec!["kept"]);
+}
+
 #[test]
 fn kubelet_read_only_and_raw_block() {
     require_root!();
