@@ -92,14 +92,33 @@ pub struct RbdExecutor {
     fuse_dir: PathBuf,
 }
 
+/// One line of `rbd device list --format json`: krbd calls the image
+/// `name`, rbd-nbd `image`; `snap` is `-` (or absent) for the image
+/// itself.
 #[derive(Debug, Deserialize)]
 struct Mapped {
     #[serde(default)]
     pool: String,
-    #[serde(default)]
+    #[serde(default, alias = "image")]
     name: String,
     #[serde(default)]
+    snap: String,
+    #[serde(default)]
     device: String,
+}
+
+impl Mapped {
+    /// The device of `pool/image` itself (not of one of its snapshots).
+    fn device_of(list: Vec<Mapped>, pool: &str, image: &str) -> Option<PathBuf> {
+        list.into_iter()
+            .find(|m| {
+                m.pool == pool
+                    && m.name == image
+                    && (m.snap.is_empty() || m.snap == "-")
+                    && !m.device.is_empty()
+            })
+            .map(|m| PathBuf::from(m.device))
+    }
 }
 
 /// How long a released rbd-fuse process may take to exit.
@@ -167,11 +186,19 @@ impl RbdExecutor {
                 "json",
             ],
         )?;
-        let list: Vec<Mapped> = serde_json::from_str(out.trim()).unwrap_or_default();
-        Ok(list
-            .into_iter()
-            .find(|m| m.pool == self.pool && m.name == image && !m.device.is_empty())
-            .map(|m| PathBuf::from(m.device)))
+        // Output that cannot be read is an error: taken for "not mapped",
+        // an attach would map the image again and a detach leave it.
+        let list: Vec<Mapped> = match out.trim() {
+            "" => Vec::new(),
+            text => serde_json::from_str(text).map_err(|e| {
+                Error::backend(format!(
+                    "cannot read the answer of rbd device list -t {} ({e}): {}",
+                    self.device_type(),
+                    text.chars().take(200).collect::<String>()
+                ))
+            })?,
+        };
+        Ok(Mapped::device_of(list, &self.pool, image))
     }
 
     fn mount_dir(&self, image: &str) -> PathBuf {
@@ -652,6 +679,26 @@ mod tests {
     fn mountinfo_escapes_are_read() {
         assert_eq!(unescape("/a\\040b"), "/a b");
         assert_eq!(unescape("/plain"), "/plain");
+    }
+
+    #[test]
+    fn mapped_devices_of_krbd_and_rbd_nbd_are_found() {
+        // krbd (`name`, `snap` "-") and rbd-nbd (`image`), as each prints.
+        let krbd = r#"[{"id":"0","pool":"rbd","namespace":"","name":"v1","snap":"-","device":"/dev/rbd0"},
+            {"id":"1","pool":"rbd","namespace":"","name":"v2","snap":"s1","device":"/dev/rbd1"}]"#;
+        let nbd = r#"[{"id":4242,"pool":"rbd","namespace":"","image":"v2","snap":"-","device":"/dev/nbd0"}]"#;
+        let parse = |t: &str| serde_json::from_str::<Vec<Mapped>>(t).unwrap();
+        assert_eq!(
+            Mapped::device_of(parse(krbd), "rbd", "v1"),
+            Some(PathBuf::from("/dev/rbd0"))
+        );
+        // A mapped snapshot is not its image.
+        assert_eq!(Mapped::device_of(parse(krbd), "rbd", "v2"), None);
+        assert_eq!(
+            Mapped::device_of(parse(nbd), "rbd", "v2"),
+            Some(PathBuf::from("/dev/nbd0"))
+        );
+        assert_eq!(Mapped::device_of(parse(nbd), "other", "v2"), None);
     }
 
     #[test]
