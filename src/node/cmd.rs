@@ -68,10 +68,11 @@ pub fn output_within(mut cmd: Command, timeout: Duration) -> std::io::Result<Opt
     let out_t = drain(child.stdout.take());
     let err_t = drain(child.stderr.take());
     let status = wait_within(&mut child, timeout)?;
-    let (stdout, stderr) = (
-        out_t.join().unwrap_or_default(),
-        err_t.join().unwrap_or_default(),
-    );
+    // The tool is gone; a process it started may still hold its output
+    // open (a daemon that kept the pipe): wait a little for the rest,
+    // then answer with what came, rather than for as long as it lives.
+    let until = std::time::Instant::now() + OUTPUT_WAIT;
+    let (stdout, stderr) = (out_t.until(until), err_t.until(until));
     Ok(status.map(|status| Output {
         status,
         stdout,
@@ -109,16 +110,53 @@ pub fn wait_within(child: &mut Child, timeout: Duration) -> std::io::Result<Opti
     Ok((!timed_out).then_some(status))
 }
 
+/// How long the output of a tool that exited may still take to end.
+const OUTPUT_WAIT: Duration = Duration::from_secs(5);
+
+/// A tool's output stream, read in a thread of its own.
+struct Drain {
+    got: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// What came, once the stream ended or by `until`.
+    fn until(self, until: std::time::Instant) -> String {
+        let wait = until.saturating_duration_since(std::time::Instant::now());
+        if self.done.recv_timeout(wait).is_err() {
+            tracing::warn!(
+                "a process started by a tool still holds its output open; answering with what came by then"
+            );
+        }
+        let got = self.got.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
 /// Read all of a tool's output stream in a thread of its own, so that a
 /// full pipe never stalls the tool.
-fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> Drain {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, done) = std::sync::mpsc::channel();
+    let sink = got.clone();
     std::thread::spawn(move || {
-        let mut s = Vec::new();
         if let Some(mut r) = r {
-            let _ = r.read_to_end(&mut s);
+            let mut buf = [0u8; 8192];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
         }
-        String::from_utf8_lossy(&s).into_owned()
-    })
+        let _ = tx.send(());
+    });
+    Drain { got, done }
 }
 
 #[cfg(test)]
@@ -156,6 +194,22 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        // A tool whose child keeps its output open: answered once the tool
+        // exits (and a little wait), not when the child does (the child
+        // waits for a file made only after the answer, then goes).
+        let t = tempfile::tempdir().unwrap();
+        let go = t.path().join("go");
+        let mut c = command_at(&find("sh", "dash").unwrap());
+        c.args([
+            "-c",
+            "echo first; (while [ ! -e \"$1\" ]; do sleep 0.1; done) & echo second",
+            "sh",
+        ])
+        .arg(&go);
+        let o = output_within(c, Duration::from_secs(60)).unwrap().unwrap();
+        std::fs::write(&go, b"").unwrap();
+        assert!(o.status.success());
+        assert_eq!(o.stdout, "first\nsecond\n");
         // A tool that fails to start is an error of its own.
         let e =
             output_within(Command::new("/nonexistent/tool"), Duration::from_secs(1)).unwrap_err();

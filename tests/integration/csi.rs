@@ -783,8 +783,7 @@ fn kubelet_read_only_and_raw_block() {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let line = info
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
-            .last()
+            .rfind(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
             .unwrap_or_else(|| panic!("no mount at {}", p.display()))
             .to_string();
         line.split(' ')
