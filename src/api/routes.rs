@@ -256,7 +256,26 @@ fn reply_of(r: Result<Reply>, resource: &str) -> Reply {
 
 /// Route a request. `services` is shared with the work it returns.
 pub fn route(services: &Arc<Services>, tasks: &super::tasks::Tasks, call: &Call) -> Routed {
-    let segs: Vec<&str> = call.path.split('/').filter(|s| !s.is_empty()).collect();
+    // Each segment percent-decoded, as the original's router matches
+    // them (and as the auth scope reads them): `rbd.v1%40s1` is the
+    // snapshot `rbd.v1@s1`. One that decodes to a `/`, a NUL or no UTF-8
+    // names nothing this server has.
+    let mut owned = Vec::new();
+    for raw in call.path.split('/').filter(|s| !s.is_empty()) {
+        match percent_encoding::percent_decode_str(raw).decode_utf8() {
+            Ok(d) if !d.contains(['/', '\0']) => owned.push(d),
+            _ => {
+                return Routed::Now(error(&ErrorBody::from_error(
+                    &crate::Error::invalid(format!(
+                        "invalid path segment {}: it decodes to a slash, a NUL or no UTF-8",
+                        crate::input::quote(raw)
+                    )),
+                    None,
+                )))
+            }
+        }
+    }
+    let segs: Vec<&str> = owned.iter().map(|c| c.as_ref()).collect();
     // Headers first, as the original's middleware.
     let callers = match Callers::parse(call) {
         Ok(c) => c,

@@ -817,6 +817,43 @@ fn a_bad_endpoint_fails_the_start() {
     assert!(!spec(&home).exists());
 }
 
+/// Path segments are percent-decoded before routing, as the original's
+/// router does: an escaped service name or id finds what it names; one
+/// that decodes to a slash or a NUL is refused, naming it.
+#[test]
+fn path_segments_are_percent_decoded() {
+    let s = server();
+    let hdrs = [("Libstorage-Tx", TX), ("Libstorage-Instanceid", VM)];
+    let made = http(
+        &s.unix,
+        "POST",
+        "/volumes/vfs",
+        &hdrs,
+        Some("{\"name\":\"pct-1\"}"),
+    );
+    made.expect(201);
+    let id = made.json()["id"].as_str().unwrap().to_string();
+    let escaped: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+    let got = http(
+        &s.unix,
+        "GET",
+        &format!("/volumes/v%66s/{escaped}"),
+        &hdrs,
+        None,
+    );
+    got.expect(200);
+    assert_eq!(got.json()["name"], "pct-1", "{got:?}");
+    for bad in [
+        "/volumes/vfs/a%2Fb",
+        "/volumes/vfs/a%00b",
+        "/volumes/vfs/%FF",
+    ] {
+        let r = http(&s.unix, "GET", bad, &hdrs, None);
+        assert!(r.status >= 400, "{bad}: {r:?}");
+        assert!(r.body.contains("invalid path segment"), "{r:?}");
+    }
+}
+
 /// This server's extensions: `GET /services/{svc}?extensions` answers
 /// `"rexray": {"availableBytes", "resize"}` (and only when asked: the
 /// plain reply stays the original's), `POST /volumes/{svc}/{id}?resize`
