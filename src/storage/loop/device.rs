@@ -44,8 +44,9 @@ pub(super) struct Owner {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(super) device: String,
     /// The boot of the controller's host the record was written in: a
-    /// record of an earlier boot whose image no loop device backs is
-    /// stale (loop devices do not survive a reboot).
+    /// record of a holder on this host, from an earlier boot, whose image
+    /// no loop device backs is stale (loop devices do not survive a
+    /// reboot); another host's is not (see `holder`).
     #[serde(default)]
     pub(super) boot: String,
 }
@@ -131,14 +132,35 @@ fn read_owner(root: &Path, id: &str) -> Option<Owner> {
     .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
+/// Whether `who` is an instance of this host (`<host name>:<state dir>`):
+/// its loop devices are this kernel's, so they tell whether it still holds
+/// an image.
+fn of_this_host(who: &InstanceId) -> bool {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    });
+    who.id
+        .strip_prefix(host.as_str())
+        .is_some_and(|rest| rest.starts_with(':'))
+}
+
 /// Who holds the image `img` of `id`, from its record and the kernel's
-/// loop devices: a record counts when a device backs the image or it was
-/// written in this boot (an attach whose device is not bound yet, or a
-/// node this host cannot see); a device without a record was attached
-/// outside rexray.
+/// loop devices: a record counts when a device backs the image, when it
+/// was written in this boot (an attach whose device is not bound yet), or
+/// when its holder is another host's node (whose devices this kernel
+/// cannot see, and which a reboot of this host did not detach: it holds
+/// the volume until it lets go, or is preempted). Only a record of this
+/// host from an earlier boot with no device is stale (loop devices do not
+/// survive a reboot). A device without a record was attached outside
+/// rexray.
 fn holder(owner: Option<Owner>, bound: bool) -> Option<InstanceId> {
     match owner {
-        Some(o) if bound || o.boot == this_boot() => Some(o.instance_id),
+        Some(o) if bound || o.boot == this_boot() || !of_this_host(&o.instance_id) => {
+            Some(o.instance_id)
+        }
         _ if bound => Some(unknown_holder()),
         _ => None,
     }
@@ -504,4 +526,44 @@ pub(super) fn open_image(path: &Path, write: bool) -> Result<std::fs::File> {
     // every user.
     crate::files::tighten(&f, path, crate::files::PRIVATE_FILE);
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(host: &str, boot: &str) -> Owner {
+        Owner {
+            instance_id: InstanceId {
+                id: format!("{host}:/var/lib/rexray"),
+                driver: "loop".into(),
+                service: "loop".into(),
+            },
+            device: String::new(),
+            boot: boot.into(),
+        }
+    }
+
+    #[test]
+    fn stale_records_are_this_hosts_only() {
+        let me = nix::unistd::gethostname()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let now = this_boot();
+        // This host, this boot or a bound device: held.
+        assert!(holder(Some(owner(&me, now)), false).is_some());
+        assert!(holder(Some(owner(&me, "an-earlier-boot")), true).is_some());
+        // This host, an earlier boot, no device: the reboot let it go.
+        assert!(holder(Some(owner(&me, "an-earlier-boot")), false).is_none());
+        // Another host's node (a name that merely starts like this one's
+        // too): this host's reboot did not detach it, so it still holds.
+        for other in ["node-b.example", &format!("{me}2")] {
+            let h = holder(Some(owner(other, "an-earlier-boot")), false).unwrap();
+            assert!(h.id.starts_with(other), "{other}");
+        }
+        // A device without a record: attached outside rexray.
+        assert_eq!(holder(None, true), Some(unknown_holder()));
+        assert_eq!(holder(None, false), None);
+    }
 }
