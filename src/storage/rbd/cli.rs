@@ -99,6 +99,28 @@ impl Ceph {
         self.run_cmd(cmd, &format!("{prog} {}", args.join(" ")))
     }
 
+    /// [`run`](Self::run) for a call whose work grows with the image
+    /// (`rbd cp`, `rbd rm`): waited for [`bulk_timeout`](Self::bulk_timeout)
+    /// of `gib`, so a large image is not cut off part-way.
+    pub fn run_bulk(&self, prog: &str, args: &[&str], gib: u64) -> Result<String> {
+        let mut cmd = self.command(prog);
+        cmd.args(args);
+        let bulk = Ceph {
+            timeout: self.bulk_timeout(gib),
+            ..self.clone()
+        };
+        bulk.run_cmd(cmd, &format!("{prog} {}", args.join(" ")))
+    }
+
+    /// `rbd.timeout` plus 10 s a GiB (at least 100 MiB/s): the bound of a
+    /// call that copies or removes a whole image. A cluster that does not
+    /// answer at all is found out by the calls before it, within
+    /// `rbd.timeout`.
+    pub fn bulk_timeout(&self, gib: u64) -> Duration {
+        self.timeout
+            .saturating_add(Duration::from_secs(10).saturating_mul(gib.min(u32::MAX as u64) as u32))
+    }
+
     /// [`run`](Self::run) of a prepared command; `shown` names it.
     pub fn run_cmd(&self, cmd: Command, shown: &str) -> Result<String> {
         let what = shown.to_string();
@@ -167,6 +189,18 @@ mod tests {
         let e = Ceph::new("--id a --key AQBsecret==", Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.kind(), Kind::InvalidInput);
         assert!(e.message().contains("keyring"), "{e}");
+    }
+
+    #[test]
+    fn bulk_calls_are_waited_for_by_the_size_of_the_image() {
+        let c = Ceph::new("--conf /x/ceph.conf", Duration::from_secs(30)).unwrap();
+        assert_eq!(c.bulk_timeout(0), Duration::from_secs(30));
+        assert_eq!(c.bulk_timeout(100), Duration::from_secs(30 + 1000));
+        assert!(c.bulk_timeout(u64::MAX) > Duration::from_secs(1 << 32));
+        // A bulk call still ends, with the usual words, when it overruns.
+        let c = Ceph::new("--conf /x/ceph.conf", Duration::from_millis(100)).unwrap();
+        let e = c.run_bulk("sleep", &["30"], 0).unwrap_err();
+        assert!(e.message().contains("did not answer"), "{e}");
     }
 
     #[test]

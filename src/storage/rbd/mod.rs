@@ -644,6 +644,33 @@ impl RbdDriver {
     }
 
     /// The error of an image made over an existing one, said plainly.
+    /// `rbd cp` of `from` (an image or snapshot spec of `gib` GiB) to the
+    /// new image `new_name`, waited for as long as its size needs. A copy
+    /// that failed part-way (cut off, or the cluster's error) leaves no
+    /// partial image behind; one refused because the name was taken in
+    /// the meantime leaves the other's image alone.
+    fn copy_image(&self, from: &str, new_name: &str, gib: u64) -> Result<()> {
+        let to = self.spec(new_name);
+        let args = [
+            "cp",
+            "--no-progress",
+            "--image-feature",
+            "layering",
+            from,
+            to.as_str(),
+        ];
+        match self.ceph.run_bulk("rbd", &args, gib) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Kind::AlreadyExists => Err(Self::exists(new_name)(e)),
+            Err(e) => {
+                let _ = self
+                    .ceph
+                    .run_bulk("rbd", &["rm", "--no-progress", &to], gib);
+                Err(e)
+            }
+        }
+    }
+
     fn exists(name: &str) -> impl Fn(Error) -> Error + '_ {
         move |e| {
             if e.kind() == Kind::AlreadyExists {
@@ -975,7 +1002,8 @@ impl Controller for RbdDriver {
         for l in self.locks(image)? {
             self.unlock(image, &l)?;
         }
-        self.rbd(&["rm", "--no-progress", &self.spec(image)])
+        self.ceph
+            .run_bulk("rbd", &["rm", "--no-progress", &self.spec(image)], v.size)
             .map_err(|e| {
                 if e.message().contains("snapshots") {
                     Error::in_use(format!(
@@ -1138,15 +1166,7 @@ impl Controller for RbdDriver {
         let image = self.must_image(id)?;
         let src = self.must_volume(id)?;
         self.check_new(new_name)?;
-        self.rbd(&[
-            "cp",
-            "--no-progress",
-            "--image-feature",
-            "layering",
-            &self.spec(image),
-            &self.spec(new_name),
-        ])
-        .map_err(Self::exists(new_name))?;
+        self.copy_image(&self.spec(image), new_name, src.size)?;
         if let Err(e) = intact() {
             let _ = self.rbd(&["rm", "--no-progress", &self.spec(new_name)]);
             return Err(e);
@@ -1230,15 +1250,9 @@ impl Controller for RbdDriver {
         let (image, snap) = self.snap_of(snap_id)?;
         self.check_new(new_name)?;
         let from = format!("{}@{snap}", self.spec(image));
-        self.rbd(&[
-            "cp",
-            "--no-progress",
-            "--image-feature",
-            "layering",
-            &from,
-            &self.spec(new_name),
-        ])
-        .map_err(Self::exists(new_name))?;
+        // (The image's size now bounds its snapshot's: images only grow.)
+        let gib = self.info_of(image)?.map_or(0, |i| i.size.div_ceil(GIB));
+        self.copy_image(&from, new_name, gib)?;
         // The new volume's own facts, as create writes them, beside the
         // resize.
         let id = self.id_of(new_name);
