@@ -162,12 +162,47 @@ fn tag_values(xml: &str, tag: &str) -> Vec<String> {
     out
 }
 
+/// Text of an XML element: the five named entities and character
+/// references (`&#10;`, `&#xA;`: S3 writes control characters in keys so).
+/// Anything else is kept as it is.
 fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let decoded = after.find(';').and_then(|j| {
+            let ent = &after[..j];
+            let c = match ent {
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                "amp" => Some('&'),
+                _ => {
+                    let n = if let Some(h) = ent.strip_prefix("#x").or(ent.strip_prefix("#X")) {
+                        u32::from_str_radix(h, 16).ok()
+                    } else {
+                        ent.strip_prefix('#').and_then(|d| d.parse().ok())
+                    };
+                    n.and_then(char::from_u32)
+                }
+            }?;
+            Some((c, j))
+        });
+        match decoded {
+            Some((c, j)) => {
+                out.push(c);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The certificates of the PEM file `p` (`s3fs.caFile`), each checked
@@ -293,7 +328,11 @@ impl S3 {
                 "{what} {endpoint:?}: expected an http:// or https:// URL"
             )));
         };
-        let host = rest.split('/').next().unwrap_or_default().to_string();
+        let host = rest.split('/').next().unwrap_or_default();
+        // As the Host header goes out: without the scheme's own port
+        // (the HTTP client drops it, and the signature covers the header).
+        let default_port = if https { ":443" } else { ":80" };
+        let host = host.strip_suffix(default_port).unwrap_or(host).to_string();
         if host.is_empty() || rest.contains('/') {
             return Err(Error::invalid(format!(
                 "{what} {endpoint:?}: expected http(s)://host[:port] with no path"
@@ -782,6 +821,28 @@ mod tests {
         let x = "<R><Bucket><Name>a</Name></Bucket><Bucket><Name>b&amp;c</Name></Bucket></R>";
         assert_eq!(tag_values(x, "Name"), ["a", "b&c"]);
         assert!(tag_values(x, "Key").is_empty());
+        // Character references, as S3 writes control characters in keys;
+        // anything not an entity is kept.
+        let x = "<K>a&#xA;b&#13;c&#x1F600;&lt;&gt;&quot;&apos;</K><K>&bogus; & &#;</K>";
+        assert_eq!(
+            tag_values(x, "K"),
+            ["a\nb\rc\u{1F600}<>\"'", "&bogus; & &#;"]
+        );
+    }
+
+    #[test]
+    fn the_signed_host_is_the_host_header_sent() {
+        // The HTTP client drops a scheme's own port from the Host header;
+        // the signature must cover the same text.
+        let host = |ep: &str| {
+            S3::new(ep, "", "ak", "sk", Duration::from_secs(1), None)
+                .unwrap()
+                .host
+        };
+        assert_eq!(host("https://s3.example.com:443"), "s3.example.com");
+        assert_eq!(host("http://s3.example.com:80"), "s3.example.com");
+        assert_eq!(host("http://127.0.0.1:7480"), "127.0.0.1:7480");
+        assert_eq!(host("https://s3.example.com:80"), "s3.example.com:80");
     }
 
     #[test]
