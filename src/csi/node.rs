@@ -26,8 +26,11 @@ fn block_holder(staging: &Path) -> String {
     format!("csi:{}", staging.display())
 }
 
-/// A path from a request: absolute, or INVALID_ARGUMENT.
+/// A path from a request: absolute, without `..`, in its plain spelling
+/// (no trailing `/`, `//` or `.`), so that one path is one consumer and
+/// one mount point however it is written; or INVALID_ARGUMENT.
 fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
+    use std::path::Component;
     if p.is_empty() {
         return Err(missing(field));
     }
@@ -37,7 +40,19 @@ fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
             "{field} must be an absolute path"
         )));
     }
-    Ok(pb)
+    let mut plain = PathBuf::new();
+    for c in pb.components() {
+        match c {
+            Component::ParentDir => {
+                return Err(Status::invalid_argument(format!(
+                    "{field} {p:?} must not go up a directory (..)"
+                )))
+            }
+            Component::CurDir => {}
+            c => plain.push(c.as_os_str()),
+        }
+    }
+    Ok(plain)
 }
 
 impl Csi {
@@ -129,8 +144,14 @@ impl Csi {
     }
 
     fn unstage(&self, id: &str, staging: PathBuf) -> Result<(), Status> {
-        let v = self.volume_here(id)?;
         let node = self.vols.node();
+        // This node's own part first: a volume removed behind rexray's
+        // back, or a backend that does not answer, must not keep the
+        // staging path mounted.
+        if !node.mounts_at(&staging).map_err(status)?.is_empty() {
+            node.unmount_all(&staging).map_err(status)?;
+        }
+        let v = self.volume_here(id)?;
         let key = Consumer::Csi(&staging).key().map_err(status)?;
         let holder = block_holder(&staging);
         let rec = self
@@ -138,9 +159,6 @@ impl Csi {
             .mount_record(VolumeRef::Id(&v.id))
             .map_err(status)?
             .unwrap_or_default();
-        if !node.mounts_at(&staging).map_err(status)?.is_empty() {
-            node.unmount_all(&staging).map_err(status)?;
-        }
         if rec.consumers.contains(&key) {
             self.vols
                 .unmount(VolumeRef::Id(&v.id), Consumer::Csi(&staging))
@@ -199,6 +217,12 @@ impl Csi {
             Some(volume_capability::AccessType::Mount(m)) => m.mount_flags.clone(),
             _ => Vec::new(),
         };
+        // `ro` among the mount flags publishes read-only as `readonly`
+        // does, so a retry compares the same thing.
+        let read_only = read_only
+            || crate::node::bind_flags(&flags)
+                .map_err(status)?
+                .contains(nix::mount::MsFlags::MS_RDONLY);
         let staged = node
             .mounts_at(&staging)
             .map_err(status)?
@@ -211,6 +235,22 @@ impl Csi {
                     staging.display()
                 ))
             })?;
+        // The staging path must hold this volume, not another's.
+        let ours = node
+            .mounts_at(&self.vols.mount_point(&v.name))
+            .map_err(status)?
+            .first()
+            .is_some_and(|m| m.dev == staged.dev)
+            || Self::device(&v)
+                .and_then(|d| node.device_numbers(&d).ok())
+                .is_some_and(|n| n == staged.dev);
+        if !ours {
+            return Err(Status::failed_precondition(format!(
+                "{} does not hold volume {} (another filesystem is mounted there); NodeStageVolume it first",
+                staging.display(),
+                v.name
+            )));
+        }
         if let Some(m) = node.mounts_at(&target).map_err(status)?.first() {
             return if m.dev == staged.dev && m.read_only == read_only {
                 Ok(())
@@ -226,7 +266,10 @@ impl Csi {
     }
 
     fn unpublish(&self, id: &str, target: PathBuf) -> Result<(), Status> {
-        let v = self.volume_here(id)?;
+        // Nothing but this node's bind is undone, so that comes before
+        // the backend is asked: a volume removed behind rexray's back, or
+        // a backend that does not answer, must not keep a pod's target
+        // mounted.
         let node = self.vols.node();
         if !node.mounts_at(&target).map_err(status)?.is_empty() {
             node.unmount_all(&target).map_err(status)?;
@@ -241,6 +284,9 @@ impl Csi {
             }
             _ => {}
         }
+        // Then what the spec asks of an unknown volume (NOT_FOUND), with
+        // this node's part already done.
+        let v = self.volume_here(id)?;
         tracing::info!(volume = %v.name, target = %target.display(), "csi: unpublished");
         Ok(())
     }

@@ -741,6 +741,67 @@ fn kubelet_sequence_stage_publish_twice_and_back() {
     assert!(home.volume_names().is_empty());
 }
 
+/// Paths and flags as kubelet (or a hand) may spell them: a trailing `/`
+/// names the same staging path (one consumer, released by the plain
+/// spelling), `..` is refused; `ro` among the mount flags is read-only,
+/// so a retry of that publication is the same one; a staging path that
+/// holds another volume is not published as this one; and unpublishing
+/// undoes this node's bind before the backend is asked.
+#[test]
+fn kubelet_paths_and_flags_are_taken_as_meant() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start(&home, "");
+    let a = c.create(create_req("pvc-a", GIB)).unwrap();
+    let b = c.create(create_req("pvc-b", GIB)).unwrap();
+    let sa = home.dir.join("k/staging/a");
+    let sb = home.dir.join("k/staging/b");
+    let slash = PathBuf::from(format!("{}/", sa.display()));
+    assert_eq!(c.stage(&a.volume_id, &slash, mount_cap("")), Code::Ok);
+    assert_eq!(c.stage(&a.volume_id, &sa, mount_cap("")), Code::Ok);
+    assert_eq!(c.stage(&b.volume_id, &sb, mount_cap("")), Code::Ok);
+    let up = home.dir.join("k/staging/x/../a");
+    assert_eq!(
+        c.stage(&a.volume_id, &up, mount_cap("")),
+        Code::InvalidArgument
+    );
+    // `ro` in the flags: read-only, and the same publication again.
+    let mut ro = mount_cap("");
+    if let Some(volume_capability::AccessType::Mount(m)) = &mut ro.access_type {
+        m.mount_flags = vec!["ro".into()];
+    }
+    let ta = home.dir.join("k/pods/a/mount");
+    for _ in 0..2 {
+        assert_eq!(
+            c.publish(&a.volume_id, &sa, &ta, ro.clone(), false),
+            Code::Ok
+        );
+    }
+    let e = std::fs::write(ta.join("x"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    // B's staging path is not A's volume.
+    let tx = home.dir.join("k/pods/x/mount");
+    assert_eq!(
+        c.publish(&a.volume_id, &sb, &tx, mount_cap(""), false),
+        Code::FailedPrecondition
+    );
+    assert_eq!(count_mounts_at(&tx), 0);
+    // An unpublish naming a volume that is not there (removed behind
+    // rexray's back, say): the bind is undone all the same, and the
+    // answer is the spec's NOT_FOUND.
+    assert_eq!(c.unpublish("no-such-volume", &ta), Code::NotFound);
+    assert_eq!(count_mounts_at(&ta), 0);
+    assert_eq!(c.unpublish(&a.volume_id, &ta), Code::Ok);
+    // Unstaged by the plain spelling: one consumer, released, detached.
+    assert_eq!(c.unstage(&a.volume_id, &sa), Code::Ok);
+    assert_eq!(c.unstage(&b.volume_id, &sb), Code::Ok);
+    assert!(mounts(&home).is_empty(), "{:?}", mounts(&home));
+    assert!(home.loops().is_empty());
+    for id in [&a.volume_id, &b.volume_id] {
+        assert_eq!(c.delete(id), Code::Ok);
+    }
+}
+
 /// With remove.disable, DeleteVolume says the volume stays
 /// (FAILED_PRECONDITION), as CreateVolume does for create.disable: an OK
 /// would have the CO forget a volume whose data is still there.
