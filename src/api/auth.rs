@@ -503,9 +503,10 @@ pub struct Auth {
 
 /// Which services a request path concerns.
 enum Scope {
-    /// None (`/`, `/help`, `/tasks`).
+    /// None (`/`, `/help`).
     None,
-    /// All of them (`/services`, `/volumes`, `/snapshots`).
+    /// All of them (`/services`, `/volumes`, `/snapshots`; and `/tasks`,
+    /// whose results hold any service's volumes and attach tokens).
     All,
     /// One.
     One(String),
@@ -522,6 +523,7 @@ fn scope(path: &str) -> Scope {
             ),
             _ => Scope::All,
         },
+        Some("tasks") => Scope::All,
         _ => Scope::None,
     }
 }
@@ -804,13 +806,7 @@ mod tests {
         };
         let tok = sign(Alg::HS256, b"svc-key", "a", now, 60);
         let good = Some(format!("Bearer {tok}"));
-        for p in [
-            "/",
-            "/help/version",
-            "/tasks",
-            "/services/loop",
-            "/volumes/other/x",
-        ] {
+        for p in ["/", "/help/version", "/services/loop", "/volumes/other/x"] {
             assert_eq!(auth.check(p, None, now), Ok(None), "{p}");
         }
         for p in [
@@ -821,6 +817,8 @@ mod tests {
             "/volumes/VFS/v1",
             "/services/vfs",
             "/volumes/%76fs",
+            "/tasks",
+            "/tasks/7",
         ] {
             assert_eq!(auth.check(p, None, now), Err(Refusal::Missing), "{p}");
             assert!(
@@ -833,7 +831,7 @@ mod tests {
             ..auth
         };
         assert_eq!(
-            both.check("/tasks", good.as_deref(), now),
+            both.check("/help", good.as_deref(), now),
             Err(Refusal::BadSignature)
         );
     }
