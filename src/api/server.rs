@@ -143,6 +143,20 @@ pub struct Api {
     /// Requests served and in flight, for [`release_memory_when_idle`].
     served: AtomicU64,
     in_flight: AtomicUsize,
+    /// `?async` operations accepted and not finished, and how many may
+    /// be: such a request is answered at once, so connections do not
+    /// bound them.
+    tasks_running: Arc<AtomicUsize>,
+    max_tasks: usize,
+}
+
+/// One operation counted in `Api::tasks_running` until dropped.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Api {
@@ -159,6 +173,8 @@ impl Api {
             auth: Default::default(),
             served: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            tasks_running: Arc::new(AtomicUsize::new(0)),
+            max_tasks: cfg.number(keys::SERVER_MAX_TASKS).max(1) as usize,
         }
     }
 
@@ -183,6 +199,24 @@ impl Api {
     }
 
     async fn run_task(self: &Arc<Self>, call: &Call, work: routes::Work) -> Reply {
+        // Only `?async` operations count: the others are bounded by the
+        // connections that wait for them.
+        let running = if call.has("async") {
+            if self.tasks_running.fetch_add(1, Ordering::SeqCst) >= self.max_tasks {
+                self.tasks_running.fetch_sub(1, Ordering::SeqCst);
+                return routes::error(&ErrorBody::from_error(
+                    &Error::busy(format!(
+                        "this server has {} ?async operations in flight ({}); try again once some finish",
+                        self.max_tasks,
+                        keys::SERVER_MAX_TASKS
+                    )),
+                    None,
+                ));
+            }
+            Some(Running(self.tasks_running.clone()))
+        } else {
+            None
+        };
         let id = self.tasks.queue();
         let mut key = format!("{} {}?", call.method, call.path).into_bytes();
         for (k, v) in &call.query {
@@ -215,6 +249,7 @@ impl Api {
         let queues = self.queues.clone();
         let me = self.clone();
         let handle = tokio::spawn(async move {
+            let _running = running;
             let r = queues
                 .run(
                     work.ticket,

@@ -103,6 +103,7 @@ pub const LIBSTORAGE_HOST: &str = "libstorage.host";
 pub const LIBSTORAGE_EMBEDDED: &str = "libstorage.embedded";
 pub const SERVER_EXE_TIMEOUT: &str = "libstorage.server.tasks.exeTimeout";
 pub const SERVER_LOG_TIMEOUT: &str = "libstorage.server.tasks.logTimeout";
+pub const SERVER_MAX_TASKS: &str = "libstorage.server.tasks.maxInFlight";
 pub const SERVER_HEADER_TIMEOUT: &str = "libstorage.server.headerTimeout";
 pub const SERVER_IDLE_TIMEOUT: &str = "libstorage.server.idleTimeout";
 pub const SERVER_MAX_CONNECTIONS: &str = "libstorage.server.maxConnections";
@@ -482,6 +483,13 @@ pub const KEYS: &[KeyDef] = &[
         ty: KeyType::DurationOrZero,
         aliases: &[],
         help: "how long a finished task of the libStorage API stays listed under /tasks (0s: not at all)",
+    },
+    KeyDef {
+        key: SERVER_MAX_TASKS,
+        default: "1024",
+        ty: KeyType::Count(1_000_000),
+        aliases: &[],
+        help: "how many ?async operations of the libStorage API (answered at once, run on) may be unfinished; an ?async request past that is answered busy and starts nothing",
     },
     KeyDef {
         key: SERVER_HEADER_TIMEOUT,

@@ -817,6 +817,61 @@ fn a_bad_endpoint_fails_the_start() {
     assert!(!spec(&home).exists());
 }
 
+/// `?async` requests are answered at once, so the operations they start
+/// are bounded by `libstorage.server.tasks.maxInFlight`: past it such a
+/// request is answered busy at once and starts nothing (a request that
+/// waits for its answer still goes through); once some finish, the next
+/// is accepted.
+#[test]
+fn operations_in_flight_are_bounded() {
+    crate::require_root!();
+    let home = Home::new();
+    let sock = home.dir.join("ls.sock");
+    home.config(&format!(
+        "libstorage:\n  service: loop\n  server:\n    tasks:\n      maxInFlight: 2\n    endpoints:\n      a:\n        address: unix://{}\n",
+        sock.display()
+    ));
+    let (host, _) = unix_host(&home);
+    // Each commit of the catalog takes 2 s: the first two creates stay
+    // in flight while the third comes.
+    let _svc = Service::start(
+        &home,
+        &host,
+        &[("FAILPOINTS", "loop::catalog-before-commit=sleep(2000)")],
+    );
+    let unix = Target::Unix(sock);
+    let hdrs = [("Libstorage-Tx", TX), ("Libstorage-Instanceid", VM)];
+    let create = |name: &str| {
+        http(
+            &unix,
+            "POST",
+            "/volumes/loop?async",
+            &hdrs,
+            Some(&format!("{{\"name\":\"{name}\",\"size\":1}}")),
+        )
+    };
+    create("inflight-1").expect(202);
+    create("inflight-2").expect(202);
+    let busy = create("inflight-3");
+    assert!(busy.status >= 400, "{busy:?}");
+    assert!(busy.body.contains("maxInFlight"), "{busy:?}");
+    http(&unix, "GET", "/volumes", &hdrs, None).expect(200);
+    // Once the two are done, another is accepted; the refused one was
+    // never made.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names = home.volume_names();
+        if names.len() == 2 {
+            assert_eq!(names, vec!["inflight-1", "inflight-2"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{names:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    create("inflight-4").expect(202);
+}
+
 /// Path segments are percent-decoded before routing, as the original's
 /// router does: an escaped service name or id finds what it names; one
 /// that decodes to a slash or a NUL is refused, naming it.
