@@ -13,8 +13,9 @@ use crate::Kind;
 use tonic::{Request, Response, Status};
 
 /// The size, in GiB, a capacity range asks for: the required bytes
-/// rounded up to whole GiB (`default` when none are required), refused
-/// with OUT_OF_RANGE when the limit is below that.
+/// rounded up to whole GiB; when none are required, `default`, or the
+/// whole GiB under the limit when that is less; refused with OUT_OF_RANGE
+/// when the limit is below that.
 fn size_for(range: Option<&CapacityRange>, default: u64) -> Result<u64, Status> {
     let Some(r) = range else {
         return Ok(default);
@@ -32,6 +33,8 @@ fn size_for(range: Option<&CapacityRange>, default: u64) -> Result<u64, Status> 
     }
     let gib = if r.required_bytes > 0 {
         (r.required_bytes as u64).div_ceil(GIB)
+    } else if r.limit_bytes > 0 {
+        default.min(r.limit_bytes as u64 / GIB)
     } else {
         default
     }
@@ -235,6 +238,34 @@ impl Csi {
             }
             None => None,
         };
+        // A copy is at least as large as its source: one the range cannot
+        // hold is OUT_OF_RANGE before anything is copied.
+        if let Some(f) = &from {
+            let src_gib = match f {
+                CopySource::VolumeId(id) => self.lookup_id(id)?.map(|v| v.size),
+                CopySource::SnapshotId(id) => self
+                    .vols
+                    .snapshots()
+                    .map_err(status)?
+                    .into_iter()
+                    .find(|s| &s.id == id)
+                    .map(|s| s.volume_size),
+                _ => None,
+            };
+            if let Some(src_gib) = src_gib {
+                let limit = r.capacity_range.as_ref().map_or(0, |c| c.limit_bytes);
+                if limit > 0 && bytes(src_gib) > limit {
+                    return Err(Status::out_of_range(format!(
+                        "the source of the copy is {src_gib} GiB, more than limit_bytes {limit}"
+                    )));
+                }
+                if let Some(n) = opts.size.filter(|n| *n < src_gib) {
+                    return Err(Status::out_of_range(format!(
+                        "a copy is at least as large as its source ({src_gib} GiB); {n} GiB was asked for"
+                    )));
+                }
+            }
+        }
         // Same name: the same volume when it meets the request, else
         // ALREADY_EXISTS.
         let compatible = |v: &RexVolume| -> Result<CreateVolumeResponse, Status> {
@@ -680,6 +711,12 @@ mod tests {
         assert_eq!(size_for(Some(&r(1, 0)), 16).unwrap(), 1);
         assert_eq!(size_for(Some(&r(GIB as i64 + 1, 0)), 16).unwrap(), 2);
         assert_eq!(size_for(Some(&r(0, 0)), 3).unwrap(), 3);
+        // Only a limit: the default, or the whole GiB under the limit.
+        assert_eq!(size_for(Some(&r(0, 5 << 30)), 16).unwrap(), 5);
+        assert_eq!(size_for(Some(&r(0, (5 << 30) + 7)), 16).unwrap(), 5);
+        assert_eq!(size_for(Some(&r(0, 20 << 30)), 16).unwrap(), 16);
+        let e = size_for(Some(&r(0, 100 << 20)), 16).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::OutOfRange);
         let e = size_for(Some(&r(10 << 20, 20 << 20)), 1).unwrap_err();
         assert_eq!(e.code(), tonic::Code::OutOfRange);
         let e = size_for(Some(&r(2 << 30, 1 << 30)), 1).unwrap_err();

@@ -480,7 +480,21 @@ fn sanity_controller() {
             },
         )),
     });
-    assert_eq!(c.create(clone).unwrap().capacity_bytes, 2 * GIB);
+    assert_eq!(c.create(clone.clone()).unwrap().capacity_bytes, 2 * GIB);
+    // A copy the capacity range cannot hold (the 2 GiB source under a
+    // 1 GiB limit, or asked smaller than it): OUT_OF_RANGE, nothing made.
+    for (req, lim) in [(0, GIB), (GIB, 0)] {
+        let mut small = clone.clone();
+        small.name = "sanity-clone-small".into();
+        small.capacity_range = Some(CapacityRange {
+            required_bytes: req,
+            limit_bytes: lim,
+        });
+        assert_eq!(c.create(small).unwrap_err().code(), Code::OutOfRange);
+    }
+    assert!(!home
+        .volume_names()
+        .contains(&"sanity-clone-small".to_string()));
     let ctl = &mut c.ctl;
     let del_snap = |id: &str| DeleteSnapshotRequest {
         snapshot_id: id.into(),
