@@ -41,6 +41,11 @@ impl Conn {
     }
 }
 
+/// What `Conn::calls` is set to when the connection is chosen to close
+/// (from 0, atomically): a call counted after that never makes it look
+/// idle again, and one counted before keeps it open.
+const EVICTED: usize = usize::MAX / 2;
+
 /// A csi socket's connections.
 pub struct Conns {
     socket: String,
@@ -77,12 +82,20 @@ impl Conns {
             .filter(|c| !c.closing.load(Ordering::Relaxed))
             .count();
         if active >= self.max {
-            let victim = open
+            let mut idle: Vec<&Arc<Conn>> = open
                 .iter()
                 .filter(|c| {
                     !c.closing.load(Ordering::Relaxed) && c.calls.load(Ordering::SeqCst) == 0
                 })
-                .min_by_key(|c| c.last.load(Ordering::Relaxed));
+                .collect();
+            idle.sort_by_key(|c| c.last.load(Ordering::Relaxed));
+            // Claimed only while it has no call: a call that starts
+            // between the look above and now wins, and the next one goes.
+            let victim = idle.into_iter().find(|c| {
+                c.calls
+                    .compare_exchange(0, EVICTED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            });
             match victim {
                 Some(v) => {
                     v.closing.store(true, Ordering::Relaxed);
