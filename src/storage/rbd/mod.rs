@@ -46,6 +46,21 @@ use std::collections::BTreeMap;
 /// The prefix of the advisory locks this driver takes.
 pub const LOCK_PREFIX: &str = "rexray:";
 const GIB: u64 = 1 << 30;
+
+/// How long a fenced client stays on the OSD blocklist: a week, not
+/// Ceph's default hour, after which an old holder that was cut off but
+/// never let go (a node partitioned away, a stuck rbd-nbd) could write
+/// again.
+const FENCE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Whether a `ceph` tool's error says it does not know the command (an
+/// older Ceph's spelling).
+fn unknown_command(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("invalid command")
+        || m.contains("unrecognized command")
+        || m.contains("no valid command")
+}
 /// The prefix of the image metadata keys that hold a volume's fields
 /// (`fsType`, ...).
 const META_PREFIX: &str = "rexray.";
@@ -697,10 +712,19 @@ impl RbdDriver {
         }
         addrs.sort();
         addrs.dedup();
+        let expire = FENCE_EXPIRY.as_secs().to_string();
         for a in &addrs {
-            self.ceph
-                .run("ceph", &["osd", "blocklist", "add", a])
-                .map_err(|e| e.context(format!("fencing the old holder of volume {image}")))?;
+            // (Ceph before Pacific spells it `blacklist`.)
+            let added = match self
+                .ceph
+                .run("ceph", &["osd", "blocklist", "add", a, &expire])
+            {
+                Err(e) if unknown_command(e.message()) => self
+                    .ceph
+                    .run("ceph", &["osd", "blacklist", "add", a, &expire]),
+                r => r,
+            };
+            added.map_err(|e| e.context(format!("fencing the old holder of volume {image}")))?;
         }
         tracing::info!(
             volume = image,

@@ -194,6 +194,30 @@ fn rbd_preempt_fences_the_old_holder() {
         bl.stdout.contains("127.0.0.1") || bl.stderr.contains("127.0.0.1"),
         "{bl:?}"
     );
+    // For a week, not Ceph's default hour: each entry's expiry is more
+    // than six days away.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text = format!("{}\n{}", bl.stdout, bl.stderr);
+    let expiries: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.1"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|t| {
+            let o = std::process::Command::new("date")
+                .args(["-d", t, "+%s"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        })
+        .collect();
+    assert!(!expiries.is_empty(), "{bl:?}");
+    assert!(
+        expiries.iter().all(|&e| e > now + 6 * 24 * 3600),
+        "{expiries:?} (now {now}): {bl:?}"
+    );
     let w = a.sh(&format!(
         "dd if=/dev/urandom of={pa}/late bs=64k count=4 conv=fsync 2>&1"
     ));
