@@ -539,41 +539,16 @@ fn loops_backed_by(file: &Path) -> Vec<PathBuf> {
     out
 }
 
-impl Executor for RbdExecutor {
-    fn instance_id(&self) -> &InstanceId {
-        &self.me
-    }
-
-    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
-        let image = self.image(volume)?;
-        if self.method() == Method::Fuse && self.taken_over(volume) {
-            self.abort_fuse(image);
-        }
-        Ok(match self.method() {
-            Method::Fuse => self.fuse_loops(image).into_iter().next(),
-            _ => self.mapped(image)?,
-        }
-        .map(MountSource::Device))
-    }
-
-    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {
-        let image = self.image(volume)?;
-        let want = format!("{}/{image}", self.pool);
-        if token != want {
-            return Err(Error::backend(format!(
-                "volume {}: the controller attached {token}, but this node uses pool {} (rbd.defaultPool): nodes and controller must name the same pool",
-                volume.name, self.pool
-            )));
-        }
-        if let Some(src) = self.present(volume)? {
-            return Ok(src);
-        }
+impl RbdExecutor {
+    /// Make `pool/image` (`want`) a device here, as this node's method
+    /// does.
+    fn attach_here(&self, image: &str, want: &str, timeout: Duration) -> Result<MountSource> {
         let deadline = Instant::now() + timeout;
         match self.method() {
             Method::Krbd | Method::Nbd => {
                 let out = self
                     .ceph
-                    .run("rbd", &["device", "map", "-t", self.device_type(), &want])
+                    .run("rbd", &["device", "map", "-t", self.device_type(), want])
                     .map_err(|e| e.context(format!("mapping volume {image}")))?;
                 let dev = out.trim().lines().last().unwrap_or("").trim().to_string();
                 if !dev.starts_with("/dev/") {
@@ -609,6 +584,92 @@ impl Executor for RbdExecutor {
                 tracing::info!(volume = image, device = %dev.display(), method = self.method().as_str(), "attached an rbd image");
                 fail::fail_point!("rbd::attach-after-loop", |_| crate::crash_here());
                 Ok(MountSource::Device(dev))
+            }
+        }
+    }
+
+    /// Whether the lock of `image` is this instance's (`rexray:<id>`).
+    fn lock_is_mine(&self, image: &str) -> Result<bool> {
+        let spec = format!("{}/{image}", self.pool);
+        let out = self
+            .ceph
+            .run("rbd", &["lock", "ls", "--format", "json", &spec])?;
+        let mine = format!("{}{}", super::LOCK_PREFIX, self.me.id);
+        Ok(lock_ids(&out)?.contains(&mine))
+    }
+}
+
+/// The lock ids of `rbd lock ls --format json`: a list of locks, or (Ceph
+/// before Octopus) an object keyed by lock id.
+fn lock_ids(out: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = match out.trim() {
+        "" => serde_json::Value::Array(Vec::new()),
+        t => serde_json::from_str(t).map_err(|e| {
+            Error::backend(format!(
+                "unreadable answer of rbd lock ls: {e}: {}",
+                t.chars().take(200).collect::<String>()
+            ))
+        })?,
+    };
+    Ok(match v {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|l| l.get("id").and_then(|i| i.as_str()).map(String::from))
+            .collect(),
+        serde_json::Value::Object(o) => o.keys().cloned().collect(),
+        _ => Vec::new(),
+    })
+}
+
+impl Executor for RbdExecutor {
+    fn instance_id(&self) -> &InstanceId {
+        &self.me
+    }
+
+    fn present(&self, volume: &Volume) -> Result<Option<MountSource>> {
+        let image = self.image(volume)?;
+        if self.method() == Method::Fuse && self.taken_over(volume) {
+            self.abort_fuse(image);
+        }
+        Ok(match self.method() {
+            Method::Fuse => self.fuse_loops(image).into_iter().next(),
+            _ => self.mapped(image)?,
+        }
+        .map(MountSource::Device))
+    }
+
+    fn resolve(&self, volume: &Volume, token: &str, timeout: Duration) -> Result<MountSource> {
+        let image = self.image(volume)?;
+        let want = format!("{}/{image}", self.pool);
+        if token != want {
+            return Err(Error::backend(format!(
+                "volume {}: the controller attached {token}, but this node uses pool {} (rbd.defaultPool): nodes and controller must name the same pool",
+                volume.name, self.pool
+            )));
+        }
+        if let Some(src) = self.present(volume)? {
+            return Ok(src);
+        }
+        let src = self.attach_here(image, &want, timeout)?;
+        // A preempt between the controller's attach and this device fenced
+        // the clients it saw then, not the one just made: the lock must
+        // still be this node's now that the image is open here (from now
+        // on, this node's client is a watcher that a preempt fences).
+        match self.lock_is_mine(image) {
+            Ok(true) => Ok(src),
+            Ok(false) => {
+                let _ = self.release(volume, true);
+                Err(Error::in_use(format!(
+                    "volume {} was taken over by another instance while it was being attached here; this node let go of it",
+                    volume.name
+                )))
+            }
+            Err(e) => {
+                let _ = self.release(volume, true);
+                Err(e.context(format!(
+                    "checking that this node still holds volume {} after attaching it",
+                    volume.name
+                )))
             }
         }
     }
@@ -699,6 +760,18 @@ mod tests {
             Some(PathBuf::from("/dev/nbd0"))
         );
         assert_eq!(Mapped::device_of(parse(nbd), "other", "v2"), None);
+    }
+
+    #[test]
+    fn lock_ids_of_every_ceph_are_read() {
+        let list = r#"[{"id":"rexray:vm:/var/lib/rexray","locker":"client.4151","address":"127.0.0.1:0/1"}]"#;
+        assert_eq!(lock_ids(list).unwrap(), ["rexray:vm:/var/lib/rexray"]);
+        // Ceph before Octopus: an object keyed by lock id.
+        let keyed = r#"{"rexray:b:/x":{"locker":"client.1","address":"127.0.0.1:0/2"}}"#;
+        assert_eq!(lock_ids(keyed).unwrap(), ["rexray:b:/x"]);
+        assert!(lock_ids("").unwrap().is_empty());
+        assert!(lock_ids("[]").unwrap().is_empty());
+        assert!(lock_ids("not json").is_err());
     }
 
     #[test]
