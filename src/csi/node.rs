@@ -76,6 +76,22 @@ impl Csi {
             .map(PathBuf::from)
     }
 
+    /// Whether a mount of device `dev` is volume `v`'s filesystem: its
+    /// mount point's, or, whether or not that is still mounted (a service
+    /// start unmounts it when a crash left a staging bind without a
+    /// record), its attached device's.
+    fn is_of(&self, v: &RexVolume, dev: (u32, u32)) -> Result<bool, Status> {
+        let node = self.vols.node();
+        Ok(node
+            .mounts_at(&self.vols.mount_point(&v.name))
+            .map_err(status)?
+            .first()
+            .is_some_and(|m| m.dev == dev)
+            || Self::device(v)
+                .and_then(|d| node.device_numbers(&d).ok())
+                .is_some_and(|n| n == dev))
+    }
+
     fn stage(&self, r: NodeStageVolumeRequest, staging: PathBuf) -> Result<(), Status> {
         let cap = r.volume_capability.as_ref().expect("checked");
         let v = self.volume_here(&r.volume_id)?;
@@ -100,22 +116,10 @@ impl Csi {
             }
             _ => None,
         };
-        let mp = self.vols.mount_point(&v.name);
         // Something other than this volume at the staging path: refused
         // before anything changes.
         if let Some(m) = node.mounts_at(&staging).map_err(status)?.first() {
-            // Ours: the volume's filesystem, whether or not its own mount
-            // point is still mounted (a service start unmounts it when a
-            // crash left the staging bind without a record).
-            let ours = node
-                .mounts_at(&mp)
-                .map_err(status)?
-                .first()
-                .is_some_and(|s| s.dev == m.dev)
-                || Self::device(&v)
-                    .and_then(|d| node.device_numbers(&d).ok())
-                    .is_some_and(|n| n == m.dev);
-            if !ours {
+            if !self.is_of(&v, m.dev)? {
                 return Err(Status::already_exists(format!(
                     "{} already has another filesystem mounted ({} from {}); refusing to stage volume {} there",
                     staging.display(),
@@ -236,15 +240,7 @@ impl Csi {
                 ))
             })?;
         // The staging path must hold this volume, not another's.
-        let ours = node
-            .mounts_at(&self.vols.mount_point(&v.name))
-            .map_err(status)?
-            .first()
-            .is_some_and(|m| m.dev == staged.dev)
-            || Self::device(&v)
-                .and_then(|d| node.device_numbers(&d).ok())
-                .is_some_and(|n| n == staged.dev);
-        if !ours {
+        if !self.is_of(&v, staged.dev)? {
             return Err(Status::failed_precondition(format!(
                 "{} does not hold volume {} (another filesystem is mounted there); NodeStageVolume it first",
                 staging.display(),
