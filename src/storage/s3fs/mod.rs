@@ -400,9 +400,22 @@ impl S3 {
         query: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer> {
+        self.send_with(method, bucket, key, query, body, &[])
+    }
+
+    /// [`send`](Self::send) with more (unsigned) request headers.
+    fn send_with(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Answer> {
         let mut attempt = 0;
         loop {
-            let r = self.send_once(method, bucket, key, query, body);
+            let r = self.send_once(method, bucket, key, query, body, headers);
             let again = match &r {
                 Ok(a) => retryable(a.status),
                 Err((_, pointless)) => !pointless,
@@ -426,6 +439,7 @@ impl S3 {
         key: &str,
         query: &[(&str, &str)],
         body: &[u8],
+        headers: &[(&str, &str)],
     ) -> std::result::Result<Answer, (Error, bool)> {
         let mut path = String::from("/");
         if !bucket.is_empty() {
@@ -461,19 +475,21 @@ impl S3 {
         } else {
             format!("{}{path}?{q}", self.endpoint)
         };
-        let req = ureq::http::Request::builder()
+        let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
             .header("x-amz-content-sha256", &hash)
             .header("x-amz-date", &date)
-            .header("authorization", auth)
-            .body(body)
-            .map_err(|e| {
-                (
-                    Error::invalid(format!("S3 request {method} {url}: {e}")),
-                    true,
-                )
-            })?;
+            .header("authorization", auth);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body).map_err(|e| {
+            (
+                Error::invalid(format!("S3 request {method} {url}: {e}")),
+                true,
+            )
+        })?;
         let unreachable = |e: ureq::Error| {
             if let Some(why) = tls_problem(&e) {
                 // Never better when asked again: not retried.
@@ -565,6 +581,17 @@ impl S3 {
     fn put(&self, bucket: &str, key: &str, body: &[u8]) -> Result<()> {
         let a = self.send("PUT", bucket, key, &[], body)?;
         self.must(a, &format!("writing {bucket}/{key}")).map(|_| ())
+    }
+
+    /// Write `bucket`/`key` only if no such object exists
+    /// (`If-None-Match: *`): `Ok(false)` when one does (412).
+    fn put_new(&self, bucket: &str, key: &str, body: &[u8]) -> Result<bool> {
+        let a = self.send_with("PUT", bucket, key, &[], body, &[("if-none-match", "*")])?;
+        if a.status == 412 {
+            return Ok(false);
+        }
+        self.must(a, &format!("writing {bucket}/{key}"))
+            .map(|_| true)
     }
 
     fn delete(&self, bucket: &str, key: &str) -> Result<()> {
@@ -775,8 +802,31 @@ impl Controller for S3fsDriver {
                 )));
             }
         }
-        self.s3
-            .put(id, HOLDER_OBJECT, format!("{}\n", who.id).as_bytes())?;
+        let record = format!("{}\n", who.id);
+        match v.attachments.first() {
+            // Its own already: nothing to write.
+            Some(a) if a.instance_id.id.eq_ignore_ascii_case(&who.id) => {}
+            // A takeover: written over the other's.
+            Some(_) => self.s3.put(id, HOLDER_OBJECT, record.as_bytes())?,
+            // Free when looked at: written only if it still is, so of two
+            // instances attaching at once one wins and the other is told.
+            None => {
+                if !self.s3.put_new(id, HOLDER_OBJECT, record.as_bytes())? {
+                    let now = self.must_volume(id)?;
+                    let holder = now
+                        .attachments
+                        .first()
+                        .map(|a| a.instance_id.id.clone())
+                        .unwrap_or_default();
+                    // (Its own: an earlier try of this request landed.)
+                    if !holder.eq_ignore_ascii_case(&who.id) {
+                        return Err(Error::in_use(format!(
+                            "volume {id} was attached to {holder} at the same time; detach it there first, or attach with force (preempt) to take it over"
+                        )));
+                    }
+                }
+            }
+        }
         fail::fail_point!("s3fs::attach-after-holder", |_| crate::crash_here());
         Ok(Attached {
             volume: self.must_volume(id)?,
