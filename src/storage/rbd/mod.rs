@@ -712,8 +712,20 @@ impl RbdDriver {
         }
         addrs.sort();
         addrs.dedup();
+        self.blocklist(image, &addrs)?;
+        tracing::info!(
+            volume = image,
+            fenced = addrs.join(","),
+            "fenced the previous holder (blocklisted its clients)"
+        );
+        Ok(addrs)
+    }
+
+    /// Put `addrs` on the OSD blocklist for [`FENCE_EXPIRY`] (again: an
+    /// address already there gets the whole expiry anew).
+    fn blocklist(&self, image: &str, addrs: &[String]) -> Result<()> {
         let expire = FENCE_EXPIRY.as_secs().to_string();
-        for a in &addrs {
+        for a in addrs {
             // (Ceph before Pacific spells it `blacklist`.)
             let added = match self
                 .ceph
@@ -726,12 +738,7 @@ impl RbdDriver {
             };
             added.map_err(|e| e.context(format!("fencing the old holder of volume {image}")))?;
         }
-        tracing::info!(
-            volume = image,
-            fenced = addrs.join(","),
-            "fenced the previous holder (blocklisted its clients)"
-        );
-        Ok(addrs)
+        Ok(())
     }
 
     fn unlock(&self, image: &str, l: &LockEntry) -> Result<()> {
@@ -1072,11 +1079,15 @@ impl Controller for RbdDriver {
             }
             // The key goes before the lock changes hands.
             self.index_clear(image)?;
-            self.fence(image, &others)?;
+            let fenced = self.fence(image, &others)?;
             fail::fail_point!("rbd::fence-after-blocklist", |_| crate::crash_here());
             for l in &others {
                 self.unlock(image, l)?;
             }
+            // Removing a lock may blocklist its address again for Ceph's
+            // default hour (the `rbd lock rm` tool does), which would cut
+            // the fence's week short: the week again, last.
+            self.blocklist(image, &fenced)?;
             fail::fail_point!("rbd::fence-before-lock", |_| crate::crash_here());
             self.forget_held(image);
         }
