@@ -89,20 +89,35 @@ pub fn wait_within(child: &mut Child, timeout: Duration) -> std::io::Result<Opti
     if let Some(st) = child.try_wait()? {
         return Ok(Some(st));
     }
+    let deadline = std::time::Instant::now() + timeout;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         // WNOWAIT: told of the exit, the child stays a zombie (its pid
         // ours) until `child.wait()` below reaps it.
-        while waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-            == Err(nix::errno::Errno::EINTR)
-        {}
-        let _ = tx.send(());
+        let r = loop {
+            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r.is_ok(),
+            }
+        };
+        let _ = tx.send(r);
     });
-    let timed_out = matches!(
-        rx.recv_timeout(timeout),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-    );
+    let timed_out = match rx.recv_timeout(timeout) {
+        Ok(true) => false,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => true,
+        // The exit could not be waited for that way (SIGCHLD ignored,
+        // say): asked every 10 ms until the bound.
+        _ => loop {
+            if child.try_wait()?.is_some() {
+                break false;
+            }
+            if std::time::Instant::now() >= deadline {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        },
+    };
     if timed_out {
         let _ = child.kill();
     }
