@@ -826,8 +826,81 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Abort the connections of the FUSE mounts that `mountinfo` (a
+/// namespace's `/proc/PID/mountinfo`) shows under `dir`: a test that
+/// failed midway can leave an rbd-fuse whose client was fenced, or an
+/// s3fs whose server is gone, and every access to a file on it (a loop
+/// device's backing file among them: the kernel asks it for the file's
+/// attributes whenever anyone reads that device's status) would wait
+/// forever; aborted, each fails at once. Only this test's mounts, by the
+/// device number mountinfo gives them.
+pub fn abort_fuse_under(mountinfo: &str, dir: &Path) {
+    let minors = fuse_under(mountinfo, dir);
+    if minors.is_empty() {
+        return;
+    }
+    let conns = Path::new("/sys/fs/fuse/connections");
+    let mounted_here = std::fs::read_dir(conns).is_ok_and(|mut d| d.next().is_none())
+        && nix::mount::mount(
+            Some("fusectl"),
+            conns,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .is_ok();
+    for m in minors {
+        if std::fs::write(conns.join(&m).join("abort"), b"1").is_ok() {
+            eprintln!(
+                "aborted the FUSE connection {m} a test left under {}",
+                dir.display()
+            );
+        }
+    }
+    if mounted_here {
+        let _ = nix::mount::umount(conns);
+    }
+}
+
+/// The FUSE connections (their device minors) of the FUSE mounts that
+/// `mountinfo` shows under `dir`.
+fn fuse_under(mountinfo: &str, dir: &Path) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            let fstype = *f.get(sep + 1)?;
+            let fuse = fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.");
+            let under = Path::new(&unescape(f.get(4)?)).starts_with(dir);
+            (fuse && under)
+                .then(|| f[2].split_once(':').map(|(_, m)| m.to_string()))
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn fuse_mounts_of_a_home_and_only_those() {
+    let info = "\
+36 25 0:32 / /sys/fs/fuse/connections rw,nosuid,nodev,noexec,relatime shared:14 - fusectl fusectl rw
+512 30 0:61 / /tmp/rx.a/var/run/rbd-fuse/img1 rw,nosuid,nodev,relatime shared:300 - fuse rbd-fuse rw,user_id=0,group_id=0
+513 30 0:62 / /tmp/rx.a/var/run/s3fs/my\\040bucket rw,nosuid,nodev,relatime - fuse.s3fs s3fs rw,user_id=0,group_id=0
+514 30 7:3 / /tmp/rx.a/var/lib/volumes/v1/data rw,relatime - ext4 /dev/loop3 rw
+515 30 0:63 / /tmp/rx.b/var/run/s3fs/b rw,relatime - fuse.s3fs s3fs rw
+516 30 0:64 / /tmp/rx.ab/x rw,relatime - fuse.sshfs h:/ rw
+";
+    assert_eq!(fuse_under(info, Path::new("/tmp/rx.a")), ["61", "62"]);
+    assert_eq!(fuse_under(info, Path::new("/tmp/rx.b")), ["63"]);
+    assert!(fuse_under(info, Path::new("/sys")).is_empty());
+}
+
 /// Unmount everything under `dir`, detach its loop devices, delete it.
 pub fn cleanup(dir: &Path) {
+    abort_fuse_under(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        dir,
+    );
     // The loop devices first: once a filesystem under `dir` that holds
     // images (a test's own tmpfs) is unmounted, their backing files no
     // longer show under `dir`, and they could not be told apart.

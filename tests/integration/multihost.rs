@@ -172,7 +172,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // Unmount what is left inside the namespace, then let it go.
+        // Abort the FUSE connections a failed test left (a fenced
+        // rbd-fuse would hang every later look at its loop device),
+        // unmount what is left inside the namespace, then let it go.
+        abort_fuse_under(&self.sh("cat /proc/self/mountinfo").stdout, &self.home.dir);
         for m in self.mounts().iter().rev() {
             self.sh(&format!("umount -l '{m}'"));
         }
