@@ -137,6 +137,58 @@ impl Volume {
     pub fn created_at(&self) -> Option<&str> {
         self.fields.get("createdAt").map(String::as_str)
     }
+    /// What the volume was made from, when it says: the copy source
+    /// recorded in [`CONTENT_SOURCE`] (`volume:<id>` or `snapshot:<id>`),
+    /// else what earlier loop copies recorded (`copiedFrom`, `snapshotID`).
+    /// `None` for a volume made blank, and for one whose driver or release
+    /// recorded nothing.
+    pub fn content_source(&self) -> Option<ContentSource> {
+        if let Some(s) = self.fields.get(CONTENT_SOURCE) {
+            return match s.split_once(':') {
+                Some(("volume", id)) => Some(ContentSource::Volume(id.to_string())),
+                Some(("snapshot", id)) => Some(ContentSource::Snapshot(id.to_string())),
+                _ => None,
+            };
+        }
+        if let Some(id) = self.fields.get("copiedFrom") {
+            return Some(ContentSource::Volume(id.clone()));
+        }
+        self.fields
+            .get("snapshotID")
+            .map(|id| ContentSource::Snapshot(id.clone()))
+    }
+}
+
+/// The field in which a volume made as a copy records its source (see
+/// [`Volume::content_source`]).
+pub const CONTENT_SOURCE: &str = "contentSource";
+
+/// What a volume was copied from, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    /// A volume.
+    Volume(String),
+    /// A snapshot.
+    Snapshot(String),
+}
+
+impl ContentSource {
+    /// As [`CONTENT_SOURCE`] records it.
+    pub fn field(&self) -> String {
+        match self {
+            ContentSource::Volume(id) => format!("volume:{id}"),
+            ContentSource::Snapshot(id) => format!("snapshot:{id}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ContentSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContentSource::Volume(id) => write!(f, "volume {id}"),
+            ContentSource::Snapshot(id) => write!(f, "snapshot {id}"),
+        }
+    }
 }
 
 /// A volume with the path it is mounted at on this host (the original's

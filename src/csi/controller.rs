@@ -7,7 +7,7 @@
 use super::proto::controller_server::Controller;
 use super::proto::*;
 use super::{bytes, check_capability, deadline, missing, status, Csi, GIB};
-use crate::model::{Snapshot as RexSnapshot, Volume as RexVolume};
+use crate::model::{ContentSource, CreateOptions, Snapshot as RexSnapshot, Volume as RexVolume};
 use crate::volume::{CopySource, Created, VolumeRef};
 use crate::Kind;
 use tonic::{Request, Response, Status};
@@ -72,6 +72,43 @@ fn parameters(
         .collect();
     pairs.sort();
     crate::options::CSI.parse(&pairs).map_err(status)
+}
+
+/// How existing volume `v` differs from what a CreateVolume of its name
+/// asks for (`opts`: the parameters and the capability's fs_type; `asked`:
+/// the content source), if it does. Only what the request names and the
+/// volume records is compared: a volume that records no source (made
+/// blank, or by a driver or release that kept none) is not told apart
+/// from a copy.
+fn differs(v: &RexVolume, opts: &CreateOptions, asked: Option<&ContentSource>) -> Option<String> {
+    if let Some(t) = opts.volume_type.as_deref().filter(|t| *t != v.volume_type) {
+        return Some(format!("with type {:?}, not {t:?}", v.volume_type));
+    }
+    if let Some(i) = opts.iops.filter(|i| *i != v.iops) {
+        return Some(format!("with {} IOPS, not {i}", v.iops));
+    }
+    if let Some(z) = opts
+        .availability_zone
+        .as_deref()
+        .filter(|z| *z != v.availability_zone)
+    {
+        return Some(format!(
+            "in availability zone {:?}, not {z:?}",
+            v.availability_zone
+        ));
+    }
+    if let (Some(f), Some(has)) = (opts.fs_type, v.fields.get("fsType")) {
+        if f.as_str() != has {
+            return Some(format!("with fsType {has}, not {}", f.as_str()));
+        }
+    }
+    match (v.content_source(), asked) {
+        (Some(made), Some(a)) if &made != a => Some(format!("as a copy of {made}, not of {a}")),
+        (Some(made), None) => Some(format!(
+            "as a copy of {made}, and no content source was asked for"
+        )),
+        _ => None,
+    }
 }
 
 /// A volume as CSI shows it.
@@ -268,11 +305,22 @@ impl Csi {
         }
         // Same name: the same volume when it meets the request, else
         // ALREADY_EXISTS.
+        let asked = from.as_ref().and_then(|f| match f {
+            CopySource::VolumeId(id) => Some(ContentSource::Volume(id.clone())),
+            CopySource::SnapshotId(id) => Some(ContentSource::Snapshot(id.clone())),
+            _ => None,
+        });
         let compatible = |v: &RexVolume| -> Result<CreateVolumeResponse, Status> {
             if !fits(r.capacity_range.as_ref(), v.size) {
                 return Err(Status::already_exists(format!(
                     "volume {} exists with {} GiB, which the capacity range asked for does not match",
                     v.name, v.size
+                )));
+            }
+            if let Some(why) = differs(v, &opts, asked.as_ref()) {
+                return Err(Status::already_exists(format!(
+                    "volume {} exists, but {why}",
+                    v.name
                 )));
             }
             Ok(CreateVolumeResponse {
@@ -737,6 +785,60 @@ mod tests {
             page(5, -1, "").unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_volume_differs_only_in_what_both_name() {
+        let v = |fields: &[(&str, &str)]| RexVolume {
+            name: "v".into(),
+            volume_type: "fast".into(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let none = CreateOptions::default();
+        let vol = |id: &str| ContentSource::Volume(id.into());
+        let snap = |id: &str| ContentSource::Snapshot(id.into());
+        // Nothing asked, nothing recorded: the same.
+        assert_eq!(differs(&v(&[]), &none, None), None);
+        // A source asked of a volume that records none: not told apart.
+        assert_eq!(differs(&v(&[]), &none, Some(&vol("a"))), None);
+        // Recorded now, and as earlier loop copies recorded it.
+        for fields in [
+            &[("contentSource", "volume:a")][..],
+            &[("copiedFrom", "a")],
+            &[("copiedFrom", "a"), ("snapshotID", "s")],
+        ] {
+            assert_eq!(differs(&v(fields), &none, Some(&vol("a"))), None);
+            assert!(differs(&v(fields), &none, Some(&vol("b"))).is_some());
+            assert!(differs(&v(fields), &none, Some(&snap("a"))).is_some());
+            assert!(differs(&v(fields), &none, None).is_some());
+        }
+        let restored = v(&[("contentSource", "snapshot:s"), ("copiedFrom", "a")]);
+        assert_eq!(differs(&restored, &none, Some(&snap("s"))), None);
+        assert_eq!(
+            differs(&v(&[("snapshotID", "s")]), &none, Some(&snap("s"))),
+            None
+        );
+        // Parameters: only those asked.
+        let xfs = v(&[("fsType", "xfs")]);
+        let asked = |f: &str| CreateOptions {
+            fs_type: Some(crate::options::fs_type("fsType", f).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(differs(&xfs, &asked("xfs"), None), None);
+        assert!(differs(&xfs, &asked("ext4"), None)
+            .unwrap()
+            .contains("fsType xfs"));
+        assert_eq!(differs(&v(&[]), &asked("ext4"), None), None);
+        let typed = |t: &str| CreateOptions {
+            volume_type: Some(t.into()),
+            ..Default::default()
+        };
+        assert_eq!(differs(&xfs, &typed("fast"), None), None);
+        assert!(differs(&xfs, &typed("slow"), None).is_some());
     }
 
     #[test]

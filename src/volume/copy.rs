@@ -47,6 +47,10 @@ impl Volumes {
                 }
                 .ok_or_else(|| Error::not_found(format!("source volume {from} not found")))?;
                 spec.size = opts.size.unwrap_or(src.size);
+                spec.fields.insert(
+                    crate::model::CONTENT_SOURCE.into(),
+                    crate::model::ContentSource::Volume(src.id.clone()).field(),
+                );
                 let _src_lock = self.state.lock_volume(&src.id)?;
                 self.frozen_copy(&src, "copy", |intact| {
                     fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
@@ -66,6 +70,10 @@ impl Volumes {
                     })
                     .ok_or_else(|| Error::not_found(format!("{from} not found")))?;
                 spec.size = opts.size.unwrap_or(snap.volume_size);
+                spec.fields.insert(
+                    crate::model::CONTENT_SOURCE.into(),
+                    crate::model::ContentSource::Snapshot(snap.id.clone()).field(),
+                );
                 self.ctl
                     .create_from_snapshot(&snap.id, name, &spec, &|img| self.prepare(name, img))
             }

@@ -287,12 +287,21 @@ fn sanity_controller() {
     r.capacity_range = None;
     r.parameters.insert("size".into(), "2".into());
     r.parameters.insert("fsType".into(), "xfs".into());
-    let b = c.create(r).unwrap();
+    let b = c.create(r.clone()).unwrap();
     assert_eq!(b.capacity_bytes, 2 * GIB);
     assert_eq!(
         b.volume_context.get("fsType").map(String::as_str),
         Some("xfs")
     );
+    // Again with the same parameters: the same volume; with another
+    // filesystem or type: ALREADY_EXISTS.
+    assert_eq!(c.create(r.clone()).unwrap().volume_id, b.volume_id);
+    for (k, v) in [("fsType", "ext4"), ("type", "gold"), ("iops", "100")] {
+        let mut o = r.clone();
+        o.parameters.insert(k.into(), v.into());
+        let e = c.create(o).unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{k}={v}: {}", e.message());
+    }
     let d = c.create(create_req("sanity-c", GIB)).unwrap();
 
     // ValidateVolumeCapabilities.
@@ -468,9 +477,33 @@ fn sanity_controller() {
             },
         )),
     });
-    let restored = c.create(from).unwrap();
+    let restored = c.create(from.clone()).unwrap();
     assert_eq!(restored.capacity_bytes, GIB);
     assert!(restored.content_source.is_some());
+    // Again: the same volume. The same name from another source, or from
+    // none: ALREADY_EXISTS, naming the source it was made from.
+    assert_eq!(
+        c.create(from.clone()).unwrap().volume_id,
+        restored.volume_id
+    );
+    let mut other = from.clone();
+    other.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: b.volume_id.clone(),
+            },
+        )),
+    });
+    let e = c.create(other).unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert!(
+        e.message().contains(&s.snapshot_id),
+        "names the snapshot: {}",
+        e.message()
+    );
+    let mut blank = from.clone();
+    blank.volume_content_source = None;
+    assert_eq!(c.create(blank).unwrap_err().code(), Code::AlreadyExists);
     let mut clone = create_req("sanity-clone", 0);
     clone.capacity_range = None;
     clone.volume_content_source = Some(VolumeContentSource {
@@ -480,7 +513,18 @@ fn sanity_controller() {
             },
         )),
     });
-    assert_eq!(c.create(clone.clone()).unwrap().capacity_bytes, 2 * GIB);
+    let cloned = c.create(clone.clone()).unwrap();
+    assert_eq!(cloned.capacity_bytes, 2 * GIB);
+    assert_eq!(c.create(clone.clone()).unwrap().volume_id, cloned.volume_id);
+    let mut of_v = clone.clone();
+    of_v.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: v.volume_id.clone(),
+            },
+        )),
+    });
+    assert_eq!(c.create(of_v).unwrap_err().code(), Code::AlreadyExists);
     // A copy the capacity range cannot hold (the 2 GiB source under a
     // 1 GiB limit, or asked smaller than it): OUT_OF_RANGE, nothing made.
     for (req, lim) in [(0, GIB), (GIB, 0)] {
