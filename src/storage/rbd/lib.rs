@@ -265,8 +265,11 @@ impl Drop for Conn {
 /// call that overran is left alone.
 extern "C" fn shut_down_at_exit() {
     let Some(all) = CONNS.get() else { return };
-    let Ok(mut all) = all.try_lock() else { return };
-    let conns: Vec<Arc<Conn>> = all.drain().map(|(_, c)| c).collect();
+    let Ok(all) = all.try_lock() else { return };
+    let conns: Vec<Arc<Conn>> = all
+        .values()
+        .filter_map(|slot| slot.try_lock().ok()?.conn.take())
+        .collect();
     drop(all);
     drop(conns);
 }
@@ -274,10 +277,76 @@ extern "C" fn shut_down_at_exit() {
 /// The key of one connection: the cluster's arguments, conf and timeout.
 type Key = (String, String, Duration);
 
-static CONNS: OnceLock<Mutex<HashMap<Key, Arc<Conn>>>> = OnceLock::new();
+/// One cluster's connection, or how the last attempt to make it failed.
+/// Its own lock is held while connecting, so a cluster that is slow to
+/// answer holds up only the calls to that cluster, and the calls that
+/// waited for a failed attempt share its failure instead of each trying
+/// again in turn (threads piling up behind an unreachable cluster).
+struct Slot<C> {
+    conn: Option<Arc<C>>,
+    /// When the last attempt failed, and why.
+    failed: Option<(std::time::Instant, (String, i32))>,
+}
 
-fn conns() -> &'static Mutex<HashMap<Key, Arc<Conn>>> {
-    CONNS.get_or_init(Default::default)
+impl<C> Default for Slot<C> {
+    fn default() -> Self {
+        Slot {
+            conn: None,
+            failed: None,
+        }
+    }
+}
+
+/// The connection of `slot`, made with `connect` when there is none,
+/// unless an attempt that failed ended after this call began waiting.
+fn get_or_connect<C>(
+    slot: &Mutex<Slot<C>>,
+    connect: impl FnOnce() -> std::result::Result<C, (String, i32)>,
+) -> std::result::Result<Arc<C>, (String, i32)> {
+    get_or_connect_since(slot, std::time::Instant::now(), connect)
+}
+
+/// [`get_or_connect`] for a call that began waiting at `asked`.
+fn get_or_connect_since<C>(
+    slot: &Mutex<Slot<C>>,
+    asked: std::time::Instant,
+    connect: impl FnOnce() -> std::result::Result<C, (String, i32)>,
+) -> std::result::Result<Arc<C>, (String, i32)> {
+    let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = &s.conn {
+        return Ok(c.clone());
+    }
+    if let Some((at, e)) = &s.failed {
+        if *at >= asked {
+            return Err(e.clone());
+        }
+    }
+    match connect() {
+        Ok(c) => {
+            let c = Arc::new(c);
+            s.conn = Some(c.clone());
+            s.failed = None;
+            Ok(c)
+        }
+        Err(e) => {
+            s.failed = Some((std::time::Instant::now(), e.clone()));
+            Err(e)
+        }
+    }
+}
+
+/// A cluster's slot, shared by the calls to it.
+type SharedSlot = Arc<Mutex<Slot<Conn>>>;
+
+static CONNS: OnceLock<Mutex<HashMap<Key, SharedSlot>>> = OnceLock::new();
+
+/// The slot of `key` (the table's lock is held only to find it).
+fn slot(key: Key) -> SharedSlot {
+    let mut all = CONNS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(key).or_default().clone()
 }
 
 /// A C string of `s`, refused when it holds a NUL.
@@ -441,12 +510,7 @@ impl Rbd {
 
     /// This process's connection, made now if there is none.
     fn conn(&self) -> std::result::Result<Arc<Conn>, (String, i32)> {
-        let mut all = conns().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = all.get(&self.key()) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(connect(&self.ceph)?);
-        all.insert(self.key(), c.clone());
+        let c = get_or_connect(&slot(self.key()), || connect(&self.ceph))?;
         static AT_EXIT: std::sync::Once = std::sync::Once::new();
         // SAFETY: registers a plain function with no arguments.
         AT_EXIT.call_once(|| unsafe {
@@ -458,9 +522,10 @@ impl Rbd {
     /// Drop the connection (it was blocklisted: the next call makes a new
     /// one).
     fn drop_conn(&self, c: &Arc<Conn>) {
-        let mut all = conns().lock().unwrap_or_else(|e| e.into_inner());
-        if all.get(&self.key()).is_some_and(|x| Arc::ptr_eq(x, c)) {
-            all.remove(&self.key());
+        let slot = slot(self.key());
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if s.conn.as_ref().is_some_and(|x| Arc::ptr_eq(x, c)) {
+            s.conn = None;
         }
     }
 
@@ -514,9 +579,11 @@ impl Rbd {
     /// This process's client and its addresses (`client.<n>`, `ip:port/nonce`
     /// list) once connected.
     pub fn own_client(&self) -> Option<(String, String)> {
-        let all = conns().lock().unwrap_or_else(|e| e.into_inner());
-        all.get(&self.key())
-            .map(|c| (c.client.clone(), c.addrs.clone()))
+        // (Waits while it is being made: a fence must never miss this
+        // process's own connection.)
+        let slot = slot(self.key());
+        let s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        s.conn.as_ref().map(|c| (c.client.clone(), c.addrs.clone()))
     }
 
     /// The size and creation time (`ctime` text, as `rbd info` shows it)
@@ -1073,6 +1140,59 @@ fn omap_page(
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    /// A cluster slow to connect holds up only its own calls; the calls
+    /// that waited for a failed attempt share its failure (one attempt,
+    /// not one each); a call after it tries again; a connection made is
+    /// kept.
+    #[test]
+    fn one_attempt_per_cluster_at_a_time_and_none_across() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let slow: Arc<Mutex<Slot<u32>>> = Arc::default();
+        let other: Arc<Mutex<Slot<u32>>> = Arc::default();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let (slow, attempts) = (slow.clone(), attempts.clone());
+            std::thread::spawn(move || {
+                get_or_connect(&slow, || {
+                    attempts.fetch_add(1, SeqCst);
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Err(("connecting".to_string(), -libc::ETIMEDOUT))
+                })
+            })
+        };
+        started.recv().unwrap();
+        // Another cluster answers at once meanwhile.
+        assert_eq!(*get_or_connect(&other, || Ok(7)).unwrap(), 7);
+        // Four more calls to the slow one wait for the attempt under way
+        // (they began waiting before it failed, however late their
+        // threads run).
+        let asked = Instant::now();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (slow, attempts) = (slow.clone(), attempts.clone());
+                std::thread::spawn(move || {
+                    get_or_connect_since(&slow, asked, || {
+                        attempts.fetch_add(1, SeqCst);
+                        Ok(1)
+                    })
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        go.send(()).unwrap();
+        assert_eq!(first.join().unwrap().unwrap_err().1, -libc::ETIMEDOUT);
+        for w in waiters {
+            assert_eq!(w.join().unwrap().unwrap_err().1, -libc::ETIMEDOUT);
+        }
+        assert_eq!(attempts.load(SeqCst), 1, "one attempt for five calls");
+        // A call that comes after the failure tries again, and keeps it.
+        assert_eq!(*get_or_connect(&slow, || Ok(2)).unwrap(), 2);
+        assert_eq!(*get_or_connect(&slow, || Ok(3)).unwrap(), 2);
+    }
 
     #[test]
     fn the_client_and_cluster_come_from_the_arguments() {
