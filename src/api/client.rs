@@ -824,6 +824,11 @@ impl Controller for Client {
     fn info(&self) -> &ServiceInfo {
         &self.info
     }
+    fn offers(&self) -> crate::storage::controller::Offers {
+        use crate::storage::controller::Offers;
+        // What the server's driver offers is its to tell: asked, it answers.
+        Offers::ALL
+    }
 
     fn list(&self) -> Result<Vec<Volume>> {
         self.volumes(1, None)

@@ -535,19 +535,22 @@ impl Controller for Csi {
         _req: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
         use controller_service_capability::rpc::Type as T;
+        // What every driver does, and what this one offers.
+        let offers = self.vols.offers();
         let caps = [
-            T::CreateDeleteVolume,
-            T::PublishUnpublishVolume,
-            T::ListVolumes,
-            T::GetCapacity,
-            T::CreateDeleteSnapshot,
-            T::ListSnapshots,
-            T::CloneVolume,
-            T::ExpandVolume,
-            T::GetVolume,
-            T::VolumeCondition,
+            (T::CreateDeleteVolume, true),
+            (T::PublishUnpublishVolume, true),
+            (T::ListVolumes, true),
+            (T::GetCapacity, true),
+            (T::CreateDeleteSnapshot, offers.snapshots),
+            (T::ListSnapshots, offers.snapshots),
+            (T::CloneVolume, offers.copy),
+            (T::ExpandVolume, offers.resize),
+            (T::GetVolume, true),
+            (T::VolumeCondition, true),
         ]
         .into_iter()
+        .filter_map(|(t, offered)| offered.then_some(t))
         .map(|t| ControllerServiceCapability {
             r#type: Some(controller_service_capability::Type::Rpc(
                 controller_service_capability::Rpc { r#type: t as i32 },

@@ -43,13 +43,15 @@ impl Identity for Csi {
         if self.node_local() {
             caps.push(svc(service::Type::VolumeAccessibilityConstraints));
         }
-        caps.push(PluginCapability {
-            r#type: Some(plugin_capability::Type::VolumeExpansion(
-                plugin_capability::VolumeExpansion {
-                    r#type: volume_expansion::Type::Online as i32,
-                },
-            )),
-        });
+        if self.vols.offers().resize {
+            caps.push(PluginCapability {
+                r#type: Some(plugin_capability::Type::VolumeExpansion(
+                    plugin_capability::VolumeExpansion {
+                        r#type: volume_expansion::Type::Online as i32,
+                    },
+                )),
+            });
+        }
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities: caps,
         }))

@@ -55,6 +55,15 @@ fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
     Ok(plain)
 }
 
+/// A `volume_path` of NodeGetVolumeStats or NodeExpandVolume, checked
+/// after the volume is found: a path that cannot be where the volume is
+/// (relative, or going up) is NOT_FOUND, as the spec has it for "not
+/// published at the path"; only an empty one is INVALID_ARGUMENT, up
+/// front.
+fn volume_path_of(p: &str) -> Result<PathBuf, Status> {
+    path_of("volume_path", p).map_err(|e| Status::not_found(e.message().to_string()))
+}
+
 impl Csi {
     /// The volume `id` names, or NOT_FOUND.
     fn volume_here(&self, id: &str) -> Result<RexVolume, Status> {
@@ -287,8 +296,9 @@ impl Csi {
         Ok(())
     }
 
-    fn stats(&self, id: &str, path: PathBuf) -> Result<NodeGetVolumeStatsResponse, Status> {
+    fn stats(&self, id: &str, path: &str) -> Result<NodeGetVolumeStatsResponse, Status> {
         let v = self.volume_here(id)?;
+        let path = volume_path_of(path)?;
         let node = self.vols.node();
         let md = std::fs::metadata(&path)
             .map_err(|_| Status::not_found(format!("{} does not exist", path.display())))?;
@@ -465,10 +475,14 @@ impl Node for Csi {
         if r.volume_id.is_empty() {
             return Err(missing("volume_id"));
         }
-        let path = path_of("volume_path", &r.volume_path)?;
-        self.run(d, Vec::new(), move |csi| csi.stats(&r.volume_id, path))
-            .await
-            .map(Response::new)
+        if r.volume_path.is_empty() {
+            return Err(missing("volume_path"));
+        }
+        self.run(d, Vec::new(), move |csi| {
+            csi.stats(&r.volume_id, &r.volume_path)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn node_expand_volume(
@@ -480,11 +494,14 @@ impl Node for Csi {
         if r.volume_id.is_empty() {
             return Err(missing("volume_id"));
         }
-        let path = path_of("volume_path", &r.volume_path)?;
+        if r.volume_path.is_empty() {
+            return Err(missing("volume_path"));
+        }
         let block = r.volume_capability.as_ref().is_some_and(is_block);
         let key = format!("volume {}", r.volume_id);
         self.run(d, vec![key], move |csi| {
             let v = csi.volume_here(&r.volume_id)?;
+            let path = volume_path_of(&r.volume_path)?;
             if std::fs::symlink_metadata(&path).is_err() {
                 return Err(Status::not_found(format!(
                     "{} does not exist",
@@ -525,12 +542,13 @@ impl Node for Csi {
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         use node_service_capability::rpc::Type as T;
         let caps = [
-            T::StageUnstageVolume,
-            T::GetVolumeStats,
-            T::ExpandVolume,
-            T::VolumeCondition,
+            (T::StageUnstageVolume, true),
+            (T::GetVolumeStats, true),
+            (T::ExpandVolume, self.vols.offers().resize),
+            (T::VolumeCondition, true),
         ]
         .into_iter()
+        .filter_map(|(t, offered)| offered.then_some(t))
         .map(|t| NodeServiceCapability {
             r#type: Some(node_service_capability::Type::Rpc(
                 node_service_capability::Rpc { r#type: t as i32 },

@@ -94,6 +94,29 @@ pub struct Attached {
     pub token: String,
 }
 
+/// The optional operations a driver offers (what a CSI endpoint
+/// advertises): the trait's defaults for them answer "unsupported".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offers {
+    /// [`Controller::resize`].
+    pub resize: bool,
+    /// [`Controller::copy`].
+    pub copy: bool,
+    /// [`Controller::snapshot`], [`Controller::snapshots`],
+    /// [`Controller::remove_snapshot`] and
+    /// [`Controller::create_from_snapshot`].
+    pub snapshots: bool,
+}
+
+impl Offers {
+    /// Every optional operation.
+    pub const ALL: Offers = Offers {
+        resize: true,
+        copy: true,
+        snapshots: true,
+    };
+}
+
 /// The backend side of a driver. See the module documentation.
 ///
 /// Every mutating call is serialised per volume by the implementation
@@ -102,6 +125,11 @@ pub struct Attached {
 pub trait Controller: Send + Sync {
     /// The service and its driver.
     fn info(&self) -> &ServiceInfo;
+    /// The optional operations this driver implements (none unless it
+    /// says so: a driver that overrides one of them says so here too).
+    fn offers(&self) -> Offers {
+        Offers::default()
+    }
     /// Every volume with its attachments (`attachment_state` left 0:
     /// see [`derive_state`]).
     fn list(&self) -> Result<Vec<Volume>>;

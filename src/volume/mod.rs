@@ -141,6 +141,11 @@ impl Volumes {
         &self.cfg
     }
 
+    /// The optional operations the driver offers.
+    pub fn offers(&self) -> crate::storage::controller::Offers {
+        self.ctl.offers()
+    }
+
     /// The state directory, for the workflow's unit tests (front-ends go
     /// through the methods below, never to the state or the driver).
     #[cfg(test)]

@@ -39,9 +39,14 @@ fn start(home: &Home, extra_yaml: &str) -> Csi {
 
 /// [`start`] with more environment for the service (`FAILPOINTS`).
 fn start_with(home: &Home, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
+    start_on(home, "loop", extra_yaml, env)
+}
+
+/// [`start_with`] on libStorage service `service`.
+fn start_on(home: &Home, service: &str, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
     let sock = home.dir.join("csi.sock");
     home.config(&format!(
-        "libstorage:\n  service: loop\nrexray:\n  modules:\n    kube:\n      type: csi\n      host: unix://{}\n{extra_yaml}",
+        "libstorage:\n  service: {service}\nrexray:\n  modules:\n    kube:\n      type: csi\n      host: unix://{}\n{extra_yaml}",
         sock.display()
     ));
     let docker = format!("unix://{}", home.dir.join("docker.sock").display());
@@ -240,6 +245,103 @@ fn sanity_identity() {
         "{}",
         st.stdout
     );
+}
+
+/// Every capability the three services advertise, as (service, type).
+fn advertised(c: &mut Csi) -> Vec<(&'static str, i32)> {
+    let mut all = Vec::new();
+    let id =
+        c.rt.block_on(c.id.get_plugin_capabilities(GetPluginCapabilitiesRequest {}))
+            .unwrap()
+            .into_inner();
+    for cap in id.capabilities {
+        if let Some(plugin_capability::Type::VolumeExpansion(e)) = cap.r#type {
+            all.push(("expansion", e.r#type));
+        }
+    }
+    let ctl =
+        c.rt.block_on(
+            c.ctl
+                .controller_get_capabilities(ControllerGetCapabilitiesRequest {}),
+        )
+        .unwrap()
+        .into_inner();
+    for cap in ctl.capabilities {
+        if let Some(controller_service_capability::Type::Rpc(r)) = cap.r#type {
+            all.push(("controller", r.r#type));
+        }
+    }
+    let node =
+        c.rt.block_on(c.node.node_get_capabilities(NodeGetCapabilitiesRequest {}))
+            .unwrap()
+            .into_inner();
+    for cap in node.capabilities {
+        if let Some(node_service_capability::Type::Rpc(r)) = cap.r#type {
+            all.push(("node", r.r#type));
+        }
+    }
+    all
+}
+
+#[test]
+fn capabilities_are_what_the_driver_offers() {
+    require_root!();
+    use controller_service_capability::rpc::Type as C;
+    use node_service_capability::rpc::Type as N;
+    let optional = [
+        (
+            "expansion",
+            plugin_capability::volume_expansion::Type::Online as i32,
+        ),
+        ("controller", C::CreateDeleteSnapshot as i32),
+        ("controller", C::ListSnapshots as i32),
+        ("controller", C::CloneVolume as i32),
+        ("controller", C::ExpandVolume as i32),
+        ("node", N::ExpandVolume as i32),
+    ];
+    let always = [
+        ("controller", C::CreateDeleteVolume as i32),
+        ("controller", C::PublishUnpublishVolume as i32),
+        ("controller", C::GetVolume as i32),
+        ("node", N::StageUnstageVolume as i32),
+        ("node", N::GetVolumeStats as i32),
+    ];
+    // The loop driver offers snapshots, copies and growing.
+    let home = Home::plain();
+    let mut c = start_on(&home, "loop", "", &[]);
+    let caps = advertised(&mut c);
+    for want in optional.iter().chain(&always) {
+        assert!(caps.contains(want), "loop: {want:?} in {caps:?}");
+    }
+    drop(c);
+    drop(home);
+    // The vfs driver offers none of them: a CO must not be told it can
+    // snapshot, clone or expand such volumes. (In client mode the
+    // server's driver answers for itself: everything is advertised.)
+    let home = Home::plain();
+    let mut c = start_on(&home, "vfs", "", &[]);
+    let caps = advertised(&mut c);
+    for want in &always {
+        assert!(caps.contains(want), "vfs: {want:?} in {caps:?}");
+    }
+    for opt in &optional {
+        assert_eq!(
+            caps.contains(opt),
+            client_mode(),
+            "vfs: {opt:?} in {caps:?}"
+        );
+    }
+    // What is not offered is refused as unsupported, not half done.
+    if !client_mode() {
+        let v = c.create(create_req("caps-vfs", GIB)).unwrap();
+        let snap = c.rt.block_on(c.ctl.create_snapshot(CreateSnapshotRequest {
+            source_volume_id: v.volume_id.clone(),
+            name: "s1".into(),
+            ..Default::default()
+        }));
+        assert!(snap.is_err(), "{snap:?}");
+        assert_eq!(c.delete(&v.volume_id), Code::Ok);
+    }
 }
 
 #[test]
@@ -682,6 +784,42 @@ fn sanity_node() {
         ),
         Code::NotFound
     );
+    // A path that cannot be where a volume is published (relative) is
+    // NOT_FOUND whether or not the volume exists, after an unknown volume.
+    for vol in ["nope", id.as_str()] {
+        assert_eq!(
+            code(
+                c.rt.block_on(n.node_get_volume_stats(NodeGetVolumeStatsRequest {
+                    volume_id: vol.into(),
+                    volume_path: "some/path".into(),
+                    ..Default::default()
+                }))
+            ),
+            Code::NotFound,
+            "{vol}"
+        );
+        assert_eq!(
+            code(c.rt.block_on(n.node_expand_volume(NodeExpandVolumeRequest {
+                volume_id: vol.into(),
+                volume_path: "some/path".into(),
+                ..Default::default()
+            }))),
+            Code::NotFound,
+            "{vol}"
+        );
+    }
+    // Expand needs a volume and a path.
+    for (vol, path) in [("", "/x"), (id.as_str(), "")] {
+        assert_eq!(
+            code(c.rt.block_on(n.node_expand_volume(NodeExpandVolumeRequest {
+                volume_id: vol.into(),
+                volume_path: path.into(),
+                ..Default::default()
+            }))),
+            Code::InvalidArgument,
+            "{vol:?} {path:?}"
+        );
+    }
     assert_eq!(c.delete(&id), Code::Ok);
 }
 

@@ -342,6 +342,10 @@ impl Controller for LoopDriver {
     fn info(&self) -> &ServiceInfo {
         &self.info
     }
+    fn offers(&self) -> crate::storage::controller::Offers {
+        use crate::storage::controller::Offers;
+        Offers::ALL
+    }
 
     fn list(&self) -> Result<Vec<Volume>> {
         self.list_volumes(true)

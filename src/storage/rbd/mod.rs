@@ -177,6 +177,25 @@ fn parse<T: for<'de> Deserialize<'de>>(what: &str, s: &str) -> Result<T> {
         .map_err(|e| Error::backend(format!("unreadable answer of {what}: {e}: {s:.200}")))
 }
 
+/// RFC 3339 of a ctime(3) time in UTC (`Sun Dec  6 18:00:00 2026`, as
+/// `rbd snap ls` prints a snapshot's); `None` for anything else.
+fn rfc3339_of_ctime(t: &str) -> Option<String> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let f: Vec<&str> = t.split_whitespace().collect();
+    let [_weekday, month, day, hms, year] = f[..] else {
+        return None;
+    };
+    let month = MONTHS.iter().position(|m| *m == month)? + 1;
+    let day: u32 = day.parse().ok()?;
+    let year: u32 = year.parse().ok()?;
+    let s = format!("{year:04}-{month:02}-{day:02}T{hms}Z");
+    // Checked the whole way (a day or time out of range is refused).
+    humantime::parse_rfc3339(&s).ok()?;
+    Some(s)
+}
+
 /// Check an image or snapshot name: the volume name rule, which also
 /// keeps out what RBD specs reserve (`/`, `@`).
 fn image_name<'a>(what: &str, name: &'a str) -> Result<&'a str> {
@@ -759,6 +778,32 @@ impl RbdDriver {
         format!("{}@{snap}", self.id_of(image))
     }
 
+    /// When each snapshot of `image` was taken (RFC 3339, UTC), by name;
+    /// empty when the image cannot be asked (removed since it was listed,
+    /// say): a time is a detail of the listing, never a reason to fail it.
+    fn snap_times(&self, image: &str) -> BTreeMap<String, String> {
+        #[derive(Deserialize)]
+        struct SnapEntry {
+            name: String,
+            #[serde(default)]
+            timestamp: String,
+        }
+        let spec = self.spec(image);
+        let args = ["snap", "ls", "--format", "json", spec.as_str()];
+        let mut cmd = self.ceph.command("rbd");
+        // The tool prints ctime(3): local time, so make it UTC's.
+        cmd.args(args).env("TZ", "UTC");
+        let Ok(out) = self.ceph.run_cmd(cmd, &format!("rbd {}", args.join(" "))) else {
+            return BTreeMap::new();
+        };
+        let Ok(list) = parse::<Vec<SnapEntry>>("rbd snap ls", &out) else {
+            return BTreeMap::new();
+        };
+        list.into_iter()
+            .filter_map(|s| Some((s.name, rfc3339_of_ctime(&s.timestamp)?)))
+            .collect()
+    }
+
     /// `(image, snapshot)` of a snapshot id of this pool.
     fn snap_of<'a>(&self, snap_id: &'a str) -> Result<(&'a str, &'a str)> {
         let bad = || Error::not_found(format!("snapshot {snap_id} not found"));
@@ -862,6 +907,10 @@ fn parse_omap_dump(out: &str) -> BTreeMap<String, String> {
 impl Controller for RbdDriver {
     fn info(&self) -> &ServiceInfo {
         &self.info
+    }
+    fn offers(&self) -> crate::storage::controller::Offers {
+        use crate::storage::controller::Offers;
+        Offers::ALL
     }
 
     fn list(&self) -> Result<Vec<Volume>> {
@@ -1251,13 +1300,39 @@ impl Controller for RbdDriver {
     }
 
     fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        Ok(self
+        let snaps: Vec<LsEntry> = self
             .ls()?
             .into_iter()
+            .filter(|e| e.snapshot.is_some())
+            .collect();
+        // When each was taken: one `rbd snap ls` per image that has
+        // snapshots, a few at a time.
+        let mut images: Vec<&str> = snaps.iter().map(|e| e.image.as_str()).collect();
+        images.sort_unstable();
+        images.dedup();
+        let mut times = BTreeMap::new();
+        for batch in images.chunks(8) {
+            std::thread::scope(|sc| {
+                let asked: Vec<_> = batch
+                    .iter()
+                    .map(|img| (*img, sc.spawn(|| self.snap_times(img))))
+                    .collect();
+                for (img, t) in asked {
+                    times.insert(img, t.join().unwrap_or_default());
+                }
+            });
+        }
+        Ok(snaps
+            .iter()
             .filter_map(|e| {
-                let snap = e.snapshot?;
+                let snap = e.snapshot.clone()?;
                 Some(Snapshot {
                     id: self.snap_id(&e.image, &snap),
+                    start_time: times
+                        .get(e.image.as_str())
+                        .and_then(|t| t.get(&snap))
+                        .cloned()
+                        .unwrap_or_default(),
                     name: snap,
                     status: "completed".into(),
                     volume_id: self.id_of(&e.image),
@@ -1372,6 +1447,31 @@ mod tests {
             "rbd: error opening pool 'nopool': (2) No such file or directory"
         ));
         assert!(!removed_while_listed("did not answer"));
+    }
+
+    #[test]
+    fn snapshot_times_are_read_from_ctime_in_utc() {
+        let t = rfc3339_of_ctime;
+        assert_eq!(
+            t("Sun Dec  6 18:00:09 2026").as_deref(),
+            Some("2026-12-06T18:00:09Z")
+        );
+        assert_eq!(
+            t("Tue Feb 29 00:00:00 2028").as_deref(),
+            Some("2028-02-29T00:00:00Z")
+        );
+        // Not a time, no time (a snapshot of a cluster that keeps none),
+        // or a date that does not exist: none.
+        for bad in [
+            "",
+            "Sun Dec 6 18:00 2026",
+            "Sun Foo  6 18:00:00 2026",
+            "Thu Feb 30 00:00:00 2027",
+            "Sun Dec  6 25:00:00 2026",
+            "2026-12-06T18:00:00Z",
+        ] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

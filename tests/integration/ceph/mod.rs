@@ -119,6 +119,25 @@ fn rbd_volume_lifecycle() {
     std::fs::write(Path::new(&path).join("f"), "second").unwrap();
     h.rexray(&["volume", "unmount", v]).ok();
     assert!(h.rexray(&["snapshot", "ls"]).ok().contains("s1"));
+    // Listed, it tells when it was taken (what `create` said, to the
+    // second or the one after: both read the clock).
+    let ls = h.rexray(&["snapshot", "ls", "-f", "json"]);
+    let ls: serde_json::Value = serde_json::from_str(ls.ok()).unwrap();
+    let listed = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "s1")
+        .unwrap_or_else(|| panic!("{ls}"));
+    let secs = |t: &serde_json::Value| {
+        humantime::parse_rfc3339(t.as_str().unwrap_or_else(|| panic!("{ls}")))
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let (taken, seen) = (secs(&snap[0]["startTime"]), secs(&listed["startTime"]));
+    assert!(seen.abs_diff(taken) <= 2, "{snap} {listed}");
 
     // A volume from the snapshot has the data of the snapshot.
     let vols = h.volumes();
