@@ -826,8 +826,18 @@ impl Controller for Client {
     }
     fn offers(&self) -> crate::storage::controller::Offers {
         use crate::storage::controller::Offers;
-        // What the server's driver offers is its to tell: asked, it answers.
-        Offers::ALL
+        // What the server's driver offers is its to tell: asked, it
+        // answers. Growing is the exception: the libStorage API has none,
+        // so a server without this crate's extensions (the original
+        // REX-Ray) cannot (one that cannot be reached now is taken to).
+        let resize = match self.extensions() {
+            Ok(x) => x.is_some_and(|x| x.resize),
+            Err(_) => true,
+        };
+        Offers {
+            resize,
+            ..Offers::ALL
+        }
     }
 
     fn list(&self) -> Result<Vec<Volume>> {

@@ -535,13 +535,26 @@ impl Controller for Csi {
         _req: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
         use controller_service_capability::rpc::Type as T;
-        // What every driver does, and what this one offers.
-        let offers = self.vols.offers();
+        // What every driver does, and what this one offers. GetCapacity
+        // only where the backend tells its free space (the loop driver, a
+        // libStorage server with this crate's extensions): for others an
+        // answer would be a made-up 0, which a CO doing capacity tracking
+        // reads as "full". A server that cannot be reached now is taken to
+        // tell it (GetCapacity then fails as any call would).
+        let offers = self.offers().await?;
+        let csi = self.clone();
+        let tells_capacity = tokio::task::spawn_blocking(move || csi.vols.capacity())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+            .map(|c| match c {
+                Ok(known) => known.is_some(),
+                Err(e) => e.kind() != Kind::Unsupported,
+            })?;
         let caps = [
             (T::CreateDeleteVolume, true),
             (T::PublishUnpublishVolume, true),
             (T::ListVolumes, true),
-            (T::GetCapacity, true),
+            (T::GetCapacity, tells_capacity),
             (T::CreateDeleteSnapshot, offers.snapshots),
             (T::ListSnapshots, offers.snapshots),
             (T::CloneVolume, offers.copy),

@@ -43,7 +43,7 @@ impl Identity for Csi {
         if self.node_local() {
             caps.push(svc(service::Type::VolumeAccessibilityConstraints));
         }
-        if self.vols.offers().resize {
+        if self.offers().await?.resize {
             caps.push(PluginCapability {
                 r#type: Some(plugin_capability::Type::VolumeExpansion(
                     plugin_capability::VolumeExpansion {

@@ -154,6 +154,17 @@ impl Csi {
         self.active.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// What the driver offers (see [`Controller::offers`]), asked off
+    /// the async threads: a libStorage client asks its server.
+    ///
+    /// [`Controller::offers`]: crate::storage::controller::Controller::offers
+    async fn offers(&self) -> Result<crate::storage::controller::Offers, Status> {
+        let csi = self.clone();
+        tokio::task::spawn_blocking(move || csi.vols.offers())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// Whether the driver's volumes live on one node (loop files, vfs
     /// directories): then the scheduler must place pods on that node, and
     /// the node attaches in NodeStage.

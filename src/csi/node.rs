@@ -544,7 +544,7 @@ impl Node for Csi {
         let caps = [
             (T::StageUnstageVolume, true),
             (T::GetVolumeStats, true),
-            (T::ExpandVolume, self.vols.offers().resize),
+            (T::ExpandVolume, self.offers().await?.resize),
             (T::VolumeCondition, true),
         ]
         .into_iter()

@@ -127,6 +127,8 @@ pub trait Controller: Send + Sync {
     fn info(&self) -> &ServiceInfo;
     /// The optional operations this driver implements (none unless it
     /// says so: a driver that overrides one of them says so here too).
+    /// May ask the backend (a libStorage client asks its server): call
+    /// it where blocking is allowed.
     fn offers(&self) -> Offers {
         Offers::default()
     }

@@ -299,6 +299,9 @@ fn capabilities_are_what_the_driver_offers() {
         ("controller", C::ExpandVolume as i32),
         ("node", N::ExpandVolume as i32),
     ];
+    // GetCapacity where the driver tells its free space: the loop
+    // driver (itself or through a server); vfs cannot.
+    let capacity = ("controller", C::GetCapacity as i32);
     let always = [
         ("controller", C::CreateDeleteVolume as i32),
         ("controller", C::PublishUnpublishVolume as i32),
@@ -310,7 +313,7 @@ fn capabilities_are_what_the_driver_offers() {
     let home = Home::plain();
     let mut c = start_on(&home, "loop", "", &[]);
     let caps = advertised(&mut c);
-    for want in optional.iter().chain(&always) {
+    for want in optional.iter().chain(&always).chain([&capacity]) {
         assert!(caps.contains(want), "loop: {want:?} in {caps:?}");
     }
     drop(c);
@@ -331,6 +334,7 @@ fn capabilities_are_what_the_driver_offers() {
             "vfs: {opt:?} in {caps:?}"
         );
     }
+    assert!(!caps.contains(&capacity), "vfs: {caps:?}");
     // What is not offered is refused as unsupported, not half done.
     if !client_mode() {
         let v = c.create(create_req("caps-vfs", GIB)).unwrap();

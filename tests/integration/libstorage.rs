@@ -1007,8 +1007,9 @@ fn resize_extension_is_offered_only_when_asked() {
 
 /// A server that answers as the original REX-Ray 0.11 does (no
 /// extensions: it ignores `?extensions`): the client refuses a resize
-/// before sending it, and cannot tell the free space (CSI GetCapacity
-/// answers FAILED_PRECONDITION then).
+/// before sending it, and cannot tell the free space (a CSI endpoint over
+/// it advertises neither EXPAND_VOLUME nor GET_CAPACITY, and GetCapacity
+/// asked anyway answers FAILED_PRECONDITION).
 #[test]
 fn against_an_original_server_resize_is_refused_before_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
@@ -1069,6 +1070,13 @@ fn against_an_original_server_resize_is_refused_before_it_is_sent() {
     let e = c.capacity().unwrap_err();
     assert_eq!(e.kind(), rexray::Kind::Unsupported, "{e}");
     assert_eq!(c.available_bytes(), None);
+    // So a CSI endpoint over it does not advertise growing (nor, by the
+    // capacity above, GetCapacity); snapshots and copies the API has.
+    let offers = c.offers();
+    assert!(
+        !offers.resize && offers.snapshots && offers.copy,
+        "{offers:?}"
+    );
     let calls = seen.lock().unwrap().clone();
     assert!(!calls.is_empty(), "the extensions are asked for");
     assert!(
