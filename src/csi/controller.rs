@@ -154,8 +154,10 @@ fn page(n: usize, max_entries: i32, token: &str) -> Result<(usize, usize, String
     let start = if token.is_empty() {
         0
     } else {
+        // A token given before entries were removed may be past the end
+        // now: an empty page, not an error.
         match token.parse::<usize>() {
-            Ok(i) if i <= n => i,
+            Ok(i) => i.min(n),
             _ => {
                 return Err(Status::aborted(format!(
                     "starting_token {} is not a token this plugin gave",
@@ -232,6 +234,17 @@ impl Csi {
                 }
             }
         }
+        // A content source must name what to copy.
+        if r.volume_content_source
+            .as_ref()
+            .is_some_and(|s| s.r#type.is_none())
+        {
+            return Err(Status::invalid_argument(
+                "volume_content_source names neither a snapshot nor a volume",
+            ));
+        }
+        // The `size` parameter as asked, before any default.
+        let size_parameter = opts.size;
         // A copy is as large as its source unless a size is asked for.
         let copying = r.volume_content_source.is_some();
         let asked = r
@@ -316,6 +329,14 @@ impl Csi {
                     "volume {} exists with {} GiB, which the capacity range asked for does not match",
                     v.name, v.size
                 )));
+            }
+            if r.capacity_range.is_none() {
+                if let Some(n) = size_parameter.filter(|n| *n != v.size) {
+                    return Err(Status::already_exists(format!(
+                        "volume {} exists with {} GiB, not the {n} GiB the size parameter asks for",
+                        v.name, v.size
+                    )));
+                }
             }
             if let Some(why) = differs(v, &opts, asked.as_ref()) {
                 return Err(Status::already_exists(format!(
@@ -450,20 +471,50 @@ impl Controller for Csi {
             return Err(missing("volume_capabilities"));
         }
         self.run(d, Vec::new(), move |csi| {
-            if csi.lookup_id(&r.volume_id)?.is_none() {
-                return Err(Status::not_found(format!(
-                    "volume {} not found",
-                    r.volume_id
-                )));
-            }
+            let v = csi
+                .lookup_id(&r.volume_id)?
+                .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
+            // Every capability, and the parameters, checked against the
+            // volume: only what holds is confirmed.
             let bad = r
                 .volume_capabilities
                 .iter()
-                .find_map(|c| check_capability(c).err());
+                .find_map(|c| {
+                    check_capability(c)
+                        .err()
+                        .map(|e| e.message().to_string())
+                        .or_else(|| match (&c.access_type, v.fields.get("fsType")) {
+                            (Some(volume_capability::AccessType::Mount(m)), Some(has))
+                                if !m.fs_type.is_empty() && m.fs_type != *has =>
+                            {
+                                Some(format!(
+                                    "volume {} has fsType {has}, not {}",
+                                    v.name, m.fs_type
+                                ))
+                            }
+                            _ => None,
+                        })
+                })
+                .or_else(|| match parameters(&r.parameters) {
+                    Err(e) => Some(e.message().to_string()),
+                    Ok(p) => p
+                        .create
+                        .size
+                        .filter(|n| *n != v.size)
+                        .map(|n| format!("volume {} has {} GiB, not {n}", v.name, v.size))
+                        .or_else(|| {
+                            differs(&v, &p.create, v.content_source().as_ref())
+                                .map(|why| format!("volume {} exists, but {why}", v.name))
+                        }),
+                })
+                .or_else(|| {
+                    (!r.mutable_parameters.is_empty())
+                        .then(|| "this plugin has no mutable parameters".to_string())
+                });
             Ok(match bad {
-                Some(e) => ValidateVolumeCapabilitiesResponse {
+                Some(message) => ValidateVolumeCapabilitiesResponse {
                     confirmed: None,
-                    message: e.message().to_string(),
+                    message,
                 },
                 None => ValidateVolumeCapabilitiesResponse {
                     confirmed: Some(validate_volume_capabilities_response::Confirmed {
@@ -514,6 +565,20 @@ impl Controller for Csi {
             check_capability(c)?;
         }
         parameters(&r.parameters)?;
+        // A node-local driver has no space on another node.
+        let elsewhere = self.node_local()
+            && r.accessible_topology.as_ref().is_some_and(|t| {
+                t.segments
+                    .get(super::TOPOLOGY_KEY)
+                    .is_some_and(|n| *n != self.vols.instance().id)
+            });
+        if elsewhere {
+            return Ok(Response::new(GetCapacityResponse {
+                available_capacity: 0,
+                maximum_volume_size: Some(0),
+                minimum_volume_size: Some(bytes(1)),
+            }));
+        }
         let csi = self.clone();
         let avail = tokio::task::spawn_blocking(move || csi.vols.capacity())
             .await
@@ -702,6 +767,13 @@ impl Controller for Csi {
                 .lookup_id(&r.volume_id)?
                 .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
             let gib = size_for(Some(&range), v.size)?;
+            // Volumes only grow: one already past the limit cannot meet it.
+            if range.limit_bytes > 0 && bytes(v.size) > range.limit_bytes {
+                return Err(Status::out_of_range(format!(
+                    "volume {} is {} GiB already, more than limit_bytes {}; volumes only grow",
+                    v.name, v.size, range.limit_bytes
+                )));
+            }
             let (_, b) = csi
                 .vols
                 .resize(VolumeRef::Id(&v.id), gib.saturating_mul(GIB))
@@ -796,7 +868,10 @@ mod tests {
         assert_eq!(page(5, 2, "4").unwrap(), (4, 5, String::new()));
         assert_eq!(page(5, 0, "").unwrap(), (0, 5, String::new()));
         assert_eq!(page(5, 2, "x").unwrap_err().code(), tonic::Code::Aborted);
-        assert_eq!(page(5, 2, "6").unwrap_err().code(), tonic::Code::Aborted);
+        // Past the end (entries removed since the token was given): an
+        // empty last page.
+        assert_eq!(page(5, 2, "6").unwrap(), (5, 5, String::new()));
+        assert_eq!(page(5, 2, "-1").unwrap_err().code(), tonic::Code::Aborted);
         assert_eq!(
             page(5, -1, "").unwrap_err().code(),
             tonic::Code::InvalidArgument

@@ -307,10 +307,17 @@ fn check_capability(c: &proto::VolumeCapability) -> Result<(), Status> {
         .ok_or_else(|| missing("volume_capability.access_mode"))?
         .mode;
     match M::try_from(mode) {
-        Ok(M::SingleNodeWriter)
-        | Ok(M::SingleNodeReaderOnly)
-        | Ok(M::SingleNodeSingleWriter)
-        | Ok(M::SingleNodeMultiWriter) => Ok(()),
+        Ok(M::SingleNodeWriter) | Ok(M::SingleNodeReaderOnly) => Ok(()),
+        // The spec allows these only to a plugin that advertises
+        // SINGLE_NODE_MULTI_WRITER, which would promise to keep a single
+        // writer to one pod: this one does not (a CO then asks for
+        // SINGLE_NODE_WRITER).
+        Ok(m @ (M::SingleNodeSingleWriter | M::SingleNodeMultiWriter)) => {
+            Err(Status::invalid_argument(format!(
+                "access mode {} needs the SINGLE_NODE_MULTI_WRITER capability, which this plugin does not offer; ask for SINGLE_NODE_WRITER",
+                m.as_str_name()
+            )))
+        }
         Ok(M::Unknown) | Err(_) => Err(Status::invalid_argument(format!(
             "volume_capability.access_mode {mode} is not a known access mode"
         ))),

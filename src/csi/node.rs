@@ -27,8 +27,9 @@ fn block_holder(staging: &Path) -> String {
 }
 
 /// A path from a request: absolute, without `..`, in its plain spelling
-/// (no trailing `/`, `//` or `.`), so that one path is one consumer and
-/// one mount point however it is written; or INVALID_ARGUMENT.
+/// (no trailing `/`, `//` or `.`) and with its links resolved (see
+/// [`resolved`]), so that one path is one consumer and one mount point
+/// however it is written; or INVALID_ARGUMENT.
 fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
     use std::path::Component;
     if p.is_empty() {
@@ -52,7 +53,29 @@ fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
             c => plain.push(c.as_os_str()),
         }
     }
-    Ok(plain)
+    Ok(resolved(plain))
+}
+
+/// `path` with the symbolic links of its longest existing part resolved
+/// (the rest as given): what the kernel mounts on, and what mountinfo
+/// then shows, so that a kubelet root reached through a link (say
+/// `/var/lib/kubelet` → `/data/kubelet`) is one path to every check.
+fn resolved(path: PathBuf) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.as_path();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(cur) {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return path,
+        }
+    }
 }
 
 /// A `volume_path` of NodeGetVolumeStats or NodeExpandVolume, checked
@@ -99,6 +122,112 @@ impl Csi {
             || Self::device(v)
                 .and_then(|d| node.device_numbers(&d).ok())
                 .is_some_and(|n| n == dev))
+    }
+
+    /// The name of a volume other than `name` whose filesystem is what
+    /// is mounted at `path` (it shares the device of that volume's mount
+    /// point `<mount.path>/<other>`), if any: a path that holds another
+    /// volume is never unmounted for this one.
+    fn other_volume_at(&self, name: Option<&str>, path: &Path) -> Result<Option<String>, Status> {
+        let node = self.vols.node();
+        let Some(m) = node.mounts_at(path).map_err(status)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let base = self.vols.config().path(keys::MOUNT_PATH);
+        Ok(node
+            .mounts_of(m.dev)
+            .map_err(status)?
+            .into_iter()
+            .filter(|o| o.mount_point.parent() == Some(base.as_path()))
+            .filter_map(|o| Some(o.mount_point.file_name()?.to_string_lossy().into_owned()))
+            .find(|other| Some(other.as_str()) != name))
+    }
+
+    /// Whether `path` is where volume `v` is staged or published on this
+    /// node: a mount of its filesystem (a directory), or a bind of its
+    /// device (a raw block volume's target).
+    fn is_at(&self, v: &RexVolume, path: &Path) -> Result<bool, Status> {
+        let node = self.vols.node();
+        let Some(m) = node.mounts_at(path).map_err(status)?.into_iter().next() else {
+            return Ok(false);
+        };
+        if std::fs::metadata(path).is_ok_and(|md| md.is_dir()) {
+            return self.is_of(v, m.dev);
+        }
+        Ok(match (node.device_numbers(path), Self::device(v)) {
+            (Ok(here), Some(dev)) => node.device_numbers(&dev).is_ok_and(|mine| mine == here),
+            _ => false,
+        })
+    }
+
+    /// FAILED_PRECONDITION when `path` holds another volume than `v`
+    /// (a call with the wrong volume id), before anything is undone.
+    fn not_another(&self, v: &RexVolume, path: &Path) -> Result<(), Status> {
+        if let Some(other) = self.other_volume_at(Some(&v.name), path)? {
+            return Err(Status::failed_precondition(format!(
+                "{} holds volume {other}, not volume {}; nothing was unmounted",
+                path.display(),
+                v.name
+            )));
+        }
+        // A raw block volume's target: the device bound there must be
+        // this volume's.
+        let node = self.vols.node();
+        if !node.mounts_at(path).map_err(status)?.is_empty() {
+            if let (Ok(here), Some(dev)) = (node.device_numbers(path), Self::device(v)) {
+                if let Ok(mine) = node.device_numbers(&dev) {
+                    if here != mine && !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                        return Err(Status::failed_precondition(format!(
+                            "{} holds another device than volume {}'s ({}); nothing was unmounted",
+                            path.display(),
+                            v.name,
+                            dev.display()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo this node's mount at `path` for volume `id` whatever the
+    /// backend says (a volume removed behind rexray's back, or a backend
+    /// that does not answer, must not keep the path mounted), unless the
+    /// path holds another volume: then the outer error, nothing undone.
+    /// Otherwise the volume's lookup, for the caller to answer with once
+    /// its own part is done too (NOT_FOUND when unknown).
+    fn unmount_for(&self, id: &str, path: &Path) -> Result<Result<RexVolume, Status>, Status> {
+        let node = self.vols.node();
+        let found = self.volume_here(id);
+        match &found {
+            Ok(v) => self.not_another(v, path)?,
+            // An unknown id: the path is undone unless it holds a volume
+            // the backend still has (a volume removed behind rexray's
+            // back no longer is one).
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                if let Some(other) = self.other_volume_at(None, path)? {
+                    if self
+                        .vols
+                        .lookup(VolumeRef::Name(&other))
+                        .map_err(status)?
+                        .is_some()
+                    {
+                        return Err(Status::not_found(format!(
+                            "volume {id} not found ({} holds volume {other}: left mounted)",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            // The backend cannot be asked: this node's part is done all
+            // the same, unless the path holds a volume this node knows
+            // is another (its mount point's name tells).
+            Err(_) => {}
+        }
+        if !node.mounts_at(path).map_err(status)?.is_empty() {
+            node.unmount_all(path).map_err(status)?;
+        }
+        Ok(found)
     }
 
     fn stage(&self, r: NodeStageVolumeRequest, staging: PathBuf) -> Result<(), Status> {
@@ -157,14 +286,8 @@ impl Csi {
     }
 
     fn unstage(&self, id: &str, staging: PathBuf) -> Result<(), Status> {
-        let node = self.vols.node();
-        // This node's own part first: a volume removed behind rexray's
-        // back, or a backend that does not answer, must not keep the
-        // staging path mounted.
-        if !node.mounts_at(&staging).map_err(status)?.is_empty() {
-            node.unmount_all(&staging).map_err(status)?;
-        }
-        let v = self.volume_here(id)?;
+        // This node's own part first (see `unmount_for`).
+        let v = self.unmount_for(id, &staging)??;
         let key = Consumer::Csi(&staging).key().map_err(status)?;
         let holder = block_holder(&staging);
         let rec = self
@@ -272,13 +395,9 @@ impl Csi {
 
     fn unpublish(&self, id: &str, target: PathBuf) -> Result<(), Status> {
         // Nothing but this node's bind is undone, so that comes before
-        // the backend is asked: a volume removed behind rexray's back, or
-        // a backend that does not answer, must not keep a pod's target
-        // mounted.
-        let node = self.vols.node();
-        if !node.mounts_at(&target).map_err(status)?.is_empty() {
-            node.unmount_all(&target).map_err(status)?;
-        }
+        // the backend is asked (see `unmount_for`); the answer for an
+        // unknown volume (NOT_FOUND) comes after the target is removed.
+        let found = self.unmount_for(id, &target)?;
         // The spec has the plugin remove the target it made.
         match std::fs::symlink_metadata(&target) {
             Ok(m) if m.is_dir() => {
@@ -291,7 +410,7 @@ impl Csi {
         }
         // Then what the spec asks of an unknown volume (NOT_FOUND), with
         // this node's part already done.
-        let v = self.volume_here(id)?;
+        let v = found?;
         tracing::info!(volume = %v.name, target = %target.display(), "csi: unpublished");
         Ok(())
     }
@@ -302,14 +421,28 @@ impl Csi {
         let node = self.vols.node();
         let md = std::fs::metadata(&path)
             .map_err(|_| Status::not_found(format!("{} does not exist", path.display())))?;
-        let mounted = !node.mounts_at(&path).map_err(status)?.is_empty();
+        if node.mounts_at(&path).map_err(status)?.is_empty() {
+            // Where the volume was published, its mount is gone: that is
+            // the volume's condition, and the usage of whatever is
+            // underneath is not the volume's.
+            return Ok(NodeGetVolumeStatsResponse {
+                usage: Vec::new(),
+                volume_condition: Some(VolumeCondition {
+                    abnormal: true,
+                    message: format!("volume {} is not mounted at {}", v.name, path.display()),
+                }),
+            });
+        }
+        if !self.is_at(&v, &path)? {
+            return Err(Status::not_found(format!(
+                "volume {} is not at {} (another filesystem or device is mounted there)",
+                v.name,
+                path.display()
+            )));
+        }
         let condition = VolumeCondition {
-            abnormal: !mounted,
-            message: if mounted {
-                "mounted".into()
-            } else {
-                format!("volume {} is not mounted at {}", v.name, path.display())
-            },
+            abnormal: false,
+            message: "mounted".into(),
         };
         if !md.is_dir() {
             // A raw block volume's target: its size.
@@ -506,6 +639,25 @@ impl Node for Csi {
                 return Err(Status::not_found(format!(
                     "{} does not exist",
                     path.display()
+                )));
+            }
+            // Only a volume staged or published at the path (the spec's
+            // "node-published or node-staged volumes on the given path").
+            if !csi.is_at(&v, &path)? {
+                return Err(Status::not_found(format!(
+                    "volume {} is not staged or published at {}",
+                    v.name,
+                    path.display()
+                )));
+            }
+            let range = r.capacity_range.as_ref();
+            let limit = range.map_or(0, |c| c.limit_bytes.max(0) as u64);
+            let required = range.map_or(0, |c| c.required_bytes.max(0) as u64);
+            let size = v.size.saturating_mul(super::GIB);
+            if limit > 0 && (limit < required || limit < size) {
+                return Err(Status::out_of_range(format!(
+                    "volume {} is {size} bytes: a limit of {limit} bytes (required {required}) cannot be met",
+                    v.name
                 )));
             }
             if block {

@@ -402,12 +402,21 @@ fn sanity_controller() {
     // Again with the same parameters: the same volume; with another
     // filesystem or type: ALREADY_EXISTS.
     assert_eq!(c.create(r.clone()).unwrap().volume_id, b.volume_id);
-    for (k, v) in [("fsType", "ext4"), ("type", "gold"), ("iops", "100")] {
+    for (k, v) in [
+        ("fsType", "ext4"),
+        ("type", "gold"),
+        ("iops", "100"),
+        ("size", "3"),
+    ] {
         let mut o = r.clone();
         o.parameters.insert(k.into(), v.into());
         let e = c.create(o).unwrap_err();
         assert_eq!(e.code(), Code::AlreadyExists, "{k}={v}: {}", e.message());
     }
+    // A content source that names nothing: refused, nothing made.
+    let mut r = create_req("sanity-nothing", GIB);
+    r.volume_content_source = Some(VolumeContentSource { r#type: None });
+    assert_eq!(c.create(r).unwrap_err().code(), Code::InvalidArgument);
     let d = c.create(create_req("sanity-c", GIB)).unwrap();
 
     // ValidateVolumeCapabilities.
@@ -441,6 +450,48 @@ fn sanity_controller() {
             .unwrap()
             .into_inner();
     assert!(no.confirmed.is_none() && !no.message.is_empty(), "{no:?}");
+
+    // Only what holds for the volume is confirmed: its fsType and size,
+    // known parameters, no mutable ones.
+    let checked = |caps: Vec<VolumeCapability>, params: &[(&str, &str)], mutable: bool| {
+        let mut q = validate(&b.volume_id, caps);
+        q.parameters = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if mutable {
+            q.mutable_parameters.insert("x".into(), "y".into());
+        }
+        q
+    };
+    let yes = [
+        checked(
+            vec![mount_cap("xfs")],
+            &[("size", "2"), ("fsType", "xfs")],
+            false,
+        ),
+        checked(vec![mount_cap("")], &[], false),
+    ];
+    let no = [
+        checked(vec![mount_cap("ext4")], &[], false),
+        checked(vec![mount_cap("")], &[("size", "3")], false),
+        checked(vec![mount_cap("")], &[("type", "gold")], false),
+        checked(vec![mount_cap("")], &[("bogus", "1")], false),
+        checked(vec![mount_cap("")], &[], true),
+    ];
+    for (q, want) in yes
+        .into_iter()
+        .map(|q| (q, true))
+        .chain(no.into_iter().map(|q| (q, false)))
+    {
+        let shown = format!("{q:?}");
+        let a =
+            c.rt.block_on(ctl.validate_volume_capabilities(q))
+                .unwrap()
+                .into_inner();
+        assert_eq!(a.confirmed.is_some(), want, "{shown}: {a:?}");
+        assert_eq!(a.message.is_empty(), want, "{shown}: {a:?}");
+    }
 
     // ListVolumes, two at a time; a token it did not give: ABORTED.
     let list = |max: i32, token: &str| ListVolumesRequest {
@@ -481,6 +532,13 @@ fn sanity_controller() {
         code(c.rt.block_on(ctl.list_volumes(list(-1, "")))),
         Code::InvalidArgument
     );
+    // A token given before volumes were removed, now past the end: an
+    // empty page.
+    let past =
+        c.rt.block_on(ctl.list_volumes(list(2, "7")))
+            .unwrap()
+            .into_inner();
+    assert!(past.entries.is_empty() && past.next_token.is_empty());
 
     // GetCapacity, ControllerGetVolume, capabilities.
     let cap =
@@ -489,6 +547,23 @@ fn sanity_controller() {
             .into_inner();
     // The driver's free space; a libStorage server does not report it.
     assert!(cap.available_capacity > 0, "{cap:?}");
+    // Another node's: none (a node-local driver).
+    let other =
+        c.rt.block_on(
+            ctl.get_capacity(GetCapacityRequest {
+                accessible_topology: Some(Topology {
+                    segments: [(
+                        rexray::csi::TOPOLOGY_KEY.to_string(),
+                        "other-node".to_string(),
+                    )]
+                    .into(),
+                }),
+                ..Default::default()
+            }),
+        )
+        .unwrap()
+        .into_inner();
+    assert_eq!(other.available_capacity, 0, "{other:?}");
     let got =
         c.rt.block_on(ctl.controller_get_volume(ControllerGetVolumeRequest {
             volume_id: v.volume_id.clone(),
@@ -674,6 +749,20 @@ fn sanity_controller() {
             ..Default::default()
         }));
     assert_eq!(grown.unwrap().into_inner().capacity_bytes, 2 * GIB);
+    // A limit the volume is already past: OUT_OF_RANGE (volumes only grow).
+    assert_eq!(
+        code(
+            c.rt.block_on(ctl.controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: d.volume_id.clone(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 0,
+                    limit_bytes: GIB,
+                }),
+                ..Default::default()
+            }))
+        ),
+        Code::OutOfRange
+    );
     assert_eq!(
         code(
             c.rt.block_on(ctl.controller_expand_volume(ControllerExpandVolumeRequest {
@@ -824,6 +913,153 @@ fn sanity_node() {
             "{vol:?} {path:?}"
         );
     }
+    assert_eq!(c.delete(&id), Code::Ok);
+}
+
+/// A call that names one volume and the path of another never undoes
+/// the other's mount, nor reads or grows it as the one named.
+#[test]
+fn a_wrong_volume_id_never_touches_another_volumes_path() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start(&home, "");
+    let dir = |p: &str| home.dir.join("kubelet").join(p);
+    let (sa, sb, ta, tb) = (dir("s/a"), dir("s/b"), dir("p/a"), dir("p/b"));
+    let a = c.create(create_req("wrong-a", GIB)).unwrap().volume_id;
+    let b = c.create(create_req("wrong-b", GIB)).unwrap().volume_id;
+    assert_eq!(c.stage(&a, &sa, mount_cap("ext4")), Code::Ok);
+    assert_eq!(c.stage(&b, &sb, mount_cap("ext4")), Code::Ok);
+    assert_eq!(c.publish(&a, &sa, &ta, mount_cap("ext4"), false), Code::Ok);
+    assert_eq!(c.publish(&b, &sb, &tb, mount_cap("ext4"), false), Code::Ok);
+    std::fs::write(tb.join("b"), b"b's").unwrap();
+    let held = || {
+        assert_eq!(count_mounts_at(&sb), 1, "{sb:?}");
+        assert_eq!(count_mounts_at(&tb), 1, "{tb:?}");
+        assert_eq!(std::fs::read(tb.join("b")).unwrap(), b"b's");
+    };
+    // Another volume's id: refused, nothing undone.
+    assert_eq!(c.unpublish(&a, &tb), Code::FailedPrecondition);
+    assert_eq!(c.unstage(&a, &sb), Code::FailedPrecondition);
+    held();
+    // An unknown id: NOT_FOUND, and the other volume's paths stay.
+    assert_eq!(c.unpublish("nope", &tb), Code::NotFound);
+    assert_eq!(c.unstage("nope", &sb), Code::NotFound);
+    held();
+    // Stats and expansion of A at B's path: NOT_FOUND.
+    let n = &mut c.node;
+    let stats = |n: &mut NodeClient<Channel>, rt: &tokio::runtime::Runtime, id: &str, p: &Path| {
+        rt.block_on(n.node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.into(),
+            volume_path: p.to_string_lossy().into(),
+            ..Default::default()
+        }))
+        .map(|r| r.into_inner())
+    };
+    for p in [&tb, &sb] {
+        assert_eq!(
+            stats(n, &c.rt, &a, p).unwrap_err().code(),
+            Code::NotFound,
+            "{p:?}"
+        );
+    }
+    let st = stats(n, &c.rt, &a, &ta).unwrap();
+    assert_eq!(st.usage.len(), 2, "{st:?}");
+    assert!(!st.volume_condition.unwrap().abnormal);
+    // A path that exists but holds nothing: abnormal, and the usage of
+    // the filesystem underneath is not given as the volume's.
+    let st = stats(n, &c.rt, &a, &home.dir).unwrap();
+    assert!(st.usage.is_empty(), "{st:?}");
+    assert!(st.volume_condition.unwrap().abnormal);
+    let expand = |n: &mut NodeClient<Channel>,
+                  rt: &tokio::runtime::Runtime,
+                  id: &str,
+                  p: &Path,
+                  required: i64,
+                  limit: i64| {
+        code(rt.block_on(n.node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.into(),
+            volume_path: p.to_string_lossy().into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: required,
+                limit_bytes: limit,
+            }),
+            ..Default::default()
+        })))
+    };
+    let gib = GIB;
+    assert_eq!(expand(n, &c.rt, &a, &tb, gib, 0), Code::NotFound);
+    assert_eq!(expand(n, &c.rt, &a, &home.dir, gib, 0), Code::NotFound);
+    // A limit the volume is already past, or below what is required.
+    assert_eq!(expand(n, &c.rt, &a, &ta, gib, gib / 2), Code::OutOfRange);
+    assert_eq!(expand(n, &c.rt, &a, &ta, 2 * gib, gib), Code::OutOfRange);
+    assert_eq!(expand(n, &c.rt, &a, &ta, gib, gib), Code::Ok);
+    assert_eq!(expand(n, &c.rt, &a, &sa, gib, 0), Code::Ok);
+    held();
+    // A target that holds a filesystem mounted where a volume that is no
+    // more was (removed behind rexray's back): an unknown id undoes it.
+    let ghost = home.mount_point("wrong-ghost");
+    let tg = dir("p/ghost");
+    for d in [&ghost, &tg] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let run = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    let os = |p: &Path| p.as_os_str().to_owned();
+    run(&[
+        "mount".as_ref(),
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "ghost".as_ref(),
+        &os(&ghost),
+    ]);
+    run(&["mount".as_ref(), "--bind".as_ref(), &os(&ghost), &os(&tg)]);
+    assert_eq!(c.unpublish("nope", &tg), Code::NotFound);
+    assert_eq!(count_mounts_at(&tg), 0);
+    run(&["umount".as_ref(), &os(&ghost)]);
+    // The right ids undo it all.
+    for (id, s, t) in [(&a, &sa, &ta), (&b, &sb, &tb)] {
+        assert_eq!(c.unpublish(id, t), Code::Ok);
+        assert_eq!(c.unstage(id, s), Code::Ok);
+        assert_eq!(count_mounts_at(s) + count_mounts_at(t), 0);
+    }
+    assert!(mounts(&home).is_empty(), "{:?}", mounts(&home));
+    assert_eq!(c.delete(&a), Code::Ok);
+    assert_eq!(c.delete(&b), Code::Ok);
+}
+
+/// A kubelet root reached through a symbolic link (`/var/lib/kubelet` →
+/// `/data/kubelet`): the kernel mounts on the real path and mountinfo
+/// shows that; every retry and reverse still finds its mount.
+#[test]
+fn a_kubelet_root_behind_a_symlink_is_one_path() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start(&home, "");
+    let real = home.dir.join("data-kubelet");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = home.dir.join("kubelet");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (s, t) = (link.join("staging/pv1"), link.join("pods/p1/mount"));
+    let (rs, rt) = (real.join("staging/pv1"), real.join("pods/p1/mount"));
+    let id = c.create(create_req("linked", GIB)).unwrap().volume_id;
+    for _ in 0..2 {
+        assert_eq!(c.stage(&id, &s, mount_cap("ext4")), Code::Ok);
+        assert_eq!(c.publish(&id, &s, &t, mount_cap("ext4"), false), Code::Ok);
+    }
+    assert_eq!(count_mounts_at(&rs), 1);
+    assert_eq!(count_mounts_at(&rt), 1);
+    std::fs::write(t.join("f"), b"through the link").unwrap();
+    assert_eq!(std::fs::read(rs.join("f")).unwrap(), b"through the link");
+    assert_eq!(c.unpublish(&id, &t), Code::Ok);
+    assert_eq!(c.unstage(&id, &s), Code::Ok);
+    assert_eq!(count_mounts_at(&rs) + count_mounts_at(&rt), 0);
+    assert!(mounts(&home).is_empty(), "{:?}", mounts(&home));
+    assert!(home.loops().is_empty());
     assert_eq!(c.delete(&id), Code::Ok);
 }
 
@@ -986,12 +1222,12 @@ fn kubelet_paths_and_flags_are_taken_as_meant() {
         Code::FailedPrecondition
     );
     assert_eq!(count_mounts_at(&tx), 0);
-    // An unpublish naming a volume that is not there (removed behind
-    // rexray's back, say): the bind is undone all the same, and the
-    // answer is the spec's NOT_FOUND.
+    // An unpublish naming a volume that is not there, of a target that
+    // holds one that is: NOT_FOUND, and the bind stays.
     assert_eq!(c.unpublish("no-such-volume", &ta), Code::NotFound);
-    assert_eq!(count_mounts_at(&ta), 0);
+    assert_eq!(count_mounts_at(&ta), 1);
     assert_eq!(c.unpublish(&a.volume_id, &ta), Code::Ok);
+    assert_eq!(count_mounts_at(&ta), 0);
     // Unstaged by the plain spelling: one consumer, released, detached.
     assert_eq!(c.unstage(&a.volume_id, &sa), Code::Ok);
     assert_eq!(c.unstage(&b.volume_id, &sb), Code::Ok);
