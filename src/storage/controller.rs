@@ -106,14 +106,22 @@ pub struct Offers {
     /// [`Controller::remove_snapshot`] and
     /// [`Controller::create_from_snapshot`].
     pub snapshots: bool,
+    /// A snapshot is one point in time of the whole volume even while
+    /// another host writes to it (an RBD snapshot; not a copy of a file
+    /// being written): a volume attached to another instance may then be
+    /// snapshotted, crash-consistent, since its filesystem cannot be
+    /// frozen from here.
+    pub live_snapshots: bool,
 }
 
 impl Offers {
-    /// Every optional operation.
+    /// Resizing, copies and snapshots (of volumes that are not attached
+    /// elsewhere).
     pub const ALL: Offers = Offers {
         resize: true,
         copy: true,
         snapshots: true,
+        live_snapshots: false,
     };
 }
 

@@ -52,7 +52,7 @@ impl Volumes {
                     crate::model::ContentSource::Volume(src.id.clone()).field(),
                 );
                 let _src_lock = self.state.lock_volume(&src.id)?;
-                self.frozen_copy(&src, "copy", |intact| {
+                self.frozen_copy(&src, "copy", false, |intact| {
                     fail::fail_point!("volume::copy-while-frozen", |_| crate::crash_here());
                     self.ctl
                         .copy(&src.id, name, &spec, intact, &|img| self.prepare(name, img))
@@ -96,7 +96,8 @@ impl Volumes {
     pub fn snapshot(&self, r: VolumeRef<'_>, snap_name: &str) -> Result<Snapshot> {
         let v = self.find(r)?;
         let _lock = self.state.lock_volume(&v.id)?;
-        self.frozen_copy(&v, "snapshot", |intact| {
+        let live = self.ctl.offers().live_snapshots;
+        self.frozen_copy(&v, "snapshot", live, |intact| {
             fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
             self.ctl.snapshot(&v.id, snap_name, intact)
         })
@@ -132,9 +133,10 @@ impl Volumes {
         &self,
         v: &Volume,
         what: &str,
+        live: bool,
         copy: impl FnOnce(&dyn Fn() -> Result<()>) -> Result<T>,
     ) -> Result<T> {
-        let frozen = std::cell::RefCell::new(self.quiesce(v, what)?);
+        let frozen = std::cell::RefCell::new(self.quiesce(v, what, live)?);
         let was_frozen = frozen.borrow().is_some();
         let checked = std::cell::Cell::new(false);
         let finish = |f: Box<dyn node::FreezeGuard>| {
@@ -216,13 +218,30 @@ impl Volumes {
 
     /// Make a volume's content stable for a copy: nothing to do when it is
     /// not attached; freeze its filesystem when it is mounted on this
-    /// kernel; refuse when another instance holds it.
-    fn quiesce(&self, v: &Volume, what: &str) -> Result<Option<Box<dyn node::FreezeGuard>>> {
+    /// kernel; when another instance holds it, refuse, unless `live` (a
+    /// snapshot by a driver whose snapshots are one point in time of the
+    /// image however it is written: then it is taken crash-consistent).
+    fn quiesce(
+        &self,
+        v: &Volume,
+        what: &str,
+        live: bool,
+    ) -> Result<Option<Box<dyn node::FreezeGuard>>> {
         let current = self.inspect(&v.id)?.unwrap_or_else(|| v.clone());
         let Some(a) = current.attachments.first() else {
             return Ok(None);
         };
         if current.state() != AttachmentState::Attached {
+            if live {
+                // One point in time of the image, as a power cut would
+                // leave it: the journal replays when a copy is mounted.
+                tracing::warn!(
+                    volume = %v.name,
+                    holder = %a.instance_id.id,
+                    "taking a {what} of a volume attached to another instance: its filesystem cannot be frozen from here, so the {what} is crash-consistent"
+                );
+                return Ok(None);
+            }
             return Err(Error::in_use(format!(
                 "cannot {what} volume {}: it is attached to another instance ({}); detach it there first",
                 v.name, a.instance_id.id

@@ -50,6 +50,8 @@ pub(crate) struct FakeDriver {
     content: PathBuf,
     vols: Mutex<BTreeMap<String, FakeVol>>,
     snaps: Mutex<Vec<Snapshot>>,
+    /// Offer snapshots of volumes attached elsewhere (as RBD does).
+    live_snapshots: std::sync::atomic::AtomicBool,
 }
 
 impl FakeDriver {
@@ -151,6 +153,14 @@ fn copy_tree(from: &Path, to: &Path) {
 impl Controller for FakeDriver {
     fn info(&self) -> &ServiceInfo {
         &FAKE_INFO
+    }
+    fn offers(&self) -> crate::storage::controller::Offers {
+        crate::storage::controller::Offers {
+            live_snapshots: self
+                .live_snapshots
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..crate::storage::controller::Offers::ALL
+        }
     }
     fn list(&self) -> Result<Vec<Volume>> {
         Ok(self
@@ -386,6 +396,7 @@ fn world_with(extra: &[(&str, &str)]) -> World {
         content: tmp.path().join("content"),
         vols: Mutex::default(),
         snaps: Mutex::default(),
+        live_snapshots: Default::default(),
     });
     let vols = Volumes::with(cfg, state, driver.clone(), driver.clone(), node.clone());
     World {
@@ -1132,6 +1143,28 @@ fn a_copy_of_a_volume_another_instance_holds_is_refused() {
     let e = w.snapshot("vol", "s1").unwrap_err();
     assert_eq!(e.kind(), Kind::InUse, "{e}");
     w.nothing_published("vol");
+}
+
+#[test]
+fn a_driver_of_point_in_time_snapshots_snapshots_a_volume_held_elsewhere() {
+    let w = world();
+    w.driver
+        .live_snapshots
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let v = w.create("vol");
+    w.driver.attach_to(&v.id, OTHER);
+    w.node.take_calls();
+    // The snapshot is taken, crash-consistent: nothing here to freeze.
+    let s = w.snapshot("vol", "s1").unwrap();
+    assert_eq!(s.volume_id, v.id);
+    assert!(
+        !w.node.take_calls().iter().any(|c| c.starts_with("freeze")),
+        "nothing is frozen on this host"
+    );
+    // A copy reads the image over time: still refused.
+    let e = w.copy("vol", "copy").unwrap_err();
+    assert_eq!(e.kind(), Kind::InUse, "{e}");
+    assert!(w.vols.lookup(VolumeRef::Name("copy")).unwrap().is_none());
 }
 
 #[test]

@@ -910,7 +910,11 @@ impl Controller for RbdDriver {
     }
     fn offers(&self) -> crate::storage::controller::Offers {
         use crate::storage::controller::Offers;
-        Offers::ALL
+        // `rbd snap create` is atomic, whoever has the image mapped.
+        Offers {
+            live_snapshots: true,
+            ..Offers::ALL
+        }
     }
 
     fn list(&self) -> Result<Vec<Volume>> {

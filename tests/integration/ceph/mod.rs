@@ -257,6 +257,53 @@ fn rbd_preempt_fences_the_old_holder() {
     b.rexray(&["volume", "rm", v]).ok();
 }
 
+/// A volume mounted on another node is snapshotted from here,
+/// crash-consistent (an RBD snapshot is one point in time of the image;
+/// the other node's filesystem cannot be frozen from here): a volume made
+/// from it holds what that node had synced. A copy, which reads the image
+/// over time, is still refused.
+#[test]
+fn rbd_snapshot_of_a_volume_mounted_on_another_node() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    let a = Node::in_namespace(c.home(""));
+    let b = Node::in_namespace(c.home(""));
+    let v = "live1";
+    a.rexray(&["volume", "create", v, "--size", "1"]).ok();
+    let pa = mounted_path(a.rexray(&["volume", "mount", v]).ok());
+    a.sh(&format!("echo synced > {pa}/f && sync")).ok();
+    b.rexray(&["snapshot", "create", v, "live1s"]).ok();
+    use rexray::volume::CopySource;
+    let vols = b.home.volumes();
+    let e = vols
+        .create_from(
+            "live1c",
+            &Default::default(),
+            &CopySource::VolumeName(v.into()),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("attached to another instance"),
+        "{e}"
+    );
+    vols.create_from(
+        "live1f",
+        &Default::default(),
+        &CopySource::SnapshotName("live1s".into()),
+    )
+    .unwrap();
+    let pb = mounted_path(b.rexray(&["volume", "mount", "live1f"]).ok());
+    assert_eq!(b.sh(&format!("cat {pb}/f")).ok(), "synced\n");
+    // A's volume was never taken from it.
+    assert!(a.rexray(&["volume", "ls", v]).ok().contains("attached"));
+    b.rexray(&["volume", "unmount", "live1f"]).ok();
+    b.rexray(&["volume", "rm", "live1f"]).ok();
+    b.rexray(&["snapshot", "rm", "live1s"]).ok();
+    a.rexray(&["volume", "unmount", v]).ok();
+    a.rexray(&["volume", "rm", v]).ok();
+    assert!(a.mounts().is_empty() && b.mounts().is_empty());
+}
+
 /// The cluster stops: every call ends within its bound with an error that
 /// names the cluster; nothing is left attached; started again, the data
 /// is all there.
