@@ -830,12 +830,15 @@ impl Controller for Client {
         // answers. Growing is the exception: the libStorage API has none,
         // so a server without this crate's extensions (the original
         // REX-Ray) cannot (one that cannot be reached now is taken to).
-        let resize = match self.extensions() {
-            Ok(x) => x.is_some_and(|x| x.resize),
-            Err(_) => true,
+        // So are snapshots of volumes attached elsewhere, which only the
+        // server's driver can tell.
+        let (resize, live_snapshots) = match self.extensions() {
+            Ok(x) => x.map_or((false, false), |x| (x.resize, x.live_snapshots)),
+            Err(_) => (true, false),
         };
         Offers {
             resize,
+            live_snapshots,
             ..Offers::ALL
         }
     }

@@ -376,6 +376,7 @@ fn service_json(
         s.rexray = Some(wire::Extensions {
             available_bytes: svc.ctrl.available_bytes(),
             resize: true,
+            live_snapshots: svc.ctrl.offers().live_snapshots,
         });
     }
     Ok(s)

@@ -570,6 +570,13 @@ impl Controller for Copier {
     fn info(&self) -> &ServiceInfo {
         &self.info
     }
+    fn offers(&self) -> crate::storage::controller::Offers {
+        crate::storage::controller::Offers {
+            copy: true,
+            live_snapshots: true,
+            ..Default::default()
+        }
+    }
     fn list(&self) -> crate::Result<Vec<Volume>> {
         let mut all = self.list_without_usage()?;
         for v in &mut all {
@@ -625,6 +632,20 @@ impl Controller for Copier {
             ..Default::default()
         })
     }
+}
+
+/// The extensions tell a client what the service's driver offers beyond
+/// the libStorage API: growing, and snapshots of volumes attached
+/// elsewhere.
+#[test]
+fn the_extensions_tell_what_the_driver_offers() {
+    let f = fixture(vec![copier()], &[]);
+    let x = f.get("/services/cp?extensions", &[]).json();
+    assert_eq!(x["rexray"]["resize"], true, "{x}");
+    assert_eq!(x["rexray"]["liveSnapshots"], true, "{x}");
+    // Without asking: the original's answer, nothing more.
+    let plain = f.get("/services/cp", &[]).json();
+    assert!(plain.get("rexray").is_none(), "{plain}");
 }
 
 /// `Rexray-Usage: omit` lists without each volume's allocated bytes;

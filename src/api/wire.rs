@@ -50,6 +50,11 @@ pub struct Extensions {
     /// `POST /volumes/{svc}/{id}?resize` with `{"size": GiB}` is served.
     #[serde(default)]
     pub resize: bool,
+    /// The service's driver snapshots a volume attached to another
+    /// instance, crash-consistent (see
+    /// [`Offers::live_snapshots`](crate::storage::controller::Offers::live_snapshots)).
+    #[serde(default)]
+    pub live_snapshots: bool,
 }
 
 /// The driver part of [`Service`].

@@ -1002,6 +1002,10 @@ fn resize_extension_is_offered_only_when_asked() {
     let e = c.resize(&v.id, 2).unwrap_err();
     assert!(e.to_string().contains("vfs"), "{e}");
     assert!(c.capacity().is_ok());
+    // What the server's driver offers, from its extensions: growing is
+    // served; vfs snapshots nothing attached elsewhere.
+    let offers = c.offers();
+    assert!(offers.resize && !offers.live_snapshots, "{offers:?}");
     c.remove(&v.id, false).unwrap();
 }
 
