@@ -54,6 +54,33 @@ fn size_for(range: Option<&CapacityRange>, default: u64) -> Result<u64, Status> 
     Ok(gib)
 }
 
+/// The name a CSI volume or snapshot name is kept under. The spec lets a
+/// CO name them with any Unicode string but control characters; rexray's
+/// names are narrower, as they name files and mount points. A CSI name
+/// that is a rexray name is kept as it is (Kubernetes' `pvc-<uuid>` and
+/// `snapshot-<uuid>` are); any other as `csi-` and the first 32 hex
+/// digits of its SHA-256, so the same name is always the same volume and
+/// CreateVolume stays idempotent.
+fn storage_name(what: &str, name: &str) -> Result<String, Status> {
+    let banned = |c: char| matches!(c as u32, 0..=0x8 | 0xB | 0xC | 0xE..=0x1F | 0x7F..=0x9F);
+    if let Some(c) = name.chars().find(|c| banned(*c)) {
+        return Err(Status::invalid_argument(format!(
+            "{what} name {} contains the control character U+{:04X}, which CSI names may not",
+            crate::input::quote(name),
+            c as u32
+        )));
+    }
+    if crate::input::name_of(what, name).is_ok() {
+        return Ok(name.to_string());
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let hex: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("csi-{hex}"))
+}
+
 /// Whether a volume of `gib` GiB meets a capacity range.
 fn fits(range: Option<&CapacityRange>, gib: u64) -> bool {
     let b = bytes(gib);
@@ -402,7 +429,8 @@ impl Controller for Csi {
         if r.name.is_empty() {
             return Err(missing("name"));
         }
-        crate::input::volume_name(&r.name).map_err(status)?;
+        let mut r = r;
+        r.name = storage_name("volume", &r.name)?;
         if r.volume_capabilities.is_empty() {
             return Err(missing("volume_capabilities"));
         }
@@ -652,7 +680,8 @@ impl Controller for Csi {
         if r.source_volume_id.is_empty() {
             return Err(missing("source_volume_id"));
         }
-        crate::input::name_of("snapshot", &r.name).map_err(status)?;
+        let mut r = r;
+        r.name = storage_name("snapshot", &r.name)?;
         let keys = vec![
             format!("snapshot name {}", r.name),
             format!("volume {}", r.source_volume_id),
@@ -860,6 +889,23 @@ mod tests {
         assert!(fits(Some(&r(1 << 30, 0)), 1));
         assert!(!fits(Some(&r(2 << 30, 0)), 1));
         assert!(!fits(Some(&r(0, 1 << 30)), 2));
+    }
+
+    #[test]
+    fn csi_names_are_kept_as_they_are_or_hashed() {
+        assert_eq!(storage_name("volume", "pvc-1a2b").unwrap(), "pvc-1a2b");
+        let odd = storage_name("volume", "sanity vol+1/é").unwrap();
+        assert!(odd.starts_with("csi-") && odd.len() == 36, "{odd}");
+        assert!(crate::input::volume_name(&odd).is_ok());
+        // The same name is the same volume; another is another.
+        assert_eq!(storage_name("volume", "sanity vol+1/é").unwrap(), odd);
+        assert_ne!(storage_name("volume", "sanity vol+2/é").unwrap(), odd);
+        // Whitespace CSI allows; control characters it does not.
+        assert!(storage_name("volume", "a\tb\nc").is_ok());
+        for bad in ["a\u{0}b", "a\u{7}", "\u{1b}[31m", "a\u{85}"] {
+            let e = storage_name("volume", bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
     }
 
     #[test]

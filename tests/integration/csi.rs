@@ -1063,6 +1063,64 @@ fn a_kubelet_root_behind_a_symlink_is_one_path() {
     assert_eq!(c.delete(&id), Code::Ok);
 }
 
+/// CSI names may be any Unicode but control characters: one that is not
+/// a rexray name is kept under a name of its own (`csi-<hash>`), the same
+/// one each time, and a snapshot likewise.
+#[test]
+fn any_csi_name_is_a_volume_and_the_same_one_again() {
+    require_root!();
+    let home = Home::new();
+    let mut c = start(&home, "");
+    let odd = "sanity vol+1/ü";
+    let v = c.create(create_req(odd, GIB)).unwrap();
+    assert_eq!(
+        c.create(create_req(odd, GIB)).unwrap().volume_id,
+        v.volume_id
+    );
+    let names = home.volume_names();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("csi-"), "{names:?}");
+    let other = c.create(create_req("sanity vol+2/ü", GIB)).unwrap();
+    assert_ne!(other.volume_id, v.volume_id);
+    let ctl = &mut c.ctl;
+    let snap = |name: &str| CreateSnapshotRequest {
+        source_volume_id: v.volume_id.clone(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let s1 =
+        c.rt.block_on(ctl.create_snapshot(snap("nightly 1+1")))
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+    let again =
+        c.rt.block_on(ctl.create_snapshot(snap("nightly 1+1")))
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+    assert_eq!(again.snapshot_id, s1.snapshot_id);
+    // Control characters: refused, nothing made.
+    assert_eq!(
+        c.create(create_req("bad\u{1b}name", GIB))
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.rt.block_on(c.ctl.delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: s1.snapshot_id.clone(),
+            ..Default::default()
+        }))),
+        Code::Ok
+    );
+    for id in [&v.volume_id, &other.volume_id] {
+        assert_eq!(c.delete(id), Code::Ok);
+    }
+    assert!(home.volume_names().is_empty());
+}
+
 /// The mount points under `home` now, sorted.
 fn mounts(home: &Home) -> Vec<PathBuf> {
     let mut m = home.mounts();
