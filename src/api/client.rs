@@ -961,6 +961,30 @@ impl Controller for Client {
         self.capacity().ok().flatten()
     }
 
+    /// Registered with the server, whose driver keeps the registry (this
+    /// crate's extension); a server without it (the original REX-Ray)
+    /// keeps none, so there is nothing to register with.
+    fn register_node(&self, who: &crate::model::InstanceId) -> Result<()> {
+        let path = format!("/services/{}?registerNode", seg(&self.info.service));
+        let a = self.send("POST", &path, None, Some(&self.who(who)), false)?;
+        match a.status {
+            s if s < 300 => Ok(()),
+            404 | 405 => Ok(()),
+            _ => Err(self.error(&a, &format!("registering node {} with the server", who.id))),
+        }
+    }
+
+    fn node_known(&self, node: &str) -> Result<Option<bool>> {
+        let path = format!(
+            "/services/{}?extensions&node={}",
+            seg(&self.info.service),
+            seg(node)
+        );
+        let a = self.send("GET", &path, None, None, false)?;
+        let s: wire::Service = self.decode(&a, &format!("asking the server about node {node}"))?;
+        Ok(s.rexray.and_then(|x| x.node_known))
+    }
+
     /// From the server's extensions; a server without them cannot tell.
     fn capacity(&self) -> Result<Option<u64>> {
         match self.extensions()? {

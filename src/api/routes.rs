@@ -303,6 +303,49 @@ pub fn route(services: &Arc<Services>, tasks: &super::tasks::Tasks, call: &Call)
             None => Routed::Now(not_found(id)),
         },
         ["services"] if get => services_all(services, &callers, call),
+        // This crate's node registry: the calling instance registers as a
+        // node of the service's backend; `?extensions&node=ID` asks about
+        // one.
+        ["services", s] if call.method == "POST" && call.has("registerNode") => {
+            let Some(svc) = services.get(&s.to_ascii_lowercase()) else {
+                return Routed::Now(not_found(s));
+            };
+            let who = match callers.who(svc) {
+                Ok(Some(w)) => w,
+                Ok(None) => return Routed::Now(error(&ErrorBody::missing_instance_id(&svc.name))),
+                Err(r) => return Routed::Now(r),
+            };
+            let ctrl = svc.ctrl.clone();
+            later(Vec::new(), false, move || {
+                reply_of(
+                    ctrl.register_node(&who.to_model())
+                        .map(|()| json(200, &serde_json::json!({}))),
+                    &who.id,
+                )
+            })
+        }
+        ["services", s] if get && call.has("extensions") && call.get("node").is_some() => {
+            let Some(svc) = services.get(&s.to_ascii_lowercase()) else {
+                return Routed::Now(not_found(s));
+            };
+            let mut out = match service_json(svc, &callers, call) {
+                Ok(o) => o,
+                Err(r) => return Routed::Now(r),
+            };
+            let ctrl = svc.ctrl.clone();
+            let node = call.get("node").unwrap_or_default().to_string();
+            later(Vec::new(), false, move || {
+                reply_of(
+                    ctrl.node_known(&node).map(|known| {
+                        if let Some(x) = &mut out.rexray {
+                            x.node_known = known;
+                        }
+                        json(200, &out)
+                    }),
+                    &node,
+                )
+            })
+        }
         ["services", s] if get => match services.get(&s.to_ascii_lowercase()) {
             None => Routed::Now(not_found(s)),
             Some(svc) => Routed::Now(service_one(svc, &callers, call)),
@@ -377,6 +420,7 @@ fn service_json(
             available_bytes: svc.ctrl.available_bytes(),
             resize: true,
             live_snapshots: svc.ctrl.offers().live_snapshots,
+            node_known: None,
         });
     }
     Ok(s)

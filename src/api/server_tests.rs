@@ -564,6 +564,8 @@ fn addresses() {
 /// at the size they are asked for.
 struct Copier {
     info: ServiceInfo,
+    /// The nodes registered.
+    nodes: std::sync::Mutex<Vec<String>>,
 }
 
 impl Controller for Copier {
@@ -576,6 +578,13 @@ impl Controller for Copier {
             live_snapshots: true,
             ..Default::default()
         }
+    }
+    fn register_node(&self, who: &InstanceId) -> crate::Result<()> {
+        self.nodes.lock().unwrap().push(who.id.clone());
+        Ok(())
+    }
+    fn node_known(&self, node: &str) -> crate::Result<Option<bool>> {
+        Ok(Some(self.nodes.lock().unwrap().iter().any(|n| n == node)))
     }
     fn list(&self) -> crate::Result<Vec<Volume>> {
         let mut all = self.list_without_usage()?;
@@ -648,6 +657,41 @@ fn the_extensions_tell_what_the_driver_offers() {
     assert!(plain.get("rexray").is_none(), "{plain}");
 }
 
+/// A client registers its instance as a node of the service's backend
+/// (the instance header says which); the registry is asked by node id.
+#[test]
+fn nodes_register_and_are_asked_about() {
+    let f = fixture(vec![copier()], &[]);
+    let known = |node: &str| {
+        let x = f
+            .get(&format!("/services/cp?extensions&node={node}"), &[])
+            .json();
+        x["rexray"]["nodeKnown"].clone()
+    };
+    assert_eq!(known("node-a"), false);
+    // Without an instance header there is no one to register.
+    let g = f.send("POST", "/services/cp?registerNode", &[], &[], "");
+    assert_eq!(g.status, 400, "{g:?}");
+    let g = f.send(
+        "POST",
+        "/services/cp?registerNode",
+        &["cp:cp=node-a"],
+        &[],
+        "",
+    );
+    assert_eq!(g.status, 200, "{g:?}");
+    assert_eq!(known("node-a"), true);
+    assert_eq!(known("node-b"), false);
+    // A driver without a registry cannot tell: no answer, any node goes.
+    let x = f.get("/services/vfs?extensions&node=node-a", &[]).json();
+    assert!(x["rexray"].get("nodeKnown").is_none(), "{x}");
+    let g = f.send("POST", "/services/vfs?registerNode", &[VM], &[], "");
+    assert_eq!(g.status, 200, "{g:?}");
+    // An unknown service: not found.
+    let g = f.send("POST", "/services/nope?registerNode", &[VM], &[], "");
+    assert_eq!(g.status, 404, "{g:?}");
+}
+
 /// `Rexray-Usage: omit` lists without each volume's allocated bytes;
 /// without it (as the original client asks) the listing is in full.
 #[test]
@@ -677,6 +721,7 @@ fn copier() -> Service {
                 storage_type: StorageType::Block,
                 next_device: NextDeviceInfo::default(),
             },
+            nodes: Default::default(),
         }),
         default_size: 1,
     }

@@ -55,6 +55,12 @@ pub struct Extensions {
     /// [`Offers::live_snapshots`](crate::storage::controller::Offers::live_snapshots)).
     #[serde(default)]
     pub live_snapshots: bool,
+    /// Asked with `&node=<instance id>`: whether that instance is a node
+    /// of the service's backend (see
+    /// [`Controller::node_known`](crate::storage::controller::Controller::node_known));
+    /// absent when the driver cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_known: Option<bool>,
 }
 
 /// The driver part of [`Service`].

@@ -716,6 +716,20 @@ impl Node for Csi {
         &self,
         _req: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        // The id given here is the one a controller publishes to: it is
+        // registered first (a backend with a registry, such as rbd's,
+        // refuses ControllerPublishVolume to a node that never was).
+        let csi = self.clone();
+        tokio::task::spawn_blocking(move || csi.vols.register_node())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                let s = status(e);
+                Status::new(
+                    s.code(),
+                    format!("registering this node with the backend: {}", s.message()),
+                )
+            })?;
         let max = self.vols.config().number(keys::CSI_MAX_VOLUMES);
         Ok(Response::new(NodeGetInfoResponse {
             node_id: self.vols.instance().id.clone(),

@@ -84,6 +84,7 @@ impl Csi {
         if crate::input::consumer(node_id).is_err() {
             return Err(Status::not_found(format!("node {node_id} not found")));
         }
+
         Ok(InstanceId {
             id: node_id.to_string(),
             ..me.clone()
@@ -99,6 +100,18 @@ impl Csi {
             .lookup_id(&r.volume_id)?
             .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
         let who = self.node_of(&r.node_id)?;
+        // A backend that registers its nodes knows this one, or it is not
+        // one (a mistyped id would hold the volume for a node that never
+        // comes). Only here: a release is never refused for it.
+        if !who.id.eq_ignore_ascii_case(&self.vols.instance().id)
+            && self.vols.node_known(&who.id).map_err(super::status)? == Some(false)
+        {
+            return Err(Status::not_found(format!(
+                "node {} not found: no CSI node service of that id has registered with the {} backend (its NodeGetInfo registers it)",
+                who.id,
+                self.vols.config().driver_name()
+            )));
+        }
         let asked = Publication {
             node_id: who.id.clone(),
             readonly: r.readonly,

@@ -226,6 +226,19 @@ impl Servers {
     pub fn serve(self, stop: Arc<AtomicBool>, grace: Duration) {
         let Servers { rt, servers } = self;
         let csis: Vec<Csi> = servers.iter().map(|(_, c, _, _)| c.clone()).collect();
+        // A node service registers this host as a node of the backend
+        // now, and again at each NodeGetInfo (which fails while it
+        // cannot): a controller elsewhere publishes only to nodes.
+        for csi in csis.iter().filter(|c| c.mode.node()) {
+            let c = csi.clone();
+            rt.spawn_blocking(move || {
+                if let Err(e) = c.vols.register_node() {
+                    tracing::warn!(
+                        "csi: could not register this node yet (NodeGetInfo tries again): {e}"
+                    );
+                }
+            });
+        }
         let mut running = Vec::new();
         for (path, csi, incoming, conns) in servers {
             let stop = stop.clone();

@@ -240,6 +240,23 @@ pub trait Controller: Send + Sync {
         let _ = (snap_id, new_name, spec, prepare);
         Err(self.unsupported("create volumes from snapshots (snapshotName/snapshotID)"))
     }
+    /// Record that instance `who` is a node of this backend, one that
+    /// attaches its volumes (a CSI node service says so when it starts
+    /// and in NodeGetInfo, the call that gives the CO the node's id): see
+    /// [`node_known`](Self::node_known). A driver without a registry
+    /// records nothing.
+    fn register_node(&self, who: &InstanceId) -> Result<()> {
+        let _ = who;
+        Ok(())
+    }
+    /// Whether `node` is a node of this backend (registered, or holding a
+    /// volume now; ids compared without case): `None` when the driver
+    /// keeps no registry, or none was written yet, so that any id is
+    /// taken.
+    fn node_known(&self, node: &str) -> Result<Option<bool>> {
+        let _ = node;
+        Ok(None)
+    }
     /// Whether the backend knows the volume has never been written.
     fn known_blank(&self, id: &str) -> bool {
         let _ = id;

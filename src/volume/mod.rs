@@ -141,6 +141,18 @@ impl Volumes {
         &self.cfg
     }
 
+    /// Record this host as a node of the backend (see
+    /// [`Controller::register_node`]).
+    pub fn register_node(&self) -> Result<()> {
+        self.ctl.register_node(self.exe.instance_id())
+    }
+
+    /// Whether `node` is a node of the backend; `None` when the driver
+    /// cannot tell (see [`Controller::node_known`]).
+    pub fn node_known(&self, node: &str) -> Result<Option<bool>> {
+        self.ctl.node_known(node)
+    }
+
     /// The optional operations the driver offers.
     pub fn offers(&self) -> crate::storage::controller::Offers {
         self.ctl.offers()

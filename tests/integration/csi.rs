@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use tonic::transport::Channel;
 use tonic::Code;
 
-const GIB: i64 = 1 << 30;
+pub(crate) const GIB: i64 = 1 << 30;
 
 /// A service with a csi module on a private socket (and default-docker on
 /// another), its clients, and a runtime to call them from tests.
-struct Csi {
-    rt: tokio::runtime::Runtime,
+pub(crate) struct Csi {
+    pub(crate) rt: tokio::runtime::Runtime,
     id: IdentityClient<Channel>,
-    ctl: ControllerClient<Channel>,
-    node: NodeClient<Channel>,
+    pub(crate) ctl: ControllerClient<Channel>,
+    pub(crate) node: NodeClient<Channel>,
     sock: PathBuf,
     // Dropped before the home: stops the service.
     svc: Service,
@@ -43,7 +43,7 @@ fn start_with(home: &Home, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
 }
 
 /// [`start_with`] on libStorage service `service`.
-fn start_on(home: &Home, service: &str, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
+pub(crate) fn start_on(home: &Home, service: &str, extra_yaml: &str, env: &[(&str, &str)]) -> Csi {
     let sock = home.dir.join("csi.sock");
     home.config(&format!(
         "libstorage:\n  service: {service}\nrexray:\n  modules:\n    kube:\n      type: csi\n      host: unix://{}\n{extra_yaml}",
@@ -83,14 +83,14 @@ pub(crate) async fn channel(sock: PathBuf) -> Channel {
 }
 
 /// The code of a call's failure (or Ok).
-fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
+pub(crate) fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     match r {
         Ok(_) => Code::Ok,
         Err(s) => s.code(),
     }
 }
 
-fn mount_cap(fs: &str) -> VolumeCapability {
+pub(crate) fn mount_cap(fs: &str) -> VolumeCapability {
     VolumeCapability {
         access_type: Some(volume_capability::AccessType::Mount(
             volume_capability::MountVolume {
@@ -129,7 +129,7 @@ pub(crate) fn create_req(name: &str, required: i64) -> CreateVolumeRequest {
 }
 
 impl Csi {
-    fn create(&mut self, r: CreateVolumeRequest) -> Result<Volume, tonic::Status> {
+    pub(crate) fn create(&mut self, r: CreateVolumeRequest) -> Result<Volume, tonic::Status> {
         let c = &mut self.ctl;
         self.rt
             .block_on(c.create_volume(r))
@@ -193,7 +193,7 @@ impl Csi {
         )
     }
 
-    fn delete(&mut self, id: &str) -> Code {
+    pub(crate) fn delete(&mut self, id: &str) -> Code {
         let c = &mut self.ctl;
         code(self.rt.block_on(c.delete_volume(DeleteVolumeRequest {
             volume_id: id.into(),

@@ -1087,4 +1087,12 @@ fn against_an_original_server_resize_is_refused_before_it_is_sent() {
         calls.iter().all(|c| c.starts_with("GET /services/vfs")),
         "only the service was asked, nothing was sent to a volume: {calls:?}"
     );
+    // It keeps no node registry: registering is a no-op, and any node is
+    // taken (nothing to tell).
+    let me = rexray::model::InstanceId {
+        id: "node-a".into(),
+        ..Default::default()
+    };
+    c.register_node(&me).unwrap();
+    assert_eq!(c.node_known("node-b").unwrap(), None);
 }

@@ -67,6 +67,9 @@ const META_PREFIX: &str = "rexray.";
 /// The pool object whose omap indexes the holders: `<image>` →
 /// `rexray:<instance id>` (the lock's id).
 pub const HOLDERS_OBJECT: &str = "rexray.holders";
+/// The pool object whose omap registers the nodes (CSI node services):
+/// `<instance id>` → when it last registered.
+pub const NODES_OBJECT: &str = "rexray.nodes";
 /// The image-meta prefix of the volume's own facts (type, IOPS, zone,
 /// creation time); checked before [`META_PREFIX`], which it extends.
 const META_VOLUME: &str = "rexray.volume.";
@@ -374,12 +377,18 @@ impl RbdDriver {
     /// The holders index: `None` when the pool has no index object (no
     /// attach wrote one yet, or it was removed).
     fn index(&self) -> Result<Option<BTreeMap<String, String>>> {
+        self.omap_of(HOLDERS_OBJECT)
+    }
+
+    /// The omap of pool object `object`; `None` when there is no such
+    /// object.
+    fn omap_of(&self, object: &str) -> Result<Option<BTreeMap<String, String>>> {
         if let Some(lib) = &self.lib {
-            return lib.omap(&self.pool, HOLDERS_OBJECT);
+            return lib.omap(&self.pool, object);
         }
         match self
             .ceph
-            .run("rados", &["-p", &self.pool, "listomapvals", HOLDERS_OBJECT])
+            .run("rados", &["-p", &self.pool, "listomapvals", object])
         {
             Ok(out) => Ok(Some(parse_omap_dump(&out))),
             Err(e) if e.kind() == Kind::NotFound => Ok(None),
@@ -1301,6 +1310,38 @@ impl Controller for RbdDriver {
             volume_size: v.size,
             ..Default::default()
         })
+    }
+
+    fn register_node(&self, who: &InstanceId) -> Result<()> {
+        let when = now_rfc3339();
+        match &self.lib {
+            Some(lib) => lib.omap_set(&self.pool, NODES_OBJECT, &who.id, &when),
+            None => self
+                .ceph
+                .run(
+                    "rados",
+                    &["-p", &self.pool, "setomapval", NODES_OBJECT, &who.id, &when],
+                )
+                .map(|_| ()),
+        }
+        .map_err(|e| e.context(format!("registering node {} in pool {}", who.id, self.pool)))
+    }
+
+    fn node_known(&self, node: &str) -> Result<Option<bool>> {
+        // No registry yet (no node service of this release has started):
+        // any node is taken, as before there was one.
+        let Some(nodes) = self.omap_of(NODES_OBJECT)? else {
+            return Ok(None);
+        };
+        if nodes.keys().any(|k| k.eq_ignore_ascii_case(node)) {
+            return Ok(Some(true));
+        }
+        // A node that holds a volume now is a node, registered or not
+        // (one of an earlier release, say).
+        let holder = format!("{LOCK_PREFIX}{node}");
+        Ok(Some(self.index()?.is_some_and(|holders| {
+            holders.values().any(|h| h.eq_ignore_ascii_case(&holder))
+        })))
     }
 
     fn snapshots(&self) -> Result<Vec<Snapshot>> {

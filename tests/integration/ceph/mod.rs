@@ -304,6 +304,60 @@ fn rbd_snapshot_of_a_volume_mounted_on_another_node() {
     assert!(a.mounts().is_empty() && b.mounts().is_empty());
 }
 
+/// A CSI controller on rbd publishes only to nodes of the pool: a node
+/// id no node service registered (NodeGetInfo registers it) is NOT_FOUND;
+/// the registered node's is published, and its release is never refused.
+#[test]
+fn rbd_csi_publishes_only_to_registered_nodes() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    use crate::csi::{code, create_req, mount_cap, start_on, GIB};
+    use rexray::csi::proto::*;
+    use tonic::Code;
+    let h = Home::plain();
+    let mut csi = start_on(&h, "rbd", &format!("rbd:\n  cephArgs: {}\n", c.args()), &[]);
+    let v = csi.create(create_req("csi-reg1", GIB)).unwrap().volume_id;
+    let publish = |csi: &mut crate::csi::Csi, node: &str| {
+        code(
+            csi.rt.block_on(
+                csi.ctl
+                    .controller_publish_volume(ControllerPublishVolumeRequest {
+                        volume_id: v.clone(),
+                        node_id: node.into(),
+                        volume_capability: Some(mount_cap("")),
+                        ..Default::default()
+                    }),
+            ),
+        )
+    };
+    // The node service registered at its start; NodeGetInfo again.
+    let me = csi
+        .rt
+        .block_on(csi.node.node_get_info(NodeGetInfoRequest {}))
+        .unwrap()
+        .into_inner()
+        .node_id;
+    let nodes = c.tool("rados", &["-p", "rbd", "listomapkeys", "rexray.nodes"]);
+    assert!(nodes.stdout.lines().any(|l| l == me), "{nodes:?}");
+    assert_eq!(publish(&mut csi, "no-such-node"), Code::NotFound);
+    assert_eq!(publish(&mut csi, &me), Code::Ok);
+    assert_eq!(publish(&mut csi, &me), Code::Ok);
+    let unpublish = |csi: &mut crate::csi::Csi, node: &str| {
+        code(
+            csi.rt.block_on(csi.ctl.controller_unpublish_volume(
+                ControllerUnpublishVolumeRequest {
+                    volume_id: v.clone(),
+                    node_id: node.into(),
+                    ..Default::default()
+                },
+            )),
+        )
+    };
+    assert_eq!(unpublish(&mut csi, "no-such-node"), Code::Ok);
+    assert_eq!(unpublish(&mut csi, &me), Code::Ok);
+    assert_eq!(csi.delete(&v), Code::Ok);
+}
+
 /// The cluster stops: every call ends within its bound with an error that
 /// names the cluster; nothing is left attached; started again, the data
 /// is all there.
