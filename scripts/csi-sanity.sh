@@ -13,6 +13,7 @@
 #   SANITY_MAX_VOLUMES=N          rexray.csi.maxVolumesPerNode, and the
 #                                 suite's attach-limit case with it
 #   SANITY_ARGS="..."             more csi-sanity flags (--ginkgo.focus=...)
+#   SANITY_KEEP=1                 keep the temporary home (logs) at the end
 #
 # csi-sanity is not built here (it is Go, from github.com/kubernetes-csi/
 # csi-test, `go build ./cmd/csi-sanity` of a release; v5.3.1 builds with
@@ -46,6 +47,7 @@ cleanup() {
     # Bounded: the service stops its calls within its grace.
     for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
   done
+  [ -n "${SANITY_KEEP:-}" ] && { echo "kept: $dir" >&2; return; }
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -89,6 +91,9 @@ $driver_yaml
 YML
   start "$srv" "$srv/ls.sock"
   host_yaml="  host: unix://$srv/ls.sock"
+  # The loop driver through a server: the node attaches the server's
+  # images, so it sees them at the server's path.
+  [ "$SERVICE" = loop ] && driver_yaml=$'loop:\n  volumePath: '"$srv/var/lib/loop"
 fi
 max_yaml=""
 args=()
