@@ -57,11 +57,12 @@ fn size_for(range: Option<&CapacityRange>, default: u64) -> Result<u64, Status> 
 /// The name a CSI volume or snapshot name is kept under. The spec lets a
 /// CO name them with any Unicode string but control characters; rexray's
 /// names are narrower, as they name files and mount points. A CSI name
-/// that is a rexray name is kept as it is (Kubernetes' `pvc-<uuid>` and
-/// `snapshot-<uuid>` are); any other as `csi-` and the first 32 hex
-/// digits of its SHA-256, so the same name is always the same volume and
-/// CreateVolume stays idempotent.
-fn storage_name(what: &str, name: &str) -> Result<String, Status> {
+/// that is a rexray name, and one the driver takes (`fits`: an S3
+/// bucket's are lower case), is kept as it is (Kubernetes' `pvc-<uuid>`
+/// and `snapshot-<uuid>` are); any other as `csi-` and the first 32 hex
+/// digits of its SHA-256 (a name every driver takes), so the same name is
+/// always the same volume and CreateVolume stays idempotent.
+fn storage_name(what: &str, name: &str, fits: impl Fn(&str) -> bool) -> Result<String, Status> {
     let banned = |c: char| matches!(c as u32, 0..=0x8 | 0xB | 0xC | 0xE..=0x1F | 0x7F..=0x9F);
     if let Some(c) = name.chars().find(|c| banned(*c)) {
         return Err(Status::invalid_argument(format!(
@@ -70,7 +71,7 @@ fn storage_name(what: &str, name: &str) -> Result<String, Status> {
             c as u32
         )));
     }
-    if crate::input::name_of(what, name).is_ok() {
+    if crate::input::name_of(what, name).is_ok() && fits(name) {
         return Ok(name.to_string());
     }
     let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
@@ -351,7 +352,9 @@ impl Csi {
             _ => None,
         });
         let compatible = |v: &RexVolume| -> Result<CreateVolumeResponse, Status> {
-            if !fits(r.capacity_range.as_ref(), v.size) {
+            // A volume of a driver without sizes (an s3fs bucket: 0) meets
+            // any range, as it did when it was made.
+            if v.size > 0 && !fits(r.capacity_range.as_ref(), v.size) {
                 return Err(Status::already_exists(format!(
                     "volume {} exists with {} GiB, which the capacity range asked for does not match",
                     v.name, v.size
@@ -430,7 +433,8 @@ impl Controller for Csi {
             return Err(missing("name"));
         }
         let mut r = r;
-        r.name = storage_name("volume", &r.name)?;
+        let vols = self.vols.clone();
+        r.name = storage_name("volume", &r.name, |n| vols.check_name(n).is_ok())?;
         if r.volume_capabilities.is_empty() {
             return Err(missing("volume_capabilities"));
         }
@@ -681,7 +685,7 @@ impl Controller for Csi {
             return Err(missing("source_volume_id"));
         }
         let mut r = r;
-        r.name = storage_name("snapshot", &r.name)?;
+        r.name = storage_name("snapshot", &r.name, |_| true)?;
         let keys = vec![
             format!("snapshot name {}", r.name),
             format!("volume {}", r.source_volume_id),
@@ -893,17 +897,30 @@ mod tests {
 
     #[test]
     fn csi_names_are_kept_as_they_are_or_hashed() {
-        assert_eq!(storage_name("volume", "pvc-1a2b").unwrap(), "pvc-1a2b");
-        let odd = storage_name("volume", "sanity vol+1/é").unwrap();
+        assert_eq!(
+            storage_name("volume", "pvc-1a2b", |_| true).unwrap(),
+            "pvc-1a2b"
+        );
+        let odd = storage_name("volume", "sanity vol+1/é", |_| true).unwrap();
         assert!(odd.starts_with("csi-") && odd.len() == 36, "{odd}");
         assert!(crate::input::volume_name(&odd).is_ok());
         // The same name is the same volume; another is another.
-        assert_eq!(storage_name("volume", "sanity vol+1/é").unwrap(), odd);
-        assert_ne!(storage_name("volume", "sanity vol+2/é").unwrap(), odd);
+        assert_eq!(
+            storage_name("volume", "sanity vol+1/é", |_| true).unwrap(),
+            odd
+        );
+        assert_ne!(
+            storage_name("volume", "sanity vol+2/é", |_| true).unwrap(),
+            odd
+        );
         // Whitespace CSI allows; control characters it does not.
-        assert!(storage_name("volume", "a\tb\nc").is_ok());
+        assert!(storage_name("volume", "a\tb\nc", |_| true).is_ok());
+        // A rexray name the driver does not take (an S3 bucket's upper
+        // case): hashed, to a name it does.
+        let upper = storage_name("volume", "Sanity-1", |n| n == n.to_lowercase()).unwrap();
+        assert!(upper.starts_with("csi-"), "{upper}");
         for bad in ["a\u{0}b", "a\u{7}", "\u{1b}[31m", "a\u{85}"] {
-            let e = storage_name("volume", bad).unwrap_err();
+            let e = storage_name("volume", bad, |_| true).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
     }

@@ -240,6 +240,13 @@ pub trait Controller: Send + Sync {
         let _ = (snap_id, new_name, spec, prepare);
         Err(self.unsupported("create volumes from snapshots (snapshotName/snapshotID)"))
     }
+    /// Whether `name` can name a new volume of this driver, beyond the
+    /// names every driver takes (an S3 bucket's are narrower: lower
+    /// case, 3 to 63 characters); the error says why not.
+    fn check_name(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
     /// Record that instance `who` is a node of this backend, one that
     /// attaches its volumes (a CSI node service says so when it starts
     /// and in NodeGetInfo, the call that gives the CO the node's id): see

@@ -141,6 +141,13 @@ impl Volumes {
         &self.cfg
     }
 
+    /// Whether `name` can name a new volume of this driver (see
+    /// [`Controller::check_name`]), beyond the rule of every driver.
+    pub fn check_name(&self, name: &str) -> Result<()> {
+        crate::input::volume_name(name)?;
+        self.ctl.check_name(name)
+    }
+
     /// Record this host as a node of the backend (see
     /// [`Controller::register_node`]).
     pub fn register_node(&self) -> Result<()> {

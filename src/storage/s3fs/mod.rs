@@ -724,6 +724,10 @@ impl Controller for S3fsDriver {
         Ok(Some(self.volume(id, "", h.as_deref())))
     }
 
+    fn check_name(&self, name: &str) -> Result<()> {
+        bucket_name(name).map(|_| ())
+    }
+
     fn create(&self, name: &str, spec: &CreateSpec) -> Result<Volume> {
         // A bucket has no size or filesystem; encryption is the
         // endpoint's (server-side), not asked per volume here.

@@ -358,6 +358,37 @@ fn rbd_csi_publishes_only_to_registered_nodes() {
     assert_eq!(csi.delete(&v), Code::Ok);
 }
 
+/// CSI on s3fs: a name S3 does not take as a bucket's (upper case) is
+/// kept under a bucket name of its own, the same each time; buckets have
+/// no size, so a retried CreateVolume with the same capacity range is the
+/// same volume.
+#[test]
+fn s3fs_csi_names_and_retries() {
+    require_root!();
+    let Some(c) = cluster() else { return };
+    use crate::csi::{create_req, start_on, GIB};
+    use tonic::Code;
+    let (endpoint, ak, sk) = c.s3();
+    let h = Home::plain()
+        .with_env("AWS_ACCESS_KEY_ID", &ak)
+        .with_env("AWS_SECRET_ACCESS_KEY", &sk);
+    let mut csi = start_on(
+        &h,
+        "s3fs",
+        &format!("s3fs:\n  endpoint: {endpoint}\n"),
+        &[("AWS_ACCESS_KEY_ID", &ak), ("AWS_SECRET_ACCESS_KEY", &sk)],
+    );
+    let v = csi.create(create_req("Sanity-S3-1", 10 * GIB)).unwrap();
+    assert!(v.volume_id.starts_with("csi-"), "{v:?}");
+    let again = csi.create(create_req("Sanity-S3-1", 10 * GIB)).unwrap();
+    assert_eq!(again.volume_id, v.volume_id);
+    let plain = csi.create(create_req("s3csi1", GIB)).unwrap();
+    assert_eq!(plain.volume_id, "s3csi1");
+    for id in [&v.volume_id, &plain.volume_id] {
+        assert_eq!(csi.delete(id), Code::Ok);
+    }
+}
+
 /// The cluster stops: every call ends within its bound with an error that
 /// names the cluster; nothing is left attached; started again, the data
 /// is all there.
