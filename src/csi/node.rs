@@ -220,8 +220,9 @@ impl Csi {
                 }
             }
             // The backend cannot be asked: this node's part is done all
-            // the same, unless the path holds a volume this node knows
-            // is another (its mount point's name tells).
+            // the same (kubelet's unpublish of a pod must not wait for
+            // the backend), though which volume the path holds cannot be
+            // checked against the id then.
             Err(_) => {}
         }
         if !node.mounts_at(path).map_err(status)?.is_empty() {
