@@ -96,8 +96,7 @@ impl Volumes {
     pub fn snapshot(&self, r: VolumeRef<'_>, snap_name: &str) -> Result<Snapshot> {
         let v = self.find(r)?;
         let _lock = self.state.lock_volume(&v.id)?;
-        let live = self.ctl.offers().live_snapshots;
-        self.frozen_copy(&v, "snapshot", live, |intact| {
+        self.frozen_copy(&v, "snapshot", true, |intact| {
             fail::fail_point!("volume::snapshot-while-frozen", |_| crate::crash_here());
             self.ctl.snapshot(&v.id, snap_name, intact)
         })
@@ -219,8 +218,8 @@ impl Volumes {
     /// Make a volume's content stable for a copy: nothing to do when it is
     /// not attached; freeze its filesystem when it is mounted on this
     /// kernel; when another instance holds it, refuse, unless `live` (a
-    /// snapshot by a driver whose snapshots are one point in time of the
-    /// image however it is written: then it is taken crash-consistent).
+    /// snapshot) and the driver's snapshots are one point in time of the
+    /// image however it is written: then it is taken crash-consistent.
     fn quiesce(
         &self,
         v: &Volume,
@@ -232,7 +231,8 @@ impl Volumes {
             return Ok(None);
         };
         if current.state() != AttachmentState::Attached {
-            if live {
+            // (Asked only now: a libStorage client asks its server.)
+            if live && self.ctl.offers().live_snapshots {
                 // One point in time of the image, as a power cut would
                 // leave it: the journal replays when a copy is mounted.
                 tracing::warn!(
