@@ -16,6 +16,7 @@ use super::proto::*;
 use super::{bytes, check_capability, deadline, is_block, missing, status, Csi};
 use crate::config::keys;
 use crate::model::{AttachmentState, MountOptions, Volume as RexVolume};
+use crate::node::Mount;
 use crate::volume::{Consumer, VolumeRef};
 use crate::Kind;
 use std::path::{Path, PathBuf};
@@ -125,22 +126,25 @@ impl Csi {
     }
 
     /// The name of a volume other than `name` whose filesystem is what
-    /// is mounted at `path` (it shares the device of that volume's mount
-    /// point `<mount.path>/<other>`), if any: a path that holds another
-    /// volume is never unmounted for this one.
-    fn other_volume_at(&self, name: Option<&str>, path: &Path) -> Result<Option<String>, Status> {
-        let node = self.vols.node();
-        let Some(m) = node.mounts_at(path).map_err(status)?.into_iter().next() else {
-            return Ok(None);
-        };
+    /// `here` (the mount at some path) holds: it shares the device of that
+    /// volume's mount point `<mount.path>/<other>` among `all` (this
+    /// node's mounts). A path that holds another volume is never unmounted
+    /// for this one.
+    fn other_volume_in(&self, name: Option<&str>, here: &Mount, all: &[Mount]) -> Option<String> {
         let base = self.vols.config().path(keys::MOUNT_PATH);
-        Ok(node
-            .mounts_of(m.dev)
-            .map_err(status)?
-            .into_iter()
-            .filter(|o| o.mount_point.parent() == Some(base.as_path()))
+        all.iter()
+            .filter(|o| o.dev == here.dev && o.mount_point.parent() == Some(base.as_path()))
             .filter_map(|o| Some(o.mount_point.file_name()?.to_string_lossy().into_owned()))
-            .find(|other| Some(other.as_str()) != name))
+            .find(|other| Some(other.as_str()) != name)
+    }
+
+    /// Whether the device node bound at `path` (a raw block volume's
+    /// target) is volume `v`'s device; `None` when either cannot be told.
+    fn device_at(&self, v: &RexVolume, path: &Path) -> Option<bool> {
+        let node = self.vols.node();
+        let here = node.device_numbers(path).ok()?;
+        let mine = node.device_numbers(&Self::device(v)?).ok()?;
+        Some(here == mine)
     }
 
     /// Whether `path` is where volume `v` is staged or published on this
@@ -154,40 +158,7 @@ impl Csi {
         if std::fs::metadata(path).is_ok_and(|md| md.is_dir()) {
             return self.is_of(v, m.dev);
         }
-        Ok(match (node.device_numbers(path), Self::device(v)) {
-            (Ok(here), Some(dev)) => node.device_numbers(&dev).is_ok_and(|mine| mine == here),
-            _ => false,
-        })
-    }
-
-    /// FAILED_PRECONDITION when `path` holds another volume than `v`
-    /// (a call with the wrong volume id), before anything is undone.
-    fn not_another(&self, v: &RexVolume, path: &Path) -> Result<(), Status> {
-        if let Some(other) = self.other_volume_at(Some(&v.name), path)? {
-            return Err(Status::failed_precondition(format!(
-                "{} holds volume {other}, not volume {}; nothing was unmounted",
-                path.display(),
-                v.name
-            )));
-        }
-        // A raw block volume's target: the device bound there must be
-        // this volume's.
-        let node = self.vols.node();
-        if !node.mounts_at(path).map_err(status)?.is_empty() {
-            if let (Ok(here), Some(dev)) = (node.device_numbers(path), Self::device(v)) {
-                if let Ok(mine) = node.device_numbers(&dev) {
-                    if here != mine && !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-                        return Err(Status::failed_precondition(format!(
-                            "{} holds another device than volume {}'s ({}); nothing was unmounted",
-                            path.display(),
-                            v.name,
-                            dev.display()
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
+        Ok(self.device_at(v, path) == Some(true))
     }
 
     /// Undo this node's mount at `path` for volume `id` whatever the
@@ -199,13 +170,35 @@ impl Csi {
     fn unmount_for(&self, id: &str, path: &Path) -> Result<Result<RexVolume, Status>, Status> {
         let node = self.vols.node();
         let found = self.volume_here(id);
+        // One look at this node's mounts for every check below.
+        let all = node.mounts().map_err(status)?;
+        let Some(here) = all.iter().find(|m| m.mount_point == path) else {
+            return Ok(found);
+        };
         match &found {
-            Ok(v) => self.not_another(v, path)?,
+            // The right volume's path, or nothing of another volume's.
+            Ok(v) => {
+                if let Some(other) = self.other_volume_in(Some(&v.name), here, &all) {
+                    return Err(Status::failed_precondition(format!(
+                        "{} holds volume {other}, not volume {}; nothing was unmounted",
+                        path.display(),
+                        v.name
+                    )));
+                }
+                let dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+                if !dir && self.device_at(v, path) == Some(false) {
+                    return Err(Status::failed_precondition(format!(
+                        "{} holds another device than volume {}'s; nothing was unmounted",
+                        path.display(),
+                        v.name
+                    )));
+                }
+            }
             // An unknown id: the path is undone unless it holds a volume
             // the backend still has (a volume removed behind rexray's
             // back no longer is one).
             Err(e) if e.code() == tonic::Code::NotFound => {
-                if let Some(other) = self.other_volume_at(None, path)? {
+                if let Some(other) = self.other_volume_in(None, here, &all) {
                     if self
                         .vols
                         .lookup(VolumeRef::Name(&other))
@@ -225,9 +218,7 @@ impl Csi {
             // checked against the id then.
             Err(_) => {}
         }
-        if !node.mounts_at(path).map_err(status)?.is_empty() {
-            node.unmount_all(path).map_err(status)?;
-        }
+        node.unmount_all(path).map_err(status)?;
         Ok(found)
     }
 

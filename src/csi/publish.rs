@@ -84,7 +84,6 @@ impl Csi {
         if crate::input::consumer(node_id).is_err() {
             return Err(Status::not_found(format!("node {node_id} not found")));
         }
-
         Ok(InstanceId {
             id: node_id.to_string(),
             ..me.clone()
