@@ -48,6 +48,9 @@ for d in "$old" "$new"; do
     [ -x "$d/$b" ] || { echo "error: $d/$b not found" >&2; exit 2; }
   done
 done
+# How much of the start-up layout list the new build has (a stale list
+# costs speed only: see scripts/order.sh).
+"$repo/scripts/order.sh" --check "$new" >&2 || true
 rounds="${BENCH_ROUNDS:-3}"
 runs="${BENCH_RUNS:-100}"
 

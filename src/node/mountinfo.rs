@@ -28,9 +28,27 @@ pub struct Mount {
 /// reads the table, and a Kubernetes node can have thousands of mounts, so
 /// only the six fields used are extracted, without building option maps.
 pub fn mounts() -> Result<Vec<Mount>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
-    Ok(text.lines().filter_map(parse_line).collect())
+    let text = read_table()?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(parse_line)
+        .collect())
+}
+
+/// `/proc/self/mountinfo` whole. The kernel reports its size as 0, so
+/// `fs::read` would start with a 32-byte probe and double from there (8
+/// reads for a short table, more for a node's thousands of mounts); the
+/// kernel fills as much of a read as it is given, here up to 8 KiB at a
+/// time into room made once (only the pages written are touched).
+fn read_table() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let err = |e: std::io::Error| Error::from_io("reading /proc/self/mountinfo", &e);
+    let f = std::fs::File::open("/proc/self/mountinfo").map_err(err)?;
+    let mut buf = Vec::with_capacity(64 << 10);
+    // Through `Take`: a plain `File` would first ask the size (statx) and
+    // its position (lseek) to size the buffer, for nothing here.
+    f.take(u64::MAX).read_to_end(&mut buf).map_err(err)?;
+    Ok(buf)
 }
 
 /// One line of mountinfo (proc(5)):
@@ -152,8 +170,7 @@ pub fn is_mount_root(path: &Path) -> Result<Option<bool>> {
 /// `/proc/self/mountinfo` (no parsing of mount options): for kernels whose
 /// `statx` does not tell mount roots.
 fn mount_points() -> Result<HashSet<Vec<u8>>> {
-    let text = std::fs::read("/proc/self/mountinfo")
-        .map_err(|e| Error::from_io("reading /proc/self/mountinfo", &e))?;
+    let text = read_table()?;
     Ok(text
         .split(|&b| b == b'\n')
         .filter_map(|l| l.split(|&b| b == b' ').nth(4))

@@ -597,3 +597,86 @@ fn csi_manifests_parse_name_the_driver_and_agree_on_the_socket() {
     assert_eq!(csi[0].path, std::path::Path::new(&sock));
     assert!(cfg.docker_modules().unwrap().is_empty());
 }
+
+/// The packaged binaries as `build.rs` means them to start: without
+/// libgcc_s.so.1 (the unwinder is linked in) and with the start-up code
+/// laid out as `link/startup.order` lists it. A list gone stale (another
+/// toolchain, other dependency versions) fails here, naming the fix.
+#[test]
+fn packaged_binaries_start_lean() {
+    let Some(deb) = deb() else { return };
+    let root = Home::new();
+    run_cmd(Command::new("dpkg").arg("-x").arg(&deb).arg(&root.dir)).ok();
+    let bins = ["rexray", "flexrex", "dvdcli"].map(|b| root.dir.join("usr/bin").join(b));
+
+    // Needed libraries: glibc's (libc, libm, the loader), nothing else.
+    for b in &bins {
+        let dynamic = run_cmd(Command::new("readelf").arg("-d").arg(b));
+        let needed: Vec<&str> = dynamic
+            .ok()
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+            .collect();
+        let shared_libgcc = option_env!("REXRAY_SHARED_LIBGCC").is_some();
+        assert_eq!(
+            needed.contains(&"libgcc_s.so.1"),
+            shared_libgcc,
+            "{}: needs {needed:?}",
+            b.display()
+        );
+        for n in &needed {
+            assert!(
+                [
+                    "libc.so.6",
+                    "libm.so.6",
+                    "ld-linux-x86-64.so.2",
+                    "libgcc_s.so.1"
+                ]
+                .contains(n),
+                "{}: needs {n} (all: {needed:?})",
+                b.display()
+            );
+        }
+    }
+
+    // The layout: most listed functions exist, and in each binary the
+    // ones it has come in the listed order.
+    let list = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/link/startup.order"))
+        .expect("link/startup.order");
+    let names: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut anywhere = std::collections::HashSet::new();
+    for b in &bins {
+        let syms = run_cmd(Command::new("nm").arg("--defined-only").arg(b));
+        let addr: std::collections::HashMap<&str, u64> = syms
+            .ok()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let a = u64::from_str_radix(f.next()?, 16).ok()?;
+                let name = f.nth(1)?;
+                Some((name, a))
+            })
+            .collect();
+        let placed: Vec<u64> = names.iter().filter_map(|n| addr.get(n).copied()).collect();
+        anywhere.extend(names.iter().filter(|n| addr.contains_key(**n)).copied());
+        let in_order = placed.windows(2).filter(|w| w[0] <= w[1]).count();
+        assert!(
+            placed.len() > 100 && in_order * 100 >= (placed.len() - 1) * 95,
+            "{}: {} of the {} listed functions it has are in the listed order: the linker did not lay them out (build.rs, startup_order)",
+            b.display(),
+            in_order + 1,
+            placed.len()
+        );
+    }
+    assert!(
+        anywhere.len() * 100 >= names.len() * 80,
+        "the packaged binaries have {} of the {} functions link/startup.order lists: the list is stale (another toolchain or other dependency versions); run scripts/order.sh as root and commit link/startup.order",
+        anywhere.len(),
+        names.len()
+    );
+}
