@@ -83,8 +83,9 @@ fn static_unwinder(out: &Path) {
 /// versions) are skipped: the layout then falls back to the linker's
 /// own. Only with LLD, rustc's default linker on x86_64 Linux since 1.90.
 fn startup_order() {
-    let order = Path::new("link/startup.order");
-    println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-changed=link/startup.order");
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let order = dir.unwrap_or_default().join("link/startup.order");
     println!("cargo:rerun-if-env-changed=REXRAY_NO_STARTUP_ORDER");
     let target = std::env::var("TARGET").unwrap_or_default();
     if target != "x86_64-unknown-linux-gnu"
@@ -113,10 +114,9 @@ fn startup_order() {
     if minor < 90 {
         return;
     }
-    let path = std::fs::canonicalize(order).unwrap_or_else(|_| order.to_path_buf());
     println!(
         "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        path.display()
+        order.display()
     );
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
 }
