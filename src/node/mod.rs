@@ -150,6 +150,12 @@ impl Node for Kernel {
     fn mounts(&self) -> Result<Vec<Mount>> {
         mountinfo::mounts()
     }
+    fn mounts_at(&self, path: &Path) -> Result<Vec<Mount>> {
+        mountinfo::mounts_at(path)
+    }
+    fn mounts_of(&self, dev: (u32, u32)) -> Result<Vec<Mount>> {
+        mountinfo::mounts_of(dev)
+    }
     fn is_mounted(&self, path: &Path) -> Result<bool> {
         mountinfo::is_mounted(path)
     }

@@ -105,16 +105,47 @@ fn unescape(s: &str) -> String {
 }
 
 /// Mounts whose mount point is exactly `path` (several if stacked).
+/// Only the matching lines are parsed: the mount point is compared as the
+/// kernel writes it, so a node's thousands of other mounts cost a scan,
+/// not a parse each.
 pub fn mounts_at(path: &Path) -> Result<Vec<Mount>> {
-    Ok(mounts()?
-        .into_iter()
-        .filter(|m| m.mount_point == path)
+    let want = escaped(path.as_os_str().as_bytes());
+    mounts_where(|_, mp| mp == want.as_slice())
+}
+
+/// Mounts of the filesystem on device `dev` (major, minor); as
+/// [`mounts_at`], only the matching lines are parsed.
+pub fn mounts_of(dev: (u32, u32)) -> Result<Vec<Mount>> {
+    let want = format!("{}:{}", dev.0, dev.1);
+    mounts_where(|d, _| d == want.as_bytes())
+}
+
+/// The mounts of the lines whose raw device (`major:minor`) and mount
+/// point fields `keep` accepts.
+fn mounts_where(keep: impl Fn(&[u8], &[u8]) -> bool) -> Result<Vec<Mount>> {
+    let text = read_table()?;
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter(|l| {
+            let mut f = l.split(|&b| b == b' ');
+            matches!((f.nth(2), f.nth(1)), (Some(d), Some(mp)) if keep(d, mp))
+        })
+        .filter_map(|l| parse_line(&String::from_utf8_lossy(l)))
         .collect())
 }
 
-/// Mounts of the filesystem on device `dev` (major, minor).
-pub fn mounts_of(dev: (u32, u32)) -> Result<Vec<Mount>> {
-    Ok(mounts()?.into_iter().filter(|m| m.dev == dev).collect())
+/// A path as mountinfo writes it: space, tab, newline and backslash as
+/// octal escapes (`\040`, `\011`, `\012`, `\134`), every other byte as
+/// it is.
+fn escaped(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 /// The (major, minor) numbers of a block device node.
@@ -268,6 +299,40 @@ mod tests {
         assert_eq!(is_mount_root(&f.join("x")).unwrap(), Some(false));
     }
 
+    /// The filtered reads find exactly what the full parse does, for
+    /// every mount point and device of this host's table; paths are
+    /// compared as the kernel escapes them.
+    #[test]
+    fn filtered_reads_agree_with_the_full_table() {
+        let all = mounts().unwrap();
+        for m in &all {
+            let at: Vec<_> = all
+                .iter()
+                .filter(|o| o.mount_point == m.mount_point)
+                .cloned()
+                .collect();
+            assert_eq!(
+                mounts_at(&m.mount_point).unwrap(),
+                at,
+                "{}",
+                m.mount_point.display()
+            );
+            let of: Vec<_> = all.iter().filter(|o| o.dev == m.dev).cloned().collect();
+            assert_eq!(mounts_of(m.dev).unwrap(), of, "{:?}", m.dev);
+        }
+        assert!(mounts_at(Path::new("/no/such/mount point"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            escaped(b"/a b\\c\td\ne"),
+            b"/a\\040b\\134c\\011d\\012e".to_vec()
+        );
+        assert_eq!(
+            unescape_octal(&escaped(b"/x \\134 y")),
+            b"/x \\134 y".to_vec()
+        );
+    }
+
     #[test]
     fn mountinfo_escapes() {
         assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
@@ -298,6 +363,12 @@ mod tests {
         fn never_panics(line in "\\PC{0,120}") {
             let _ = parse_line(&line);
             let _ = unescape(&line);
+        }
+
+        /// What the kernel's escape writes, the unescape reads back.
+        #[test]
+        fn escapes_round_trip(path in proptest::collection::vec(1u8.., 0..64)) {
+            proptest::prop_assert_eq!(unescape_octal(&escaped(&path)), path);
         }
     }
 }
