@@ -109,6 +109,8 @@ fn unescape(s: &str) -> String {
 /// kernel writes it, so a node's thousands of other mounts cost a scan,
 /// not a parse each.
 pub fn mounts_at(path: &Path) -> Result<Vec<Mount>> {
+    // By components, as `Path` compares: `/a//b/` is `/a/b`.
+    let path: PathBuf = path.components().collect();
     let want = escaped(path.as_os_str().as_bytes());
     mounts_where(|_, mp| mp == want.as_slice())
 }
@@ -323,6 +325,13 @@ mod tests {
         assert!(mounts_at(Path::new("/no/such/mount point"))
             .unwrap()
             .is_empty());
+        // Compared by components, as paths are: a trailing or doubled
+        // slash names the same mount point.
+        assert_eq!(
+            mounts_at(Path::new("//proc/")).unwrap(),
+            mounts_at(Path::new("/proc")).unwrap()
+        );
+        assert!(!mounts_at(Path::new("/proc")).unwrap().is_empty());
         assert_eq!(
             escaped(b"/a b\\c\td\ne"),
             b"/a\\040b\\134c\\011d\\012e".to_vec()
