@@ -76,32 +76,12 @@ fn parse_line(line: &str) -> Option<Mount> {
 }
 
 /// Undo the kernel's octal escapes (`\040` space, `\011` tab, `\012`
-/// newline, `\134` backslash).
+/// newline, `\134` backslash), as text.
 fn unescape(s: &str) -> String {
     if !s.contains('\\') {
         return s.to_string();
     }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = (b[i] == b'\\' && i + 3 < b.len())
-            .then(|| &b[i + 1..i + 4])
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
-            .and_then(|n| u8::try_from(n).ok());
-        match octal {
-            Some(c) => {
-                out.push(c);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&unescape_octal(s.as_bytes())).into_owned()
 }
 
 /// Mounts whose mount point is exactly `path` (several if stacked).
@@ -264,15 +244,22 @@ fn unescape_octal(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
+        // Three octal digits of a byte (`\377` at most: anything larger
+        // is taken as it is written).
+        let octal = (s[i] == b'\\' && i + 3 < s.len())
+            .then(|| &s[i + 1..i + 4])
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match octal {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(s[i]);
+                i += 1;
+            }
         }
     }
     out
@@ -346,6 +333,9 @@ mod tests {
     fn mountinfo_escapes() {
         assert_eq!(unescape_octal(b"/a\\040b\\134c"), b"/a b\\c".to_vec());
         assert_eq!(unescape_octal(b"/plain"), b"/plain".to_vec());
+        // Past a byte: not an escape, kept as written.
+        assert_eq!(unescape_octal(b"/a\\777"), b"/a\\777".to_vec());
+        assert_eq!(unescape("/a\\040b"), "/a b");
         assert!(mount_points().unwrap().contains(b"/".as_slice()));
     }
 
@@ -372,6 +362,7 @@ mod tests {
         fn never_panics(line in "\\PC{0,120}") {
             let _ = parse_line(&line);
             let _ = unescape(&line);
+            let _ = unescape_octal(line.as_bytes());
         }
 
         /// What the kernel's escape writes, the unescape reads back.
