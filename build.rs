@@ -38,7 +38,7 @@ fn csi() {
 /// hands the linker the static archive instead (what `-static-libgcc`
 /// does for C programs). Each short-lived call then maps, relocates and
 /// initialises one shared library less; libgcc_s's constructor alone runs
-/// a few dozen CPUID instructions, each a trap to the hypervisor in a VM.
+/// CPUID more than a dozen times, each a trap to the hypervisor in a VM.
 /// Panics unwind as before (the flexrex and service handlers catch them);
 /// a C++ library loaded later (librbd) brings its own libgcc_s, and no
 /// exception crosses between the two. Skipped when cross-compiling and
