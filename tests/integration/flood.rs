@@ -507,11 +507,14 @@ fn a_csi_socket_flood_of_idle_connections_evicts_itself_and_spares_calls_in_flig
         most <= cap + OTHER_FDS,
         "the service held {most} descriptors (cap {cap})"
     );
-    // Nothing spins.
+    // Nothing spins: a spinning thread takes a whole core, 200 ticks in
+    // 2 s. The flood's own work in that window (closing the connections
+    // that sent nothing when their header timeout ends) measured up to
+    // 64 on the shared 2-core machines, so the bound is half a core.
     let before = cpu_ticks(svc.pid());
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_ticks(svc.pid()) - before;
-    assert!(used < 60, "the service used {used} ticks of CPU in 2 s");
+    assert!(used < 100, "the service used {used} ticks of CPU in 2 s");
     // A client that comes now is served (a flood connection makes room),
     // and the call in flight on the early connection was not cut.
     rt.block_on(async {
