@@ -70,9 +70,22 @@ fn open_error(path: &Path, what: &str, e: &std::io::Error) -> Error {
 /// with another mode is changed, and the change logged with the old and
 /// new mode. `link` says whether a symbolic link at `dir` is followed.
 pub fn own_dir(dir: &Path, mode: u32, link: Link) -> Result<()> {
+    // The common case in one call: an existing directory, no link at its
+    // last component, with its mode already right. `lstat` names the
+    // same object the open below would (no link followed at the end, the
+    // same walk above it), and nothing here needs the directory open
+    // afterwards: only a change of mode does, on the one checked.
+    if let Ok(meta) = std::fs::symlink_metadata(dir) {
+        if meta.is_dir() && meta.mode() & 0o7777 == mode {
+            if nix::unistd::geteuid().is_root() {
+                refuse_other_users_path(dir, &meta, false)?;
+            }
+            return Ok(());
+        }
+    }
     let mut created = false;
-    // The common case first, in one call: an existing directory that is
-    // no link. A missing one is made, then opened the same way.
+    // Otherwise: opened with no link at its last component; a missing
+    // one is made, then opened the same way.
     let mut opened = open_dir(dir, true);
     if opened
         .as_ref()

@@ -328,3 +328,17 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
 }
+
+/// What a backend knows of a volume's bytes, read from its own store
+/// (a loop image's allocated ranges), not through the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// Every byte is zero: nothing to lose, no probe needed.
+    Blank,
+    /// A non-zero byte at this offset: whatever the probe finds, there is
+    /// data here, and no signature means data no tool recognises, not a
+    /// blank device.
+    Written(u64),
+    /// The backend cannot tell: the node's probe decides.
+    Unknown,
+}

@@ -127,7 +127,7 @@ fn local(inv: &Invocation, vols: &Volumes) -> Result<String> {
                     // a signature, where it is needed.
                     Created::New(v) => {
                         tracing::info!(volume = name, "created");
-                        !vols.known_blank(&v)
+                        vols.content(&v) != crate::model::Content::Blank
                     }
                     Created::Existing(_) => false,
                     Created::Disabled => {

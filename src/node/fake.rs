@@ -235,6 +235,10 @@ impl Node for FakeNode {
             .ok_or_else(|| Error::system(format!("fake: no device {}", dev.display())))?;
         Ok((d.signature.clone(), Vec::new()))
     }
+    fn sync_device(&self, dev: &Path) -> Result<()> {
+        self.lock().calls.push(format!("sync {}", dev.display()));
+        Ok(())
+    }
     fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, _timeout: Duration) -> Result<()> {
         let mut i = self.lock();
         let d = i

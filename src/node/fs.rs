@@ -65,7 +65,14 @@ pub fn probe_tags(dev: &Path, timeout: Duration) -> Result<(Probe, Vec<(String, 
             };
             Ok((probe, tags))
         }
-        Some(2) => Ok((Probe::Blank, Vec::new())),
+        // No signature. Bytes no probe knows (an encrypted volume with a
+        // detached header, a database written to the raw device) are
+        // not blank either: the first and last MiB must be zeros.
+        Some(2) => match nonzero_at_ends(dev) {
+            Ok(None) => Ok((Probe::Blank, Vec::new())),
+            Ok(Some(at)) => Ok((Probe::Other(unrecognised(at)), Vec::new())),
+            Err(e) => Err(Error::from_io(format!("reading {}", dev.display()), &e)),
+        },
         // 8: ambivalent probing result (several signatures) — not blank.
         Some(8) => Ok((
             Probe::Other("several conflicting signatures".into()),
@@ -77,6 +84,49 @@ pub fn probe_tags(dev: &Path, timeout: Duration) -> Result<(Probe, Vec<(String, 
             out.stderr.trim()
         ))),
     }
+}
+
+/// What a device with no signature but a non-zero byte at `at` holds.
+pub fn unrecognised(at: u64) -> String {
+    format!("data in no format blkid recognises (a non-zero byte at offset {at})")
+}
+
+/// How much of each end of a device [`nonzero_at_ends`] reads: where
+/// partition tables, superblocks, headers and their backups live.
+const ENDS: u64 = 1 << 20;
+
+/// The offset of a non-zero byte in the first or last [`ENDS`] bytes of
+/// `dev`, if any.
+fn nonzero_at_ends(dev: &Path) -> std::io::Result<Option<u64>> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut f = std::fs::File::open(dev)?;
+    let len = f.seek(SeekFrom::End(0))?;
+    let head = ENDS.min(len);
+    let mut buf = vec![0u8; 64 * 1024];
+    for (start, end) in [(0, head), (len.saturating_sub(ENDS).max(head), len)] {
+        let mut pos = start;
+        while pos < end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = f.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                return Ok(Some(pos + i as u64));
+            }
+            pos += n as u64;
+        }
+    }
+    Ok(None)
+}
+
+/// `fsync` on a block device: what its page cache holds reaches the
+/// store behind it (a loop device's image).
+pub fn sync_device(dev: &Path) -> Result<()> {
+    std::fs::File::open(dev)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::from_io(format!("flushing {}", dev.display()), &e))
 }
 
 /// Make a filesystem. `overwrite` passes the tool's force flag, which is
@@ -366,6 +416,32 @@ pub fn describe(probe: &Probe, tags: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_at_either_end_are_data_a_blank_middle_is_not_looked_at() {
+        use std::os::unix::fs::FileExt;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("dev");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(8 << 20).unwrap();
+        assert_eq!(nonzero_at_ends(&p).unwrap(), None);
+        // The middle is past what the check reads (a backend's scan of
+        // its store covers it: `Content::Written`).
+        f.write_all_at(b"x", 4 << 20).unwrap();
+        assert_eq!(nonzero_at_ends(&p).unwrap(), None);
+        f.write_all_at(b"x", (8 << 20) - 1).unwrap();
+        assert_eq!(nonzero_at_ends(&p).unwrap(), Some((8 << 20) - 1));
+        f.write_all_at(b"x", 4096).unwrap();
+        assert_eq!(nonzero_at_ends(&p).unwrap(), Some(4096));
+        // A device smaller than both ends together is read once, whole.
+        let small = t.path().join("small");
+        std::fs::write(&small, [0u8; 1000]).unwrap();
+        assert_eq!(nonzero_at_ends(&small).unwrap(), None);
+        if which::which("blkid").is_ok() {
+            let (probe, _) = probe_tags(&p, Duration::from_secs(10)).unwrap();
+            assert_eq!(probe, Probe::Other(unrecognised(4096)));
+        }
+    }
 
     #[test]
     fn tune2fs_asking_for_a_check_is_recognised() {

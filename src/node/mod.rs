@@ -10,7 +10,7 @@ pub mod fs;
 pub mod kmsg;
 pub mod mountinfo;
 
-use crate::model::FsType;
+use crate::model::{Content, FsType};
 use crate::{Error, Result};
 use nix::mount::{MntFlags, MsFlags};
 use std::collections::HashSet;
@@ -65,6 +65,9 @@ pub trait Node: Send + Sync {
         dev: &Path,
         timeout: Duration,
     ) -> Result<(fs::Probe, Vec<(String, String)>)>;
+    /// Write what the page cache holds for `dev` through to its backing
+    /// store (`fsync` on the device).
+    fn sync_device(&self, dev: &Path) -> Result<()>;
     /// Make filesystem `fs` on `dev` (`overwrite`: over a signature).
     fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()>;
     /// Give the filesystem in an unattached image a fresh UUID.
@@ -174,6 +177,9 @@ impl Node for Kernel {
         timeout: Duration,
     ) -> Result<(fs::Probe, Vec<(String, String)>)> {
         fs::probe_tags(dev, timeout)
+    }
+    fn sync_device(&self, dev: &Path) -> Result<()> {
+        fs::sync_device(dev)
     }
     fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()> {
         fs::mkfs(dev, fs, overwrite, timeout)
@@ -304,8 +310,10 @@ pub fn device_size((major, minor): (u32, u32)) -> Result<u64> {
 
 /// Make sure `dev` holds a filesystem and say which: format it with `want`
 /// only if it is blank, or if `overwrite` is set. A device with any
-/// signature is never formatted otherwise. `known_blank` is the backend's
-/// word that the device was never written (then the probe is skipped).
+/// signature is never formatted otherwise. `content` is the backend's
+/// word on the volume's bytes: all zero (then the probe is skipped), or a
+/// non-zero byte at some offset (then a device with no signature holds
+/// data no tool recognises, and is not formatted either).
 ///
 /// Formatting over a signature (with `overwrite`) first logs a warning
 /// naming `volume`, the device and what it held (type, UUID, label).
@@ -315,13 +323,16 @@ pub fn ensure_filesystem(
     dev: &Path,
     want: FsType,
     overwrite: bool,
-    known_blank: bool,
+    content: Content,
     limits: FormatTimeouts,
 ) -> Result<String> {
-    let (probe, tags) = if known_blank {
-        (fs::Probe::Blank, Vec::new())
-    } else {
-        node.probe_tags(dev, limits.probe)?
+    let (probe, tags) = match content {
+        Content::Blank => (fs::Probe::Blank, Vec::new()),
+        Content::Written(at) => match node.probe_tags(dev, limits.probe)? {
+            (fs::Probe::Blank, tags) => (fs::Probe::Other(fs::unrecognised(at)), tags),
+            found => found,
+        },
+        Content::Unknown => node.probe_tags(dev, limits.probe)?,
     };
     match (&probe, overwrite) {
         (fs::Probe::Blank, _) | (_, true) => {
@@ -894,16 +905,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let node = FakeNode::default();
         let dev = Path::new("/dev/fake0");
-        let ensure = |overwrite, known_blank| {
-            ensure_filesystem(
-                &node,
-                "vol",
-                dev,
-                FsType::Ext4,
-                overwrite,
-                known_blank,
-                LIMITS,
-            )
+        let ensure = |overwrite, content| {
+            ensure_filesystem(&node, "vol", dev, FsType::Ext4, overwrite, content, LIMITS)
         };
         let cases = [
             (Probe::Blank, false, Ok("ext4"), true),
@@ -914,7 +917,7 @@ mod tests {
         ];
         for (held, overwrite, want, formats) in cases {
             node.plug(dev, held.clone(), t.path());
-            let got = ensure(overwrite, false);
+            let got = ensure(overwrite, Content::Unknown);
             match want {
                 Ok(fs) => assert_eq!(got.unwrap(), fs, "{held:?}"),
                 Err(()) => {
@@ -931,8 +934,31 @@ mod tests {
         // The backend's word that the device was never written skips the
         // probe.
         node.plug(dev, Probe::Blank, t.path());
-        assert_eq!(ensure(false, true).unwrap(), "ext4");
+        assert_eq!(ensure(false, Content::Blank).unwrap(), "ext4");
         assert_eq!(node.take_calls(), vec!["mkfs /dev/fake0 ext4"]);
+        node.unplug(dev).unwrap();
+        // Its word that a byte is written makes a device with no
+        // signature one that holds data: refused, formatted only when
+        // asked to overwrite.
+        node.plug(dev, Probe::Blank, t.path());
+        let e = ensure(false, Content::Written(10 << 20)).unwrap_err();
+        assert_eq!(e.kind(), crate::Kind::InUse, "{e}");
+        assert!(
+            e.message().contains(
+                "data in no format blkid recognises (a non-zero byte at offset 10485760)"
+            ),
+            "{e}"
+        );
+        assert_eq!(node.take_calls(), vec!["probe /dev/fake0"]);
+        assert_eq!(ensure(true, Content::Written(0)).unwrap(), "ext4");
+        assert_eq!(
+            node.take_calls(),
+            vec!["probe /dev/fake0", "mkfs /dev/fake0 ext4"]
+        );
+        // A signature found is what it is, written or not.
+        node.unplug(dev).unwrap();
+        node.plug(dev, Probe::Filesystem("xfs".into()), t.path());
+        assert_eq!(ensure(false, Content::Written(0)).unwrap(), "xfs");
     }
 
     use crate::{Kind, Reason};

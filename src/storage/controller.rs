@@ -18,7 +18,9 @@
 //! caller, "attached" (to the caller), "available" or "unavailable" — the
 //! original server's rule.
 
-use crate::model::{AttachmentState, CreateSpec, InstanceId, MountSource, Snapshot, Volume};
+use crate::model::{
+    AttachmentState, Content, CreateSpec, InstanceId, MountSource, Snapshot, Volume,
+};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -264,10 +266,12 @@ pub trait Controller: Send + Sync {
         let _ = node;
         Ok(None)
     }
-    /// Whether the backend knows the volume has never been written.
-    fn known_blank(&self, id: &str) -> bool {
+    /// What the backend knows of the volume's bytes without a device:
+    /// see [`Content`]. Its answer decides a format together with the
+    /// node's probe ([`crate::node::ensure_filesystem`]).
+    fn content(&self, id: &str) -> Content {
         let _ = id;
-        false
+        Content::Unknown
     }
     /// A note on the space behind a volume when it may be what made a
     /// write fail, for error messages.

@@ -58,12 +58,12 @@ impl Volumes {
         self.ctl.lookup_metadata_name(name)
     }
 
-    /// Whether the backend knows `v` was never written (see
-    /// [`Controller::known_blank`]).
+    /// What the backend knows of `v`'s bytes (see
+    /// [`Controller::content`]).
     ///
-    /// [`Controller::known_blank`]: crate::storage::controller::Controller::known_blank
-    pub fn known_blank(&self, v: &Volume) -> bool {
-        self.ctl.known_blank(&v.id)
+    /// [`Controller::content`]: crate::storage::controller::Controller::content
+    pub fn content(&self, v: &Volume) -> crate::model::Content {
+        self.ctl.content(&v.id)
     }
 
     /// The id of the volume whose mount record lists consumer `key`.

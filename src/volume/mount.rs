@@ -214,13 +214,18 @@ impl Volumes {
                 .unwrap_or(self.cfg.string(keys::CREATE_FSTYPE))
                 .parse::<FsType>()?,
         };
+        // What was written through the device reaches the backend's
+        // store first, so that its answer covers it.
+        self.node
+            .sync_device(dev)
+            .map_err(|e| e.context(mounting(v, "format")))?;
         node::ensure_filesystem(
             self.node.as_ref(),
             &v.name,
             dev,
             want,
             opts.overwrite_fs,
-            self.ctl.known_blank(&v.id),
+            self.ctl.content(&v.id),
             node::FormatTimeouts {
                 probe: self.cfg.duration(keys::ATTACH_TIMEOUT),
                 mkfs: self.cfg.duration(keys::FORMAT_TIMEOUT),

@@ -471,6 +471,49 @@ fn a_device_with_conflicting_signatures_is_left_alone() {
     assert_eq!(digest(&img), before, "not one byte written");
 }
 
+/// Bytes no probe recognises (written through the device, not yet
+/// flushed to the image) are data: a mount refuses to format over them
+/// and says where they are; `--overwriteFS` is how to destroy them.
+#[test]
+fn data_without_a_signature_is_never_formatted() {
+    require_root!();
+    use std::os::unix::fs::FileExt;
+    let h = Home::new();
+    h.rexray(&["volume", "create", "raw", "--size", "1"]).ok();
+    let out = h.rexray(&["volume", "attach", "raw", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let dev = v[0]["attachments"][0]["deviceName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no device in {v}"))
+        .to_string();
+    let at = (10u64 << 20) + 7;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev)
+        .unwrap()
+        .write_all_at(b"precious", at)
+        .unwrap();
+    let e = h.rexray(&["volume", "mount", "raw"]).fails(1).to_string();
+    assert!(
+        e.contains(&format!(
+            "holds data in no format blkid recognises (a non-zero byte at offset {at})"
+        )) && e.contains("overwriteFS"),
+        "{e}"
+    );
+    assert!(h.mounts().is_empty(), "nothing mounted");
+    let mut buf = [0u8; 8];
+    std::fs::File::open(&dev)
+        .unwrap()
+        .read_exact_at(&mut buf, at)
+        .unwrap();
+    assert_eq!(&buf, b"precious", "not formatted");
+    // Asked to overwrite: formatted and mounted.
+    h.rexray(&["volume", "mount", "raw", "--overwriteFS"]).ok();
+    assert_eq!(h.mounts().len(), 1);
+    h.rexray(&["volume", "unmount", "raw"]).ok();
+    h.rexray(&["volume", "rm", "raw"]).ok();
+}
+
 #[test]
 fn an_environment_variable_that_is_not_utf8() {
     use std::ffi::OsStr;

@@ -45,7 +45,7 @@ use super::controller::{
 };
 use super::{loopdev, new_id, now_rfc3339};
 use crate::error::IoContext;
-use crate::model::{AttachmentState, CreateSpec, InstanceId, Snapshot, Volume};
+use crate::model::{AttachmentState, Content, CreateSpec, InstanceId, Snapshot, Volume};
 use crate::state::atomic;
 use crate::{Error, Result};
 use catalog::Catalog;
@@ -528,14 +528,14 @@ impl Controller for LoopDriver {
         (sp.growth > sp.free).then(|| self.overcommit_text(&r, &sp))
     }
 
-    fn known_blank(&self, id: &str) -> bool {
-        use std::os::fd::AsRawFd;
-        let Ok(f) = open_image(&self.image(id), false) else {
-            return false;
-        };
-        // SAFETY: lseek on a file descriptor we own; no memory is passed.
-        let r = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
-        r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+    fn content(&self, id: &str) -> Content {
+        match open_image(&self.image(id), false) {
+            Ok(f) => space::first_nonzero(&f).map_or(Content::Unknown, |at| match at {
+                None => Content::Blank,
+                Some(at) => Content::Written(at),
+            }),
+            Err(_) => Content::Unknown,
+        }
     }
 
     fn resize(&self, id: &str, size_gib: u64) -> Result<u64> {

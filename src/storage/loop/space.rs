@@ -134,6 +134,53 @@ pub(super) fn allocated(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The offset of the first non-zero byte of image `f`, reading only
+/// what its filesystem has allocated (`SEEK_DATA`/`SEEK_HOLE`): `None`
+/// when every byte is zero. A filesystem without holes reports the whole
+/// file as data; past [`SCAN_LIMIT`] bytes of allocated zeros the answer
+/// is an error (then the caller cannot tell, and the probe decides).
+pub(super) fn first_nonzero(f: &std::fs::File) -> std::io::Result<Option<u64>> {
+    use nix::unistd::{lseek, Whence};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let fd = f.as_raw_fd();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut at, mut scanned) = (0u64, 0u64);
+    while at < len {
+        let start = match lseek(fd, at as i64, Whence::SeekData) {
+            Ok(o) => o as u64,
+            Err(nix::errno::Errno::ENXIO) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let end = (lseek(fd, start as i64, Whence::SeekHole)? as u64).min(len);
+        let mut pos = start;
+        while pos < end {
+            if scanned >= SCAN_LIMIT {
+                return Err(std::io::Error::other(
+                    "more allocated zeros than the scan reads",
+                ));
+            }
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = f.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+                return Ok(Some(pos + i as u64));
+            }
+            pos += n as u64;
+            scanned += n as u64;
+        }
+        at = end.max(start + 1);
+    }
+    Ok(None)
+}
+
+/// How many allocated bytes [`first_nonzero`] reads at most (an image
+/// preallocated on a filesystem that reports fallocated ranges as data).
+const SCAN_LIMIT: u64 = 256 << 20;
+
 /// A byte count for people: `5.0 GiB (5368709120 bytes)`.
 pub(super) fn bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
@@ -150,5 +197,34 @@ pub(super) fn bytes(b: u64) -> String {
         format!("{b} bytes")
     } else {
         format!("{v:.1} {} ({b} bytes)", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonzero;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn the_first_nonzero_byte_is_found_in_what_is_allocated() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("img");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        assert_eq!(first_nonzero(&f).unwrap(), None, "a sparse image is blank");
+        // Zeros written are still blank.
+        f.write_all_at(&vec![0u8; 1 << 20], 4 << 20).unwrap();
+        assert_eq!(first_nonzero(&f).unwrap(), None);
+        f.write_all_at(b"precious", (10 << 20) + 3).unwrap();
+        assert_eq!(first_nonzero(&f).unwrap(), Some((10 << 20) + 3));
+        f.write_all_at(b"\x01", 63 << 20).unwrap();
+        assert_eq!(first_nonzero(&f).unwrap(), Some((10 << 20) + 3));
+        f.write_all_at(b"\x01", 5).unwrap();
+        assert_eq!(first_nonzero(&f).unwrap(), Some(5));
     }
 }
