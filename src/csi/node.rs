@@ -131,9 +131,9 @@ impl Csi {
     /// node's mounts). A path that holds another volume is never unmounted
     /// for this one.
     fn other_volume_in(&self, name: Option<&str>, here: &Mount, all: &[Mount]) -> Option<String> {
-        let base = self.vols.config().path(keys::MOUNT_PATH);
+        let base = self.vols.mount_root();
         all.iter()
-            .filter(|o| o.dev == here.dev && o.mount_point.parent() == Some(base.as_path()))
+            .filter(|o| o.dev == here.dev && o.mount_point.parent() == Some(base))
             .filter_map(|o| Some(o.mount_point.file_name()?.to_string_lossy().into_owned()))
             .find(|other| Some(other.as_str()) != name)
     }
@@ -170,11 +170,12 @@ impl Csi {
     fn unmount_for(&self, id: &str, path: &Path) -> Result<Result<RexVolume, Status>, Status> {
         let node = self.vols.node();
         let found = self.volume_here(id);
-        // One look at this node's mounts for every check below.
-        let all = node.mounts().map_err(status)?;
-        let Some(here) = all.iter().find(|m| m.mount_point == path) else {
+        let Some(here) = node.mounts_at(path).map_err(status)?.into_iter().next() else {
             return Ok(found);
         };
+        let here = &here;
+        // One look at this node's mounts for every check below.
+        let all = node.mounts().map_err(status)?;
         match &found {
             // The right volume's path, or nothing of another volume's.
             Ok(v) => {

@@ -235,6 +235,9 @@ impl Node for FakeNode {
             .ok_or_else(|| Error::system(format!("fake: no device {}", dev.display())))?;
         Ok((d.signature.clone(), Vec::new()))
     }
+    fn resolve(&self, path: &Path) -> Option<PathBuf> {
+        Some(path.to_path_buf())
+    }
     fn sync_device(&self, dev: &Path) -> Result<()> {
         self.lock().calls.push(format!("sync {}", dev.display()));
         Ok(())

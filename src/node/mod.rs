@@ -79,6 +79,10 @@ pub trait Node: Send + Sync {
     ) -> Result<fs::NewUuid>;
     /// Grow the filesystem of `dev`, mounted at `mount_point`, to the device.
     fn grow(&self, dev: &Path, mount_point: &Path, fs_type: &str, timeout: Duration) -> Result<()>;
+    /// Where `path` is as the kernel names it (every link on it
+    /// followed), as mount points are written in the mount table; `None`
+    /// when it cannot be told.
+    fn resolve(&self, path: &Path) -> Option<PathBuf>;
     /// Make a mount point (see [`ensure_dir`]).
     fn ensure_dir(&self, dir: &Path) -> Result<()>;
     /// Mount a block device's filesystem (see [`mount_device`]).
@@ -180,6 +184,9 @@ impl Node for Kernel {
     }
     fn sync_device(&self, dev: &Path) -> Result<()> {
         fs::sync_device(dev)
+    }
+    fn resolve(&self, path: &Path) -> Option<PathBuf> {
+        mountinfo::kernel_path(path)
     }
     fn mkfs(&self, dev: &Path, fs: FsType, overwrite: bool, timeout: Duration) -> Result<()> {
         fs::mkfs(dev, fs, overwrite, timeout)

@@ -88,11 +88,47 @@ fn unescape(s: &str) -> String {
 /// Only the matching lines are parsed: the mount point is compared as the
 /// kernel writes it, so a node's thousands of other mounts cost a scan,
 /// not a parse each.
+///
+/// A path reached through a link (a kubelet root that is a link to a
+/// bigger disk, say) is mounted where the link leads, and the kernel
+/// writes that: when nothing is mounted at the path as given, it is
+/// looked up again with its parent resolved (its last component is never
+/// followed: a mount point that is a link is refused before it is used).
 pub fn mounts_at(path: &Path) -> Result<Vec<Mount>> {
     // By components, as `Path` compares: `/a//b/` is `/a/b`.
     let path: PathBuf = path.components().collect();
-    let want = escaped(path.as_os_str().as_bytes());
-    mounts_where(|_, mp| mp == want.as_slice())
+    let at = |p: &Path| {
+        let want = escaped(p.as_os_str().as_bytes());
+        mounts_where(|_, mp| mp == want.as_slice())
+    };
+    let found = at(&path)?;
+    if !found.is_empty() {
+        return Ok(found);
+    }
+    match path
+        .parent()
+        .zip(path.file_name())
+        .and_then(|(parent, name)| Some(kernel_path(parent)?.join(name)))
+    {
+        Some(real) if real != path => at(&real),
+        _ => Ok(found),
+    }
+}
+
+/// Where `path` is as the kernel names it, every link on it followed:
+/// what mountinfo writes for a mount there. `None` when it cannot be
+/// opened (or is no longer reachable).
+pub fn kernel_path(path: &Path) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    let deleted = real.as_os_str().as_bytes().ends_with(b" (deleted)");
+    (real.is_absolute() && !deleted).then_some(real)
 }
 
 /// Mounts of the filesystem on device `dev` (major, minor); as

@@ -70,6 +70,8 @@ pub struct Volumes {
     ctl: Arc<dyn Controller>,
     exe: Arc<dyn Executor>,
     node: Arc<dyn Node>,
+    /// `mount.path` as the kernel names it (see [`Self::mount_root`]).
+    mount_root: std::sync::OnceLock<PathBuf>,
 }
 
 impl Volumes {
@@ -133,6 +135,7 @@ impl Volumes {
             ctl,
             exe,
             node,
+            mount_root: std::sync::OnceLock::new(),
         }
     }
 
@@ -185,7 +188,21 @@ impl Volumes {
 
     /// Where a volume is mounted on this host: `<mount.path>/<name>`.
     pub fn mount_point(&self, name: &str) -> PathBuf {
-        self.cfg.path(keys::MOUNT_PATH).join(name)
+        self.mount_root().join(name)
+    }
+
+    /// `mount.path` with every link on it followed, as the kernel writes
+    /// the mount points under it: a state directory or mount path that is
+    /// a link (to a bigger disk, say) names its volumes' mounts the way
+    /// the mount table does, so they are found there. As configured when
+    /// it does not exist yet.
+    pub fn mount_root(&self) -> &Path {
+        self.mount_root.get_or_init(|| {
+            let p = self.cfg.path(keys::MOUNT_PATH);
+            crate::files::resolved(&p)
+                .or_else(|| self.node.resolve(&p))
+                .unwrap_or(p)
+        })
     }
 
     /// The directory handed to applications for volume `name` mounted at

@@ -875,3 +875,38 @@ fn flexrex_detach_waits_for_a_mountdevice_in_flight() {
     assert!(h.mounts().is_empty(), "{:?}", h.mounts());
     assert!(h.attached().is_empty(), "{:?}", h.attached());
 }
+
+/// kubelet's root reached through a link (`/var/lib/kubelet` on a bigger
+/// disk): the kernel names its mounts where the link leads. A repeated
+/// `mountdevice`/`mount` binds nothing more, and the unmounts really
+/// unmount before they release the volume.
+#[test]
+fn kubelet_paths_behind_a_link_are_unmounted_for_real() {
+    require_root!();
+    let h = Home::new();
+    let real = h.dir.join("disk").join("kubelet");
+    std::fs::create_dir_all(&real).unwrap();
+    let kube = h.dir.join("kube");
+    std::os::unix::fs::symlink(&real, &kube).unwrap();
+    h.rexray(&["volume", "create", "lk", "--size", "1"]).ok();
+    let o = opts("lk", "pv-lk", "rw");
+    let dev = flex(&h, &["attach", &o, "node1"]).success()["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dmp = kube.join("plugins").join("pv-lk");
+    let pod = kube.join("pods").join("uid1").join("pv-lk");
+    for _ in 0..2 {
+        flex(&h, &["mountdevice", s(&dmp), &dev, &o]).success();
+        flex(&h, &["mount", s(&pod), &o]).success();
+    }
+    let under_real = || mounts_under(&real);
+    assert_eq!(under_real().len(), 2, "one mount each: {:?}", under_real());
+    std::fs::write(pod.join("f"), "x").unwrap();
+    flex(&h, &["unmount", s(&pod)]).success();
+    flex(&h, &["unmountdevice", s(&dmp)]).success();
+    assert!(under_real().is_empty(), "left mounted: {:?}", under_real());
+    flex(&h, &["detach", "pv-lk", "node1"]).success();
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+    h.rexray(&["volume", "rm", "lk"]).ok();
+}

@@ -390,3 +390,34 @@ fn a_partition_table_is_never_formatted_over() {
     h.rexray(&["volume", "unmount", "pt1"]).ok();
     h.rexray(&["volume", "rm", "pt1"]).ok();
 }
+
+/// A state directory reached through a link (to a bigger disk, say): the
+/// kernel names its volumes' mounts where the link leads, and every
+/// command finds them there: a second mount mounts nothing more, the path
+/// is shown, and the unmount unmounts and detaches.
+#[test]
+fn a_state_directory_behind_a_link_mounts_and_unmounts_cleanly() {
+    require_root!();
+    if client_mode_na("the node's state directory is made before a test can link it") {
+        return;
+    }
+    let h = Home::plain();
+    let real = h.dir.join("disk").join("lib");
+    std::fs::create_dir_all(&real).unwrap();
+    let lib = h.lib();
+    std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&real, &lib).unwrap();
+    h.rexray(&["volume", "create", "ln", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "ln"]).ok();
+    h.rexray(&["volume", "mount", "ln"]).ok();
+    assert_eq!(h.mounts().len(), 1, "{:?}", h.mounts());
+    let path = h.rexray(&["volume", "path", "ln"]).ok().trim().to_string();
+    assert!(Path::new(&path).starts_with(&real), "{path}");
+    std::fs::write(Path::new(&path).join("f"), "x").unwrap();
+    let ls = h.rexray(&["volume", "ls", "--path"]).ok().to_string();
+    assert!(ls.contains(&path), "{ls}");
+    h.rexray(&["volume", "unmount", "ln"]).ok();
+    assert!(h.mounts().is_empty(), "{:?}", h.mounts());
+    assert!(h.loops().is_empty(), "{:?}", h.loops());
+    h.rexray(&["volume", "rm", "ln"]).ok();
+}
