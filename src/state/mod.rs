@@ -81,6 +81,15 @@ pub fn pv_of_holder(h: &str) -> Option<&str> {
 pub const CONSUMER_NAMESPACES: &[&str] = &["docker:", "flex:", "cli:", "csi:"];
 
 impl Consumer<'_> {
+    /// The path a front-end mounts the volume on for this consumer (its
+    /// hand-out: kubelet's path), for the consumers that are one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Consumer::Flex(p) | Consumer::Csi(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The id recorded for this consumer; the id given is checked first.
     pub fn key(&self) -> Result<String> {
         Ok(match self {

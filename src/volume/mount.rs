@@ -61,6 +61,7 @@ impl Volumes {
         token: Option<&str>,
         then: &dyn Fn(&Volume, &Path, &Path) -> Result<()>,
     ) -> Result<(Volume, PathBuf)> {
+        let bound = consumer.path();
         let consumer = consumer.key()?;
         let (v, _lock) = self.find_and_lock(r, "mounting")?;
         // What we looked up may have changed while we waited for the lock.
@@ -77,18 +78,33 @@ impl Volumes {
             .mount_attached(&v, &mp, &source, opts)
             .map_err(|e| self.undo_attach(&v, &mp, was_attached, e))?;
         fail::fail_point!("volume::mount-after-mount", |_| crate::crash_here());
-        let mut rec = self.state.load_mount(&v.id)?.unwrap_or_default();
+        let found = self.state.load_mount(&v.id)?.unwrap_or_default();
         let path = self
             .hand_out(&v, &mp, then)
-            .map_err(|e| self.undo_mount(&v, &rec, was_attached, e))?;
+            .map_err(|e| self.undo_mount(&v, &found, was_attached, e))?;
+        let mut rec = found.clone();
         let stale = token.is_none() && !was_attached && rec.holds.remove(PUBLISHED_HOLDER);
-        if rec.consumers.insert(consumer) || rec.volume_id.is_empty() || stale {
+        if rec.consumers.insert(consumer.clone()) || rec.volume_id.is_empty() || stale {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
             rec.device = device.to_string_lossy().into_owned();
             rec.mountpoint = mp.to_string_lossy().into_owned();
             rec.fs_type = fs_type;
-            self.state.save_mount(&v.id, &rec)?;
+            if let Err(e) = self.state.save_mount(&v.id, &rec) {
+                // Unrecorded, the consumer could never release what this
+                // call made (a full disk, say): undo it, the front-end's
+                // own mount of it first.
+                if let Some(target) = bound.filter(|_| !found.consumers.contains(&consumer)) {
+                    if let Err(u) = self.node.unmount_all(target) {
+                        tracing::warn!(volume = %v.name, path = %target.display(), error = %u, "could not undo the mount handed out after its consumer could not be recorded");
+                    }
+                }
+                let e = e.context(format!(
+                    "recording consumer {consumer} of volume {}",
+                    v.name
+                ));
+                return Err(self.undo_mount(&v, &found, was_attached, e));
+            }
         }
         fail::fail_point!("volume::mount-after-record", |_| crate::crash_here());
         let v = self.inspect(&v.id)?.unwrap_or(v);

@@ -294,6 +294,22 @@ fn fill(dir: &Path, leave: u64) -> PathBuf {
     p
 }
 
+/// Fill the filesystem at `dir` to the last byte: [`fill`], then small
+/// files until not one more fits (what a rounded-down filler left).
+/// Returns the files made.
+fn fill_up(dir: &Path) -> Vec<PathBuf> {
+    let mut made = vec![fill(dir, 0)];
+    for i in 0..4096 {
+        let p = dir.join(format!("crumb{i}"));
+        if std::fs::write(&p, b"x").is_err() {
+            let _ = std::fs::remove_file(&p);
+            break;
+        }
+        made.push(p);
+    }
+    made
+}
+
 /// Mounts under the home other than the small volumePath itself.
 fn volume_mounts(h: &Home, small: &Path) -> Vec<PathBuf> {
     h.mounts().into_iter().filter(|m| m != small).collect()
@@ -390,17 +406,7 @@ fn an_attach_on_a_full_disk_binds_nothing() {
     let h = Home::new();
     let small = small_volume_path(&h, 8, "");
     h.rexray(&["volume", "create", "at1", "--size", "1"]).ok();
-    let filler = fill(&small, 0);
-    // What a rounded-down filler left: small files until not one fits.
-    let mut crumbs = Vec::new();
-    for i in 0..4096 {
-        let p = small.join(format!("crumb{i}"));
-        if std::fs::write(&p, b"x").is_err() {
-            let _ = std::fs::remove_file(&p);
-            break;
-        }
-        crumbs.push(p);
-    }
+    let fillers = fill_up(&small);
     let a = h.rexray(&["volume", "attach", "at1"]);
     let e = a.fails(1);
     for w in [
@@ -412,9 +418,8 @@ fn an_attach_on_a_full_disk_binds_nothing() {
         assert!(e.contains(w), "lacks {w:?}: {a:?}");
     }
     assert!(h.loops().is_empty(), "device left bound: {:?}", h.loops());
-    std::fs::remove_file(&filler).unwrap();
-    for c in crumbs {
-        std::fs::remove_file(c).unwrap();
+    for f in fillers {
+        std::fs::remove_file(f).unwrap();
     }
     h.rexray(&["volume", "attach", "at1"]).ok();
     assert_eq!(h.loops().len(), 1);
@@ -454,4 +459,64 @@ fn a_full_disk_fails_format_and_create_cleanly() {
     let e = c.fails(1);
     assert!(e.contains("creating volume cr1"), "{c:?}");
     assert_eq!(images(&small), before, "an image was left behind");
+}
+
+/// A mount whose consumer cannot be recorded (the state directory's disk
+/// is full) is undone: unrecorded, nobody could ever release it. The
+/// volume is left as it was found (attached, not mounted, for the CLI;
+/// mounted for kubelet's device path, without the pod's bind, for
+/// flexrex), and the same call works once there is space again.
+#[test]
+fn a_mount_whose_consumer_cannot_be_recorded_is_undone() {
+    require_root!();
+    if client_mode_na("the node's state directory is made before a test can put it on a tmpfs") {
+        return;
+    }
+    let h = Home::plain();
+    let lib = h.lib();
+    mount_tmpfs(&lib, "size=96m,mode=0711");
+    h.rexray(&["volume", "create", "rec", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "rec"]).ok();
+    std::fs::write(h.data("rec").join("keep"), "data").unwrap();
+    h.rexray(&["volume", "unmount", "rec"]).ok();
+    // Attached before the disk fills (attaching writes an owner record).
+    h.rexray(&["volume", "attach", "rec"]).ok();
+    let fillers = fill_up(&lib);
+    let o = h.rexray(&["volume", "mount", "rec", "--consumer", "z"]);
+    let e = o.fails(1);
+    assert!(
+        e.contains("recording consumer cli:z of volume rec") && e.contains("No space left"),
+        "{o:#?}"
+    );
+    assert!(volume_mounts(&h, &lib).is_empty(), "{:?}", h.mounts());
+    assert_eq!(h.loops().len(), 1, "still attached, as found");
+    for f in &fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    // kubelet's device mount is recorded; the pod's is not.
+    let dmp = kube_mount(&h, "rec", "pv-rec");
+    let fillers = fill_up(&lib);
+    let pod = h
+        .dir
+        .join("kubelet/pods/uid1/volumes/rexray~flexrex/pv-rec");
+    let v = flex(&h, &["mount", s(&pod), &kube_opts("rec", "pv-rec")]);
+    assert_eq!(v["status"], "Failure", "{v}");
+    let left = volume_mounts(&h, &lib);
+    assert!(
+        !left.contains(&pod) && left.contains(&dmp),
+        "the pod's bind is undone, kubelet's device mount kept: {left:?}"
+    );
+    for f in &fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    flex_ok(&h, &["mount", s(&pod), &kube_opts("rec", "pv-rec")]);
+    assert_eq!(std::fs::read_to_string(pod.join("keep")).unwrap(), "data");
+    flex_ok(&h, &["unmount", s(&pod)]);
+    kube_unmount(&h, "pv-rec");
+    h.rexray(&["volume", "mount", "rec", "--consumer", "z"])
+        .ok();
+    h.rexray(&["volume", "unmount", "rec", "--consumer", "z"])
+        .ok();
+    assert!(volume_mounts(&h, &lib).is_empty() && h.loops().is_empty());
+    h.rexray(&["volume", "rm", "rec"]).ok();
 }
