@@ -431,11 +431,24 @@ impl Section {
 }
 
 /// A secret given inline or as the path of a file holding it (the
-/// file's bytes as they are, as the original reads them).
+/// file's bytes as they are, as the original reads them); a relative
+/// path is taken from the working directory. A value that is a path
+/// (it starts with `/`, `./`, `../` or `~/`) but names no file is an
+/// error: taken as the secret itself, the text of a path would be a
+/// secret anyone who reads the configuration could sign with.
 pub fn read_secret(v: &str, key: &str) -> Result<Vec<u8>> {
     use std::os::unix::fs::MetadataExt;
     let p = std::path::Path::new(v.trim());
-    if p.is_absolute() && p.is_file() {
+    let looks_like_a_path = ["/", "./", "../", "~/"]
+        .iter()
+        .any(|s| v.trim().starts_with(s));
+    if looks_like_a_path && !p.is_file() {
+        return Err(Error::invalid(format!(
+            "{key} names no readable file ({}): give the path of the file holding the secret, or the secret itself (a secret cannot start with `/`, `./`, `../` or `~/`)",
+            p.display()
+        )));
+    }
+    if p.is_file() {
         let meta = std::fs::metadata(p)
             .map_err(|e| Error::from_io(format!("reading {key} {}", p.display()), &e))?;
         if meta.mode() & 0o077 != 0 {
@@ -512,19 +525,22 @@ enum Scope {
     One(String),
 }
 
+/// The services whose auth a request for `path` needs, read from the
+/// segments the router matches ([`super::routes::segments`]: decoded the
+/// same way, so `/%76olumes/loop` is `/volumes/loop` here too). Only the
+/// root and `help` are open; a path no route has needs every service's
+/// token, as a path that cannot be decoded does (the router refuses it).
 fn scope(path: &str) -> Scope {
-    let mut segs = path.trim_start_matches('/').split('/');
-    match segs.next().map(str::to_ascii_lowercase).as_deref() {
-        Some("services" | "volumes" | "snapshots") => match segs.next() {
-            Some(s) if !s.is_empty() => Scope::One(
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .to_ascii_lowercase(),
-            ),
-            _ => Scope::All,
+    let Ok(segs) = super::routes::segments(path) else {
+        return Scope::All;
+    };
+    match segs.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        None | Some("help") => Scope::None,
+        Some("services" | "volumes" | "snapshots") => match segs.get(1) {
+            Some(s) => Scope::One(s.to_ascii_lowercase()),
+            None => Scope::All,
         },
-        Some("tasks") => Scope::All,
-        _ => Scope::None,
+        _ => Scope::All,
     }
 }
 
@@ -806,9 +822,17 @@ mod tests {
         };
         let tok = sign(Alg::HS256, b"svc-key", "a", now, 60);
         let good = Some(format!("Bearer {tok}"));
-        for p in ["/", "/help/version", "/services/loop", "/volumes/other/x"] {
+        for p in [
+            "/",
+            "/help/version",
+            "/services/loop",
+            "/volumes/other/x",
+            "//volumes//other",
+        ] {
             assert_eq!(auth.check(p, None, now), Ok(None), "{p}");
         }
+        // Every spelling the router takes for a route is checked as that
+        // route; a path no route has is checked as all of them.
         for p in [
             "/services",
             "/volumes",
@@ -817,8 +841,16 @@ mod tests {
             "/volumes/VFS/v1",
             "/services/vfs",
             "/volumes/%76fs",
+            "/%76olumes/vfs",
+            "/%76olumes",
+            "/%73ervices/%76fs",
+            "/%74asks",
+            "//volumes//vfs",
             "/tasks",
             "/tasks/7",
+            "/nosuchroute",
+            "/volumes%2fvfs",
+            "/%ff",
         ] {
             assert_eq!(auth.check(p, None, now), Err(Refusal::Missing), "{p}");
             assert!(
@@ -881,5 +913,36 @@ mod tests {
             b"file-secret\n"
         );
         assert_eq!(read_secret("inline", "k").unwrap(), b"inline");
+        // A relative path, from the working directory.
+        let rel = f.strip_prefix("/").unwrap();
+        let here = std::env::current_dir().unwrap();
+        let up = here
+            .components()
+            .skip(1)
+            .map(|_| "..")
+            .collect::<Vec<_>>()
+            .join("/");
+        let relative = format!(
+            "{}/{}",
+            if up.is_empty() { "." } else { &up },
+            rel.display()
+        );
+        assert_eq!(read_secret(&relative, "k").unwrap(), b"file-secret\n");
+        // A path that names no file is never the secret itself.
+        for missing in [
+            "/etc/secrets/libstorage-auth.key",
+            "./nope.key",
+            "../nope",
+            "~/k",
+        ] {
+            let e = read_secret(missing, "libstorage.server.auth.key").unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("libstorage.server.auth.key names no readable file"),
+                "{e}"
+            );
+        }
+        let e = read_secret(&t.path().to_string_lossy(), "k").unwrap_err();
+        assert!(e.to_string().contains("names no readable file"), "{e}");
     }
 }

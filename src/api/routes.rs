@@ -254,27 +254,41 @@ fn reply_of(r: Result<Reply>, resource: &str) -> Reply {
     r.unwrap_or_else(|e| error(&ErrorBody::from_error(&e, Some(resource))))
 }
 
+/// The segments of a request path, each percent-decoded, empty ones
+/// skipped: what the router matches, and what the auth scope reads (one
+/// decoding for both, so no spelling of a path reaches a route past the
+/// check of another). `Err` names a segment that decodes to a `/`, a NUL
+/// or no UTF-8.
+pub(super) fn segments(path: &str) -> std::result::Result<Vec<std::borrow::Cow<'_, str>>, &str> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(
+            |raw| match percent_encoding::percent_decode_str(raw).decode_utf8() {
+                Ok(d) if !d.contains(['/', '\0']) => Ok(d),
+                _ => Err(raw),
+            },
+        )
+        .collect()
+}
+
 /// Route a request. `services` is shared with the work it returns.
 pub fn route(services: &Arc<Services>, tasks: &super::tasks::Tasks, call: &Call) -> Routed {
     // Each segment percent-decoded, as the original's router matches
     // them (and as the auth scope reads them): `rbd.v1%40s1` is the
     // snapshot `rbd.v1@s1`. One that decodes to a `/`, a NUL or no UTF-8
     // names nothing this server has.
-    let mut owned = Vec::new();
-    for raw in call.path.split('/').filter(|s| !s.is_empty()) {
-        match percent_encoding::percent_decode_str(raw).decode_utf8() {
-            Ok(d) if !d.contains(['/', '\0']) => owned.push(d),
-            _ => {
-                return Routed::Now(error(&ErrorBody::from_error(
-                    &crate::Error::invalid(format!(
-                        "invalid path segment {}: it decodes to a slash, a NUL or no UTF-8",
-                        crate::input::quote(raw)
-                    )),
-                    None,
-                )))
-            }
+    let owned = match segments(&call.path) {
+        Ok(s) => s,
+        Err(raw) => {
+            return Routed::Now(error(&ErrorBody::from_error(
+                &crate::Error::invalid(format!(
+                    "invalid path segment {}: it decodes to a slash, a NUL or no UTF-8",
+                    crate::input::quote(raw)
+                )),
+                None,
+            )))
         }
-    }
+    };
     let segs: Vec<&str> = owned.iter().map(|c| c.as_ref()).collect();
     // Headers first, as the original's middleware.
     let callers = match Callers::parse(call) {

@@ -148,6 +148,62 @@ pub struct Api {
     /// bound them.
     tasks_running: Arc<AtomicUsize>,
     max_tasks: usize,
+    /// The log of refused tokens, bounded (see [`Refusals`]).
+    refusals: Refusals,
+}
+
+/// Refused requests cost whoever sends them nothing, so their log lines
+/// are bounded: at most [`Refusals::BURST`] lines in each
+/// [`Refusals::EVERY`]-second window, the first line of a window counting
+/// what the one before did not log; the path is cut at
+/// [`Refusals::PATH`] bytes. A client without a token cannot fill the
+/// disk through the log.
+#[derive(Default)]
+struct Refusals(std::sync::Mutex<Window>);
+
+/// See [`Refusals`].
+#[derive(Default)]
+struct Window {
+    /// The Unix time the window started.
+    start: u64,
+    /// Lines logged in it.
+    logged: u32,
+    /// Refusals not logged since the last line.
+    unlogged: u64,
+}
+
+impl Refusals {
+    const EVERY: u64 = 10;
+    const BURST: u32 = 20;
+    const PATH: usize = 200;
+
+    fn log(&self, method: &hyper::Method, path: &str, why: &dyn std::fmt::Display) {
+        let now = super::auth::now().max(0) as u64;
+        let unlogged = {
+            let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if now >= w.start + Self::EVERY {
+                w.start = now;
+                w.logged = 0;
+            }
+            if w.logged >= Self::BURST {
+                w.unlogged += 1;
+                return;
+            }
+            w.logged += 1;
+            std::mem::take(&mut w.unlogged)
+        };
+        let mut cut = path.len().min(Self::PATH);
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let more = if cut < path.len() { "…" } else { "" };
+        let since = if unlogged > 0 {
+            format!(" ({unlogged} more refused before this, not logged)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(method = %method, endpoint = %format_args!("{}{more}", &path[..cut]), "refused: {}: {why}{since}", super::auth::INVALID_TOKEN);
+    }
 }
 
 /// One operation counted in `Api::tasks_running` until dropped.
@@ -175,6 +231,7 @@ impl Api {
             in_flight: AtomicUsize::new(0),
             tasks_running: Arc::new(AtomicUsize::new(0)),
             max_tasks: cfg.number(keys::SERVER_MAX_TASKS).max(1) as usize,
+            refusals: Refusals::default(),
         }
     }
 
@@ -347,7 +404,7 @@ async fn serve_one(api: Arc<Api>, rq: Request<Incoming>, conn: &Conn) -> Respons
             }
             Ok(None) => {}
             Err(why) => {
-                tracing::warn!(method = %parts.method, endpoint = %parts.uri.path(), "refused: {}: {why}", super::auth::INVALID_TOKEN);
+                api.refusals.log(&parts.method, parts.uri.path(), &why);
                 let e = ErrorBody {
                     message: super::auth::INVALID_TOKEN.into(),
                     status: 401,

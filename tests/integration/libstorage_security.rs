@@ -703,3 +703,75 @@ fn a_self_signed_certificate_and_the_exposure_notes() {
         "{o:?}"
     );
 }
+
+/// A service's own token is needed however the path is spelled: the
+/// check reads the path as the router decodes it, so `/%76olumes/vfs`
+/// (which the router serves as `/volumes/vfs`) is refused without it, as
+/// is a path no route has; nothing is made or listed.
+#[test]
+fn a_service_token_is_needed_however_the_path_is_spelled() {
+    let home = Home::new();
+    let port = free_port();
+    home.config(&format!(
+        "libstorage:\n  service: vfs\n  server:\n    endpoints:\n      b:\n        address: tcp://127.0.0.1:{port}\n    services:\n      vfs:\n        driver: vfs\n        auth:\n          key: {KEY}\n          allow: [alice]\n"
+    ));
+    let (host, _) = unix_host(&home);
+    let svc = Service::start(&home, &host, &[]);
+    let addr = format!("127.0.0.1:{port}");
+    let create = r#"{"name":"sneak","size":1}"#;
+    let bob = format!("Bearer {}", token("bob"));
+    for authz in [None, Some(bob.as_str())] {
+        for path in [
+            "/volumes/vfs",
+            "/%76olumes/vfs",
+            "/%76olumes/%76fs",
+            "/%56olumes/vfs",
+            "//volumes//vfs",
+        ] {
+            let (st, b) = https(&addr, None, "POST", path, authz, create);
+            assert_eq!(st, 401, "POST {path} {authz:?}: {b}");
+        }
+        for path in [
+            "/%76olumes",
+            "/%73ervices",
+            "/%73ervices/vfs",
+            "/%74asks",
+            "/nope",
+        ] {
+            let (st, b) = https(&addr, None, "GET", path, authz, "");
+            assert_eq!(st, 401, "GET {path} {authz:?}: {b}");
+        }
+    }
+    // The open routes stay open.
+    let (st, b) = https(&addr, None, "GET", "/help/version", None, "");
+    assert_eq!(st, 200, "{b}");
+    // With the service's token, any spelling works.
+    let alice = format!("Bearer {}", token("alice"));
+    let (st, b) = https(
+        &addr,
+        None,
+        "POST",
+        "/%76olumes/vfs",
+        Some(&alice),
+        r#"{"name":"ok1","size":1}"#,
+    );
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = https(&addr, None, "GET", "/volumes/vfs", Some(&alice), "");
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("ok1") && !b.contains("sneak"), "{b}");
+    // A flood of refused requests with long paths: a bounded log.
+    let long = format!("/volumes/vfs/{}", "A".repeat(8000));
+    for _ in 0..300 {
+        let (st, _) = https(&addr, None, "GET", &long, None, "");
+        assert_eq!(st, 401);
+    }
+    let log = svc.log_text();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("refused:")).collect();
+    assert!(
+        !refused.is_empty() && refused.len() <= 2 * 20 + 20,
+        "{} refusal lines for 320 refusals",
+        refused.len()
+    );
+    assert!(refused.iter().all(|l| l.len() < 1000), "{refused:?}");
+    assert!(log.len() < 100_000, "{} bytes of log", log.len());
+}
