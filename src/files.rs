@@ -173,6 +173,22 @@ fn open_dir(dir: &Path, no_link: bool) -> std::io::Result<File> {
         .open(dir)
 }
 
+/// Refuse, as root, a directory another user could replace what is in
+/// it (see [`refuse_other_users_path`]): where a socket is served, say, a
+/// user owning the directory could swap the socket for their own. Links
+/// on the way are followed; a missing directory passes (it is made as
+/// root's).
+pub fn refuse_others_dir(dir: &Path) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let through_link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    refuse_other_users_path(dir, &meta, through_link)
+}
+
 /// Directories this process found safe (see [`refuse_other_users_path`]),
 /// as named and as resolved, each with its resolved path: every
 /// directory above one is safe too.

@@ -92,6 +92,8 @@ pub fn ensure_parent(p: &Path) -> Result<()> {
             // As dockerd makes its plugin directory: 0755.
             crate::files::own_dir(dir, crate::files::SHARED_DIR, crate::files::Link::Refuse)?;
         }
+        crate::files::refuse_others_dir(dir)
+            .map_err(|e| e.context(format!("refusing to serve {}", p.display())))?;
     }
     Ok(())
 }

@@ -260,6 +260,28 @@ fn plugin_socket_is_0660_and_world_writable_dirs_are_refused() {
     );
     assert!(o.fails(1).contains("writable by every user"), "{o:#?}");
     assert!(!open.join("p.sock").exists());
+    // A directory another user owns (or one below it): that user could
+    // swap the socket for their own. Refused, naming the owner.
+    let theirs = h.dir.join("theirs");
+    std::fs::create_dir_all(theirs.join("below")).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    for dir in [theirs.clone(), theirs.join("below")] {
+        let o = run_cmd(
+            h.command("rexray")
+                .env(
+                    "REXRAY_MODULES_DEFAULT_DOCKER_HOST",
+                    format!("unix://{}/p.sock", dir.display()),
+                )
+                .args(["service", "start"]),
+        );
+        let e = o.fails(1);
+        assert!(
+            e.contains(&format!("{} is owned by uid 65534", theirs.display())),
+            "{o:#?}"
+        );
+        assert!(!dir.join("p.sock").exists());
+    }
 }
 
 #[test]
