@@ -62,6 +62,13 @@ impl Listener {
     }
 }
 
+/// How long a stopping server's runtime waits, once its connections are
+/// drained, for blocking work still running whose client has gone (a
+/// request waiting for a volume's lock, say): past it that work is left
+/// to end with the process, as after a crash, which every step resumes
+/// from. Without it, a stop would wait as long as any lock wait.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(5);
+
 /// Answers the requests of one endpoint.
 pub trait Handler: Send + Sync + 'static {
     /// Answer `rq`, which arrived on `conn`. The handler marks the
@@ -227,24 +234,36 @@ async fn accept_listener(
         Listener::Unix(l) => {
             l.set_nonblocking(true)?;
             let l = tokio::net::UnixListener::from_std(l)?;
-            let l = &l;
-            accept_until_stopped(
-                || async move { l.accept().await.map(|(s, _)| s) },
-                server,
-                stop,
-            )
-            .await
+            let r = {
+                let l = &l;
+                accept_until_stopped(
+                    || async move { l.accept().await.map(|(s, _)| s) },
+                    server,
+                    stop,
+                )
+                .await
+            };
+            if let Ok(l) = l.into_std() {
+                refuse_more(l.as_raw_fd(), || l.accept().ok());
+            }
+            r
         }
         Listener::Tcp(l) => {
             l.set_nonblocking(true)?;
             let l = tokio::net::TcpListener::from_std(l)?;
-            let l = &l;
-            accept_until_stopped(
-                || async move { l.accept().await.map(|(s, _)| s) },
-                server,
-                stop,
-            )
-            .await
+            let r = {
+                let l = &l;
+                accept_until_stopped(
+                    || async move { l.accept().await.map(|(s, _)| s) },
+                    server,
+                    stop,
+                )
+                .await
+            };
+            if let Ok(l) = l.into_std() {
+                refuse_more(l.as_raw_fd(), || l.accept().ok());
+            }
+            r
         }
         Listener::Tls(l, config) => {
             l.set_nonblocking(true)?;
@@ -255,7 +274,7 @@ async fn accept_listener(
                 if server.conns.saturated() {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
-                        _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) } else { continue },
+                        _ = tick.tick() => if stop.load(Ordering::SeqCst) { break } else { continue },
                     }
                 }
                 tokio::select! {
@@ -266,9 +285,31 @@ async fn accept_listener(
                             tokio::time::sleep(ACCEPT_BACKOFF).await;
                         }
                     },
-                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { return Ok(()) },
+                    _ = tick.tick() => if stop.load(Ordering::SeqCst) { break },
                 }
             }
+            if let Ok(l) = l.into_std() {
+                refuse_more(l.as_raw_fd(), || l.accept().ok());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// At a stop: refuse new connections at once (the listening socket is
+/// shut down for reading, which its other descriptors share: a unix
+/// socket's connect then fails with ECONNREFUSED, a TCP one is reset),
+/// and close those already queued unaccepted, so that no client waits
+/// for an answer that will not come while in-flight requests finish.
+fn refuse_more<T>(fd: std::os::fd::RawFd, mut accept_now: impl FnMut() -> Option<T>) {
+    // SAFETY: shutdown(2) on a descriptor this function's caller owns for
+    // the duration of the call; no memory is passed.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    // What was queued: accepted and dropped (closed) until none is left.
+    for _ in 0..65_536 {
+        match accept_now() {
+            Some(conn) => drop(conn),
+            None => break,
         }
     }
 }

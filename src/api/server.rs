@@ -701,6 +701,7 @@ impl Server {
                     DRAIN_TIMEOUT,
                 ));
                 trim.abort();
+                rt.shutdown_timeout(httpd::ABANDON_AFTER);
             }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("cannot serve the libStorage API: {e}");

@@ -211,6 +211,7 @@ pub fn serve(served: Vec<Served<'_>>, stop: Arc<AtomicBool>) {
             let _ = t.await;
         }
     });
+    rt.shutdown_timeout(httpd::ABANDON_AFTER);
 }
 
 /// What every request of one module is served from.

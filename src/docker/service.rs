@@ -9,7 +9,7 @@
 //! from "stale pid file" without trusting a pid that may have been reused.
 
 use super::modules::{self, Neighbours};
-use super::server::{Endpoint, Served};
+use super::server::{Endpoint, Served, DRAIN_TIMEOUT};
 use crate::config::{keys, Config};
 use crate::error::IoContext;
 use crate::volume::Volumes;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long `service stop` waits for in-flight requests to finish.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 20);
 /// How long `service start -d` waits for the service to listen.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -353,9 +353,16 @@ fn start(cfg: Config) -> Result<i32> {
             .name("signals".into())
             .spawn(move || {
                 if let Ok(sig) = signals.wait() {
-                    tracing::warn!("{sig:?}: finishing in-flight requests, then stopping");
+                    tracing::warn!("{sig:?}: finishing in-flight requests (for up to {} s), then stopping; the same signal again stops at once", DRAIN_TIMEOUT.as_secs());
                 }
                 stop.store(true, Ordering::SeqCst);
+                // A second signal: the operator will not wait. What is in
+                // flight stops where it is, as after a crash, which every
+                // step resumes from; the listeners already refuse.
+                if let Ok(sig) = signals.wait() {
+                    tracing::warn!("{sig:?} again: stopping now, without waiting for in-flight requests");
+                    std::process::exit(128 + sig as i32);
+                }
             })
             .ctx(|| "starting the signal thread")?;
     }
@@ -385,7 +392,7 @@ fn start(cfg: Config) -> Result<i32> {
         Some(
             std::thread::Builder::new()
                 .name("csi".into())
-                .spawn(move || servers.serve(stop, STOP_TIMEOUT))
+                .spawn(move || servers.serve(stop, DRAIN_TIMEOUT))
                 .ctx(|| "starting the CSI thread")?,
         )
     };

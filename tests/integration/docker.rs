@@ -22,7 +22,7 @@ pub(crate) fn random_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -166,6 +166,23 @@ impl Service {
                 sigkill(child.id());
                 let _ = child.wait();
                 panic!("service ignored SIGTERM for 30 s: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its exit code if it ends within `bound` (waiting, not signalling);
+    /// `None` while it runs on.
+    pub fn exits_within(&mut self, bound: Duration) -> Option<Option<i32>> {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st.code());
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

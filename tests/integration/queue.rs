@@ -3,7 +3,7 @@
 //! all complete once it is free.
 
 use crate::common::*;
-use crate::docker::{mount_record, ok, post, Service};
+use crate::docker::{mount_record, ok, post, sigterm, Service};
 use crate::require_root;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -258,4 +258,86 @@ fn a_stuck_name_table_leaves_threads_for_mounts() {
     assert_eq!(home.volumes().list().unwrap().len(), n + 1);
     assert_eq!(svc.stop(), Some(0), "{}", svc.log_text());
     assert!(home.mounts().is_empty() && home.loops().is_empty());
+}
+
+/// A stop while a request waits on a stuck volume: new connections are
+/// refused at once (dockerd is told, not left waiting for an answer that
+/// will not come), the request in flight may finish, and the same signal
+/// again ends the service at once.
+#[test]
+fn a_stop_refuses_new_connections_and_a_second_signal_ends_it() {
+    require_root!();
+    use std::io::{Read, Write};
+    let home = Home::new();
+    let (host, sock) = unix_host(&home);
+    let mut svc = Service::start(&home, &host, &[]);
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"stuck"}"#));
+    let id = home
+        .volumes()
+        .lookup(rexray::volume::VolumeRef::Name("stuck"))
+        .unwrap()
+        .unwrap()
+        .id;
+    let held = hold(&home.lib().join("locks").join(format!("{id}.lock")));
+    let s = sock.clone();
+    let waiting = std::thread::spawn(move || {
+        let mut c = std::os::unix::net::UnixStream::connect(&s).unwrap();
+        c.set_read_timeout(Some(PROMPT)).unwrap();
+        let body = r#"{"Name":"stuck","ID":"w"}"#;
+        let _ = write!(
+            c,
+            "POST /VolumeDriver.Mount HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+    });
+    arrived(&svc, 1);
+    sigterm(svc.pid());
+    // Within a bound, a new client is refused (or closed unanswered),
+    // never left hanging.
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        let Ok(mut c) = std::os::unix::net::UnixStream::connect(&sock) else {
+            break;
+        };
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(
+            b"POST /VolumeDriver.List HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        );
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Err(e)
+                if e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
+                break
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new connections still served or left waiting after the stop: {}",
+            svc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The request in flight holds the stop...
+    assert_eq!(svc.exits_within(Duration::from_millis(300)), None);
+    // ... until the signal comes again.
+    sigterm(svc.pid());
+    assert_eq!(
+        svc.exits_within(Duration::from_secs(30)),
+        Some(Some(128 + 15)),
+        "{}",
+        svc.log_text()
+    );
+    assert!(
+        svc.log_text().contains("again: stopping now"),
+        "{}",
+        svc.log_text()
+    );
+    drop(held);
+    waiting.join().unwrap();
 }
