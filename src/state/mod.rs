@@ -158,6 +158,13 @@ pub struct MountRecord {
     /// reboot, so neither do their consumers.
     #[serde(default)]
     pub boot_id: String,
+    /// The last consumer is gone and the volume is being unmounted and
+    /// detached: set before that starts, cleared when it is done. A
+    /// process killed in between leaves it, so that the service's next
+    /// start finishes the release (Docker never repeats an Unmount whose
+    /// reply it did not get).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub releasing: bool,
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`).
@@ -254,7 +261,7 @@ impl StateDir {
     /// mount record.
     pub fn save_mount(&self, id: &str, rec: &MountRecord) -> Result<()> {
         let p = self.record_path(id)?;
-        if rec.consumers.is_empty() && rec.holds.is_empty() {
+        if rec.consumers.is_empty() && rec.holds.is_empty() && !rec.releasing {
             return atomic::remove_volatile(&p);
         }
         let mut rec = rec.clone();

@@ -482,6 +482,42 @@ impl Volumes {
         }
     }
 
+    /// Finish the releases a killed process left half done (records
+    /// marked [`MountRecord::releasing`] with no consumer): the volume is
+    /// unmounted if it still is, and detached as far as its holds allow.
+    /// Returns the names of the volumes released.
+    fn finish_releases(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        let Ok(ids) = self.state.mount_record_ids() else {
+            return done;
+        };
+        for id in ids {
+            if crate::input::volume_id(&id).is_err() {
+                continue;
+            }
+            let Ok(_lock) = self.state.lock_volume(&id) else {
+                continue;
+            };
+            let Ok(Some(rec)) = self.state.load_mount(&id) else {
+                continue;
+            };
+            if !rec.releasing || !rec.consumers.is_empty() {
+                continue;
+            }
+            // Another service's volume (a record in a shared state
+            // directory) is that service's to finish.
+            let Ok(Some(v)) = self.ctl.inspect(&id) else {
+                continue;
+            };
+            tracing::warn!(volume = %v.name, "finishing the unmount and detach a killed process left half done");
+            match self.finish_release(&v, rec) {
+                Ok(()) => done.push(v.name.clone()),
+                Err(e) => tracing::warn!(volume = %v.name, "could not finish its release: {e}"),
+            }
+        }
+        done
+    }
+
     /// Remove the temporary files killed writers left in the state
     /// directory and the driver's, and correct the modes of the driver's
     /// files (a full scan: for the service's start, not every call).
@@ -509,8 +545,8 @@ impl Volumes {
     /// knows its volume either, and a mount point that is also another
     /// service's volume of the same name is left alone.
     pub fn reconcile_beside(&self, others: &[&Volumes]) -> Result<Vec<String>> {
+        let mut done = self.finish_releases();
         let mounts = self.node.mounts()?;
-        let mut done = Vec::new();
         for v in self.list()? {
             let mp = self.mount_point(&v.name);
             if !mounts.iter().any(|m| m.mount_point == mp) {
@@ -540,7 +576,7 @@ impl Volumes {
             }
             let keep = mount::Keep::for_record(&rec);
             tracing::warn!(volume = %v.name, mount_point = %mp.display(), keep = ?keep, "unmounting a mount no consumer holds (left by a crash)");
-            match self.release(&v, keep) {
+            match self.finish_release(&v, rec) {
                 Ok(()) => done.push(v.name.clone()),
                 Err(e) => tracing::warn!(volume = %v.name, "could not clean up: {e}"),
             }

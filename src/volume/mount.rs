@@ -82,9 +82,16 @@ impl Volumes {
         let path = self
             .hand_out(&v, &mp, then)
             .map_err(|e| self.undo_mount(&v, &found, was_attached, e))?;
-        let mut rec = found.clone();
+        let mut rec = MountRecord {
+            releasing: false,
+            ..found.clone()
+        };
         let stale = token.is_none() && !was_attached && rec.holds.remove(PUBLISHED_HOLDER);
-        if rec.consumers.insert(consumer.clone()) || rec.volume_id.is_empty() || stale {
+        if rec.consumers.insert(consumer.clone())
+            || rec.volume_id.is_empty()
+            || stale
+            || found.releasing
+        {
             rec.volume_id = v.id.clone();
             rec.name = v.name.clone();
             rec.device = device.to_string_lossy().into_owned();
@@ -378,13 +385,36 @@ impl Volumes {
     /// unmount, remove or service start cleans up — never a consumer
     /// without a mount.
     pub(super) fn settle(&self, v: &Volume, rec: MountRecord) -> Result<Unmounted> {
-        self.state.save_mount(&v.id, &rec)?;
         if !rec.consumers.is_empty() {
+            self.state.save_mount(&v.id, &rec)?;
             return Ok(Unmounted::StillUsed(rec.consumers.len()));
         }
+        // Marked first: a process killed before the release is done
+        // leaves the mark for the next start to finish it.
+        self.state.save_mount(
+            &v.id,
+            &MountRecord {
+                releasing: true,
+                ..rec.clone()
+            },
+        )?;
         fail::fail_point!("volume::unmount-after-record", |_| crate::crash_here());
-        self.release(v, Keep::for_record(&rec))?;
+        self.finish_release(v, rec)?;
         Ok(Unmounted::Released)
+    }
+
+    /// The release of a volume no consumer uses (its record `rec`, without
+    /// consumers): unmounted, and detached as far as its holds allow; the
+    /// record is then stored without the releasing mark.
+    pub(super) fn finish_release(&self, v: &Volume, rec: MountRecord) -> Result<()> {
+        self.release(v, Keep::for_record(&rec))?;
+        self.state.save_mount(
+            &v.id,
+            &MountRecord {
+                releasing: false,
+                ..rec
+            },
+        )
     }
 
     /// Unmount our mount point and detach the volume from this instance,

@@ -797,33 +797,63 @@ fn service_lifecycle() {
     assert!(!spec.exists());
 }
 
+/// The service killed in the middle of an Unmount, before the unmount or
+/// between the unmount and the detach: dockerd never repeats the call, so
+/// the next start finishes it (unmounted and detached, the record gone).
 #[test]
 fn a_crash_mid_unmount_is_cleaned_up_at_start() {
     require_root!();
     let home = Home::new();
     let (host, sock) = unix_host(&home);
-    let mut svc = Service::start(
-        &home,
-        &host,
-        &[("FAILPOINTS", "volume::unmount-after-record=return")],
-    );
-    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"cv1"}"#));
-    ok(post(
-        &sock,
-        "/VolumeDriver.Mount",
-        r#"{"Name":"cv1","ID":"x"}"#,
-    ));
-    assert_eq!(count_mounts_at(&home.mount_point("cv1")), 1);
-    // The service dies between dropping the consumer and the unmount.
-    svc.post_while_dying(&sock, "/VolumeDriver.Unmount", r#"{"Name":"cv1","ID":"x"}"#);
-    assert_eq!(count_mounts_at(&home.mount_point("cv1")), 1);
-    assert!(mount_record(&home).is_empty());
-    // The next start finds the stale socket, replaces it, and releases
-    // the mount nobody holds.
-    let _svc = Service::start(&home, &host, &[]);
-    assert_eq!(count_mounts_at(&home.mount_point("cv1")), 0);
-    assert!(home.attached().is_empty());
-    ok(post(&sock, "/VolumeDriver.Remove", r#"{"Name":"cv1"}"#));
+    for (i, fp) in [
+        "volume::unmount-after-record",
+        "volume::unmount-after-unmount",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("cv{i}");
+        let mut svc = Service::start(&home, &host, &[("FAILPOINTS", &format!("{fp}=return"))]);
+        ok(post(
+            &sock,
+            "/VolumeDriver.Create",
+            &format!(r#"{{"Name":"{name}"}}"#),
+        ));
+        let body = format!(r#"{{"Name":"{name}","ID":"x"}}"#);
+        ok(post(&sock, "/VolumeDriver.Mount", &body));
+        assert_eq!(count_mounts_at(&home.mount_point(&name)), 1);
+        svc.post_while_dying(&sock, "/VolumeDriver.Unmount", &body);
+        // The record names no consumer, and says a release is unfinished.
+        let recs = mount_record(&home);
+        assert!(
+            recs.len() == 1
+                && recs[0]["consumers"].as_array().is_none_or(|a| a.is_empty())
+                && recs[0]["releasing"] == true,
+            "{fp}: {recs:?}"
+        );
+        assert!(
+            !home.attached().is_empty(),
+            "{fp}: left attached by the kill"
+        );
+        // The next start finds the stale socket, replaces it, and
+        // finishes the release.
+        let mut svc = Service::start(&home, &host, &[]);
+        assert_eq!(count_mounts_at(&home.mount_point(&name)), 0, "{fp}");
+        assert!(home.attached().is_empty(), "{fp}: {}", svc.log_text());
+        assert!(
+            std::fs::read_dir(home.lib().join("mounts"))
+                .unwrap()
+                .flatten()
+                .all(|e| e.file_name().to_string_lossy().starts_with('.')),
+            "{fp}: no record left"
+        );
+        ok(post(
+            &sock,
+            "/VolumeDriver.Remove",
+            &format!(r#"{{"Name":"{name}"}}"#),
+        ));
+        assert_eq!(svc.stop(), Some(0));
+    }
 }
 
 /// A private dockerd: own data root, exec root, socket, pid file and
