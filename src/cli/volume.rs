@@ -338,16 +338,21 @@ fn unmount(vols: &Volumes, a: &UnmountArgs, notes: &mut Notes) -> Result<Answer>
     volume_table(&a.fmt, &a.volumes, notes, |n, notes| {
         let r = VolumeRef::operator(n);
         let released = match vols.unmount(r, who)? {
-            Unmounted::StillUsed(k) => {
-                notes.line(format_args!(
-                    "volume {n} stays mounted: {k} other consumer(s) still use it"
-                ));
-                false
-            }
+            Unmounted::StillUsed(_) => false,
             Unmounted::Released => true,
         };
         // One lookup for the note and the row.
         let v = vols.find(r)?;
+        if !released {
+            let users: Vec<String> = vols
+                .mount_record_of(&v)?
+                .map(|rec| rec.consumers.into_iter().collect())
+                .unwrap_or_default();
+            notes.line(format_args!(
+                "volume {n} stays mounted: still used by {} (unmount.ignoreUsedCount unmounts it whoever uses it)",
+                users.join(", ")
+            ));
+        }
         if released {
             if let Some(rec) = vols
                 .mount_record_of(&v)?

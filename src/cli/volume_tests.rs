@@ -256,7 +256,7 @@ fn mount_path_and_unmount_follow_consumers() {
     let r = h.volume(&["unmount", "v"]);
     assert_eq!(
         r.notes,
-        "rexray: volume v stays mounted: 1 other consumer(s) still use it\n"
+        "rexray: volume v stays mounted: still used by cli:job1 (unmount.ignoreUsedCount unmounts it whoever uses it)\n"
     );
     assert_eq!(r.answer().code, 0);
     assert_eq!(h.volume(&["path", "v"]).answer().out, format!("{path}\n"));

@@ -135,6 +135,25 @@ impl Conn {
         self.state.store(BUSY, Ordering::Relaxed);
     }
 
+    /// Whether the client has closed its side of the connection (or
+    /// the connection failed): asked, without waiting, of a connection
+    /// whose request is still being served. Once its descriptor is
+    /// closed, the answer is about whatever reuses the number, but then
+    /// the client had gone anyway: a wrong `false` is possible (the
+    /// client's departure is missed, as if it left a moment later), a
+    /// wrong `true` is not.
+    pub fn peer_gone(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack, zero timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1
+            && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+
     /// The reply is handed over: idle until the next request.
     pub fn idle(&self) {
         self.set(IDLE);

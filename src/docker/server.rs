@@ -234,7 +234,7 @@ impl httpd::Handler for State {
         rq: Request<Incoming>,
         conn: Arc<Conn>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>> {
-        Box::pin(async move { serve_one(self, rq, &conn).await })
+        Box::pin(async move { serve_one(self, rq, conn).await })
     }
 }
 
@@ -275,6 +275,60 @@ fn bind_tcp(
     Ok((server, (spec.to_path_buf(), content), url))
 }
 
+/// Set when the request that holds it is dropped before it is answered.
+struct Abandoned(Arc<AtomicBool>, bool);
+
+impl Abandoned {
+    fn armed() -> Abandoned {
+        Abandoned(Arc::new(AtomicBool::new(false)), true)
+    }
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+    fn disarm(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// A Mount that succeeded for a client that has gone (dockerd gave up
+/// waiting, its request timed out): dockerd counts it as failed and will
+/// never send the Unmount, so the consumer would hold the volume for
+/// ever. It is undone (the same ID unmounted) and answered as failed.
+fn undo_if_abandoned(
+    st: &State,
+    path: &str,
+    body: &[u8],
+    reply: api::Reply,
+    client_gone: impl Fn() -> bool,
+) -> api::Reply {
+    let mounted = path.split('?').next() == Some("/VolumeDriver.Mount") && reply.status == 200;
+    if !mounted || !client_gone() {
+        return reply;
+    }
+    let undo = api::handle_with(&st.vols, Some(&st.cache), "/VolumeDriver.Unmount", body);
+    let name = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("Name").and_then(|n| n.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    if undo.status == 200 {
+        tracing::warn!(module = %st.module, volume = %name, "the client left before its Mount was answered (dockerd gave up on it and will not unmount): undone");
+    } else {
+        tracing::warn!(module = %st.module, volume = %name, error = %String::from_utf8_lossy(&undo.body).trim(), "the client left before its Mount was answered, and undoing it failed");
+    }
+    json_reply(
+        500,
+        "the client left before the mount was answered; it was undone",
+    )
+}
+
 /// Longest wait for a request body still on the wire: a client that sends
 /// headers and then stalls gets an error instead of holding anything.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -300,7 +354,11 @@ fn panicked(path: &str, p: Box<dyn std::any::Any + Send>) -> api::Reply {
 /// make room) only once its body is in: a client trickling a body is
 /// still waiting to send its request, and a flood of them is evicted like
 /// one stalled in its headers.
-async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Response<Full<Bytes>> {
+async fn serve_one(
+    state: Arc<State>,
+    rq: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let path = rq.uri().path().to_string();
     let body = Limited::new(rq.into_body(), api::MAX_BODY as usize);
@@ -330,6 +388,11 @@ async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Res
             key.extend_from_slice(&body);
             let p = path.clone();
             let st = state.clone();
+            // Set if this request is dropped before its reply (hyper drops
+            // it when the client goes): see `undo_if_abandoned`.
+            let abandoned = Abandoned::armed();
+            let gone = abandoned.flag();
+            let conn = conn.clone();
             let work = move || {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     if let Some(name) = api::mount_point_of(&p, &body) {
@@ -338,7 +401,10 @@ async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Res
                             return api::refused(&p, e);
                         }
                     }
-                    api::handle_with(&st.vols, Some(&st.cache), &p, &body)
+                    let reply = api::handle_with(&st.vols, Some(&st.cache), &p, &body);
+                    undo_if_abandoned(&st, &p, &body, reply, || {
+                        gone.load(std::sync::atomic::Ordering::SeqCst) || conn.peer_gone()
+                    })
                 }))
                 .unwrap_or_else(|e| panicked(&p, e))
             };
@@ -347,10 +413,12 @@ async fn serve_one(state: Arc<State>, rq: Request<Incoming>, conn: &Conn) -> Res
                 name_table: false,
             });
             let waited = state.queue_wait;
-            state
+            let reply = state
                 .queues
                 .run(ticket, key, |name| api::busy(name, waited), work)
-                .await
+                .await;
+            abandoned.disarm();
+            reply
         }
     };
     let status = reply.status;

@@ -341,3 +341,56 @@ fn a_stop_refuses_new_connections_and_a_second_signal_ends_it() {
     drop(held);
     waiting.join().unwrap();
 }
+
+/// A Mount whose client gave up while it waited for a stuck volume
+/// (dockerd's request timed out): dockerd counts it as failed and never
+/// sends its Unmount, so once the volume is free the mount is undone, not
+/// recorded for a consumer nobody will release.
+#[test]
+fn a_mount_whose_client_left_is_undone() {
+    require_root!();
+    use std::io::Write;
+    let home = Home::new();
+    let (host, sock) = unix_host(&home);
+    let svc = Service::start(&home, &host, &[]);
+    ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"left"}"#));
+    let id = home
+        .volumes()
+        .lookup(rexray::volume::VolumeRef::Name("left"))
+        .unwrap()
+        .unwrap()
+        .id;
+    let held = hold(&home.lib().join("locks").join(format!("{id}.lock")));
+    {
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let body = r#"{"Name":"left","ID":"c0"}"#;
+        write!(
+            c,
+            "POST /VolumeDriver.Mount HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        arrived(&svc, 1);
+        // The client gives up and goes.
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(held);
+    let deadline = Instant::now() + PROMPT;
+    while !svc
+        .log_text()
+        .contains("left before its Mount was answered")
+    {
+        assert!(Instant::now() < deadline, "{}", svc.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(svc.log_text().contains("): undone"), "{}", svc.log_text());
+    assert!(
+        mount_record(&home)
+            .iter()
+            .all(|r| r["consumers"].as_array().is_none_or(|a| a.is_empty())),
+        "{:?}",
+        mount_record(&home)
+    );
+    assert_eq!(count_mounts_at(&home.mount_point("left")), 0);
+    ok(post(&sock, "/VolumeDriver.Remove", r#"{"Name":"left"}"#));
+}
