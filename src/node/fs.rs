@@ -49,19 +49,26 @@ pub fn probe_tags(dev: &Path, timeout: Duration) -> Result<(Probe, Vec<(String, 
                 .filter(|(k, _)| *k != "DEVNAME")
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            let mut usage = None;
             for line in out.stdout.lines() {
                 if let Some(v) = line.strip_prefix("TYPE=") {
                     ty = Some(v.to_string());
                 } else if let Some(v) = line.strip_prefix("PTTYPE=") {
                     other = Some(format!("partition table {v}"));
                 } else if let Some(v) = line.strip_prefix("USAGE=") {
-                    other.get_or_insert_with(|| format!("usage {v}"));
+                    usage = Some(v.to_string());
                 }
             }
-            let probe = match (ty, other) {
-                (Some(t), _) => Probe::Filesystem(t),
-                (None, Some(o)) => Probe::Other(o),
-                (None, None) => Probe::Other("an unknown signature".into()),
+            // Only a signature whose usage is a filesystem can be mounted:
+            // swap (usage "other"), a RAID or LVM member ("raid"), an
+            // encrypted volume ("crypto") are something else.
+            let probe = match (ty, usage, other) {
+                (Some(t), None, _) => Probe::Filesystem(t),
+                (Some(t), Some(u), _) if u == "filesystem" => Probe::Filesystem(t),
+                (Some(t), Some(u), _) => Probe::Other(format!("{t} (usage {u})")),
+                (None, _, Some(o)) => Probe::Other(o),
+                (None, Some(u), None) => Probe::Other(format!("usage {u}")),
+                (None, None, None) => Probe::Other("an unknown signature".into()),
             };
             Ok((probe, tags))
         }

@@ -315,7 +315,7 @@ impl Volumes {
         match self.release(v, keep) {
             Ok(()) if e.reason() == Some(crate::Reason::NotADirectory) => {
                 e.map_message(|m| format!(
-                    "{m}; the volume is not mounted now: `rexray volume attach {}` prints its device, then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
+                    "{m}; the volume is not mounted now: `rexray volume attach {} -f json` prints its device (attachments[0].deviceName), then `mount DEVICE /mnt && rm /mnt/{} && umount /mnt && rexray volume detach {}`, then mount it again",
                     v.name,
                     self.cfg.string(keys::MOUNT_ROOT_PATH).trim_matches('/'),
                     v.name

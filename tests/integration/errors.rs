@@ -514,6 +514,76 @@ fn data_without_a_signature_is_never_formatted() {
     h.rexray(&["volume", "rm", "raw"]).ok();
 }
 
+/// A device holding swap (or any signature whose usage is not a
+/// filesystem: RAID and LVM members, encrypted volumes) is not mounted as
+/// if it were one: the mount is refused up front, naming it.
+#[test]
+fn swap_is_not_mounted_as_a_filesystem() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "sw", "--size", "1"]).ok();
+    let out = h.rexray(&["volume", "attach", "sw", "-f", "json"]);
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    let dev = v[0]["attachments"][0]["deviceName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mk = run_cmd(std::process::Command::new("mkswap").arg(&dev));
+    assert_eq!(mk.code, 0, "{mk:#?}");
+    let e = h.rexray(&["volume", "mount", "sw"]).fails(1).to_string();
+    assert!(
+        e.contains("holds swap (usage other), not a filesystem") && e.contains("overwriteFS"),
+        "{e}"
+    );
+    assert!(h.mounts().is_empty());
+    h.rexray(&["volume", "detach", "sw"]).ok();
+    h.rexray(&["volume", "rm", "sw"]).ok();
+}
+
+/// A size past the largest file the backing filesystem allows (ext4's
+/// 16 TiB) is named as that, and leaves nothing.
+#[test]
+fn a_size_past_the_backing_filesystems_limit_is_named() {
+    require_root!();
+    let h = Home::new();
+    let img = h.dir.join("ext4.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let mk = run_cmd(std::process::Command::new("mkfs.ext4").arg("-q").arg(&img));
+    assert_eq!(mk.code, 0, "{mk:#?}");
+    let dir = h.dir.join("ext4");
+    std::fs::create_dir(&dir).unwrap();
+    let m = run_cmd(
+        std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&dir),
+    );
+    assert_eq!(m.code, 0, "{m:#?}");
+    h.config(&format!(
+        "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n",
+        dir.display()
+    ));
+    let e = h
+        .rexray(&["volume", "create", "huge", "--size", "65536"])
+        .fails(1)
+        .to_string();
+    assert!(
+        e.contains("larger than the largest file the filesystem of loop.volumePath")
+            && e.contains("choose a smaller size"),
+        "{e}"
+    );
+    assert!(h.rexray(&["volume", "ls", "-q"]).ok().trim().is_empty());
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn an_environment_variable_that_is_not_utf8() {
     use std::ffi::OsStr;
