@@ -135,7 +135,10 @@ fn read_file(path: &Path, tree: &mut BTreeMap<String, (String, PathBuf)>) -> Res
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::from_io(format!("invalid config file {}", path.display()), &e))?;
-    if meta.mode() & 0o002 != 0 {
+    // A character device (`/dev/null`) is no file anyone can write
+    // settings into.
+    let device = std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type());
+    if meta.mode() & 0o002 != 0 && !device {
         return Err(Error::invalid(format!(
             "refusing config file {}: it is writable by every user; run `chmod o-w {}`",
             path.display(),
@@ -143,7 +146,7 @@ fn read_file(path: &Path, tree: &mut BTreeMap<String, (String, PathBuf)>) -> Res
         )));
     }
     // As sshd's StrictModes: a group other than root's may not write it.
-    if meta.mode() & 0o020 != 0 && meta.gid() != 0 {
+    if meta.mode() & 0o020 != 0 && meta.gid() != 0 && !device {
         return Err(Error::invalid(format!(
             "refusing config file {}: it is writable by group {}; run `chmod g-w {}`",
             path.display(),
@@ -412,11 +415,28 @@ impl Config {
         // <etc>/config.yml, then the same name under ~/.rexray on top.
         let mut files = Vec::new();
         if let Some(f) = &opts.config_file {
-            if !f.is_file() {
-                return Err(Error::invalid(format!(
-                    "invalid config file {}: no such file",
-                    f.display()
-                )));
+            // A regular file, or what a shell hands over (`-c <(…)`, a
+            // pipe; `-c /dev/null`, no settings).
+            match std::fs::metadata(f) {
+                Ok(m) if m.is_dir() => {
+                    return Err(Error::invalid(format!(
+                        "invalid config file {}: it is a directory",
+                        f.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::invalid(format!(
+                        "invalid config file {}: no such file",
+                        f.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::from_io(
+                        format!("invalid config file {}", f.display()),
+                        &e,
+                    ))
+                }
             }
             files.push(f.clone());
         } else {

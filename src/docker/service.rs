@@ -93,6 +93,12 @@ pub fn running_pid(cfg: &Config) -> Result<Option<i32>> {
     let f = match File::open(&p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::system(format!(
+                "cannot tell whether the rexray service runs: {} is readable by its owner only; ask as root",
+                p.display()
+            )))
+        }
         Err(e) => return Err(Error::from_io(format!("opening {}", p.display()), &e)),
     };
     match flock(&f, libc::LOCK_SH) {

@@ -343,6 +343,20 @@ fn config_file_mistakes() {
         e.contains("/nonexistent/rexray.yml") && e.contains("no such file"),
         "{e}"
     );
+    // What a shell hands over: /dev/null (no settings), a pipe (`-c <(…)`).
+    h.rexray(&["-c", "/dev/null", "volume", "ls"]).ok();
+    let out = run_cmd(
+        std::process::Command::new("bash")
+            .env("REXRAY_HOME", &h.dir)
+            .arg("-c")
+            .arg(format!(
+                r"{} -c <(printf 'libstorage:\n  service: vfs\n') volume ls",
+                bin("rexray").display()
+            )),
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let e = one_line(&h.rexray(&["-c", "/tmp", "volume", "ls"]));
+    assert!(e.contains("/tmp: it is a directory"), "{e}");
 }
 
 /// A device that never appears fails within `libstorage.device.attachTimeout`

@@ -714,3 +714,33 @@ mod docker_bodies {
         }
     }
 }
+
+/// Another user asking whether the service runs is told that it cannot
+/// tell (the pid file is root's), not given a capability hint.
+#[test]
+fn service_status_as_another_user_says_it_cannot_tell() {
+    require_root!();
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let h = Home::new();
+    let (host, _sock) = unix_host(&h);
+    let _svc = Service::start(&h, &host, &[]);
+    std::fs::set_permissions(&h.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run_cmd(
+        std::process::Command::new(bin("rexray"))
+            .env("REXRAY_HOME", &h.dir)
+            .args(["service", "status"])
+            .uid(65534)
+            .gid(65534),
+    );
+    assert_ne!(o.code, 0, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("cannot tell whether the rexray service runs")
+            && !o.stderr.contains("CAP_SYS_ADMIN"),
+        "{o:#?}"
+    );
+    // Root is told.
+    let o = h.rexray(&["service", "status"]);
+    assert!(o.ok().contains("running"), "{o:#?}");
+}
