@@ -189,6 +189,26 @@ pub fn refuse_others_dir(dir: &Path) -> Result<()> {
     refuse_other_users_path(dir, &meta, through_link)
 }
 
+/// The offset of the first non-zero byte of `f` in `start..end`, read in
+/// 64 KiB pieces (a short file ends the range early).
+pub fn first_nonzero_in(f: &File, start: u64, end: u64) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pos = start;
+    while pos < end {
+        let want = (end - pos).min(buf.len() as u64) as usize;
+        let n = f.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
+}
+
 /// Directories this process found safe (see [`refuse_other_users_path`]),
 /// as named and as resolved, each with its resolved path: every
 /// directory above one is safe too.

@@ -106,23 +106,12 @@ const ENDS: u64 = 1 << 20;
 /// `dev`, if any.
 fn nonzero_at_ends(dev: &Path) -> std::io::Result<Option<u64>> {
     use std::io::{Seek, SeekFrom};
-    use std::os::unix::fs::FileExt;
     let mut f = std::fs::File::open(dev)?;
     let len = f.seek(SeekFrom::End(0))?;
     let head = ENDS.min(len);
-    let mut buf = vec![0u8; 64 * 1024];
     for (start, end) in [(0, head), (len.saturating_sub(ENDS).max(head), len)] {
-        let mut pos = start;
-        while pos < end {
-            let want = (end - pos).min(buf.len() as u64) as usize;
-            let n = f.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                break;
-            }
-            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-                return Ok(Some(pos + i as u64));
-            }
-            pos += n as u64;
+        if let Some(at) = crate::files::first_nonzero_in(&f, start, end)? {
+            return Ok(Some(at));
         }
     }
     Ok(None)

@@ -93,6 +93,17 @@ fn hold(p: &Path) -> nix::fcntl::Flock<std::fs::File> {
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
 }
 
+/// Hold volume `name`'s lock, as an operation that never ends would.
+fn hold_volume(home: &Home, name: &str) -> nix::fcntl::Flock<std::fs::File> {
+    let id = home
+        .volumes()
+        .lookup(rexray::volume::VolumeRef::Name(name))
+        .unwrap()
+        .unwrap()
+        .id;
+    hold(&home.lib().join("locks").join(format!("{id}.lock")))
+}
+
 /// Wait until `n` requests have reached the service (its sockets: theirs
 /// and the listener).
 fn arrived(svc: &Service, n: usize) {
@@ -130,13 +141,7 @@ fn a_stuck_volume_holds_up_no_other_request() {
 
     // An operation that never ends holds the stuck volume's lock (an
     // operator's command on a hung device, say).
-    let id = home
-        .volumes()
-        .lookup(rexray::volume::VolumeRef::Name("stuck"))
-        .unwrap()
-        .unwrap()
-        .id;
-    let held = hold(&home.lib().join("locks").join(format!("{id}.lock")));
+    let held = hold_volume(&home, "stuck");
 
     // Twice as many mounts of it as the service has threads for blocking
     // work; a quarter of them a second time (dockerd retrying).
@@ -272,13 +277,7 @@ fn a_stop_refuses_new_connections_and_a_second_signal_ends_it() {
     let (host, sock) = unix_host(&home);
     let mut svc = Service::start(&home, &host, &[]);
     ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"stuck"}"#));
-    let id = home
-        .volumes()
-        .lookup(rexray::volume::VolumeRef::Name("stuck"))
-        .unwrap()
-        .unwrap()
-        .id;
-    let held = hold(&home.lib().join("locks").join(format!("{id}.lock")));
+    let held = hold_volume(&home, "stuck");
     let s = sock.clone();
     let waiting = std::thread::spawn(move || {
         let mut c = std::os::unix::net::UnixStream::connect(&s).unwrap();
@@ -354,13 +353,7 @@ fn a_mount_whose_client_left_is_undone() {
     let (host, sock) = unix_host(&home);
     let svc = Service::start(&home, &host, &[]);
     ok(post(&sock, "/VolumeDriver.Create", r#"{"Name":"left"}"#));
-    let id = home
-        .volumes()
-        .lookup(rexray::volume::VolumeRef::Name("left"))
-        .unwrap()
-        .unwrap()
-        .id;
-    let held = hold(&home.lib().join("locks").join(format!("{id}.lock")));
+    let held = hold_volume(&home, "left");
     {
         let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         let body = r#"{"Name":"left","ID":"c0"}"#;

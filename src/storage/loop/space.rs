@@ -142,10 +142,8 @@ pub(super) fn allocated(path: &Path) -> u64 {
 pub(super) fn first_nonzero(f: &std::fs::File) -> std::io::Result<Option<u64>> {
     use nix::unistd::{lseek, Whence};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
     let len = f.metadata()?.len();
     let fd = f.as_raw_fd();
-    let mut buf = vec![0u8; 64 * 1024];
     let (mut at, mut scanned) = (0u64, 0u64);
     while at < len {
         let start = match lseek(fd, at as i64, Whence::SeekData) {
@@ -154,23 +152,16 @@ pub(super) fn first_nonzero(f: &std::fs::File) -> std::io::Result<Option<u64>> {
             Err(e) => return Err(e.into()),
         };
         let end = (lseek(fd, start as i64, Whence::SeekHole)? as u64).min(len);
-        let mut pos = start;
-        while pos < end {
-            if scanned >= SCAN_LIMIT {
-                return Err(std::io::Error::other(
-                    "more allocated zeros than the scan reads",
-                ));
-            }
-            let want = (end - pos).min(buf.len() as u64) as usize;
-            let n = f.read_at(&mut buf[..want], pos)?;
-            if n == 0 {
-                break;
-            }
-            if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-                return Ok(Some(pos + i as u64));
-            }
-            pos += n as u64;
-            scanned += n as u64;
+        // At most what is left of the scan's allowance.
+        let stop = end.min(start.saturating_add(SCAN_LIMIT - scanned));
+        if let Some(found) = crate::files::first_nonzero_in(f, start, stop)? {
+            return Ok(Some(found));
+        }
+        scanned += stop - start;
+        if stop < end {
+            return Err(std::io::Error::other(
+                "more allocated zeros than the scan reads",
+            ));
         }
         at = end.max(start + 1);
     }
