@@ -287,7 +287,7 @@ impl Api {
         let me = self.clone();
         let path = call.path.clone();
         let run = work.run;
-        let job = move || {
+        let job = move |_: &dyn Fn() -> bool| {
             me.tasks.start(id);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|p| {
                 let what = p

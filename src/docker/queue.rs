@@ -143,7 +143,8 @@ impl Queues {
     /// Run `work` on the blocking pool once it is the turn of `ticket`'s
     /// volumes, or share the reply of an identical request (`key`) that
     /// is still waiting. `busy` is the reply when the turn does not come
-    /// within the wait.
+    /// within the wait. `work` is given a probe that says whether
+    /// requests that joined this one still wait for its reply.
     pub async fn run<F>(
         self: &Arc<Self>,
         ticket: Ticket,
@@ -152,11 +153,11 @@ impl Queues {
         work: F,
     ) -> Reply
     where
-        F: FnOnce() -> Reply + Send + 'static,
+        F: FnOnce(&dyn Fn() -> bool) -> Reply + Send + 'static,
     {
         let mut names = ticket.names;
         let Some(first) = names.first().cloned() else {
-            return blocking(work).await;
+            return blocking(move || work(&|| false)).await;
         };
         // Turns are taken in one order, so two copies between the same
         // volumes cannot each wait for the other.
@@ -227,7 +228,9 @@ impl Queues {
         // must not start beside it.
         let held = (users, turns, permit);
         blocking(move || {
-            let r = work();
+            // Started, its place given up: only the requests that joined
+            // it hold its reply's receivers now.
+            let r = work(&|| tx.receiver_count() > 0);
             let _ = tx.send(Some(r.clone()));
             drop(held);
             r
@@ -292,7 +295,7 @@ mod tests {
                         ticket(&["slow"]),
                         b"a".to_vec(),
                         |_| reply("busy"),
-                        move || {
+                        move |_| {
                             runs.fetch_add(1, Ordering::SeqCst);
                             held.recv().unwrap();
                             reply("first")
@@ -316,7 +319,7 @@ mod tests {
                         ticket(&["slow"]),
                         key.clone().into_bytes(),
                         |_| reply("busy"),
-                        move || {
+                        move |_| {
                             runs.fetch_add(1, Ordering::SeqCst);
                             reply(&key)
                         },
@@ -333,7 +336,7 @@ mod tests {
                     ticket(&["other", "slow2"]),
                     b"o".to_vec(),
                     |_| reply("busy"),
-                    || reply("other"),
+                    |_| reply("other"),
                 )
                 .await;
             assert_eq!(other, reply("other"));
@@ -369,7 +372,7 @@ mod tests {
                     ticket(&["v"]),
                     b"a".to_vec(),
                     |_| reply("busy"),
-                    move || {
+                    move |_| {
                         s.fetch_add(1, Ordering::SeqCst);
                         held.recv().unwrap();
                         reply("first")
@@ -380,13 +383,80 @@ mod tests {
             while started.load(Ordering::SeqCst) == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let a = q.run(ticket(&["v"]), b"b".to_vec(), reply, || reply("ran"));
-            let b = q.run(ticket(&["v"]), b"b".to_vec(), reply, || reply("ran"));
+            let a = q.run(ticket(&["v"]), b"b".to_vec(), reply, |_| reply("ran"));
+            let b = q.run(ticket(&["v"]), b"b".to_vec(), reply, |_| reply("ran"));
             let (a, b) = tokio::join!(a, b);
             assert_eq!((a, b), (reply("v"), reply("v")));
             release.send(()).unwrap();
             assert_eq!(first.await.unwrap(), reply("first"));
             assert_eq!(q.busy(), 0);
+        });
+    }
+
+    /// The work learns whether identical requests that joined it still
+    /// wait for its reply (those whose client went are not counted).
+    #[test]
+    fn the_work_is_told_whether_joined_requests_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for keep_joiner in [true, false] {
+                let q = Queues::new(4, Duration::from_secs(60));
+                let (release, held) = std::sync::mpsc::channel::<()>();
+                let started = Arc::new(AtomicUsize::new(0));
+                let s = started.clone();
+                let q1 = q.clone();
+                let blocker = tokio::spawn(async move {
+                    q1.run(ticket(&["v"]), b"a".to_vec(), reply, move |_| {
+                        s.fetch_add(1, Ordering::SeqCst);
+                        held.recv().unwrap();
+                        reply("blocker")
+                    })
+                    .await
+                });
+                while started.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let seen = Arc::new(AtomicUsize::new(0));
+                let (q2, s2) = (q.clone(), seen.clone());
+                let leader = tokio::spawn(async move {
+                    q2.run(ticket(&["v"]), b"k".to_vec(), reply, move |joined| {
+                        s2.store(if joined() { 2 } else { 1 }, Ordering::SeqCst);
+                        reply("leader")
+                    })
+                    .await
+                });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let q3 = q.clone();
+                let joiner = tokio::spawn(async move {
+                    q3.run(ticket(&["v"]), b"k".to_vec(), reply, |_| {
+                        reply("joiner ran")
+                    })
+                    .await
+                });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let joiner = if keep_joiner {
+                    Some(joiner)
+                } else {
+                    joiner.abort();
+                    let _ = joiner.await;
+                    None
+                };
+                release.send(()).unwrap();
+                assert_eq!(blocker.await.unwrap(), reply("blocker"));
+                assert_eq!(leader.await.unwrap(), reply("leader"));
+                let want = if keep_joiner { 2 } else { 1 };
+                assert_eq!(
+                    seen.load(Ordering::SeqCst),
+                    want,
+                    "keep_joiner={keep_joiner}"
+                );
+                if let Some(joiner) = joiner {
+                    assert_eq!(joiner.await.unwrap(), reply("leader"), "shared");
+                }
+            }
         });
     }
 }

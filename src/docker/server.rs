@@ -393,7 +393,7 @@ async fn serve_one(
             let abandoned = Abandoned::armed();
             let gone = abandoned.flag();
             let conn = conn.clone();
-            let work = move || {
+            let work = move |joined: &dyn Fn() -> bool| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     if let Some(name) = api::mount_point_of(&p, &body) {
                         let creating = p.split('?').next() == Some("/VolumeDriver.Create");
@@ -402,8 +402,11 @@ async fn serve_one(
                         }
                     }
                     let reply = api::handle_with(&st.vols, Some(&st.cache), &p, &body);
+                    // Gone, and no identical request (dockerd's retry) that
+                    // joined it waits for this reply either.
                     undo_if_abandoned(&st, &p, &body, reply, || {
-                        gone.load(std::sync::atomic::Ordering::SeqCst) || conn.peer_gone()
+                        (gone.load(std::sync::atomic::Ordering::SeqCst) || conn.peer_gone())
+                            && !joined()
                     })
                 }))
                 .unwrap_or_else(|e| panicked(&p, e))
