@@ -61,7 +61,9 @@ fn size_for(range: Option<&CapacityRange>, default: u64) -> Result<u64, Status> 
 /// bucket's are lower case), is kept as it is (Kubernetes' `pvc-<uuid>`
 /// and `snapshot-<uuid>` are); any other as `csi-` and the first 32 hex
 /// digits of its SHA-256 (a name every driver takes), so the same name is
-/// always the same volume and CreateVolume stays idempotent.
+/// always the same volume and CreateVolume stays idempotent. A name of the
+/// hashed form itself (`csi-` and 32 hex digits) is hashed too, so no CSI
+/// name can be kept as what another was hashed to.
 fn storage_name(what: &str, name: &str, fits: impl Fn(&str) -> bool) -> Result<String, Status> {
     let banned = |c: char| matches!(c as u32, 0..=0x8 | 0xB | 0xC | 0xE..=0x1F | 0x7F..=0x9F);
     if let Some(c) = name.chars().find(|c| banned(*c)) {
@@ -71,7 +73,10 @@ fn storage_name(what: &str, name: &str, fits: impl Fn(&str) -> bool) -> Result<S
             c as u32
         )));
     }
-    if crate::input::name_of(what, name).is_ok() && fits(name) {
+    let hashed_form = name
+        .strip_prefix("csi-")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if crate::input::name_of(what, name).is_ok() && fits(name) && !hashed_form {
         return Ok(name.to_string());
     }
     let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());

@@ -57,13 +57,19 @@ fn path_of(field: &str, p: &str) -> Result<PathBuf, Status> {
     Ok(resolved(plain))
 }
 
-/// `path` with the symbolic links of its longest existing part resolved
-/// (the rest as given): what the kernel mounts on, and what mountinfo
-/// then shows, so that a kubelet root reached through a link (say
-/// `/var/lib/kubelet` → `/data/kubelet`) is one path to every check.
+/// `path` with the symbolic links of its parent's longest existing part
+/// resolved (the rest as given): what the kernel mounts on, and what
+/// mountinfo then shows, so that a kubelet root reached through a link
+/// (say `/var/lib/kubelet` → `/data/kubelet`) is one path to every check.
+/// The last component is never followed: a link there is refused where
+/// the path is used (as a target, a mount point), never mounted through
+/// nor removed through.
 fn resolved(path: PathBuf) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = path.as_path();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return path;
+    };
+    let mut rest = vec![name.to_owned()];
+    let mut cur = parent;
     loop {
         if let Ok(mut real) = std::fs::canonicalize(cur) {
             real.extend(rest.iter().rev());
@@ -136,6 +142,49 @@ impl Csi {
             .filter(|o| o.dev == here.dev && o.mount_point.parent() == Some(base))
             .filter_map(|o| Some(o.mount_point.file_name()?.to_string_lossy().into_owned()))
             .find(|other| Some(other.as_str()) != name)
+    }
+
+    /// Where volume `v`, staged at `staging`, is still published on this
+    /// node: binds of its device node (raw block), or, when `staging` is
+    /// its last consumer, other mounts of its filesystem than the staging
+    /// path and its own mount point (filesystem).
+    fn published_from(&self, v: &RexVolume, staging: &Path) -> Result<Vec<PathBuf>, Status> {
+        let node = self.vols.node();
+        let rec = self
+            .vols
+            .mount_record(VolumeRef::Id(&v.id))
+            .map_err(status)?
+            .unwrap_or_default();
+        let mut left = Vec::new();
+        if rec.holds.contains(&block_holder(staging)) {
+            if let Some(dev) = Self::device(v) {
+                if let (Ok(want), Some(name)) = (node.device_numbers(&dev), dev.file_name()) {
+                    let suffix = format!("/{}", name.to_string_lossy());
+                    left.extend(
+                        node.mounts()
+                            .map_err(status)?
+                            .into_iter()
+                            .filter(|m| m.root.ends_with(&suffix))
+                            .filter(|m| node.device_numbers(&m.mount_point).ok() == Some(want))
+                            .map(|m| m.mount_point),
+                    );
+                }
+            }
+        }
+        let key = Consumer::Csi(staging).key().map_err(status)?;
+        if rec.consumers.len() == 1 && rec.consumers.contains(&key) {
+            if let Some(staged) = node.mounts_at(staging).map_err(status)?.into_iter().next() {
+                let mp = self.vols.mount_point(&v.name);
+                left.extend(
+                    node.mounts_of(staged.dev)
+                        .map_err(status)?
+                        .into_iter()
+                        .map(|m| m.mount_point)
+                        .filter(|p| p != staging && *p != mp),
+                );
+            }
+        }
+        Ok(left)
     }
 
     /// Whether the device node bound at `path` (a raw block volume's
@@ -279,6 +328,21 @@ impl Csi {
     }
 
     fn unstage(&self, id: &str, staging: PathBuf) -> Result<(), Status> {
+        // Still published from here: refused before anything is undone
+        // (the CO unpublishes first). Unstaged regardless, a raw block
+        // target would keep a device that is detached and reused, a
+        // filesystem target a mount of a volume gone from this node.
+        if let Ok(v) = self.volume_here(id) {
+            let left = self.published_from(&v, &staging)?;
+            if !left.is_empty() {
+                let at: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+                return Err(Status::failed_precondition(format!(
+                    "volume {} is still published at {}; NodeUnpublishVolume first (nothing was unstaged)",
+                    v.name,
+                    at.join(", ")
+                )));
+            }
+        }
         // This node's own part first (see `unmount_for`).
         let v = self.unmount_for(id, &staging)??;
         let key = Consumer::Csi(&staging).key().map_err(status)?;
@@ -331,7 +395,8 @@ impl Csi {
                 ))
             })?;
             if let Some(m) = node.mounts_at(&target).map_err(status)?.first() {
-                return if m.read_only == read_only {
+                // Ours only if the device bound there is this volume's.
+                return if m.read_only == read_only && self.device_at(&v, &target) == Some(true) {
                     Ok(())
                 } else {
                     Err(incompatible(&target, &v))
@@ -390,16 +455,29 @@ impl Csi {
         // Nothing but this node's bind is undone, so that comes before
         // the backend is asked (see `unmount_for`); the answer for an
         // unknown volume (NOT_FOUND) comes after the target is removed.
+        let was_mounted = !self
+            .vols
+            .node()
+            .mounts_at(&target)
+            .map_err(status)?
+            .is_empty();
         let found = self.unmount_for(id, &target)?;
-        // The spec has the plugin remove the target it made.
-        match std::fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir(&target);
+        // The spec has the plugin remove the target it made: one it just
+        // unmounted, or an empty one left for a volume it knows (a retry
+        // after a crash between the unmount and the removal). Nothing
+        // for an unknown volume with nothing mounted there (a mistyped
+        // path is not ours to delete), and never through a link (the
+        // path's last component is not followed).
+        if was_mounted || found.is_ok() {
+            match std::fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {
+                    let _ = std::fs::remove_dir(&target);
+                }
+                Ok(m) if m.is_file() && m.len() == 0 => {
+                    let _ = std::fs::remove_file(&target);
+                }
+                _ => {}
             }
-            Ok(m) if m.is_file() && m.len() == 0 => {
-                let _ = std::fs::remove_file(&target);
-            }
-            _ => {}
         }
         // Then what the spec asks of an unknown volume (NOT_FOUND), with
         // this node's part already done.
@@ -412,12 +490,27 @@ impl Csi {
         let v = self.volume_here(id)?;
         let path = volume_path_of(path)?;
         let node = self.vols.node();
-        let md = std::fs::metadata(&path)
-            .map_err(|_| Status::not_found(format!("{} does not exist", path.display())))?;
+        // One answer for every path the volume is not at, whatever is
+        // there: it tells nothing about the host's other paths.
+        let not_here = || {
+            Status::not_found(format!(
+                "volume {} is not staged or published at the given path",
+                v.name
+            ))
+        };
         if node.mounts_at(&path).map_err(status)?.is_empty() {
-            // Where the volume was published, its mount is gone: that is
-            // the volume's condition, and the usage of whatever is
-            // underneath is not the volume's.
+            // Where this node staged the volume (its record says so), its
+            // mount is gone: that is the volume's condition, and the usage
+            // of whatever is underneath is not the volume's.
+            let rec = self
+                .vols
+                .mount_record(VolumeRef::Id(&v.id))
+                .map_err(status)?
+                .unwrap_or_default();
+            let key = Consumer::Csi(&path).key().map_err(status)?;
+            if !rec.consumers.contains(&key) && !rec.holds.contains(&block_holder(&path)) {
+                return Err(not_here());
+            }
             return Ok(NodeGetVolumeStatsResponse {
                 usage: Vec::new(),
                 volume_condition: Some(VolumeCondition {
@@ -427,12 +520,9 @@ impl Csi {
             });
         }
         if !self.is_at(&v, &path)? {
-            return Err(Status::not_found(format!(
-                "volume {} is not at {} (another filesystem or device is mounted there)",
-                v.name,
-                path.display()
-            )));
+            return Err(not_here());
         }
+        let md = std::fs::metadata(&path).map_err(|_| not_here())?;
         let condition = VolumeCondition {
             abnormal: false,
             message: "mounted".into(),
@@ -570,8 +660,13 @@ impl Node for Csi {
             .as_ref()
             .ok_or_else(|| missing("volume_capability"))?;
         check_capability(cap)?;
-        let key = format!("path {}", target.display());
-        self.run(d, vec![key], move |csi| csi.publish(r, staging, target))
+        // The volume's key too: an unstage of it must not run beside
+        // (the staging mount checked here is what gets bound).
+        let keys = vec![
+            format!("volume {}", r.volume_id),
+            format!("path {}", target.display()),
+        ];
+        self.run(d, keys, move |csi| csi.publish(r, staging, target))
             .await?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }

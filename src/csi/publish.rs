@@ -84,10 +84,27 @@ impl Csi {
         if crate::input::consumer(node_id).is_err() {
             return Err(Status::not_found(format!("node {node_id} not found")));
         }
-        Ok(InstanceId {
-            id: node_id.to_string(),
-            ..me.clone()
-        })
+        // Ids are compared without case everywhere; this node's own is
+        // kept as it spells it, so that records agree.
+        let id = if node_id.eq_ignore_ascii_case(&me.id) {
+            me.id.clone()
+        } else {
+            node_id.to_string()
+        };
+        Ok(InstanceId { id, ..me.clone() })
+    }
+
+    /// `who` spelled as the volume's holder spells it, when that is the
+    /// same node (ids compare without case).
+    fn as_held(v: &RexVolume, mut who: InstanceId) -> InstanceId {
+        if let Some(a) = v
+            .attachments
+            .iter()
+            .find(|a| a.instance_id.id.eq_ignore_ascii_case(&who.id))
+        {
+            who.id = a.instance_id.id.clone();
+        }
+        who
     }
 
     pub(super) fn publish_now(
@@ -98,7 +115,7 @@ impl Csi {
         let v: RexVolume = self
             .lookup_id(&r.volume_id)?
             .ok_or_else(|| Status::not_found(format!("volume {} not found", r.volume_id)))?;
-        let who = self.node_of(&r.node_id)?;
+        let who = Self::as_held(&v, self.node_of(&r.node_id)?);
         // A backend that registers its nodes knows this one, or it is not
         // one (a mistyped id would hold the volume for a node that never
         // comes). Only here: a release is never refused for it.
@@ -131,7 +148,10 @@ impl Csi {
                 .iter()
                 .find(|p| p.node_id.eq_ignore_ascii_case(&who.id))
             {
-                if *p != asked {
+                if !(p.node_id.eq_ignore_ascii_case(&asked.node_id)
+                    && (p.readonly, p.access_mode, p.block)
+                        == (asked.readonly, asked.access_mode, asked.block))
+                {
                     return Err(Status::already_exists(format!(
                         "volume {} is already published to node {} with other options (readonly {}, access mode {}, {}); unpublish it first",
                         v.name,
@@ -200,6 +220,7 @@ impl Csi {
             let Ok(who) = self.node_of(&node) else {
                 continue;
             };
+            let who = Self::as_held(&v, who);
             self.vols
                 .unpublish_from(VolumeRef::Id(&v.id), &who)
                 .map_err(status)?;

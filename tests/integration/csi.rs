@@ -965,11 +965,23 @@ fn a_wrong_volume_id_never_touches_another_volumes_path() {
     let st = stats(n, &c.rt, &a, &ta).unwrap();
     assert_eq!(st.usage.len(), 2, "{st:?}");
     assert!(!st.volume_condition.unwrap().abnormal);
-    // A path that exists but holds nothing: abnormal, and the usage of
-    // the filesystem underneath is not given as the volume's.
-    let st = stats(n, &c.rt, &a, &home.dir).unwrap();
-    assert!(st.usage.is_empty(), "{st:?}");
-    assert!(st.volume_condition.unwrap().abnormal);
+    // Paths the volume is not at, whatever they are (an existing
+    // directory, a missing path, a file, a mount point of the host): one
+    // NOT_FOUND that tells nothing about them.
+    let plain_file = home.dir.join("a-file");
+    std::fs::write(&plain_file, b"").unwrap();
+    let mut said = std::collections::BTreeSet::new();
+    for p in [
+        home.dir.clone(),
+        home.dir.join("missing"),
+        plain_file.clone(),
+        PathBuf::from("/proc"),
+    ] {
+        let e = stats(n, &c.rt, &a, &p).unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{p:?}");
+        said.insert(e.message().to_string());
+    }
+    assert_eq!(said.len(), 1, "{said:?}");
     let expand = |n: &mut NodeClient<Channel>,
                   rt: &tokio::runtime::Runtime,
                   id: &str,
@@ -1021,6 +1033,26 @@ fn a_wrong_volume_id_never_touches_another_volumes_path() {
     assert_eq!(c.unpublish("nope", &tg), Code::NotFound);
     assert_eq!(count_mounts_at(&tg), 0);
     run(&["umount".as_ref(), &os(&ghost)]);
+    // An unknown volume with nothing mounted at the path: nothing there
+    // is removed (an empty file or directory is not the plugin's), nor
+    // through a link.
+    let empty_dir = dir("p/empty");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let link = home.dir.join("a-link");
+    std::os::unix::fs::symlink(&plain_file, &link).unwrap();
+    for p in [&empty_dir, &plain_file, &link] {
+        assert_eq!(c.unpublish("nope", p), Code::NotFound);
+        assert!(std::fs::symlink_metadata(p).is_ok(), "{p:?} removed");
+    }
+    assert_eq!(c.unpublish(&a, &link), Code::Ok);
+    assert!(link.is_symlink() && plain_file.exists());
+    // A staging path whose mount went behind rexray's back: the volume's
+    // condition (abnormal), with no usage of what is underneath.
+    assert_eq!(c.unpublish(&a, &ta), Code::Ok);
+    run(&["umount".as_ref(), &os(&sa)]);
+    let st = stats(&mut c.node, &c.rt, &a, &sa).unwrap();
+    assert!(st.usage.is_empty(), "{st:?}");
+    assert!(st.volume_condition.unwrap().abnormal);
     // The right ids undo it all.
     for (id, s, t) in [(&a, &sa, &ta), (&b, &sb, &tb)] {
         assert_eq!(c.unpublish(id, t), Code::Ok);
@@ -1082,6 +1114,11 @@ fn any_csi_name_is_a_volume_and_the_same_one_again() {
     assert!(names[0].starts_with("csi-"), "{names:?}");
     let other = c.create(create_req("sanity vol+2/ü", GIB)).unwrap();
     assert_ne!(other.volume_id, v.volume_id);
+    // The name the odd one is kept under, asked for by a CSI name of its
+    // own: another volume (two PVs never share one).
+    let as_kept = c.create(create_req(&names[0], GIB)).unwrap();
+    assert_ne!(as_kept.volume_id, v.volume_id);
+    assert_eq!(c.delete(&as_kept.volume_id), Code::Ok);
     let ctl = &mut c.ctl;
     let snap = |name: &str| CreateSnapshotRequest {
         source_volume_id: v.volume_id.clone(),
@@ -1384,6 +1421,10 @@ fn kubelet_read_only_and_raw_block() {
         Code::InvalidArgument
     );
     assert_eq!(count_mounts_at(&t3), 0);
+    // Unstaged while still published: refused, nothing undone.
+    let before = mounts(&home);
+    assert_eq!(c.unstage(&v.volume_id, &staging), Code::FailedPrecondition);
+    assert_eq!(mounts(&home), before);
     for t in [&target, &t2] {
         assert_eq!(c.unpublish(&v.volume_id, t), Code::Ok);
     }
@@ -1414,6 +1455,23 @@ fn kubelet_read_only_and_raw_block() {
     assert!(md.file_type().is_block_device());
     let dev = std::fs::metadata(&home.loops()[0]).unwrap();
     assert_eq!(md.rdev(), dev.rdev());
+    // Unstaged while published: refused, the device kept (detached, it
+    // would be reused for another volume under the pod), and so is the
+    // volume's removal.
+    assert_eq!(c.unstage(&b.volume_id, &bstage), Code::FailedPrecondition);
+    assert_eq!(home.loops().len(), 1);
+    assert_eq!(c.delete(&b.volume_id), Code::FailedPrecondition);
+    // Another block volume published where this one's device is bound:
+    // the target holds another device, ALREADY_EXISTS.
+    let b2 = c.create(create_req("pvc-block2", GIB)).unwrap();
+    let bstage2 = home.dir.join("k/staging/block2");
+    assert_eq!(c.stage(&b2.volume_id, &bstage2, block_cap()), Code::Ok);
+    assert_eq!(
+        c.publish(&b2.volume_id, &bstage2, &btarget, block_cap(), false),
+        Code::AlreadyExists
+    );
+    assert_eq!(c.unstage(&b2.volume_id, &bstage2), Code::Ok);
+    assert_eq!(c.delete(&b2.volume_id), Code::Ok);
     assert_eq!(c.unpublish(&b.volume_id, &btarget), Code::Ok);
     assert!(!btarget.exists());
     assert_eq!(c.unstage(&b.volume_id, &bstage), Code::Ok);
@@ -1913,6 +1971,16 @@ fn sanity_controller_publish() {
     );
     assert_eq!(pc(c.ctl_publish(&id, &node, cap.clone(), false)), Code::Ok);
     assert_eq!(c.ctl_unpublish(&id, &node), Code::Ok);
+    // Node ids compare without case, every step alike: published under
+    // another spelling, it is the same node's, and unpublished as such.
+    let upper = node.to_uppercase();
+    if upper != node {
+        assert_eq!(pc(c.ctl_publish(&id, &upper, cap.clone(), false)), Code::Ok);
+        assert_eq!(pc(c.ctl_publish(&id, &node, cap.clone(), false)), Code::Ok);
+        assert_eq!(c.published_nodes(&id), [node.as_str()]);
+        assert_eq!(c.ctl_unpublish(&id, &upper), Code::Ok);
+        assert!(c.published_nodes(&id).is_empty());
+    }
     // Unpublished, it may be published read-only.
     assert_eq!(pc(c.ctl_publish(&id, &node, cap.clone(), true)), Code::Ok);
     assert_eq!(
