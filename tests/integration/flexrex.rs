@@ -888,14 +888,14 @@ fn kubelet_paths_behind_a_link_are_unmounted_for_real() {
     std::fs::create_dir_all(&real).unwrap();
     let kube = h.dir.join("kube");
     std::os::unix::fs::symlink(&real, &kube).unwrap();
-    h.rexray(&["volume", "create", "lk", "--size", "1"]).ok();
-    let o = opts("lk", "pv-lk", "rw");
+    h.rexray(&["volume", "create", "lnk", "--size", "1"]).ok();
+    let o = opts("lnk", "pv-lnk", "rw");
     let dev = flex(&h, &["attach", &o, "node1"]).success()["device"]
         .as_str()
         .unwrap()
         .to_string();
-    let dmp = kube.join("plugins").join("pv-lk");
-    let pod = kube.join("pods").join("uid1").join("pv-lk");
+    let dmp = kube.join("plugins").join("pv-lnk");
+    let pod = kube.join("pods").join("uid1").join("pv-lnk");
     for _ in 0..2 {
         flex(&h, &["mountdevice", s(&dmp), &dev, &o]).success();
         flex(&h, &["mount", s(&pod), &o]).success();
@@ -906,7 +906,7 @@ fn kubelet_paths_behind_a_link_are_unmounted_for_real() {
     flex(&h, &["unmount", s(&pod)]).success();
     flex(&h, &["unmountdevice", s(&dmp)]).success();
     assert!(under_real().is_empty(), "left mounted: {:?}", under_real());
-    flex(&h, &["detach", "pv-lk", "node1"]).success();
+    flex(&h, &["detach", "pv-lnk", "node1"]).success();
     assert!(h.mounts().is_empty() && h.loops().is_empty());
-    h.rexray(&["volume", "rm", "lk"]).ok();
+    h.rexray(&["volume", "rm", "lnk"]).ok();
 }
