@@ -753,17 +753,20 @@ impl Node for Csi {
                     capacity_bytes: bytes(v.size),
                 });
             }
-            let want = r
-                .capacity_range
-                .as_ref()
-                .map(|c| c.required_bytes.max(0) as u64)
-                .unwrap_or(0)
-                .max(v.size.saturating_mul(super::GIB));
+            // The volume's size is the controller's (ControllerExpandVolume,
+            // which the endpoint advertises, comes first): the node only
+            // grows the filesystem mounted here to it.
+            if required > size {
+                return Err(Status::out_of_range(format!(
+                    "volume {} is {size} bytes, less than the {required} bytes required: ControllerExpandVolume grows the volume, the node only its filesystem",
+                    v.name
+                )));
+            }
             // Growing to the current size grows the filesystem mounted
             // here to the volume's size.
             let (_, b) =
                 csi.vols
-                    .resize(VolumeRef::Id(&v.id), want)
+                    .resize(VolumeRef::Id(&v.id), size)
                     .map_err(|e| match e.kind() {
                         Kind::InvalidInput => Status::out_of_range(e.to_string()),
                         _ => status(e),

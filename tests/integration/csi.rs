@@ -1006,6 +1006,16 @@ fn a_wrong_volume_id_never_touches_another_volumes_path() {
     assert_eq!(expand(n, &c.rt, &a, &ta, 2 * gib, gib), Code::OutOfRange);
     assert_eq!(expand(n, &c.rt, &a, &ta, gib, gib), Code::Ok);
     assert_eq!(expand(n, &c.rt, &a, &sa, gib, 0), Code::Ok);
+    // More than the volume has: the controller's to grow, not the node's.
+    assert_eq!(expand(n, &c.rt, &a, &ta, 3 * gib, 0), Code::OutOfRange);
+    assert_eq!(
+        home.volumes()
+            .lookup(rexray::volume::VolumeRef::Id(&a))
+            .unwrap()
+            .unwrap()
+            .size,
+        1
+    );
     held();
     // A target that holds a filesystem mounted where a volume that is no
     // more was (removed behind rexray's back): an unknown id undoes it.
