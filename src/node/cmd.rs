@@ -120,10 +120,39 @@ pub fn wait_within(child: &mut Child, timeout: Duration) -> std::io::Result<Opti
     };
     if timed_out {
         let _ = child.kill();
+        // A tool stuck in the kernel (writing to a frozen filesystem, a
+        // hung device) does not end at once even then: it is waited for
+        // a bound, then left to be reaped whenever it ends.
+        let ended = match rx.recv_timeout(KILL_WAIT) {
+            Ok(true) => true,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+            _ => {
+                let until = std::time::Instant::now() + KILL_WAIT;
+                loop {
+                    if child.try_wait()?.is_some() {
+                        break true;
+                    }
+                    if std::time::Instant::now() >= until {
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        };
+        if !ended {
+            tracing::warn!(pid = child.id(), "a command killed at its time limit has not ended {} s later (stuck in the kernel: a frozen filesystem or a hung device?); not waiting for it", KILL_WAIT.as_secs());
+            std::thread::spawn(move || {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            });
+            return Ok(None);
+        }
     }
     let status = child.wait()?;
     Ok((!timed_out).then_some(status))
 }
+
+/// How long a command killed at its time limit may take to end.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the output of a tool that exited may still take to end.
 const OUTPUT_WAIT: Duration = Duration::from_secs(5);

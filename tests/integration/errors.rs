@@ -180,7 +180,47 @@ fn hung_mkfs_is_bounded() {
     h.rexray(&["volume", "rm", "hm"]).ok();
 }
 
-/// One line on stderr, nothing on stdout, exit 1; returns the line.
+/// A tool stuck in the kernel (growing a frozen filesystem) does not end
+/// even when killed at its time limit: the call still answers within a
+/// bound, and says why.
+#[test]
+fn a_tool_stuck_on_a_frozen_filesystem_is_not_waited_for() {
+    require_root!();
+    if driver_na_on(&[TestDriver::S3fs], "no filesystem to freeze") {
+        return;
+    }
+    let h = Home::new();
+    h.rexray(&["volume", "create", "fz", "--size", "1", "--fsType", "xfs"])
+        .ok();
+    h.rexray(&["volume", "mount", "fz"]).ok();
+    let mp = h.mount_point("fz");
+    let freeze = |how: &str| {
+        let o = run_cmd(std::process::Command::new("fsfreeze").arg(how).arg(&mp));
+        assert_eq!(o.code, 0, "{o:#?}");
+    };
+    freeze("-f");
+    let started = std::time::Instant::now();
+    let out = run_cmd(
+        h.command("flexrex")
+            .env("LIBSTORAGE_DEVICE_FORMATTIMEOUT", "2s")
+            .args([
+                "expandvolume",
+                r#"{"volumeID":"fz"}"#,
+                "/x",
+                "2147483648",
+                "1073741824",
+            ]),
+    );
+    let took = started.elapsed();
+    freeze("-u");
+    assert!(out.stdout.contains(r#""status":"Failure""#), "{out:#?}");
+    assert!(out.stdout.contains("did not finish within 2s"), "{out:#?}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    h.rexray(&["volume", "unmount", "fz"]).ok();
+    h.rexray(&["volume", "rm", "fz"]).ok();
+}
+
+/// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
 #[track_caller]
 fn one_line(out: &Out) -> String {
     let e = out.fails(1).to_string();
