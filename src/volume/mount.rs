@@ -329,6 +329,46 @@ impl Volumes {
         }
     }
 
+    /// Refuse to unmount the filesystem of a block device that is frozen
+    /// (a backup agent's `fsfreeze`): with its last mount gone it could
+    /// never be thawed (`fsfreeze -u` needs a mount point), the device
+    /// would stay busy, and the next mount would bring it back frozen,
+    /// every write to it hanging. Told by freezing it for a moment (with
+    /// the guard that thaws it if this process dies): only a frozen one
+    /// refuses. A filesystem that cannot be frozen (FUSE, a directory's
+    /// bind) is not asked.
+    fn refuse_frozen(&self, v: &Volume, mp: &Path) -> Result<()> {
+        let Some(m) = self.node.mounts_at(mp)?.into_iter().next() else {
+            return Ok(());
+        };
+        let freezable = m.source.starts_with("/dev/")
+            && matches!(
+                m.fs_type.as_str(),
+                "ext2" | "ext3" | "ext4" | "xfs" | "btrfs"
+            );
+        if !freezable {
+            return Ok(());
+        }
+        match self.node.freeze(mp, std::time::Duration::from_secs(10)) {
+            Ok(g) => {
+                if let Err(e) = g.finish() {
+                    tracing::warn!(volume = %v.name, "checking whether the filesystem is frozen: {e}");
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == crate::Kind::InUse => Err(Error::in_use(format!(
+                "the filesystem of volume {} at {} is frozen (fsfreeze); unmounted now it could never be thawed, and the next mount would bring it back frozen: thaw it (`fsfreeze -u {}`), then unmount again (nothing was unmounted)",
+                v.name,
+                mp.display(),
+                mp.display()
+            ))),
+            Err(e) => {
+                tracing::debug!(volume = %v.name, "cannot tell whether the filesystem is frozen: {e}");
+                Ok(())
+            }
+        }
+    }
+
     /// Preemption of a volume another instance on this host has mounted:
     /// unmount its mounts of the device first, as a forced detach would cut
     /// off another host. A busy mount stops the preemption.
@@ -422,6 +462,7 @@ impl Volumes {
     pub(super) fn release(&self, v: &Volume, keep: Keep) -> Result<()> {
         let mp = self.mount_point(&v.name);
         let step = |what: &str| format!("unmounting volume {} ({what})", v.name);
+        self.refuse_frozen(v, &mp)?;
         self.node
             .unmount_all(&mp)
             .map_err(|e| e.context(step("unmount")))?;

@@ -220,7 +220,34 @@ fn a_tool_stuck_on_a_frozen_filesystem_is_not_waited_for() {
     h.rexray(&["volume", "rm", "fz"]).ok();
 }
 
-/// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
+/// A frozen filesystem (a backup agent's fsfreeze) is not unmounted:
+/// unmounted, it could never be thawed, and the next mount would bring it
+/// back frozen. Thawed, the same unmount goes through.
+#[test]
+fn a_frozen_filesystem_is_not_unmounted() {
+    require_root!();
+    let h = Home::new();
+    h.rexray(&["volume", "create", "fr", "--size", "1"]).ok();
+    h.rexray(&["volume", "mount", "fr"]).ok();
+    let mp = h.mount_point("fr");
+    let freeze = |how: &str| {
+        let o = run_cmd(std::process::Command::new("fsfreeze").arg(how).arg(&mp));
+        assert_eq!(o.code, 0, "{o:#?}");
+    };
+    freeze("-f");
+    let e = h.rexray(&["volume", "unmount", "fr"]).fails(1).to_string();
+    assert!(
+        e.contains("is frozen (fsfreeze)") && e.contains("fsfreeze -u"),
+        "{e}"
+    );
+    assert_eq!(count_mounts_at(&mp), 1, "still mounted");
+    freeze("-u");
+    h.rexray(&["volume", "unmount", "fr"]).ok();
+    assert!(h.mounts().is_empty() && h.loops().is_empty());
+    h.rexray(&["volume", "rm", "fr"]).ok();
+}
+
+/// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
 #[track_caller]
 fn one_line(out: &Out) -> String {
     let e = out.fails(1).to_string();
