@@ -412,7 +412,7 @@ impl Volumes {
             if let Some(dev) = self.local_device(&v)? {
                 self.node.grow(&dev, &mp, &m.fs_type, self.cfg.duration(keys::FORMAT_TIMEOUT)).map_err(|e| {
                     let hint = if m.fs_type.starts_with("ext") && e.is_permission_denied() {
-                        " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability or grow it unmounted)"
+                        " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE; the volume itself has grown, retry with that capability; its next mount with it grows the filesystem too)"
                     } else {
                         ""
                     };

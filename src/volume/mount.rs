@@ -220,7 +220,33 @@ impl Volumes {
         self.node
             .mount_device(dev, mp, &fs, false)
             .map_err(|e| e.context(mounting(v, "mount")))?;
+        self.grow_to_device(v, mp, dev, numbers, &fs);
         Ok(fs)
+    }
+
+    /// Grow a filesystem that was made smaller than its device (a copy or
+    /// a restore at a larger size, a resize while unmounted) to the
+    /// device, now that it is mounted: as a resize of a mounted volume
+    /// does. One that fills less than 90% of its device counts (a
+    /// filesystem's own overhead is a few percent). A failure is logged;
+    /// the mount stands.
+    fn grow_to_device(&self, v: &Volume, mp: &Path, dev: &Path, numbers: (u32, u32), fs: &str) {
+        let Ok(size) = node::device_size(numbers) else {
+            return;
+        };
+        let Ok(u) = self.node.usage(mp) else {
+            return;
+        };
+        if u.total_bytes == 0 || u.total_bytes >= size / 10 * 9 {
+            return;
+        }
+        tracing::info!(volume = %v.name, filesystem_bytes = u.total_bytes, device_bytes = size, "growing the filesystem to its device (it was made smaller: a copy or a resize while unmounted)");
+        if let Err(e) = self
+            .node
+            .grow(dev, mp, fs, self.cfg.duration(keys::FORMAT_TIMEOUT))
+        {
+            tracing::warn!(volume = %v.name, "could not grow the filesystem to its device: {e}");
+        }
     }
 
     /// The filesystem on `v`'s device `dev`, made first only if the device

@@ -247,7 +247,40 @@ fn a_frozen_filesystem_is_not_unmounted() {
     h.rexray(&["volume", "rm", "fr"]).ok();
 }
 
-/// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
+/// A volume grown while unmounted (its image only) has its filesystem
+/// grown to it at the next mount.
+#[test]
+fn a_filesystem_smaller_than_its_volume_grows_at_mount() {
+    require_root!();
+    if driver_na_on(&[TestDriver::S3fs], "no filesystem size") {
+        return;
+    }
+    let h = Home::new();
+    h.rexray(&["volume", "create", "gm", "--size", "1", "--fsType", "xfs"])
+        .ok();
+    h.rexray(&["volume", "mount", "gm"]).ok();
+    std::fs::write(h.data("gm").join("keep"), "data").unwrap();
+    h.rexray(&["volume", "unmount", "gm"]).ok();
+    let out = run_cmd(h.command("flexrex").args([
+        "expandvolume",
+        r#"{"volumeID":"gm"}"#,
+        "/x",
+        "3221225472",
+        "1073741824",
+    ]));
+    assert!(out.stdout.contains(r#""status":"Success""#), "{out:#?}");
+    h.rexray(&["volume", "mount", "gm"]).ok();
+    let total = fs_bytes(&h.mount_point("gm"));
+    assert!(total > 2 << 30, "{total} bytes after the mount");
+    assert_eq!(
+        std::fs::read_to_string(h.data("gm").join("keep")).unwrap(),
+        "data"
+    );
+    h.rexray(&["volume", "unmount", "gm"]).ok();
+    h.rexray(&["volume", "rm", "gm"]).ok();
+}
+
+/// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
 #[track_caller]
 fn one_line(out: &Out) -> String {
     let e = out.fails(1).to_string();
