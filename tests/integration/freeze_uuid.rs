@@ -355,12 +355,20 @@ mod crash {
         let h = Home::new();
         let (host, sock) = source(&h, "xfs");
         let svc = Service::start(&h, &host, &[("FAILPOINTS", "node::uuid-refused=return")]);
+        // An fsType asked for a copy does not change what it records: it
+        // holds its source's filesystem.
         let r = post(
             &sock,
             "/VolumeDriver.Create",
-            r#"{"Name":"c","Opts":{"volumeName":"v"}}"#,
+            r#"{"Name":"c","Opts":{"volumeName":"v","fsType":"ext4"}}"#,
         );
         assert_eq!(r.0, 200, "{r:?}");
+        let copy = h
+            .volumes()
+            .lookup(rexray::volume::VolumeRef::Name("c"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(copy.fields.get("fsType").map(String::as_str), Some("xfs"));
         let log = svc.log_text();
         assert!(
             log.contains("keeps its source's filesystem UUID") && log.contains("xfs_admin refused"),

@@ -146,7 +146,14 @@ impl LoopDriver {
             )));
         }
         let mut fields = src.fields.clone();
-        fields.extend(spec.fields.clone());
+        // A copy holds its source's filesystem: an fsType asked for it
+        // would record what it is not.
+        fields.extend(
+            spec.fields
+                .iter()
+                .filter(|(k, _)| k.as_str() != "fsType")
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         fields.insert("copiedFrom".into(), src.id.clone());
         self.create_copy(&self.image(id), new_name, spec, fields, intact, prepare)
     }
