@@ -246,7 +246,9 @@ mod tests {
         let mut c = command_at(&find("sh", "dash").unwrap());
         c.args([
             "-c",
-            "echo first; (while [ ! -e \"$1\" ]; do sleep 0.1; done) & echo second",
+            // (Bounded, and gone with the test's directory, should the
+            // file be missed: no process outlives the test.)
+            "echo first; (i=0; while [ ! -e \"$1\" ] && [ -d \"${1%/*}\" ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.1; done) & echo second",
             "sh",
         ])
         .arg(&go);
