@@ -53,23 +53,18 @@ pub(super) struct Owner {
 
 /// Loop devices and the files behind them, read from sysfs.
 ///
-/// Every command asks this at least once, so it costs one failed open
-/// per unbound device and an open, a read and a close per bound one.
+/// Every command asks this at least once, so it costs a read of
+/// `/proc/partitions` and an open, a read and a close per bound device
+/// (see [`loop_names`]).
 pub(super) fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
     let mut map: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
-    let Ok(rd) = std::fs::read_dir("/sys/block") else {
-        return map;
-    };
     let mut path = String::with_capacity(64);
     // A path (at most PATH_MAX) and its newline, or " (deleted)".
     let mut buf = vec![0u8; 4096 + 16];
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
-            continue;
-        };
+    for name in loop_names() {
+        let name = name.as_str();
         path.clear();
         path.push_str("/sys/block/");
         path.push_str(name);
@@ -95,6 +90,33 @@ pub(super) fn kernel_loops() -> HashMap<PathBuf, Vec<PathBuf>> {
         devs.sort();
     }
     map
+}
+
+/// The names of the loop devices that may be bound. `/proc/partitions`
+/// lists the block devices that have a size: a bound loop device has its
+/// image's, an unbound one none. Hosts keep dozens of unbound devices (a
+/// device made is never removed), so one read replaces a failed open per
+/// device. Without it, every `loop*` of `/sys/block`.
+fn loop_names() -> Vec<String> {
+    let is_loop = |n: &str| {
+        n.strip_prefix("loop")
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Ok(text) = std::fs::read_to_string("/proc/partitions") {
+        return text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .filter(|n| is_loop(n))
+            .map(String::from)
+            .collect();
+    }
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_loop(n))
+        .collect()
 }
 
 fn unknown_holder() -> InstanceId {
