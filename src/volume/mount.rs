@@ -361,13 +361,22 @@ impl Volumes {
     /// would stay busy, and the next mount would bring it back frozen,
     /// every write to it hanging. Told by freezing it for a moment (with
     /// the guard that thaws it if this process dies): only a frozen one
-    /// refuses. A filesystem that cannot be frozen (FUSE, a directory's
-    /// bind) is not asked.
+    /// refuses. Only the whole filesystem of the volume's own block device
+    /// is asked: never a directory's bind (the vfs driver's, whose
+    /// filesystem is the host's), nor FUSE.
     fn refuse_frozen(&self, v: &Volume, mp: &Path) -> Result<()> {
         let Some(m) = self.node.mounts_at(mp)?.into_iter().next() else {
             return Ok(());
         };
-        let freezable = m.source.starts_with("/dev/")
+        let own_device = v
+            .attachments
+            .first()
+            .map(|a| Path::new(&a.device_name))
+            .filter(|d| d.starts_with("/dev/"))
+            .and_then(|d| self.node.device_numbers(d).ok())
+            == Some(m.dev);
+        let freezable = own_device
+            && m.root == "/"
             && matches!(
                 m.fs_type.as_str(),
                 "ext2" | "ext3" | "ext4" | "xfs" | "btrfs"
