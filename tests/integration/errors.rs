@@ -696,6 +696,31 @@ fn a_size_past_the_backing_filesystems_limit_is_named() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    // A copy that large: refused the same way before anything is copied
+    // (its source may be frozen for the copy).
+    h.rexray(&["volume", "create", "src", "--size", "1"]).ok();
+    let (host, sock) = unix_host(&h);
+    let _svc = crate::docker::Service::start(&h, &host, &[]);
+    let (status, reply) = crate::docker::post(
+        &sock,
+        "/VolumeDriver.Create",
+        r#"{"Name":"huge","Opts":{"volumeName":"src","size":"65536"}}"#,
+    );
+    let e = reply["Err"].as_str().unwrap_or_default();
+    assert!(
+        status != 200
+            && e.contains("creating volume huge")
+            && e.contains("larger than the largest file the filesystem of loop.volumePath")
+            && !e.contains(".copying"),
+        "{status} {reply}"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".img") || n.ends_with(".copying"))
+        .collect();
+    assert_eq!(names.len(), 1, "only the source's image: {names:?}");
 }
 
 #[test]

@@ -388,6 +388,34 @@ fn preallocate_allocates_the_image_or_refuses_leaving_nothing() {
     let ls = h.rexray(&["volume", "ls", "-f", "json"]);
     assert_eq!(ls.ok().trim(), "[]");
 
+    // A copy that could not be preallocated: refused before anything is
+    // copied (its source may be frozen for the copy).
+    h.config(&format!(
+        "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n",
+        small.display()
+    ));
+    h.rexray(&["volume", "create", "src", "--size", "1"]).ok();
+    h.config(&format!(
+        "libstorage:\n  service: loop\nloop:\n  volumePath: {}\n  preallocate: true\n",
+        small.display()
+    ));
+    let (host, sock) = unix_host(&h);
+    let svc = Service::start(&h, &host, &[]);
+    let (status, reply) = post(
+        &sock,
+        "/VolumeDriver.Create",
+        r#"{"Name":"cp","Opts":{"volumeName":"src"}}"#,
+    );
+    let e = reply["Err"].as_str().unwrap_or_default();
+    assert!(
+        status != 200
+            && e.contains("cannot preallocate volume cp")
+            && e.contains("nothing was copied"),
+        "{status} {reply}"
+    );
+    assert_eq!(images(&small).len(), 1, "{:?}", images(&small));
+    drop(svc);
+
     // On a disk with room: the image is allocated whole.
     let h2 = Home::new();
     h2.config("loop:\n  preallocate: true\n");

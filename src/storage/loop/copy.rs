@@ -73,8 +73,11 @@ impl LoopDriver {
         crate::files::sweep_temporaries(&self.root);
         let tmp_id = new_id()?;
         let tmp = self.root.join(format!("{tmp_id}.copying"));
+        // Whether it can be made, before anything is copied.
+        self.check_room(name, spec.size, &tmp)?;
         // Held until the copy is published: a sweep leaves it alone.
-        let (how, tmp_file) = clone_file(src, &tmp)?;
+        let (how, tmp_file) = clone_file(src, &tmp)
+            .map_err(|e| e.context(format!("creating volume {name} as a copy")))?;
         fail::fail_point!("loop::copy-after-clone", |_| crate::crash_here());
         if let Err(e) = intact() {
             let _ = std::fs::remove_file(&tmp);

@@ -397,26 +397,9 @@ impl Controller for LoopDriver {
             if self.preallocate {
                 self.allocate(&f, &img, name, bytes)?;
             }
-            f.set_len(bytes).and_then(|_| f.sync_all()).map_err(|e| {
-                let err = Error::from_io(
-                    format!(
-                        "creating volume {name}: sizing image {} to {} GiB",
-                        img.display(),
-                        spec.size
-                    ),
-                    &e,
-                );
-                if e.raw_os_error() == Some(libc::EFBIG) {
-                    err.map_message(|m| {
-                        format!(
-                            "{m}: larger than the largest file the filesystem of loop.volumePath {} allows (16 TiB on ext4 with 4 KiB blocks); choose a smaller size",
-                            self.root.display()
-                        )
-                    })
-                } else {
-                    err
-                }
-            })
+            f.set_len(bytes)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| self.sizing_error(name, Some(&img), spec.size, &e))
         })();
         if let Err(e) = made {
             if e.kind() != crate::Kind::AlreadyExists {

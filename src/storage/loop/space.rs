@@ -7,6 +7,57 @@ use crate::{Error, Result};
 use std::path::Path;
 
 impl LoopDriver {
+    /// The error of sizing the image of volume `name` (`img`, when it is
+    /// the volume's own) to `gib` GiB: one past the largest file the
+    /// filesystem allows is named as that.
+    pub(super) fn sizing_error(
+        &self,
+        name: &str,
+        img: Option<&Path>,
+        gib: u64,
+        e: &std::io::Error,
+    ) -> Error {
+        let image = img.map_or_else(
+            || "its image".to_string(),
+            |p| format!("image {}", p.display()),
+        );
+        let err = Error::from_io(
+            format!("creating volume {name}: sizing {image} to {gib} GiB"),
+            e,
+        );
+        if e.raw_os_error() != Some(libc::EFBIG) {
+            return err;
+        }
+        err.map_message(|m| {
+            format!(
+                "{m}: larger than the largest file the filesystem of loop.volumePath {} allows (16 TiB on ext4 with 4 KiB blocks); choose a smaller size",
+                self.root.display()
+            )
+        })
+    }
+
+    /// Before a copy of `gib` GiB is made (its source may be frozen for
+    /// it): whether an image of that size can exist here at all (a sparse
+    /// probe), and, with `loop.preallocate`, whether the space is free.
+    pub(super) fn check_room(&self, name: &str, gib: u64, probe: &Path) -> Result<()> {
+        let bytes = crate::input::gib_bytes(gib)?;
+        let f = crate::files::create_new(probe, crate::files::PRIVATE_FILE, "image")?;
+        let sized = f.set_len(bytes);
+        drop(f);
+        let _ = std::fs::remove_file(probe);
+        sized.map_err(|e| self.sizing_error(name, None, gib, &e))?;
+        let free = free_bytes(&self.root);
+        if self.preallocate && bytes > free {
+            return Err(Error::backend(format!(
+                "cannot preallocate volume {name} (loop.preallocate): it needs {}, and {} is free in loop.volumePath {}; nothing was copied; free space there, create a smaller volume, or unset loop.preallocate for a sparse image",
+                self::bytes(bytes),
+                self::bytes(free),
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// The space figures of volumePath, from every image (a full scan).
     pub(super) fn space(&self) -> Space {
         let free = free_bytes(&self.root);
