@@ -194,10 +194,7 @@ fn a_tool_stuck_on_a_frozen_filesystem_is_not_waited_for() {
         .ok();
     h.rexray(&["volume", "mount", "fz"]).ok();
     let mp = h.mount_point("fz");
-    let freeze = |how: &str| {
-        let o = run_cmd(std::process::Command::new("fsfreeze").arg(how).arg(&mp));
-        assert_eq!(o.code, 0, "{o:#?}");
-    };
+    let freeze = |how: &str| fsfreeze(how, &mp);
     freeze("-f");
     let started = std::time::Instant::now();
     let out = run_cmd(
@@ -230,10 +227,7 @@ fn a_frozen_filesystem_is_not_unmounted() {
     h.rexray(&["volume", "create", "fr", "--size", "1"]).ok();
     h.rexray(&["volume", "mount", "fr"]).ok();
     let mp = h.mount_point("fr");
-    let freeze = |how: &str| {
-        let o = run_cmd(std::process::Command::new("fsfreeze").arg(how).arg(&mp));
-        assert_eq!(o.code, 0, "{o:#?}");
-    };
+    let freeze = |how: &str| fsfreeze(how, &mp);
     freeze("-f");
     let e = h.rexray(&["volume", "unmount", "fr"]).fails(1).to_string();
     assert!(
@@ -278,6 +272,13 @@ fn a_filesystem_smaller_than_its_volume_grows_at_mount() {
     );
     h.rexray(&["volume", "unmount", "gm"]).ok();
     h.rexray(&["volume", "rm", "gm"]).ok();
+}
+
+/// `fsfreeze HOW MOUNTPOINT` (`-f` freezes, `-u` thaws), which must work.
+#[track_caller]
+fn fsfreeze(how: &str, mp: &std::path::Path) {
+    let o = run_cmd(std::process::Command::new("fsfreeze").arg(how).arg(mp));
+    assert_eq!(o.code, 0, "{o:#?}");
 }
 
 /// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line./// One line on stderr, nothing on stdout, exit 1; returns the line.
